@@ -1,0 +1,43 @@
+"""cnntool: look inside trained convolutional networks.
+
+The public Python API. Names are re-exported lazily so that `import cnntool` (and therefore
+`cnntool --help`) does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "CnnToolError": "cnntool.errors",
+    "load_model": "cnntool.core.models",
+    "LoadedModel": "cnntool.core.models",
+    "Preprocessing": "cnntool.core.preprocessing",
+    "list_models": "cnntool.core.models",
+    "load_image": "cnntool.core.images",
+    "open_data": "cnntool.core.data",
+    "resolve_layer": "cnntool.core.layers",
+    "layer_aliases": "cnntool.core.layers",
+    "capture": "cnntool.core.hooks",
+    "substitute_activation_backward": "cnntool.core.hooks",
+    "predict": "cnntool.tasks.predict",
+    "profile": "cnntool.tasks.profile",
+    "receptive_fields": "cnntool.core.receptive_field",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cnntool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
