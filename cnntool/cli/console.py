@@ -1,0 +1,69 @@
+"""Output for people goes to stderr (rich); output for pipelines goes to stdout.
+
+rich already honours NO_COLOR and drops colour and animation when stderr is not a terminal.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator, TypeVar
+
+from rich.console import Console
+
+T = TypeVar("T")
+
+_console: Console | None = None
+_quiet = False
+
+
+def console() -> Console:
+    global _console
+    if _console is None:
+        _console = Console(stderr=True, highlight=False)
+    return _console
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def info(message: str) -> None:
+    """A status line for people (silenced by -q)."""
+    if not _quiet:
+        console().print(message)
+
+
+def warn(message: str) -> None:
+    """A warning: always shown, also with -q."""
+    console().print(f"[yellow]warning:[/yellow] {message}")
+
+
+def error(message: str) -> None:
+    console().print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+
+
+def show(renderable) -> None:
+    """A table or panel for people (silenced by -q)."""
+    if not _quiet:
+        console().print(renderable)
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None) -> Iterator:
+    """A rich progress bar on stderr; `advance(n)` on what it yields. Hidden with -q."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=console(),
+                   disable=_quiet, transient=False)
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    with progress(description, total) as advance:
+        for item in items:
+            yield item
+            advance(1)

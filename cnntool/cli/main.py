@@ -1,0 +1,109 @@
+"""The `cnntool` entry point: a lazy click group (command modules load only when run).
+
+`cnntool --help` imports neither torch nor any command module: the one-line help of each
+command is kept here, next to where its module lives.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from cnntool import __version__
+
+# command name -> (module:attribute, one-line help shown by `cnntool --help`)
+COMMANDS = {
+    "models": ("cnntool.cli.models:models_command", "List the built-in models and torchvision architectures."),
+    "layers": ("cnntool.cli.models:layers_command", "List every layer of a model: type, output shape, params, aliases."),
+    "predict": ("cnntool.cli.predict:predict_command", "Classify images: top-k classes per image as JSON Lines."),
+    "profile": ("cnntool.cli.profile:profile_command", "Count params, MACs/FLOPs, activation memory and receptive fields per layer."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        target, _ = COMMANDS[name]
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx, formatter):
+        # Use the short help kept above instead of importing every command module.
+        rows = [(name, short) for name, (_, short) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else None
+        if name and not name.startswith("-") and name not in COMMANDS:
+            from cnntool.errors import close_matches
+
+            matches = close_matches(name, COMMANDS)
+            hint = f" Did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+            ctx.fail(f"No such command '{name}'.{hint}")
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Example: cnntool profile alexnet --format table")
+@click.version_option(__version__, prog_name="cnntool")
+@click.option("--debug", is_flag=True, help="Show the full traceback when something fails.")
+def cli(debug: bool) -> None:
+    """Look inside trained convolutional networks.
+
+    Results for pipelines go to stdout (JSON Lines by default); progress, tables and
+    warnings go to stderr.
+    """
+
+
+def _debug_requested(argv) -> bool:
+    return "--debug" in argv or os.environ.get("CNNTOOL_DEBUG") == "1"
+
+
+def main(argv=None) -> None:
+    """Run the CLI: user mistakes end in one sentence on stderr and exit code 1."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    try:
+        result = cli.main(args=argv, prog_name="cnntool", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        # the reader of stdout went away (e.g. `| head`): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except Exception as exc:  # noqa: BLE001 - the one place where every failure is reported
+        from cnntool.errors import CnnToolError
+
+        if debug:
+            raise
+        from cnntool.cli.console import error
+
+        if isinstance(exc, CnnToolError):
+            error(str(exc))
+            sys.exit(exc.exit_code)
+        error(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Options that mean the same in every command."""
+from __future__ import annotations
+
+import click
+
+from cnntool.cli import console
+
+
+def _set_quiet(ctx, param, value):
+    console.set_quiet(bool(value))
+    return value
+
+
+def model_options(func):
+    """MODEL loading options: --arch, --weights, --trust-code, --device."""
+    func = click.option("--device", default="auto", show_default=True,
+                        help="auto, cpu, cuda, cuda:N or mps (auto = CUDA when present).")(func)
+    func = click.option("--trust-code", is_flag=True,
+                        help="Allow loading that runs code from a file: a .py model or a pickled whole module.")(func)
+    func = click.option("--weights", metavar="PATH", help="Weights for an architecture given by name or FILE.py:NAME.")(func)
+    func = click.option("--arch", metavar="NAME", help="Architecture for a state-dict file (e.g. resnet18).")(func)
+    return func
+
+
+def output_options(func):
+    """-q/--quiet and --debug (the latter is read by cnntool.cli.main before parsing)."""
+    func = click.option("--debug", is_flag=True, expose_value=False,
+                        help="Show the full traceback when something fails.")(func)
+    func = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
+                        is_eager=True, help="No progress bars or tables on stderr.")(func)
+    return func
+
+
+def format_option(default: str = "jsonl"):
+    return click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "table"]),
+                        default=default, show_default=True,
+                        help="stdout format: JSON Lines, CSV, or a table for people.")
+
+
+def data_options(func):
+    """--batch-size and --workers for dataset scans."""
+    func = click.option("--workers", default=0, show_default=True, type=click.IntRange(0),
+                        help="DataLoader worker processes for reading images.")(func)
+    func = click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1),
+                        help="Images per forward pass.")(func)
+    return func
+
+
+def parse_size(text: str | None, channels_default: int | None = None):
+    """'224', '224x224', '3x224x224' or '3,224,224' -> (C|None, H, W)."""
+    if text is None:
+        return None
+    parts = [p for p in text.lower().replace(",", "x").replace("×", "x").split("x") if p]
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a size like 224, 224x224 or 3x224x224") from None
+    if len(numbers) == 1:
+        numbers = numbers * 2
+    if len(numbers) == 2:
+        return (channels_default, numbers[0], numbers[1])
+    if len(numbers) == 3:
+        return tuple(numbers)
+    raise click.BadParameter(f"'{text}' is not a size like 224, 224x224 or 3x224x224")

@@ -1,0 +1,114 @@
+"""Writers for results: JSON Lines / CSV / tables on a stream, files written atomically.
+
+A file is written to a temporary name in the same folder and renamed into place, so an
+interrupted run never leaves a half-written output behind. `-` means stdout.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Mapping, Sequence
+
+FORMATS = ("jsonl", "csv", "table")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+@contextlib.contextmanager
+def open_output(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open `path` for writing atomically; `-` is stdout (not closed afterwards)."""
+    if str(path) == "-":
+        yield sys.stdout.buffer if "b" in mode else sys.stdout
+        return
+    with atomic_path(path) as temp:
+        with open(temp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
+            yield handle
+
+
+def save_image(image, path: str | Path) -> None:
+    """Save a PIL image atomically (format from the suffix; PNG is lossless)."""
+    path = Path(path)
+    with atomic_path(path) as temp:
+        image.save(temp, format=_pil_format(path))
+
+
+def _pil_format(path: Path) -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    return {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF"}.get(suffix, suffix.upper() or "PNG")
+
+
+def _plain(value):
+    """JSON-ready: tuples to lists, NaN/inf to None, numpy/torch scalars to Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def jsonl_line(record: Mapping) -> str:
+    return json.dumps(_plain(record), ensure_ascii=False, separators=(",", ":"))
+
+
+def _cell(value) -> str:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"))
+    return "" if value is None else str(value)
+
+
+class RecordWriter:
+    """Write records one at a time as JSON Lines or CSV (columns fixed by the first record).
+
+    Each record is flushed at once so that a pipeline sees results as they come.
+    """
+
+    def __init__(self, stream: IO[str], fmt: str = "jsonl", columns: Sequence[str] | None = None):
+        if fmt not in ("jsonl", "csv"):
+            raise ValueError(f"RecordWriter writes jsonl or csv, not {fmt}")
+        self.stream, self.fmt, self.columns = stream, fmt, list(columns) if columns else None
+        self._csv = None
+
+    def write(self, record: Mapping) -> None:
+        if self.fmt == "jsonl":
+            self.stream.write(jsonl_line(record) + "\n")
+        else:
+            if self._csv is None:
+                self.columns = self.columns or list(record)
+                self._csv = csv.writer(self.stream, lineterminator="\n")
+                self._csv.writerow(self.columns)
+            self._csv.writerow([_cell(record.get(c)) for c in self.columns])
+        self.stream.flush()
+
+    def write_all(self, records: Iterable[Mapping]) -> None:
+        for record in records:
+            self.write(record)
+
+
+def csv_text(records: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    buffer = io.StringIO()
+    RecordWriter(buffer, "csv", columns).write_all(records)
+    return buffer.getvalue()
