@@ -66,6 +66,12 @@ def _flat(record: dict) -> dict:
             "top1_name": top1["name"], "top1_prob": top1["prob"], "classes": record["classes"]}
 
 
+def _short(path: str, keep: int = 2) -> str:
+    """The last `keep` parts of a path: enough to recognise a file in a table."""
+    parts = path.replace("\\", "/").split("/")
+    return "/".join(parts[-keep:]) if len(parts) > keep else path
+
+
 def _report(loaded, dataset, shown, skipped, correct, judged, table_on_stdout: bool) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -77,7 +83,7 @@ def _report(loaded, dataset, shown, skipped, correct, judged, table_on_stdout: b
         best = p.classes[0]
         label = dataset.label_name(p.index) or ""
         mark = "" if p.correct is None else (" ✓" if p.correct else " ✗")
-        table.add_row(p.path, label, f"{best.name or best.index}{mark}", f"{best.prob:.3f}")
+        table.add_row(_short(p.path), label, f"{best.name or best.index}{mark}", f"{best.prob:.3f}")
     if table_on_stdout:
         Console(file=sys.stdout, highlight=False).print(table)
     else:

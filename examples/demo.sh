@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The main job on the built-in model, as `make demo` runs it: layers, profile and predictions of
+# EfficientNet-Lite0 (trained on ImageNet; weights shipped in a pip package) on sample photos.
+# Every command here is also a line a user can type. Usage: examples/demo.sh [OUT_DIR]
+set -euo pipefail
+out="${1:-demo-out}"
+mkdir -p "$out"
+model=efficientnet_lite0
+
+echo "== layers of $model -> $out/layers.jsonl" >&2
+cnntool layers "$model" --format jsonl > "$out/layers.jsonl"
+
+echo "== profile of $model (params, MACs/FLOPs, receptive fields) -> $out/profile.jsonl" >&2
+cnntool profile "$model" --format jsonl > "$out/profile.jsonl"
+cnntool profile "$model" --format table --summary >&2
+
+echo "== predictions on foolbox's 20 labelled ImageNet photos -> $out/predictions.jsonl" >&2
+cnntool predict "$model" imagenet-samples --top 5 > "$out/predictions.jsonl"
+
+echo "== predictions on the photos that scikit-image, scikit-learn and matplotlib ship" >&2
+cnntool predict "$model" photos --top 3 > "$out/photos.jsonl"
+
+echo "== LeNet-5 on 5,000 MNIST digits (clean and adversarially trained)" >&2
+cnntool predict lenet5-mnist mnist-5k --batch-size 500 -q > "$out/mnist_clean.jsonl"
+cnntool predict lenet5-mnist-adv mnist-5k --batch-size 500 -q > "$out/mnist_adv.jsonl"
+for f in "$out/mnist_clean.jsonl" "$out/mnist_adv.jsonl"; do
+  python3 - "$f" <<'PY' >&2
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+print(f"{sys.argv[1]}: top-1 accuracy {sum(r['correct'] for r in rows)}/{len(rows)}")
+PY
+done
+echo "== done: outputs in $out/" >&2
+ls -l "$out" >&2

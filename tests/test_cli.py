@@ -1,0 +1,91 @@
+"""The command line as a user and a shell pipeline see it: stdout, stderr, exit codes, speed."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120"}
+
+
+def run(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "cnntool", *args], capture_output=True, text=True,
+                          input=stdin, env=ENV, timeout=300)
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = ("import sys, time; t = time.perf_counter(); from cnntool.cli.main import cli, COMMANDS\n"
+            "from click.testing import CliRunner\n"
+            "for args in [['--help']] + [[name, '--help'] for name in COMMANDS]:\n"
+            "    result = CliRunner().invoke(cli, args)\n"
+            "    assert result.exit_code == 0, (args, result.output)\n"
+            "    assert 'Example' in result.output, args\n"
+            "assert 'torch' not in sys.modules, 'help imported torch'\n"
+            "print(time.perf_counter() - t)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert result.returncode == 0, result.stderr
+    start = time.perf_counter()
+    assert run("--help").returncode == 0
+    assert time.perf_counter() - start < 1.0  # the interpreter start included; well under 0.5 s here
+
+
+def test_predict_lite0_on_imagenet_samples_jsonl():
+    result = run("predict", "efficientnet_lite0", "imagenet-samples", "--top", "3")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 20
+    assert all(len(r["classes"]) == 3 and r["classes"][0]["prob"] >= r["classes"][1]["prob"] for r in records)
+    assert sum(r["correct"] for r in records) >= 16
+    assert "top-1 accuracy" in result.stderr
+
+
+def test_predict_reads_paths_from_stdin_and_skips_bad_files(tmp_path):
+    Image.new("L", (28, 28), 0).save(tmp_path / "blank.png")
+    (tmp_path / "bad.png").write_bytes(b"garbage")
+    paths = f"{tmp_path / 'blank.png'}\n{tmp_path / 'bad.png'}\n"
+    result = run("predict", "lenet5-mnist", "-", "--format", "csv", "-q", stdin=paths)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("path,label,top1") and len(lines) == 2
+    assert "skipped 1 unreadable image" in result.stderr
+
+
+def test_predict_with_only_bad_files_fails_with_one_sentence(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"garbage")
+    result = run("predict", "lenet5-mnist", str(tmp_path))
+    assert result.returncode == 1
+    assert "could be read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_user_errors_exit_1_without_traceback_and_debug_shows_it(tmp_path):
+    result = run("layers", "alexnett")
+    assert result.returncode == 1
+    assert "did you mean 'alexnet'" in result.stderr and "Traceback" not in result.stderr
+    debug = run("layers", "alexnett", "--debug")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_usage_errors_exit_2():
+    assert run("predict").returncode == 2
+    unknown = run("profil", "alexnet")
+    assert unknown.returncode == 2 and "profile" in unknown.stderr
+
+
+def test_layers_lists_aliases():
+    result = run("layers", "alexnet", "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    records = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert records["features.10"]["aliases"] == ["conv5"]
+    assert records["features.12"]["output_shape"] == [1, 256, 6, 6]
+    assert "fc7" in records["classifier.4"]["aliases"]
+    assert records["classifier.1"]["params"] == 9216 * 4096 + 4096
+
+
+def test_models_lists_builtins_first():
+    result = run("models", "--format", "jsonl")
+    names = [json.loads(line)["name"] for line in result.stdout.splitlines()]
+    assert names[:3] == ["efficientnet_lite0", "lenet5-mnist", "lenet5-mnist-adv"]
+    assert "resnet50" in names and "vit_b_16" in names
