@@ -67,3 +67,10 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             advance(1)
+
+
+def stdout_console() -> Console:
+    """For a table the user asked for on stdout: wide enough not to fold rows in a pipe/file."""
+    import sys
+
+    return Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200)

@@ -12,7 +12,7 @@ DEFAULT_MODEL = "efficientnet_lite0"
 
 
 @click.command("models", epilog="Example: cnntool models --format table")
-@format_option(default="table")
+@format_option(default="auto")
 @output_options
 def models_command(fmt):
     """List what a bare MODEL name can load: the built-in trained models (weights shipped in
@@ -22,7 +22,6 @@ def models_command(fmt):
 
     records = list_models()
     if fmt == "table":
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title="models", title_justify="left")
@@ -33,7 +32,7 @@ def models_command(fmt):
             table.add_row(r["name"], r["kind"],
                           r["trained_on"] if r["kind"] == "built-in" else r["weights"],
                           params, str(r.get("gmacs") or ""))
-        Console(file=sys.stdout, highlight=False).print(table)
+        console.stdout_console().print(table)
         return
     _write_records(records, fmt)
 
@@ -46,7 +45,7 @@ def models_command(fmt):
 """)
 @click.argument("model", default=DEFAULT_MODEL)
 @click.option("--input-size", metavar="[Cx]HxW", help="Input size (default: the model's own).")
-@format_option(default="table")
+@format_option(default="auto")
 @model_options
 @output_options
 def layers_command(model, input_size, fmt, arch, weights, trust_code, device):
@@ -58,7 +57,7 @@ def layers_command(model, input_size, fmt, arch, weights, trust_code, device):
     from cnntool.tasks.profile import profile
 
     loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
-    shape = _input_shape(loaded, input_size)
+    shape = input_shape_for(loaded, input_size)
     result = profile(loaded.module, input_shape=shape, batch=1)
     aliases: dict[str, list[str]] = {}
     for alias, path in layer_aliases(loaded.module).items():
@@ -67,7 +66,6 @@ def layers_command(model, input_size, fmt, arch, weights, trust_code, device):
                 "params": layer.params, "aliases": aliases.get(layer.name, [])}
                for layer in result.layers]
     if fmt == "table":
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title=f"{loaded.name}: input {'×'.join(map(str, shape))}", title_justify="left")
@@ -76,12 +74,13 @@ def layers_command(model, input_size, fmt, arch, weights, trust_code, device):
         for r in records:
             table.add_row(r["name"], r["type"], "×".join(map(str, r["output_shape"] or [])),
                           f"{r['params']:,}", ", ".join(r["aliases"]))
-        Console(file=sys.stdout, highlight=False).print(table)
+        console.stdout_console().print(table)
         return
     _write_records(records, fmt)
 
 
-def _input_shape(loaded, input_size: str | None) -> tuple[int, int, int]:
+def input_shape_for(loaded, input_size: str | None) -> tuple[int, int, int]:
+    """The (C, H, W) a command counts at: --input-size, else the model's own crop."""
     size = parse_size(input_size, channels_default=loaded.input_shape[0])
     return tuple(size) if size else loaded.input_shape
 

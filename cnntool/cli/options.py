@@ -32,9 +32,20 @@ def output_options(func):
 
 
 def format_option(default: str = "jsonl"):
-    return click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "table"]),
-                        default=default, show_default=True,
-                        help="stdout format: JSON Lines, CSV, or a table for people.")
+    """--format; `auto` means a table on a terminal and JSON Lines in a pipe."""
+    choices = ["jsonl", "csv", "table"] + (["auto"] if default == "auto" else [])
+    return click.option("--format", "fmt", type=click.Choice(choices), default=default,
+                        show_default=True, callback=_resolve_auto,
+                        help="stdout format: JSON Lines, CSV, or a table for people"
+                             + (" (auto: a table on a terminal, JSON Lines in a pipe)." if default == "auto" else "."))
+
+
+def _resolve_auto(ctx, param, value):
+    if value == "auto":
+        import sys
+
+        return "table" if sys.stdout.isatty() else "jsonl"
+    return value
 
 
 def data_options(func):

@@ -73,7 +73,6 @@ def _short(path: str, keep: int = 2) -> str:
 
 
 def _report(loaded, dataset, shown, skipped, correct, judged, table_on_stdout: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{loaded.name} on {dataset.name}", title_justify="left")
@@ -85,7 +84,7 @@ def _report(loaded, dataset, shown, skipped, correct, judged, table_on_stdout: b
         mark = "" if p.correct is None else (" ✓" if p.correct else " ✗")
         table.add_row(_short(p.path), label, f"{best.name or best.index}{mark}", f"{best.prob:.3f}")
     if table_on_stdout:
-        Console(file=sys.stdout, highlight=False).print(table)
+        console.stdout_console().print(table)
     else:
         console.show(table)
     predicted = len(dataset) - len(skipped)
