@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from PIL import Image
 
 ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120"}
@@ -89,3 +88,31 @@ def test_models_lists_builtins_first():
     names = [json.loads(line)["name"] for line in result.stdout.splitlines()]
     assert names[:3] == ["efficientnet_lite0", "lenet5-mnist", "lenet5-mnist-adv"]
     assert "resnet50" in names and "vit_b_16" in names
+
+
+def test_layers_lists_containers_with_their_children_params():
+    result = run("layers", "resnet18", "--format", "jsonl")
+    records = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert records["layer4"]["type"] == "Sequential" and records["layer4"]["output_shape"] == [1, 512, 7, 7]
+    assert records["layer4"]["params"] == sum(
+        r["params"] for name, r in records.items() if name.startswith("layer4.") and name.count(".") == 1)
+    assert records["avgpool"]["aliases"] == ["penultimate"] and records["fc"]["aliases"] == ["logits"]
+
+
+def test_profile_jsonl_csv_and_too_small_input():
+    result = run("profile", "alexnet", "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    total = records[-1]
+    assert total["name"] == "total" and total["params"] == 61_100_840
+    assert round(total["macs"] / 1e9, 3) == 0.714 and total["flops"] > 2 * total["macs"]
+    pool5 = next(r for r in records if r["name"] == "features.12")
+    assert pool5["receptive_field"]["size"] == [195, 195] and pool5["receptive_field"]["jump"] == [32, 32]
+    assert "meta device" in result.stderr and "2 per MAC" in result.stderr
+
+    csv_out = run("profile", "lenet5-mnist", "--format", "csv", "--batch", "4").stdout.splitlines()
+    assert csv_out[0].startswith("name,type,output_shape,params,macs,flops")
+    assert csv_out[-1].startswith("total,LeNet5,4x10,")
+
+    small = run("profile", "alexnet", "--input-size", "16")
+    assert small.returncode == 1 and "too small" in small.stderr and "Traceback" not in small.stderr

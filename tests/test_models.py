@@ -1,18 +1,14 @@
 """Loading models from every kind of MODEL spec, safely, with diagnostics instead of tracebacks."""
 import contextlib
-import pickle
-import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 
-from cnntool.core import checkpoints
 from cnntool.core.models import load_model
 from cnntool.errors import CnnToolError, ModelLoadError, UnknownNameError, UntrustedCodeError
-from tests.tiny_models import TinyNet, seeded_tiny_net
+from tests.tiny_models import seeded_tiny_net
 
 TINY_PY = Path(__file__).with_name("tiny_models.py")
 

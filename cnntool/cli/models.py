@@ -50,7 +50,7 @@ def models_command(fmt):
 @output_options
 def layers_command(model, input_size, fmt, arch, weights, trust_code, device):
     """List every module of MODEL (default: efficientnet_lite0) with its type, output shape at
-    the model's input size, parameters and aliases (conv5, pool5, fc7, penultimate, logits…).
+    the model's input size, parameters (a container's include its children's) and aliases (conv5, pool5, fc7, penultimate, logits…).
     Layer names here are what --layer accepts everywhere."""
     from cnntool.core.layers import layer_aliases
     from cnntool.core.models import load_model
@@ -58,12 +58,14 @@ def layers_command(model, input_size, fmt, arch, weights, trust_code, device):
 
     loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     shape = input_shape_for(loaded, input_size)
-    result = profile(loaded.module, input_shape=shape, batch=1)
+    result = profile(loaded.module, input_shape=shape, batch=1, all_modules=True)
+    modules = dict(loaded.module.named_modules())
     aliases: dict[str, list[str]] = {}
     for alias, path in layer_aliases(loaded.module).items():
         aliases.setdefault(path, []).append(alias)
     records = [{"name": layer.name, "type": layer.type, "output_shape": layer.output_shape,
-                "params": layer.params, "aliases": aliases.get(layer.name, [])}
+                "params": sum(p.numel() for p in modules[layer.name].parameters()),
+                "aliases": aliases.get(layer.name, [])}
                for layer in result.layers]
     if fmt == "table":
         from rich.table import Table

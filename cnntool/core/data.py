@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Iterator, Sequence, TextIO
 
 import numpy as np
 from PIL import Image
@@ -18,6 +18,9 @@ from cnntool.core import samples
 from cnntool.core.images import is_image_file, load_image
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.errors import CnnToolError, DataError, unknown_name
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -120,7 +123,7 @@ class Batch:
     """A preprocessed batch: `inputs` (B, C, H, W) and, per item, its index and original size."""
 
     indices: list[int]
-    inputs: "torch.Tensor"  # noqa: F821 - torch imported lazily
+    inputs: "torch.Tensor"
     sizes: list[tuple[int, int]]
 
 

@@ -44,8 +44,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from cnntool.core.receptive_field import (FieldTracker, ForwardObserver, ReceptiveField,
-                                          bound_arguments, trace_forward, window_of)
+from cnntool.core.receptive_field import FieldTracker, ReceptiveField
+from cnntool.core.trace import ForwardObserver, bound_arguments, trace_forward, window_of
 
 aten = torch.ops.aten
 
@@ -108,19 +108,21 @@ class ProfileResult:
 
 
 def profile(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224), batch: int = 1,
-            device: str | torch.device = "meta") -> ProfileResult:
+            device: str | torch.device = "meta", all_modules: bool = False) -> ProfileResult:
     """Count `model` on one (batch, *input_shape) input without modifying it.
 
     device "meta" (the default) needs no memory and no weights; models that cannot run there
     fall back to a real forward pass (`mode` says which ran). Raises InputSizeError when the
-    input is too small, naming the layer where the feature map became empty.
+    input is too small, naming the layer where the feature map became empty. With
+    `all_modules`, containers (Sequential, residual blocks) get a row too; their MACs and FLOPs
+    are only the work they do themselves, so the totals stay the same.
     """
     def observers():
         tracker = FieldTracker()
         return tracker, _Counter(tracker)
 
     (_, counter), mode = trace_forward(model, observers, input_shape, batch=batch, device=device)
-    layers = tuple(_layers(model, counter))
+    layers = tuple(_layers(model, counter, all_modules))
     total = LayerProfile(
         name="total", type=type(model).__name__,
         output_shape=counter.stats[""].output_shape,
@@ -132,14 +134,17 @@ def profile(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224), batch:
                          layers, total, tuple(sorted(counter.uncounted)))
 
 
-def _layers(model: nn.Module, counter: "_Counter") -> list[LayerProfile]:
-    """Rows in named_modules order: leaves, and parents that did work or own parameters."""
+def _layers(model: nn.Module, counter: "_Counter", all_modules: bool) -> list[LayerProfile]:
+    """Rows in named_modules order: leaves, and parents that did work or own parameters (every
+    module but the root itself with `all_modules`)."""
     rows = []
     for name, module in model.named_modules():
         stats = counter.stats.get(name, _Stats())
         params = sum(p.numel() for p in module.parameters(recurse=False))
         is_leaf = next(module.children(), None) is None
-        if not (is_leaf or params or stats.macs or stats.flops or stats.activation_bytes):
+        listed = (all_modules and name) or is_leaf or params or stats.macs or stats.flops \
+            or stats.activation_bytes
+        if not listed:
             continue
         rows.append(LayerProfile(name, type(module).__name__, stats.output_shape, params,
                                  stats.macs, stats.flops, stats.activation_bytes,
