@@ -10,10 +10,11 @@ A spec is resolved in this order (DESIGN.md):
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,6 @@ class LoadedModel:
     source: str
     device: Any
     trained_on: str | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -48,11 +48,12 @@ class LoadedModel:
         return None
 
 
-def torchvision_classifiers() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def torchvision_classifiers() -> tuple[str, ...]:
     """Names of torchvision's classification architectures (not detection/segmentation/video)."""
     import torchvision.models
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
 def list_models() -> list[dict]:
@@ -72,17 +73,10 @@ def list_models() -> list[dict]:
 
 
 def load_model(spec: str, *, arch: str | None = None, weights: str | None = None,
-               device: str = "auto", trust_code: bool = False,
-               input_size: tuple[int, int] | None = None) -> LoadedModel:
+               device: str = "auto", trust_code: bool = False) -> LoadedModel:
     """Resolve a MODEL spec (see the module docstring) and return it ready for analysis."""
     target = resolve_device(device)
     loaded = _resolve(spec, arch=arch, weights=weights, trust_code=trust_code)
-    if input_size is not None:
-        prep = loaded.preprocessing
-        # keep the model's resize/crop ratio (256/224 for ImageNet models)
-        loaded.preprocessing = Preprocessing(
-            crop=input_size, resize=round(min(input_size) * prep.resize / min(prep.crop)),
-            interpolation=prep.interpolation, mean=prep.mean, std=prep.std, channels=prep.channels)
     loaded.module = loaded.module.to(target).eval()
     loaded.device = target
     return loaded
@@ -100,7 +94,7 @@ def _resolve(spec: str, *, arch, weights, trust_code) -> LoadedModel:
         return _weight_file(path, arch, trust_code)
     if spec in torchvision_classifiers():
         return _torchvision(spec, weights, trust_code)
-    names = list(BUILTIN_MODELS) + torchvision_classifiers()
+    names = [*BUILTIN_MODELS, *torchvision_classifiers()]
     raise unknown_name("model", spec, names, hint="`cnntool models` lists them; a file path must exist")
 
 
@@ -198,7 +192,7 @@ def _weight_file(path: Path, arch: str | None, trust_code: bool) -> LoadedModel:
     elif arch in torchvision_classifiers():
         return _named_torchvision_with_state(arch, state, class_names, path)
     else:
-        raise unknown_name("architecture", arch, list(BUILTIN_MODELS) + torchvision_classifiers(),
+        raise unknown_name("architecture", arch, [*BUILTIN_MODELS, *torchvision_classifiers()],
                            hint="`cnntool models` lists them")
     checkpoints.load_state_dict_strictly(loaded.module, state, arch)
     loaded.source = f"{arch} with weights from {path}"
