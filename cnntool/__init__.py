@@ -25,6 +25,9 @@ _EXPORTS = {
     "predict": "cnntool.tasks.predict",
     "profile": "cnntool.tasks.profile",
     "receptive_fields": "cnntool.core.receptive_field",
+    "gradcheck": "cnntool.tasks.gradcheck",
+    "GradcheckResult": "cnntool.tasks.gradcheck",
+    "TensorResult": "cnntool.tasks.gradcheck",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

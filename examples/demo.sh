@@ -30,5 +30,16 @@ rows = [json.loads(line) for line in open(sys.argv[1])]
 print(f"{sys.argv[1]}: top-1 accuracy {sum(r['correct'] for r in rows)}/{len(rows)}")
 PY
 done
+echo "== gradcheck: LeNet-5's gradients against finite differences (on a float64 copy)" >&2
+cnntool gradcheck lenet5-mnist > "$out/gradcheck_lenet5.jsonl"
+echo "== gradcheck: a hand-written Swish with a planted backward bug (examples/buggy_layer.py)" >&2
+if cnntool gradcheck examples/buggy_layer.py:buggy_net --trust-code --per-layer \
+    > "$out/gradcheck_buggy.jsonl"; then
+  echo "unexpected: gradcheck did not find the planted bug" >&2
+  exit 1
+else
+  echo "(exit code $?, as CI would see it: the wrong gradients are named above)" >&2
+fi
+
 echo "== done: outputs in $out/" >&2
 ls -l "$out" >&2

@@ -1,0 +1,126 @@
+"""`cnntool gradcheck MODEL`: autograd's gradients against finite differences; exit 1 if wrong."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cnntool.cli import console
+from cnntool.cli.options import format_option, model_options, output_options
+
+CSV_COLUMNS = ["module", "tensor", "shape", "verdict", "checks", "passed", "failed",
+               "inconclusive", "kinks", "max_rel_err", "max_abs_err", "mode", "eps", "rtol", "atol"]
+_VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
+
+
+@click.command("gradcheck", epilog="""Examples:
+
+  cnntool gradcheck lenet5-mnist
+
+  cnntool gradcheck resnet18 --input-size 64 --per-layer --format table
+
+  cnntool gradcheck my_layers.py:Net --trust-code --per-layer -q || echo "a gradient is wrong"
+""")
+@click.argument("model")
+@click.option("--input-size", metavar="[Cx]HxW", help="Input size (default: the model's own; "
+              "smaller is cheaper).")
+@click.option("--batch", default=2, show_default=True, type=click.IntRange(1),
+              help="Inputs per forward pass.")
+@click.option("--per-layer", is_flag=True,
+              help="Check every module alone, on the activations it sees in the real forward "
+                   "pass, so that a failure names the module.")
+@click.option("--params", "only", flag_value="params", help="Check only the parameters.")
+@click.option("--inputs", "only", flag_value="inputs", help="Check only the input(s).")
+@click.option("--layer", metavar="NAME", help="Differentiate a random-weighted sum of this "
+              "layer's output instead of the cross-entropy of the logits.")
+@click.option("--directions", default=3, show_default=True, type=click.IntRange(0),
+              help="Directional checks per tensor (the first along autograd's gradient).")
+@click.option("--coordinates", default=2, show_default=True, type=click.IntRange(0),
+              help="Single-element checks per tensor.")
+@click.option("--eps", default=1e-6, show_default=True, type=float, help="Finite-difference step.")
+@click.option("--rtol", default=1e-3, show_default=True, type=float, help="Relative tolerance.")
+@click.option("--atol", default=1e-8, show_default=True, type=float, help="Absolute tolerance.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seeds the input, labels and directions: same seed, same result.")
+@format_option(default="jsonl")
+@model_options
+@output_options
+@click.pass_context
+def gradcheck_command(ctx, model, input_size, batch, per_layer, only, layer, directions,
+                      coordinates, eps, rtol, atol, seed, fmt, arch, weights, trust_code, device):
+    """Check the gradients MODEL computes against central finite differences, in float64 on a
+    copy of the model (eval mode, seeded inputs). A check passes when
+    |autograd - numeric| <= atol + rtol*max(|autograd|, |numeric|). A check whose step crosses
+    a ReLU/max-pool/clamp kink is inconclusive and re-drawn, never a failure. One JSON record
+    per tensor on stdout; exit code 1 when any gradient is wrong."""
+    from cnntool.cli.models import input_shape_for
+    from cnntool.core.models import load_model
+    from cnntool.tasks.gradcheck import gradcheck
+
+    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    shape = input_shape_for(loaded, input_size)
+    what = "every module alone" if per_layer else "the whole model"
+    console.info(f"{loaded.name}: checking {what} on a float64 copy on {loaded.device} "
+                 f"(the model itself is unchanged), input {batch}×{'×'.join(map(str, shape))}, "
+                 f"seed {seed}")
+    with console.progress("checking gradients", total=None) as advance:
+        result = gradcheck(loaded.module, shape, batch=batch, layer=layer, per_layer=per_layer,
+                           params=only != "inputs", inputs=only != "params",
+                           directions=directions, coordinates=coordinates, eps=eps, rtol=rtol,
+                           atol=atol, seed=seed, progress=lambda _result: advance(1))
+    _write(result, loaded.name, fmt)
+    for warning in result.warnings:
+        console.warn(warning)
+    if result.skipped:
+        console.warn("not checked: " + "; ".join(f"{s.path} ({s.reason})" for s in result.skipped[:5])
+                     + (f"; and {len(result.skipped) - 5} more" if len(result.skipped) > 5 else ""))
+    _summary(result)
+    if not result.ok:
+        ctx.exit(1)
+
+
+def _write(result, name: str, fmt: str) -> None:
+    from cnntool.io.writers import RecordWriter
+
+    if fmt == "table":
+        console.stdout_console().print(_table(result, name))
+        return
+    console.show(_table(result, name))
+    records = result.to_records()
+    if fmt == "csv":
+        records = [{**r, "shape": "x".join(map(str, r["shape"]))} for r in records]
+        RecordWriter(sys.stdout, "csv", CSV_COLUMNS).write_all(records)
+    else:
+        RecordWriter(sys.stdout, "jsonl").write_all(records)
+
+
+def _table(result, name: str):
+    from rich.table import Table
+
+    table = Table(title=f"gradcheck {name} ({result.mode})", title_justify="left",
+                  caption=f"loss: {result.loss}; {result.tolerances.describe()}; errors: "
+                          "the largest over a tensor's conclusive checks",
+                  caption_justify="left")
+    for column in ("module", "tensor", "shape", "checks", "incon.", "rel err", "abs err", "verdict"):
+        table.add_column(column, justify="left" if column in ("module", "tensor", "shape") else "right")
+    for t in result.tensors:
+        table.add_row(t.module or "(model)", t.name, "×".join(map(str, t.shape)),
+                      str(len(t.checks)), str(t.count("inconclusive")), _err(t.max_rel_err),
+                      _err(t.max_abs_err),
+                      f"[{_VERDICT_STYLE[t.verdict]}]{t.verdict.upper()}[/]")
+    return table
+
+
+def _err(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1e}"
+
+
+def _summary(result) -> None:
+    counts = {v: sum(t.verdict == v for t in result.tensors) for v in _VERDICT_STYLE}
+    console.info(f"{len(result.tensors)} tensors: {counts['pass']} pass, "
+                 f"{counts['inconclusive']} inconclusive, {counts['fail']} fail")
+    if result.failures:
+        worst = sorted(result.failures, key=lambda t: -t.max_rel_err)
+        console.error("wrong gradients: " + ", ".join(
+            f"{t.path} (rel err {t.max_rel_err:.1e})" for t in worst[:8])
+            + (f" and {len(worst) - 8} more" if len(worst) > 8 else ""))
