@@ -32,14 +32,17 @@ class InputSizeError(CnnToolError):
 
 
 def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
-    """Candidates that look like `name`: difflib's ratio, then substring hits."""
+    """Candidates that look like `name`: those containing it first ('panda' -> 'giant panda'),
+    then difflib's look-alikes ('resnet181' -> 'resnet18')."""
     candidates = list(candidates)
-    hits = difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)
     lowered = name.lower()
-    for cand in candidates:
+    containing = [c for c in candidates if lowered and lowered in c.lower()]
+    containing.sort(key=lambda c: -difflib.SequenceMatcher(None, lowered, c.lower()).ratio())
+    hits = containing[:n]
+    for cand in difflib.get_close_matches(name, candidates, n=n, cutoff=0.6):
         if len(hits) >= n:
             break
-        if cand not in hits and lowered and lowered in cand.lower():
+        if cand not in hits:
             hits.append(cand)
     return hits
 

@@ -30,6 +30,22 @@ rows = [json.loads(line) for line in open(sys.argv[1])]
 print(f"{sys.argv[1]}: top-1 accuracy {sum(r['correct'] for r in rows)}/{len(rows)}")
 PY
 done
+echo "== FGSM on the ImageNet samples with $model (ε = 2/255): triptychs -> $out/attack/" >&2
+cnntool attack fgsm "$model" imagenet-samples --eps 2/255 -o "$out/attack" --triptychs 4 > "$out/attack.jsonl"
+echo "== FGSM ε-sweep, clean vs adversarially trained LeNet-5 -> $out/mnist_sweep.png" >&2
+for m in lenet5-mnist lenet5-mnist-adv; do
+  cnntool attack fgsm "$m" mnist-5k --eps 0,0.05,0.1,0.15,0.2,0.25,0.3 --batch-size 500 -q > "$out/sweep_$m.jsonl"
+done
+python3 - "$out" <<'PY'
+import json, sys
+from cnntool.io.figures import save_accuracy_plot
+out, curves = sys.argv[1], {}
+for name in ("lenet5-mnist", "lenet5-mnist-adv"):
+    rows = [json.loads(line) for line in open(f"{out}/sweep_{name}.jsonl")]
+    curves[name] = ([r["eps"] for r in rows], [r["adv_accuracy"] for r in rows])
+save_accuracy_plot(f"{out}/mnist_sweep.png", curves, title="FGSM on 5,000 MNIST digits", xlabel="ε (linf)")
+PY
+
 echo "== gradcheck: LeNet-5's gradients against finite differences (on a float64 copy)" >&2
 cnntool gradcheck lenet5-mnist > "$out/gradcheck_lenet5.jsonl"
 echo "== gradcheck: a hand-written Swish with a planted backward bug (examples/buggy_layer.py)" >&2

@@ -19,6 +19,7 @@ COMMANDS = {
     "layers": ("cnntool.cli.models:layers_command", "List every layer of a model: type, output shape, params, aliases."),
     "predict": ("cnntool.cli.predict:predict_command", "Classify images: top-k classes per image as JSON Lines."),
     "profile": ("cnntool.cli.profile:profile_command", "Count params, MACs/FLOPs, activation memory and receptive fields per layer."),
+    "attack": ("cnntool.cli.attack:attack_group", "Adversarial examples: FGSM, BIM and PGD in pixel space, targeted or not, with ε sweeps."),
     "gradcheck": ("cnntool.cli.gradcheck:gradcheck_command", "Check a model's gradients against finite differences; exit 1 if any is wrong."),
 }
 

@@ -1,0 +1,177 @@
+"""Attack every image of a dataset at one or more ε: per-image outcomes and per-ε summaries.
+
+Labels come from the dataset when they map onto the model's classes, else from the model's own
+clean prediction (so a true label never leaks where there is none, as cleverhans advises); every
+outcome says which (`label_source`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor
+
+from cnntool.core.data import BatchStream
+from cnntool.core.models import LoadedModel
+from cnntool.tasks.attack.methods import classify
+from cnntool.tasks.attack.targets import Target, target_classes
+from cnntool.tasks.predict import label_index
+
+# attack(model, images, labels, eps, targeted=...) -> adversarial images, e.g. fgsm or a
+# functools.partial of pgd with its steps and step size
+AttackFunction = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class AttackedImage:
+    """One image attacked at one ε. `clean` and `adversarial` are [0, 1] pixels (C, H, W)."""
+
+    index: int
+    path: str
+    eps: float
+    label: int
+    label_source: str  # "dataset" or "prediction"
+    target: int | None
+    clean_pred: int
+    clean_conf: float
+    adv_pred: int
+    adv_conf: float
+    linf: float
+    l2: float
+    original_size: tuple[int, int]
+    upscaled: bool  # the original was smaller than the model's input and was enlarged
+    clean_name: str | None
+    adv_name: str | None
+    clean: Tensor = field(repr=False)
+    adversarial: Tensor = field(repr=False)
+
+    @property
+    def success(self) -> bool:
+        return succeeded(self.adv_pred, self.label, self.target)
+
+    def to_record(self) -> dict:
+        record = {"path": self.path, "eps": self.eps, "label": self.label,
+                  "label_source": self.label_source}
+        if self.target is not None:
+            record["target"] = self.target
+        record.update(clean_pred=self.clean_pred, clean_name=self.clean_name,
+                      clean_conf=round(self.clean_conf, 6), adv_pred=self.adv_pred,
+                      adv_name=self.adv_name, adv_conf=round(self.adv_conf, 6),
+                      success=self.success, linf=round(self.linf, 6), l2=round(self.l2, 6))
+        if self.upscaled:
+            record["upscaled_from"] = list(self.original_size)
+        return record
+
+
+def succeeded(prediction: int, label: int, target: int | None) -> bool:
+    """Targeted: the prediction is the target. Untargeted: it is no longer the label."""
+    return prediction == target if target is not None else prediction != label
+
+
+def attack_dataset(model: LoadedModel, stream: BatchStream, attack: AttackFunction,
+                   eps_values: Sequence[float], target: Target | None = None,
+                   ) -> Iterator[list[AttackedImage]]:
+    """For each batch of `stream` (which must give [0, 1] pixels: `normalize=False`) and each ε,
+    the batch's attacked images. Unreadable images are skipped (see `stream.skipped`)."""
+    if stream.normalize:
+        raise ValueError("attack_dataset needs a BatchStream of [0, 1] pixels (normalize=False)")
+    dataset, crop = stream.dataset, model.preprocessing.crop
+    for batch in stream:
+        images = batch.inputs.to(model.device)
+        clean_pred, clean_conf, clean_logits = classify(model, images)
+        mapped = [label_index(dataset, i, model.class_names) for i in batch.indices]
+        labels = torch.tensor([clean_pred[row].item() if label is None else label
+                               for row, label in enumerate(mapped)], device=images.device)
+        targets = target_classes(target, clean_logits) if target is not None else None
+        for eps in eps_values:
+            adversarial = attack(model, images, labels if targets is None else targets, eps,
+                                 targeted=targets is not None)
+            adv_pred, adv_conf, _ = classify(model, adversarial)
+            delta = (adversarial - images).flatten(1)
+            linf, l2 = delta.abs().amax(dim=1).tolist(), delta.norm(p=2, dim=1).tolist()
+            yield [AttackedImage(
+                index=item, path=dataset.paths[item], eps=eps, label=int(labels[row]),
+                label_source="prediction" if mapped[row] is None else "dataset",
+                target=None if targets is None else int(targets[row]),
+                clean_pred=int(clean_pred[row]), clean_conf=float(clean_conf[row]),
+                adv_pred=int(adv_pred[row]), adv_conf=float(adv_conf[row]),
+                linf=linf[row], l2=l2[row], original_size=tuple(batch.sizes[row]),
+                upscaled=batch.sizes[row][0] < crop[1] or batch.sizes[row][1] < crop[0],
+                clean_name=model.class_name(int(clean_pred[row])),
+                adv_name=model.class_name(int(adv_pred[row])),
+                clean=images[row], adversarial=adversarial[row])
+                for row, item in enumerate(batch.indices)]
+
+
+def reclassify_saved(model: LoadedModel, images: Sequence[Image.Image]) -> list[int]:
+    """The model's predictions for adversarial images read back from 8-bit files, as they are:
+    the files already have the model's input size, so no resize or crop is applied."""
+    channels = "L" if model.preprocessing.channels == 1 else "RGB"
+    pixels = torch.stack([pil_to_tensor(image.convert(channels)).float().div(255) for image in images])
+    predicted, _, _ = classify(model, pixels.to(model.device))
+    return predicted.tolist()
+
+
+@dataclass(frozen=True)
+class AttackSummary:
+    """How the attack fared on all images at one ε."""
+
+    eps: float
+    images: int
+    labels_from_dataset: int
+    clean_correct: int
+    adv_correct: int
+    successes: int
+    saved: int = 0
+    successes_after_save: int = 0
+
+    @property
+    def clean_accuracy(self) -> float | None:
+        return self.clean_correct / self.images if self.images else None
+
+    @property
+    def adv_accuracy(self) -> float | None:
+        return self.adv_correct / self.images if self.images else None
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.successes / self.images if self.images else None
+
+    def to_record(self) -> dict:
+        record = {"eps": self.eps, "images": self.images,
+                  "labels_from_dataset": self.labels_from_dataset,
+                  "clean_accuracy": _rounded(self.clean_accuracy),
+                  "adv_accuracy": _rounded(self.adv_accuracy),
+                  "success_rate": _rounded(self.success_rate)}
+        if self.saved:
+            record["success_after_save_rate"] = _rounded(self.successes_after_save / self.saved)
+        return record
+
+
+class AttackTally:
+    """Running counts per ε, fed one outcome at a time (memory does not grow with the data)."""
+
+    def __init__(self, eps_values: Sequence[float]):
+        self._counts = {eps: dict.fromkeys(AttackSummary.__dataclass_fields__, 0) | {"eps": eps}
+                        for eps in eps_values}
+
+    def add(self, image: AttackedImage, success_after_save: bool | None = None) -> None:
+        counts = self._counts[image.eps]
+        counts["images"] += 1
+        counts["labels_from_dataset"] += image.label_source == "dataset"
+        counts["clean_correct"] += image.clean_pred == image.label
+        counts["adv_correct"] += image.adv_pred == image.label
+        counts["successes"] += image.success
+        if success_after_save is not None:
+            counts["saved"] += 1
+            counts["successes_after_save"] += success_after_save
+
+    def summaries(self) -> list[AttackSummary]:
+        return [AttackSummary(**counts) for counts in self._counts.values()]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
