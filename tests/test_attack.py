@@ -218,12 +218,8 @@ def test_lite0_on_imagenet_samples_at_2_over_255(lite0):
 
 ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
 # cnntool with the attack group registered, as cnntool/cli/main.py's COMMANDS will have it
-_CNNTOOL = ("import sys; from cnntool.cli import main; main.COMMANDS.setdefault('attack', "
-            "('cnntool.cli.attack:attack_group', 'Adversarial examples.')); main.main(sys.argv[1:])")
-
-
 def cnntool(*args, stdin=None):
-    return subprocess.run([sys.executable, "-c", _CNNTOOL, *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cnntool", *map(str, args)], capture_output=True,
                           text=True, input=stdin, env=ENV, timeout=300)
 
 
@@ -296,11 +292,51 @@ def test_cli_bad_input_is_one_sentence(args, code, message):
 
 
 def test_attack_help_does_not_import_torch():
-    code = (_CNNTOOL.replace("main.main(sys.argv[1:])", "")
-            + "\nfrom click.testing import CliRunner\n"
+    code = ("import sys\nfrom cnntool.cli import main\nfrom click.testing import CliRunner\n"
             + "for args in (['attack', '--help'], ['attack', 'fgsm', '--help'], ['attack', 'pgd', '--help']):\n"
             + "    result = CliRunner().invoke(main.cli, args)\n"
             + "    assert result.exit_code == 0 and 'Example' in result.output, result.output\n"
             + "assert 'torch' not in sys.modules\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
     assert result.returncode == 0, result.stderr
+
+
+def test_full_resolution_puts_the_perturbation_on_the_cropped_part_of_the_photo():
+    from cnntool.core.preprocessing import Preprocessing
+    from cnntool.tasks.attack.full_res import crop_extent, full_resolution
+
+    prep = Preprocessing(crop=(224, 224), resize=256)
+    photo = Image.fromarray(np.full((375, 500, 3), 100, dtype=np.uint8))  # landscape, flat gray
+    clean = prep.to_pixels(photo)
+    step = torch.ones_like(clean) * (8 / 255)
+    step[:, :, 112:] *= -1  # +8 on the left half of the crop, -8 on the right half
+    full = np.asarray(full_resolution(prep, photo, clean, clean + step)).astype(int) - 100
+    # resized to 341x256, cropped at x 58..282, y 16..240 -> original x 85..413, y 23..352
+    left, top, right, bottom = crop_extent(prep, 500, 375)
+    assert (left, top, right, bottom) == (85, 23, 413, 352)
+    assert (full[:top] == 0).all() and (full[bottom:] == 0).all()
+    assert (full[:, :left] == 0).all() and (full[:, right:] == 0).all()
+    inside = full[top:bottom, left:right]
+    assert set(np.unique(inside[:, : inside.shape[1] // 2 - 1])) == {8}
+    assert set(np.unique(inside[:, inside.shape[1] // 2 + 1:])) == {-8}
+    # a tiny image is enlarged 12.8x for the model: the perturbation shrinks back onto it
+    small = Image.fromarray(np.full((20, 30, 3), 100, dtype=np.uint8))
+    tiny = np.asarray(full_resolution(prep, small, prep.to_pixels(small), prep.to_pixels(small) + 8 / 255))
+    left, top, right, bottom = crop_extent(prep, 30, 20)
+    assert (left, top, right, bottom) == (6, 1, 24, 19)
+    changed = tiny.astype(int) - 100
+    assert tiny.shape == (20, 30, 3) and (changed[top:bottom, left:right] == 8).all()
+    assert changed.sum() == 8 * 3 * (bottom - top) * (right - left)
+
+
+def test_cli_full_res_saves_original_size_and_rechecks_through_the_preprocessing(tmp_path, lite0):
+    from cnntool.tasks.attack.full_res import classify_images
+
+    result = cnntool("attack", "fgsm", "efficientnet_lite0", open_data("imagenet-samples").paths[0],
+                     "--eps", "2/255", "-o", tmp_path, "--full-res", "--triptychs", "0")
+    (row,) = records(result)
+    saved = Image.open(row["full_res_file"])
+    assert saved.size == (512, 512) and saved.format == "PNG"
+    assert row["full_res_pred"] == classify_images(lite0, [saved.convert("RGB")])[0]
+    assert row["success_full_res"] == (row["full_res_pred"] != row["label"])
+    assert "full resolution" in result.stderr

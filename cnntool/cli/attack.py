@@ -12,7 +12,8 @@ from cnntool.cli.options import data_options, format_option, model_options, outp
 
 RECORD_COLUMNS = ["path", "eps", "label", "label_source", "target", "clean_pred", "clean_name",
                   "clean_conf", "adv_pred", "adv_name", "adv_conf", "success", "linf", "l2",
-                  "file", "success_after_save", "upscaled_from"]
+                  "file", "success_after_save", "full_res_file", "full_res_pred", "success_full_res",
+                  "upscaled_from"]
 SWEEP_COLUMNS = ["model", "attack", "norm", "eps", "images", "labels_from_dataset",
                  "clean_accuracy", "adv_accuracy", "success_rate"]
 
@@ -61,6 +62,9 @@ def _attack_options(func):
                      help="Folder for adversarial PNGs (re-classified after saving), triptychs, the sweep plot."),
         click.option("--triptychs", default=8, show_default=True, type=click.IntRange(0),
                      help="With -o: original | perturbation | adversarial figures for the first N images."),
+        click.option("--full-res", is_flag=True,
+                     help="With -o: also upsample the perturbation onto the original photo, save "
+                          "that PNG and re-classify it through the model's resize and crop."),
     ]):
         func = option(func)
     return format_option()(model_options(data_options(output_options(func))))
@@ -148,8 +152,8 @@ def _single(values: tuple[float, ...] | None) -> float | None:
     return None if values is None else values[0]
 
 
-def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, fmt, arch, weights,
-         trust_code, device, batch_size, workers, seed=None) -> None:
+def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, full_res, fmt, arch,
+         weights, trust_code, device, batch_size, workers, seed=None) -> None:
     from cnntool.core.data import BatchStream, open_data
     from cnntool.core.models import load_model
     from cnntool.errors import DataError
@@ -172,7 +176,10 @@ def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, fmt,
     sweep = len(eps) > 1
     writer = RecordWriter(sys.stdout, fmt, RECORD_COLUMNS) if fmt != "table" and not sweep else None
     rows, tally = [], AttackTally(eps)
-    saver = _Saver(out, loaded, triptychs) if out is not None and not sweep else None
+    if full_res and (out is None or sweep):
+        console.warn("--full-res needs -o DIR and a single ε; no full-resolution images written")
+    saver = _Saver(out, loaded, triptychs, dataset if full_res else None) \
+        if out is not None and not sweep else None
     with console.progress(f"{method} {loaded.name}", total=len(dataset) * len(eps)) as advance:
         for outcomes in attack_dataset(loaded, stream, attack, eps, chosen_target):
             extras = saver.save(outcomes) if saver else [{}] * len(outcomes)
@@ -197,6 +204,9 @@ def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, fmt,
         if saver:
             console.info(f"adversarial PNGs in {saver.folder}" +
                          (f", triptychs in {saver.triptych_folder}" if saver.triptych_count else ""))
+        if saver and saver.dataset is not None:
+            console.info(f"full resolution ({saver.full_res_folder}): {saver.full_res_successes} of "
+                         f"{saver.full_res_count} still succeed after the model's resize and crop")
     if stream.skipped:
         console.warn(f"skipped {len(stream.skipped)} unreadable image(s), e.g. {stream.skipped[0][1]}")
 
@@ -205,9 +215,12 @@ class _Saver:
     """Writes each adversarial image as an 8-bit PNG, reads the file back and re-classifies it
     (does the attack survive quantization?), and draws triptychs for the first images."""
 
-    def __init__(self, out: Path, loaded, triptychs: int):
+    def __init__(self, out: Path, loaded, triptychs: int, dataset=None):
         self.loaded, self.triptychs_left, self.triptych_count = loaded, triptychs, 0
         self.folder, self.triptych_folder = out / "adversarial", out / "triptych"
+        # with --full-res: the originals come from the dataset again
+        self.dataset, self.full_res_folder = dataset, out / "full_res"
+        self.full_res_count = self.full_res_successes = 0
 
     def save(self, outcomes) -> list[dict]:
         from cnntool.core.images import load_image
@@ -223,8 +236,33 @@ class _Saver:
             if self.triptychs_left:
                 self._triptych(outcome)
         predictions = reclassify_saved(self.loaded, [load_image(file) for file in files])
-        return [{"file": str(file), "success_after_save": succeeded(pred, o.label, o.target)}
-                for file, pred, o in zip(files, predictions, outcomes)]
+        records = [{"file": str(file), "success_after_save": succeeded(pred, o.label, o.target)}
+                   for file, pred, o in zip(files, predictions, outcomes)]
+        if self.dataset is not None:
+            for record, extra in zip(records, self._full_res(outcomes)):
+                record.update(extra)
+        return records
+
+    def _full_res(self, outcomes) -> list[dict]:
+        """Save each perturbation carried onto the original photo; re-classify the files."""
+        from cnntool.core.images import load_image
+        from cnntool.io.writers import save_image
+        from cnntool.tasks.attack import succeeded
+        from cnntool.tasks.attack.full_res import classify_images, full_resolution
+
+        files = []
+        for outcome in outcomes:
+            original = self.dataset.load(outcome.index)
+            file = self.full_res_folder / f"{outcome.index:05d}_{Path(outcome.path).stem}.png"
+            save_image(full_resolution(self.loaded.preprocessing, original, outcome.clean,
+                                       outcome.adversarial), file)
+            files.append(file)
+        predictions = classify_images(self.loaded, [load_image(file) for file in files])
+        results = [succeeded(pred, o.label, o.target) for pred, o in zip(predictions, outcomes)]
+        self.full_res_count += len(results)
+        self.full_res_successes += sum(results)
+        return [{"full_res_file": str(file), "full_res_pred": pred, "success_full_res": ok}
+                for file, pred, ok in zip(files, predictions, results)]
 
     def _triptych(self, outcome) -> None:
         from cnntool.io.figures import eps_label, save_triptych
