@@ -43,10 +43,13 @@ def preserved_state(model: nn.Module) -> Iterator[nn.Module]:
     try:
         yield model
     finally:
+        # Touch only what changed: nn.Module.__setattr__ is slow, and attacks call this per batch.
         for module, training in modes:
-            module.training = training
+            if module.training != training:
+                module.training = training
         for param, requires_grad in flags:
-            param.requires_grad_(requires_grad)
+            if param.requires_grad != requires_grad:
+                param.requires_grad_(requires_grad)
 
 
 @contextlib.contextmanager

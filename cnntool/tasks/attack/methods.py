@@ -125,9 +125,12 @@ class _PixelForward:
 def _input_gradient_only(module: nn.Module) -> Iterator[None]:
     """Eval mode and frozen parameters for the block; both put back as they were afterwards."""
     with preserved_state(module):
-        module.eval()
+        for submodule in module.modules():
+            if submodule.training:
+                submodule.training = False
         for parameter in module.parameters():
-            parameter.requires_grad_(False)
+            if parameter.requires_grad:
+                parameter.requires_grad_(False)
         yield
 
 
