@@ -20,35 +20,41 @@ COMMANDS = {
     "predict": ("cnntool.cli.predict:predict_command", "Classify images: top-k classes per image as JSON Lines."),
     "profile": ("cnntool.cli.profile:profile_command", "Count params, MACs/FLOPs, activation memory and receptive fields per layer."),
     "attack": ("cnntool.cli.attack:attack_group", "Adversarial examples: FGSM, BIM and PGD in pixel space, targeted or not, with ε sweeps."),
+    "visualize": ("cnntool.cli.visualize:visualize_group", "Filters, feature maps, top patches, deconv/guided backprop, activation maximization."),
     "gradcheck": ("cnntool.cli.gradcheck:gradcheck_command", "Check a model's gradients against finite differences; exit 1 if any is wrong."),
 }
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+    """A group whose subcommands are imported on first use, from a table of
+    name -> (module:attribute, one-line help)."""
+
+    def __init__(self, *args, commands_table=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.table = COMMANDS if commands_table is None else commands_table
 
     def list_commands(self, ctx):
-        return list(COMMANDS)
+        return list(self.table)
 
     def get_command(self, ctx, name):
-        if name not in COMMANDS:
+        if name not in self.table:
             return None
-        target, _ = COMMANDS[name]
+        target, _ = self.table[name]
         module_name, attribute = target.split(":")
         return getattr(importlib.import_module(module_name), attribute)
 
     def format_commands(self, ctx, formatter):
         # Use the short help kept above instead of importing every command module.
-        rows = [(name, short) for name, (_, short) in COMMANDS.items()]
+        rows = [(name, short) for name, (_, short) in self.table.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
     def resolve_command(self, ctx, args):
         name = args[0] if args else None
-        if name and not name.startswith("-") and name not in COMMANDS:
+        if name and not name.startswith("-") and name not in self.table:
             from cnntool.errors import close_matches
 
-            matches = close_matches(name, COMMANDS)
+            matches = close_matches(name, self.table)
             hint = f" Did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
             ctx.fail(f"No such command '{name}'.{hint}")
         return super().resolve_command(ctx, args)
