@@ -57,5 +57,25 @@ else
   echo "(exit code $?, as CI would see it: the wrong gradients are named above)" >&2
 fi
 
+photo=$(python3 -c "from cnntool.core.samples import photos; print(photos()[1])")  # chelsea the cat
+echo "== deconvnet and guided backprop for 3 units of lite0's _blocks.10 on a photo -> $out/visualize/" >&2
+mkdir -p "$out/visualize"
+for method in deconv guided; do
+  cnntool visualize deconv efficientnet_lite0 "$photo" --layer _blocks.10 --unit 5 --unit 9 --unit 40 \
+    --method "$method" -o "$out/visualize/lite0_$method.png" -q > "$out/visualize/lite0_$method.jsonl"
+done
+cnntool visualize deconv efficientnet_lite0 "$photo" --method saliency --smooth 8 \
+  -o "$out/visualize/lite0_saliency.png" --raw "$out/visualize/lite0_saliency.npy" -q > /dev/null
+python3 -c "
+from PIL import Image; from cnntool.core.samples import mnist_5k
+digits, _ = mnist_5k(); Image.fromarray(digits[0].squeeze().astype('uint8')).save('$out/visualize/digit.png')"
+cnntool visualize deconv lenet5-mnist "$out/visualize/digit.png" --layer conv2 --unit 3 --unit 7 \
+  --method guided -o "$out/visualize/lenet5_guided.png" -q > /dev/null
+echo "== class visualizations: lite0 (goldfish, pizza), LeNet-5 (all ten digits) -> $out/visualize/" >&2
+cnntool visualize maximize efficientnet_lite0 --class goldfish --class pizza --steps 128 \
+  -o "$out/visualize/lite0_classes.png" -q > "$out/visualize/lite0_classes.jsonl"
+cnntool visualize maximize lenet5-mnist $(printf -- '--class %d ' 0 1 2 3 4 5 6 7 8 9) \
+  -o "$out/visualize/lenet5_classes.png" -q > "$out/visualize/lenet5_classes.jsonl"
+
 echo "== done: outputs in $out/" >&2
 ls -l "$out" >&2

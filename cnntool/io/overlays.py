@@ -1,0 +1,115 @@
+"""Projections and synthesized inputs as images: normalized maps, receptive-field crops,
+overlays, side-by-side panels and grids (PIL only; numpy arrays in, PIL images out)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+_GAP = 4  # pixels of white between panel tiles
+
+
+def projection_image(raw: np.ndarray, method: str) -> Image.Image:
+    """A raw C×H×W projection as the papers show it.
+
+    Saliency (Simonyan et al.): max over channels of |map|, scaled to [0, 1], grey levels.
+    Deconvnet / guided backprop / gradient×input (Zeiler & Fergus, Springenberg et al.): signed,
+    zero at mid-grey and scaled by the largest magnitude, so the sign of every pixel survives.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    if method == "saliency":
+        return _gray(heat(raw))
+    scaled = 0.5 + raw / (2.0 * _robust_max(np.abs(raw)))
+    return pixels_image(scaled)
+
+
+def heat(raw: np.ndarray) -> np.ndarray:
+    """H×W in [0, 1]: where the projection is strong (max over channels of |map|)."""
+    magnitude = np.abs(np.asarray(raw, dtype=np.float64)).max(axis=0)
+    return np.clip(magnitude / _robust_max(magnitude), 0.0, 1.0)
+
+
+def _robust_max(magnitude: np.ndarray) -> float:
+    """The 99.5th percentile of the nonzero magnitudes: backprojections are spiky, and scaling
+    by the single largest pixel leaves the rest of the map invisible (values above saturate)."""
+    nonzero = magnitude[magnitude > 0]
+    return float(np.percentile(nonzero, 99.5)) if nonzero.size else 1.0
+
+
+def pixels_image(pixels: np.ndarray) -> Image.Image:
+    """C×H×W pixels in [0, 1] (C = 1 or 3) -> a PIL image (values outside are clipped)."""
+    array = np.clip(np.asarray(pixels, dtype=np.float64), 0.0, 1.0)
+    array = (array * 255.0 + 0.5).astype(np.uint8)
+    if array.shape[0] == 1:
+        return Image.fromarray(array[0], "L")
+    return Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)), "RGB")
+
+
+def _gray(values: np.ndarray) -> Image.Image:
+    return pixels_image(values[None])
+
+
+def crop_box(pixels: np.ndarray, box: tuple[int, int, int, int] | None,
+             fill: float = 0.0) -> np.ndarray:
+    """The part of C×H×W `pixels` under box (y0, x0, y1, x1), zero (black) outside the image,
+    as receptive fields near a border reach into the padding. None: the whole image.
+    `fill` is the value outside (0.5: mid-grey, the zero of a signed projection)."""
+    if box is None:
+        return pixels
+    y0, x0, y1, x1 = box
+    channels, height, width = pixels.shape
+    out = np.full((channels, y1 - y0, x1 - x0), fill, dtype=pixels.dtype)
+    sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y1, height), min(x1, width)
+    if sy1 > sy0 and sx1 > sx0:
+        out[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = pixels[:, sy0:sy1, sx0:sx1]
+    return out
+
+
+def overlay(pixels: np.ndarray, strength: np.ndarray, alpha: float = 0.6) -> Image.Image:
+    """The input (C×H×W in [0, 1], dimmed) with `strength` (H×W in [0, 1]) painted in red."""
+    rgb = np.repeat(pixels, 3, axis=0) if pixels.shape[0] == 1 else pixels
+    base = rgb.mean(axis=0, keepdims=True) * 0.6 + 0.2  # grey, so red reads as the heat
+    red = np.stack([np.ones_like(strength), np.zeros_like(strength), np.zeros_like(strength)])
+    weight = alpha * strength[None]
+    return pixels_image(base * (1.0 - weight) + red * weight)
+
+
+def outline(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Image:
+    """`image` with the receptive-field box drawn on it (clipped to the image)."""
+    if box is None:
+        return image
+    image = image.convert("RGB")
+    y0, x0, y1, x1 = box
+    ImageDraw.Draw(image).rectangle(
+        [max(x0, 0), max(y0, 0), min(x1, image.width) - 1, min(y1, image.height) - 1],
+        outline=(255, 220, 0))
+    return image
+
+
+def panel(images: Sequence[Image.Image], height: int | None = None) -> Image.Image:
+    """Images side by side on white, each scaled (nearest, to keep pixels crisp) to `height`
+    (default: the tallest)."""
+    height = height or max(im.height for im in images)
+    scaled = [im.convert("RGB").resize((max(1, round(im.width * height / im.height)), height),
+                                       Image.Resampling.NEAREST) for im in images]
+    width = sum(im.width for im in scaled) + _GAP * (len(scaled) - 1)
+    out = Image.new("RGB", (width, height), "white")
+    x = 0
+    for im in scaled:
+        out.paste(im, (x, 0))
+        x += im.width + _GAP
+    return out
+
+
+def grid(images: Sequence[Image.Image], columns: int | None = None) -> Image.Image:
+    """Same-size images in rows of `columns` (default: about square) on white."""
+    columns = columns or int(np.ceil(np.sqrt(len(images))))
+    rows = -(-len(images) // columns)
+    tile_w, tile_h = images[0].width, images[0].height
+    out = Image.new("RGB", (columns * tile_w + _GAP * (columns - 1),
+                            rows * tile_h + _GAP * (rows - 1)), "white")
+    for k, im in enumerate(images):
+        out.paste(im.convert("RGB"), ((k % columns) * (tile_w + _GAP),
+                                      (k // columns) * (tile_h + _GAP)))
+    return out

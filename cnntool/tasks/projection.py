@@ -1,0 +1,214 @@
+"""Project one unit (or a class logit) back to the input: deconvnet, guided backprop, saliency.
+
+All methods are one backward pass from a scalar target to the input; they differ only in how
+rectifiers backprop, which `core.hooks.substitute_activation_backward` decides for every
+rectifier however it is called (module or functional, ReLU6, LeakyReLU...). Saliency and
+gradient×input use the true gradient. SmoothGrad averages any of them over noisy copies.
+
+The maps returned are raw (C×H×W float32, in the model's normalized input space, not
+normalized for display): `cnntool.io.overlays` turns them into images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from cnntool.core.hooks import capture, substitute_activation_backward
+from cnntool.core.layers import resolve_layer
+from cnntool.errors import CnnToolError, unknown_name
+
+# method -> the rectifier backward rule it needs
+METHODS = {"deconv": "deconv", "guided": "guided", "saliency": "plain"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is backpropagated: `layer`'s channel `unit` at `position` (row, col; None for a
+    layer without spatial dimensions), or the pre-softmax logit of class `class_index`."""
+
+    kind: str  # "unit" or "class"
+    layer: str | None = None
+    unit: int | None = None
+    position: tuple[int, int] | None = None
+    class_index: int | None = None
+    class_name: str | None = None
+
+    def to_record(self) -> dict:
+        if self.kind == "class":
+            return {"kind": "class", "class": self.class_index, "name": self.class_name}
+        record = {"kind": "unit", "layer": self.layer, "unit": self.unit}
+        if self.position is not None:
+            record["position"] = list(self.position)
+        return record
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One projection. `map` is the raw C×H×W float32 result (for saliency |∂y/∂x|, not yet
+    reduced over channels); `value` is the target's value in the forward pass. `substituted`
+    and `uncovered` count the rectifier calls that followed the rule and the smooth
+    activations it did not cover (their gradient is the ordinary one)."""
+
+    method: str
+    target: Target
+    value: float
+    map: Tensor
+    substituted: dict[str, int]
+    uncovered: dict[str, int]
+    times_input: bool = False
+    smooth_samples: int = 0
+
+    def stats(self) -> dict:
+        m = self.map.double()
+        return {"min": float(m.min()), "max": float(m.max()), "mean": float(m.mean()),
+                "abs_mean": float(m.abs().mean()), "l2": float(m.norm())}
+
+    def to_record(self) -> dict:
+        return {"method": self.method, "target": self.target.to_record(),
+                "value": round(self.value, 6), "times_input": self.times_input,
+                "smooth_samples": self.smooth_samples, "stats": self.stats(),
+                "substituted": self.substituted, "uncovered": self.uncovered}
+
+
+def class_index(name_or_index: str | int, class_names: Sequence[str] | None,
+                num_classes: int) -> int:
+    """A class given by index ("207") or by name ("golden retriever", close matches suggested)."""
+    text = str(name_or_index).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if not 0 <= index < num_classes:
+            raise CnnToolError(f"class {index} is out of range; the model has {num_classes} "
+                               f"classes (0 to {num_classes - 1})")
+        return index
+    if class_names is None:
+        raise CnnToolError(f"the model has no class names, so give --class as an index, "
+                           f"not '{text}'")
+    lowered = [c.lower() for c in class_names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    raise unknown_name("class", text, class_names)
+
+
+def project(model: nn.Module, x: Tensor, method: str = "guided", *,
+            layer: str | None = None, unit: int | None = None,
+            position: tuple[int, int] | None = None, target_class: int | str | None = None,
+            class_names: Sequence[str] | None = None, times_input: bool = False,
+            smooth_samples: int = 0, smooth_noise: float = 0.15, seed: int = 0) -> Projection:
+    """Project a target back to the input `x` (C×H×W or 1×C×H×W, normalized model input).
+
+    Target: with `layer`, channel `unit` (default: the channel with the strongest activation)
+    at `position` (default: that channel's strongest position; channel-only layers need none);
+    otherwise class `target_class` (index or name; default: the predicted class).
+    `times_input` multiplies the map by the input (gradient×input). `smooth_samples` > 0 averages
+    the map over that many copies of x plus Gaussian noise of `smooth_noise` × (max − min of x)
+    (SmoothGrad, Smilkov et al. 2017); the target is fixed on the clean input first.
+    """
+    if method not in METHODS:
+        raise CnnToolError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+    x = x if x.dim() == 4 else x.unsqueeze(0)
+    if x.shape[0] != 1:
+        raise CnnToolError("project one image at a time (got a batch of "
+                           f"{x.shape[0]})")
+    if layer is not None:
+        layer, _ = resolve_layer(model, layer)
+    target, value, grad, report = _backprop(model, x, method, layer, unit, position,
+                                            target_class, class_names, None)
+    if smooth_samples > 0:
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        sigma = smooth_noise * float(x.max() - x.min())
+        total = torch.zeros_like(grad)
+        for _ in range(smooth_samples):
+            noise = torch.randn(x.shape, generator=generator).to(x) * sigma
+            total += _backprop(model, x + noise, method, layer, None, None, None, class_names,
+                               target)[2]
+        grad = total / smooth_samples
+    raw = grad * x if times_input else grad
+    if method == "saliency" and not times_input:
+        raw = raw.abs()  # Simonyan et al.: the magnitude; display takes the max over channels
+    return Projection(method=method, target=target, value=value,
+                      map=raw[0].detach().float().contiguous(),
+                      substituted=dict(report.substituted), uncovered=dict(report.uncovered),
+                      times_input=times_input, smooth_samples=smooth_samples)
+
+
+def _backprop(model, x, method, layer, unit, position, target_class, class_names,
+              fixed: Target | None):
+    """One forward under the method's rule and the gradient of the target w.r.t. the input."""
+    x = x.detach().clone().requires_grad_()
+    with substitute_activation_backward(model, METHODS[method]) as report:
+        if layer is None:
+            with torch.enable_grad():
+                logits = model(x)
+            if isinstance(logits, (tuple, list)):  # aux heads: the main output comes first
+                logits = logits[0]
+            target = fixed or _class_target(logits, target_class, class_names)
+            score = logits[0, target.class_index]
+        else:
+            with torch.enable_grad(), capture(model, [layer], detach=False,
+                                              stop_early=True) as cap:
+                cap.run(x)
+            output = cap.outputs[layer]
+            target = fixed or _unit_target(layer, output, unit, position)
+            score = output[0, target.unit]
+            if target.position is not None:
+                score = score[target.position]
+        grad = torch.autograd.grad(score, x)[0]
+    return target, float(score.detach()), grad, report
+
+
+def _class_target(logits: Tensor, wanted, class_names) -> Target:
+    if wanted is None:
+        index = int(logits[0].argmax())
+    else:
+        index = class_index(wanted, class_names, logits.shape[1])
+    name = class_names[index] if class_names is not None and index < len(class_names) else None
+    return Target("class", class_index=index, class_name=name)
+
+
+def _unit_target(layer: str, output: Tensor, unit, position) -> Target:
+    if output.dim() not in (2, 4):
+        raise CnnToolError(f"layer '{layer}' gives a {output.dim()}-d output; pick a "
+                           "convolutional (N×C×H×W) or fully connected (N×C) layer")
+    channels = output.shape[1]
+    detached = output[0].detach()
+    if unit is None:  # the channel with the strongest single activation
+        peaks = detached.flatten(1).amax(1) if detached.dim() == 3 else detached
+        unit = int(peaks.argmax())
+    if not 0 <= unit < channels:
+        raise CnnToolError(f"unit {unit} is out of range; layer '{layer}' has {channels} "
+                           f"channels (0 to {channels - 1})")
+    if output.dim() == 2:
+        if position is not None:
+            raise CnnToolError(f"layer '{layer}' has no spatial positions; drop --position")
+        return Target("unit", layer=layer, unit=unit)
+    height, width = detached.shape[1:]
+    if position is None:
+        flat = int(detached[unit].flatten().argmax())
+        position = (flat // width, flat % width)
+    row, col = (int(p) for p in position)
+    if not (0 <= row < height and 0 <= col < width):
+        raise CnnToolError(f"position ({row}, {col}) is outside layer '{layer}', whose maps "
+                           f"are {height}×{width}")
+    return Target("unit", layer=layer, unit=unit, position=(row, col))
+
+
+def _raw(method: str, model: nn.Module, x: Tensor, **target) -> Tensor:
+    return project(model, x, method, **target).map
+
+
+def deconv(model: nn.Module, x: Tensor, **target) -> Tensor:
+    """Zeiler & Fergus deconvnet projection of a target (see `project`): raw C×H×W map."""
+    return _raw("deconv", model, x, **target)
+
+
+def guided_backprop(model: nn.Module, x: Tensor, **target) -> Tensor:
+    """Springenberg et al. guided backpropagation of a target (see `project`): raw C×H×W map."""
+    return _raw("guided", model, x, **target)
+
+
+def saliency(model: nn.Module, x: Tensor, **target) -> Tensor:
+    """Simonyan et al. saliency |∂target/∂x| (see `project`): raw C×H×W map."""
+    return _raw("saliency", model, x, **target)

@@ -1,0 +1,191 @@
+"""visualize deconv end to end: the task API against captum (where captum is right) and against
+a hand-swapped activation (where captum silently returns the plain gradient), target selection,
+gradient×input, SmoothGrad, the images and the command line.
+
+tests/test_hooks.py already checks the backward rules themselves on full-size inputs; here the
+inputs are small (64–112 px) and the targets go through `project`'s unit/class selection.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from captum.attr import Deconvolution, GuidedBackprop, Saliency
+from PIL import Image
+from torch import nn
+
+from cnntool.core.hooks import capture, hook_count
+from cnntool.core.models import load_model
+from cnntool.errors import CnnToolError, UnknownNameError
+from cnntool.io import overlays
+from cnntool.tasks.projection import deconv, guided_backprop, project, saliency
+from tests.test_cli import ENV
+from tests.test_hooks import hand_swapped, norm_close, quiet_captum
+
+CAPTUM = {"guided": GuidedBackprop, "deconv": Deconvolution, "saliency": Saliency}
+
+
+def make(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "googlenet":
+        return torchvision.models.googlenet(init_weights=True, aux_logits=False).eval()
+    return getattr(torchvision.models, name)().eval()
+
+
+def image(size: int) -> torch.Tensor:
+    return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+class UnitModel(nn.Module):
+    """The output of one unit as a 1-logit model, so captum can attribute a unit."""
+
+    def __init__(self, model, layer, unit, position):
+        super().__init__()
+        self.model, self.layer, self.unit, self.position = model, layer, unit, position
+
+    def forward(self, x):
+        with capture(self.model, [self.layer], detach=False, stop_early=True) as cap:
+            cap.run(x)
+        return cap.outputs[self.layer][:, self.unit, self.position[0], self.position[1], None]
+
+
+@quiet_captum
+@pytest.mark.parametrize("name,size", [("alexnet", 112), ("vgg16", 64), ("resnet18", 112)])
+def test_class_projections_equal_captum(name, size):
+    model, x = make(name), image(size)
+    for method, captum_cls in CAPTUM.items():
+        ours = project(model, x, method, target_class=7)
+        theirs = captum_cls(model).attribute(x.clone(), target=7)[0]
+        assert ours.target.class_index == 7
+        assert ours.map.shape == (3, size, size) and ours.map.dtype == torch.float32
+        assert norm_close(ours.map, theirs), method
+    assert hook_count(model) == 0
+
+
+@quiet_captum
+def test_unit_projection_at_its_strongest_position_equals_captum():
+    model, x = make("alexnet"), image(112)
+    result = project(model, x, "guided", layer="conv4", unit=10)  # alias -> features.8
+    with torch.no_grad(), capture(model, ["features.8"]) as cap:
+        model(x)
+    act = cap.activations["features.8"][0, 10]
+    assert result.target.layer == "features.8"
+    assert act[result.target.position] == act.max() and result.value == pytest.approx(float(act.max()))
+    for method, captum_cls in CAPTUM.items():
+        wrapped = UnitModel(model, "features.8", 10, result.target.position)
+        theirs = captum_cls(wrapped).attribute(x.clone(), target=0)[0]
+        ours = project(model, x, method, layer="conv4", unit=10)
+        assert norm_close(ours.map, theirs), method
+
+
+def _lite0() -> nn.Module:
+    return load_model("efficientnet_lite0").module
+
+
+# Units chosen in mid-network layers; each model's rectifiers are functional or ReLU6, which
+# captum does not hook.
+@pytest.mark.parametrize("name,layer,size", [
+    ("googlenet", "inception4a", 112), ("mobilenet_v2", "features.10", 112),
+    ("lite0", "_blocks.8", 112)])
+def test_functional_relu_and_relu6_models_equal_a_hand_reference(monkeypatch, name, layer, size):
+    model = _lite0() if name == "lite0" else make(name)
+    x = image(size)
+    plain = project(model, x, "saliency", layer=layer, times_input=False)
+    plain_grad = _plain_gradient(model, x, layer, plain.target)
+    for method in ("guided", "deconv"):
+        ours = project(model, x, method, layer=layer)
+        assert ours.target == plain.target  # the strongest unit, at its strongest position
+        assert sum(ours.substituted.values()) > 0 and not ours.uncovered
+        assert not norm_close(ours.map, plain_grad, 1e-2), method
+        with monkeypatch.context() as patch:
+            hand_swapped(patch, method)
+            reference = _plain_gradient(model, x, layer, ours.target)
+        assert norm_close(ours.map, reference), method
+
+
+def _plain_gradient(model, x, layer, target):
+    x = x.clone().requires_grad_()
+    with capture(model, [layer], detach=False, stop_early=True) as cap:
+        cap.run(x)
+    value = cap.outputs[layer][0, target.unit][target.position]
+    return torch.autograd.grad(value, x)[0][0]
+
+
+def test_api_returns_raw_maps_and_gradient_times_input_and_smoothgrad():
+    model, x = make("alexnet"), image(64)
+    times = project(model, x, "saliency", target_class=3, times_input=True)
+    xg = x.clone().requires_grad_()
+    plain = torch.autograd.grad(model(xg)[0, 3], xg)[0][0]
+    assert torch.allclose(times.map, plain * x[0], atol=1e-7)
+    assert torch.allclose(saliency(model, x, target_class=3), plain.abs(), atol=1e-7)
+    assert torch.equal(guided_backprop(model, x, target_class=3),
+                       project(model, x, "guided", target_class=3).map)
+    assert deconv(model, x, target_class=3).shape == (3, 64, 64)
+    smooth = project(model, x, "guided", target_class=3, smooth_samples=3, seed=5)
+    again = project(model, x, "guided", target_class=3, smooth_samples=3, seed=5)
+    assert torch.equal(smooth.map, again.map)
+    assert not torch.allclose(smooth.map, guided_backprop(model, x, target_class=3))
+    assert smooth.to_record()["smooth_samples"] == 3
+
+
+def test_target_mistakes_are_one_sentence_errors():
+    loaded = load_model("lenet5-mnist")
+    x = torch.zeros(1, 1, 28, 28)
+    with pytest.raises(CnnToolError, match="out of range"):
+        project(loaded.module, x, layer="conv2", unit=64)
+    with pytest.raises(CnnToolError, match="outside layer"):
+        project(loaded.module, x, layer="conv2", unit=0, position=(28, 0))
+    with pytest.raises(CnnToolError, match="no spatial positions"):
+        project(loaded.module, x, layer="linear1", unit=0, position=(0, 0))
+    with pytest.raises(UnknownNameError, match="did you mean 'conv1'"):
+        project(loaded.module, x, layer="conv11")
+    with pytest.raises(UnknownNameError, match="did you mean '3'"):
+        project(loaded.module, x, target_class="3.", class_names=loaded.class_names)
+    lite0 = load_model("efficientnet_lite0")
+    with pytest.raises(UnknownNameError, match="goldfish"):
+        project(lite0.module, torch.zeros(1, 3, 64, 64), target_class="goldfsh",
+                class_names=lite0.class_names)
+    named = project(lite0.module, torch.zeros(1, 3, 64, 64), "saliency", target_class="Goldfish",
+                    class_names=lite0.class_names)
+    assert named.target.class_index == 1 and named.target.class_name == "goldfish"
+
+
+def test_images_are_normalized_as_in_the_papers():
+    raw = np.zeros((3, 8, 8), np.float32)
+    raw[0, 2, 3], raw[1, 4, 4] = 2.0, -2.0
+    signed = np.asarray(overlays.projection_image(raw, "guided"))
+    assert tuple(signed[0, 0]) == (128, 128, 128)  # zero is mid-grey
+    assert signed[2, 3, 0] == 255 and signed[4, 4, 1] == 0
+    gray = overlays.projection_image(raw, "saliency")
+    assert gray.mode == "L" and np.asarray(gray)[4, 4] == 255 and np.asarray(gray)[0, 0] == 0
+    crop = overlays.crop_box(np.ones((1, 4, 4)), (-2, 2, 2, 6))
+    assert crop.shape == (1, 4, 4) and crop[:, :2].sum() == 0 and crop[:, 2:, :2].sum() == 4
+
+
+def test_cli_writes_panel_raw_maps_and_records(tmp_path):
+    from cnntool.core.samples import mnist_5k
+
+    digits, labels = mnist_5k()
+    Image.fromarray(np.asarray(digits[0]).squeeze().astype(np.uint8)).save(tmp_path / "d.png")
+    out, raw = tmp_path / "p.png", tmp_path / "p.npy"
+    result = subprocess.run(
+        [sys.executable, "-m", "cnntool", "visualize", "deconv", "lenet5-mnist",
+         str(tmp_path / "d.png"), "--layer", "conv2", "--unit", "3", "--unit", "7",
+         "--method", "deconv", "-o", str(out), "--raw", str(raw)],
+        capture_output=True, text=True, env=ENV, timeout=120)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["target"]["unit"] for r in records] == [3, 7]
+    assert all(r["method"] == "deconv" and "box" in r and r["stats"]["l2"] > 0 for r in records)
+    assert np.load(raw).shape == (2, 1, 28, 28) and np.load(raw).dtype == np.float32
+    assert Image.open(out).height > 2 * 96
+    bad = subprocess.run(
+        [sys.executable, "-m", "cnntool", "visualize", "deconv", "lenet5-mnist",
+         str(tmp_path / "d.png"), "--class", "ten", "-o", str(out)],
+        capture_output=True, text=True, env=ENV, timeout=120)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
