@@ -57,6 +57,16 @@ else
   echo "(exit code $?, as CI would see it: the wrong gradients are named above)" >&2
 fi
 
+echo "== conv1 filters of $model, BatchNorm folded in -> $out/filters_stem.png" >&2
+cnntool visualize filters "$model" --fold-bn -o "$out/filters_stem.png" --format jsonl -q > "$out/filters_stem.jsonl"
+echo "== feature maps of _blocks.4 for one ImageNet photo -> $out/activations.png" >&2
+cnntool visualize activations "$model" imagenet-samples --index 3 --layer _blocks.4 --top 16 -o "$out/activations.png" -q
+echo "== top patches of 8 units of _blocks.3 over the sample photos -> $out/top_patches/" >&2
+cnntool visualize top-patches "$model" photos --layer _blocks.3 --units 0-7 --top 6 -o "$out/top_patches" -q > "$out/top_patches.jsonl"
+echo "== top patches of LeNet-5's conv2 over the 5,000 MNIST digits -> $out/top_patches_mnist/" >&2
+cnntool visualize filters lenet5-mnist -o "$out/filters_lenet5.png" -q
+cnntool visualize top-patches lenet5-mnist mnist-5k --layer conv2 --units 0-15 --top 8 --batch-size 500 -o "$out/top_patches_mnist" -q > "$out/top_patches_mnist.jsonl"
+
 photo=$(python3 -c "from cnntool.core.samples import photos; print(photos()[1])")  # chelsea the cat
 echo "== deconvnet and guided backprop for 3 units of lite0's _blocks.10 on a photo -> $out/visualize/" >&2
 mkdir -p "$out/visualize"

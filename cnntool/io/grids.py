@@ -1,0 +1,108 @@
+"""Image grids: tiles in rows with a thin gap and a label under each, colormaps.
+
+PIL only; a matplotlib colormap is used when matplotlib is installed (else gray). Tiles are
+upscaled with nearest neighbour so that a 3x3 kernel stays visibly 3x3.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from cnntool.io.writers import save_image
+
+_GAP = 2
+_LABEL_HEIGHT = 12
+_BACKGROUND = (255, 255, 255)
+
+
+def symmetric_scale(array: np.ndarray, limit: float | None = None) -> np.ndarray:
+    """Signed values -> [0, 1] with 0 at mid-gray: x / (2·max|x|) + 0.5 (filters)."""
+    limit = float(np.abs(array).max()) if limit is None else limit
+    return np.full_like(array, 0.5, dtype=np.float32) if limit == 0 else \
+        np.clip(array / (2 * limit) + 0.5, 0, 1).astype(np.float32)
+
+
+def minmax_scale(array: np.ndarray) -> np.ndarray:
+    """Values -> [0, 1] by min and max (feature maps; a constant map becomes 0)."""
+    low, high = float(array.min()), float(array.max())
+    return np.zeros_like(array, dtype=np.float32) if high <= low else \
+        ((array - low) / (high - low)).astype(np.float32)
+
+
+def colorize(array: np.ndarray, cmap: str = "viridis") -> np.ndarray:
+    """[0, 1] values (H, W) -> RGB (H, W, 3) in [0, 1] through a colormap; 'gray' or no
+    matplotlib gives gray."""
+    if cmap != "gray":
+        try:
+            from matplotlib import colormaps
+        except ImportError:
+            cmap = "gray"
+        else:
+            if cmap not in colormaps:
+                from cnntool.errors import unknown_name
+
+                raise unknown_name("colormap", cmap, list(colormaps))
+            return colormaps[cmap](np.clip(array, 0, 1))[..., :3].astype(np.float32)
+    return np.repeat(np.clip(array, 0, 1)[..., None], 3, axis=2).astype(np.float32)
+
+
+def to_image(tile) -> Image.Image:
+    """A tile: a PIL image, or [0, 1] floats (H, W) gray or (H, W, 3) RGB."""
+    if isinstance(tile, Image.Image):
+        return tile.convert("RGB")
+    array = np.clip(np.rint(np.asarray(tile, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
+    return Image.fromarray(array).convert("RGB")
+
+
+def grid(tiles: Sequence, labels: Sequence[str] | None = None, *, columns: int | None = None,
+         tile_size: int | None = None, title: str | None = None) -> Image.Image:
+    """Tiles in a grid (square-ish by default), each scaled to `tile_size` px on its longer side
+    (nearest neighbour; default: the largest tile's size), a label under each."""
+    images = [to_image(t) for t in tiles]
+    if not images:
+        raise ValueError("a grid needs at least one tile")
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    size = tile_size or max(max(im.size) for im in images)
+    label_h = _LABEL_HEIGHT if labels else 0
+    title_h = _LABEL_HEIGHT + 4 if title else 0
+    width = columns * (size + _GAP) + _GAP
+    font = ImageFont.load_default()
+    if title:  # never clip the title
+        width = max(width, int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=font)) + 2 * _GAP)
+    height = title_h + rows * (size + label_h + _GAP) + _GAP
+    canvas = Image.new("RGB", (width, height), _BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((_GAP, 2), title, fill=(0, 0, 0), font=font)
+    for n, image in enumerate(images):
+        row, column = divmod(n, columns)
+        scale = size / max(image.size)
+        shown = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.NEAREST)
+        x = _GAP + column * (size + _GAP)
+        y = title_h + _GAP + row * (size + label_h + _GAP)
+        canvas.paste(shown, (x + (size - shown.width) // 2, y + (size - shown.height) // 2))
+        if labels:
+            draw.text((x, y + size), str(labels[n])[: max(1, size // 6)], fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def side_by_side(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:
+    """Images in one row, tops aligned (e.g. the input beside its feature maps)."""
+    width = sum(im.width for im in images) + gap * (len(images) - 1)
+    canvas = Image.new("RGB", (width, max(im.height for im in images)), _BACKGROUND)
+    x = 0
+    for image in images:
+        canvas.paste(image.convert("RGB"), (x, 0))
+        x += image.width + gap
+    return canvas
+
+
+def save_grid(path: str | Path, *args, **kwargs) -> None:
+    """grid(...) written atomically."""
+    save_image(grid(*args, **kwargs), path)

@@ -1,0 +1,245 @@
+"""Top-activating dataset patches per unit (R-CNN, Girshick et al. 2014, Fig. 3; deepvis).
+
+For every selected channel ("unit") of a layer, keep the K largest activations over a dataset
+with the image and spatial position that produced them. The running state lives on the device
+and is merged per batch with one torch.topk over (units, K + candidates): no Python loop per
+unit or per image, memory independent of the dataset's size.
+
+Order is total: value descending, then dataset index, then position ascending. So the top K are
+unique even with ties (a dead ReLU unit is 0 on many images), and merging the states of several
+shards (torchrun) gives exactly what one process gives.
+
+Boxes: the unit's receptive field in model-input pixels (`ReceptiveField.input_box`), mapped
+back through the preprocessing (resize, center crop) to the ORIGINAL image's pixels. Where the
+layer has no local receptive field (after global pooling, a linear layer, or squeeze-excite
+gating) the box is the whole model input, mapped back the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+
+from cnntool.core.hooks import capture
+from cnntool.core.preprocessing import Preprocessing
+from cnntool.core.receptive_field import ReceptiveField
+from cnntool.errors import CnnToolError
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One top activation: `rank` 0 is the unit's largest; `box` (x0, y0, x1, y1) is in the
+    original image's pixels, half-open, and may reach past the image (zero-pad when cropping)."""
+
+    unit: int
+    rank: int
+    index: int
+    value: float
+    position: tuple[int, int]  # (row, column) in the layer's feature map
+    box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class TopPatches:
+    """The result of a scan: per unit, its hits in rank order (fewer than K for a tiny set)."""
+
+    layer: str
+    units: tuple[int, ...]
+    top: int
+    hits: tuple[tuple[Hit, ...], ...]  # hits[u] belongs to units[u]
+
+    def records(self) -> Iterable[Hit]:
+        for unit_hits in self.hits:
+            yield from unit_hits
+
+
+class TopK:
+    """The running top-K state of a scan: tensors (U, K) on the device.
+
+    `values`, `indices` (dataset index, -1 = empty slot), `positions` (U, K, 2) and `sizes`
+    (U, K, 2: the original image's (w, h), needed to map boxes back after the scan).
+    """
+
+    def __init__(self, units: int, top: int, device=None):
+        self.top = top
+        self.values = torch.full((units, top), float("-inf"), device=device)
+        self.indices = torch.full((units, top), -1, dtype=torch.long, device=device)
+        self.positions = torch.zeros((units, top, 2), dtype=torch.long, device=device)
+        self.sizes = torch.zeros((units, top, 2), dtype=torch.long, device=device)
+        self.seen = 0  # images folded in so far
+        self.one_per_image = True  # False once an image may give a unit several hits
+
+    def update(self, activations: torch.Tensor, indices: Sequence[int],
+               sizes: Sequence[tuple[int, int]], per_image: int = 1) -> None:
+        """Fold in a batch: activations (B, U, H, W) of the selected units; `per_image` best
+        positions per image and unit compete (1 = one patch per image, as in R-CNN)."""
+        batch, units, height, width = activations.shape
+        device = self.values.device
+        flat = activations.reshape(batch, units, height * width).float()
+        k = min(per_image, height * width)
+        self.one_per_image &= k == 1
+        if k == 1:
+            best, where = flat.max(dim=2, keepdim=True)
+        else:
+            best, where = flat.topk(k, dim=2)  # (B, U, k)
+        # candidates as (U, B*k)
+        values = best.permute(1, 0, 2).reshape(units, batch * k).nan_to_num(nan=float("-inf"))
+        where = where.permute(1, 0, 2).reshape(units, batch * k)
+        index = _on(device, indices).repeat_interleave(k).expand(units, -1)
+        size = _on(device, sizes).repeat_interleave(k, dim=0).expand(units, -1, -1)
+        position = torch.stack([where // width, where % width], dim=-1).to(device)
+        self._merge(values.to(device), index, position, size)
+        self.seen += batch
+
+    def merge(self, other: "TopK") -> None:
+        """Fold in another shard's state (exact: the order is total)."""
+        self.one_per_image &= other.one_per_image
+        self._merge(other.values.to(self.values.device), other.indices.to(self.indices.device),
+                    other.positions.to(self.values.device), other.sizes.to(self.values.device))
+        self.seen += other.seen
+
+    def _merge(self, values, indices, positions, sizes) -> None:
+        values = torch.cat([self.values, values], dim=1)
+        indices = torch.cat([self.indices, indices], dim=1)
+        positions = torch.cat([self.positions, positions], dim=1)
+        sizes = torch.cat([self.sizes, sizes], dim=1)
+        if self.one_per_image:
+            # (value, image) pairs are unique: one topk over a packed int64 key is exact
+            order = _packed_key(values, indices).topk(self.top, dim=1).indices
+        else:
+            # Lexicographic order by stable sorts, least significant key first: position,
+            # index, then value (an image may give a unit several equal values).
+            order = _stable_argsort(positions[..., 0] * (1 << 31) + positions[..., 1])
+            order = _then(order, indices, descending=False)
+            order = _then(order, values, descending=True)[:, : self.top]
+        self.values = values.gather(1, order)
+        self.indices = indices.gather(1, order)
+        self.positions = positions.gather(1, order[..., None].expand(-1, -1, 2))
+        self.sizes = sizes.gather(1, order[..., None].expand(-1, -1, 2))
+
+    def state_dict(self) -> dict:
+        """CPU tensors for a resume file or for gathering across ranks."""
+        return {"values": self.values.cpu(), "indices": self.indices.cpu(),
+                "positions": self.positions.cpu(), "sizes": self.sizes.cpu(), "seen": self.seen,
+                "one_per_image": self.one_per_image}
+
+    @classmethod
+    def from_state(cls, state: dict, device=None) -> "TopK":
+        units, top = state["values"].shape
+        topk = cls(units, top, device)
+        topk.values = state["values"].to(device)
+        topk.indices = state["indices"].to(device)
+        topk.positions = state["positions"].to(device)
+        topk.sizes = state["sizes"].to(device)
+        topk.seen = int(state["seen"])
+        topk.one_per_image = bool(state["one_per_image"])
+        return topk
+
+
+def _on(device, data) -> torch.Tensor:
+    """A small long tensor on `device` without stalling the GPU: a pageable host-to-device
+    copy would wait for the forward queued before it; a pinned one runs asynchronously."""
+    tensor = torch.as_tensor(list(data), dtype=torch.long)
+    if device is not None and torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def _packed_key(values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordered as (value descending, dataset index ascending), for torch.topk.
+
+    The float32's bits, flipped for negatives, order like the floats (the usual radix-sort
+    trick); the low 32 bits hold 2**32 - 1 - index, so a smaller index wins a tie, and an empty
+    slot (index -1) loses to everything.
+    """
+    bits = (values.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into 0.0
+    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(torch.int64)
+    tiebreak = torch.where(indices >= 0, 0xFFFFFFFF - indices, torch.zeros_like(indices))
+    return (ordered << 32) | tiebreak
+
+
+def _stable_argsort(keys: torch.Tensor, descending: bool = False) -> torch.Tensor:
+    return torch.sort(keys, dim=1, descending=descending, stable=True).indices
+
+
+def _then(order: torch.Tensor, keys: torch.Tensor, descending: bool) -> torch.Tensor:
+    """Re-sort an existing order by a more significant key, keeping it among equal keys."""
+    return order.gather(1, _stable_argsort(keys.gather(1, order), descending))
+
+
+def layer_units(activations: torch.Tensor, units: Sequence[int] | None) -> torch.Tensor:
+    """(B, C, H, W) or (B, C) -> (B, U, H, W) of the selected channels."""
+    if activations.ndim == 2:
+        activations = activations[:, :, None, None]
+    if activations.ndim != 4:
+        raise CnnToolError(f"top patches need a layer with (batch, channels[, height, width]) "
+                           f"output, not shape {tuple(activations.shape)}")
+    if units is None:
+        return activations
+    channels = activations.shape[1]
+    bad = [u for u in units if not 0 <= u < channels]
+    if bad:
+        raise CnnToolError(f"unit {bad[0]} does not exist: the layer has {channels} channels (0-{channels - 1})")
+    return activations[:, list(units)]
+
+
+def scan(model, layer: str, batches: Iterable, *, units: Sequence[int] | None, top: int,
+         per_image: int = 1, state: TopK | None = None, device=None,
+         on_batch=None) -> TopK:
+    """Run `model` over `batches` (data.Batch) and keep the top `top` hits per unit.
+
+    The forward stops after `layer` (hooks.capture(stop_early=True)). `state` continues an
+    earlier scan (resume); `on_batch(topk, batch)` is called after each batch (progress,
+    checkpoints) and is where a caller may save the state.
+    """
+    with torch.no_grad(), capture(model, [layer], stop_early=True) as cap:
+        for batch in batches:
+            cap.run(batch.inputs.to(device, non_blocking=True))
+            activations = layer_units(cap.activations[layer], units)
+            if state is None:
+                state = TopK(activations.shape[1], top, device=activations.device)
+            state.update(activations, batch.indices, batch.sizes, per_image)
+            if on_batch is not None:
+                on_batch(state, batch)
+    return state
+
+
+def original_box(field: ReceptiveField | None, position: tuple[int, int], size: tuple[int, int],
+                 preprocessing: Preprocessing) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) in the original image's pixels of the unit at `position`.
+
+    Without a local field (None) the unit sees the whole model input. Edges are mapped with
+    Preprocessing.to_original and rounded outward so the patch never loses a sliver.
+    """
+    import math
+
+    if field is None:
+        height, width = preprocessing.crop
+        y0, x0, y1, x1 = 0, 0, height, width
+    else:
+        y0, x0, y1, x1 = field.input_box(*position)
+    width, height = size
+    left, top = preprocessing.to_original(x0, y0, width, height)
+    right, bottom = preprocessing.to_original(x1, y1, width, height)
+    # a tiny epsilon keeps exact integers (the common case) from growing by rounding noise
+    return (math.floor(left + 1e-6), math.floor(top + 1e-6),
+            math.ceil(right - 1e-6), math.ceil(bottom - 1e-6))
+
+
+def top_patches(state: TopK, *, layer: str, units: Sequence[int], field: ReceptiveField | None,
+                preprocessing: Preprocessing) -> TopPatches:
+    """The frozen result of a finished (and merged) scan, boxes in original pixels."""
+    values, indices = state.values.cpu().tolist(), state.indices.cpu().tolist()
+    positions, sizes = state.positions.cpu().tolist(), state.sizes.cpu().tolist()
+    hits = []
+    for u, unit in enumerate(units):
+        unit_hits = []
+        for rank, (value, index) in enumerate(zip(values[u], indices[u])):
+            if index < 0:
+                break  # fewer images than K
+            position = tuple(positions[u][rank])
+            box = original_box(field, position, tuple(sizes[u][rank]), preprocessing)
+            unit_hits.append(Hit(unit, rank, index, value, position, box))
+        hits.append(tuple(unit_hits))
+    return TopPatches(layer=layer, units=tuple(units), top=state.top, hits=tuple(hits))

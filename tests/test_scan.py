@@ -1,0 +1,55 @@
+"""Sharded scans: shards, merging, and top-patches under torchrun equal to one process."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from cnntool.core.scan import Shard, gather, merged_skipped
+
+ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120", "OMP_NUM_THREADS": "1"}
+for _name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    ENV.pop(_name, None)
+
+
+def test_shards_are_strided_disjoint_and_complete():
+    shards = [Shard(rank, 3) for rank in range(3)]
+    parts = [s.indices(10) for s in shards]
+    assert parts == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    assert sorted(i for p in parts for i in p) == list(range(10))
+    assert Shard(1, 3).indices(10, start=2) == [7]
+    assert Shard().is_main and not Shard().distributed
+
+
+def test_single_process_gather_is_the_object_itself():
+    assert gather({"a": 1}, Shard()) == [{"a": 1}]
+    assert merged_skipped([("b", "x"), ("a", "y")], Shard()) == [("a", "y"), ("b", "x")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
+    args = ["visualize", "top-patches", "lenet5-mnist", "imagenet-samples", "--layer", "conv2",
+            "--units", "0-5", "--top", "4", "--batch-size", "3", "-q"]
+    start = time.perf_counter()
+    single = subprocess.run([sys.executable, "-m", "cnntool", *args, "-o", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=ENV, timeout=120)
+    assert single.returncode == 0, single.stderr
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "cnntool"]
+    loud = [a for a in args if a != "-q"]  # rank 0's progress shows its shard: 10 of 20 images
+    double = subprocess.run(launcher + loud + ["-o", str(tmp_path / "two")], capture_output=True,
+                            text=True, env=ENV, timeout=120)
+    assert double.returncode == 0, double.stderr
+    assert "10/10" in double.stderr and "20 images scanned" in double.stderr
+    one = [json.loads(line) for line in single.stdout.splitlines()]
+    two = [json.loads(line) for line in double.stdout.splitlines()]  # rank 0 alone writes
+    assert len(one) == 6 * 4 and two == one
+    for name in ["overview.png"] + [f"unit_{u:04d}.png" for u in range(6)]:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert time.perf_counter() - start < 60

@@ -1,0 +1,347 @@
+"""visualize filters / activations / top-patches: tasks against brute force and hand-built
+networks, and the commands as a user runs them."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torch import nn
+
+from cnntool.core.data import BatchStream, open_data
+from cnntool.core.hooks import capture, hook_count
+from cnntool.core.preprocessing import Preprocessing
+from cnntool.core.receptive_field import receptive_fields
+from cnntool.errors import CnnToolError
+from cnntool.tasks.activations import feature_maps
+from cnntool.tasks.filters import filters
+from cnntool.tasks.top_patches import TopK, original_box, scan, top_patches
+from tests.tiny_models import seeded_tiny_net
+
+ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120"}
+
+
+def cli(*args):
+    from cnntool.cli.main import cli as group
+
+    return CliRunner().invoke(group, [str(a) for a in args], catch_exceptions=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# filters
+
+def _conv_bn(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                          nn.Conv2d(6, 4, 3, bias=False), nn.BatchNorm2d(4))
+    for bn in (model[1], model[4]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-1, 1)
+    return model.eval()
+
+
+def test_folded_filters_equal_conv_then_batchnorm():
+    model = _conv_bn()
+    x = torch.randn(2, 3, 9, 9)
+    for layer, bn, inputs in (("0", model[1], x), ("3", model[4], model[2](model[1](model[0](x))))):
+        result = filters(model, layer, fold_bn=True)
+        assert result.folded == str(int(layer) + 1)
+        conv = model[int(layer)]
+        folded = nn.functional.conv2d(inputs, result.weights, result.bias, padding=conv.padding)
+        assert torch.allclose(folded, bn(conv(inputs)), atol=1e-5)
+
+
+def test_filters_default_is_first_conv_and_stats():
+    model = _conv_bn()
+    result = filters(model)
+    assert result.layer == "0" and result.folded is None
+    assert torch.equal(result.weights, model[0].weight.detach())
+    w = model[0].weight.detach().reshape(6, -1).double()
+    assert result.stats[2].norm == pytest.approx(float(w[2].norm()))
+    corr = torch.corrcoef(w)
+    corr.fill_diagonal_(0)
+    assert result.stats[0].max_abs_corr == pytest.approx(float(corr[0].abs().max()))
+    with pytest.raises(CnnToolError, match="not a Conv2d"):
+        filters(model, "2")
+    with pytest.raises(CnnToolError, match="no BatchNorm2d follows"):
+        filters(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), fold_bn=True)
+
+
+def test_fold_lite0_stem_matches_the_network(tmp_path):
+    """lite0's Conv2dSame pads in forward; folding is about weights only, so compare the
+    stem+BN output with the folded filters applied through the same padded forward."""
+    from cnntool.core.models import load_model
+
+    loaded = load_model("efficientnet_lite0", device="cpu")
+    m = loaded.module
+    result = filters(m, fold_bn=True)
+    assert (result.layer, result.folded) == ("_conv_stem", "_bn0")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = m._bn0(m._conv_stem(x))
+        stem = m._conv_stem
+        weight, bias = stem.weight.data.clone(), stem.bias
+        stem.weight.data.copy_(result.weights)
+        stem.bias = nn.Parameter(result.bias)
+        try:
+            got = stem(x)
+        finally:
+            stem.weight.data.copy_(weight)
+            stem.bias = bias
+    assert torch.allclose(got, expected, atol=1e-4)
+    out = tmp_path / "stem.png"
+    r = cli("visualize", "filters", "efficientnet_lite0", "--fold-bn", "-o", out, "--format", "jsonl", "-q")
+    assert r.exit_code == 0, r.output
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(records) == 32 and {"norm", "mean", "std", "max_abs_corr"} <= set(records[0])
+    assert Image.open(out).size[0] > 100
+
+
+def test_filters_cli_pairs_and_outputs(tmp_path):
+    for tiles in ("pairs", "outputs"):
+        out = tmp_path / f"{tiles}.png"
+        r = cli("visualize", "filters", "lenet5-mnist", "--layer", "conv2", "--tiles", tiles,
+                "--max-filters", "4", "--max-inputs", "3", "-o", out, "-q")
+        assert r.exit_code == 0, r.output
+        assert out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# activations
+
+def test_feature_maps_equal_the_layer_output_and_top_orders_by_mean():
+    model = seeded_tiny_net()
+    x = torch.randn(3, 16, 16)
+    expected = torch.relu(model.conv(x[None]))[0]
+    result = feature_maps(model, x, "relu")
+    assert torch.allclose(result.maps, expected) and result.channels == (0, 1, 2, 3)
+    top = feature_maps(model, x, "relu", top=2)
+    order = torch.sort(expected.mean(dim=(1, 2)), descending=True, stable=True).indices[:2].tolist()
+    assert list(top.channels) == order and torch.allclose(top.maps, expected[order])
+    assert feature_maps(model, x, "conv", channels=[3, 1]).channels == (3, 1)
+    assert feature_maps(model, x, "relu", at_most=2).channels == top.channels
+    assert feature_maps(model, x, "relu", at_most=4).channels == (0, 1, 2, 3)
+    with pytest.raises(CnnToolError, match="channel 9 does not exist"):
+        feature_maps(model, x, "conv", channels=[9])
+    assert hook_count(model) == 0
+
+
+def test_activations_cli(tmp_path):
+    out = tmp_path / "maps.png"
+    r = cli("visualize", "activations", "lenet5-mnist", "mnist-5k", "--index", "7", "--layer", "conv1",
+            "--channels", "0-7", "--cmap", "gray", "-o", out, "--format", "jsonl", "-q")
+    assert r.exit_code == 0, r.output
+    assert [json.loads(line)["channel"] for line in r.stdout.splitlines()] == list(range(8))
+    assert Image.open(out).mode == "RGB"
+    with pytest.raises(CnnToolError, match="unknown layer 'nope'"):
+        cli("visualize", "activations", "lenet5-mnist", "mnist-5k", "--layer", "nope", "-o", out)
+
+
+# ---------------------------------------------------------------------------------------------
+# top patches: brute force
+
+def _brute_force(full: torch.Tensor, indices, top: int, per_image: int = 1):
+    """Python loops over every unit, image and position: the obvious answer."""
+    batch, units, height, width = full.shape
+    answer = []
+    for u in range(units):
+        candidates = []
+        for b in range(batch):
+            flat = full[b, u].flatten().tolist()
+            best = sorted(range(len(flat)), key=lambda p: (-flat[p], p))[:per_image]
+            candidates += [(-flat[p], indices[b], p) for p in best]
+        candidates.sort()
+        answer.append([(-v, i, (p // width, p % width)) for v, i, p in candidates[:top]])
+    return answer
+
+
+def _as_list(state: TopK):
+    out = []
+    for u in range(state.values.shape[0]):
+        out.append([(v, i, tuple(p)) for v, i, p in zip(state.values[u].tolist(),
+                                                        state.indices[u].tolist(),
+                                                        state.positions[u].tolist()) if i >= 0])
+    return out
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["relu", "signed"])
+@pytest.mark.parametrize("per_image", [1, 3])
+def test_topk_equals_brute_force_with_ties(per_image, signed):
+    torch.manual_seed(0)
+    # rounded random values: many exact ties (zeros, repeats; -0.0 and 0.0 when signed)
+    full = torch.randn(23, 5, 4, 6).mul(4).round()
+    full = full.mul(-1).mul(-1) if signed else torch.relu(full)
+    if signed:
+        full[::3] = -full[::3] * 0.0 - 1e-30  # tiny negatives below zero
+        full[1::5] = -0.0
+    indices = list(range(100, 123))
+    state = TopK(5, 7)
+    for start in range(0, 23, 4):  # uneven batches
+        part = slice(start, start + 4)
+        state.update(full[part], indices[part], [(10, 10)] * len(indices[part]), per_image)
+    assert _as_list(state) == _brute_force(full, indices, 7, per_image)
+    # shards merged in any order give the same
+    shards = [TopK(5, 7) for _ in range(3)]
+    for b in range(23):
+        shards[b % 3].update(full[b:b + 1], indices[b:b + 1], [(10, 10)], per_image)
+    merged = shards[2]
+    merged.merge(shards[0])
+    merged.merge(shards[1])
+    assert _as_list(merged) == _as_list(state)
+
+
+def test_scan_equals_brute_force_over_full_activations_of_photos():
+    model = seeded_tiny_net(3)
+    dataset = open_data("photos")
+    prep = Preprocessing(crop=(40, 40), resize=48)
+    stream = BatchStream(dataset, prep, batch_size=3, indices=range(7))
+    state = scan(model, "relu", stream, units=[3, 0, 2], top=4)
+    fulls, indices = [], []
+    with torch.no_grad(), capture(model, ["relu"]) as cap:
+        # the same batches: convolution results may differ in the last bit with the batch size
+        for batch in BatchStream(dataset, prep, batch_size=3, indices=range(7)):
+            model(batch.inputs)
+            fulls.append(cap.activations["relu"][:, [3, 0, 2]])
+            indices += batch.indices
+    assert _as_list(state) == _brute_force(torch.cat(fulls), indices, 4)
+    assert hook_count(model) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# top patches: a planted pattern found in original coordinates
+
+class SquareDetector(nn.Module):
+    """Fires most where a bright square sits: mean of 5x5, max-pool 2, a peaked 5x5 kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.smooth = nn.Conv2d(3, 1, 5, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.peak = nn.Conv2d(1, 2, 5, padding=2, bias=False)
+        with torch.no_grad():
+            self.smooth.weight.fill_(1 / 75)
+            g = torch.exp(-((torch.arange(5.) - 2) ** 2) / 2)
+            self.peak.weight[0, 0] = g[:, None] * g[None, :]
+            self.peak.weight[1, 0] = -self.peak.weight[0, 0]  # a unit that hates the square
+
+    def forward(self, x):
+        return self.peak(self.pool(self.smooth(x)))
+
+
+def _planted(tmp_path, name, size, square):
+    """A dark noisy image of `size` (w, h) with a white square (x0, y0, x1, y1); every square
+    lies inside the centre crop of both preprocessings."""
+    torch.manual_seed(len(name))
+    noise = (torch.rand(size[1], size[0], 3) * 40).to(torch.uint8).numpy()
+    image = Image.fromarray(noise)
+    image.paste((255, 255, 255), square)
+    path = tmp_path / name
+    image.save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("prep", [Preprocessing(crop=(64, 64), resize=64, mean=(0, 0, 0), std=(1, 1, 1)),
+                                  Preprocessing(crop=(64, 64), resize=80, mean=(0, 0, 0), std=(1, 1, 1))],
+                         ids=["identity", "resize-and-crop"])
+def test_planted_square_is_boxed_in_original_pixels(tmp_path, prep):
+    squares = {"a.png": ((300, 200), (150, 100, 170, 120)), "b.png": ((200, 320), (60, 180, 84, 204)),
+               "c.png": ((64, 64), (10, 40, 18, 48))}
+    paths = [_planted(tmp_path, name, size, box) for name, (size, box) in squares.items()]
+    model = SquareDetector().eval()
+    field = receptive_fields(model, prep.input_shape)["peak"]
+    dataset = open_data(str(tmp_path))
+    state = scan(model, "peak", BatchStream(dataset, prep, batch_size=2), units=[0], top=len(paths))
+    result = top_patches(state, layer="peak", units=[0], field=field, preprocessing=prep)
+    assert len(result.hits[0]) == len(paths)
+    for hit in result.hits[0]:
+        size, (sx0, sy0, sx1, sy1) = squares[os.path.basename(dataset.paths[hit.index])]
+        x0, y0, x1, y1 = hit.box
+        scale = size[0] / prep.resized_size(*size)[0]
+        # the field (5 + 1 + 4*2 = 14 input px) scaled back, centred on the square within a jump
+        assert x1 - x0 == pytest.approx(14 * scale, abs=2) and y1 - y0 == pytest.approx(14 * scale, abs=2)
+        centre_x, centre_y = (x0 + x1) / 2, (y0 + y1) / 2
+        assert abs(centre_x - (sx0 + sx1) / 2) <= 2 * scale + 1
+        assert abs(centre_y - (sy0 + sy1) / 2) <= 2 * scale + 1
+
+
+def test_original_box_maps_resize_crop_and_whole_input():
+    prep = Preprocessing(crop=(224, 224), resize=256)
+    # a 512x1024 (w, h) image: resized to 256x512, crop offset (16, 144); scale 2
+    assert original_box(None, (0, 0), (512, 1024), prep) == (32, 288, 480, 736)
+    field = receptive_fields(seeded_tiny_net(), prep.input_shape)["conv"]
+    # unit (0, 0) of a 3x3 pad-1 conv sees input (-1..1): zero padding reaches past the crop
+    assert original_box(field, (0, 0), (512, 1024), prep) == (30, 286, 36, 292)
+
+
+# ---------------------------------------------------------------------------------------------
+# top patches: the command
+
+def _records(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_top_patches_cli_outputs_skips_bad_files_and_resumes(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    for n, path in enumerate(open_data("imagenet-samples").paths[:6]):
+        Image.open(path).save(data / f"img{n}.png")
+    (data / "broken.png").write_bytes(b"not a png")
+    args = ["visualize", "top-patches", "lenet5-mnist", data, "--layer", "conv2", "--units", "0-3,9",
+            "--top", "3", "--batch-size", "2"]
+    r = cli(*args, "-o", tmp_path / "full")
+    assert r.exit_code == 0, r.output
+    records = _records(r.stdout)
+    assert len(records) == 5 * 3 and {"unit", "rank", "path", "box", "value"} <= set(records[0])
+    assert sorted({rec["unit"] for rec in records}) == [0, 1, 2, 3, 9]
+    assert "skipped 1 unreadable" in r.stderr
+    assert (tmp_path / "full" / "overview.png").exists() and (tmp_path / "full" / "unit_0009.png").exists()
+    assert not list((tmp_path / "full").glob(".*state*"))
+
+    # interrupted after 2 batches (a checkpoint after each), then resumed: the same result
+    calls = {"n": 0}
+    original = TopK.update
+
+    def interrupted(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(TopK, "update", interrupted)
+    from cnntool.cli.main import cli as group
+
+    r = CliRunner().invoke(group, [str(a) for a in args + ["-o", tmp_path / "part", "--checkpoint-every", "1"]])
+    assert r.exit_code != 0
+    assert (tmp_path / "part" / ".top-patches-state.pt").exists()
+    assert not (tmp_path / "part" / "overview.png").exists()
+    monkeypatch.setattr(TopK, "update", original)
+    r = cli(*args, "-o", tmp_path / "part", "--resume")
+    assert r.exit_code == 0, r.output
+    assert _records(r.stdout) == records
+    r = cli(*args, "-o", tmp_path / "part", "--units", "0-2", "--resume")
+    assert r.exit_code == 0  # no state left: starts afresh, with a warning
+    assert "no state file" in r.stderr
+
+
+def test_top_patches_cli_user_mistakes(tmp_path):
+    # through `python -m cnntool`: one sentence on stderr, exit code 1, no traceback
+    base = [sys.executable, "-m", "cnntool", "visualize", "top-patches", "lenet5-mnist", "photos",
+            "--layer", "conv2", "-o", str(tmp_path), "--units"]
+    for units, message in (("70", "unit 70 does not exist"), ("a-b", "not a list of indices")):
+        r = subprocess.run(base + [units], capture_output=True, text=True, env=ENV, timeout=120)
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_has_examples_and_does_not_import_torch():
+    code = ("import sys\nfrom cnntool.cli.main import cli\nfrom click.testing import CliRunner\n"
+            "for name in ('filters', 'activations', 'top-patches'):\n"
+            "    r = CliRunner().invoke(cli, ['visualize', name, '--help'])\n"
+            "    assert r.exit_code == 0 and 'Example' in r.output, r.output\n"
+            "assert 'torch' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert result.returncode == 0, result.stderr
