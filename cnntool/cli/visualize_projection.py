@@ -199,7 +199,7 @@ def maximize_command(model, layer, units, classes, neuron, position, start, seed
     from cnntool.io import overlays
     from cnntool.io.writers import save_image
     from cnntool.tasks.maximize import MaximizeConfig, maximize, objective, with_overrides
-    from cnntool.tasks.projection import class_index
+    from cnntool.core.classes import class_index
 
     if bool(layer) == bool(classes):
         raise CnnToolError("give --layer with --unit, or --class, to say what to maximize")

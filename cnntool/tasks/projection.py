@@ -17,8 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from cnntool.core.hooks import capture, substitute_activation_backward
+from cnntool.core.classes import class_index
 from cnntool.core.layers import resolve_layer
-from cnntool.errors import CnnToolError, unknown_name
+from cnntool.errors import CnnToolError
 
 # method -> the rectifier backward rule it needs
 METHODS = {"deconv": "deconv", "guided": "guided", "saliency": "plain"}
@@ -71,25 +72,6 @@ class Projection:
                 "value": round(self.value, 6), "times_input": self.times_input,
                 "smooth_samples": self.smooth_samples, "stats": self.stats(),
                 "substituted": self.substituted, "uncovered": self.uncovered}
-
-
-def class_index(name_or_index: str | int, class_names: Sequence[str] | None,
-                num_classes: int) -> int:
-    """A class given by index ("207") or by name ("golden retriever", close matches suggested)."""
-    text = str(name_or_index).strip()
-    if text.lstrip("-").isdigit():
-        index = int(text)
-        if not 0 <= index < num_classes:
-            raise CnnToolError(f"class {index} is out of range; the model has {num_classes} "
-                               f"classes (0 to {num_classes - 1})")
-        return index
-    if class_names is None:
-        raise CnnToolError(f"the model has no class names, so give --class as an index, "
-                           f"not '{text}'")
-    lowered = [c.lower() for c in class_names]
-    if text.lower() in lowered:
-        return lowered.index(text.lower())
-    raise unknown_name("class", text, class_names)
 
 
 def project(model: nn.Module, x: Tensor, method: str = "guided", *,

@@ -7,34 +7,19 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
-from cnntool.errors import CnnToolError, unknown_name
+from cnntool.core.classes import class_index
+from cnntool.errors import CnnToolError
 
 LEAST_LIKELY = "least-likely"
 Target = Union[int, str]  # a class index, or LEAST_LIKELY
 
 
 def resolve_target(spec: str | int, class_names: Sequence[str] | None) -> Target:
-    """'least-likely', a class index ('388') or a class name ('giant panda') -> a Target.
-
-    A digit string is an index; for MNIST the class names are the digits, so both agree.
-    """
+    """'least-likely', a class index ('388') or a class name ('giant panda') -> a Target."""
     text = str(spec).strip()
     if text == LEAST_LIKELY:
         return LEAST_LIKELY
-    if text.lstrip("-").isdigit():
-        index = int(text)
-        if index < 0 or (class_names is not None and index >= len(class_names)):
-            count = f"0–{len(class_names) - 1}" if class_names else "≥ 0"
-            raise CnnToolError(f"target class {index} is out of range (the model's classes are {count})")
-        return index
-    if class_names is None:
-        raise CnnToolError(f"the model has no class names, so target '{text}' must be a class index "
-                           f"or '{LEAST_LIKELY}'")
-    lowered = [name.lower() for name in class_names]
-    if text.lower() in lowered:
-        return lowered.index(text.lower())
-    raise unknown_name("target class", text, class_names,
-                       hint=f"give a class index, a class name or '{LEAST_LIKELY}'")
+    return class_index(text, class_names)
 
 
 def target_classes(target: Target, clean_logits: Tensor) -> Tensor:
