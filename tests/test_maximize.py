@@ -106,7 +106,7 @@ def test_cli_writes_grid_unit_images_and_records(tmp_path):
     assert [(r["unit"], r["name"], r["param"]) for r in records] == [(3, "3", "pixel"),
                                                                       (8, "8", "pixel")]
     assert all(r["value"] > 5 for r in records)
-    assert Image.open(out).size == (28 * 2 + 4, 28)
+    assert Image.open(out).size == (2 * (28 + 2) + 2, 28 + 2 + 2)  # two tiles, 2-px gaps
     assert np.asarray(Image.open(tmp_path / "digits_unit8.png")).shape == (28, 28)
     bad = subprocess.run([sys.executable, "-m", "cnntool", "visualize", "maximize",
                           "lenet5-mnist", "--layer", "conv2", "-o", str(out)],

@@ -85,6 +85,8 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
     from cnntool.core.models import load_model
     from cnntool.errors import CnnToolError
     from cnntool.io import overlays
+    from cnntool.io.figures import pixels_to_image
+    from cnntool.io.grids import grid
     from cnntool.io.writers import open_output, save_image
     from cnntool.tasks.projection import project
 
@@ -111,8 +113,8 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
         if box is not None:  # Zeiler-Fergus show the projection beside the patch it came from
             drawn = np.asarray(picture, dtype=np.float32) / 255.0
             drawn = drawn[None] if drawn.ndim == 2 else drawn.transpose(2, 0, 1)
-            tiles = [overlays.pixels_image(overlays.crop_box(drawn, box, fill=0.5)),
-                     overlays.pixels_image(overlays.crop_box(shown, box))]
+            tiles = [pixels_to_image(overlays.crop_box(drawn, box, fill=0.5)),
+                     pixels_to_image(overlays.crop_box(shown, box))]
         else:
             tiles = [picture]
         tiles.append(overlays.outline(overlays.overlay(shown, overlays.heat(raw_map)), box))
@@ -121,7 +123,7 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
         if box is not None:
             record["box"] = list(box)
         records.append(record)
-    save_image(overlays.grid(rows, columns=1), output)
+    save_image(grid(rows, columns=1), output)
     if raw:
         maps = np.stack([p.map.cpu().numpy().astype(np.float32) for p in projections])
         with open_output(raw, "wb") as handle:
@@ -196,7 +198,8 @@ def maximize_command(model, layer, units, classes, neuron, position, start, seed
     from cnntool.core.images import load_image
     from cnntool.core.models import load_model
     from cnntool.errors import CnnToolError
-    from cnntool.io import overlays
+    from cnntool.io.figures import pixels_to_image
+    from cnntool.io.grids import grid
     from cnntool.io.writers import save_image
     from cnntool.tasks.maximize import MaximizeConfig, maximize, objective, with_overrides
     from cnntool.core.classes import class_index
@@ -223,10 +226,10 @@ def maximize_command(model, layer, units, classes, neuron, position, start, seed
         results = maximize(loaded.module, loaded.preprocessing, goal, config, start=first,
                            seed=seed, progress=advance)
     out = Path(output)
-    tiles = [overlays.pixels_image(r.pixels.numpy()) for r in results]
+    tiles = [pixels_to_image(r.pixels.numpy()) for r in results]
     for result, tile in zip(results, tiles):
         save_image(tile, out.with_name(f"{out.stem}_unit{result.unit}{out.suffix or '.png'}"))
-    save_image(overlays.grid(tiles), out)
+    save_image(grid(tiles), out)
     records = []
     for result in results:
         record = result.to_record(goal)

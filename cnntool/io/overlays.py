@@ -1,11 +1,14 @@
 """Projections and synthesized inputs as images: normalized maps, receptive-field crops,
-overlays, side-by-side panels and grids (PIL only; numpy arrays in, PIL images out)."""
+overlays and side-by-side panels (PIL only; numpy arrays in, PIL images out). Grids are
+cnntool.io.grids; [0, 1] pixels to images is cnntool.io.figures.pixels_to_image."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from cnntool.io.figures import pixels_to_image
 
 _GAP = 4  # pixels of white between panel tiles
 
@@ -21,7 +24,7 @@ def projection_image(raw: np.ndarray, method: str) -> Image.Image:
     if method == "saliency":
         return _gray(heat(raw))
     scaled = 0.5 + raw / (2.0 * _robust_max(np.abs(raw)))
-    return pixels_image(scaled)
+    return pixels_to_image(scaled)
 
 
 def heat(raw: np.ndarray) -> np.ndarray:
@@ -37,17 +40,8 @@ def _robust_max(magnitude: np.ndarray) -> float:
     return float(np.percentile(nonzero, 99.5)) if nonzero.size else 1.0
 
 
-def pixels_image(pixels: np.ndarray) -> Image.Image:
-    """C×H×W pixels in [0, 1] (C = 1 or 3) -> a PIL image (values outside are clipped)."""
-    array = np.clip(np.asarray(pixels, dtype=np.float64), 0.0, 1.0)
-    array = (array * 255.0 + 0.5).astype(np.uint8)
-    if array.shape[0] == 1:
-        return Image.fromarray(array[0], "L")
-    return Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)), "RGB")
-
-
 def _gray(values: np.ndarray) -> Image.Image:
-    return pixels_image(values[None])
+    return pixels_to_image(values[None])
 
 
 def crop_box(pixels: np.ndarray, box: tuple[int, int, int, int] | None,
@@ -72,7 +66,7 @@ def overlay(pixels: np.ndarray, strength: np.ndarray, alpha: float = 0.6) -> Ima
     base = rgb.mean(axis=0, keepdims=True) * 0.6 + 0.2  # grey, so red reads as the heat
     red = np.stack([np.ones_like(strength), np.zeros_like(strength), np.zeros_like(strength)])
     weight = alpha * strength[None]
-    return pixels_image(base * (1.0 - weight) + red * weight)
+    return pixels_to_image(base * (1.0 - weight) + red * weight)
 
 
 def outline(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Image:
@@ -99,17 +93,4 @@ def panel(images: Sequence[Image.Image], height: int | None = None) -> Image.Ima
     for im in scaled:
         out.paste(im, (x, 0))
         x += im.width + _GAP
-    return out
-
-
-def grid(images: Sequence[Image.Image], columns: int | None = None) -> Image.Image:
-    """Same-size images in rows of `columns` (default: about square) on white."""
-    columns = columns or int(np.ceil(np.sqrt(len(images))))
-    rows = -(-len(images) // columns)
-    tile_w, tile_h = images[0].width, images[0].height
-    out = Image.new("RGB", (columns * tile_w + _GAP * (columns - 1),
-                            rows * tile_h + _GAP * (rows - 1)), "white")
-    for k, im in enumerate(images):
-        out.paste(im.convert("RGB"), ((k % columns) * (tile_w + _GAP),
-                                      (k // columns) * (tile_h + _GAP)))
     return out
