@@ -86,7 +86,7 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
     from cnntool.errors import CnnToolError
     from cnntool.io import overlays
     from cnntool.io.figures import pixels_to_image
-    from cnntool.io.grids import grid
+    from cnntool.io.grids import stacked
     from cnntool.io.writers import open_output, save_image
     from cnntool.tasks.projection import project
 
@@ -123,7 +123,7 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
         if box is not None:
             record["box"] = list(box)
         records.append(record)
-    save_image(grid(rows, columns=1), output)
+    save_image(stacked(rows, gap=4), output)
     if raw:
         maps = np.stack([p.map.cpu().numpy().astype(np.float32) for p in projections])
         with open_output(raw, "wb") as handle:

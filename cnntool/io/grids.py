@@ -103,6 +103,17 @@ def side_by_side(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:
     return canvas
 
 
+def stacked(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:
+    """Images in one column, left aligned (e.g. one row of panels per unit)."""
+    height = sum(im.height for im in images) + gap * (len(images) - 1)
+    canvas = Image.new("RGB", (max(im.width for im in images), height), _BACKGROUND)
+    y = 0
+    for image in images:
+        canvas.paste(image.convert("RGB"), (0, y))
+        y += image.height + gap
+    return canvas
+
+
 def save_grid(path: str | Path, *args, **kwargs) -> None:
     """grid(...) written atomically."""
     save_image(grid(*args, **kwargs), path)
