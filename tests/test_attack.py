@@ -291,16 +291,6 @@ def test_cli_bad_input_is_one_sentence(args, code, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_attack_help_does_not_import_torch():
-    code = ("import sys\nfrom cnntool.cli import main\nfrom click.testing import CliRunner\n"
-            + "for args in (['attack', '--help'], ['attack', 'fgsm', '--help'], ['attack', 'pgd', '--help']):\n"
-            + "    result = CliRunner().invoke(main.cli, args)\n"
-            + "    assert result.exit_code == 0 and 'Example' in result.output, result.output\n"
-            + "assert 'torch' not in sys.modules\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
-    assert result.returncode == 0, result.stderr
-
-
 def test_full_resolution_puts_the_perturbation_on_the_cropped_part_of_the_photo():
     from cnntool.core.preprocessing import Preprocessing
     from cnntool.tasks.attack.full_res import crop_extent, full_resolution

@@ -4,7 +4,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 from cnntool.core.scan import Shard, gather, merged_skipped
 
@@ -36,7 +35,6 @@ def _free_port() -> int:
 def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
     args = ["visualize", "top-patches", "lenet5-mnist", "imagenet-samples", "--layer", "conv2",
             "--units", "0-5", "--top", "4", "--batch-size", "3", "-q"]
-    start = time.perf_counter()
     single = subprocess.run([sys.executable, "-m", "cnntool", *args, "-o", str(tmp_path / "one")],
                             capture_output=True, text=True, env=ENV, timeout=120)
     assert single.returncode == 0, single.stderr
@@ -52,4 +50,3 @@ def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
     assert len(one) == 6 * 4 and two == one
     for name in ["overview.png"] + [f"unit_{u:04d}.png" for u in range(6)]:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
-    assert time.perf_counter() - start < 60

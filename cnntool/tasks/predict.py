@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -40,18 +40,24 @@ class Prediction:
         return record
 
 
-def label_index(dataset: DataSet, index: int, class_names: Sequence[str] | None) -> int | None:
-    """The dataset's label as a class index of the model, when the two label spaces agree."""
-    label = dataset.labels[index]
-    if label is None or class_names is None:
-        return None
-    if isinstance(label, int):
-        same_space = dataset.label_names is None or list(dataset.label_names) == list(class_names)
-        return label if same_space and 0 <= label < len(class_names) else None
-    try:
-        return list(class_names).index(label)
-    except ValueError:
-        return None
+def label_mapper(dataset: DataSet, class_names: Sequence[str] | None) -> Callable[[int], int | None]:
+    """index -> the dataset's label as a class index of the model, when the two label spaces
+    agree (None otherwise). The comparison of the label spaces is made once, not per image."""
+    if class_names is None:
+        return lambda index: None
+    names = list(class_names)
+    same_space = dataset.label_names is None or list(dataset.label_names) == names
+    by_name = {name: i for i, name in reversed(list(enumerate(names)))}
+
+    def mapped(index: int) -> int | None:
+        label = dataset.labels[index]
+        if label is None:
+            return None
+        if isinstance(label, int):
+            return label if same_space and 0 <= label < len(names) else None
+        return by_name.get(label)
+
+    return mapped
 
 
 @torch.no_grad()
@@ -59,6 +65,7 @@ def predict(model: LoadedModel, stream: BatchStream, top: int = 5) -> Iterator[P
     """Predictions in dataset order; unreadable images are skipped (see `stream.skipped`)."""
     module = model.module
     top = max(1, top)
+    to_class = label_mapper(stream.dataset, model.class_names)
     for batch in stream:
         logits = module(batch.inputs.to(model.device))
         if isinstance(logits, (tuple, list)):  # e.g. aux heads: the main output comes first
@@ -70,5 +77,5 @@ def predict(model: LoadedModel, stream: BatchStream, top: int = 5) -> Iterator[P
                             for p, i in zip(values[row].tolist(), indices[row].tolist()))
             yield Prediction(index=item, path=stream.dataset.paths[item],
                              label=stream.dataset.labels[item],
-                             label_index=label_index(stream.dataset, item, model.class_names),
+                             label_index=to_class(item),
                              classes=classes)

@@ -18,7 +18,7 @@ from cnntool.core.data import BatchStream
 from cnntool.core.models import LoadedModel
 from cnntool.tasks.attack.methods import classify
 from cnntool.tasks.attack.targets import Target, target_classes
-from cnntool.tasks.predict import label_index
+from cnntool.tasks.predict import label_mapper
 
 # attack(model, images, labels, eps, targeted=...) -> adversarial images, e.g. fgsm or a
 # functools.partial of pgd with its steps and step size
@@ -79,10 +79,11 @@ def attack_dataset(model: LoadedModel, stream: BatchStream, attack: AttackFuncti
     if stream.normalize:
         raise ValueError("attack_dataset needs a BatchStream of [0, 1] pixels (normalize=False)")
     dataset, crop = stream.dataset, model.preprocessing.crop
+    to_class = label_mapper(dataset, model.class_names)
     for batch in stream:
         images = batch.inputs.to(model.device)
         clean_pred, clean_conf, clean_logits = classify(model, images)
-        mapped = [label_index(dataset, i, model.class_names) for i in batch.indices]
+        mapped = [to_class(i) for i in batch.indices]
         labels = torch.tensor([clean_pred[row].item() if label is None else label
                                for row, label in enumerate(mapped)], device=images.device)
         targets = target_classes(target, clean_logits) if target is not None else None
