@@ -22,6 +22,9 @@ COMMANDS = {
     "attack": ("cnntool.cli.attack:attack_group", "Adversarial examples: FGSM, BIM and PGD in pixel space, targeted or not, with ε sweeps."),
     "visualize": ("cnntool.cli.visualize:visualize_group", "Filters, feature maps, top patches, deconv/guided backprop, activation maximization."),
     "gradcheck": ("cnntool.cli.gradcheck:gradcheck_command", "Check a model's gradients against finite differences; exit 1 if any is wrong."),
+    "diagnose": ("cnntool.cli.diagnose:diagnose_command", "Dead, saturated and correlated units, noisy and duplicated filters: what to fix first."),
+    "features": ("cnntool.cli.features:features_command", "A layer's features for a dataset, streamed to an .npz (paths, labels, features)."),
+    "embed": ("cnntool.cli.embed:embed_command", "Map a dataset's features to 2-D (t-SNE or PCA): scatter plot, image map, quality figures."),
 }
 
 
