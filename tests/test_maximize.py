@@ -3,6 +3,7 @@ transforms and regularizers, and the command line. Step counts are cut to keep t
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -112,3 +113,51 @@ def test_cli_writes_grid_unit_images_and_records(tmp_path):
                           "lenet5-mnist", "--layer", "conv2", "-o", str(out)],
                          capture_output=True, text=True, env=ENV, timeout=120)
     assert bad.returncode == 1 and "--unit" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_hand_written_penalty_gradient_equals_autograd():
+    from cnntool.tasks.maximize import penalized
+
+    pixels = torch.rand(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    config = MaximizeConfig(l2=0.3, tv=0.07)
+    weights = torch.randn(2, 3, 7, 9, dtype=torch.float64)
+    (penalized(pixels, config) * weights).sum().backward()
+    ours = pixels.grad.clone()
+    pixels.grad = None
+    reference = (0.3 * ((pixels - 0.5) ** 2).sum()
+                 + 0.07 * ((pixels[:, :, 1:] - pixels[:, :, :-1]).abs().sum()
+                           + (pixels[..., 1:] - pixels[..., :-1]).abs().sum()))
+    (reference + (pixels * weights).sum()).backward()
+    assert torch.allclose(ours, pixels.grad, atol=1e-12)
+
+
+def test_blur_equals_a_separable_convolution():
+    import torch.nn.functional as F
+
+    x = torch.rand(2, 3, 12, 10, dtype=torch.float64)
+    for sigma in (0.5, 1.0, 1.7):
+        radius = int(math.ceil(2 * sigma))
+        taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
+        taps = taps / taps.sum()
+        padded = F.pad(x, (radius,) * 4, mode="reflect")
+        rows = F.conv2d(padded, taps.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+        expected = F.conv2d(rows, taps.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+        assert torch.allclose(gaussian_blur(x, sigma), expected, atol=1e-12), sigma
+
+
+def test_views_shift_the_same_way_with_and_without_resampling():
+    from cnntool.tasks.maximize import view
+
+    x = torch.rand(1, 2, 16, 20, dtype=torch.float64)
+    shifted = view(x, shift=(2, -3), pad=4)
+    assert torch.equal(shifted[:, :, 2:, :-3], x[:, :, :-2, 3:])  # moved down 2, left 3
+    assert torch.equal(shifted[:, :, 1, 5], x[:, :, 1, 8])  # row -1 mirrors row 1
+    assert torch.equal(view(x, shift=(2, -3)), torch.roll(x, (2, -3), (2, 3)))
+    # a resampled view (tiny rotation) moves the same way; borders differ (symmetric mirror)
+    warped = view(x, shift=(2, -3), degrees=1e-9)
+    assert torch.allclose(warped[:, :, 2:, :-3], x[:, :, :-2, 3:], atol=1e-6)
+    # rotations turn about the centre: 180° flips both axes of a non-square image, and 90°
+    # turns a square one as rot90 does
+    assert torch.allclose(view(x, degrees=180.0), x.flip(2, 3), atol=1e-6)
+    square = torch.rand(1, 1, 9, 9, dtype=torch.float64)
+    assert torch.allclose(view(square, degrees=90.0), torch.rot90(square, 1, (2, 3)), atol=1e-6)
