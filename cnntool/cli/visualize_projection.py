@@ -171,9 +171,9 @@ def _boxes(loaded, targets):
 @click.option("--param", type=click.Choice(["fourier", "pixel"]),
               help="Parameterization (default: fourier for colour ≥ 65 px, pixel for small inputs).")
 @click.option("--steps", type=click.IntRange(1), help="Adam steps (default 256 / 128 small).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate (default 0.1).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate (default 0.05 / 0.1).")
 @click.option("--jitter", type=click.IntRange(0), help="Max random shift, px (default 8 / 1).")
-@click.option("--pad", type=click.IntRange(0), help="Reflect padding, px (default 12 / 2).")
+@click.option("--pad", type=click.IntRange(0), help="Mirrored border a pure shift may show, px (default 12 / 2; 0 wraps around). A zoom or rotation mirrors as far as it needs.")
 @click.option("--scale", "scale", type=click.FloatRange(0, 0.9),
               help="Random zoom ± this fraction (default 0.1 / 0).")
 @click.option("--rotate", type=click.FloatRange(0, 180), help="Max random rotation, degrees (default 5 / 0).")

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cnntool.io.figures import pixels_to_image
+from cnntool.io.grids import symmetric_scale
 
 _GAP = 4  # pixels of white between panel tiles
 
@@ -23,8 +24,7 @@ def projection_image(raw: np.ndarray, method: str) -> Image.Image:
     raw = np.asarray(raw, dtype=np.float64)
     if method == "saliency":
         return _gray(heat(raw))
-    scaled = 0.5 + raw / (2.0 * _robust_max(np.abs(raw)))
-    return pixels_to_image(scaled)
+    return pixels_to_image(symmetric_scale(raw, _robust_max(np.abs(raw))))
 
 
 def heat(raw: np.ndarray) -> np.ndarray:
