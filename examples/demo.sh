@@ -87,5 +87,9 @@ cnntool visualize maximize efficientnet_lite0 --class goldfish --class pizza --s
 cnntool visualize maximize lenet5-mnist $(printf -- '--class %d ' 0 1 2 3 4 5 6 7 8 9) \
   -o "$out/visualize/lenet5_classes.png" -q > "$out/visualize/lenet5_classes.jsonl"
 
+echo "== diagnose: the built-in LeNet-5 and a deliberately broken copy (examples/broken_lenet.py), side by side -> $out/diagnose_*" >&2
+cnntool diagnose lenet5-mnist mnist-5k --limit 1000 --batch-size 250 -o "$out/diagnose_lenet5" > "$out/diagnose_lenet5.jsonl"
+cnntool diagnose examples/broken_lenet.py:broken_lenet5 --trust-code mnist-5k --limit 1000 --batch-size 250 -o "$out/diagnose_broken" > "$out/diagnose_broken.jsonl"
+
 echo "== done: outputs in $out/" >&2
 ls -l "$out" >&2

@@ -28,7 +28,7 @@ def save_triptych(path: str | Path, clean: np.ndarray, adversarial: np.ndarray, 
     largest = float(np.abs(delta).max())
     # mid-grey is "no change"; the largest change reaches black or white
     shown_delta = 0.5 + delta / (2 * largest) if largest > 0 else np.full_like(delta, 0.5)
-    figure = _figure(width=9.0, height=3.3)
+    figure = new_figure(width=9.0, height=3.3)
     figure.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.9, wspace=0.05)
     panels = ((clean, clean_title), (shown_delta, perturbation_title), (adversarial, adversarial_title))
     for column, (pixels, title) in enumerate(panels, start=1):
@@ -38,14 +38,14 @@ def save_triptych(path: str | Path, clean: np.ndarray, adversarial: np.ndarray, 
                     interpolation="nearest")
         axes.set_title(title, fontsize=9)
         axes.axis("off")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def save_accuracy_plot(path: str | Path, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                        *, title: str, xlabel: str = "ε", ylabel: str = "accuracy") -> None:
     """One line per curve name: ε on x (with k/255 tick labels where ε is a multiple of
     1/255), `ylabel` from 0 to 1 on y."""
-    figure = _figure(width=5.5, height=3.8)
+    figure = new_figure(width=5.5, height=3.8)
     axes = figure.add_subplot(1, 1, 1)
     ticks: set[float] = set()
     for name, (eps_values, values) in curves.items():
@@ -60,7 +60,7 @@ def save_accuracy_plot(path: str | Path, curves: Mapping[str, tuple[Sequence[flo
     if len(curves) > 1:
         axes.legend()
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def eps_label(eps: float) -> str:
@@ -72,7 +72,8 @@ def eps_label(eps: float) -> str:
     return f"{eps:g}"
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib Figure on the Agg canvas (no pyplot: no global state, no display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -81,7 +82,8 @@ def _figure(width: float, height: float):
     return figure
 
 
-def _save(figure, path: str | Path) -> None:
+def save_figure(figure, path: str | Path) -> None:
+    """Write `figure` as a PNG, atomically."""
     with atomic_path(path) as temp:
         figure.savefig(temp, format="png")
 
@@ -94,3 +96,6 @@ def _channels_last(pixels: np.ndarray) -> np.ndarray:
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+
+
+_figure, _save = new_figure, save_figure  # TEMP-ALIAS: removed once image_map.py uses the new names
