@@ -1,11 +1,17 @@
 """Output for people goes to stderr (rich); output for pipelines goes to stdout.
 
 rich already honours NO_COLOR and drops colour and animation when stderr is not a terminal.
+Status lines, warnings and errors are soft-wrapped (one line each, whatever the width), so a
+log file can be grepped; tables written to a file or pipe get 120 columns (rich's 80 squeezes
+the wider ones) unless COLUMNS says otherwise.
 """
 from __future__ import annotations
 
 import contextlib
 from typing import Iterable, Iterator, TypeVar
+
+import os
+import sys
 
 from rich.console import Console
 
@@ -18,7 +24,8 @@ _quiet = False
 def console() -> Console:
     global _console
     if _console is None:
-        _console = Console(stderr=True, highlight=False)
+        piped = not sys.stderr.isatty() and "COLUMNS" not in os.environ
+        _console = Console(stderr=True, highlight=False, width=120 if piped else None)
     return _console
 
 
@@ -30,12 +37,12 @@ def set_quiet(quiet: bool) -> None:
 def info(message: str) -> None:
     """A status line for people (silenced by -q)."""
     if not _quiet:
-        console().print(message)
+        console().print(message, soft_wrap=True)
 
 
 def warn(message: str) -> None:
     """A warning: always shown, also with -q."""
-    console().print(f"[yellow]warning:[/yellow] {message}")
+    console().print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
 
 
 def error(message: str) -> None:
