@@ -87,6 +87,10 @@ cnntool visualize maximize efficientnet_lite0 --class goldfish --class pizza --s
 cnntool visualize maximize lenet5-mnist $(printf -- '--class %d ' 0 1 2 3 4 5 6 7 8 9) \
   -o "$out/visualize/lenet5_classes.png" -q > "$out/visualize/lenet5_classes.jsonl"
 
+echo "== t-SNE map of LeNet-5's penultimate features of the 5,000 MNIST digits -> $out/embed_mnist_*.png" >&2
+cnntool features lenet5-mnist mnist-5k --layer relu3 --batch-size 500 -o "$out/features_mnist.npz" -q
+cnntool embed --features "$out/features_mnist.npz" --plot "$out/embed_mnist_scatter.png" --image-grid "$out/embed_mnist_grid.png" --summary "$out/embed_mnist.json" -q > "$out/embed_mnist.jsonl"
+
 echo "== diagnose: the built-in LeNet-5 and a deliberately broken copy (examples/broken_lenet.py), side by side -> $out/diagnose_*" >&2
 cnntool diagnose lenet5-mnist mnist-5k --limit 1000 --batch-size 250 -o "$out/diagnose_lenet5" > "$out/diagnose_lenet5.jsonl"
 cnntool diagnose examples/broken_lenet.py:broken_lenet5 --trust-code mnist-5k --limit 1000 --batch-size 250 -o "$out/diagnose_broken" > "$out/diagnose_broken.jsonl"

@@ -96,6 +96,3 @@ def _channels_last(pixels: np.ndarray) -> np.ndarray:
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
-
-
-_figure, _save = new_figure, save_figure  # TEMP-ALIAS: removed once image_map.py uses the new names

@@ -1,0 +1,273 @@
+"""A layer's features for a whole dataset: one row of floats per image.
+
+The output of a layer is reduced to a vector per image (`pool`): global average or max pooling
+over the spatial positions of a (B, C, H, W) map, or the whole map flattened (C·H·W values);
+a layer that already gives vectors (B, D) is kept as it is.
+
+Memory: 100k images of a 4096-wide layer are 1.6 GB of float32, and flattening a conv map is
+more. So rows are never held for the whole dataset: each batch is appended to a scratch file
+(`FeatureSpool`), which is read back as a memory map when the scan is done. Under torchrun each
+rank spools its own strided shard (rank r has dataset items r, r + N, ...), and `assemble`
+brings the rows to rank 0 a chunk at a time, in dataset order, so the result is the same as one
+process's and no rank ever holds more than one chunk of another rank's rows. Scratch files are
+the one place where a task touches the disk: the result itself is too large to be a return
+value.
+
+Non-finite values (NaN/inf: a diverged model, a broken layer) are counted per image while
+scanning, so that a caller can name the images instead of failing later in t-SNE.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from cnntool.errors import CnnToolError
+
+POOLINGS = ("avg", "max", "flatten")
+_CHUNK_BYTES = 32 * 2**20  # rows per round of `assemble`: about 32 MiB of float32 per rank
+
+
+def pool(activations, pooling: str):
+    """(B, C, H, W…) -> (B, C) by global average or max over every axis after the channels, or
+    (B, C·H·W…) flattened; (B, D) is returned as is (float32, contiguous)."""
+    if pooling not in POOLINGS:
+        raise CnnToolError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
+    if activations.ndim < 2:
+        raise CnnToolError(f"features need a layer with (batch, features...) output, not shape "
+                           f"{tuple(activations.shape)}")
+    activations = activations.float()
+    if activations.ndim == 2 or pooling == "flatten":
+        return activations.reshape(activations.shape[0], -1).contiguous()
+    spatial = activations.flatten(2)  # (B, C, positions)
+    pooled = spatial.mean(dim=2) if pooling == "avg" else spatial.amax(dim=2)
+    return pooled.contiguous()
+
+
+class FeatureSpool:
+    """Rows appended batch by batch to a raw float32 scratch file, with their dataset indices.
+
+    The width D is fixed by the first batch. `rows()` maps the file back (read-only, nothing is
+    loaded until touched); `close()` deletes the file. Usable as a context manager.
+    """
+
+    def __init__(self, folder: str | Path | None = None):
+        handle, name = tempfile.mkstemp(prefix=".cnntool-features.", suffix=".f32",
+                                        dir=str(folder) if folder is not None else None)
+        self.path = Path(name)
+        self._file = os.fdopen(handle, "wb")
+        self.indices: list[int] = []  # dataset index of each row, in the order written
+        self.width: int | None = None
+        self.nonfinite: list[int] = []  # dataset indices of rows with NaN or inf
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def append(self, indices: Sequence[int], rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[0] != len(indices):
+            raise ValueError(f"expected ({len(indices)}, D) rows, got {rows.shape}")
+        if self.width is None:
+            self.width = rows.shape[1]
+        elif rows.shape[1] != self.width:
+            raise CnnToolError(f"the layer gave {rows.shape[1]} features for some images and "
+                               f"{self.width} for others; use --pooling avg or max for inputs of "
+                               "different sizes")
+        bad = ~np.isfinite(rows).all(axis=1)
+        if bad.any():
+            self.nonfinite.extend(int(i) for i, b in zip(indices, bad) if b)
+        self._file.write(rows.tobytes())
+        self.indices.extend(int(i) for i in indices)
+
+    def rows(self) -> np.ndarray:
+        """All rows so far, (len, D) float32, memory-mapped from the scratch file."""
+        self._file.flush()
+        if not self.indices:
+            return np.zeros((0, self.width or 0), dtype=np.float32)
+        return np.memmap(self.path, dtype=np.float32, mode="r", shape=(len(self.indices), self.width))
+
+    def allocate(self, indices: Sequence[int], width: int, nonfinite: Sequence[int]) -> np.ndarray:
+        """Size an empty spool for `indices` rows of `width` and return it as a writable memory
+        map (to fill out of order, as `assemble` does)."""
+        if self.indices:
+            raise ValueError("allocate needs an empty spool")
+        self.indices, self.width, self.nonfinite = list(indices), width, list(nonfinite)
+        self._file.truncate(4 * len(self.indices) * width)
+        self._file.flush()
+        if not self.indices or not width:
+            return np.zeros((len(self.indices), width), dtype=np.float32)
+        return np.memmap(self.path, dtype=np.float32, mode="r+", shape=(len(self.indices), width))
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "FeatureSpool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def extract(model, layer: str, batches: Iterable, spool: FeatureSpool, *, pooling: str = "avg",
+            device=None, on_batch: Callable | None = None) -> FeatureSpool:
+    """Run `model` over `batches` (data.Batch) and append each image's pooled `layer` output to
+    `spool`. The forward stops after the layer (capture with stop_early). `on_batch(batch)` is
+    called after each batch (progress)."""
+    import torch
+
+    from cnntool.core.hooks import capture
+
+    with torch.no_grad(), capture(model, [layer], stop_early=True) as cap:
+        for batch in batches:
+            cap.run(batch.inputs.to(device, non_blocking=True))
+            rows = pool(cap.activations[layer], pooling)
+            spool.append(batch.indices, rows.cpu().numpy())
+            if on_batch is not None:
+                on_batch(batch)
+    return spool
+
+
+def assemble(spool: FeatureSpool, shard, into: FeatureSpool | None = None) -> FeatureSpool | None:
+    """Every rank's rows in one spool on rank 0, in dataset order; collective (all ranks call
+    it, each with its own spool).
+
+    Rank 0 gets back a spool whose `indices` are the sorted dataset indices of all the rows and
+    whose `nonfinite` lists every rank's; the other ranks get None. One process returns its own
+    spool (already in order: batches come in index order). Under torchrun the rows go into
+    `into` (an empty spool of rank 0's) `_CHUNK_BYTES` at a time through core.scan.gather, so no
+    rank holds more than one chunk of each rank's rows.
+    """
+    from cnntool.core.scan import gather
+
+    if not shard.distributed and spool.indices == sorted(spool.indices):
+        return spool
+    parts = gather({"indices": spool.indices, "width": spool.width, "nonfinite": spool.nonfinite},
+                   shard)
+    widths = {p["width"] for p in parts if p["width"] is not None}
+    if len(widths) > 1:
+        raise CnnToolError(f"the ranks' feature widths differ: {sorted(widths)}")
+    width = widths.pop() if widths else 0
+    indices = sorted(i for p in parts for i in p["indices"])
+    position = {index: row for row, index in enumerate(indices)}
+    out = None
+    if shard.is_main:
+        if into is None:
+            raise ValueError("rank 0 needs a spool to assemble into")
+        out = into.allocate(indices, width, sorted(i for p in parts for i in p["nonfinite"]))
+    mine = spool.rows()
+    chunk = max(1, _CHUNK_BYTES // max(4 * width, 1))
+    longest = max(len(p["indices"]) for p in parts)
+    for start in range(0, longest, chunk):
+        pieces = gather(np.array(mine[start:start + chunk]), shard)
+        if out is None:
+            continue
+        for part, piece in zip(parts, pieces):
+            targets = [position[i] for i in part["indices"][start:start + chunk]]
+            if targets:
+                out[targets] = piece
+    del mine
+    if out is None:
+        return None
+    if isinstance(out, np.memmap):
+        out.flush()
+    del out
+    return into
+
+
+# ---------------------------------------------------------------------------------------------
+# the .npz file
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Features of a dataset as stored in a features .npz: `features` (N, D) float32 (may be a
+    memory map), `paths` (N), `labels` (N) int with -1 for none, `label_names`, and where the
+    features come from (`model`, `layer`, `pooling`; empty strings when unknown)."""
+
+    features: np.ndarray
+    paths: list[str]
+    labels: np.ndarray
+    label_names: list[str]
+    model: str = ""
+    layer: str = ""
+    pooling: str = ""
+
+    def label_name(self, row: int) -> str | None:
+        label = int(self.labels[row])
+        if label < 0:
+            return None
+        return self.label_names[label] if label < len(self.label_names) else str(label)
+
+
+def integer_labels(labels: Sequence, label_names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
+    """A DataSet's labels (ints with names, folder names, or None) -> (int array with -1 for
+    none, names). Folder names are numbered in sorted order."""
+    if label_names is not None and all(lab is None or isinstance(lab, (int, np.integer)) for lab in labels):
+        names = [str(n) for n in label_names]
+        ints = [-1 if lab is None else int(lab) for lab in labels]
+        known = max(ints, default=-1)
+        names += [str(i) for i in range(len(names), known + 1)]  # ids past the names: own names
+        return np.array(ints, dtype=np.int64), names
+    names = sorted({str(lab) for lab in labels if lab is not None})
+    number = {name: i for i, name in enumerate(names)}
+    return np.array([-1 if lab is None else number[str(lab)] for lab in labels], dtype=np.int64), names
+
+
+def write_npz(handle, features: np.ndarray, paths: Sequence[str], labels: np.ndarray,
+              label_names: Sequence[str], *, model: str, layer: str, pooling: str) -> None:
+    """Write a features .npz to an open binary file (np.savez streams a memory map in 16 MiB
+    pieces, so `features` need not fit in memory). Strings are stored as unicode arrays, so
+    reading needs no pickle."""
+    np.savez(handle, features=features, paths=np.array(list(paths), dtype=str),
+             labels=np.asarray(labels, dtype=np.int64),
+             label_names=np.array(list(label_names), dtype=str),
+             model=np.array(model), layer=np.array(layer), pooling=np.array(pooling))
+
+
+def read_npz(path: str | Path) -> FeatureSet:
+    """A features .npz written by `cnntool features` (or by hand: only `features` is required;
+    paths default to row numbers, labels to -1). Mistakes become one-sentence errors."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise CnnToolError(f"features file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stored = set(data.files)
+            if "features" not in stored:
+                raise CnnToolError(f"{path} has no 'features' array "
+                                   f"(it has: {', '.join(sorted(stored)) or 'nothing'})")
+            features = np.asarray(data["features"], dtype=np.float32)
+            count = features.shape[0] if features.ndim else 0
+            paths = [str(p) for p in data["paths"]] if "paths" in stored else [str(i) for i in range(count)]
+            labels = (np.asarray(data["labels"], dtype=np.int64) if "labels" in stored
+                      else np.full(count, -1, dtype=np.int64))
+            names = [str(n) for n in data["label_names"]] if "label_names" in stored else []
+            meta = {key: str(data[key]) if key in stored else "" for key in ("model", "layer", "pooling")}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CnnToolError(f"cannot read {path} as a features .npz ({exc})") from None
+    if features.ndim != 2:
+        raise CnnToolError(f"'features' in {path} must be (images, dims), not shape {features.shape}")
+    if len(paths) != count or len(labels) != count:
+        raise CnnToolError(f"{path} has {count} feature rows but {len(paths)} paths and {len(labels)} labels")
+    return FeatureSet(features=features, paths=paths, labels=labels, label_names=names, **meta)
+
+
+def check_finite(features: np.ndarray, paths: Sequence[str], shown: int = 3) -> None:
+    """Raise one sentence naming the images whose features contain NaN or inf."""
+    bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
+    if bad.size:
+        raise CnnToolError(nonfinite_message([paths[i] for i in bad[:shown]], int(bad.size)))
+
+
+def nonfinite_message(first_paths: Sequence[str], count: int) -> str:
+    more = f" and {count - len(first_paths)} more" if count > len(first_paths) else ""
+    return (f"{count} image(s) have NaN or infinite features: {', '.join(first_paths)}{more} "
+            "(the model or layer overflows on them)")
