@@ -161,3 +161,17 @@ def test_views_shift_the_same_way_with_and_without_resampling():
     assert torch.allclose(view(x, degrees=180.0), x.flip(2, 3), atol=1e-6)
     square = torch.rand(1, 1, 9, 9, dtype=torch.float64)
     assert torch.allclose(view(square, degrees=90.0), torch.rot90(square, 1, (2, 3)), atol=1e-6)
+
+
+def test_our_adam_is_torch_adam():
+    from cnntool.tasks.maximize import _Adam
+
+    ours = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    theirs = ours.detach().clone().requires_grad_()
+    ours_step, theirs_step = _Adam(ours, lr=0.05), torch.optim.Adam([theirs], lr=0.05)
+    for k in range(6):
+        grad = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(k))
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        ours_step.step()
+        theirs_step.step()
+    assert torch.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
