@@ -262,3 +262,20 @@ def test_cli_errors(tmp_path):
     nan = run("embed", "--features", str(tmp_path / "nan.npz"))
     assert nan.returncode == 1 and "Traceback" not in nan.stderr
     assert "2 image(s) have NaN or infinite features: img2.png, img5.png" in nan.stderr
+
+
+def test_empty_cells_take_the_images_background():
+    from PIL import Image
+
+    from cnntool.io.image_map import background_colour, image_grid
+
+    digit = Image.new("L", (28, 28), 0)
+    digit.paste(255, (10, 4, 18, 24))  # a white stroke on black, like MNIST
+    assert background_colour(lambda i: digit, 5) == (0, 0, 0)
+    picture, layout = image_grid(np.random.default_rng(0).random((5, 2)), lambda i: digit, thumb=16)
+    occupied = {(int(r), int(c)) for r, c in layout.cells}
+    empty = [(r, c) for r in range(layout.rows) for c in range(layout.columns) if (r, c) not in occupied]
+    assert empty  # 5 images on a larger grid
+    for r, c in empty:  # drawn in the images' background, not as white holes
+        assert picture.crop((c * 16, r * 16, c * 16 + 16, r * 16 + 16)).convert("L").getextrema() == (0, 0)
+    assert background_colour(lambda i: digit, 0) == (255, 255, 255)

@@ -201,12 +201,25 @@ def _assign_exactly(scaled, which, col0, col1, row0, row1, cells) -> None:
 # thumbnails
 
 
-def thumbnail(image: Image.Image, size: int) -> Image.Image:
+def thumbnail(image: Image.Image, size: int, background=_BACKGROUND) -> Image.Image:
     """The image fitted into size × size (aspect kept), centred on the background."""
     image = ImageOps.contain(image.convert("RGB"), (size, size), method=Image.Resampling.BICUBIC)
-    tile = Image.new("RGB", (size, size), _BACKGROUND)
+    tile = Image.new("RGB", (size, size), background)
     tile.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
     return tile
+
+
+def background_colour(load: Callable[[int], Image.Image], count: int, sample: int = 32):
+    """The median corner colour of the first `sample` images: black for MNIST digits, so that
+    empty grid cells and letterboxing do not show as white holes; white when unsure."""
+    corners = []
+    for i in range(min(count, sample)):
+        image = load(i).convert("RGB")
+        width, height = image.size
+        corners += [image.getpixel((x, y)) for x in (0, width - 1) for y in (0, height - 1)]
+    if not corners:
+        return _BACKGROUND
+    return tuple(int(v) for v in np.median(np.array(corners), axis=0))
 
 
 def image_grid(coords: np.ndarray, load: Callable[[int], Image.Image], *,
@@ -214,9 +227,10 @@ def image_grid(coords: np.ndarray, load: Callable[[int], Image.Image], *,
     """Thumbnails of point i (`load(i)`) on the grid cells of `grid_layout`; and the layout."""
     layout = grid_layout(coords)
     size = thumb or thumb_size(len(coords))
-    canvas = Image.new("RGB", (layout.columns * size, layout.rows * size), _BACKGROUND)
+    background = background_colour(load, len(coords))
+    canvas = Image.new("RGB", (layout.columns * size, layout.rows * size), background)
     for i, (row, column) in enumerate(layout.cells):
-        canvas.paste(thumbnail(load(i), size), (int(column) * size, int(row) * size))
+        canvas.paste(thumbnail(load(i), size, background), (int(column) * size, int(row) * size))
     return canvas, layout
 
 
@@ -228,12 +242,13 @@ def image_map(coords: np.ndarray, load: Callable[[int], Image.Image], *,
     size = thumb or thumb_size(count)
     columns, rows = grid_shape(count)
     width, height = columns * size, rows * size
-    canvas = Image.new("RGB", (width, height), _BACKGROUND)
+    background = background_colour(load, count)
+    canvas = Image.new("RGB", (width, height), background)
     points = normalized(coords)
     xs = np.rint(points[:, 0] * (width - size)).astype(int)
     ys = np.rint((1.0 - points[:, 1]) * (height - size)).astype(int)
     for i in range(count):
-        canvas.paste(thumbnail(load(i), size), (int(xs[i]), int(ys[i])))
+        canvas.paste(thumbnail(load(i), size, background), (int(xs[i]), int(ys[i])))
     return canvas
 
 
