@@ -124,3 +124,16 @@ def test_profile_jsonl_csv_and_too_small_input():
 
     small = run("profile", "alexnet", "--input-size", "16")
     assert small.returncode == 1 and "too small" in small.stderr and "Traceback" not in small.stderr
+
+
+def test_random_weights_are_said_where_they_matter(tmp_path):
+    """torchvision architectures load without trained weights: predict says so, profile (which
+    only counts) does not, and a built-in trained model never does."""
+    from cnntool.core.samples import photos
+
+    random = run("predict", "resnet18", photos()[0], "-q")
+    assert random.returncode == 0 and "resnet18 has random weights" in random.stderr
+    counted = run("profile", "resnet18", "-q")
+    assert counted.returncode == 0 and "random weights" not in counted.stderr
+    trained = run("predict", "efficientnet_lite0", photos()[0], "-q")
+    assert trained.returncode == 0 and "random weights" not in trained.stderr

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import data_options, format_option, model_options, output_options
+from cnntool.cli.options import (data_options, format_option, load_cli_model,
+                                  model_options, output_options)
 
 RECORD_COLUMNS = ["path", "eps", "label", "label_source", "target", "clean_pred", "clean_name",
                   "clean_conf", "adv_pred", "adv_name", "adv_conf", "success", "linf", "l2",
@@ -155,14 +156,13 @@ def _single(values: tuple[float, ...] | None) -> float | None:
 def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, full_res, fmt, arch,
          weights, trust_code, device, batch_size, workers, seed=None) -> None:
     from cnntool.core.data import BatchStream, open_data
-    from cnntool.core.models import load_model
     from cnntool.errors import DataError
     from cnntool.io.writers import RecordWriter
     from cnntool.tasks.attack import AttackTally, attack_dataset, check_eps, resolve_target
 
     for value in eps:  # before the (slow) model loading
         check_eps(value, norm)
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     if seed is not None:  # the random start is drawn on the model's device
         import functools
 

@@ -11,7 +11,7 @@ import sys
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import data_options, model_options, output_options
+from cnntool.cli.options import data_options, load_cli_model, model_options, output_options
 from cnntool.errors import CnnToolError
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -58,11 +58,10 @@ def diagnose_command(model, data, layers, out, limit, skip_correlation, check_gr
     go to stdout. Memory does not grow with DATA; under torchrun each rank scans a shard and
     rank 0 writes the merged result."""
     from cnntool.core.data import open_data
-    from cnntool.core.models import load_model
     from cnntool.core.scan import distributed, gather, merged_skipped, shard_stream
     from cnntool.tasks.diagnose import default_points, named_points, scan
 
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     with distributed(loaded.device) as shard:
         if not shard.is_main:
             console.set_quiet(True)

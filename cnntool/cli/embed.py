@@ -14,7 +14,7 @@ import click
 
 from cnntool.cli import console
 from cnntool.cli.features import layer_option, pooling_option
-from cnntool.cli.options import data_options, model_options, output_options
+from cnntool.cli.options import data_options, load_cli_model, model_options, output_options
 from cnntool.errors import CnnToolError
 
 
@@ -113,11 +113,10 @@ def _extract_then_embed(model, data, layer, pooling, settings, outputs, *, arch,
 
     from cnntool.cli.features import scan_features
     from cnntool.core.data import open_data
-    from cnntool.core.models import load_model
     from cnntool.core.scan import distributed
     from cnntool.tasks.features import FeatureSet, FeatureSpool, integer_labels
 
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     dataset = open_data(data)
     with distributed(loaded.device) as shard:
         if not shard.is_main:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import data_options, model_options, output_options
+from cnntool.cli.options import data_options, load_cli_model, model_options, output_options
 
 POOLING_CHOICES = ["avg", "max", "flatten"]  # tasks.features.POOLINGS, without importing it
 
@@ -53,12 +53,11 @@ def features_command(model, data, layer, pooling, out, arch, weights, trust_code
     images whose features are NaN or infinite are named in a warning. Under torchrun each rank
     scans a shard and rank 0 writes the same file one process would."""
     from cnntool.core.data import open_data
-    from cnntool.core.models import load_model
     from cnntool.core.scan import distributed
     from cnntool.io.writers import atomic_path
     from cnntool.tasks.features import FeatureSpool, integer_labels, nonfinite_message, write_npz
 
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     dataset = open_data(data)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import sys
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import format_option, model_options, output_options
+from cnntool.cli.options import format_option, load_cli_model, model_options, output_options
 
 CSV_COLUMNS = ["module", "tensor", "shape", "verdict", "checks", "passed", "failed",
                "inconclusive", "kinks", "max_rel_err", "max_abs_err", "mode", "eps", "rtol", "atol"]
@@ -54,10 +54,9 @@ def gradcheck_command(ctx, model, input_size, batch, per_layer, only, layer, dir
     a ReLU/max-pool/clamp kink is inconclusive and re-drawn, never a failure. One JSON record
     per tensor on stdout; exit code 1 when any gradient is wrong."""
     from cnntool.cli.models import input_shape_for
-    from cnntool.core.models import load_model
     from cnntool.tasks.gradcheck import gradcheck
 
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code, weights_matter=False)
     shape = input_shape_for(loaded, input_size)
     what = "every module alone" if per_layer else "the whole model"
     console.info(f"{loaded.name}: checking {what} on a float64 copy on {loaded.device} "

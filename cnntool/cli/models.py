@@ -6,7 +6,8 @@ import sys
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import format_option, model_options, output_options, parse_size
+from cnntool.cli.options import (format_option, load_cli_model, model_options,
+                                  output_options, parse_size)
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -53,10 +54,9 @@ def layers_command(model, input_size, fmt, arch, weights, trust_code, device):
     the model's input size, parameters (a container's include its children's) and aliases (conv5, pool5, fc7, penultimate, logits…).
     Layer names here are what --layer accepts everywhere."""
     from cnntool.core.layers import layer_aliases
-    from cnntool.core.models import load_model
     from cnntool.tasks.profile import profile
 
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code, weights_matter=False)
     shape = input_shape_for(loaded, input_size)
     result = profile(loaded.module, input_shape=shape, batch=1, all_modules=True)
     modules = dict(loaded.module.named_modules())

@@ -73,3 +73,21 @@ def parse_size(text: str | None, channels_default: int | None = None):
     if len(numbers) == 3:
         return tuple(numbers)
     raise click.BadParameter(f"'{text}' is not a size like 224, 224x224 or 3x224x224")
+
+
+def load_cli_model(model: str, *, arch=None, weights=None, device="auto", trust_code=False,
+                   weights_matter: bool = True):
+    """core.models.load_model for a command, saying so when the model has random weights.
+
+    torchvision ships architectures without weights offline, so `resnet18` alone is randomly
+    initialized: fine for counting (profile, layers, gradcheck: `weights_matter=False`), but
+    predictions, attacks, visualizations, features and diagnoses of it describe noise.
+    """
+    from cnntool.core.models import load_model
+
+    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    if weights_matter and loaded.random_weights:
+        console.warn(f"{loaded.name} has random weights (torchvision's architectures come without "
+                     "trained ones here): the results describe an untrained network; give "
+                     "--weights FILE for a trained one")
+    return loaded

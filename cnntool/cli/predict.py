@@ -6,7 +6,8 @@ import sys
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import data_options, format_option, model_options, output_options
+from cnntool.cli.options import (data_options, format_option, load_cli_model,
+                                  model_options, output_options)
 
 _TABLE_ROWS = 25
 
@@ -30,11 +31,10 @@ def predict_command(model, data, top, fmt, arch, weights, trust_code, device, ba
     stderr. DATA is a folder, a list file, '-' (paths on stdin) or a sample set
     (imagenet-samples, mnist-5k, faces, photos). Unreadable images are skipped and counted."""
     from cnntool.core.data import BatchStream, open_data
-    from cnntool.core.models import load_model
     from cnntool.io.writers import RecordWriter
     from cnntool.tasks.predict import predict
 
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     dataset = open_data(data)
     stream = BatchStream(dataset, loaded.preprocessing, batch_size=batch_size, workers=workers)
     writer = RecordWriter(sys.stdout, fmt) if fmt != "table" else None

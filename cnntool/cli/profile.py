@@ -7,7 +7,7 @@ import click
 
 from cnntool.cli import console
 from cnntool.cli.models import DEFAULT_MODEL, input_shape_for
-from cnntool.cli.options import format_option, model_options, output_options
+from cnntool.cli.options import format_option, load_cli_model, model_options, output_options
 
 CSV_COLUMNS = ["name", "type", "output_shape", "params", "macs", "flops", "activation_bytes",
                "rf_size", "rf_jump", "rf_start", "calls"]
@@ -35,11 +35,10 @@ def profile_command(model, input_size, batch, summary, fmt, arch, weights, trust
     element-wise, normalization, pooling and activation work), activation memory, and the
     receptive field (size, jump, start) on convolutional paths; then the totals. Counting runs
     on the meta device (no memory, no compute) when the model allows it."""
-    from cnntool.core.models import load_model
     from cnntool.io.writers import RecordWriter
     from cnntool.tasks.profile import profile
 
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code, weights_matter=False)
     shape = input_shape_for(loaded, input_size)
     result = profile(loaded.module, input_shape=shape, batch=batch)
     records = [result.total.to_record()] if summary else result.to_records()

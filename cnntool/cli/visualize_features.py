@@ -10,7 +10,7 @@ import sys
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import data_options, model_options, output_options
+from cnntool.cli.options import data_options, load_cli_model, model_options, output_options
 from cnntool.errors import CnnToolError
 
 
@@ -83,11 +83,10 @@ def filters_command(model, layer, out, fold_bn, normalize, tiles, max_filters, m
     the mean |correlation| of the layer goes to stderr."""
     import numpy as np
 
-    from cnntool.core.models import load_model
     from cnntool.io.grids import save_grid, symmetric_scale
     from cnntool.tasks.filters import filters
 
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     result = filters(loaded.module, layer, fold_bn=fold_bn)
     weight = result.weights[:max_filters].numpy()
     limit = float(np.abs(result.weights.numpy()).max()) if normalize == "global" else None
@@ -148,14 +147,13 @@ def activations_command(model, image, layer, out, index, channels, top, max_maps
     import numpy as np
 
     from cnntool.core.data import open_data
-    from cnntool.core.models import load_model
     from cnntool.io.grids import colorize, grid, minmax_scale, side_by_side, to_image
     from cnntool.io.writers import save_image
     from cnntool.tasks.activations import feature_maps
 
     if channels and top:
         raise CnnToolError("give --channels or --top, not both")
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     dataset = open_data(image)
     if index >= len(dataset):
         raise CnnToolError(f"--index {index} is past the end of {image} ({len(dataset)} images)")
@@ -222,12 +220,11 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
     rank scans a shard and rank 0 writes the merged result."""
     from cnntool.core.data import open_data
     from cnntool.core.layers import resolve_layer
-    from cnntool.core.models import load_model
     from cnntool.core.receptive_field import receptive_fields
     from cnntool.core.scan import distributed, gather, merged_skipped, shard_stream
     from cnntool.tasks.top_patches import scan
 
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     with distributed(loaded.device) as shard:
         if not shard.is_main:
             console.set_quiet(True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import model_options, output_options
+from cnntool.cli.options import load_cli_model, model_options, output_options
 
 _FORMAT = click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
                        show_default=True, help="stdout format of the per-unit records.")
@@ -82,7 +82,6 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
     import numpy as np
 
     from cnntool.core.images import load_image
-    from cnntool.core.models import load_model
     from cnntool.errors import CnnToolError
     from cnntool.io import overlays
     from cnntool.io.figures import pixels_to_image
@@ -94,7 +93,7 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
         raise CnnToolError("--unit and --position need --layer")
     if layer is not None and target_class is not None:
         raise CnnToolError("give either --layer (a unit) or --class, not both")
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     pixels = loaded.preprocessing.to_pixels(load_image(image))
     x = loaded.preprocessing.normalize(pixels).unsqueeze(0).to(loaded.device)
     projections = [project(loaded.module, x, method, layer=layer, unit=u, position=position,
@@ -196,7 +195,6 @@ def maximize_command(model, layer, units, classes, neuron, position, start, seed
     total variation and blur. Writes a grid PNG, a PNG per unit, and one record per unit
     (objective value) on stdout."""
     from cnntool.core.images import load_image
-    from cnntool.core.models import load_model
     from cnntool.errors import CnnToolError
     from cnntool.io.figures import pixels_to_image
     from cnntool.io.grids import grid
@@ -208,7 +206,7 @@ def maximize_command(model, layer, units, classes, neuron, position, start, seed
         raise CnnToolError("give --layer with --unit, or --class, to say what to maximize")
     if layer and not units:
         raise CnnToolError("--layer needs at least one --unit")
-    loaded = load_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     if classes:
         num = len(loaded.class_names) if loaded.class_names else _num_classes(loaded)
         goal = objective(loaded.module, "class",

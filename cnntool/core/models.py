@@ -37,6 +37,7 @@ class LoadedModel:
     source: str
     device: Any
     trained_on: str | None = None
+    random_weights: bool = False  # an architecture without trained weights (torchvision's, no --weights)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -136,7 +137,8 @@ def _torchvision(name: str, weights: str | None, trust_code: bool,
         checkpoints.load_state_dict_strictly(module, state, f"torchvision's {name}")
         source = f"torchvision {name}, weights from {weights or 'checkpoint'}"
     return LoadedModel(module=module, name=name, preprocessing=_torchvision_preprocessing(meta_weights),
-                       class_names=class_names, source=source, device=None)
+                       class_names=class_names, source=source, device=None,
+                       random_weights=state is None)
 
 
 def _arch_kwargs(name: str) -> dict:
