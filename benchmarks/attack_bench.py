@@ -19,29 +19,18 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torchattacks  # noqa: E402
 
 from cnntool.core.data import BatchStream, open_data  # noqa: E402
 from cnntool.core.models import load_model  # noqa: E402
-from cnntool.tasks.attack import fgsm  # noqa: E402
+from cnntool.tasks.attack import PixelModel, fgsm  # noqa: E402
 
 CASES = [  # model, data, batch size, batches, ε
     ("efficientnet_lite0", "imagenet-samples", 10, 2, 2 / 255),
     ("lenet5-mnist", "mnist-5k", 500, 4, 0.3),
 ]
-
-
-class PixelModel(nn.Module):
-    def __init__(self, loaded):
-        super().__init__()
-        self.module, self.preprocessing = loaded.module, loaded.preprocessing
-        self.eval()
-
-    def forward(self, pixels):
-        return self.module(self.preprocessing.normalize(pixels))
 
 
 def batches(loaded, data, batch_size, count):

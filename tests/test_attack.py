@@ -14,28 +14,11 @@ from torch import nn
 from cnntool.core.data import BatchStream, open_data
 from cnntool.core.models import load_model
 from cnntool.errors import CnnToolError
-from cnntool.tasks.attack import (LEAST_LIKELY, AttackTally, attack_dataset, bim, check_eps,
-                                  classify, fgsm, pgd, resolve_target)
+from cnntool.tasks.attack import (LEAST_LIKELY, AttackTally, PixelModel, attack_dataset, bim,
+                                  check_eps, classify, fgsm, pgd, resolve_target)
 
 torchattacks = pytest.importorskip("torchattacks")
 foolbox = pytest.importorskip("foolbox")
-
-
-class PixelModel(nn.Module):
-    """normalize-then-model, for the anchors, which take [0, 1] pixels like our attacks do.
-
-    (torchattacks' `set_normalization_used` is not this: it means the *inputs* are normalized,
-    and it de-normalizes them, attacks, and normalizes the result again.)"""
-
-    def __init__(self, loaded):
-        super().__init__()
-        self.module, self.preprocessing = loaded.module, loaded.preprocessing
-        # torchattacks puts the model back in the mode it found it in, and a new module is in
-        # training mode: without this it would leave the shared lite0 training after a call
-        self.eval()
-
-    def forward(self, pixels):
-        return self.module(self.preprocessing.normalize(pixels))
 
 
 @pytest.fixture(scope="module")

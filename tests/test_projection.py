@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torchvision
 from captum.attr import Deconvolution, GuidedBackprop, Saliency
 from PIL import Image
 from torch import nn
@@ -25,16 +24,9 @@ from cnntool.errors import CnnToolError, UnknownNameError
 from cnntool.io import overlays
 from cnntool.tasks.projection import deconv, guided_backprop, project, saliency
 from tests.test_cli import ENV
-from tests.test_hooks import hand_swapped, norm_close, quiet_captum
+from tests.test_hooks import hand_swapped, make, norm_close, quiet_captum
 
 CAPTUM = {"guided": GuidedBackprop, "deconv": Deconvolution, "saliency": Saliency}
-
-
-def make(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    if name == "googlenet":
-        return torchvision.models.googlenet(init_weights=True, aux_logits=False).eval()
-    return getattr(torchvision.models, name)().eval()
 
 
 def image(size: int) -> torch.Tensor:

@@ -71,7 +71,7 @@ def diagnose_command(model, data, layers, out, limit, skip_correlation, check_gr
         if not points:
             raise CnnToolError(f"{loaded.name} has no convolution or linear layer before its "
                                "logits; name the layers to measure with --layers")
-        dataset = _first(open_data(data), limit)
+        dataset = open_data(data).head(limit)
         stream = shard_stream(dataset, loaded.preprocessing, shard, batch_size=batch_size,
                               workers=workers)
         with console.progress(f"diagnose {len(points)} layers", total=stream.total) as advance:
@@ -83,16 +83,6 @@ def diagnose_command(model, data, layers, out, limit, skip_correlation, check_gr
         if shard.is_main:
             _finish(loaded, module, points, parts, skipped, dataset, data, out, check_gradients,
                     _spelled_model(model, arch, weights, trust_code))
-
-
-def _first(dataset, limit):
-    """The dataset's first `limit` images (all of them without a limit)."""
-    from dataclasses import replace
-
-    if limit is None or limit >= len(dataset):
-        return dataset
-    arrays = None if dataset.arrays is None else dataset.arrays[:limit]
-    return replace(dataset, paths=dataset.paths[:limit], labels=dataset.labels[:limit], arrays=arrays)
 
 
 def _spelled_model(model, arch, weights, trust_code) -> str:
@@ -181,7 +171,7 @@ def _table(name, diagnosis):
         table.add_row(
             point.layer or point.module, point.activation.kind, str(layer.units),
             _count(layer.dead), _count(layer.constant), _count(layer.saturated),
-            _pct(_avg(layer.active)), _num(_avg(layer.lifetime_sparsity)),
+            _pct(layer.mean_active), _num(layer.mean_lifetime_sparsity),
             _num(layer.population_sparsity), _num(layer.mean_abs_r),
             _num(layer.top_pairs[0][2] if layer.top_pairs else None, 3), _ratio(f),
             _num(max(f.redundancy) if f and f.redundancy else None))
@@ -213,7 +203,7 @@ def _figures(out, name, diagnosis) -> None:
         "dead": [layer.share(layer.dead) for layer in layers],
         "constant": [layer.share(layer.constant) for layer in layers],
         "saturated": [layer.share(layer.saturated) for layer in layers],
-        "sparsity (≤ 0)": [None if layer.dead is None else 1 - _avg(layer.active) for layer in layers],
+        "sparsity (≤ 0)": [None if layer.dead is None else 1 - layer.mean_active for layer in layers],
     }
     save_unit_bars(out / "units.png", [layer.name for layer in layers], series,
                    title=f"{name}: unit health over {diagnosis.images:,} images")
@@ -225,15 +215,6 @@ def _figures(out, name, diagnosis) -> None:
                                        f"{worst.mean_abs_r:.2f}")
         written.append(out / "correlation.png")
     console.info("wrote " + ", ".join(str(p) for p in written))
-
-
-def _avg(values):
-    import math
-
-    if values is None:
-        return None
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else None
 
 
 def _count(units) -> str:

@@ -114,7 +114,7 @@ def _extract_then_embed(model, data, layer, pooling, settings, outputs, *, arch,
     from cnntool.cli.features import scan_features
     from cnntool.core.data import open_data
     from cnntool.core.scan import distributed
-    from cnntool.tasks.features import FeatureSet, FeatureSpool, integer_labels
+    from cnntool.tasks.features import FeatureSpool
 
     loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     dataset = open_data(data)
@@ -123,18 +123,13 @@ def _extract_then_embed(model, data, layer, pooling, settings, outputs, *, arch,
             console.set_quiet(True)
         with tempfile.TemporaryDirectory(prefix="cnntool-embed-") as scratch, \
                 FeatureSpool(scratch) as spool, FeatureSpool(scratch) as merged:
-            name, result = scan_features(loaded, dataset, layer, pooling, shard, spool, merged,
-                                         batch_size=batch_size, workers=workers)
-            if not shard.is_main:
-                return
-            labels, names = integer_labels(dataset.labels, dataset.label_names)
-            feature_set = FeatureSet(features=result.rows(),
-                                     paths=[dataset.paths[i] for i in result.indices],
-                                     labels=labels[result.indices], label_names=names,
-                                     model=loaded.name, layer=name, pooling=pooling)
-            indices = list(result.indices)
+            found = scan_features(loaded, dataset, layer, pooling, shard, spool, merged,
+                                  batch_size=batch_size, workers=workers)
+            if found is None:
+                return  # not rank 0
+            feature_set, indices, _ = found  # NaN/inf rows: _embed_and_write names them and stops
             _embed_and_write(feature_set, settings, lambda row: dataset.load(indices[row]),
-                             source=f"{loaded.name} {name} of {dataset.name}", **outputs)
+                             source=f"{loaded.name} {feature_set.layer} of {dataset.name}", **outputs)
 
 
 def _embed_and_write(feature_set, settings, load_image, *, source, fmt, plot, image_map,

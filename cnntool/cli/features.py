@@ -55,7 +55,7 @@ def features_command(model, data, layer, pooling, out, arch, weights, trust_code
     from cnntool.core.data import open_data
     from cnntool.core.scan import distributed
     from cnntool.io.writers import atomic_path
-    from cnntool.tasks.features import FeatureSpool, integer_labels, nonfinite_message, write_npz
+    from cnntool.tasks.features import FeatureSpool, nonfinite_message, write_npz
 
     loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
     dataset = open_data(data)
@@ -65,33 +65,35 @@ def features_command(model, data, layer, pooling, out, arch, weights, trust_code
         if not shard.is_main:
             console.set_quiet(True)
         with FeatureSpool(out.parent) as spool, FeatureSpool(out.parent) as merged:
-            name, result = scan_features(loaded, dataset, layer, pooling, shard, spool, merged,
-                                         batch_size=batch_size, workers=workers)
-            if not shard.is_main:
-                return
-            labels, names = integer_labels(dataset.labels, dataset.label_names)
+            found = scan_features(loaded, dataset, layer, pooling, shard, spool, merged,
+                                  batch_size=batch_size, workers=workers)
+            if found is None:
+                return  # not rank 0
+            features, _, nonfinite = found
             with atomic_path(out) as temp, open(temp, "wb") as handle:
-                write_npz(handle, result.rows(), [dataset.paths[i] for i in result.indices],
-                          labels[result.indices], names, model=loaded.name, layer=name,
+                write_npz(handle, features.features, features.paths, features.labels,
+                          features.label_names, model=features.model, layer=features.layer,
                           pooling=pooling)
-            console.info(f"wrote {out}: {len(result)} images × {result.width} features of "
-                         f"{loaded.name} {name} ({pooling} pooling)")
-            if result.nonfinite:
-                paths = [dataset.paths[i] for i in result.nonfinite[:3]]
-                console.warn(nonfinite_message(paths, len(result.nonfinite)))
+            console.info(f"wrote {out}: {len(features.paths)} images × {features.features.shape[1]} "
+                         f"features of {loaded.name} {features.layer} ({pooling} pooling)")
+            if nonfinite:
+                paths = [dataset.paths[i] for i in nonfinite[:3]]
+                console.warn(nonfinite_message(paths, len(nonfinite)))
 
 
 def scan_features(loaded, dataset, layer: str, pooling: str, shard, spool, merged, *,
                   batch_size: int, workers: int):
     """Extract the features of this shard into `spool` and assemble every rank's on rank 0.
 
-    Returns (layer path, the assembled spool on rank 0 | None elsewhere); warns once about
+    Returns, on rank 0, (the FeatureSet of the readable images in dataset order, the dataset
+    index of each of its rows, the dataset indices of the rows with NaN/inf features); None on
+    the other ranks. Warns once about
     unreadable images (rank 0). Raises DataError when no image at all could be read.
     """
     from cnntool.core.layers import resolve_layer
     from cnntool.core.scan import merged_skipped, shard_stream
     from cnntool.errors import DataError
-    from cnntool.tasks.features import assemble, extract
+    from cnntool.tasks.features import FeatureSet, assemble, extract, integer_labels
 
     module = loaded.module.to(shard.device)
     name = resolve_layer(module, layer)[0]
@@ -102,10 +104,15 @@ def scan_features(loaded, dataset, layer: str, pooling: str, shard, spool, merge
                 on_batch=lambda batch: advance(len(batch.indices)))
     skipped = merged_skipped(stream.skipped, shard)
     result = assemble(spool, shard, merged)
-    if shard.is_main:
-        if skipped:
-            console.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0][0]} "
-                         f"({skipped[0][1]})")
-        if not len(result):
-            raise DataError(f"none of the {len(dataset)} images in {dataset.name} could be read")
-    return name, result
+    if not shard.is_main:
+        return None
+    if skipped:
+        console.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0][0]} "
+                     f"({skipped[0][1]})")
+    if not len(result):
+        raise DataError(f"none of the {len(dataset)} images in {dataset.name} could be read")
+    labels, names = integer_labels(dataset.labels, dataset.label_names)
+    features = FeatureSet(features=result.rows(), paths=[dataset.paths[i] for i in result.indices],
+                          labels=labels[result.indices], label_names=names, model=loaded.name,
+                          layer=name, pooling=pooling)
+    return features, list(result.indices), list(result.nonfinite)

@@ -7,7 +7,7 @@ Unreadable images never stop a scan: they are skipped and counted in `BatchStrea
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence, TextIO
 
@@ -38,6 +38,13 @@ class DataSet:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def head(self, count: int | None) -> "DataSet":
+        """The first `count` images (all of them for None)."""
+        if count is None or count >= len(self):
+            return self
+        arrays = None if self.arrays is None else self.arrays[:count]
+        return replace(self, paths=self.paths[:count], labels=self.labels[:count], arrays=arrays)
 
     def load(self, index: int) -> Image.Image:
         if self.arrays is not None:

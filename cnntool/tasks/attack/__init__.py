@@ -1,14 +1,15 @@
 """Adversarial examples: FGSM and its iterative and targeted relatives, in [0, 1] pixel space.
 
-- methods: `fgsm`, `bim`, `pgd` on a batch of tensors; `classify`; `check_eps`.
+- methods: `fgsm`, `bim`, `pgd` on a batch of tensors; `classify`; `check_eps`; `PixelModel`
+  (a model of [0, 1] pixels as an nn.Module, for attack libraries).
 - targets: a target class by index or name, or each image's least-likely class.
 - scan: a whole dataset at one or more ε, with per-image outcomes and per-ε summaries.
 """
-from cnntool.tasks.attack.methods import NORMS, bim, check_eps, classify, fgsm, pgd
+from cnntool.tasks.attack.methods import NORMS, PixelModel, bim, check_eps, classify, fgsm, pgd
 from cnntool.tasks.attack.scan import (AttackedImage, AttackSummary, AttackTally, attack_dataset,
                                        reclassify_saved, succeeded)
 from cnntool.tasks.attack.targets import LEAST_LIKELY, resolve_target, target_classes
 
-__all__ = ["NORMS", "LEAST_LIKELY", "AttackedImage", "AttackSummary", "AttackTally",
+__all__ = ["NORMS", "LEAST_LIKELY", "AttackedImage", "PixelModel", "AttackSummary", "AttackTally",
            "attack_dataset", "bim", "check_eps", "classify", "fgsm", "pgd", "reclassify_saved",
            "resolve_target", "succeeded", "target_classes"]

@@ -121,6 +121,25 @@ class _PixelForward:
         return logits
 
 
+class PixelModel(nn.Module):
+    """A loaded model as an nn.Module of [0, 1] pixels (its normalization, then the model):
+    what pixel-space attack libraries (torchattacks, foolbox) expect, for comparisons.
+
+    (torchattacks' `set_normalization_used` is not this: it means the *inputs* are normalized,
+    and it de-normalizes them, attacks, and normalizes the result again.)"""
+
+    def __init__(self, model: LoadedModel):
+        super().__init__()
+        self.module = model.module
+        self._forward = _PixelForward.of(model)
+        # torchattacks puts the model back in the mode it found it in, and a new module is in
+        # training mode: without this it would leave the shared model training after a call
+        self.eval()
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        return self._forward(pixels)
+
+
 @contextlib.contextmanager
 def _input_gradient_only(module: nn.Module) -> Iterator[None]:
     """Eval mode and frozen parameters for the block; both put back as they were afterwards."""

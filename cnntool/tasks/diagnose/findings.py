@@ -120,8 +120,8 @@ def _unit_findings(layer: LayerDiagnosis, commands: Commands) -> list[Finding]:
                 f"of samples {_over(layer)}; threshold {SATURATED_SHARE:.0%})", ADVICE_IGNORE,
                 commands.top_patches(measured, layer.saturated)))
     if layer.point.activation.rectified and layer.units > 1:
-        mean_active = sum(layer.active) / layer.units
-        if mean_active > DENSE_ACTIVE:
+        mean_active = layer.mean_active
+        if mean_active is not None and mean_active > DENSE_ACTIVE:
             found.append(Finding(
                 "info", "dense", key,
                 f"{where}: units are active (> 0) on {mean_active:.0%} of samples on average — "

@@ -59,6 +59,15 @@ class LayerDiagnosis:
         """The conv/linear layer whose units these are (else the measured module): a key."""
         return self.point.layer or self.point.module
 
+    @property
+    def mean_active(self) -> float | None:
+        """The units' average share of samples > 0."""
+        return _mean(self.active)
+
+    @property
+    def mean_lifetime_sparsity(self) -> float | None:
+        return _mean(self.lifetime_sparsity)
+
     def share(self, units: tuple[int, ...] | None) -> float | None:
         return None if units is None else len(units) / max(self.units, 1)
 
@@ -72,8 +81,8 @@ class LayerDiagnosis:
             "rare_units": _list(self.rare),
             "constant": _share(self, self.constant), "constant_units": list(self.constant),
             "saturated": _share(self, self.saturated), "saturated_units": _list(self.saturated),
-            "mean_active": _round(_mean(self.active)),
-            "mean_lifetime_sparsity": _round(_mean(self.lifetime_sparsity)),
+            "mean_active": _round(self.mean_active),
+            "mean_lifetime_sparsity": _round(self.mean_lifetime_sparsity),
             "population_sparsity": _round(self.population_sparsity),
             "silent_samples": _round(self.silent),
             "mean_abs_r": _round(self.mean_abs_r), "high_r_pairs": self.high_r_pairs,
