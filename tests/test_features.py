@@ -13,7 +13,7 @@ from torch import nn
 
 from cnntool.core.data import Batch, BatchStream, open_data
 from cnntool.core.hooks import hook_count
-from cnntool.core.scan import Shard
+from cnntool.core.sharding import Shard
 from cnntool.errors import CnnToolError
 from cnntool.tasks import features as feats
 
@@ -103,7 +103,7 @@ def test_nonfinite_rows_are_found_and_named(tmp_path):
 def test_assemble_across_two_fake_ranks_in_small_chunks(tmp_path, monkeypatch):
     """Two threads play two ranks (a barrier-based gather), with chunks of 3 rows: rank 0 gets
     the rows in dataset order, skipped images left out."""
-    import cnntool.core.scan as scan
+    import cnntool.core.sharding as scan
 
     rows = np.arange(11 * 4, dtype=np.float32).reshape(11, 4)
     skipped = {3, 8}

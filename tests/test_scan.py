@@ -5,7 +5,7 @@ import socket
 import subprocess
 import sys
 
-from cnntool.core.scan import Shard, gather, merged_skipped
+from cnntool.core.sharding import Shard, gather, merged_skipped
 
 ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120", "OMP_NUM_THREADS": "1"}
 for _name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):

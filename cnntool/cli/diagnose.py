@@ -58,7 +58,7 @@ def diagnose_command(model, data, layers, out, limit, skip_correlation, check_gr
     go to stdout. Memory does not grow with DATA; under torchrun each rank scans a shard and
     rank 0 writes the merged result."""
     from cnntool.core.data import open_data
-    from cnntool.core.scan import distributed, gather, merged_skipped, shard_stream
+    from cnntool.core.sharding import distributed, gather, merged_skipped, shard_stream
     from cnntool.tasks.diagnose import default_points, named_points, scan
 
     loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
@@ -195,7 +195,7 @@ def _show_findings(diagnosis) -> None:
 def _figures(out, name, diagnosis) -> None:
     from pathlib import Path
 
-    from cnntool.io.diagnose_figures import save_correlation_heatmap, save_unit_bars
+    from cnntool.io.unit_charts import save_correlation_heatmap, save_unit_bars
 
     out = Path(out)
     layers = diagnosis.layers

@@ -113,7 +113,7 @@ def _extract_then_embed(model, data, layer, pooling, settings, outputs, *, arch,
 
     from cnntool.cli.features import scan_features
     from cnntool.core.data import open_data
-    from cnntool.core.scan import distributed
+    from cnntool.core.sharding import distributed
     from cnntool.tasks.features import FeatureSpool
 
     loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)

@@ -53,7 +53,7 @@ def features_command(model, data, layer, pooling, out, arch, weights, trust_code
     images whose features are NaN or infinite are named in a warning. Under torchrun each rank
     scans a shard and rank 0 writes the same file one process would."""
     from cnntool.core.data import open_data
-    from cnntool.core.scan import distributed
+    from cnntool.core.sharding import distributed
     from cnntool.io.writers import atomic_path
     from cnntool.tasks.features import FeatureSpool, nonfinite_message, write_npz
 
@@ -91,7 +91,7 @@ def scan_features(loaded, dataset, layer: str, pooling: str, shard, spool, merge
     unreadable images (rank 0). Raises DataError when no image at all could be read.
     """
     from cnntool.core.layers import resolve_layer
-    from cnntool.core.scan import merged_skipped, shard_stream
+    from cnntool.core.sharding import merged_skipped, shard_stream
     from cnntool.errors import DataError
     from cnntool.tasks.features import FeatureSet, assemble, extract, integer_labels
 

@@ -91,3 +91,34 @@ def load_cli_model(model: str, *, arch=None, weights=None, device="auto", trust_
                      "trained ones here): the results describe an untrained network; give "
                      "--weights FILE for a trained one")
     return loaded
+
+
+stats_format_option = click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
+    help="Also print one record per filter/map on stdout.")
+
+records_format_option = click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
+    help="stdout format of the per-unit records.")
+
+
+def position_option(ctx, param, value):
+    """'3,5' (row, column) -> (3, 5)."""
+    if value is None:
+        return None
+    parts = value.replace("x", ",").split(",")
+    try:
+        row, col = (int(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a position like 3,5 (row,column)") from None
+    return row, col
+
+
+def write_records(records, fmt: str | None, columns=None) -> None:
+    """Records on stdout as JSON Lines or CSV; nothing when fmt is None."""
+    import sys
+
+    from cnntool.io.writers import RecordWriter
+
+    if fmt:
+        RecordWriter(sys.stdout, fmt, columns).write_all(records)

@@ -7,15 +7,15 @@ from cnntool.cli.main import LazyGroup
 
 # subcommand -> (module:attribute, one-line help)
 VISUALIZE_COMMANDS = {
-    "filters": ("cnntool.cli.visualize_features:filters_command",
+    "filters": ("cnntool.cli.visualize_filters:filters_command",
                 "Learned filters as a grid (conv1 as RGB tiles)."),
-    "activations": ("cnntool.cli.visualize_features:activations_command",
+    "activations": ("cnntool.cli.visualize_activations:activations_command",
                     "Feature maps of one layer for one image."),
-    "top-patches": ("cnntool.cli.visualize_features:top_patches_command",
+    "top-patches": ("cnntool.cli.visualize_top_patches:top_patches_command",
                     "The dataset patches that most excite each unit, cropped to its receptive field."),
-    "deconv": ("cnntool.cli.visualize_projection:deconv_command",
+    "deconv": ("cnntool.cli.visualize_deconv:deconv_command",
                "Project a unit back to pixels: deconvnet, guided backprop, saliency."),
-    "maximize": ("cnntool.cli.visualize_projection:maximize_command",
+    "maximize": ("cnntool.cli.visualize_maximize:maximize_command",
                  "Synthesize the input that maximizes a unit or class."),
 }
 

@@ -143,7 +143,7 @@ def assemble(spool: FeatureSpool, shard, into: FeatureSpool | None = None) -> Fe
     `into` (an empty spool of rank 0's) `_CHUNK_BYTES` at a time through core.scan.gather, so no
     rank holds more than one chunk of each rank's rows.
     """
-    from cnntool.core.scan import gather
+    from cnntool.core.sharding import gather
 
     if not shard.distributed and spool.indices == sorted(spool.indices):
         return spool

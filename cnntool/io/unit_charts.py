@@ -1,4 +1,4 @@
-"""The figures of `cnntool diagnose`: per-layer unit health bars and a correlation heat map.
+"""Charts of units: per-layer unit health bars and a correlation heat map (diagnose, microscope).
 
 matplotlib is imported only when a figure is drawn (figures.new_figure); files are written
 atomically.
