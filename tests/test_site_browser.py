@@ -1,0 +1,272 @@
+"""The microscope site in a real browser: Debian's headless Chromium, driven by playwright.
+
+The pages are opened from file:// with no server and no network, as a user would open them.
+One browser serves the whole module. Without /usr/bin/chromium (`apt-get install chromium`)
+these tests are skipped with that reason, except under CI=true, where they fail instead.
+Screenshots of the index, a layer page, a unit page and the map are written to
+.pytest-artifacts/site/ (the test prints where): look at them.
+"""
+from __future__ import annotations
+
+import io
+import os
+from collections import deque
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnntool.core.samples import mnist_5k
+from cnntool.io.image_map import thumbnail
+from cnntool.io.site import (DataCard, Embedding, ModelCard, Point, Site, atlas_slot, write_assets,
+                             write_atlases, write_embedding)
+from cnntool.io.site import layout
+from tests.site_fixture import THUMB, TOP, shared_site
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / ".pytest-artifacts" / "site"
+MAP_BACKGROUND = (0x0F, 0x11, 0x16)
+
+
+def unavailable() -> str | None:
+    if not Path(CHROMIUM).is_file():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e '.[test]')"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    reason = unavailable()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the browser tests must run in CI: {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh --user-data-dir
+    with sync_playwright() as driver:
+        context = driver.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS,
+            viewport={"width": 1400, "height": 900})
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+class Tab:
+    """A page and the errors it reported (console errors and uncaught exceptions)."""
+
+    def __init__(self, page):
+        self.page, self.errors = page, []
+        page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def open(self, path: Path) -> None:
+        self.page.goto(path.as_uri())
+
+    def load_images(self) -> list[str]:
+        """Scroll through the page so that lazy images load; the sources of any that failed."""
+        self.page.evaluate("""async () => {
+            for (let y = 0; y < document.body.scrollHeight; y += 500) {
+                window.scrollTo(0, y);
+                await new Promise(r => setTimeout(r, 15));
+            }
+            window.scrollTo(0, 0);
+        }""")
+        self.page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=20_000)
+        return self.page.evaluate(
+            "Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.getAttribute('src'))")
+
+
+@pytest.fixture
+def tab(browser):
+    tab = Tab(browser.new_page())
+    yield tab
+    tab.page.close()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return shared_site(tmp_path_factory)
+
+
+def as_file(url: str) -> Path | None:
+    parts = urlsplit(url)
+    return Path(unquote(parts.path)) if parts.scheme == "file" else None
+
+
+def screenshot_array(element, size: tuple[int, int] | None = None) -> np.ndarray:
+    """An element's pixels as shown (resized to `size`: an element at a fractional position
+    is captured a pixel larger)."""
+    image = Image.open(io.BytesIO(element.screenshot())).convert("RGB")
+    if size is not None:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float64)
+
+
+def test_every_page_opens_cleanly_and_every_link_and_image_resolves(built, tab):
+    """From index.html, follow every link: no console error, no broken image, no dead link;
+    and every page of the site is reached."""
+    root = built.root.resolve()
+    queue, seen = deque([root / "index.html"]), {root / "index.html"}
+    while queue:
+        page = queue.popleft()
+        tab.open(page)
+        broken = tab.load_images()
+        assert not broken, f"{page.relative_to(root)}: images that do not load: {broken}"
+        for url in tab.page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"):
+            target = as_file(url)
+            assert target is not None, f"{page.relative_to(root)} links outside the site: {url}"
+            assert target.is_file(), f"{page.relative_to(root)}: dead link {url}"
+            if target.suffix == ".html" and root in target.parents and target not in seen:
+                seen.add(target)
+                queue.append(target)
+        assert not tab.errors, f"{page.relative_to(root)}: {tab.errors}"
+    assert seen == set(root.rglob("*.html"))
+
+
+def test_layer_page_shows_k_patches_per_card_sorts_and_filters(built, tab):
+    tab.open(built.root / "layers/block2.html")
+    counts = tab.page.evaluate(
+        "Array.from(document.querySelectorAll('.unit-card')).map(c => c.querySelectorAll('img.patch').length)")
+    assert counts == [TOP] * 8
+    tab.page.select_option("#sort", "max")
+    shown = tab.page.evaluate(
+        "Array.from(document.querySelectorAll('.unit-card')).map(c => Number(c.dataset.unit))")
+    by_max = sorted(built.pages[1].units, key=lambda u: (-u.stats.max, u.index))
+    assert shown == [u.index for u in by_max]
+
+    tab.open(built.root / "layers/conv1.html")
+    tab.page.check("#hide-dead")
+    hidden = tab.page.evaluate(
+        "Array.from(document.querySelectorAll('.unit-card')).filter(c => c.hidden).map(c => Number(c.dataset.unit))")
+    assert hidden == [5]
+    assert tab.page.inner_text("#shown") == "7 of 8 units"
+    assert not tab.errors
+
+
+def test_keyboard_reaches_unit_pages_and_steps_through_them(built, tab):
+    tab.open(built.root / "layers/conv1.html")
+    for _ in range(40):
+        tab.page.keyboard.press("Tab")
+        if tab.page.evaluate("document.activeElement.classList.contains('unit-card')"):
+            break
+    else:
+        pytest.fail("Tab never reached a unit card")
+    with tab.page.expect_navigation():
+        tab.page.keyboard.press("Enter")
+    assert tab.page.url.endswith("layers/conv1/unit_0000.html")
+    with tab.page.expect_navigation():
+        tab.page.keyboard.press("j")
+    assert tab.page.url.endswith("layers/conv1/unit_0001.html")
+    with tab.page.expect_navigation():
+        tab.page.keyboard.press("ArrowLeft")
+    assert tab.page.url.endswith("layers/conv1/unit_0000.html")
+    assert not tab.errors
+
+
+def open_map(tab: Tab, path: Path) -> None:
+    tab.open(path)
+    tab.page.wait_for_function(
+        "window.cnntoolMap && Array.from(document.images).length === 0")  # atlases are not <img>s
+    tab.page.wait_for_timeout(300)  # the atlases load, the next frame draws thumbnails
+
+
+def test_map_draws_points_and_hover_shows_the_thumbnail(built, tab):
+    open_map(tab, built.root / "embedding.html")
+    pixels = screenshot_array(tab.page.locator("#map"))
+    drawn = np.abs(pixels - MAP_BACKGROUND).sum(axis=2) > 30
+    assert drawn.mean() > 0.05, "the map is (almost) blank"
+
+    embedding = built.site.embedding
+    for i in (0, 57, 133):
+        x, y = tab.page.evaluate(f"window.cnntoolMap.screenPosition({i})")
+        tab.page.mouse.move(x, y)
+        tip = tab.page.locator("#tip")
+        tip.wait_for(state="visible")
+        text = tip.inner_text()
+        assert embedding.label_names[embedding.points[i].label] in text
+        assert embedding.points[i].path in text
+        shown = screenshot_array(tab.page.locator("#tip-thumb"), (128, 128))
+        # the atlas cell of point i, as drawn: the thumbnail at THUMB px, enlarged to 128
+        expected = np.asarray(thumbnail(built.thumbnails[i], THUMB).resize((128, 128), Image.Resampling.NEAREST),
+                              dtype=np.float64)
+        other = np.asarray(thumbnail(built.thumbnails[(i + 90) % 180], THUMB).resize((128, 128)), dtype=np.float64)
+        assert np.abs(shown - expected).mean() < 20 < np.abs(shown - other).mean() + 10
+    tab.page.mouse.move(5, 5)
+    assert tab.page.locator("#tip").is_hidden()
+    assert not tab.errors
+
+
+def test_map_of_100k_points_draws_every_point_quickly(tmp_path, tab):
+    """100k points (MNIST thumbnails reused): every point is drawn at the first view, and a
+    frame takes well under a second (measured; printed with -s)."""
+    digits, digit_labels = mnist_5k()
+    count = 100_000
+    rng = np.random.default_rng(0)
+    labels = digit_labels[np.arange(count) % len(digits)]
+    centres = rng.normal(size=(10, 2)) * 6
+    xy = centres[labels] + rng.normal(size=(count, 2))
+    wrong = rng.random(count) < 0.03
+    predictions = np.where(wrong, (labels + 1) % 10, labels)
+    atlases = write_atlases(tmp_path / layout.ATLASES, [Image.fromarray(d) for d in digits], 28, site_root=tmp_path)
+    points = tuple(Point(x=float(xy[i, 0]), y=float(xy[i, 1]), label=int(labels[i]), prediction=int(predictions[i]),
+                         correct=not wrong[i], path=f"mnist-5k/{i % len(digits):05d}", atlas=atlas_slot(i % 5000, 28)[0],
+                         cell=atlas_slot(i % 5000, 28)[1]) for i in range(count))
+    site = Site(model=ModelCard("lenet", "test", "28×28", "test", 1, 1, 10), data=DataCard("digits", count, 0, count, 0.97),
+                layers=(), embedding=Embedding("relu3", "t-SNE", points, tuple(str(d) for d in range(10)), tuple(atlases)))
+    write_assets(tmp_path)
+    write_embedding(tmp_path, site)
+    open_map(tab, tmp_path / "embedding.html")
+    frame_ms, visible = tab.page.evaluate("""() => {
+        const map = window.cnntoolMap;
+        let visible = map.draw();
+        const start = performance.now();
+        for (let k = 0; k < 10; k++) visible = map.draw();
+        return [(performance.now() - start) / 10, visible];
+    }""")
+    print(f"\n100k-point map: {frame_ms:.1f} ms per frame in headless Chromium (shared CPU)")
+    assert visible == count
+    assert frame_ms < 1000
+    pixels = screenshot_array(tab.page.locator("#map"))
+    assert (np.abs(pixels - MAP_BACKGROUND).sum(axis=2) > 30).mean() > 0.02
+    # zoomed far in, the few points in view become thumbnails; hover still finds them
+    x, y = tab.page.evaluate("window.cnntoolMap.screenPosition(7)")
+    for _ in range(4):
+        tab.page.mouse.move(x, y)
+        tab.page.mouse.wheel(0, -1500)
+        x, y = tab.page.evaluate("window.cnntoolMap.screenPosition(7)")
+    assert 0 < tab.page.evaluate("window.cnntoolMap.draw()") < 700
+    tab.page.mouse.move(x + 1, y)
+    assert "mnist-5k/" in tab.page.locator("#tip").inner_text()
+    assert not tab.errors
+
+
+def test_screenshots_for_people(built, tab):
+    """index, a layer page, a unit page and the map, as PNGs to look at."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shots = {"index": "index.html", "layer": "layers/conv1.html", "unit": "layers/block2/unit_0001.html",
+             "map": "embedding.html"}
+    for name, page in shots.items():
+        if name == "map":
+            open_map(tab, built.root / page)
+        else:
+            tab.open(built.root / page)
+            tab.load_images()
+        path = ARTIFACTS / f"{name}.png"
+        tab.page.screenshot(path=str(path), full_page=name != "map")
+        pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+        assert pixels.std() > 20, f"{name}.png looks blank"
+    print(f"\nscreenshots of the microscope site: {ARTIFACTS}")
+    assert not tab.errors
