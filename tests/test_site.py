@@ -18,7 +18,7 @@ from PIL import Image
 
 from cnntool.core.samples import mnist_5k
 from cnntool.io.site import (Atlas, DataCard, Embedding, Finding, LayerPage, LayerSummary, ModelCard, Patch,
-                             Point, Site, Unit, UnitStats, atlas_slot, save_patch, write_atlases, write_site)
+                             Point, Site, Unit, UnitStats, atlas_slot, atlas_thumb_size, save_patch, write_atlases, write_site)
 from cnntool.io.site import layout
 from cnntool.io.site.markup import count, histogram_svg, number, share
 from cnntool.io.site.model import Histogram
@@ -198,6 +198,7 @@ def test_atlases_put_each_thumbnail_in_its_cell(tmp_path):
                  for r in range(sheet.shape[0] // 16) for c in range(4)]
         errors = [np.abs(block - expected).mean() for block in cells]
         assert int(np.argmin(errors)) == cell and errors[cell] < 12  # JPEG: close, and closest
+    assert [atlas_thumb_size(n) for n in (0, 16_384, 20_000, 100_000, 10**7)] == [64, 64, 57, 25, 16]
 
 
 def test_patches_are_padded_with_black_and_small_fields_enlarged(tmp_path):
@@ -208,3 +209,29 @@ def test_patches_are_padded_with_black_and_small_fields_enlarged(tmp_path):
     # the one column inside, top two rows; JPEG blurs a few pixels at each edge
     assert np.abs(patch[4:40, 50:62] - (200, 100, 50)).max() < 12
     assert patch[:, :38].max() < 12 and patch[50:].max() < 12  # outside the image: black
+
+
+def test_map_data_colours_by_what_is_known_and_keeps_the_aspect():
+    from cnntool.io.site.embedding import PALETTE, UNKNOWN, map_data
+
+    atlas = (Atlas(image="atlases/a b.jpg", thumb=8, columns=2, count=2),)
+    unlabelled = (Point(x=0.0, y=0.0, label=None, prediction=3, correct=None, path="a", atlas=0, cell=0),
+                  Point(x=1.0, y=2.0, label=None, prediction=1, correct=None, path="b", atlas=0, cell=1))
+    data = map_data(Embedding("fc", "PCA", unlabelled, ("w", "x", "y", "z"), atlas))
+    assert [m["key"] for m in data["modes"]] == ["prediction"]
+    assert data["modes"][0]["of"] == [1, 0] and data["modes"][0]["colors"] == [PALETTE[1], PALETTE[3], UNKNOWN]
+    # y spans 2, x spans 1: x is centred in the unit square, y turned so that up is up
+    assert data["x"] == [0.25, 0.75] and data["y"] == [1.0, 0.0]
+    assert data["href"] is None and data["atlases"][0]["image"] == "atlases/a%20b.jpg"
+
+    labelled = (Point(0.0, 0.0, 2, 2, True, "a", 0, 0, href="file:///a.png"),
+                Point(1.0, 1.0, 0, 2, False, "b", 0, 1),
+                Point(2.0, 2.0, None, 0, None, "c", 0, 1))
+    data = map_data(Embedding("fc", "t-SNE", labelled, ("p", "q", "r"), atlas))
+    modes = {m["key"]: m for m in data["modes"]}
+    assert list(modes) == ["label", "correct", "prediction"]
+    assert modes["label"]["of"] == [1, 0, 2]          # classes 0 and 2, then "unknown"
+    assert modes["correct"]["of"] == [0, 1, 2]        # right, wrong, no label
+    assert [e["count"] for e in modes["correct"]["legend"]] == [1, 1, 1]
+    assert data["href"] == ["file:///a.png", None, None]
+    assert sorted(data["order"]) == [0, 1, 2]

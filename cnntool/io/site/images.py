@@ -57,6 +57,19 @@ def save_source(original: Image.Image, path: str | Path, max_side: int = SOURCE_
     return original.size
 
 
+ATLAS_PIXEL_BUDGET = 4 * MAX_ATLAS_SIDE * MAX_ATLAS_SIDE  # four full sheets: 256 MB decoded in a browser
+MIN_THUMB, MAX_THUMB = 16, 64
+
+
+def atlas_thumb_size(count: int) -> int:
+    """A thumbnail size for `count` images: 64 px while they fit in four 4096-px sheets (16k
+    images), smaller beyond (100k images: 25 px), never under 16 px; a browser decodes every
+    sheet of the map, so the total stays near four sheets."""
+    if count <= 0:
+        return MAX_THUMB
+    return int(max(MIN_THUMB, min(MAX_THUMB, math.isqrt(ATLAS_PIXEL_BUDGET // count))))
+
+
 def atlas_capacity(thumb_size: int, max_side: int = MAX_ATLAS_SIDE) -> int:
     """How many thumbnails of `thumb_size` px one atlas of at most `max_side` px holds."""
     columns = _atlas_columns(thumb_size, max_side)
@@ -77,8 +90,9 @@ def _atlas_columns(thumb_size: int, max_side: int) -> int:
 def write_atlases(folder: str | Path, thumbnails: Sequence[Image.Image], thumb_size: int, *,
                   site_root: str | Path | None = None, prefix: str = "atlas",
                   max_side: int = MAX_ATLAS_SIDE) -> list[Atlas]:
-    """Pack `thumbnails` (PIL images of any size; each fitted into thumb_size², letterboxed in
-    the images' own background colour) into JPEG sprite sheets of at most `max_side` px a side,
+    """Pack `thumbnails` (PIL images of any size, in an indexable sequence: a lazy one that
+    reads each image on demand is fine; each fitted into thumb_size², letterboxed in the
+    images' own background colour) into JPEG sprite sheets of at most `max_side` px a side,
     row-major: thumbnail i is cell `atlas_slot(i)[1]` of atlas `atlas_slot(i)[0]`. The records'
     paths are relative to `site_root` (default: `folder`), with '/' separators."""
     folder = Path(folder)
