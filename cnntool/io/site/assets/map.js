@@ -339,12 +339,14 @@
   resize();
   setMode(0);
 
-  // For scripts and tests: draw a frame now; where point i is on the screen (client px).
+  // For scripts and tests: draw a frame now; whether the atlases have loaded; where point i is
+  // on the screen (client px).
   window.cnntoolMap = {
     count,
     draw,
     zoomAt,
     reset,
+    ready: () => atlases.every((a) => a.image.complete && a.image.naturalWidth > 0),
     screenPosition(i) {
       const box = canvas.getBoundingClientRect();
       return [box.left + xs[i] * base * zoom + panX, box.top + ys[i] * base * zoom + panY];
