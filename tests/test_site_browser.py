@@ -1,8 +1,9 @@
 """The microscope site in a real browser: Debian's headless Chromium, driven by playwright.
 
 The pages are opened from file:// with no server and no network, as a user would open them.
-One browser serves the whole module. Without /usr/bin/chromium (`apt-get install chromium`)
-these tests are skipped with that reason, except under CI=true, where they fail instead.
+One browser serves the whole module. Without /usr/bin/chromium (`apt-get install chromium`;
+CNNTOOL_CHROMIUM names another) these tests are skipped with that reason, except under CI=true,
+where they fail instead.
 Screenshots of the index, a layer page, a unit page and the map are written to
 .pytest-artifacts/site/ (the test prints where): look at them.
 """
@@ -27,7 +28,7 @@ from tests.site_fixture import THUMB, TOP, shared_site
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CNNTOOL_CHROMIUM", "/usr/bin/chromium")  # another Chromium: set this
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / ".pytest-artifacts" / "site"
@@ -97,7 +98,8 @@ def tab(browser):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(browser, tmp_path_factory):
+    """The fixture site (after `browser`, so that a missing Chromium skips before the build)."""
     return shared_site(tmp_path_factory)
 
 
