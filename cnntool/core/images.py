@@ -45,7 +45,14 @@ def to_standard_mode(image: Image.Image) -> Image.Image:
 def _composite(image: Image.Image) -> Image.Image:
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
+    composited = Image.alpha_composite(background, rgba).convert("RGB")
+    # A 4-channel model reads the file's own (straight) RGBA back: preprocessing.with_alpha.
+    composited.info[STRAIGHT_RGBA] = rgba
+    return composited
+
+
+# Where a composited image keeps its original RGBA, for 4-channel models.
+STRAIGHT_RGBA = "cnntool.straight_rgba"
 
 
 def load_image(path: str | Path) -> Image.Image:

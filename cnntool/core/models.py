@@ -1,34 +1,58 @@
-"""MODEL spec -> a LoadedModel: eval-mode nn.Module on a device, its preprocessing, class names.
+"""MODEL spec -> a LoadedModel: eval-mode nn.Module on a device, its preprocessing, class names,
+and the lines that say where each came from.
 
 A spec is resolved in this order (DESIGN.md):
 1. a built-in name (`efficientnet_lite0`, `lenet5-mnist`, `lenet5-mnist-adv`);
-2. a torchvision classification architecture (`resnet18`): random init unless `weights`;
-3. a weight file `PATH.pt|.pth|.ckpt|.bin|.tar|.safetensors`: TorchScript, a state dict (needs
-   `arch`), a checkpoint dict (`state_dict`/`model`/`model_state_dict`…), `module.` and
-   `_orig_mod.` prefixes; a pickled whole module only with `trust_code`;
-4. user code `FILE.py:NAME` (needs `trust_code`) or `package.module:NAME`, with `weights`.
+2. `timm:NAME` (optional timm) or user code `FILE.py:NAME` / `package.module:NAME`, with
+   `weights`; code that is not installed needs `trust_code` (core/code_trust.py);
+3. a weight file `PATH.pt|.pth|.ckpt|.bin|.tar|.safetensors` or a folder holding
+   `model.safetensors` + `config.json`: TorchScript, a state dict (needs `arch`, or a timm
+   `architecture` in config.json), a checkpoint dict (core/checkpoints.py); a pickled whole
+   module only with `trust_code`;
+4. a torchvision classification architecture (`resnet18`): random init unless `weights`.
+
+Preprocessing is ranked by core/preprocessing_sources.py; class names, highest first: the
+`classes` file, the checkpoint, the module's `class_names` attribute, the architecture's own
+(built-in, torchvision's or timm's ImageNet names, when the classifier has as many outputs).
 """
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.util
-import sys
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from cnntool.core import checkpoints
+from cnntool.core.architectures import (TIMM_PREFIX, Built, build, imagenet_class_names,
+                                        is_code_spec, last_classifier, load_builtin_weights,
+                                        load_checkpoint_into, torchvision_classifiers)
+from cnntool.core.class_names import names_from, read_class_names_file
 from cnntool.core.device import resolve_device
 from cnntool.core.preprocessing import Preprocessing
-from cnntool.errors import ModelLoadError, UntrustedCodeError, unknown_name
+from cnntool.core.preprocessing_sources import (Chosen, PreprocessingOptions, Source, choose,
+                                                guess_for_channels)
+from cnntool.core.timm_models import INSTALL_HINT, timm_available, timm_crop_mode, timm_preprocessing, timm_version
+from cnntool.errors import CnnToolError, ModelLoadError, unknown_name
 
 IMAGENET = Preprocessing(crop=(224, 224), resize=256)
+__all__ = ["LoadedModel", "load_model", "check_forward", "list_models", "torchvision_classifiers",
+           "PreprocessingOptions", "IMAGENET"]
+
+
+class ForwardError(CnnToolError):
+    """The model cannot run on the input its preprocessing gives."""
 
 
 @dataclass
 class LoadedModel:
-    """A model ready for analysis. `module` is in eval mode on `device`."""
+    """A model ready for analysis. `module` is in eval mode on `device`.
+
+    `preprocessing_source` names where the preprocessing came from ("the checkpoint", "a guess
+    from the first convolution (3 input channels)"…), `preprocessing_guessed` whether any of
+    size, resize, mean or std is a guess. `notes` are lines worth printing (a stripped key
+    prefix, EMA weights left aside), `warnings` lines to print as warnings (NaN weights).
+    `num_outputs` is known after `check_forward`.
+    """
 
     module: Any  # torch.nn.Module (not imported here so the type costs no import)
     name: str
@@ -38,6 +62,15 @@ class LoadedModel:
     device: Any
     trained_on: str | None = None
     random_weights: bool = False  # an architecture without trained weights (torchvision's, no --weights)
+    preprocessing_source: str = "the caller"
+    preprocessing_guessed: bool = False
+    class_names_source: str | None = None
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    num_outputs: int | None = None
+    first_conv: tuple[str, int] | None = None  # (module path, input channels)
+    nonfinite: tuple[str, ...] = ()  # 'conv1.weight (3 NaN)' for every tensor holding NaN/inf
+    preprocessing_choice: Chosen | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -48,19 +81,24 @@ class LoadedModel:
             return self.class_names[index]
         return None
 
+    def preprocessing_line(self) -> str:
+        """`preprocessing: 3×32×32, resize 32 bilinear, mean (…), std (…) — from the checkpoint`;
+        for a guess, a sentence naming the options that set it."""
+        choice = self.preprocessing_choice
+        if choice is not None and choice.preprocessing == self.preprocessing:
+            return choice.line()
+        return f"preprocessing: {self.preprocessing.describe()} — from {self.preprocessing_source}"
 
-@functools.lru_cache(maxsize=1)
-def torchvision_classifiers() -> tuple[str, ...]:
-    """Names of torchvision's classification architectures (not detection/segmentation/video)."""
-    import torchvision.models
-
-    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+    def check_forward(self, input_shape: tuple[int, ...] | None = None) -> int | None:
+        return check_forward(self, input_shape)
 
 
 def list_models() -> list[dict]:
-    """Every model a bare name can load: built-ins first, then torchvision architectures."""
-    from cnntool.core.zoo import BUILTIN_MODELS
+    """Every model a bare name can load: built-ins first, then torchvision architectures, then
+    a line saying whether timm:NAME works here."""
     from torchvision.models import get_model_weights
+
+    from cnntool.core.zoo import BUILTIN_MODELS
 
     records = [{"name": m.name, "kind": "built-in", "trained_on": m.trained_on,
                 "weights": "shipped (trained)", "description": m.description}
@@ -70,221 +108,300 @@ def list_models() -> list[dict]:
         records.append({"name": name, "kind": "torchvision", "trained_on": "ImageNet-1k (with --weights)",
                         "weights": "random init unless --weights", "num_params": meta.get("num_params"),
                         "gmacs": meta.get("_ops")})
+    version = timm_version()
+    records.append({"name": "timm:NAME", "kind": "timm", "trained_on": None,
+                    "available": version is not None,
+                    "weights": (f"timm {version}: any timm architecture, random init unless --weights"
+                                if version else f"timm is not installed ({INSTALL_HINT})")})
     return records
 
 
 def load_model(spec: str, *, arch: str | None = None, weights: str | None = None,
-               device: str = "auto", trust_code: bool = False) -> LoadedModel:
-    """Resolve a MODEL spec (see the module docstring) and return it ready for analysis."""
+               device: str = "auto", trust_code: bool = False,
+               preprocessing: PreprocessingOptions | None = None, classes: str | None = None,
+               num_classes: int | None = None, use_ema: bool = False) -> LoadedModel:
+    """Resolve a MODEL spec (see the module docstring) and return it ready for analysis.
+
+    `preprocessing` holds the command line's input options (they win field by field);
+    `classes` a class-names file; `num_classes` sizes the classifier of an architecture or a
+    factory; `use_ema` loads a checkpoint's EMA weights instead of its plain ones.
+    Option files are read before the model, so a bad one fails first.
+    """
+    options = preprocessing or PreprocessingOptions()
+    command_line, from_file = options.command_line_fields(), options.file_fields()
+    class_file = read_class_names_file(classes) if classes else None
+    if num_classes is not None and num_classes < 1:
+        raise ModelLoadError(f"--num-classes {num_classes} must be at least 1")
     target = resolve_device(device)
-    loaded = _resolve(spec, arch=arch, weights=weights, trust_code=trust_code)
+    built = _resolve(spec, arch=arch, weights=weights, trust_code=trust_code,
+                     num_classes=num_classes, use_ema=use_ema)
+    extra = []
+    if from_file:
+        extra.append(Source(f"--preprocessing {options.file}", from_file))
+    if command_line:
+        extra.append(Source("the command line", command_line))
+    loaded = _finish(built, extra, (f"--classes {classes}", class_file) if class_file else None)
     loaded.module = loaded.module.to(target).eval()
     loaded.device = target
     return loaded
 
 
-def _resolve(spec: str, *, arch, weights, trust_code) -> LoadedModel:
+# --- resolving the spec ------------------------------------------------------------------------------
+
+def _resolve(spec: str, *, arch, weights, trust_code, num_classes, use_ema) -> Built:
     from cnntool.core.zoo import BUILTIN_MODELS
 
-    if spec in BUILTIN_MODELS:
-        return _builtin(spec, weights, trust_code)
-    if ":" in spec and not Path(spec).exists():
-        return _user_code(spec, weights, trust_code)
+    if spec in BUILTIN_MODELS or spec.startswith(TIMM_PREFIX) or is_code_spec(spec):
+        return _architecture(spec, arch, weights, trust_code, num_classes, use_ema)
     path = Path(spec)
-    if path.suffix.lower() in checkpoints.WEIGHT_SUFFIXES or path.is_file():
-        return _weight_file(path, arch, trust_code)
+    if path.is_dir() or path.suffix.lower() in checkpoints.WEIGHT_SUFFIXES or path.is_file():
+        if weights:
+            raise ModelLoadError(f"{spec} is already a weight file; --weights is for an "
+                                 "architecture given by name or FILE.py:NAME")
+        return _weight_file(path, arch, trust_code, num_classes, use_ema)
     if spec in torchvision_classifiers():
-        return _torchvision(spec, weights, trust_code)
+        return _architecture(spec, arch, weights, trust_code, num_classes, use_ema)
     names = [*BUILTIN_MODELS, *torchvision_classifiers()]
     raise unknown_name("model", spec, names, hint="`cnntool models` lists them; a file path must exist")
 
 
-def _builtin(name: str, weights: str | None, trust_code: bool) -> LoadedModel:
-    from cnntool.core.zoo import BUILTIN_MODELS, load_builtin
+def _architecture(spec, arch, weights, trust_code, num_classes, use_ema) -> Built:
+    from cnntool.core.zoo import BUILTIN_MODELS
 
-    entry = BUILTIN_MODELS[name]
-    if weights:
-        module = entry.build()
-        _load_weights_into(module, weights, name, trust_code)
-        source = f"{name} architecture, weights from {weights}"
-    else:
-        module = load_builtin(name)
-        source = f"built-in {name}: {entry.weights_path()}"
-    return LoadedModel(module=module, name=name, preprocessing=entry.preprocessing,
-                       class_names=entry.class_names(), source=source, device=None,
-                       trained_on=entry.trained_on)
-
-
-def _torchvision(name: str, weights: str | None, trust_code: bool,
-                 state_dict: dict | None = None, stored_names: list[str] | None = None) -> LoadedModel:
-    import torchvision.models as tvm
-
-    meta_weights = tvm.get_model_weights(name).DEFAULT
-    state = state_dict
-    if weights:
-        state, stored_names = checkpoints.split_checkpoint(checkpoints.read_weights(weights, trust_code))
-        if not isinstance(state, dict):
-            raise ModelLoadError(f"{weights} holds a whole model, not weights for {name}; load "
-                                 "it directly as the MODEL argument")
-    imagenet_names = list(meta_weights.meta["categories"])
-    # A fine-tuned checkpoint with another number of classes: build the head to fit it.
-    num_classes = _classifier_width(state) or len(imagenet_names)
-    kwargs = {"num_classes": num_classes} if num_classes != len(imagenet_names) else {}
-    class_names = stored_names or (None if kwargs else imagenet_names)
-    module = tvm.get_model(name, weights=None, **_arch_kwargs(name), **kwargs)
-    source = f"torchvision {name}, random init"
-    if state is not None:
-        checkpoints.load_state_dict_strictly(module, state, f"torchvision's {name}")
-        source = f"torchvision {name}, weights from {weights or 'checkpoint'}"
-    return LoadedModel(module=module, name=name, preprocessing=_torchvision_preprocessing(meta_weights),
-                       class_names=class_names, source=source, device=None,
-                       random_weights=state is None)
+    if arch:
+        raise ModelLoadError(f"--arch names the architecture of a weight file, and {spec} is "
+                             "already one; give its weights with --weights")
+    checkpoint = checkpoints.read_checkpoint(weights, trust_code) if weights else None
+    if spec in BUILTIN_MODELS and num_classes is not None and checkpoint is None:
+        raise ModelLoadError(f"--num-classes needs --weights for the built-in {spec}: its "
+                             "packaged weights have their own classifier")
+    built = build(spec, num_classes=num_classes, trust_code=trust_code, checkpoint=checkpoint)
+    if checkpoint is not None:
+        load_checkpoint_into(built, checkpoint, spec, use_ema=use_ema, rebuild_head=num_classes is None)
+        built.source = (f"{spec} architecture, weights from {weights}" if spec in BUILTIN_MODELS
+                        else f"torchvision {spec}, weights from {weights}" if spec in torchvision_classifiers()
+                        else f"{spec} with weights from {weights}")
+    elif use_ema:
+        raise ModelLoadError("--use-ema needs a checkpoint (a weight file, or --weights)")
+    elif spec in BUILTIN_MODELS:
+        load_builtin_weights(built)
+    return built
 
 
-def _arch_kwargs(name: str) -> dict:
-    # GoogLeNet/Inception build auxiliary heads (and warn about init) unless told not to.
-    if name in ("googlenet", "inception_v3"):
-        return {"aux_logits": False, "init_weights": True}
-    return {}
-
-
-def _classifier_width(state) -> int | None:
-    """The output width of the last 2-D weight in a state dict (the classifier), if any."""
-    if not isinstance(state, dict):
-        return None
-    last = None
-    for key, value in state.items():
-        if key.endswith("weight") and getattr(value, "ndim", 0) == 2:
-            last = value
-    return int(last.shape[0]) if last is not None else None
-
-
-def _torchvision_preprocessing(weights) -> Preprocessing:
-    transform = weights.transforms()
-    crop = transform.crop_size[0]
-    resize = transform.resize_size[0]
-    interpolation = str(transform.interpolation.value)
-    return Preprocessing(crop=(crop, crop), resize=resize, interpolation=interpolation,
-                         mean=tuple(transform.mean), std=tuple(transform.std), channels=3)
-
-
-def _weight_file(path: Path, arch: str | None, trust_code: bool) -> LoadedModel:
-    if not path.is_file():
+def _weight_file(path: Path, arch, trust_code, num_classes, use_ema) -> Built:
+    if not path.exists():
         raise ModelLoadError(f"model file {path} does not exist")
-    if checkpoints.is_torchscript(path):
+    if path.is_file() and checkpoints.is_torchscript(path):
         module = checkpoints.load_torchscript(path)
-        base = _resolve(arch, arch=None, weights=None, trust_code=trust_code) if arch else None
-        return LoadedModel(module=module, name=path.stem,
-                           preprocessing=base.preprocessing if base else IMAGENET,
-                           class_names=base.class_names if base else None,
-                           source=f"TorchScript {path}", device=None)
-    state, class_names = checkpoints.split_checkpoint(checkpoints.read_weights(path, trust_code))
-    if not isinstance(state, dict):  # a whole pickled module (only reachable with trust_code)
-        return LoadedModel(module=state, name=path.stem, preprocessing=_infer_preprocessing(state),
-                           class_names=class_names, source=f"pickled module {path}", device=None)
+        base = build(arch, num_classes=None, trust_code=trust_code) if arch else None
+        return Built(module=module, name=path.stem, source=f"TorchScript {path}",
+                     sources=base.sources if base else [],
+                     class_names=base.class_names if base else [])
+    checkpoint = checkpoints.read_checkpoint(path, trust_code)
+    if checkpoint.module is not None:  # a whole pickled module (only reachable with trust_code)
+        return Built(module=checkpoint.module, name=path.stem, source=f"pickled module {path}",
+                     checkpoint=checkpoint)
+    notes = []
+    if not arch:
+        arch = _architecture_in_config(checkpoint)
+        if arch:
+            notes.append(f"architecture {arch} from {path}/config.json")
     if not arch:
         raise ModelLoadError(f"{path} holds a state dict (weights only); name its architecture "
-                             "with --arch (e.g. --arch resnet18, or --arch my_model.py:Net)")
-    from cnntool.core.zoo import BUILTIN_MODELS
-
-    if arch in BUILTIN_MODELS:
-        loaded = _builtin_architecture(arch)
-    elif ":" in arch:
-        loaded = _user_code(arch, None, trust_code)
-    elif arch in torchvision_classifiers():
-        return _named_torchvision_with_state(arch, state, class_names, path)
+                             "with --arch (e.g. --arch resnet18, --arch timm:resnet18, or --arch "
+                             "my_model.py:Net)")
+    built = build(arch, num_classes=num_classes, trust_code=trust_code, checkpoint=checkpoint)
+    load_checkpoint_into(built, checkpoint, arch, use_ema=use_ema, rebuild_head=num_classes is None)
+    built.notes[:0] = notes
+    if arch in torchvision_classifiers():
+        built.source, built.name = f"torchvision {arch} with weights from {path}", path.stem
     else:
-        raise unknown_name("architecture", arch, [*BUILTIN_MODELS, *torchvision_classifiers()],
-                           hint="`cnntool models` lists them")
-    checkpoints.load_state_dict_strictly(loaded.module, state, arch)
-    loaded.source = f"{arch} with weights from {path}"
-    loaded.class_names = class_names or loaded.class_names
-    return loaded
+        built.source = f"{arch} with weights from {path}"
+    return built
 
 
-def _named_torchvision_with_state(arch, state, class_names, path) -> LoadedModel:
-    loaded = _torchvision(arch, None, False, state_dict=state, stored_names=class_names)
-    loaded.source = f"torchvision {arch} with weights from {path}"
-    loaded.name = path.stem
-    return loaded
+def _architecture_in_config(checkpoint: checkpoints.Checkpoint) -> str | None:
+    """timm's hub folders name their architecture in config.json."""
+    config = checkpoint.config or {}
+    name = config.get("architecture")
+    if isinstance(name, str) and name:
+        if not timm_available():
+            raise ModelLoadError(f"{checkpoint.path} is a timm model ({name}); reading it needs "
+                                 f"timm ({INSTALL_HINT}), or name its architecture with --arch")
+        return TIMM_PREFIX + name
+    return None
 
 
-def _builtin_architecture(name: str) -> LoadedModel:
-    from cnntool.core.zoo import BUILTIN_MODELS
+# --- what the model gets: preprocessing, class names, checks ---------------------------------------------
 
-    entry = BUILTIN_MODELS[name]
-    return LoadedModel(module=entry.build(), name=name, preprocessing=entry.preprocessing,
-                       class_names=entry.class_names(), source=name, device=None)
-
-
-def _user_code(spec: str, weights: str | None, trust_code: bool) -> LoadedModel:
-    target, _, attr = spec.rpartition(":")
-    if not target or not attr:
-        raise ModelLoadError(f"'{spec}' is not FILE.py:NAME or package.module:NAME")
-    if target.endswith(".py"):
-        if not trust_code:
-            raise UntrustedCodeError(f"loading {target} runs the Python code in it; pass "
-                                     "--trust-code if you trust that file")
-        module = _import_file(Path(target))
-    else:
+def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedModel:
+    module = built.module
+    first = first_convolution(module)
+    notes = list(built.notes)
+    sources = [_guess(first), *built.sources]
+    timm_dict = timm_preprocessing(module)
+    if timm_dict is not None:
+        sources.append(Source.of("timm's pretrained_cfg", timm_dict))
+        if timm_crop_mode(module) != "center":
+            notes.append(f"timm's crop_mode '{timm_crop_mode(module)}' is approximated by a "
+                         "resize of the shorter side and a center crop")
+    own = _attribute(module, "preprocessing")
+    if isinstance(own, (Preprocessing, Mapping)):
+        sources.append(Source.of("the module's preprocessing attribute", own))
+    stored = built.checkpoint.preprocessing if built.checkpoint is not None else None
+    if isinstance(stored, str):
         try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ModelLoadError(f"cannot import '{target}': {exc}") from None
-    factory = getattr(module, attr, None)
-    if factory is None:
-        from torch import nn
+            stored = json.loads(stored)
+        except json.JSONDecodeError:
+            raise ModelLoadError("the checkpoint's preprocessing entry is not JSON") from None
+    if stored is not None:
+        sources.append(Source.of("the checkpoint", stored))
+    chosen = choose([*sources, *option_sources])
+    prep = chosen.preprocessing
+    if first is not None and first[1] != prep.channels:
+        raise ModelLoadError(
+            f"the input has {prep.channels} channel{'s' if prep.channels != 1 else ''} (from "
+            f"{chosen.source}) but the model's first convolution {first[0] or '(the model)'} takes "
+            f"{first[1]}; set --input-size {first[1]},H,W or the preprocessing's input_size")
+    names, names_source = _class_names(built, module, class_file)
+    loaded = LoadedModel(module=module, name=built.name, preprocessing=prep, class_names=names,
+                         source=built.source, device=None, trained_on=built.trained_on,
+                         random_weights=built.random_weights, preprocessing_source=chosen.source,
+                         preprocessing_guessed=chosen.guessed, class_names_source=names_source,
+                         notes=notes, first_conv=first, preprocessing_choice=chosen)
+    loaded.nonfinite = tuple(checkpoints.nonfinite_tensors(module))
+    if loaded.nonfinite:
+        shown = ", ".join(loaded.nonfinite[:4]) + (", …" if len(loaded.nonfinite) > 4 else "")
+        count = len(loaded.nonfinite)
+        loaded.warnings.append(f"{count} tensor{'s' if count != 1 else ''} of the model hold "
+                               f"NaN or inf values: {shown}; results computed with "
+                               f"{'them' if count != 1 else 'it'} are meaningless")
+    return loaded
 
-        candidates = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                      and (isinstance(v, type) and issubclass(v, nn.Module) or not isinstance(v, type))]
-        raise unknown_name(f"name in {target}", attr, candidates)
+
+def _attribute(module, name: str):
     try:
-        net = factory()
-    except Exception as exc:
-        raise ModelLoadError(f"calling {spec}() failed: {type(exc).__name__}: {exc}") from exc
+        return getattr(module, name, None)
+    except Exception:  # TorchScript modules raise on unknown attributes in some versions
+        return None
+
+
+def _guess(first: tuple[str, int] | None) -> Source:
+    if first is None:
+        return Source("a guess (no convolution found, so RGB)", _fields(guess_for_channels(3)), guess=True)
+    channels = first[1]
+    name = f"a guess from the first convolution ({channels} input channel{'s' if channels != 1 else ''})"
+    return Source(name, _fields(guess_for_channels(channels)), guess=True)
+
+
+def _fields(prep: Preprocessing) -> dict:
+    return dict(Source.of("", prep).fields)
+
+
+def first_convolution(module) -> tuple[str, int] | None:
+    """(module path, input channels) of the first 2-D convolution registered in `module` (also
+    inside TorchScript), else of the first 4-D weight; None when there is none."""
     from torch import nn
 
-    if not isinstance(net, nn.Module):
-        raise ModelLoadError(f"{spec}() returned a {type(net).__name__}, not a torch.nn.Module")
-    source = f"{spec}"
-    if weights:
-        _load_weights_into(net, weights, spec, trust_code)
-        source += f" with weights from {weights}"
-    return LoadedModel(module=net, name=attr, preprocessing=_infer_preprocessing(net),
-                       class_names=getattr(net, "class_names", None), source=source, device=None)
+    for name, child in module.named_modules():
+        if isinstance(child, nn.Conv2d):
+            return name, int(child.in_channels)
+        if getattr(child, "original_name", None) == "Conv2d":  # a scripted Conv2d
+            channels = _attribute(child, "in_channels")
+            if isinstance(channels, int):
+                return name, channels
+    for name, parameter in module.named_parameters():
+        if parameter.ndim == 4:
+            return name.rpartition(".")[0], int(parameter.shape[1])
+    return None
 
 
-def _import_file(path: Path):
-    if not path.is_file():
-        raise ModelLoadError(f"Python file {path} does not exist")
-    name = f"cnntool_user_{path.stem}_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickling look modules up here
+def _class_names(built: Built, module, class_file) -> tuple[list[str] | None, str | None]:
+    candidates: list[tuple[str, list[str]]] = []
+    if class_file:
+        candidates.append(class_file)
+    checkpoint = built.checkpoint
+    if checkpoint is not None and checkpoint.class_names:
+        where = checkpoint.class_names_from or "class_names"
+        candidates.append((f"the checkpoint ({where})" if where != "config.json"
+                           else f"{Path(checkpoint.path).parent / 'config.json'}", checkpoint.class_names))
+    own = names_from(_attribute(module, "class_names"), "the module's class_names attribute")
+    if own:
+        candidates.append(("the module's class_names attribute", own))
+    outputs = _classifier_outputs(module)
+    fitting = [(where, names) for where, names in built.class_names
+               if outputs is None or len(names) == outputs]
+    candidates.extend(fitting)
+    if timm_preprocessing(module) is not None and outputs == 1000 and not fitting:
+        candidates.append(("timm's ImageNet-1k classes", imagenet_class_names()))
+    if not candidates:
+        return None, None
+    where, names = candidates[0]
+    return list(names), where
+
+
+def _classifier_outputs(module) -> int | None:
+    found = last_classifier(module)
+    return int(found[1].out_features) if found else None
+
+
+def check_forward(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -> int | None:
+    """One forward pass on a 1×C×H×W zeros input on the model's device. A failure is one
+    sentence; NaN/inf output from NaN/inf weights is an error. Records and returns the number
+    of outputs (`loaded.num_outputs`); warns when the class names do not match it."""
+    import torch
+
+    shape = tuple(input_shape or loaded.input_shape)
+    text = "×".join(str(v) for v in (1, *shape))
+    x = torch.zeros((1, *shape), device=loaded.device)
     try:
-        spec.loader.exec_module(module)
+        with torch.no_grad():
+            output = loaded.module(x)
     except Exception as exc:
-        del sys.modules[name]
-        raise ModelLoadError(f"running {path} failed: {type(exc).__name__}: {exc}") from exc
-    return module
+        raise ForwardError(f"the model failed on a {text} input ({_torch_reason(exc)}); set its "
+                           "input with --input-size or --preprocessing") from exc
+    logits = main_output(output)
+    if logits is None:
+        loaded.num_outputs = None
+        return None
+    loaded.num_outputs = int(logits.shape[1]) if logits.ndim >= 2 else int(logits.numel())
+    if not bool(torch.isfinite(logits).all()):
+        if loaded.nonfinite:
+            shown = ", ".join(loaded.nonfinite[:3]) + (", …" if len(loaded.nonfinite) > 3 else "")
+            raise ForwardError(f"the model's output is NaN or inf because {len(loaded.nonfinite)} "
+                               f"of its tensors hold NaN or inf ({shown}); every result would "
+                               "be meaningless")
+        loaded.warnings.append(f"the model's output on an all-zero {text} input is NaN or inf")
+    names = loaded.class_names
+    if names is not None and len(names) != loaded.num_outputs:
+        loaded.warnings.append(f"the model has {loaded.num_outputs} outputs but {len(names)} "
+                               f"class names (from {loaded.class_names_source}); names past "
+                               "either end are not shown")
+    return loaded.num_outputs
 
 
-def _load_weights_into(module, weights: str, what: str, trust_code: bool) -> None:
-    state, _ = checkpoints.split_checkpoint(checkpoints.read_weights(weights, trust_code))
-    if not isinstance(state, dict):
-        raise ModelLoadError(f"{weights} holds a whole model, not weights for {what}; load it "
-                             "directly as the MODEL argument")
-    checkpoints.load_state_dict_strictly(module, state, what)
+def main_output(output):
+    """The logits of whatever a forward returned: a tensor, the first of a tuple/list (aux
+    heads), `logits` of a dict or an object (HF style); None when there is no tensor."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output:
+        return main_output(output[0])
+    if isinstance(output, Mapping):
+        value = output.get("logits", next(iter(output.values()), None))
+        return main_output(value) if value is not None else None
+    value = getattr(output, "logits", None)
+    return value if isinstance(value, torch.Tensor) else None
 
 
-def _infer_preprocessing(module) -> Preprocessing:
-    """A user model may carry `preprocessing`; else guess from its first convolution's channels."""
-    own = getattr(module, "preprocessing", None)
-    if isinstance(own, Preprocessing):
-        return own
-    from torch import nn
-
-    first_conv = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
-    if first_conv is not None and first_conv.in_channels == 1:
-        return Preprocessing(crop=(28, 28), resize=28, mean=(0.0,), std=(1.0,), channels=1)
-    return IMAGENET
+def _torch_reason(exc: BaseException) -> str:
+    """One line of torch's message: the first, or for TorchScript (whose message starts with
+    its own traceback) the last, which is the error itself."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "TorchScript" in lines[0] or lines[0].startswith("Traceback"):
+        return lines[-1][:240]
+    return lines[0][:240]

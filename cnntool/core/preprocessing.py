@@ -2,47 +2,127 @@
 
 Kept apart from the model so analyses can map model-input pixels back to the original image
 (top patches) and undo the normalization (attacks work in [0, 1] pixel space).
+
+The JSON form (`to_dict`/`from_dict`, the `--preprocessing FILE.json` schema and what
+`save_checkpoint` stores) is
+
+    {"input_size": [3, 32, 32], "resize": 32, "interpolation": "bilinear",
+     "mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.2435, 0.2616]}
+
+`resize` may be "none" (no resize: the image is center-cropped, or padded with black, to the
+input size). `crop_pct` is accepted instead of `resize`, as timm defines it:
+resize = floor(input size / crop_pct).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from PIL import Image
+
+from cnntool.errors import CnnToolError
 
 _PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
 }
+INTERPOLATIONS = tuple(_PIL_FILTERS)
+SCHEMA_KEYS = ("input_size", "resize", "interpolation", "mean", "std", "crop_pct")
+# An input larger than this is a typo (or a 100000-px attack on memory), not a model.
+MAX_SIDE = 16384
+MAX_PIXELS = 8192 * 8192
+_PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+class PreprocessingError(CnnToolError):
+    """A preprocessing that cannot be used: a bad size, mean, std or interpolation."""
 
 
 @dataclass(frozen=True)
 class Preprocessing:
     """PIL image -> model input tensor.
 
-    The image is converted to `channels` (1 = grayscale, 3 = RGB), its shorter side resized to
-    `resize` with `interpolation`, center-cropped to `crop` (H, W), scaled to [0, 1] and
-    normalized with `mean` / `std`.
+    The image is converted to `channels` (1 = grayscale, 3 = RGB, 4 = RGBA), its shorter side
+    resized to `resize` with `interpolation` (None: not resized), center-cropped to `crop`
+    (H, W) — padded with zeros where the image is smaller — scaled to [0, 1] and normalized
+    with `mean` / `std`. Bad values raise a PreprocessingError (one sentence).
     """
 
     crop: tuple[int, int]
-    resize: int
+    resize: int | None
     interpolation: str = "bilinear"
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     channels: int = 3
+
+    def __post_init__(self):
+        object.__setattr__(self, "crop", tuple(self.crop))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        validate(self.channels, self.crop, self.resize, self.interpolation, self.mean, self.std)
+
+    # --- the JSON schema ---------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], what: str = "the preprocessing") -> "Preprocessing":
+        """A Preprocessing from the JSON schema (see the module docstring). `input_size` is
+        required; a missing `resize` means "resize to the input size" (no margin), a missing
+        `interpolation` bilinear, and missing `mean`/`std` no normalization (0 and 1)."""
+        fields = parse_fields(data, what)
+        if "size" not in fields:
+            raise PreprocessingError(f"{what} has no input_size (e.g. \"input_size\": [3, 32, 32])")
+        channels = fields.get("channels", 3)
+        size = fields["size"]
+        return cls(crop=size, resize=_resize_from(fields, size, default=max(size)),
+                   interpolation=fields.get("interpolation", "bilinear"),
+                   mean=broadcast(fields.get("mean", (0.0,)), channels, "mean", what),
+                   std=broadcast(fields.get("std", (1.0,)), channels, "std", what),
+                   channels=channels)
+
+    def to_dict(self) -> dict:
+        """The JSON schema form; `from_dict(p.to_dict()) == p`."""
+        return {"input_size": [self.channels, *self.crop],
+                "resize": "none" if self.resize is None else self.resize,
+                "interpolation": self.interpolation,
+                "mean": list(self.mean), "std": list(self.std)}
+
+    def describe(self) -> str:
+        """'3×32×32, resize 32 bilinear, mean (0.491, 0.482, 0.447), std (0.247, 0.243, 0.261)'."""
+        size = "×".join(str(v) for v in self.input_shape)
+        resize = "no resize" if self.resize is None else f"resize {self.resize} {self.interpolation}"
+        return f"{size}, {resize}, mean {_numbers(self.mean)}, std {_numbers(self.std)}"
+
+    # --- geometry ----------------------------------------------------------------------------
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one model input."""
         return (self.channels, self.crop[0], self.crop[1])
 
+    @property
+    def pil_mode(self) -> str:
+        """The PIL mode images are converted to: 'L', 'RGB' or 'RGBA'."""
+        mode = _PIL_MODES.get(self.channels)
+        if mode is None:
+            raise PreprocessingError(
+                f"the model takes {self.channels}-channel input, and images give 1 (grayscale), "
+                "3 (RGB) or 4 (RGBA) channels; such a model can be profiled, not fed images")
+        return mode
+
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(w, h) after the shorter side is resized to `resize` (aspect ratio kept)."""
+        if self.resize is None:
+            return width, height
         # torchvision truncates the long side (int), and so do we, to give identical inputs.
         if width <= height:
             return self.resize, max(1, int(self.resize * height / width))
         return max(1, int(self.resize * width / height)), self.resize
+
+    def upscale(self, width: int, height: int) -> float:
+        """How much an image of this size is enlarged (> 1) or shrunk (< 1) on its way in."""
+        return self.resized_size(width, height)[0] / max(width, 1)
 
     def crop_offset(self, width: int, height: int) -> tuple[int, int]:
         """(left, top) of the center crop inside the resized image, as torchvision computes it."""
@@ -54,12 +134,14 @@ class Preprocessing:
         left, top = self.crop_offset(width, height)
         return (x + left) * width / rw, (y + top) * height / rh
 
+    # --- pixels ------------------------------------------------------------------------------
+
     def to_pixels(self, image: Image.Image):
         """The model input in [0, 1] before normalization: a float tensor (C, H, W)."""
-        import torch
         import numpy as np
+        import torch
 
-        image = image.convert("L" if self.channels == 1 else "RGB")
+        image = _in_mode(image, self.pil_mode)
         rw, rh = self.resized_size(*image.size)
         if (rw, rh) != image.size:
             image = image.resize((rw, rh), _PIL_FILTERS[self.interpolation])
@@ -95,6 +177,162 @@ class Preprocessing:
         return self.normalize(self.to_pixels(image))
 
 
+def _in_mode(image: Image.Image, mode: str) -> Image.Image:
+    """`image` in PIL mode 'L', 'RGB' or 'RGBA' (see with_alpha)."""
+    if mode == "RGBA":
+        return with_alpha(image)
+    return image if image.mode == mode else image.convert(mode)
+
+
+def with_alpha(image: Image.Image) -> Image.Image:
+    """The image as 'RGBA' for a 4-channel model: RGB plus the file's own alpha plane when it
+    had one (RGBA/LA PNG, TIFF with alpha, transparent palette: core.images keeps the straight
+    RGBA beside the black-composited RGB it returns), else an opaque one."""
+    from cnntool.core.images import STRAIGHT_RGBA
+
+    straight = image.info.get(STRAIGHT_RGBA)
+    if straight is not None and straight.size == image.size:
+        return straight
+    return image if image.mode == "RGBA" else image.convert("RGBA")
+
+
 def _crop_padded(image: Image.Image, left: int, top: int, width: int, height: int) -> Image.Image:
     """Crop a box that may extend past the image; the outside is filled with zeros (black)."""
     return image.crop((left, top, left + width, top + height))
+
+
+def _numbers(values) -> str:
+    return "(" + ", ".join(f"{round(v, 3):g}" for v in values) + ")"
+
+
+# --- validation and the schema's fields ---------------------------------------------------------
+
+def validate(channels, crop, resize, interpolation, mean, std, what: str = "the preprocessing") -> None:
+    """Raise a PreprocessingError (one sentence) for values no image pipeline can use."""
+    if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 64:
+        raise PreprocessingError(f"{what}: {channels!r} is not a number of input channels")
+    check_size(crop, what)
+    if resize is not None:
+        if not _is_int(resize) or resize < 1:
+            raise PreprocessingError(f"{what}: resize {resize!r} is not a positive number of pixels")
+        if resize > MAX_SIDE:
+            raise PreprocessingError(f"{what}: resize {resize} is too large (at most {MAX_SIDE} px)")
+    if interpolation not in _PIL_FILTERS:
+        raise PreprocessingError(f"{what}: unknown interpolation '{interpolation}' (use "
+                                 f"{', '.join(INTERPOLATIONS)})")
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) != channels:
+            raise PreprocessingError(f"{what}: {name} has {len(values)} values but the input has "
+                                     f"{channels} channel{'s' if channels != 1 else ''}")
+        if not all(math.isfinite(v) for v in values):
+            raise PreprocessingError(f"{what}: {name} {_numbers(values)} is not finite")
+    if any(v <= 0 for v in std):
+        raise PreprocessingError(f"{what}: std {_numbers(std)} must be positive (it divides)")
+
+
+def check_size(size, what: str = "the preprocessing") -> None:
+    """(H, W) positive and not absurdly large."""
+    if len(size) != 2 or not all(_is_int(v) for v in size):
+        raise PreprocessingError(f"{what}: {list(size)} is not an input size (H, W)")
+    height, width = size
+    if height < 1 or width < 1:
+        raise PreprocessingError(f"{what}: the input size {height}×{width} must be positive")
+    if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
+        raise PreprocessingError(
+            f"{what}: an input of {height}×{width} pixels is too large (at most {MAX_SIDE} px a "
+            f"side and {int(math.sqrt(MAX_PIXELS))}×{int(math.sqrt(MAX_PIXELS))} pixels in all)")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def broadcast(values, channels: int, name: str, what: str) -> tuple[float, ...]:
+    """One value stands for every channel; otherwise there must be one per channel."""
+    values = tuple(values)
+    if len(values) == 1 and channels != 1:
+        return values * channels
+    if len(values) != channels:
+        raise PreprocessingError(f"{what}: {name} has {len(values)} values but the input has "
+                                 f"{channels} channel{'s' if channels != 1 else ''}")
+    return values
+
+
+def parse_fields(data: Mapping[str, Any], what: str) -> dict:
+    """The fields a schema dict sets, checked: some of channels, size (H, W), resize (int or
+    None), crop_pct, interpolation, mean, std. Unknown keys are refused (a typo would be lost)."""
+    if not isinstance(data, Mapping):
+        raise PreprocessingError(f"{what} is not a JSON object with {', '.join(SCHEMA_KEYS)}")
+    unknown = sorted(str(k) for k in data if k not in SCHEMA_KEYS)
+    if unknown:
+        raise PreprocessingError(f"{what} has unknown keys {', '.join(unknown)} (known: "
+                                 f"{', '.join(SCHEMA_KEYS)})")
+    fields: dict[str, Any] = {}
+    if data.get("input_size") is not None:
+        size = data["input_size"]
+        size = [size] if _is_int(size) else list(size) if isinstance(size, (list, tuple)) else size
+        if not isinstance(size, list) or not 1 <= len(size) <= 3 or not all(_is_int(v) for v in size):
+            raise PreprocessingError(f"{what}: input_size {size!r} is not [C, H, W], [H, W] or a number")
+        if len(size) == 1:
+            size = size * 2
+        if len(size) == 3:
+            fields["channels"] = size[0]
+            size = size[1:]
+        check_size(size, what)
+        fields["size"] = tuple(size)
+    if "resize" in data:
+        resize = data["resize"]
+        if resize is None or (isinstance(resize, str) and resize.lower() == "none"):
+            fields["resize"] = None
+        elif _is_int(resize) and 1 <= resize <= MAX_SIDE:
+            fields["resize"] = resize
+        else:
+            raise PreprocessingError(f"{what}: resize {resize!r} is not a number of pixels "
+                                     f"(1 to {MAX_SIDE}) or \"none\"")
+    if data.get("crop_pct") is not None:
+        crop_pct = data["crop_pct"]
+        if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) or not 0.05 <= crop_pct <= 1:
+            raise PreprocessingError(f"{what}: crop_pct {crop_pct!r} is not a fraction in (0, 1]")
+        if "resize" in fields:
+            raise PreprocessingError(f"{what} gives both resize and crop_pct; keep one")
+        fields["crop_pct"] = float(crop_pct)
+    if data.get("interpolation") is not None:
+        interpolation = str(data["interpolation"]).lower()
+        if interpolation not in _PIL_FILTERS:
+            raise PreprocessingError(f"{what}: unknown interpolation '{data['interpolation']}' "
+                                     f"(use {', '.join(INTERPOLATIONS)})")
+        fields["interpolation"] = interpolation
+    for name in ("mean", "std"):
+        if data.get(name) is not None:
+            fields[name] = _floats(data[name], name, what)
+    if "std" in fields and any(v <= 0 for v in fields["std"]):
+        raise PreprocessingError(f"{what}: std {_numbers(fields['std'])} must be positive (it divides)")
+    return fields
+
+
+def _floats(values, name: str, what: str) -> tuple[float, ...]:
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = [values]
+    try:
+        numbers = tuple(float(v) for v in values if not isinstance(v, bool))
+    except (TypeError, ValueError):
+        numbers = ()
+    if not numbers or len(numbers) != len(list(values)) or not all(math.isfinite(v) for v in numbers):
+        raise PreprocessingError(f"{what}: {name} {values!r} is not a list of finite numbers")
+    return numbers
+
+
+def _resize_from(fields: Mapping[str, Any], size: tuple[int, int], default: int | None) -> int | None:
+    """`resize` as given, or from `crop_pct` as timm computes it, or `default`."""
+    if "resize" in fields:
+        return fields["resize"]
+    if "crop_pct" in fields:
+        return resize_for_crop_pct(size, fields["crop_pct"])
+    return default
+
+
+def resize_for_crop_pct(size: tuple[int, int], crop_pct: float) -> int:
+    """timm's eval transform: scale = floor(size / crop_pct) (transforms_imagenet_eval); for a
+    non-square input timm scales each side, we resize the shorter image side to the larger one
+    of those (a square image then fills the crop)."""
+    return max(math.floor(side / crop_pct) for side in size)

@@ -7,7 +7,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from cnntool.core.data import BatchStream, DataSet
-from cnntool.core.models import LoadedModel
+from cnntool.core.labels import map_labels
+from cnntool.core.models import LoadedModel, main_output
 
 
 @dataclass(frozen=True)
@@ -40,24 +41,11 @@ class Prediction:
         return record
 
 
-def label_mapper(dataset: DataSet, class_names: Sequence[str] | None) -> Callable[[int], int | None]:
-    """index -> the dataset's label as a class index of the model, when the two label spaces
-    agree (None otherwise). The comparison of the label spaces is made once, not per image."""
-    if class_names is None:
-        return lambda index: None
-    names = list(class_names)
-    same_space = dataset.label_names is None or list(dataset.label_names) == names
-    by_name = {name: i for i, name in reversed(list(enumerate(names)))}
-
-    def mapped(index: int) -> int | None:
-        label = dataset.labels[index]
-        if label is None:
-            return None
-        if isinstance(label, int):
-            return label if same_space and 0 <= label < len(names) else None
-        return by_name.get(label)
-
-    return mapped
+def label_mapper(dataset: DataSet, class_names: Sequence[str] | None,
+                 num_outputs: int | None = None) -> Callable[[int], int | None]:
+    """index -> the dataset's label as a class index of the model, or None (core/labels.py:
+    by name, by index, or in ImageFolder's sorted folder order). Decided once, not per image."""
+    return map_labels(dataset, class_names, num_outputs)
 
 
 @torch.no_grad()
@@ -65,11 +53,12 @@ def predict(model: LoadedModel, stream: BatchStream, top: int = 5) -> Iterator[P
     """Predictions in dataset order; unreadable images are skipped (see `stream.skipped`)."""
     module = model.module
     top = max(1, top)
-    to_class = label_mapper(stream.dataset, model.class_names)
+    to_class = None
     for batch in stream:
-        logits = module(batch.inputs.to(model.device))
-        if isinstance(logits, (tuple, list)):  # e.g. aux heads: the main output comes first
-            logits = logits[0]
+        logits = main_output(module(batch.inputs.to(model.device)))  # aux heads: the main one
+        if to_class is None:  # the number of outputs is known from the first batch at the latest
+            to_class = map_labels(stream.dataset, model.class_names,
+                                  model.num_outputs or int(logits.shape[1]))
         probs = torch.softmax(logits.float(), dim=1)
         values, indices = probs.topk(min(top, probs.shape[1]), dim=1)
         for row, item in enumerate(batch.indices):
