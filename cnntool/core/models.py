@@ -303,6 +303,14 @@ def first_convolution(module) -> tuple[str, int] | None:
     inside TorchScript), else of the first 4-D weight; None when there is none."""
     from torch import nn
 
+    named = (_attribute(module, "pretrained_cfg") or {}).get("first_conv")  # timm knows its stem
+    if isinstance(named, str):
+        try:
+            stem = module.get_submodule(named)
+        except (AttributeError, TypeError):
+            stem = None
+        if isinstance(stem, nn.Conv2d):
+            return named, int(stem.in_channels)
     for name, child in module.named_modules():
         if isinstance(child, nn.Conv2d):
             return name, int(child.in_channels)
