@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from cnntool.core.layers import named_layers, resolve_layer
+from cnntool.core.runtime.folding import fold_batchnorm
 from cnntool.errors import CnnToolError
 
 
@@ -60,15 +61,6 @@ def following_batchnorm(model, layer: str) -> tuple[str, nn.BatchNorm2d]:
             if isinstance(module, nn.BatchNorm2d) and module.num_features == conv.out_channels:
                 return name, module
     raise CnnToolError(f"no BatchNorm2d follows layer '{layer}', so there is nothing to fold")
-
-
-def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d):
-    """(weight, bias) of the convolution that equals conv followed by `bn` in eval mode."""
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
-        1 / torch.sqrt(bn.running_var + bn.eps)
-    shift = bn.bias.detach() if bn.affine else torch.zeros_like(scale)
-    bias = torch.zeros_like(scale) if bias is None else bias
-    return weight * scale.view(-1, 1, 1, 1), shift + (bias - bn.running_mean) * scale
 
 
 def filters(model, layer: str | None = None, *, fold_bn: bool = False) -> Filters:
