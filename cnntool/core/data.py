@@ -1,21 +1,30 @@
 """DATA spec -> a list of images with labels -> preprocessed batches.
 
-A DATA spec is a folder (recursive; `class/xxx.jpg` gives the label `class`), a text file of
-paths (one per line), `-` for paths on stdin, or a built-in sample set (cnntool.core.samples).
-Unreadable images never stop a scan: they are skipped and counted in `BatchStream.skipped`.
+A DATA spec is a folder (recursive, through links to folders; `class/xxx.jpg` gives the label
+`class`), a text file of paths (one per line), `-` for paths on stdin, or a built-in sample set
+(cnntool.core.samples). Unreadable images never stop a scan: they are skipped and counted.
+
+Two lists of (path, reason) hold them. `DataSet.skipped`: what listing a folder could not take
+(dangling links, link loops, FIFOs and other non-regular files). `BatchStream.skipped`: the
+images of one pass that could not be read (broken, truncated, over `max_pixels`, not a regular
+file). A report over a whole scan is `dataset.skipped + (every rank's) stream.skipped`, the
+former counted once, not once per rank: see `DataSet.all_skipped`.
 """
 from __future__ import annotations
 
+import functools
+import os
+import stat
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
 
 import numpy as np
 from PIL import Image
 
 from cnntool.core import samples
-from cnntool.core.images import is_image_file, load_image
+from cnntool.core.images import crop_pixels, file_kind, is_image_file, load_image, load_pixels
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.errors import CnnToolError, DataError, unknown_name
 
@@ -28,6 +37,9 @@ class DataSet:
     """Images addressed by index: a path (or `set/NNNNN` key) and a label for each.
 
     Array-backed sample sets keep their pixels in `arrays` (N, H, W) uint8 instead of files.
+    `skipped`: (path, reason) of entries that listing the DATA found but could not take (they
+    have no index). `max_pixels`: images whose header claims more are refused (None: Pillow's
+    limit).
     """
 
     name: str
@@ -35,6 +47,8 @@ class DataSet:
     labels: list[int | str | None]
     label_names: list[str] | None = None
     arrays: np.ndarray | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    max_pixels: int | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -47,9 +61,24 @@ class DataSet:
         return replace(self, paths=self.paths[:count], labels=self.labels[:count], arrays=arrays)
 
     def load(self, index: int) -> Image.Image:
+        """The whole image (a DataError sentence when it cannot be read)."""
         if self.arrays is not None:
             return Image.fromarray(self.arrays[index], mode="L")
-        return load_image(self.paths[index])
+        return load_image(self.paths[index], self.max_pixels)
+
+    def load_pixels(self, index: int, preprocessing: Preprocessing,
+                    draft: bool = True) -> tuple["torch.Tensor", tuple[int, int]]:
+        """The model input in [0, 1] (C, H, W) and the original (w, h), decoding no more than
+        the model needs (core.images.load_pixels)."""
+        if self.arrays is not None:
+            image = Image.fromarray(self.arrays[index], mode="L")
+            return crop_pixels(image, preprocessing), image.size
+        return load_pixels(self.paths[index], preprocessing, max_pixels=self.max_pixels, draft=draft)
+
+    def all_skipped(self, unreadable: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+        """This DATA's listing-time skips and `unreadable` (e.g. the merged `stream.skipped` of
+        every rank), in path order: everything a scan's report must count."""
+        return sorted([*self.skipped, *unreadable])
 
     def label_name(self, index: int) -> str | None:
         label = self.labels[index]
@@ -60,8 +89,13 @@ class DataSet:
         return str(label)
 
 
-def open_data(spec: str, stdin: TextIO | None = None) -> DataSet:
-    """Resolve a DATA spec; raise DataError when it names nothing usable."""
+def open_data(spec: str, stdin: TextIO | None = None, *, max_pixels: int | None = None) -> DataSet:
+    """Resolve a DATA spec; raise DataError when it names nothing usable. Images whose header
+    claims more than `max_pixels` pixels will be skipped (None: Pillow's limit)."""
+    return replace(_open_data(spec, stdin), max_pixels=max_pixels)
+
+
+def _open_data(spec: str, stdin: TextIO | None) -> DataSet:
     if spec == "-":
         return _from_list("stdin", (stdin or sys.stdin).read().splitlines())
     if spec in samples.SAMPLE_SETS:
@@ -73,6 +107,8 @@ def open_data(spec: str, stdin: TextIO | None = None) -> DataSet:
         if is_image_file(path):
             return DataSet(name=spec, paths=[str(path)], labels=[None])
         return _from_list(spec, path.read_text(errors="replace").splitlines())
+    if not path.exists() and os.path.islink(path):
+        raise DataError(f"DATA '{spec}' is a dangling symbolic link")
     if "/" not in spec and "." not in spec:
         raise unknown_name("sample set or path", spec, samples.SAMPLE_SETS,
                            hint="built-in sample sets: " + ", ".join(samples.SAMPLE_SETS))
@@ -80,14 +116,74 @@ def open_data(spec: str, stdin: TextIO | None = None) -> DataSet:
 
 
 def _from_folder(root: Path) -> DataSet:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+    files, skipped = walk_images(root)
     if not files:
-        raise DataError(f"folder {root} contains no image files")
+        detail = f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DataError(f"folder {root} contains no readable image files{detail}")
     # `root/class/xxx.jpg` -> label 'class' (the first folder under root); files at the top: none
     labels: list[int | str | None] = [
         p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in files
     ]
-    return DataSet(name=str(root), paths=[str(p) for p in files], labels=labels)
+    return DataSet(name=str(root), paths=[str(p) for p in files], labels=labels, skipped=skipped)
+
+
+def walk_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The image files under `root` (sorted) and the entries that could be images but cannot
+    be read as files, with the reason (sorted): dangling links, link loops, FIFOs, sockets,
+    devices, folders that cannot be listed.
+
+    Links to folders are followed, except back into a folder being walked (a loop). An entry
+    "could be an image" when its name has an image suffix, or none at all (a broken link
+    without a suffix may have pointed at a folder of images); others (notes.txt) are not
+    images and are left out without a word, as before.
+    """
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    top = os.stat(root)
+    pending = [(root, frozenset({(top.st_dev, top.st_ino)}))]  # folder, the folders above it
+    while pending:
+        folder, above = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:
+            skipped.append((str(folder), f"cannot list the folder: {_os_reason(exc)}"))
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                info = os.stat(entry.path)  # through links
+            except OSError as exc:
+                if _could_be_image(path):
+                    skipped.append((str(path), _os_reason(exc, link=entry.is_symlink())))
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                key = (info.st_dev, info.st_ino)
+                if key in above:
+                    skipped.append((str(path), "symbolic link loop (links back to a folder above it)"))
+                else:
+                    pending.append((path, above | {key}))
+            elif stat.S_ISREG(info.st_mode):
+                if is_image_file(path):
+                    files.append(path)
+            elif _could_be_image(path):
+                skipped.append((str(path), f"not a regular file ({file_kind(info.st_mode)})"))
+    return sorted(files), sorted(skipped)
+
+
+def _could_be_image(path: Path) -> bool:
+    return is_image_file(path) or not path.suffix
+
+
+def _os_reason(exc: OSError, link: bool = False) -> str:
+    import errno
+
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if link and exc.errno == errno.ENOENT:
+        return "dangling symbolic link"
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
 
 
 def _from_list(name: str, lines: Sequence[str]) -> DataSet:
@@ -133,18 +229,35 @@ class Batch:
     inputs: "torch.Tensor"
     sizes: list[tuple[int, int]]
 
+    def pin_memory(self) -> "Batch":
+        """The batch with `inputs` in page-locked memory. The DataLoader calls this (it pins
+        only tensors and the types that have this method) when it runs with pin_memory."""
+        return replace(self, inputs=self.inputs.pin_memory())
+
 
 @dataclass
 class BatchStream:
-    """Iterate preprocessed batches; `skipped` lists (path, reason) of unreadable images."""
+    """Iterate preprocessed batches; `skipped` lists (path, reason) of the images of the latest
+    pass that could not be read (the listing's own skips are in `dataset.skipped`).
+
+    `workers`: loader processes; None picks them from the core count (`auto_workers`). With
+    workers, they stay up between passes (persistent) until `close()`, each keeping a few
+    batches ready (`prefetch_factor`). `device`: where the batches will go; for CUDA they come
+    in pinned memory, so that `batch.inputs.to(device, non_blocking=True)` overlaps the copy.
+    `draft`: let JPEGs much larger than the model input decode at a reduced scale (see
+    core.images.load_pixels); False gives exactly Preprocessing.to_pixels.
+    """
 
     dataset: DataSet
     preprocessing: Preprocessing
     batch_size: int = 32
-    workers: int = 0
+    workers: int | None = 0
     normalize: bool = True
     indices: Sequence[int] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    device: Any = None
+    draft: bool = True
+    _loader: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         count = len(self.indices) if self.indices is not None else len(self.dataset)
@@ -154,47 +267,113 @@ class BatchStream:
     def total(self) -> int:
         return len(self.indices) if self.indices is not None else len(self.dataset)
 
-    def __iter__(self) -> Iterator[Batch]:
-        import torch
-        from torch.utils.data import DataLoader, Subset
+    @property
+    def worker_count(self) -> int:
+        """The loader processes this stream uses (`workers`, or the automatic choice)."""
+        return auto_workers(len(self), self.device) if self.workers is None else self.workers
 
-        items: torch.utils.data.Dataset = _Preprocessed(self.dataset, self.preprocessing, self.normalize)
-        if self.indices is not None:
-            items = Subset(items, list(self.indices))
-        loader = DataLoader(items, batch_size=self.batch_size, num_workers=self.workers,
-                            collate_fn=_collate, shuffle=False)
-        for good, bad in loader:
+    @property
+    def pin_memory(self) -> bool:
+        """Whether batches come in page-locked memory (a CUDA target)."""
+        import torch
+
+        return self.device is not None and torch.device(self.device).type == "cuda" \
+            and torch.cuda.is_available()
+
+    def __iter__(self) -> Iterator[Batch]:
+        self.skipped = []
+        for good, bad in self._data_loader():
             self.skipped.extend((self.dataset.paths[index], reason) for index, reason in bad)
             if good is not None:
                 yield good
 
+    def close(self) -> None:
+        """Stop the loader processes (a later pass starts new ones)."""
+        self._loader = None  # the DataLoader's iterator shuts its workers down when released
+
+    def __enter__(self) -> "BatchStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _data_loader(self):
+        from torch.utils.data import DataLoader, Subset
+
+        if self._loader is not None:
+            return self._loader
+        items = _Preprocessed(self.dataset, self.preprocessing, self.draft)
+        if self.indices is not None:
+            items = Subset(items, list(self.indices))
+        workers = self.worker_count
+        options = dict(persistent_workers=True, prefetch_factor=_prefetch(workers)) if workers else {}
+        collate = functools.partial(_collate, self.preprocessing if self.normalize else None)
+        loader = DataLoader(items, batch_size=self.batch_size, num_workers=workers,
+                            collate_fn=collate, shuffle=False, pin_memory=self.pin_memory, **options)
+        if workers:
+            self._loader = loader  # its worker processes serve the next pass too
+        return loader
+
+
+def auto_workers(batches: int, device: Any = None, cores: int | None = None) -> int:
+    """How many loader processes to use for `batches` batches when the user names none.
+
+    0 on a one-core machine or for a single batch: a worker costs a process start (and a
+    copy of the dataset's paths) that one batch never pays back. On a CPU target the forward
+    pass uses the cores too, so half of them decode (at most 8). With an accelerator decoding
+    is the bottleneck (an H200 runs lite0 at ~9,000 images/s; 15 workers decode ~900 640×480
+    JPEGs/s, 8 workers ~570): all cores but the main process's (at most 32). Never more
+    workers than batches.
+    """
+    cores = cores if cores is not None else _usable_cores()
+    if cores <= 1 or batches <= 1:
+        return 0
+    on_cpu = device is None or str(device).split(":")[0] == "cpu"
+    wanted = min(max(1, cores // 2), 8) if on_cpu else min(cores - 1, 32)
+    return max(0, min(wanted, batches))
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may run on (taskset, cgroups)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _prefetch(workers: int) -> int:
+    """Batches each worker keeps ready: about 8 in flight in all, at least 2 per worker."""
+    return max(2, 8 // workers)
+
 
 class _Preprocessed:
-    """A map-style dataset; an unreadable image becomes (index, None, reason), never a crash."""
+    """A map-style dataset of [0, 1] pixels; an unreadable image becomes
+    (index, None, None, reason), never a crash (and never a worker traceback)."""
 
-    def __init__(self, dataset: DataSet, preprocessing: Preprocessing, normalize: bool):
-        self.dataset, self.preprocessing, self.normalize = dataset, preprocessing, normalize
+    def __init__(self, dataset: DataSet, preprocessing: Preprocessing, draft: bool):
+        self.dataset, self.preprocessing, self.draft = dataset, preprocessing, draft
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int):
         try:
-            image = self.dataset.load(index)
+            pixels, size = self.dataset.load_pixels(index, self.preprocessing, self.draft)
         except CnnToolError as exc:
             return index, None, None, str(exc)
-        pixels = self.preprocessing.to_pixels(image)
-        tensor = self.preprocessing.normalize(pixels) if self.normalize else pixels
-        return index, tensor, image.size, None
+        return index, pixels, size, None
 
 
-def _collate(records):
+def _collate(normalizing: Preprocessing | None, records):
+    """The readable records as one Batch (normalized by `normalizing` if given: one operation
+    per batch, not per image), and (index, reason) of the others."""
     import torch
 
     good = [r for r in records if r[1] is not None]
     bad = [(r[0], r[3]) for r in records if r[1] is None]
     batch = None
     if good:
-        batch = Batch(indices=[r[0] for r in good], inputs=torch.stack([r[1] for r in good]),
-                      sizes=[r[2] for r in good])
+        inputs = torch.stack([r[1] for r in good])
+        if normalizing is not None:
+            inputs = normalizing.normalize(inputs)
+        batch = Batch(indices=[r[0] for r in good], inputs=inputs, sizes=[r[2] for r in good])
     return batch, bad

@@ -16,7 +16,7 @@ from cnntool.io.writers import atomic_path
 
 def pixels_to_image(pixels: np.ndarray) -> Image.Image:
     """[0, 1] pixels (C, H, W) with C = 1 or 3 -> an 8-bit 'L' or 'RGB' image (rounded)."""
-    return Image.fromarray(_to_uint8(_channels_last(pixels)))
+    return Image.fromarray(to_uint8(_channels_last(pixels)))
 
 
 def save_triptych(path: str | Path, clean: np.ndarray, adversarial: np.ndarray, *,
@@ -94,5 +94,9 @@ def _channels_last(pixels: np.ndarray) -> np.ndarray:
     return pixels[0] if pixels.shape[0] == 1 else np.transpose(pixels, (1, 2, 0))
 
 
-def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+def to_uint8(pixels) -> np.ndarray:
+    """[0, 1] floats -> 0..255 (rounded, clipped). NaN becomes 0 (black): a diverged model's
+    NaN pixels would otherwise be cast to arbitrary bytes (with numpy's "invalid value
+    encountered in cast" warning on stderr)."""
+    pixels = np.nan_to_num(np.asarray(pixels, dtype=np.float32), nan=0.0)
     return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cnntool.io.figures import to_uint8
 from cnntool.io.writers import save_image
 
 _GAP = 2
@@ -54,8 +55,7 @@ def to_image(tile) -> Image.Image:
     """A tile: a PIL image, or [0, 1] floats (H, W) gray or (H, W, 3) RGB."""
     if isinstance(tile, Image.Image):
         return tile.convert("RGB")
-    array = np.clip(np.rint(np.asarray(tile, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
-    return Image.fromarray(array).convert("RGB")
+    return Image.fromarray(to_uint8(tile)).convert("RGB")
 
 
 def grid(tiles: Sequence, labels: Sequence[str] | None = None, *, columns: int | None = None,

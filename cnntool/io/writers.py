@@ -12,9 +12,10 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Mapping, Sequence
+
+from cnntool.io.scratch import scratch_file
 
 FORMATS = ("jsonl", "csv", "table")
 
@@ -24,7 +25,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    # the name carries our PID and host, so that a run killed here leaves a file that the next
+    # one can recognize as stale (io.scratch.clean_stale)
+    handle, temp = scratch_file(path.parent, path.name, ".part")
     os.close(handle)
     os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:

@@ -19,7 +19,6 @@ scanning, so that a caller can name the images instead of failing later in t-SNE
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -56,9 +55,9 @@ class FeatureSpool:
     """
 
     def __init__(self, folder: str | Path | None = None):
-        handle, name = tempfile.mkstemp(prefix=".cnntool-features.", suffix=".f32",
-                                        dir=str(folder) if folder is not None else None)
-        self.path = Path(name)
+        from cnntool.io.scratch import FEATURES_STEM, scratch_file  # a name a later run can clean
+
+        handle, self.path = scratch_file(folder, FEATURES_STEM, ".f32")
         self._file = os.fdopen(handle, "wb")
         self.indices: list[int] = []  # dataset index of each row, in the order written
         self.width: int | None = None

@@ -46,7 +46,9 @@ def full_resolution(preprocessing: Preprocessing, original: Image.Image, clean: 
     upsampled = upsampled[0].permute(1, 2, 0).numpy()
     y0, x0, y1, x1 = max(top, 0), max(left, 0), min(bottom, height), min(right, width)
     photo[y0:y1, x0:x1] += upsampled[y0 - top:y1 - top, x0 - left:x1 - left]
-    array = (np.clip(photo, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    # NaN (a diverged model's perturbation) becomes 0 here, not an arbitrary byte and a numpy
+    # "invalid value encountered in cast" warning
+    array = (np.clip(np.nan_to_num(photo, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
 
 

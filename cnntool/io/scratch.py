@@ -1,0 +1,141 @@
+"""Scratch files named after the process that owns them, and the cleanup of leftovers.
+
+Outputs are written to a temporary file beside them and renamed into place (writers.atomic_path);
+features spool their rows to a scratch file. A run killed with SIGKILL (or by the OOM killer, or
+a power cut) cannot remove those. Their names say who made them:
+
+    .{stem}.{pid}@{host}.{random}{suffix}        e.g. .features.npz.4711@gpu01.k2j3h4x_.part
+
+so a later run in the same folder can tell a leftover (its process is gone from this host) from
+a file that another live run is still writing. `clean_stale(folder)` removes the leftovers, and
+anything of ours older than a day (a run on another host sharing the folder, a recycled PID),
+and says what it removed, for the command to name in a warning.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCRATCH_SUFFIXES = (".part", ".f32")
+MAX_AGE = 24 * 3600.0  # seconds after which any scratch file of ours is stale
+FEATURES_STEM = "cnntool-features"
+
+# mkstemp's random part: 8 characters of [a-z0-9_]
+_RANDOM = r"[a-z0-9_]{8}"
+_OWNED = re.compile(rf"^\.(?P<stem>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.{_RANDOM}(?P<suffix>\.part|\.f32)$")
+# names from before scratch files carried their owner: removed by age only
+_UNOWNED = re.compile(rf"^\.(?:.+\.{_RANDOM}\.part|{FEATURES_STEM}\.{_RANDOM}\.f32)$")
+
+
+def host_name() -> str:
+    """This machine's name as scratch names carry it: letters, digits and '-' only."""
+    name = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()).strip("-")
+    return name[:40] or "localhost"
+
+
+def scratch_file(folder: str | Path | None, stem: str, suffix: str) -> tuple[int, Path]:
+    """Create an empty scratch file (mode 0600) in `folder` (None: the system's temp folder)
+    whose name carries this process's PID and host; return its open descriptor and path."""
+    if suffix not in SCRATCH_SUFFIXES:
+        raise ValueError(f"scratch files end in {' or '.join(SCRATCH_SUFFIXES)}, not {suffix}")
+    handle, name = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}@{host_name()}.", suffix=suffix,
+                                    dir=None if folder is None else str(folder))
+    return handle, Path(name)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that made a scratch file: its PID on `host`."""
+
+    pid: int
+    host: str
+
+
+def scratch_owner(name: str) -> Owner | None:
+    """Who made the scratch file called `name`; None for an older name without an owner (or a
+    name that is not one of ours)."""
+    match = _OWNED.match(name)
+    return Owner(int(match["pid"]), match["host"]) if match else None
+
+
+def is_scratch_name(name: str) -> bool:
+    return bool(_OWNED.match(name) or _UNOWNED.match(name))
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A stale scratch file that `clean_stale` removed: where, how large, and why it was stale."""
+
+    path: Path
+    size: int
+    reason: str  # "process 4711 is gone" or "older than a day"
+
+
+def clean_stale(folder: str | Path, *, max_age: float = MAX_AGE, now: float | None = None,
+                recursive: bool = False) -> list[Removed]:
+    """Remove the scratch files in `folder` that no live run owns: those whose owner PID no
+    longer runs on this host, and any older than `max_age` seconds. Files of live processes,
+    other people's files and links are left alone; so is a folder that does not exist.
+    Returns what was removed, in path order."""
+    now = time.time() if now is None else now
+    removed: list[Removed] = []
+    folders = [Path(folder)]
+    while folders:
+        current = folders.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:  # missing, not a folder, unreadable: nothing of ours to clean
+            continue
+        for entry in entries:
+            if recursive and entry.is_dir(follow_symlinks=False):
+                folders.append(Path(entry.path))
+                continue
+            if not entry.name.startswith(".") or not is_scratch_name(entry.name):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            reason = _stale(entry.name, info.st_mtime, now, max_age)
+            if reason is None:
+                continue
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:  # another run cleaned it first
+                continue
+            except OSError:  # not ours to remove (permissions): leave it
+                continue
+            removed.append(Removed(Path(entry.path), info.st_size, reason))
+    return sorted(removed, key=lambda item: item.path)
+
+
+def _stale(name: str, mtime: float, now: float, max_age: float) -> str | None:
+    owner = scratch_owner(name)
+    if owner is not None and owner.host == host_name() and not process_alive(owner.pid):
+        return f"process {owner.pid} is gone"
+    if now - mtime > max_age:
+        return "older than a day" if max_age == MAX_AGE else f"older than {max_age:g} s"
+    return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this PID runs on this machine (signal 0 tests, sends nothing)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    except OSError:
+        return True
+    return True
