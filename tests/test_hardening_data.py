@@ -453,3 +453,24 @@ def test_cuda_batches_come_pinned_and_copy_without_blocking(tmp_path):
         on_gpu = torch.cat([b.inputs.to("cuda", non_blocking=True) for b in batches])
         plain = torch.cat([b.inputs for b in BatchStream(dataset, RGB_224, batch_size=2)])
         assert torch.equal(on_gpu.cpu(), plain)
+
+
+def test_a_fork_during_an_open_leaves_the_child_a_free_lock_and_pillows_limit(tmp_path):
+    """DataLoader workers are forked; if another thread is inside an open at that moment, the
+    child must not inherit a held lock (its first image would wait forever) nor Pillow's check
+    switched off."""
+    from cnntool.core import images
+
+    path = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(path)
+    limit = Image.MAX_IMAGE_PIXELS
+    with images.opened_image(path) as image:  # this thread is inside an open
+        assert Image.MAX_IMAGE_PIXELS is None and image.size == (8, 8)
+        child = os.fork()
+        if child == 0:  # the child: it can open images, and Pillow's limit is back
+            signal.alarm(30)  # a deadlocked child dies instead of hanging the test run
+            ok = images.load_image(path).size == (8, 8) and Image.MAX_IMAGE_PIXELS == limit
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert Image.MAX_IMAGE_PIXELS == limit

@@ -281,7 +281,7 @@ class BatchStream:
             and torch.cuda.is_available()
 
     def __iter__(self) -> Iterator[Batch]:
-        self.skipped = []
+        del self.skipped[:]  # in place: a reference taken before the pass sees this pass's
         for good, bad in self._data_loader():
             self.skipped.extend((self.dataset.paths[index], reason) for index, reason in bad)
             if good is not None:

@@ -42,6 +42,21 @@ _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFE
 # for the duration of one open-and-decode (and apply ours, with the caller's limit), under a
 # lock so that two of our threads never race on the global, and put the value back after.
 _PILLOW_LIMIT_LOCK = threading.Lock()
+_switched_off: list = []  # Pillow's limit while our open has it switched off
+
+
+def _after_fork_in_child() -> None:
+    """A process forked (DataLoader workers) while another thread was inside an open would
+    inherit a held lock and Pillow's check switched off: give the child a fresh lock and the
+    real limit back."""
+    global _PILLOW_LIMIT_LOCK
+    _PILLOW_LIMIT_LOCK = threading.Lock()
+    if _switched_off:
+        Image.MAX_IMAGE_PIXELS = _switched_off.pop()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 # A JPEG is decoded at a reduced DCT scale only down to twice the resized size, so that the
 # resize filter still does real antialiasing: on the sample photos (upscaled 2.5-8× and saved
 # at quality 90) that keeps the model input within 0.3 gray levels on average (at most 9) of a
@@ -143,6 +158,7 @@ def opened_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Im
     with _regular_file(path) as handle, _PILLOW_LIMIT_LOCK:
         pillow_limit = Image.MAX_IMAGE_PIXELS
         limit = pillow_limit if max_pixels is None else max_pixels
+        _switched_off.append(pillow_limit)
         Image.MAX_IMAGE_PIXELS = None
         try:
             with Image.open(handle) as image:
@@ -154,6 +170,7 @@ def opened_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Im
             raise DataError(f"cannot read image {path}: {_reason(exc)}") from None
         finally:
             Image.MAX_IMAGE_PIXELS = pillow_limit
+            _switched_off.clear()
 
 
 def _check_size(path: Path, size: tuple[int, int], limit: int | None) -> None:
