@@ -1,4 +1,4 @@
-"""Image grids: tiles in rows with a thin gap and a label under each, colormaps.
+"""Image grids: tiles in rows with a thin gap and a label under each, colormaps, transparency.
 
 PIL only; a matplotlib colormap is used when matplotlib is installed (else gray). Tiles are
 upscaled with nearest neighbour so that a 3x3 kernel stays visibly 3x3.
@@ -60,36 +60,75 @@ def to_image(tile) -> Image.Image:
 
 def grid(tiles: Sequence, labels: Sequence[str] | None = None, *, columns: int | None = None,
          tile_size: int | None = None, title: str | None = None) -> Image.Image:
-    """Tiles in a grid (square-ish by default), each scaled to `tile_size` px on its longer side
-    (nearest neighbour; default: the largest tile's size), a label under each."""
+    """Tiles in a grid, each scaled to `tile_size` px on its longer side (nearest neighbour;
+    default: the largest tile's size) in cells as wide and tall as the largest scaled tile
+    (square tiles: square cells), a label under each, cut with '…' to the cell's width.
+    Default columns: a grid about as wide as tall."""
     images = [to_image(t) for t in tiles]
     if not images:
         raise ValueError("a grid needs at least one tile")
-    columns = columns or math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / columns)
     size = tile_size or max(max(im.size) for im in images)
+    shown = [_scaled(image, size) for image in images]
+    cell_w, cell_h = max(im.width for im in shown), max(im.height for im in shown)
+    columns = columns or max(1, math.ceil(math.sqrt(len(images) * cell_h / cell_w) - 1e-9))
+    rows = math.ceil(len(images) / columns)
     label_h = _LABEL_HEIGHT if labels else 0
     title_h = _LABEL_HEIGHT + 4 if title else 0
-    width = columns * (size + _GAP) + _GAP
+    width = columns * (cell_w + _GAP) + _GAP
     font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     if title:  # never clip the title
-        width = max(width, int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=font)) + 2 * _GAP)
-    height = title_h + rows * (size + label_h + _GAP) + _GAP
+        width = max(width, int(measure.textlength(title, font=font)) + 2 * _GAP)
+    height = title_h + rows * (cell_h + label_h + _GAP) + _GAP
     canvas = Image.new("RGB", (width, height), _BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((_GAP, 2), title, fill=(0, 0, 0), font=font)
-    for n, image in enumerate(images):
+    for n, image in enumerate(shown):
         row, column = divmod(n, columns)
-        scale = size / max(image.size)
-        shown = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.NEAREST)
-        x = _GAP + column * (size + _GAP)
-        y = title_h + _GAP + row * (size + label_h + _GAP)
-        canvas.paste(shown, (x + (size - shown.width) // 2, y + (size - shown.height) // 2))
+        x = _GAP + column * (cell_w + _GAP)
+        y = title_h + _GAP + row * (cell_h + label_h + _GAP)
+        canvas.paste(image, (x + (cell_w - image.width) // 2, y + (cell_h - image.height) // 2))
         if labels:
-            draw.text((x, y + size), str(labels[n])[: max(1, size // 6)], fill=(0, 0, 0), font=font)
+            text = _fitted(str(labels[n]), cell_w, measure, font)
+            draw.text((x, y + cell_h), text, fill=(0, 0, 0), font=font)
     return canvas
+
+
+def _scaled(image: Image.Image, size: int) -> Image.Image:
+    scale = size / max(image.size)
+    if scale == 1:
+        return image
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                        Image.Resampling.NEAREST)
+
+
+def _fitted(text: str, width: int, measure: ImageDraw.ImageDraw, font) -> str:
+    """`text`, cut with '…' so that it fits in `width` px (at least one character)."""
+    if measure.textlength(text, font=font) <= width:
+        return text
+    while len(text) > 1 and measure.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def over_checkerboard(image: Image.Image, alpha: np.ndarray, square: int = 8) -> Image.Image:
+    """`image` with `alpha` (H×W in [0, 1]) as its opacity over a light checkerboard, the way
+    MACO shows its transparency maps: where alpha is 0 only the board shows."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    board = np.where(((yy // square) + (xx // square)) % 2 == 0, 235.0, 190.0)[..., None]
+    a = np.clip(np.asarray(alpha, dtype=np.float32), 0, 1)[..., None]
+    return Image.fromarray(np.rint(a * rgb + (1 - a) * board).astype(np.uint8))
+
+
+def quantile_scale(array: np.ndarray, quantile: float = 0.99) -> np.ndarray:
+    """Non-negative values -> [0, 1], with the `quantile` (and all above it) at 1: a few
+    extreme values do not turn the rest dark (importance maps)."""
+    top = float(np.quantile(array, quantile))
+    return np.zeros_like(array, dtype=np.float32) if top <= 0 else \
+        np.clip(array / top, 0, 1).astype(np.float32)
 
 
 def side_by_side(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:

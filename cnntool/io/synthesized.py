@@ -1,0 +1,93 @@
+"""The files of `visualize maximize`: each unit's image, its transparency map, and a labelled grid.
+
+For OUTPUT `out.png` and unit N:
+- `out_unitN.png`: the synthesized image, 8-bit, exactly what a judge is shown;
+- `out_unitN_importance.png`: the image with its importance (MACO's transparency map, scaled
+  so that its 99th percentile is opaque) as alpha over a checkerboard, and
+  `out_unitN_importance.npy`: the raw map (float32 H×W, |∂objective/∂pixel| summed over the
+  steps and channels);
+- `out.png`: a grid with a label under each tile; a tile is the image, [photo | image] for an
+  accentuation, and the importance view beside them when there is one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from cnntool.io.grids import grid, over_checkerboard, quantile_scale, side_by_side
+from cnntool.io.writers import open_output, save_image
+
+SMALLEST_TILE = 84  # px: a 28-px digit is shown 3x in the grid (the unit PNGs stay 28 px)
+
+
+@dataclass(frozen=True)
+class UnitPicture:
+    """One unit's picture: `image` (as saved), its label, the `importance` map (H×W) if any, and
+    the `start` photo of an accentuation."""
+
+    unit: int
+    image: Image.Image
+    label: str
+    importance: np.ndarray | None = None
+    start: Image.Image | None = None
+
+
+def importance_view(image: Image.Image, importance: np.ndarray) -> Image.Image:
+    """The image with its importance as opacity over a checkerboard."""
+    return over_checkerboard(image, quantile_scale(importance))
+
+
+def save_pictures(output: str | Path, pictures: Sequence[UnitPicture]) -> list[Path]:
+    """Write the unit files and the grid (see the module's docstring); the paths written."""
+    out = Path(output)
+    suffix = out.suffix or ".png"
+    written, tiles = [], []
+    for picture in pictures:
+        stem = out.with_name(f"{out.stem}_unit{picture.unit}")
+        save_image(picture.image, stem.with_suffix(suffix))
+        written.append(stem.with_suffix(suffix))
+        panels = ([picture.start] if picture.start is not None else []) + [picture.image]
+        if picture.importance is not None:
+            view = importance_view(picture.image, picture.importance)
+            importance_png = stem.with_name(stem.name + "_importance").with_suffix(suffix)
+            importance_npy = stem.with_name(stem.name + "_importance.npy")
+            save_image(view, importance_png)
+            with open_output(importance_npy, "wb") as handle:
+                np.save(handle, picture.importance.astype(np.float32))
+            written += [importance_png, importance_npy]
+            panels.append(view)
+        tiles.append(side_by_side([_enlarged(p) for p in panels], gap=2))
+    save_image(grid(tiles, [p.label for p in pictures]), out)
+    return [out] + written
+
+
+def _enlarged(image: Image.Image) -> Image.Image:
+    """Small images scaled up by a whole factor (nearest) to at least SMALLEST_TILE px tall."""
+    factor = -(-SMALLEST_TILE // image.height)
+    if factor <= 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def tile_label(record: dict) -> str:
+    """A grid label from a unit's record: the class name or layer:unit, and the judge's rank
+    or the value relative to the data's best."""
+    name = record.get("name") or (f"{record['layer']}:{record['unit']}" if "layer" in record
+                                  else str(record["unit"]))
+    if "judge_rank" in record:
+        return f"{name} · judge #{record['judge_rank']}"
+    if record.get("relative") is not None:
+        return f"{name} · {record['relative']:.2f}× data"
+    return name
+
+
+def pictures(images: Sequence[Image.Image], records: Sequence[dict],
+             importance: Sequence[np.ndarray | None], start: Image.Image | None = None
+             ) -> list[UnitPicture]:
+    """The UnitPictures of a run: one per image with its record's label."""
+    return [UnitPicture(record["unit"], image, tile_label(record), imp, start)
+            for image, record, imp in zip(images, records, importance)]

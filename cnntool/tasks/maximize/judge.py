@@ -1,0 +1,103 @@
+"""Is the synthesized image what it claims to be? A second model's verdict, and the data's best.
+
+MACO's transferability (Fel et al. 2023): an image made for class c is judged by an
+independently trained model, which sees the saved 8-bit PNG through its own preprocessing, as
+`cnntool predict JUDGE image.png` would; the record carries the rank of c among the judge's
+classes (1 = its top class) and its probability. For a unit there is no second model: its value
+on the image is compared with its best value over real images (`objective_values` over DATA).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+from torch import nn
+
+from cnntool.core.preprocessing import Preprocessing
+from cnntool.errors import CnnToolError
+
+# Each built-in model's judge: another network trained on the same classes.
+DEFAULT_JUDGES = {
+    "efficientnet_lite0": "efficientnet_lite2",
+    "efficientnet_lite1": "efficientnet_lite2",
+    "efficientnet_lite2": "efficientnet_lite1",
+    "lenet5-mnist": "lenet5-mnist-adv",
+    "lenet5-mnist-adv": "lenet5-mnist",
+}
+
+
+def default_judge(model_name: str) -> str | None:
+    """The judge of a built-in model, None for others (name one with --judge)."""
+    return DEFAULT_JUDGES.get(model_name)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judge's view of one image made for class `target`: the target's `rank` among all
+    classes (1 = the judge's top class) and `probability` (softmax), the judge's own top
+    class and its probability."""
+
+    judge: str
+    target: int
+    rank: int
+    probability: float
+    top: int
+    top_probability: float
+
+    def to_record(self, class_name=None) -> dict:
+        record = {"judge": self.judge, "judge_rank": self.rank,
+                  "judge_probability": round(self.probability, 6)}
+        if class_name is not None:
+            record["judge_top"] = class_name(self.top)
+        return record
+
+
+@torch.no_grad()
+def judge_images(judge: nn.Module, preprocessing: Preprocessing, images: Sequence[Image.Image],
+                 targets: Sequence[int], name: str) -> list[Verdict]:
+    """The judge's verdict on each saved image (PIL, as written) for its target class."""
+    device = next(judge.parameters()).device
+    batch = torch.stack([preprocessing(image) for image in images]).to(device)
+    was_training = judge.training
+    judge.eval()
+    try:
+        logits = judge(batch)
+    finally:
+        judge.train(was_training)
+    logits = (logits[0] if isinstance(logits, (tuple, list)) else logits).float()
+    if max(targets) >= logits.shape[1]:
+        raise CnnToolError(f"the judge {name} has {logits.shape[1]} classes; class "
+                           f"{max(targets)} is not one of them")
+    probabilities = torch.softmax(logits, dim=1)
+    verdicts = []
+    for row, target in enumerate(targets):
+        score = logits[row, target]
+        rank = 1 + int((logits[row] > score).sum())
+        top = int(logits[row].argmax())
+        verdicts.append(Verdict(name, int(target), rank, float(probabilities[row, target]), top,
+                                float(probabilities[row, top])))
+    return verdicts
+
+
+def unit_records(results: Sequence, goal, config, class_name: Callable[[int], str | None],
+                 verdicts: Sequence[Verdict] = (),
+                 best_on_data: torch.Tensor | None = None) -> list[dict]:
+    """One record per synthesized image: the objective's value, the class name, the settings,
+    and the judge's verdict (classes) or the unit's best value over real data and the image's
+    value relative to it (units; above 1: the image excites the unit more than any data image)."""
+    records = []
+    for k, result in enumerate(results):
+        record = result.to_record(goal)
+        if goal.kind == "class":
+            record["name"] = class_name(result.unit)
+        record.update(steps=config.steps, param=config.param)
+        if k < len(verdicts):
+            record.update(verdicts[k].to_record(lambda c: class_name(c) or str(c)))
+        if best_on_data is not None:
+            best = float(best_on_data[k])
+            record.update(best_on_data=round(best, 6),
+                          relative=round(result.value / best, 4) if best > 0 else None)
+        records.append(record)
+    return records
