@@ -345,6 +345,13 @@ def test_bf16_on_the_cpu_is_close_and_says_so():
     assert model._fc.weight.dtype == torch.float32
 
 
+def _tf32_switches():
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return torch.backends.cuda.matmul.fp32_precision, conv.fp32_precision
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("precision,rel", [("fp32", 1e-4), ("tf32", 2e-2), ("bf16", 0.1), ("fp16", 2e-2)])
 def test_cuda_precisions(precision, rel):
@@ -352,11 +359,11 @@ def test_cuda_precisions(precision, rel):
     x = _batch((3, 96, 96), n=8)
     with torch.no_grad():
         naive = model(x)  # on the CPU: the reference
-    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    before = _tf32_switches()
     with prepare_for_scan(model, "cuda", precision=precision, example_input_shape=(3, 96, 96)) as prepared:
         assert next(model.parameters()).is_cuda
         with prepared.forward():
             logits = prepared(prepared.inputs(x))
-    assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == before
+    assert _tf32_switches() == before
     assert not next(model.parameters()).is_cuda
     _close(logits, naive, rel=rel)

@@ -100,12 +100,28 @@ def precision_plan(precision: str, device: torch.device) -> PrecisionPlan:
 def _cuda_fp32_precision(value: str) -> Iterator[None]:
     """cuBLAS and cuDNN float32 precision ("ieee" or "tf32") for the block, then as before.
 
-    Only the per-backend switches are touched (mixing them with the legacy allow_tf32 flags
-    makes torch refuse to report the matmul precision)."""
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    Only the per-backend switches are touched where torch has them (mixing them with the
+    legacy allow_tf32 flags makes torch refuse to report the matmul precision); an older
+    torch gets the legacy flags."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is None or not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        with _legacy_tf32(value == "tf32"):
+            yield
+        return
+    matmul = torch.backends.cuda.matmul
     before = (matmul.fp32_precision, conv.fp32_precision)
     matmul.fp32_precision, conv.fp32_precision = value, value
     try:
         yield
     finally:
         matmul.fp32_precision, conv.fp32_precision = before
+
+
+@contextlib.contextmanager
+def _legacy_tf32(allow: bool) -> Iterator[None]:
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
