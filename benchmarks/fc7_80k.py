@@ -59,6 +59,9 @@ def _photo_sources() -> list[str]:
     return photos()
 
 
+_DECODED: dict = {}  # per process: sample photo path -> decoded RGB image
+
+
 def _synthesize_one(job: tuple[int, str, str, str]) -> None:
     """One 640×480 JPEG: a random 4:3-ish crop (25–100% of the photo's area) of `source`,
     flipped half the time, exposure ×0.8–1.2; seeded by its index, so reruns are identical."""
@@ -66,19 +69,21 @@ def _synthesize_one(job: tuple[int, str, str, str]) -> None:
 
     index, source, folder, name = job
     rng = random.Random(index)
-    with Image.open(source) as image:
-        image = image.convert("RGB")
-        width, height = image.size
-        area = width * height * rng.uniform(0.25, 1.0)
-        aspect = (4 / 3) * rng.uniform(0.8, 1.25)
-        crop_w = min(width, max(16, round(math.sqrt(area * aspect))))
-        crop_h = min(height, max(16, round(math.sqrt(area / aspect))))
-        left, top = rng.randint(0, width - crop_w), rng.randint(0, height - crop_h)
-        image = image.crop((left, top, left + crop_w, top + crop_h)).resize(SIZE, Image.BILINEAR)
-        if rng.random() < 0.5:
-            image = ImageOps.mirror(image)
-        image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.8, 1.2))
-        image.save(os.path.join(folder, name), quality=90)
+    if source not in _DECODED:  # each process decodes each sample photo once
+        with Image.open(source) as opened:
+            _DECODED[source] = opened.convert("RGB")
+    image = _DECODED[source]
+    width, height = image.size
+    area = width * height * rng.uniform(0.25, 1.0)
+    aspect = (4 / 3) * rng.uniform(0.8, 1.25)
+    crop_w = min(width, max(16, round(math.sqrt(area * aspect))))
+    crop_h = min(height, max(16, round(math.sqrt(area / aspect))))
+    left, top = rng.randint(0, width - crop_w), rng.randint(0, height - crop_h)
+    image = image.crop((left, top, left + crop_w, top + crop_h)).resize(SIZE, Image.BILINEAR)
+    if rng.random() < 0.5:
+        image = ImageOps.mirror(image)
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.8, 1.2))
+    image.save(os.path.join(folder, name), quality=90)
 
 
 def synthesize(folder: Path, n: int, workers: int) -> float:
