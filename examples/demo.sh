@@ -95,5 +95,8 @@ echo "== diagnose: the built-in LeNet-5 and a deliberately broken copy (examples
 cnntool diagnose lenet5-mnist mnist-5k --limit 1000 --batch-size 250 -o "$out/diagnose_lenet5" > "$out/diagnose_lenet5.jsonl"
 cnntool diagnose examples/broken_lenet.py:broken_lenet5 --trust-code mnist-5k --limit 1000 --batch-size 250 -o "$out/diagnose_broken" > "$out/diagnose_broken.jsonl"
 
+echo "== your own model: a CIFAR-style net trained here for seconds, through every command -> $out/own_model/" >&2
+bash "$(dirname "$0")/own_model/run_all.sh" "$out/own_model"
+
 echo "== done: outputs in $out/" >&2
 ls -l "$out" >&2

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import (data_options, format_option, load_cli_model,
-                                  model_options, output_options)
+from cnntool.cli.options import data_options, format_option, given, model_options, output_options
+from cnntool.cli.output import Column, percent, show_table, write_records
 
 RECORD_COLUMNS = ["path", "eps", "label", "label_source", "target", "clean_pred", "clean_name",
                   "clean_conf", "adv_pred", "adv_name", "adv_conf", "success", "linf", "l2",
@@ -31,6 +31,8 @@ class EpsList(click.ParamType):
             # Fraction parses both '0.007' and '8/255'; float() of it is the nearest double,
             # the same number Python gives for the literal 8/255.
             values = tuple(float(Fraction(part.strip())) for part in str(value).split(","))
+        except OverflowError:
+            self.fail(f"'{value}' is too large a number", param, ctx)
         except (ValueError, ZeroDivisionError):
             self.fail(f"'{value}' is not a number like 0.007 or 8/255, or a comma list of them",
                       param, ctx)
@@ -153,135 +155,120 @@ def _single(values: tuple[float, ...] | None) -> float | None:
     return None if values is None else values[0]
 
 
-def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, full_res, fmt, arch,
-         weights, trust_code, device, batch_size, workers, seed=None) -> None:
-    from cnntool.core.data import BatchStream, open_data
-    from cnntool.errors import DataError
+def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, full_res, fmt,
+         model_request, scan, seed=None) -> None:
+    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.errors import CnnToolError
     from cnntool.io.writers import RecordWriter
-    from cnntool.tasks.attack import AttackTally, attack_dataset, check_eps, resolve_target
+    from cnntool.tasks.attack import AttackTally, attack_batch, check_eps, resolve_target
+    from cnntool.tasks.predict import label_mapper
 
-    for value in eps:  # before the (slow) model loading
-        check_eps(value, norm)
-    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
-    if seed is not None:  # the random start is drawn on the model's device
-        import functools
-
-        import torch
-
-        attack = functools.partial(attack, generator=torch.Generator(loaded.device).manual_seed(seed))
-    chosen_target = resolve_target(target, loaded.class_names) if target is not None else None
-    dataset = open_data(data)
-    stream = BatchStream(dataset, loaded.preprocessing, batch_size=batch_size, workers=workers,
-                         normalize=False)
+    for value in eps:  # before the (slow) model loading: a usage error (exit 2)
+        try:
+            check_eps(value, norm)
+        except CnnToolError as exc:
+            raise click.BadParameter(str(exc), param_hint="--eps") from None
     sweep = len(eps) > 1
-    writer = RecordWriter(sys.stdout, fmt, RECORD_COLUMNS) if fmt != "table" and not sweep else None
-    rows, tally = [], AttackTally(eps)
     if full_res and (out is None or sweep):
-        console.warn("--full-res needs -o DIR and a single ε; no full-resolution images written")
-    saver = _Saver(out, loaded, triptychs, dataset if full_res else None) \
-        if out is not None and not sweep else None
-    with console.progress(f"{method} {loaded.name}", total=len(dataset) * len(eps)) as advance:
-        for outcomes in attack_dataset(loaded, stream, attack, eps, chosen_target):
-            extras = saver.save(outcomes) if saver else [{}] * len(outcomes)
-            for outcome, extra in zip(outcomes, extras):
-                tally.add(outcome, extra.get("success_after_save"))
-                record = {**outcome.to_record(), **extra}
-                if writer:
-                    writer.write(record)
-                elif not sweep:
-                    rows.append(record)
-            advance(len(outcomes))
-        advance(len(stream.skipped) * len(eps))
-    if len(stream.skipped) == len(dataset):
-        raise DataError(f"none of the {len(dataset)} images in {data} could be read")
+        raise click.UsageError("--full-res needs -o DIR and a single ε")
+    if given("triptychs") and (out is None or sweep):
+        raise click.UsageError("--triptychs needs -o DIR and a single ε")
+    with dataset_scan(model, model_request, data, scan) as session:
+        loaded, dataset = session.model, session.dataset
+        if seed is not None:  # the random start is drawn on the model's device, per rank
+            import functools
+
+            import torch
+
+            generator = torch.Generator(loaded.device).manual_seed(seed + session.shard.rank)
+            attack = functools.partial(attack, generator=generator)
+        chosen_target = resolve_target(target, loaded.class_names) if target is not None else None
+        streaming = not session.shard.distributed  # else rank 0 writes the gathered records
+        writer = RecordWriter(sys.stdout, fmt, RECORD_COLUMNS) \
+            if fmt != "table" and not sweep and streaming else None
+        files = _Files(out, loaded, triptychs, full_res, dataset) if out is not None and not sweep else None
+        to_class = label_mapper(dataset, loaded.class_names)
+        rows, tally = [], AttackTally(eps)
+        for batch in session.batches(f"{method} {loaded.name}", normalize=False):
+            for outcomes in attack_batch(loaded, dataset, batch, attack, eps, chosen_target, to_class):
+                extras = files.save(outcomes) if files else [{}] * len(outcomes)
+                for outcome, extra in zip(outcomes, extras):
+                    tally.add(outcome, extra.get("success_after_save"))
+                    record = {**outcome.to_record(), **extra}
+                    if writer:
+                        writer.write(record)
+                    elif not sweep:
+                        rows.append((outcome.index, record))
+        parts = session.gather((tally, rows, files.counts() if files else None))
+        finish(session)
+        if not session.is_main:
+            return
+    tally = AttackTally(eps)
+    for part in parts:  # every rank's counts (one process: its own)
+        tally.merge(part[0])
+    rows = [record for _, record in sorted((row for part in parts for row in part[1]),
+                                           key=lambda row: row[0])]
+    if not streaming and fmt != "table" and not sweep:
+        RecordWriter(sys.stdout, fmt, RECORD_COLUMNS).write_all(rows)
     summaries = tally.summaries()
     if sweep:
         _report_sweep(method, norm, loaded.name, dataset.name, summaries, fmt, out)
-    else:
-        if fmt == "table":
-            _image_table(rows)
-        console.info(_summary_line(method, norm, summaries[0], chosen_target is not None))
-        if saver:
-            console.info(f"adversarial PNGs in {saver.folder}" +
-                         (f", triptychs in {saver.triptych_folder}" if saver.triptych_count else ""))
-        if saver and saver.dataset is not None:
-            console.info(f"full resolution ({saver.full_res_folder}): {saver.full_res_successes} of "
-                         f"{saver.full_res_count} still succeed after the model's resize and crop")
-    if stream.skipped:
-        console.warn(f"skipped {len(stream.skipped)} unreadable image(s), e.g. {stream.skipped[0][1]}")
+        return
+    if fmt == "table":
+        _image_table(rows)
+    console.info(_summary_line(method, norm, summaries[0], chosen_target is not None))
+    if files:
+        counts = [part[2] for part in parts]
+        console.info(f"adversarial PNGs in {files.files.folder}" +
+                     (f", triptychs in {files.files.triptych_folder}"
+                      if any(c["triptychs"] for c in counts) else ""))
+        if full_res:
+            console.info(f"full resolution ({files.files.full_res_folder}): "
+                         f"{sum(c['full_res_successes'] for c in counts)} of "
+                         f"{sum(c['full_res'] for c in counts)} still succeed after the model's "
+                         "resize and crop")
 
 
-class _Saver:
-    """Writes each adversarial image as an 8-bit PNG, reads the file back and re-classifies it
-    (does the attack survive quantization?), and draws triptychs for the first images."""
+class _Files:
+    """With -o: each adversarial image saved as an 8-bit PNG, read back and re-classified (does
+    the attack survive quantization?); with --full-res also carried onto the original photo."""
 
-    def __init__(self, out: Path, loaded, triptychs: int, dataset=None):
-        self.loaded, self.triptychs_left, self.triptych_count = loaded, triptychs, 0
-        self.folder, self.triptych_folder = out / "adversarial", out / "triptych"
-        # with --full-res: the originals come from the dataset again
-        self.dataset, self.full_res_folder = dataset, out / "full_res"
+    def __init__(self, out, loaded, triptychs: int, full_res: bool, dataset):
+        from cnntool.io.adversarial import AdversarialFiles
+
+        self.files, self.loaded, self.full_res, self.dataset = \
+            AdversarialFiles(out, triptychs), loaded, full_res, dataset
         self.full_res_count = self.full_res_successes = 0
 
     def save(self, outcomes) -> list[dict]:
-        from cnntool.core.images import load_image
-        from cnntool.io.figures import pixels_to_image
-        from cnntool.io.writers import save_image
-        from cnntool.tasks.attack import reclassify_saved, succeeded
+        from cnntool.tasks.attack import classify_images, succeeded
 
-        files = []
-        for outcome in outcomes:
-            file = self.folder / f"{outcome.index:05d}_{Path(outcome.path).stem}.png"
-            save_image(pixels_to_image(outcome.adversarial.cpu().numpy()), file)
-            files.append(file)
-            if self.triptychs_left:
-                self._triptych(outcome)
-        predictions = reclassify_saved(self.loaded, [load_image(file) for file in files])
+        saved = self.files.save(outcomes)
+        predictions = classify_images(self.loaded, [image for _, image in saved], preprocess=False)
         records = [{"file": str(file), "success_after_save": succeeded(pred, o.label, o.target)}
-                   for file, pred, o in zip(files, predictions, outcomes)]
-        if self.dataset is not None:
+                   for (file, _), pred, o in zip(saved, predictions, outcomes)]
+        if self.full_res:
             for record, extra in zip(records, self._full_res(outcomes)):
                 record.update(extra)
         return records
 
     def _full_res(self, outcomes) -> list[dict]:
-        """Save each perturbation carried onto the original photo; re-classify the files."""
-        from cnntool.core.images import load_image
-        from cnntool.io.writers import save_image
-        from cnntool.tasks.attack import succeeded
-        from cnntool.tasks.attack.full_res import classify_images, full_resolution
+        from cnntool.tasks.attack import classify_images, succeeded
+        from cnntool.tasks.attack.full_res import full_resolution
 
-        files = []
-        for outcome in outcomes:
-            original = self.dataset.load(outcome.index)
-            file = self.full_res_folder / f"{outcome.index:05d}_{Path(outcome.path).stem}.png"
-            save_image(full_resolution(self.loaded.preprocessing, original, outcome.clean,
-                                       outcome.adversarial), file)
-            files.append(file)
-        predictions = classify_images(self.loaded, [load_image(file) for file in files])
+        photos = [full_resolution(self.loaded.preprocessing, self.dataset.load(o.index), o.clean,
+                                  o.adversarial) for o in outcomes]
+        saved = self.files.save_full_res(outcomes, photos)
+        predictions = classify_images(self.loaded, [image for _, image in saved])
         results = [succeeded(pred, o.label, o.target) for pred, o in zip(predictions, outcomes)]
         self.full_res_count += len(results)
         self.full_res_successes += sum(results)
         return [{"full_res_file": str(file), "full_res_pred": pred, "success_full_res": ok}
-                for file, pred, ok in zip(files, predictions, results)]
+                for (file, _), pred, ok in zip(saved, predictions, results)]
 
-    def _triptych(self, outcome) -> None:
-        from cnntool.io.figures import eps_label, save_triptych
-
-        save_triptych(self.triptych_folder / f"{outcome.index:05d}_{Path(outcome.path).stem}.png",
-                      outcome.clean.cpu().numpy(), outcome.adversarial.cpu().numpy(),
-                      clean_title=f"original: {_class(outcome.clean_name, outcome.clean_pred)}  {outcome.clean_conf:.1%}",
-                      perturbation_title=f"perturbation, ε = {eps_label(outcome.eps)} (amplified)",
-                      adversarial_title=f"adversarial: {_class(outcome.adv_name, outcome.adv_pred)}  {outcome.adv_conf:.1%}")
-        self.triptychs_left -= 1
-        self.triptych_count += 1
-
-
-def _class(name: str | None, index: int) -> str:
-    return name if name is not None else f"class {index}"
-
-
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1%}"
+    def counts(self) -> dict:
+        return {"triptychs": self.files.triptych_count, "full_res": self.full_res_count,
+                "full_res_successes": self.full_res_successes}
 
 
 def _summary_line(method: str, norm: str, summary, targeted: bool) -> str:
@@ -289,8 +276,8 @@ def _summary_line(method: str, norm: str, summary, targeted: bool) -> str:
 
     goal = "classified as the target" if targeted else "misclassified"
     line = (f"{method} ε = {eps_label(summary.eps)} ({norm}) on {summary.images} images "
-            f"({_label_sources(summary)}): accuracy {_percent(summary.clean_accuracy)} → "
-            f"{_percent(summary.adv_accuracy)}; success rate {_percent(summary.success_rate)} "
+            f"({_label_sources(summary)}): accuracy {percent(summary.clean_accuracy)} → "
+            f"{percent(summary.adv_accuracy)}; success rate {percent(summary.success_rate)} "
             f"({summary.successes}/{summary.images} {goal})")
     if summary.saved:
         line += (f"; after saving as 8-bit PNG {summary.successes_after_save}/{summary.saved} "
@@ -309,23 +296,18 @@ def _label_sources(summary) -> str:
 
 
 def _report_sweep(method, norm, model_name, data_name, summaries, fmt, out) -> None:
-    from rich.table import Table
-
     from cnntool.io.figures import eps_label, save_accuracy_plot
-    from cnntool.io.writers import RecordWriter
 
     records = [{"model": model_name, "attack": method, "norm": norm, **s.to_record()} for s in summaries]
-    table = Table(title=f"{method} on {model_name}, {data_name} ({_label_sources(summaries[0])})",
-                  title_justify="left")
-    for column in ("ε", "accuracy", "success rate"):
-        table.add_column(column, justify="right")
-    for s in summaries:
-        table.add_row(eps_label(s.eps), _percent(s.adv_accuracy), _percent(s.success_rate))
+    title = f"{method} on {model_name}, {data_name} ({_label_sources(summaries[0])})"
+    columns = [Column("ε", lambda r: eps_label(r["eps"]), right=True),
+               Column("accuracy", lambda r: percent(r["adv_accuracy"]), right=True),
+               Column("success rate", lambda r: percent(r["success_rate"]), right=True)]
     if fmt == "table":
-        console.stdout_console().print(table)
+        write_records(records, "table", title=title, table_columns=columns)
     else:
-        RecordWriter(sys.stdout, fmt, SWEEP_COLUMNS).write_all(records)
-        console.show(table)
+        write_records(records, fmt, columns=SWEEP_COLUMNS)
+        show_table(title, columns, records)
     if out is not None:
         plot = out / "sweep.png"
         save_accuracy_plot(plot, {model_name: ([s.eps for s in summaries],
@@ -335,14 +317,12 @@ def _report_sweep(method, norm, model_name, data_name, summaries, fmt, out) -> N
 
 
 def _image_table(rows: list[dict]) -> None:
-    from rich.table import Table
+    from cnntool.io.adversarial import class_label
 
-    table = Table(title_justify="left")
-    for column in ("path", "label", "clean", "adversarial", "success", "linf"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(Path(r["path"]).name, str(r["label"]),
-                      f"{_class(r['clean_name'], r['clean_pred'])} {r['clean_conf']:.2f}",
-                      f"{_class(r['adv_name'], r['adv_pred'])} {r['adv_conf']:.2f}",
-                      "✓" if r["success"] else "✗", f"{r['linf']:.4f}")
-    console.stdout_console().print(table)
+    columns = [Column("path", lambda r: Path(r["path"]).name, fold=True),
+               Column("label", "label", fold=True),
+               Column("clean", lambda r: f"{class_label(r['clean_name'], r['clean_pred'])} {r['clean_conf']:.2f}", fold=True),
+               Column("adversarial", lambda r: f"{class_label(r['adv_name'], r['adv_pred'])} {r['adv_conf']:.2f}", fold=True),
+               Column("success", lambda r: "✓" if r["success"] else "✗"),
+               Column("linf", lambda r: f"{r['linf']:.4f}")]
+    write_records(rows, "table", table_columns=columns)

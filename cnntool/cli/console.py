@@ -19,6 +19,7 @@ T = TypeVar("T")
 
 _console: Console | None = None
 _quiet = False
+_silent = False  # a torchrun rank other than 0: only errors, rank 0 speaks for all
 
 
 def console() -> Console:
@@ -34,14 +35,28 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def silence_rank() -> None:
+    """Quiet this process entirely (warnings too): another rank reports for the scan."""
+    global _silent, _quiet
+    _silent = _quiet = True
+
+
 def info(message: str) -> None:
     """A status line for people (silenced by -q)."""
     if not _quiet:
         console().print(message, soft_wrap=True)
 
 
+def notice(message: str) -> None:
+    """A status line that results depend on (how images are fed): shown also with -q."""
+    if not _silent:
+        console().print(message, soft_wrap=True)
+
+
 def warn(message: str) -> None:
-    """A warning: always shown, also with -q."""
+    """A warning: always shown, also with -q (but not by a silenced rank)."""
+    if _silent:
+        return
     console().print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
 
 

@@ -1,8 +1,7 @@
 """`cnntool features MODEL DATA --layer L -o FEATURES.npz`: a layer's features for a dataset.
 
-Thin: parse -> core (model, data, shards) -> tasks.features (extract, assemble) -> .npz.
-`scan_features` is shared with `cnntool embed MODEL DATA`. torch is imported inside the
-functions so that `--help` stays instant.
+Thin: parse -> scan session -> tasks.features.scan_features (shared with `cnntool embed MODEL
+DATA`) -> .npz. torch is imported inside the function so that `--help` stays instant.
 """
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from pathlib import Path
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import data_options, load_cli_model, model_options, output_options
+from cnntool.cli.options import data_options, model_options, output_options
 
 POOLING_CHOICES = ["avg", "max", "flatten"]  # tasks.features.POOLINGS, without importing it
 
@@ -42,8 +41,7 @@ layer_option = click.option(
 @model_options
 @data_options
 @output_options
-def features_command(model, data, layer, pooling, out, arch, weights, trust_code, device,
-                     batch_size, workers):
+def features_command(model, data, layer, pooling, out, model_request, scan):
     """A layer's features for every image of DATA, written to an .npz file.
 
     Arrays in the file: `features` (images × dims, float32), `paths`, `labels` (int, -1 when
@@ -52,67 +50,26 @@ def features_command(model, data, layer, pooling, out, arch, weights, trust_code
     dataset never has to fit in memory. Unreadable images are skipped, counted and left out;
     images whose features are NaN or infinite are named in a warning. Under torchrun each rank
     scans a shard and rank 0 writes the same file one process would."""
-    from cnntool.core.data import open_data
-    from cnntool.core.sharding import distributed
+    from cnntool.cli.session import dataset_scan, finish
     from cnntool.io.writers import atomic_path
-    from cnntool.tasks.features import FeatureSpool, nonfinite_message, write_npz
+    from cnntool.io.npz import write_npz
+    from cnntool.tasks.features import FeatureSpool, nonfinite_message, scan_features
 
-    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
-    dataset = open_data(data)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with distributed(loaded.device) as shard:
-        if not shard.is_main:
-            console.set_quiet(True)
-        with FeatureSpool(out.parent) as spool, FeatureSpool(out.parent) as merged:
-            found = scan_features(loaded, dataset, layer, pooling, shard, spool, merged,
-                                  batch_size=batch_size, workers=workers)
-            if found is None:
-                return  # not rank 0
-            features, _, nonfinite = found
-            with atomic_path(out) as temp, open(temp, "wb") as handle:
-                write_npz(handle, features.features, features.paths, features.labels,
-                          features.label_names, model=features.model, layer=features.layer,
-                          pooling=pooling)
-            console.info(f"wrote {out}: {len(features.paths)} images × {features.features.shape[1]} "
-                         f"features of {loaded.name} {features.layer} ({pooling} pooling)")
-            if nonfinite:
-                paths = [dataset.paths[i] for i in nonfinite[:3]]
-                console.warn(nonfinite_message(paths, len(nonfinite)))
-
-
-def scan_features(loaded, dataset, layer: str, pooling: str, shard, spool, merged, *,
-                  batch_size: int, workers: int):
-    """Extract the features of this shard into `spool` and assemble every rank's on rank 0.
-
-    Returns, on rank 0, (the FeatureSet of the readable images in dataset order, the dataset
-    index of each of its rows, the dataset indices of the rows with NaN/inf features); None on
-    the other ranks. Warns once about
-    unreadable images (rank 0). Raises DataError when no image at all could be read.
-    """
-    from cnntool.core.layers import resolve_layer
-    from cnntool.core.sharding import merged_skipped, shard_stream
-    from cnntool.errors import DataError
-    from cnntool.tasks.features import FeatureSet, assemble, extract, integer_labels
-
-    module = loaded.module.to(shard.device)
-    name = resolve_layer(module, layer)[0]
-    stream = shard_stream(dataset, loaded.preprocessing, shard, batch_size=batch_size,
-                          workers=workers)
-    with console.progress(f"features {name}", total=stream.total) as advance:
-        extract(module, name, stream, spool, pooling=pooling, device=shard.device,
-                on_batch=lambda batch: advance(len(batch.indices)))
-    skipped = merged_skipped(stream.skipped, shard)
-    result = assemble(spool, shard, merged)
-    if not shard.is_main:
-        return None
-    if skipped:
-        console.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0][0]} "
-                     f"({skipped[0][1]})")
-    if not len(result):
-        raise DataError(f"none of the {len(dataset)} images in {dataset.name} could be read")
-    labels, names = integer_labels(dataset.labels, dataset.label_names)
-    features = FeatureSet(features=result.rows(), paths=[dataset.paths[i] for i in result.indices],
-                          labels=labels[result.indices], label_names=names, model=loaded.name,
-                          layer=name, pooling=pooling)
-    return features, list(result.indices), list(result.nonfinite)
+    with dataset_scan(model, model_request, data, scan) as session, \
+            FeatureSpool(out.parent) as spool, FeatureSpool(out.parent) as merged:
+        found = scan_features(session, layer, pooling, spool, merged)
+        finish(session)
+        if found is None:
+            return  # not rank 0
+        features, _, nonfinite = found
+        with atomic_path(out) as temp, open(temp, "wb") as handle:
+            write_npz(handle, features.features, features.paths, features.labels,
+                      features.label_names, model=features.model, layer=features.layer,
+                      pooling=pooling)
+        console.info(f"wrote {out}: {len(features.paths)} images × {features.features.shape[1]} "
+                     f"features of {session.model.name} {features.layer} ({pooling} pooling)")
+        if nonfinite:
+            paths = [session.dataset.paths[i] for i in nonfinite[:3]]
+            console.warn(nonfinite_message(paths, len(nonfinite)))

@@ -6,7 +6,7 @@ import sys
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import format_option, load_cli_model, model_options, output_options
+from cnntool.cli.options import format_option, model_options, output_options
 
 CSV_COLUMNS = ["module", "tensor", "shape", "verdict", "checks", "passed", "failed",
                "inconclusive", "kinks", "max_rel_err", "max_abs_err", "mode", "eps", "rtol", "atol"]
@@ -22,15 +22,13 @@ _VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
   cnntool gradcheck my_layers.py:Net --trust-code --per-layer -q || echo "a gradient is wrong"
 """)
 @click.argument("model")
-@click.option("--input-size", metavar="[Cx]HxW", help="Input size (default: the model's own; "
-              "smaller is cheaper).")
 @click.option("--batch", default=2, show_default=True, type=click.IntRange(1),
               help="Inputs per forward pass.")
 @click.option("--per-layer", is_flag=True,
               help="Check every module alone, on the activations it sees in the real forward "
                    "pass, so that a failure names the module.")
-@click.option("--params", "only", flag_value="params", help="Check only the parameters.")
-@click.option("--inputs", "only", flag_value="inputs", help="Check only the input(s).")
+@click.option("--params", "only_params", is_flag=True, help="Check only the parameters.")
+@click.option("--inputs", "only_inputs", is_flag=True, help="Check only the input(s).")
 @click.option("--layer", metavar="NAME", help="Differentiate a random-weighted sum of this "
               "layer's output instead of the cross-entropy of the logits.")
 @click.option("--directions", default=3, show_default=True, type=click.IntRange(0),
@@ -46,25 +44,27 @@ _VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
 @model_options
 @output_options
 @click.pass_context
-def gradcheck_command(ctx, model, input_size, batch, per_layer, only, layer, directions,
-                      coordinates, eps, rtol, atol, seed, fmt, arch, weights, trust_code, device):
+def gradcheck_command(ctx, model, batch, per_layer, only_params, only_inputs, layer, directions,
+                      coordinates, eps, rtol, atol, seed, fmt, model_request):
     """Check the gradients MODEL computes against central finite differences, in float64 on a
     copy of the model (eval mode, seeded inputs). A check passes when
     |autograd - numeric| <= atol + rtol*max(|autograd|, |numeric|). A check whose step crosses
     a ReLU/max-pool/clamp kink is inconclusive and re-drawn, never a failure. One JSON record
     per tensor on stdout; exit code 1 when any gradient is wrong."""
-    from cnntool.cli.models import input_shape_for
     from cnntool.tasks.gradcheck import gradcheck
 
-    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code, weights_matter=False)
-    shape = input_shape_for(loaded, input_size)
+    if only_params and only_inputs:
+        raise click.UsageError("--params and --inputs each leave the other out; give one, or "
+                               "neither to check both")
+    loaded = model_request.load(model, weights_matter=False, images=False)
+    shape = loaded.input_shape
     what = "every module alone" if per_layer else "the whole model"
     console.info(f"{loaded.name}: checking {what} on a float64 copy on {loaded.device} "
                  f"(the model itself is unchanged), input {batch}×{'×'.join(map(str, shape))}, "
                  f"seed {seed}")
     with console.progress("checking gradients", total=None) as advance:
         result = gradcheck(loaded.module, shape, batch=batch, layer=layer, per_layer=per_layer,
-                           params=only != "inputs", inputs=only != "params",
+                           params=not only_inputs, inputs=not only_params,
                            directions=directions, coordinates=coordinates, eps=eps, rtol=rtol,
                            atol=atol, seed=seed, progress=lambda _result: advance(1))
     _write(result, loaded.name, fmt)

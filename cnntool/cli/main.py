@@ -25,12 +25,26 @@ COMMANDS = {
     "diagnose": ("cnntool.cli.diagnose:diagnose_command", "Dead, saturated and correlated units, noisy and duplicated filters: what to fix first."),
     "features": ("cnntool.cli.features:features_command", "A layer's features for a dataset, streamed to an .npz (paths, labels, features)."),
     "embed": ("cnntool.cli.embed:embed_command", "Map a dataset's features to 2-D (t-SNE or PCA): scatter plot, image map, quality figures."),
+    "microscope": ("cnntool.cli.microscope:microscope_command", "One offline website of what a model has learned on DATA: layers, units, map, findings."),
 }
+
+
+class PipeClosed(BaseException):
+    """The reader of stdout went away (`| head -1`). A BaseException so that click's own
+    handling of EPIPE (exit code 1) does not see it: a closed pipe is a normal end."""
 
 
 class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use, from a table of
     name -> (module:attribute, one-line help)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise PipeClosed() from None
+        except EOFError as exc:  # click would call it Ctrl-D/Ctrl-C ("aborted", 130)
+            raise RuntimeError(f"a file ended too early ({exc or 'EOF'})") from exc
 
     def __init__(self, *args, commands_table=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -96,10 +110,8 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
-    except BrokenPipeError:
-        # the reader of stdout went away (e.g. `| head`): not an error of ours
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    except (BrokenPipeError, PipeClosed):
+        _quiet_stdout()
         sys.exit(0)
     except Exception as exc:  # noqa: BLE001 - the one place where every failure is reported
         from cnntool.errors import CnnToolError
@@ -113,7 +125,18 @@ def main(argv=None) -> None:
             sys.exit(exc.exit_code)
         error(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
         sys.exit(1)
+    try:
+        sys.stdout.flush()  # a pipe closed after the last write fails here, not at exit
+    except BrokenPipeError:
+        _quiet_stdout()
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away (e.g. `| head`): not an error of ours. Point stdout at
+    /dev/null so that the interpreter's last flush does not complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@ import sys
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import (data_options, format_option, load_cli_model,
-                                  model_options, output_options)
+from cnntool.cli.options import data_options, format_option, model_options, output_options
+from cnntool.cli.output import Column, short_path, show_table, write_records
 
 _TABLE_ROWS = 25
+CSV_COLUMNS = ["path", "label", "top1", "top1_name", "top1_prob", "classes"]
 
 
 @click.command("predict", epilog="""Examples:
@@ -17,6 +18,8 @@ _TABLE_ROWS = 25
   cnntool predict efficientnet_lite0 imagenet-samples --top 3
 
   find photos/ -name '*.jpg' | cnntool predict resnet18 - --weights r18.pth --format csv
+
+  torchrun --nproc_per_node 2 -m cnntool predict efficientnet_lite0 photos/ > predictions.jsonl
 """)
 @click.argument("model")
 @click.argument("data")
@@ -25,74 +28,87 @@ _TABLE_ROWS = 25
 @model_options
 @data_options
 @output_options
-def predict_command(model, data, top, fmt, arch, weights, trust_code, device, batch_size, workers):
+def predict_command(model, data, top, fmt, model_request, scan):
     """Classify the images in DATA with MODEL: one JSON Lines record per image on stdout
     (path, label when known, the top-k classes with probabilities); a table and a summary on
     stderr. DATA is a folder, a list file, '-' (paths on stdin) or a sample set
-    (imagenet-samples, mnist-5k, faces, photos). Unreadable images are skipped and counted."""
-    from cnntool.core.data import BatchStream, open_data
+    (imagenet-samples, mnist-5k, faces, photos). Unreadable images are skipped and counted.
+    Under torchrun each rank classifies a shard and rank 0 writes every record in order."""
+    from cnntool.cli.session import dataset_scan, finish
     from cnntool.io.writers import RecordWriter
-    from cnntool.tasks.predict import predict
+    from cnntool.tasks.predict import PredictionConsumer
 
-    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
-    dataset = open_data(data)
-    stream = BatchStream(dataset, loaded.preprocessing, batch_size=batch_size, workers=workers)
-    writer = RecordWriter(sys.stdout, fmt) if fmt != "table" else None
-    shown, correct, judged = [], 0, 0
-    with console.progress(f"predict {loaded.name}", total=len(dataset)) as advance:
-        for prediction in predict(loaded, stream, top=top):
-            record = prediction.to_record()
+    with dataset_scan(model, model_request, data, scan) as session:
+        seen = _Seen(keep_all=fmt == "table")
+        streaming = not session.shard.distributed  # else rank 0 writes the gathered records
+        writer = RecordWriter(sys.stdout, fmt, CSV_COLUMNS if fmt == "csv" else None) \
+            if fmt != "table" and streaming else None
+
+        def stream_out(found):
+            seen.add(found)
             if writer:
-                writer.write(_flat(record) if fmt == "csv" else record)
-            if len(shown) < _TABLE_ROWS or fmt == "table":
-                shown.append(prediction)
-            if prediction.correct is not None:
-                judged += 1
-                correct += prediction.correct
-            advance(1)
-        advance(len(stream.skipped))
-    _report(loaded, dataset, shown, stream.skipped, correct, judged, table_on_stdout=fmt == "table")
-    predicted = len(dataset) - len(stream.skipped)
-    if predicted == 0:
-        from cnntool.errors import DataError
+                writer.write_all(_record(p, fmt) for p in found)
 
-        raise DataError(f"none of the {len(dataset)} images in {data} could be read")
+        consumer = PredictionConsumer(session.model, session.dataset, top,
+                                      on_predictions=stream_out if streaming else None)
+        session.run([consumer], f"predict {session.model.name}")
+        gathered = session.gather(consumer.predictions)
+        report = finish(session)
+        if not session.is_main:
+            return
+        if not streaming:
+            everything = sorted((p for part in gathered for p in part), key=lambda p: p.index)
+            seen.add(everything)
+            if fmt != "table":
+                write_records((_record(p, fmt) for p in everything), fmt,
+                              columns=CSV_COLUMNS if fmt == "csv" else None)
+        _report(session, seen, report, table_on_stdout=fmt == "table")
 
 
-def _flat(record: dict) -> dict:
+class _Seen:
+    """The first predictions (for the table) and the accuracy tally, in constant memory."""
+
+    def __init__(self, keep_all: bool):
+        self.keep_all, self.shown, self.count, self.correct, self.judged = keep_all, [], 0, 0, 0
+
+    def add(self, predictions) -> None:
+        for p in predictions:
+            self.count += 1
+            if p.correct is not None:
+                self.judged += 1
+                self.correct += p.correct
+            if self.keep_all or len(self.shown) < _TABLE_ROWS:
+                self.shown.append(p)
+
+
+def _record(prediction, fmt: str) -> dict:
     """CSV: the top class in columns of its own, the full list as JSON in one column."""
+    record = prediction.to_record()
+    if fmt != "csv":
+        return record
     top1 = record["classes"][0]
     return {"path": record["path"], "label": record.get("label"), "top1": top1["index"],
             "top1_name": top1["name"], "top1_prob": top1["prob"], "classes": record["classes"]}
 
 
-def _short(path: str, keep: int = 2) -> str:
-    """The last `keep` parts of a path: enough to recognise a file in a table."""
-    parts = path.replace("\\", "/").split("/")
-    return "/".join(parts[-keep:]) if len(parts) > keep else path
+_COLUMNS = [Column("path", "path", fold=True), Column("label", "label", fold=True),
+            Column("prediction", "prediction", fold=True), Column("prob", "prob")]
 
 
-def _report(loaded, dataset, shown, skipped, correct, judged, table_on_stdout: bool) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{loaded.name} on {dataset.name}", title_justify="left")
-    for column in ("path", "label", "prediction", "prob"):
-        table.add_column(column, overflow="fold")
-    for p in shown:
-        best = p.classes[0]
-        label = dataset.label_name(p.index) or ""
-        mark = "" if p.correct is None else (" ✓" if p.correct else " ✗")
-        table.add_row(_short(p.path), label, f"{best.name or best.index}{mark}", f"{best.prob:.3f}")
+def _report(session, seen, report, table_on_stdout: bool) -> None:
+    """The table (first rows on stderr; all of them with --format table) and the summary."""
+    rows = [{"path": short_path(p.path), "label": session.dataset.label_name(p.index) or "",
+             "prediction": f"{p.classes[0].name or p.classes[0].index}"
+                           + ("" if p.correct is None else (" ✓" if p.correct else " ✗")),
+             "prob": f"{p.classes[0].prob:.3f}"} for p in seen.shown]
+    title = f"{session.model.name} on {session.dataset.name}"
     if table_on_stdout:
-        console.stdout_console().print(table)
+        write_records(rows, "table", title=title, table_columns=_COLUMNS)
     else:
-        console.show(table)
-    predicted = len(dataset) - len(skipped)
-    summary = f"{predicted} of {len(dataset)} images classified"
-    if judged:
-        summary += f"; top-1 accuracy {correct}/{judged} = {correct / judged:.1%}"
-    if not table_on_stdout and predicted > len(shown):
-        summary += f" (table shows the first {len(shown)})"
+        show_table(title, _COLUMNS, rows)
+    summary = f"{seen.count} of {report.total} images classified"
+    if seen.judged:
+        summary += f"; top-1 accuracy {seen.correct}/{seen.judged} = {seen.correct / seen.judged:.1%}"
+    if not table_on_stdout and seen.count > len(seen.shown):
+        summary += f" (table shows the first {len(seen.shown)})"
     console.info(summary)
-    if skipped:
-        console.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0][1]}")

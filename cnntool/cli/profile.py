@@ -6,8 +6,8 @@ import sys
 import click
 
 from cnntool.cli import console
-from cnntool.cli.models import DEFAULT_MODEL, input_shape_for
-from cnntool.cli.options import format_option, load_cli_model, model_options, output_options
+from cnntool.cli.models import DEFAULT_MODEL
+from cnntool.cli.options import format_option, model_options, output_options
 
 CSV_COLUMNS = ["name", "type", "output_shape", "params", "macs", "flops", "activation_bytes",
                "rf_size", "rf_jump", "rf_start", "calls"]
@@ -22,14 +22,13 @@ CSV_COLUMNS = ["name", "type", "output_shape", "params", "macs", "flops", "activ
   cnntool profile efficientnet_lite0 --input-size 320 --batch 8 --summary
 """)
 @click.argument("model", default=DEFAULT_MODEL)
-@click.option("--input-size", metavar="[Cx]HxW", help="Input size (default: the model's own crop).")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1),
               help="Batch size (MACs, FLOPs and activation memory scale with it).")
 @click.option("--summary", is_flag=True, help="Only the totals.")
 @format_option(default="auto")
 @model_options
 @output_options
-def profile_command(model, input_size, batch, summary, fmt, arch, weights, trust_code, device):
+def profile_command(model, batch, summary, fmt, model_request):
     """Count, per layer of MODEL (default: efficientnet_lite0): parameters (shared ones once),
     MACs (convolution, linear, matmul — also functional calls), FLOPs (2 per MAC plus
     element-wise, normalization, pooling and activation work), activation memory, and the
@@ -38,8 +37,8 @@ def profile_command(model, input_size, batch, summary, fmt, arch, weights, trust
     from cnntool.io.writers import RecordWriter
     from cnntool.tasks.profile import profile
 
-    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code, weights_matter=False)
-    shape = input_shape_for(loaded, input_size)
+    loaded = model_request.load(model, weights_matter=False, images=False)
+    shape = loaded.input_shape
     result = profile(loaded.module, input_shape=shape, batch=batch)
     records = [result.total.to_record()] if summary else result.to_records()
     if fmt == "table":

@@ -4,9 +4,9 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import (load_cli_model, model_options, output_options,
-                                  stats_format_option, write_records)
-from cnntool.core.selection import parse_indices
+from cnntool.cli.options import model_options, output_options, stats_format_option
+from cnntool.cli.output import write_records
+from cnntool.core.selection import parse_indices, parse_ranges
 from cnntool.errors import CnnToolError
 
 
@@ -33,7 +33,7 @@ from cnntool.errors import CnnToolError
 @model_options
 @output_options
 def activations_command(model, image, layer, out, index, channels, top, max_maps, cmap, normalize,
-                        fmt, arch, weights, trust_code, device):
+                        fmt, model_request):
     """Feature maps of LAYER for one image (Zeiler & Fergus 2014), beside the model's input.
 
     IMAGE is an image file, or a folder/list/sample set with --index. Each map is labelled
@@ -47,11 +47,12 @@ def activations_command(model, image, layer, out, index, channels, top, max_maps
 
     if channels and top:
         raise CnnToolError("give --channels or --top, not both")
-    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    parse_ranges(channels)  # a malformed list fails before the model loads
+    loaded = model_request.load(model)
     dataset = open_data(image)
     if index >= len(dataset):
         raise CnnToolError(f"--index {index} is past the end of {image} ({len(dataset)} images)")
-    pixels = loaded.preprocessing.to_pixels(dataset.load(index))
+    pixels, _ = dataset.load_pixels(index, loaded.preprocessing)
     inputs = loaded.preprocessing.normalize(pixels).to(loaded.device)
     wanted = parse_indices(channels)
     result = feature_maps(loaded.module, inputs, layer, channels=wanted, top=top, at_most=max_maps)

@@ -1,12 +1,11 @@
 """`cnntool visualize deconv MODEL IMAGE`: a unit or class projected back to pixels."""
 from __future__ import annotations
 
-
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import (load_cli_model, model_options, output_options, position_option,
-                                  records_format_option, write_records)
+from cnntool.cli.options import model_options, output_options, position_option, records_format_option
+from cnntool.cli.output import write_records
 
 
 def _warn_uncovered(uncovered: dict, method: str) -> None:
@@ -48,7 +47,7 @@ def _warn_uncovered(uncovered: dict, method: str) -> None:
 @model_options
 @output_options
 def deconv_command(model, image, layer, units, position, target_class, method, times_input,
-                   smooth, noise, seed, output, raw, fmt, arch, weights, trust_code, device):
+                   smooth, noise, seed, output, raw, fmt, model_request):
     """Project a unit of a layer, or a class logit, back to the pixels of IMAGE: deconvnet
     (Zeiler & Fergus 2014), guided backprop (Springenberg et al. 2015) or saliency (Simonyan
     et al. 2014), with gradient×input and SmoothGrad as options. The rectifier rules apply to
@@ -56,43 +55,33 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
     gradient, with a warning. One record per unit on stdout (target, value, map statistics)."""
     import numpy as np
 
-    from cnntool.core.images import load_image
+    from cnntool.core.images import load_pixels
     from cnntool.errors import CnnToolError
-    from cnntool.io import overlays
-    from cnntool.io.figures import pixels_to_image
     from cnntool.io.grids import stacked
+    from cnntool.io.overlays import projection_row
     from cnntool.io.writers import open_output, save_image
-    from cnntool.tasks.projection import project
+    from cnntool.tasks.projection import SmoothGrad, Target, project
 
     if layer is None and (units or position):
         raise CnnToolError("--unit and --position need --layer")
     if layer is not None and target_class is not None:
         raise CnnToolError("give either --layer (a unit) or --class, not both")
-    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
-    pixels = loaded.preprocessing.to_pixels(load_image(image))
+    loaded = model_request.load(model)
+    pixels, _ = load_pixels(image, loaded.preprocessing)
     x = loaded.preprocessing.normalize(pixels).unsqueeze(0).to(loaded.device)
-    projections = [project(loaded.module, x, method, layer=layer, unit=u, position=position,
-                           target_class=target_class, class_names=loaded.class_names,
-                           times_input=times_input, smooth_samples=smooth,
-                           smooth_noise=noise, seed=seed)
-                   for u in (units or (None,))]
+    targets = [Target.unit_of(layer, u, position) for u in (units or (None,))] if layer \
+        else [Target.logit(target_class)]
+    projections = [project(loaded.module, x, method, target, class_names=loaded.class_names,
+                           times_input=times_input,
+                           smooth=SmoothGrad(smooth, noise, seed) if smooth else None)
+                   for target in targets]
     _warn_uncovered(projections[0].uncovered, method)
     boxes = _boxes(loaded, [p.target for p in projections])
     shown = pixels.numpy()
+    style = "saliency" if method == "saliency" and not times_input else method
     rows, records = [], []
     for projection, box in zip(projections, boxes):
-        raw_map = projection.map.cpu().numpy()
-        picture = overlays.projection_image(raw_map, "saliency" if method == "saliency"
-                                            and not times_input else method)
-        if box is not None:  # Zeiler-Fergus show the projection beside the patch it came from
-            drawn = np.asarray(picture, dtype=np.float32) / 255.0
-            drawn = drawn[None] if drawn.ndim == 2 else drawn.transpose(2, 0, 1)
-            tiles = [pixels_to_image(overlays.crop_box(drawn, box, fill=0.5)),
-                     pixels_to_image(overlays.crop_box(shown, box))]
-        else:
-            tiles = [picture]
-        tiles.append(overlays.outline(overlays.overlay(shown, overlays.heat(raw_map)), box))
-        rows.append(overlays.panel(tiles, height=max(shown.shape[1], 96)))
+        rows.append(projection_row(projection.map.cpu().numpy(), shown, box, style))
         record = {"image": image, **projection.to_record()}
         if box is not None:
             record["box"] = list(box)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import (load_cli_model, model_options, output_options,
-                                  stats_format_option, write_records)
+from cnntool.cli.options import model_options, output_options, stats_format_option
+from cnntool.cli.output import write_records
 
 
 @click.command("filters", epilog="""Examples:
@@ -33,7 +33,7 @@ from cnntool.cli.options import (load_cli_model, model_options, output_options,
 @model_options
 @output_options
 def filters_command(model, layer, out, fold_bn, normalize, tiles, max_filters, max_inputs,
-                    tile_size, fmt, arch, weights, trust_code, device):
+                    tile_size, fmt, model_request):
     """Draw the learned filters of a convolution as a grid (Krizhevsky et al. 2012, Fig. 3).
 
     Filters with 3 input channels are RGB tiles; others are gray tiles. Weights are shown with
@@ -45,7 +45,7 @@ def filters_command(model, layer, out, fold_bn, normalize, tiles, max_filters, m
     from cnntool.io.grids import save_grid, symmetric_scale
     from cnntool.tasks.filters import filters
 
-    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
+    loaded = model_request.load(model)
     result = filters(loaded.module, layer, fold_bn=fold_bn)
     weight = result.weights[:max_filters].numpy()
     limit = float(np.abs(result.weights.numpy()).max()) if normalize == "global" else None

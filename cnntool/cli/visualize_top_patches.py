@@ -1,13 +1,11 @@
 """`cnntool visualize top-patches MODEL DATA`: the dataset patches that most excite each unit."""
 from __future__ import annotations
 
-import sys
-
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import (data_options, load_cli_model, model_options, output_options)
-from cnntool.core.selection import parse_indices
+from cnntool.cli.options import data_options, model_options, output_options
+from cnntool.core.selection import parse_indices, parse_ranges
 from cnntool.errors import CnnToolError
 
 
@@ -37,7 +35,7 @@ from cnntool.errors import CnnToolError
 @data_options
 @output_options
 def top_patches_command(model, data, layer, units, top, per_image, out, resume, checkpoint_every,
-                        tile_size, arch, weights, trust_code, device, batch_size, workers):
+                        tile_size, model_request, scan):
     """The patches of DATA that most excite each unit of LAYER (R-CNN, Fig. 3).
 
     Every image is scanned; for each unit the top activations are kept with their image and
@@ -46,136 +44,106 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
     pooling or a linear layer) shows the whole model input. JSON Lines on stdout: unit, rank,
     path, box (x0, y0, x1, y1 in original pixels), value, index, position. Under torchrun each
     rank scans a shard and rank 0 writes the merged result."""
-    from cnntool.core.data import open_data
+    from pathlib import Path
+
+    from cnntool.cli.session import dataset_scan, finish
     from cnntool.core.layers import resolve_layer
     from cnntool.core.receptive_field import receptive_fields
-    from cnntool.core.sharding import distributed, gather, merged_skipped, shard_stream
-    from cnntool.tasks.top_patches import scan
+    from cnntool.io.resume import ScanLock, StateFile, dataset_fingerprint
+    from cnntool.tasks.profile import output_shape
+    from cnntool.tasks.top_patches import TopK, TopPatchConsumer, merged, resume_position
 
-    loaded = load_cli_model(model, arch=arch, weights=weights, device=device, trust_code=trust_code)
-    with distributed(loaded.device) as shard:
-        if not shard.is_main:
-            console.set_quiet(True)
-        module = loaded.module.to(shard.device)
-        name = resolve_layer(module, layer)[0]
-        field = receptive_fields(module, loaded.input_shape).get(name)
+    parse_ranges(units)  # a malformed list fails before the model loads
+
+    with dataset_scan(model, model_request, data, scan) as session:
+        loaded, shard, dataset = session.model, session.shard, session.dataset
+        name = resolve_layer(session.module, layer)[0]
+        field = receptive_fields(session.module, loaded.input_shape).get(name)
         if field is None:
             console.warn(f"layer {name} has no local receptive field (global pooling, linear or "
                          "squeeze-excite gating): patches show the whole model input")
-        dataset = open_data(data)
-        chosen = parse_indices(units)
-        state_file = _StateFile(out, shard, key=dict(model=loaded.name, layer=name, units=units, top=top,
-                                                     per_image=per_image, data=dataset.name,
-                                                     images=len(dataset), world=shard.world_size))
-        state, start = state_file.load() if resume else (None, 0)
-        stream = shard_stream(dataset, loaded.preprocessing, shard, batch_size=batch_size,
-                              workers=workers, start=start)
-        if state:
-            console.info(f"resuming after {start} images")
-        with console.progress(f"top patches {name}", total=stream.total) as advance:
-            batches_done = [0]
-
-            def on_batch(topk, batch):
-                advance(len(batch.indices))
-                batches_done[0] += 1
-                if batches_done[0] % checkpoint_every == 0:
-                    # where to go on in this shard: after the batch's last (readable) image
-                    state_file.save(topk, (batch.indices[-1] - shard.rank) // shard.world_size + 1)
-
-            state = scan(module, name, stream, units=chosen, top=top, per_image=per_image,
-                         state=state, device=shard.device, on_batch=on_batch)
-        if state is not None and batches_done[0]:
-            # the whole shard is in: a failure while writing can resume without scanning again
-            state_file.save(state, len(shard.indices(len(dataset))))
-        states = gather(state.state_dict() if state else None, shard)
-        skipped = merged_skipped(stream.skipped, shard)
-        if shard.is_main:
-            _finish(states, skipped, loaded, dataset, name, chosen, top, field, out, tile_size)
-        state_file.remove()
-
-
-class _StateFile:
-    """The resume state of one rank: the running TopK, where in the shard to go on, and the
-    settings it belongs to. Images skipped before the interruption are not counted again."""
-
-    def __init__(self, out, shard, key: dict):
-        from pathlib import Path
-
+        shape = output_shape(session.module, name, loaded.input_shape)
+        chosen = parse_indices(units, shape[1] if shape and len(shape) > 1 else None, what="unit")
         suffix = f".rank{shard.rank}" if shard.distributed else ""
-        self.path, self.key = Path(out) / f".top-patches-state{suffix}.pt", key
+        key = dict(model=loaded.name, layer=name, units=units, top=top, per_image=per_image,
+                   data=dataset.name, images=len(dataset), world=shard.world_size)
+        state_file = StateFile(out, f".top-patches-state{suffix}.pt", key, dataset_fingerprint(dataset))
+        with ScanLock(Path(out) / f".top-patches{suffix}.lock"):
+            saved = state_file.load() if resume else None
+            if resume and saved is None:
+                console.warn(f"no state file {state_file.path}: starting from the beginning")
+            state = TopK.from_state(saved["topk"]) if saved else None
+            start = int(saved["next"]) if saved else 0
+            if state is not None:
+                console.info(f"resuming after {start} images")
+                session.read += state.seen
+            consumer = TopPatchConsumer(name, units=chosen, top=top, per_image=per_image, state=state)
+            batches = [0]
 
-    def load(self):
-        import torch
+            def checkpoint(batch):
+                batches[0] += 1
+                if batches[0] % checkpoint_every == 0:
+                    state_file.save({"topk": consumer.state.state_dict(), "next": resume_position(
+                        batch.indices[-1], shard.rank, shard.world_size)})
 
-        from cnntool.tasks.top_patches import TopK
-
-        if not self.path.exists():
-            console.warn(f"no state file {self.path}: starting from the beginning")
-            return None, 0
-        saved = torch.load(self.path, weights_only=True)
-        if saved.get("key") != self.key:
-            raise CnnToolError(f"{self.path} belongs to another scan ({saved.get('key')}); "
-                               "remove it or drop --resume")
-        return TopK.from_state(saved["state"]), int(saved["next"])
-
-    def save(self, topk, next_position: int) -> None:
-        import torch
-
-        from cnntool.io.writers import atomic_path
-
-        with atomic_path(self.path) as temp:
-            torch.save({"key": self.key, "state": topk.state_dict(), "next": next_position}, temp)
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+            session.run([consumer], f"top patches {name}", start=start, on_batch=checkpoint)
+            if consumer.state is not None and batches[0]:
+                # the whole shard is in: a failure while writing can resume without scanning again
+                state_file.save({"topk": consumer.state.state_dict(), "next": session.count()})
+            states = session.gather(consumer.state.state_dict() if consumer.state else None)
+            finish(session)
+            if session.is_main:
+                _write(merged(states), loaded, dataset, name, chosen, top, field, out, tile_size)
+            state_file.remove()
 
 
-def _finish(states, skipped, loaded, dataset, layer, chosen, top, field, out, tile_size) -> None:
-    """Rank 0: merge the ranks' states, write grids, overview and records."""
+def _write(merged_state, loaded, dataset, layer, chosen, top, field, out, tile_size) -> None:
+    """Rank 0: crop the hits, write grids, overview and records."""
     from pathlib import Path
 
-    from cnntool.errors import DataError
+    from cnntool.cli.output import write_records
     from cnntool.io.grids import grid, save_grid
-    from cnntool.io.writers import RecordWriter, save_image
-    from cnntool.tasks.top_patches import TopK, top_patches
+    from cnntool.io.writers import save_image
+    from cnntool.tasks.top_patches import top_patches
 
-    parts = [TopK.from_state(s) for s in states if s is not None]
-    if not parts:
-        raise DataError(f"none of the {len(dataset)} images in {dataset.name} could be read")
-    merged = parts[0]
-    for part in parts[1:]:
-        merged.merge(part)
-    units = chosen if chosen is not None else list(range(merged.values.shape[0]))
-    result = top_patches(merged, layer=layer, units=units, field=field,
+    units = chosen if chosen is not None else list(range(merged_state.values.shape[0]))
+    result = top_patches(merged_state, layer=layer, units=units, field=field,
                          preprocessing=loaded.preprocessing)
     out = Path(out)
-    writer = RecordWriter(sys.stdout, "jsonl")
-    overview, overview_labels = [], []
+    overview, overview_labels, records, lost = [], [], [], []
     columns = min(top, 8)
     for unit, hits in zip(result.units, result.hits):
-        patches = [_patch(dataset, hit) for hit in hits]
-        labels = [f"{hit.value:.3g}" for hit in hits]
+        cropped = [(hit, _patch(dataset, hit, lost)) for hit in hits]
+        cropped = [(hit, patch) for hit, patch in cropped if patch is not None]
+        patches = [patch for _, patch in cropped]
         if patches:
-            save_grid(out / f"unit_{unit:04d}.png", patches, labels, tile_size=tile_size,
-                      title=f"{loaded.name} {layer} unit {unit}")
+            save_grid(out / f"unit_{unit:04d}.png", patches, [f"{hit.value:.3g}" for hit, _ in cropped],
+                      tile_size=tile_size, title=f"{loaded.name} {layer} unit {unit}")
         shown = patches[:columns] + [_blank()] * (columns - len(patches[:columns]))
         overview.extend(shown)
         overview_labels.extend([f"u{unit}"] + [""] * (columns - 1))
-        for hit in hits:
-            writer.write({"unit": unit, "rank": hit.rank, "path": dataset.paths[hit.index],
-                          "box": hit.box, "value": hit.value, "index": hit.index,
-                          "position": hit.position})
+        records.extend({"unit": unit, "rank": hit.rank, "path": dataset.paths[hit.index],
+                        "box": hit.box, "value": hit.value, "index": hit.index,
+                        "position": hit.position} for hit, _ in cropped)
+    write_records(records, "jsonl")
     save_image(grid(overview, overview_labels, columns=columns, tile_size=min(tile_size, 64),
                     title=f"{loaded.name} {layer}: top {columns} per unit"), out / "overview.png")
-    console.info(f"{merged.seen} images scanned, {len(result.units)} units; wrote {out}/unit_*.png "
-                 "and overview.png")
-    if skipped:
-        console.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0][0]}")
+    console.info(f"{merged_state.seen} images scanned, {len(result.units)} units; wrote "
+                 f"{out}/unit_*.png and overview.png")
+    if lost:
+        console.warn(f"{len(lost)} patch(es) left out: their image could not be read any more, "
+                     f"e.g. {lost[0]}")
 
 
-def _patch(dataset, hit):
-    """The hit's box cropped from the original image; PIL fills outside the image with zeros."""
-    image = dataset.load(hit.index).convert("RGB")
+def _patch(dataset, hit, lost: list):
+    """The hit's box cropped from the original image (PIL fills outside it with zeros); None,
+    noted in `lost`, when the image cannot be read any more."""
+
+    try:
+        image = dataset.load(hit.index).convert("RGB")
+    except CnnToolError as exc:
+        lost.append(str(exc))
+        return None
     return image.crop(hit.box)
 
 

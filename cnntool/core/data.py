@@ -377,3 +377,23 @@ def _collate(normalizing: Preprocessing | None, records):
             inputs = normalizing.normalize(inputs)
         batch = Batch(indices=[r[0] for r in good], inputs=inputs, sizes=[r[2] for r in good])
     return batch, bad
+
+
+def path_loader(paths: Sequence[str]):
+    """row -> PIL image for paths as a features file stores them: image files, and sample-set
+    items by their `set/NNNNN` key (mnist-5k and faces are arrays, not files)."""
+    opened: dict = {}
+
+    def load(row: int) -> Image.Image:
+        path = paths[row]
+        prefix = path.split("/", 1)[0]
+        if prefix in samples.SAMPLE_SETS and not Path(path).exists():
+            if prefix not in opened:
+                sample_set = open_data(prefix)
+                opened[prefix] = (sample_set, {p: i for i, p in enumerate(sample_set.paths)})
+            sample_set, index = opened[prefix]
+            if path in index:
+                return sample_set.load(index[path])
+        return load_image(path)
+
+    return load

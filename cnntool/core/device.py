@@ -31,3 +31,13 @@ def resolve_device(spec: str = "auto"):
     elif device.type != "cpu":
         raise CnnToolError(f"unsupported device '{spec}'; use auto, cpu, cuda, cuda:N or mps")
     return device
+
+
+def device_of(module):
+    """Where a model's parameters (or buffers) are; the CPU for a model with neither."""
+    import torch
+
+    tensor = next(module.parameters(), None)
+    if tensor is None:
+        tensor = next(module.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")

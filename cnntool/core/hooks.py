@@ -102,9 +102,9 @@ class _StopForward(BaseException):
     Capture that raised it catches it again.
     """
 
-    def __init__(self, capture: "Capture"):
+    def __init__(self, capture: object):
         super().__init__("forward stopped after the last captured layer")
-        self.capture = capture
+        self.capture = capture  # the Capture or Observer that raised it
 
 
 def _last(calls: Mapping[str, list]) -> dict[str, Any]:
@@ -268,6 +268,67 @@ def capture(
             raise
     finally:
         cap._remove_tensor_hooks()
+
+
+# ---------------------------------------------------------------------------------------------
+# observe: outputs handed to callbacks inside the hook (dataset scans)
+
+Observation = Callable[[Tensor], None]
+
+
+class Observer:
+    """What `observe` yields: `run(x)` calls the model and returns its output, or None when
+    `stop_early` ended the forward after the last observed layer."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], stop_early: bool):
+        self._model, self._names, self._stop_early = model, tuple(names), stop_early
+        self._pending: set[str] = set(self._names)
+
+    def run(self, *args, **kwargs) -> Any:
+        self._pending = set(self._names)
+        try:
+            return self._model(*args, **kwargs)
+        except _StopForward as stop:
+            if stop.capture is not self:
+                raise
+            return None
+
+    def _seen(self, names: Sequence[str]) -> None:
+        self._pending.difference_update(names)
+        if self._stop_early and not self._pending:
+            raise _StopForward(self)
+
+
+@contextlib.contextmanager
+def observe(model: nn.Module, callbacks: Mapping[str, Sequence[Observation]], *,
+            stop_early: bool = False) -> Iterator[Observer]:
+    """Hand each call's output of the named layers (module paths) to their callbacks, inside the
+    forward hook.
+
+    Unlike `capture`, nothing is cloned or kept: a callback reduces the tensor at once (running
+    statistics, a top-k, pooled features), before a later in-place op can overwrite it and
+    without holding every layer's maps until the forward ends. A reused module calls its
+    callbacks once per call. `stop_early=True` ends the forward once every named layer has run
+    once, when nobody needs the model's output.
+    """
+    modules = _resolve_layers(model, list(callbacks))
+    names_of: dict[int, list[str]] = {}
+    for name, module in modules.items():
+        names_of.setdefault(id(module), []).append(name)
+    observer = Observer(model, list(modules), stop_early)
+
+    def post(_name, module, _inputs, output):
+        names = names_of[id(module)]
+        if not isinstance(output, Tensor):
+            raise CnnToolError(f"layer '{names[0]}' returns a {type(output).__name__}, not a "
+                               "tensor; pick a layer whose output is a tensor")
+        for name in names:
+            for callback in callbacks[name]:
+                callback(output)
+        observer._seen(names)
+
+    with preserved_state(model), module_hooks(modules, post=post):
+        yield observer
 
 
 # ---------------------------------------------------------------------------------------------

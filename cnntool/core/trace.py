@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cnntool.core.device import device_of
 from cnntool.core.hooks import module_hooks, preserved_state
 from cnntool.errors import CnnToolError, InputSizeError
 
@@ -59,13 +60,13 @@ def trace_forward(model: nn.Module, make_observers: Callable[[], Sequence[Forwar
             raise
         except Exception as error:  # noqa: BLE001 - a copy or a meta pass that fails: run for real
             reason = error.error if isinstance(error, _ForwardFailed) else error
-        target = _home_device(model)
+        target = device_of(model)
         if target.type == "meta":
             raise CnnToolError(
                 f"{type(model).__name__} cannot run on the meta device ({reason}) and its "
                 "weights are on the meta device, so no real forward pass can replace it"
             ) from reason
-    runnable = model if _home_device(model) == target else _copy_to(model, target)
+    runnable = model if device_of(model) == target else _copy_to(model, target)
     try:
         return _observed_run(runnable, model, shape, make_observers()), "forward"
     except _ForwardFailed as failure:
@@ -175,16 +176,9 @@ def _copy_to(model: nn.Module, device: torch.device) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def _home_device(model: nn.Module) -> torch.device:
-    """Where the model's first parameter (or buffer) lives; CPU for a model with neither."""
-    for tensor in [*model.parameters(), *model.buffers()]:
-        return tensor.device
-    return torch.device("cpu")
-
-
 def _example_input(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
     """A seeded random input on the model's device, in its floating dtype."""
-    home = _home_device(model)
+    home = device_of(model)
     dtype = next((t.dtype for t in [*model.parameters(), *model.buffers()]
                   if t.is_floating_point()), torch.float32)
     if home.type == "meta":

@@ -260,3 +260,37 @@ def save_image_grid(path, coords, load, *, thumb: int | None = None) -> GridLayo
 
 def save_image_map(path, coords, load, *, thumb: int | None = None) -> None:
     save_image(image_map(coords, load, thumb=thumb), path)
+
+
+def sampled_rows(count: int, max_images: int, seed: int) -> np.ndarray:
+    """The rows an image map shows: all of them, or a seeded sample of `max_images`."""
+    rows = np.arange(count)
+    if count > max_images:
+        rows = np.sort(np.random.default_rng(seed).choice(count, size=max_images, replace=False))
+    return rows
+
+
+def check_thumb(count: int, thumb: int | None) -> None:
+    """Refuse a thumbnail size that would make a picture too large to save."""
+    if thumb:
+        side = max(grid_shape(count)) * thumb
+        if side > 4 * MAX_SIDE:
+            from cnntool.errors import CnnToolError
+
+            raise CnnToolError(f"{count} thumbnails of {thumb} px make a picture {side} px wide; "
+                               "use a smaller --thumb or --max-images")
+
+
+def tolerant(load: Callable[[int], Image.Image], failed: list) -> Callable[[int], Image.Image]:
+    """A loader that never stops a map for one unreadable image: a gray tile instead, and the
+    reason appended to `failed`."""
+    from cnntool.errors import CnnToolError
+
+    def load_or_gray(row: int) -> Image.Image:
+        try:
+            return load(row)
+        except CnnToolError as exc:
+            failed.append(str(exc))
+            return Image.new("RGB", (8, 8), (128, 128, 128))
+
+    return load_or_gray

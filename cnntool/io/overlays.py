@@ -94,3 +94,21 @@ def panel(images: Sequence[Image.Image], height: int | None = None) -> Image.Ima
         out.paste(im, (x, 0))
         x += im.width + _GAP
     return out
+
+
+def projection_row(raw_map: np.ndarray, pixels: np.ndarray, box, style: str) -> Image.Image:
+    """One row of `visualize deconv`: the projection (cropped to the unit's receptive field
+    `box`, beside the input under it, as Zeiler & Fergus show it; whole when box is None), then
+    the heat map over the input with the box outlined. `style`: guided, deconv or saliency."""
+    from cnntool.io.figures import pixels_to_image
+
+    picture = projection_image(raw_map, style)
+    if box is not None:
+        drawn = np.asarray(picture, dtype=np.float32) / 255.0
+        drawn = drawn[None] if drawn.ndim == 2 else drawn.transpose(2, 0, 1)
+        tiles = [pixels_to_image(crop_box(drawn, box, fill=0.5)),
+                 pixels_to_image(crop_box(pixels, box))]
+    else:
+        tiles = [picture]
+    tiles.append(outline(overlay(pixels, heat(raw_map)), box))
+    return panel(tiles, height=max(pixels.shape[1], 96))

@@ -122,3 +122,14 @@ def csv_text(records: Sequence[Mapping], columns: Sequence[str] | None = None) -
     buffer = io.StringIO()
     RecordWriter(buffer, "csv", columns).write_all(records)
     return buffer.getvalue()
+
+
+def plain(value):
+    """JSON-ready values (tuples to lists, NaN/inf to None, numpy/torch scalars to numbers)."""
+    return _plain(value)
+
+
+def write_json(path: str | Path, record: Mapping) -> None:
+    """A JSON document, indented, written atomically (`-`: stdout)."""
+    with open_output(path) as handle:
+        handle.write(json.dumps(_plain(record), indent=2, ensure_ascii=False) + "\n")

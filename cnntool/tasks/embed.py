@@ -243,3 +243,28 @@ def knn_accuracy(points: np.ndarray, labels: np.ndarray, k: int = NEIGHBOURS) ->
         # so a tie goes to the label that holds the nearest neighbour where the two differ
         np.add.at(scores, (rows, votes[:, rank]), 1.0 + 1e-3 * 2.0 ** -rank)
     return float((scores.argmax(axis=1) == labels).mean())
+
+
+def summary_record(feature_set, result: Embedding, settings: EmbedSettings,
+                   figures: Quality | None, source: str) -> dict:
+    """The settings, timing and quality figures of one map (`cnntool embed --summary`)."""
+    import dataclasses
+
+    return {
+        "source": source, "model": feature_set.model or None, "layer": feature_set.layer or None,
+        "pooling": feature_set.pooling or None, "images": len(result.coords),
+        "dims": int(feature_set.features.shape[1]), "method": result.method,
+        "engine": result.engine, "perplexity": result.perplexity,
+        "perplexity_requested": settings.perplexity if result.method == "tsne" else None,
+        "exaggeration": settings.exaggeration, "iterations": settings.iterations,
+        "seed": settings.seed, "pca_dims": result.pca_dims, "standardize": settings.standardize,
+        "seconds": round(result.seconds, 3), "warnings": list(result.warnings),
+        "quality": dataclasses.asdict(figures) if figures else None,
+    }
+
+
+def map_title(feature_set, result: Embedding) -> str:
+    """'lenet5-mnist relu3: t-SNE, perplexity 30, 5000 images'."""
+    where = " ".join(p for p in (feature_set.model, feature_set.layer) if p)
+    how = "PCA" if result.method == "pca" else f"t-SNE, perplexity {result.perplexity:.3g}"
+    return f"{where + ': ' if where else ''}{how}, {len(result.coords)} images"

@@ -19,12 +19,13 @@ scanning, so that a caller can name the images instead of failing later in t-SNE
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from cnntool.core.featureset import FeatureSet, integer_labels
+from cnntool.core.session import Consumer, ScanSession, feed
 from cnntool.errors import CnnToolError
 
 POOLINGS = ("avg", "max", "flatten")
@@ -113,23 +114,53 @@ class FeatureSpool:
         self.close()
 
 
+class FeatureConsumer(Consumer):
+    """A scan consumer (core.session) that appends each image's pooled `layer` output to `sink`
+    (a FeatureSpool, or anything with `append(indices, rows)`)."""
+
+    def __init__(self, layer: str, pooling: str, sink):
+        if pooling not in POOLINGS:
+            raise CnnToolError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
+        self.layers, self.pooling, self.sink = (layer,), pooling, sink
+        self._indices: Sequence[int] = ()
+
+    def begin(self, batch) -> None:
+        self._indices = batch.indices
+
+    def observe(self, layer: str, output) -> None:
+        self.sink.append(self._indices, pool(output.detach(), self.pooling).cpu().numpy())
+
+
 def extract(model, layer: str, batches: Iterable, spool: FeatureSpool, *, pooling: str = "avg",
             device=None, on_batch: Callable | None = None) -> FeatureSpool:
     """Run `model` over `batches` (data.Batch) and append each image's pooled `layer` output to
-    `spool`. The forward stops after the layer (capture with stop_early). `on_batch(batch)` is
-    called after each batch (progress)."""
-    import torch
-
-    from cnntool.core.hooks import capture
-
-    with torch.no_grad(), capture(model, [layer], stop_early=True) as cap:
-        for batch in batches:
-            cap.run(batch.inputs.to(device, non_blocking=True))
-            rows = pool(cap.activations[layer], pooling)
-            spool.append(batch.indices, rows.cpu().numpy())
-            if on_batch is not None:
-                on_batch(batch)
+    `spool`. The forward stops after the layer. `on_batch(batch)` is called after each batch."""
+    feed(model, batches, [FeatureConsumer(layer, pooling, spool)], device=device,
+         on_batch=on_batch)
     return spool
+
+
+def scan_features(session: ScanSession, layer: str, pooling: str, spool: FeatureSpool,
+                  merged: FeatureSpool) -> tuple[FeatureSet, list[int], list[int]] | None:
+    """A layer's features for the session's dataset: this shard's rows into `spool`, every
+    rank's assembled in dataset order into `merged` on rank 0 (collective).
+
+    Returns, on rank 0, (the FeatureSet of the readable images, the dataset index of each of its
+    rows, the dataset indices of rows with NaN/inf features); None on the other ranks.
+    """
+    from cnntool.core.layers import resolve_layer
+
+    name = resolve_layer(session.module, layer)[0]
+    session.run([FeatureConsumer(name, pooling, spool)], f"features {name}")
+    result = assemble(spool, session.shard, merged)
+    if not session.is_main:
+        return None
+    dataset = session.dataset
+    labels, names = integer_labels(dataset.labels, dataset.label_names)
+    features = FeatureSet(features=result.rows(), paths=[dataset.paths[i] for i in result.indices],
+                          labels=labels[result.indices], label_names=names,
+                          model=session.model.name, layer=name, pooling=pooling)
+    return features, list(result.indices), list(result.nonfinite)
 
 
 def assemble(spool: FeatureSpool, shard, into: FeatureSpool | None = None) -> FeatureSpool | None:
@@ -177,86 +208,6 @@ def assemble(spool: FeatureSpool, shard, into: FeatureSpool | None = None) -> Fe
         out.flush()
     del out
     return into
-
-
-# ---------------------------------------------------------------------------------------------
-# the .npz file
-
-
-@dataclass(frozen=True)
-class FeatureSet:
-    """Features of a dataset as stored in a features .npz: `features` (N, D) float32 (may be a
-    memory map), `paths` (N), `labels` (N) int with -1 for none, `label_names`, and where the
-    features come from (`model`, `layer`, `pooling`; empty strings when unknown)."""
-
-    features: np.ndarray
-    paths: list[str]
-    labels: np.ndarray
-    label_names: list[str]
-    model: str = ""
-    layer: str = ""
-    pooling: str = ""
-
-    def label_name(self, row: int) -> str | None:
-        label = int(self.labels[row])
-        if label < 0:
-            return None
-        return self.label_names[label] if label < len(self.label_names) else str(label)
-
-
-def integer_labels(labels: Sequence, label_names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
-    """A DataSet's labels (ints with names, folder names, or None) -> (int array with -1 for
-    none, names). Folder names are numbered in sorted order."""
-    if label_names is not None and all(lab is None or isinstance(lab, (int, np.integer)) for lab in labels):
-        names = [str(n) for n in label_names]
-        ints = [-1 if lab is None else int(lab) for lab in labels]
-        known = max(ints, default=-1)
-        names += [str(i) for i in range(len(names), known + 1)]  # ids past the names: own names
-        return np.array(ints, dtype=np.int64), names
-    names = sorted({str(lab) for lab in labels if lab is not None})
-    number = {name: i for i, name in enumerate(names)}
-    return np.array([-1 if lab is None else number[str(lab)] for lab in labels], dtype=np.int64), names
-
-
-def write_npz(handle, features: np.ndarray, paths: Sequence[str], labels: np.ndarray,
-              label_names: Sequence[str], *, model: str, layer: str, pooling: str) -> None:
-    """Write a features .npz to an open binary file (np.savez streams a memory map in 16 MiB
-    pieces, so `features` need not fit in memory). Strings are stored as unicode arrays, so
-    reading needs no pickle."""
-    np.savez(handle, features=features, paths=np.array(list(paths), dtype=str),
-             labels=np.asarray(labels, dtype=np.int64),
-             label_names=np.array(list(label_names), dtype=str),
-             model=np.array(model), layer=np.array(layer), pooling=np.array(pooling))
-
-
-def read_npz(path: str | Path) -> FeatureSet:
-    """A features .npz written by `cnntool features` (or by hand: only `features` is required;
-    paths default to row numbers, labels to -1). Mistakes become one-sentence errors."""
-    import zipfile
-
-    path = Path(path)
-    if not path.is_file():
-        raise CnnToolError(f"features file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            stored = set(data.files)
-            if "features" not in stored:
-                raise CnnToolError(f"{path} has no 'features' array "
-                                   f"(it has: {', '.join(sorted(stored)) or 'nothing'})")
-            features = np.asarray(data["features"], dtype=np.float32)
-            count = features.shape[0] if features.ndim else 0
-            paths = [str(p) for p in data["paths"]] if "paths" in stored else [str(i) for i in range(count)]
-            labels = (np.asarray(data["labels"], dtype=np.int64) if "labels" in stored
-                      else np.full(count, -1, dtype=np.int64))
-            names = [str(n) for n in data["label_names"]] if "label_names" in stored else []
-            meta = {key: str(data[key]) if key in stored else "" for key in ("model", "layer", "pooling")}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise CnnToolError(f"cannot read {path} as a features .npz ({exc})") from None
-    if features.ndim != 2:
-        raise CnnToolError(f"'features' in {path} must be (images, dims), not shape {features.shape}")
-    if len(paths) != count or len(labels) != count:
-        raise CnnToolError(f"{path} has {count} feature rows but {len(paths)} paths and {len(labels)} labels")
-    return FeatureSet(features=features, paths=paths, labels=labels, label_names=names, **meta)
 
 
 def check_finite(features: np.ndarray, paths: Sequence[str], shown: int = 3) -> None:

@@ -6,9 +6,10 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from cnntool.core.data import BatchStream, DataSet
+from cnntool.core.data import Batch, BatchStream, DataSet
 from cnntool.core.labels import map_labels
 from cnntool.core.models import LoadedModel, main_output
+from cnntool.core.session import Consumer
 
 
 @dataclass(frozen=True)
@@ -48,23 +49,54 @@ def label_mapper(dataset: DataSet, class_names: Sequence[str] | None,
     return map_labels(dataset, class_names, num_outputs)
 
 
+def batch_predictions(model: LoadedModel, dataset: DataSet, batch: Batch, logits, top: int,
+                      to_class: Callable[[int], int | None]) -> list[Prediction]:
+    """The top-`top` classes of each image of `batch`, from the model's output `logits`."""
+    logits = main_output(logits)  # e.g. aux heads: the main output comes first
+    probs = torch.softmax(logits.float(), dim=1)
+    values, indices = probs.topk(min(max(1, top), probs.shape[1]), dim=1)
+    return [Prediction(index=item, path=dataset.paths[item], label=dataset.labels[item],
+                       label_index=to_class(item),
+                       classes=tuple(ClassScore(int(i), model.class_name(int(i)), float(p))
+                                     for p, i in zip(values[row].tolist(), indices[row].tolist())))
+            for row, item in enumerate(batch.indices)]
+
+
+def _mapping(model: LoadedModel, dataset: DataSet, logits):
+    # the number of outputs is known from the first batch at the latest
+    return map_labels(dataset, model.class_names,
+                      model.num_outputs or int(main_output(logits).shape[1]))
+
+
+class PredictionConsumer(Consumer):
+    """A scan consumer (core.session): each batch's predictions go to `on_predictions` when
+    given (streamed, nothing kept), else into `predictions` (to gather under torchrun)."""
+
+    needs_output = True
+
+    def __init__(self, model: LoadedModel, dataset: DataSet, top: int = 5,
+                 on_predictions: Callable[[list[Prediction]], None] | None = None):
+        self.model, self.dataset, self.top = model, dataset, top
+        self.on_predictions = on_predictions
+        self.predictions: list[Prediction] = []
+        self._to_class = None
+
+    def end(self, batch: Batch, output) -> None:
+        if self._to_class is None:
+            self._to_class = _mapping(self.model, self.dataset, output)
+        found = batch_predictions(self.model, self.dataset, batch, output, self.top, self._to_class)
+        if self.on_predictions is not None:
+            self.on_predictions(found)
+        else:
+            self.predictions.extend(found)
+
+
 @torch.no_grad()
 def predict(model: LoadedModel, stream: BatchStream, top: int = 5) -> Iterator[Prediction]:
     """Predictions in dataset order; unreadable images are skipped (see `stream.skipped`)."""
-    module = model.module
-    top = max(1, top)
     to_class = None
     for batch in stream:
-        logits = main_output(module(batch.inputs.to(model.device)))  # aux heads: the main one
-        if to_class is None:  # the number of outputs is known from the first batch at the latest
-            to_class = map_labels(stream.dataset, model.class_names,
-                                  model.num_outputs or int(logits.shape[1]))
-        probs = torch.softmax(logits.float(), dim=1)
-        values, indices = probs.topk(min(top, probs.shape[1]), dim=1)
-        for row, item in enumerate(batch.indices):
-            classes = tuple(ClassScore(int(i), model.class_name(int(i)), float(p))
-                            for p, i in zip(values[row].tolist(), indices[row].tolist()))
-            yield Prediction(index=item, path=stream.dataset.paths[item],
-                             label=stream.dataset.labels[item],
-                             label_index=to_class(item),
-                             classes=classes)
+        logits = model.module(batch.inputs.to(model.device))
+        if to_class is None:
+            to_class = _mapping(model, stream.dataset, logits)
+        yield from batch_predictions(model, stream.dataset, batch, logits, top, to_class)

@@ -46,6 +46,7 @@ from torch.utils._pytree import tree_flatten
 
 from cnntool.core.receptive_field import FieldTracker, ReceptiveField
 from cnntool.core.trace import ForwardObserver, bound_arguments, trace_forward, window_of
+from cnntool.errors import CnnToolError
 
 aten = torch.ops.aten
 
@@ -320,4 +321,35 @@ def _cost_rule(func):
         return _per_output(1)
     if torch.Tag.reduction in func.tags:
         return _per_input(1)
+    return None
+
+
+def layers(module, input_shape: tuple[int, ...]) -> list[dict]:
+    """Every module of a model with its type, output shape at `input_shape` (C, H, W), its
+    parameters (a container's include its children's) and its aliases (conv5, fc7, penultimate…):
+    the records of `cnntool layers`."""
+    from cnntool.core.layers import layer_aliases
+
+    result = profile(module, input_shape=input_shape, batch=1, all_modules=True)
+    modules = dict(module.named_modules())
+    aliases: dict[str, list[str]] = {}
+    for alias, path in layer_aliases(module).items():
+        aliases.setdefault(path, []).append(alias)
+    return [{"name": layer.name, "type": layer.type, "output_shape": layer.output_shape,
+             "params": sum(p.numel() for p in modules[layer.name].parameters()),
+             "aliases": aliases.get(layer.name, [])}
+            for layer in result.layers]
+
+
+def output_shape(module, layer: str, input_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The output shape (1, C, …) of module path `layer` for one input of `input_shape`, from a
+    trace on the meta device (no compute); None when the layer does not run or the model cannot
+    be traced."""
+    try:
+        result = profile(module, input_shape=input_shape, batch=1, all_modules=True)
+    except CnnToolError:
+        return None
+    for entry in result.layers:
+        if entry.name == layer:
+            return tuple(entry.output_shape) if entry.output_shape else None
     return None

@@ -11,7 +11,7 @@ normalized for display): `cnntool.io.overlays` turns them into images.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,20 @@ class Target:
     position: tuple[int, int] | None = None
     class_index: int | None = None
     class_name: str | None = None
+
+    @classmethod
+    def unit_of(cls, layer: str, unit: int | None = None,
+                position: tuple[int, int] | None = None) -> "Target":
+        """Channel `unit` of `layer` (default: its most active channel) at `position` (default:
+        the channel's strongest position)."""
+        return cls("unit", layer=layer, unit=unit, position=position)
+
+    @classmethod
+    def logit(cls, which: int | str | None = None) -> "Target":
+        """The pre-softmax logit of a class, by index or name (default: the predicted class)."""
+        if isinstance(which, str) and not which.strip().isdigit():
+            return cls("class", class_name=which)
+        return cls("class", class_index=None if which is None else int(which))
 
     def to_record(self) -> dict:
         if self.kind == "class":
@@ -74,20 +88,50 @@ class Projection:
                 "substituted": self.substituted, "uncovered": self.uncovered}
 
 
-def project(model: nn.Module, x: Tensor, method: str = "guided", *,
-            layer: str | None = None, unit: int | None = None,
-            position: tuple[int, int] | None = None, target_class: int | str | None = None,
-            class_names: Sequence[str] | None = None, times_input: bool = False,
-            smooth_samples: int = 0, smooth_noise: float = 0.15, seed: int = 0) -> Projection:
-    """Project a target back to the input `x` (C×H×W or 1×C×H×W, normalized model input).
+@dataclass(frozen=True)
+class SmoothGrad:
+    """SmoothGrad (Smilkov et al. 2017): the average of an attribution over `samples` copies of
+    the input plus Gaussian noise of `noise` × (max − min of the input), seeded."""
 
-    Target: with `layer`, channel `unit` (default: the channel with the strongest activation)
-    at `position` (default: that channel's strongest position; channel-only layers need none);
-    otherwise class `target_class` (index or name; default: the predicted class).
-    `times_input` multiplies the map by the input (gradient×input). `smooth_samples` > 0 averages
-    the map over that many copies of x plus Gaussian noise of `smooth_noise` × (max − min of x)
-    (SmoothGrad, Smilkov et al. 2017); the target is fixed on the clean input first.
+    samples: int = 16
+    noise: float = 0.15
+    seed: int = 0
+
+    def __call__(self, attribute: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        """Smooth any attribution `attribute(x) -> map` (guided backprop, deconvnet, saliency,
+        or one of your own)."""
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        sigma = self.noise * float(x.max() - x.min())
+        total = None
+        for _ in range(self.samples):
+            noise = torch.randn(x.shape, generator=generator).to(x) * sigma
+            value = attribute(x + noise)
+            total = value if total is None else total + value
+        return total / self.samples
+
+
+def project(model: nn.Module, x: Tensor, method: str = "guided", target: Target | None = None,
+            *, class_names: Sequence[str] | None = None, times_input: bool = False,
+            smooth: SmoothGrad | None = None, layer: str | None = None, unit: int | None = None,
+            position: tuple[int, int] | None = None, target_class: int | str | None = None,
+            smooth_samples: int = 0, smooth_noise: float = 0.15, seed: int = 0) -> Projection:
+    """Project `target` back to the input `x` (C×H×W or 1×C×H×W, normalized model input).
+
+    `target`: `Target.unit_of(layer, unit, position)` (default unit: the channel with the
+    strongest activation; default position: its strongest; channel-only layers need none) or
+    `Target.logit(class index or name)` (default: the predicted class); None is the predicted
+    class. The keywords `layer`, `unit`, `position`, `target_class` say the same thing.
+    `times_input` multiplies the map by the input (gradient×input). `smooth` (or
+    `smooth_samples` > 0 with `smooth_noise` and `seed`) averages the map over noisy copies of x
+    (SmoothGrad); the target is fixed on the clean input first.
     """
+    if target is not None:
+        if target.kind == "unit":
+            layer, unit, position = target.layer, target.unit, target.position
+        else:
+            target_class = target.class_index if target.class_index is not None else target.class_name
+    if smooth is None and smooth_samples > 0:
+        smooth = SmoothGrad(smooth_samples, smooth_noise, seed)
     if method not in METHODS:
         raise CnnToolError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
     x = x if x.dim() == 4 else x.unsqueeze(0)
@@ -98,22 +142,17 @@ def project(model: nn.Module, x: Tensor, method: str = "guided", *,
         layer, _ = resolve_layer(model, layer)
     target, value, grad, report = _backprop(model, x, method, layer, unit, position,
                                             target_class, class_names, None)
-    if smooth_samples > 0:
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        sigma = smooth_noise * float(x.max() - x.min())
-        total = torch.zeros_like(grad)
-        for _ in range(smooth_samples):
-            noise = torch.randn(x.shape, generator=generator).to(x) * sigma
-            total += _backprop(model, x + noise, method, layer, None, None, None, class_names,
-                               target)[2]
-        grad = total / smooth_samples
+    if smooth is not None:
+        fixed = target
+        grad = smooth(lambda noisy: _backprop(model, noisy, method, layer, None, None, None,
+                                              class_names, fixed)[2], x)
     raw = grad * x if times_input else grad
     if method == "saliency" and not times_input:
         raw = raw.abs()  # Simonyan et al.: the magnitude; display takes the max over channels
     return Projection(method=method, target=target, value=value,
                       map=raw[0].detach().float().contiguous(),
                       substituted=dict(report.substituted), uncovered=dict(report.uncovered),
-                      times_input=times_input, smooth_samples=smooth_samples)
+                      times_input=times_input, smooth_samples=smooth.samples if smooth else 0)
 
 
 def _backprop(model, x, method, layer, unit, position, target_class, class_names,
@@ -177,20 +216,16 @@ def _unit_target(layer: str, output: Tensor, unit, position) -> Target:
     return Target("unit", layer=layer, unit=unit, position=(row, col))
 
 
-def _raw(method: str, model: nn.Module, x: Tensor, **target) -> Tensor:
-    return project(model, x, method, **target).map
+def deconv(model: nn.Module, x: Tensor, target: Target | None = None, **options) -> Tensor:
+    """Zeiler & Fergus deconvnet projection of `target` (see `project`): raw C×H×W map."""
+    return project(model, x, "deconv", target, **options).map
 
 
-def deconv(model: nn.Module, x: Tensor, **target) -> Tensor:
-    """Zeiler & Fergus deconvnet projection of a target (see `project`): raw C×H×W map."""
-    return _raw("deconv", model, x, **target)
+def guided_backprop(model: nn.Module, x: Tensor, target: Target | None = None, **options) -> Tensor:
+    """Springenberg et al. guided backpropagation of `target` (see `project`): raw C×H×W map."""
+    return project(model, x, "guided", target, **options).map
 
 
-def guided_backprop(model: nn.Module, x: Tensor, **target) -> Tensor:
-    """Springenberg et al. guided backpropagation of a target (see `project`): raw C×H×W map."""
-    return _raw("guided", model, x, **target)
-
-
-def saliency(model: nn.Module, x: Tensor, **target) -> Tensor:
+def saliency(model: nn.Module, x: Tensor, target: Target | None = None, **options) -> Tensor:
     """Simonyan et al. saliency |∂target/∂x| (see `project`): raw C×H×W map."""
-    return _raw("saliency", model, x, **target)
+    return project(model, x, "saliency", target, **options).map

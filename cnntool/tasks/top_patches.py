@@ -21,9 +21,9 @@ from typing import Iterable, Sequence
 
 import torch
 
-from cnntool.core.hooks import capture
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.core.receptive_field import ReceptiveField
+from cnntool.core.session import Consumer, feed
 from cnntool.errors import CnnToolError
 
 
@@ -184,25 +184,56 @@ def layer_units(activations: torch.Tensor, units: Sequence[int] | None) -> torch
     return activations[:, list(units)]
 
 
+class TopPatchConsumer(Consumer):
+    """A scan consumer (core.session) folding each batch's `layer` output into a TopK of the
+    chosen `units` (None: all channels). `state` continues an earlier scan (resume)."""
+
+    def __init__(self, layer: str, *, units: Sequence[int] | None, top: int, per_image: int = 1,
+                 state: TopK | None = None):
+        self.layers, self.units, self.top, self.per_image = (layer,), units, top, per_image
+        self.state = state
+        self._batch = None
+
+    def begin(self, batch) -> None:
+        self._batch = batch
+
+    def observe(self, layer: str, output: torch.Tensor) -> None:
+        activations = layer_units(output, self.units)
+        if self.state is None:
+            self.state = TopK(activations.shape[1], self.top, device=activations.device)
+        self.state.update(activations, self._batch.indices, self._batch.sizes, self.per_image)
+
+
 def scan(model, layer: str, batches: Iterable, *, units: Sequence[int] | None, top: int,
          per_image: int = 1, state: TopK | None = None, device=None,
          on_batch=None) -> TopK:
     """Run `model` over `batches` (data.Batch) and keep the top `top` hits per unit.
 
-    The forward stops after `layer` (hooks.capture(stop_early=True)). `state` continues an
-    earlier scan (resume); `on_batch(topk, batch)` is called after each batch (progress,
-    checkpoints) and is where a caller may save the state.
+    The forward stops after `layer`. `state` continues an earlier scan (resume);
+    `on_batch(topk, batch)` is called after each batch (progress, checkpoints) and is where a
+    caller may save the state.
     """
-    with torch.no_grad(), capture(model, [layer], stop_early=True) as cap:
-        for batch in batches:
-            cap.run(batch.inputs.to(device, non_blocking=True))
-            activations = layer_units(cap.activations[layer], units)
-            if state is None:
-                state = TopK(activations.shape[1], top, device=activations.device)
-            state.update(activations, batch.indices, batch.sizes, per_image)
-            if on_batch is not None:
-                on_batch(state, batch)
-    return state
+    consumer = TopPatchConsumer(layer, units=units, top=top, per_image=per_image, state=state)
+    feed(model, batches, [consumer], device=device,
+         on_batch=None if on_batch is None else lambda batch: on_batch(consumer.state, batch))
+    return consumer.state
+
+
+def merged(states: Iterable[dict | None]) -> TopK | None:
+    """One TopK from the ranks' `state_dict()`s (None for a rank that read nothing)."""
+    parts = [TopK.from_state(s) for s in states if s is not None]
+    if not parts:
+        return None
+    result = parts[0]
+    for part in parts[1:]:
+        result.merge(part)
+    return result
+
+
+def resume_position(last_index: int, rank: int, world_size: int) -> int:
+    """Where a shard goes on after the batch whose last (readable) image has dataset index
+    `last_index`: the count of this shard's images up to and including it."""
+    return (last_index - rank) // world_size + 1
 
 
 def original_box(field: ReceptiveField | None, position: tuple[int, int], size: tuple[int, int],

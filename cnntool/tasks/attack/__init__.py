@@ -6,10 +6,10 @@
 - scan: a whole dataset at one or more ε, with per-image outcomes and per-ε summaries.
 """
 from cnntool.tasks.attack.methods import NORMS, PixelModel, bim, check_eps, classify, fgsm, pgd
-from cnntool.tasks.attack.scan import (AttackedImage, AttackSummary, AttackTally, attack_dataset,
-                                       reclassify_saved, succeeded)
+from cnntool.tasks.attack.scan import (AttackedImage, AttackSummary, AttackTally, attack_batch,
+                                       attack_dataset, classify_images, succeeded)
 from cnntool.tasks.attack.targets import LEAST_LIKELY, resolve_target, target_classes
 
 __all__ = ["NORMS", "LEAST_LIKELY", "AttackedImage", "PixelModel", "AttackSummary", "AttackTally",
-           "attack_dataset", "bim", "check_eps", "classify", "fgsm", "pgd", "reclassify_saved",
+           "attack_batch", "attack_dataset", "bim", "check_eps", "classify", "classify_images", "fgsm", "pgd",
            "resolve_target", "succeeded", "target_classes"]

@@ -4,22 +4,18 @@ The model sees a resized, center-cropped copy of the image; an attack therefore 
 copy. `full_resolution` upsamples the perturbation (nearest neighbour, so every model pixel's
 ±ε step covers the block of original pixels it came from) onto the part of the original that
 the crop shows, leaves the rest of the photo untouched, and returns the 8-bit image one would
-publish. `classify_images` re-checks such files through the model's full preprocessing (resize
+publish. `scan.classify_images` re-checks such files through the model's full preprocessing (resize
 and crop included), which is how anyone would use them.
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from cnntool.core.models import LoadedModel
 from cnntool.core.preprocessing import Preprocessing
-from cnntool.tasks.attack.methods import classify
 
 
 def crop_extent(preprocessing: Preprocessing, width: int, height: int) -> tuple[int, int, int, int]:
@@ -50,10 +46,3 @@ def full_resolution(preprocessing: Preprocessing, original: Image.Image, clean: 
     # "invalid value encountered in cast" warning
     array = (np.clip(np.nan_to_num(photo, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
-
-
-def classify_images(model: LoadedModel, images: Sequence[Image.Image]) -> list[int]:
-    """The model's predictions for full-size images, through its whole preprocessing."""
-    pixels = torch.stack([model.preprocessing.to_pixels(image) for image in images])
-    predicted, _, _ = classify(model, pixels.to(model.device))
-    return predicted.tolist()

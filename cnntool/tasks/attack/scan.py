@@ -14,7 +14,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
-from cnntool.core.data import BatchStream
+from cnntool.core.data import Batch, BatchStream, DataSet
 from cnntool.core.models import LoadedModel
 from cnntool.tasks.attack.methods import classify
 from cnntool.tasks.attack.targets import Target, target_classes
@@ -71,6 +71,39 @@ def succeeded(prediction: int, label: int, target: int | None) -> bool:
     return prediction == target if target is not None else prediction != label
 
 
+def attack_batch(model: LoadedModel, dataset: DataSet, batch: Batch, attack: AttackFunction,
+                 eps_values: Sequence[float], target: Target | None,
+                 to_class: Callable[[int], int | None]) -> list[list[AttackedImage]]:
+    """One batch of [0, 1] pixels attacked at each ε: a list of the batch's outcomes per ε."""
+    crop = model.preprocessing.crop
+    images = batch.inputs.to(model.device)
+    clean_pred, clean_conf, clean_logits = classify(model, images)
+    mapped = [to_class(i) for i in batch.indices]
+    labels = torch.tensor([clean_pred[row].item() if label is None else label
+                           for row, label in enumerate(mapped)], device=images.device)
+    targets = target_classes(target, clean_logits) if target is not None else None
+    outcomes = []
+    for eps in eps_values:
+        adversarial = attack(model, images, labels if targets is None else targets, eps,
+                             targeted=targets is not None)
+        adv_pred, adv_conf, _ = classify(model, adversarial)
+        delta = (adversarial - images).flatten(1)
+        linf, l2 = delta.abs().amax(dim=1).tolist(), delta.norm(p=2, dim=1).tolist()
+        outcomes.append([AttackedImage(
+            index=item, path=dataset.paths[item], eps=eps, label=int(labels[row]),
+            label_source="prediction" if mapped[row] is None else "dataset",
+            target=None if targets is None else int(targets[row]),
+            clean_pred=int(clean_pred[row]), clean_conf=float(clean_conf[row]),
+            adv_pred=int(adv_pred[row]), adv_conf=float(adv_conf[row]),
+            linf=linf[row], l2=l2[row], original_size=tuple(batch.sizes[row]),
+            upscaled=batch.sizes[row][0] < crop[1] or batch.sizes[row][1] < crop[0],
+            clean_name=model.class_name(int(clean_pred[row])),
+            adv_name=model.class_name(int(adv_pred[row])),
+            clean=images[row], adversarial=adversarial[row])
+            for row, item in enumerate(batch.indices)])
+    return outcomes
+
+
 def attack_dataset(model: LoadedModel, stream: BatchStream, attack: AttackFunction,
                    eps_values: Sequence[float], target: Target | None = None,
                    ) -> Iterator[list[AttackedImage]]:
@@ -78,40 +111,22 @@ def attack_dataset(model: LoadedModel, stream: BatchStream, attack: AttackFuncti
     the batch's attacked images. Unreadable images are skipped (see `stream.skipped`)."""
     if stream.normalize:
         raise ValueError("attack_dataset needs a BatchStream of [0, 1] pixels (normalize=False)")
-    dataset, crop = stream.dataset, model.preprocessing.crop
-    to_class = label_mapper(dataset, model.class_names)
+    to_class = label_mapper(stream.dataset, model.class_names)
     for batch in stream:
-        images = batch.inputs.to(model.device)
-        clean_pred, clean_conf, clean_logits = classify(model, images)
-        mapped = [to_class(i) for i in batch.indices]
-        labels = torch.tensor([clean_pred[row].item() if label is None else label
-                               for row, label in enumerate(mapped)], device=images.device)
-        targets = target_classes(target, clean_logits) if target is not None else None
-        for eps in eps_values:
-            adversarial = attack(model, images, labels if targets is None else targets, eps,
-                                 targeted=targets is not None)
-            adv_pred, adv_conf, _ = classify(model, adversarial)
-            delta = (adversarial - images).flatten(1)
-            linf, l2 = delta.abs().amax(dim=1).tolist(), delta.norm(p=2, dim=1).tolist()
-            yield [AttackedImage(
-                index=item, path=dataset.paths[item], eps=eps, label=int(labels[row]),
-                label_source="prediction" if mapped[row] is None else "dataset",
-                target=None if targets is None else int(targets[row]),
-                clean_pred=int(clean_pred[row]), clean_conf=float(clean_conf[row]),
-                adv_pred=int(adv_pred[row]), adv_conf=float(adv_conf[row]),
-                linf=linf[row], l2=l2[row], original_size=tuple(batch.sizes[row]),
-                upscaled=batch.sizes[row][0] < crop[1] or batch.sizes[row][1] < crop[0],
-                clean_name=model.class_name(int(clean_pred[row])),
-                adv_name=model.class_name(int(adv_pred[row])),
-                clean=images[row], adversarial=adversarial[row])
-                for row, item in enumerate(batch.indices)]
+        yield from attack_batch(model, stream.dataset, batch, attack, eps_values, target, to_class)
 
 
-def reclassify_saved(model: LoadedModel, images: Sequence[Image.Image]) -> list[int]:
-    """The model's predictions for adversarial images read back from 8-bit files, as they are:
-    the files already have the model's input size, so no resize or crop is applied."""
-    channels = "L" if model.preprocessing.channels == 1 else "RGB"
-    pixels = torch.stack([pil_to_tensor(image.convert(channels)).float().div(255) for image in images])
+def classify_images(model: LoadedModel, images: Sequence[Image.Image], *,
+                    preprocess: bool = True) -> list[int]:
+    """The model's predictions for PIL images: through its whole preprocessing (resize and crop:
+    full-size photos), or with `preprocess=False` as they are (adversarial images read back
+    from 8-bit files, which already have the model's input size)."""
+    if preprocess:
+        pixels = torch.stack([model.preprocessing.to_pixels(image) for image in images])
+    else:
+        channels = "L" if model.preprocessing.channels == 1 else "RGB"
+        pixels = torch.stack([pil_to_tensor(image.convert(channels)).float().div(255)
+                              for image in images])
     predicted, _, _ = classify(model, pixels.to(model.device))
     return predicted.tolist()
 
@@ -169,6 +184,13 @@ class AttackTally:
         if success_after_save is not None:
             counts["saved"] += 1
             counts["successes_after_save"] += success_after_save
+
+    def merge(self, other: "AttackTally") -> None:
+        """Add another rank's counts (torchrun)."""
+        for eps, counts in other._counts.items():
+            for key, value in counts.items():
+                if key != "eps":
+                    self._counts[eps][key] += value
 
     def summaries(self) -> list[AttackSummary]:
         return [AttackSummary(**counts) for counts in self._counts.values()]

@@ -19,13 +19,13 @@ from torch import nn
 
 from cnntool.tasks.diagnose.filters import FilterReport, filter_report
 from cnntool.tasks.diagnose.findings import (
-    HIGH_R, SATURATED_SAMPLES, Commands, Finding, gradient_finding, layer_findings, size_finding)
+    HIGH_R, SATURATED_SAMPLES, Finding, FollowUps, gradient_finding, layer_findings, size_finding)
 from cnntool.tasks.diagnose.layer import LayerDiagnosis, summarize
 from cnntool.tasks.diagnose.points import MeasurePoint, default_points, named_points
-from cnntool.tasks.diagnose.scan import scan
+from cnntool.tasks.diagnose.scan import StatsConsumer, scan
 from cnntool.tasks.diagnose.stats import RunningStats
 
-__all__ = ["Commands", "Diagnosis", "FilterReport", "Finding", "LayerDiagnosis", "MeasurePoint",
+__all__ = ["Diagnosis", "FollowUps", "StatsConsumer", "FilterReport", "Finding", "LayerDiagnosis", "MeasurePoint",
            "RunningStats", "default_points", "diagnose", "filter_report", "merge_states",
            "named_points", "scan"]
 
@@ -36,6 +36,37 @@ class Diagnosis:
     findings: tuple[Finding, ...]  # most severe first, then in layer order
     images: int
     unreached: tuple[str, ...]  # measure points that never ran in the forward pass
+
+    def rows(self) -> list[dict]:
+        """One summary per layer, as the table shows it: counts of dead/constant/saturated
+        units (None where not judged), shares, sparsities, correlation and filter figures."""
+        rows = []
+        for layer in self.layers:
+            point, f = layer.point, layer.filters
+            noise = "—" if f is None else (
+                "n/a" if f.median_noise is None or not f.white_noise_score
+                else f"{f.median_noise / f.white_noise_score:.2f}")
+            rows.append({
+                "layer": point.layer or point.module, "at": point.activation.kind,
+                "units": layer.units, "dead": _count(layer.dead), "constant": _count(layer.constant),
+                "saturated": _count(layer.saturated), "active": layer.mean_active,
+                "lifetime_sparsity": layer.mean_lifetime_sparsity,
+                "population_sparsity": layer.population_sparsity, "mean_abs_r": layer.mean_abs_r,
+                "max_r": layer.top_pairs[0][2] if layer.top_pairs else None, "noise": noise,
+                "max_cosine": max(f.redundancy) if f and f.redundancy else None})
+        return rows
+
+    def health_series(self) -> dict[str, list[float | None]]:
+        """Per layer, the shares of dead, constant and saturated units and the sparsity (share
+        of samples ≤ 0); None where not judged (the unit health chart)."""
+        layers = self.layers
+        return {
+            "dead": [layer.share(layer.dead) for layer in layers],
+            "constant": [layer.share(layer.constant) for layer in layers],
+            "saturated": [layer.share(layer.saturated) for layer in layers],
+            "sparsity (≤ 0)": [None if layer.dead is None else 1 - layer.mean_active
+                               for layer in layers],
+        }
 
     def worst_correlated(self) -> LayerDiagnosis | None:
         """The layer with the largest mean |r| (for the heat map)."""
@@ -57,7 +88,7 @@ def merge_states(parts: Sequence[dict[str, dict]]) -> dict[str, RunningStats]:
 
 
 def diagnose(model: nn.Module, points: Sequence[MeasurePoint], states: dict[str, RunningStats],
-             commands: Commands, *, gradcheck_result=None, params_macs: tuple[int, int] | None = None
+             commands: FollowUps, *, gradcheck_result=None, params_macs: tuple[int, int] | None = None
              ) -> Diagnosis:
     """Summaries, filter reports and findings from the merged statistics of a scan."""
     conv_types = (nn.Conv2d,)
@@ -83,3 +114,7 @@ def diagnose(model: nn.Module, points: Sequence[MeasurePoint], states: dict[str,
     findings.sort(key=lambda f: order[f.severity])  # stable: layer order within a severity
     images = max((layer.images for layer in layers), default=0)
     return Diagnosis(tuple(layers), tuple(findings), images, tuple(unreached))
+
+
+def _count(units) -> int | None:
+    return None if units is None else len(units)

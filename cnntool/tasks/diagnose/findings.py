@@ -6,9 +6,8 @@ are deliberately plain numbers (shown in every message) rather than tuned scores
 """
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from cnntool.tasks.diagnose.layer import CONSTANT_RELATIVE_STD, RARE_ACTIVE, LayerDiagnosis
 
@@ -54,33 +53,18 @@ class Finding:
                 "message": self.message, "advice": self.advice, "command": self.command}
 
 
-@dataclass(frozen=True)
-class Commands:
-    """How to spell follow-up commands for this model and data (the user's own arguments)."""
+class FollowUps(Protocol):
+    """Spells the command that digs deeper into a finding (the CLI gives one: cli/followups.py;
+    the task does not know the command line's flags)."""
 
-    model: str  # the MODEL argument with its loading flags, shell-quoted
-    data: str
-
-    def top_patches(self, layer: str, units: Sequence[int]) -> str:
-        listed = ",".join(str(u) for u in list(units)[:8]) or "0-7"
-        return (f"cnntool visualize top-patches {self.model} {shlex.quote(self.data)} "
-                f"--layer {layer} --units {listed} -o top-{layer}/")
-
-    def activations(self, layer: str) -> str:
-        return (f"cnntool visualize activations {self.model} {shlex.quote(self.data)} "
-                f"--layer {layer} -o maps-{layer}.png")
-
-    def filters(self, layer: str) -> str:
-        return f"cnntool visualize filters {self.model} --layer {layer} --format jsonl -o filters-{layer}.png"
-
-    def gradcheck(self) -> str:
-        return f"cnntool gradcheck {self.model} --per-layer"
-
-    def profile(self) -> str:
-        return f"cnntool profile {self.model} --format table"
+    def top_patches(self, layer: str, units: Sequence[int]) -> str: ...
+    def activations(self, layer: str) -> str: ...
+    def filters(self, layer: str) -> str: ...
+    def gradcheck(self) -> str: ...
+    def profile(self) -> str: ...
 
 
-def layer_findings(layer: LayerDiagnosis, commands: Commands) -> list[Finding]:
+def layer_findings(layer: LayerDiagnosis, commands: FollowUps) -> list[Finding]:
     """Everything one layer's statistics and filters say, most severe first."""
     found = [*_unit_findings(layer, commands), *_correlation_findings(layer, commands),
              *_filter_findings(layer, commands)]
@@ -91,7 +75,7 @@ def _over(layer: LayerDiagnosis) -> str:
     return f"over {layer.images:,} images"
 
 
-def _unit_findings(layer: LayerDiagnosis, commands: Commands) -> list[Finding]:
+def _unit_findings(layer: LayerDiagnosis, commands: FollowUps) -> list[Finding]:
     found = []
     where, measured, key = layer.label, layer.point.module, layer.name
     dead_share = layer.share(layer.dead) or 0.0
@@ -137,7 +121,7 @@ def _rare(layer: LayerDiagnosis) -> str:
     return f"; {count} more {'is' if count == 1 else 'are'} > 0 on fewer than {RARE_ACTIVE:.0%} of samples"
 
 
-def _correlation_findings(layer: LayerDiagnosis, commands: Commands) -> list[Finding]:
+def _correlation_findings(layer: LayerDiagnosis, commands: FollowUps) -> list[Finding]:
     found = []
     where, measured, key = layer.label, layer.point.module, layer.name
     if layer.high_r_pairs:
@@ -156,7 +140,7 @@ def _correlation_findings(layer: LayerDiagnosis, commands: Commands) -> list[Fin
     return found
 
 
-def _filter_findings(layer: LayerDiagnosis, commands: Commands) -> list[Finding]:
+def _filter_findings(layer: LayerDiagnosis, commands: FollowUps) -> list[Finding]:
     report = layer.filters
     if report is None:
         return []
@@ -192,7 +176,7 @@ def _filter_findings(layer: LayerDiagnosis, commands: Commands) -> list[Finding]
     return found
 
 
-def gradient_finding(result, commands: Commands) -> Finding:
+def gradient_finding(result, commands: FollowUps) -> Finding:
     """The verdict of the whole-model gradient check (a GradcheckResult)."""
     if result.ok:
         return Finding("info", "gradients", None,
@@ -205,7 +189,7 @@ def gradient_finding(result, commands: Commands) -> Finding:
                    commands.gradcheck())
 
 
-def size_finding(params: int, macs: int, commands: Commands) -> Finding | None:
+def size_finding(params: int, macs: int, commands: FollowUps) -> Finding | None:
     """Only for a tiny model: the findings above cannot tell under-capacity apart."""
     if params >= TINY_MODEL_PARAMS:
         return None

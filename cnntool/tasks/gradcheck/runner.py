@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnntool.core.device import resolve_device
+from cnntool.core.device import device_of, resolve_device
 from cnntool.core.hooks import capture, module_hooks
 from cnntool.core.layers import resolve_layer
 from cnntool.errors import CnnToolError, InputSizeError
@@ -233,8 +233,7 @@ def _float64_copy(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _device_for(model: nn.Module, device: str | torch.device | None) -> torch.device:
     if device is None:
-        first = next(model.parameters(), None)
-        target = first.device if first is not None else torch.device("cpu")
+        target = device_of(model)
     else:
         target = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if target.type == "mps":

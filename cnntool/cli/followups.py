@@ -1,0 +1,33 @@
+"""The cnntool commands that dig deeper into a diagnose finding, spelled with the user's own
+MODEL (and its loading options) and DATA, ready to paste."""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Commands:
+    """How to spell follow-up commands for this model and data (the user's own arguments)."""
+
+    model: str  # the MODEL argument with its loading flags, shell-quoted
+    data: str
+
+    def top_patches(self, layer: str, units: Sequence[int]) -> str:
+        listed = ",".join(str(u) for u in list(units)[:8]) or "0-7"
+        return (f"cnntool visualize top-patches {self.model} {shlex.quote(self.data)} "
+                f"--layer {layer} --units {listed} -o top-{layer}/")
+
+    def activations(self, layer: str) -> str:
+        return (f"cnntool visualize activations {self.model} {shlex.quote(self.data)} "
+                f"--layer {layer} -o maps-{layer}.png")
+
+    def filters(self, layer: str) -> str:
+        return f"cnntool visualize filters {self.model} --layer {layer} --format jsonl -o filters-{layer}.png"
+
+    def gradcheck(self) -> str:
+        return f"cnntool gradcheck {self.model} --per-layer"
+
+    def profile(self) -> str:
+        return f"cnntool profile {self.model} --format table"

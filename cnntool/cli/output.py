@@ -1,0 +1,87 @@
+"""Records out: JSON Lines or CSV on stdout for pipelines, or one rich table for people.
+
+A command describes its table once (`Column`s over its records), and `write_records` prints
+the records in the format asked for; `show_table` puts the same kind of table on stderr.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from cnntool.cli import console
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its header, and the record key or a function giving the cell text."""
+
+    header: str
+    value: str | Callable[[Mapping], Any]
+    right: bool = False
+    fold: bool = False  # wrap long cells instead of cutting them
+    no_wrap: bool = False
+
+    def cell(self, record: Mapping) -> str:
+        value = record.get(self.value) if isinstance(self.value, str) else self.value(record)
+        return "" if value is None else str(value)
+
+
+def table(title: str | None, columns: Sequence[Column], records: Iterable[Mapping], *,
+          caption: str | None = None, compact: bool = False,
+          styles: Callable[[Mapping], str | None] | None = None):
+    """A rich Table of `records` (compact: no vertical rules, tight padding)."""
+    from rich import box
+    from rich.table import Table
+
+    extra = dict(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True) \
+        if compact else {}
+    result = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
+                   **extra)
+    for column in columns:
+        result.add_column(column.header, justify="right" if column.right else "left",
+                          overflow="fold" if column.fold else "ellipsis", no_wrap=column.no_wrap)
+    for record in records:
+        result.add_row(*(column.cell(record) for column in columns),
+                       style=styles(record) if styles else None)
+    return result
+
+
+def write_records(records: Iterable[Mapping], fmt: str | None, *, columns: Sequence[str] | None = None,
+                  title: str | None = None, table_columns: Sequence[Column] | None = None,
+                  caption: str | None = None) -> None:
+    """Records on stdout as JSON Lines, CSV (with `columns`, else the first record's keys) or,
+    for `table`, a table for people (`table_columns`); nothing when fmt is None."""
+    from cnntool.io.writers import RecordWriter
+
+    if not fmt:
+        return
+    if fmt == "table":
+        if table_columns is None:
+            raise ValueError("a table needs its columns")
+        console.stdout_console().print(table(title, table_columns, list(records), caption=caption))
+        return
+    RecordWriter(sys.stdout, fmt, columns).write_all(records)
+
+
+def show_table(title: str | None, columns: Sequence[Column], records: Iterable[Mapping], **options) -> None:
+    """The same kind of table on stderr (silenced by -q)."""
+    console.show(table(title, columns, list(records), **options))
+
+
+def human(value: float, unit: str = "") -> str:
+    """1234567 -> '1.23M'."""
+    for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= threshold:
+            return f"{value / threshold:.2f}{suffix}{unit}"
+    return f"{value:g}{unit}"
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def short_path(path: str, keep: int = 2) -> str:
+    """The last `keep` parts of a path: enough to recognise a file in a table."""
+    parts = path.replace("\\", "/").split("/")
+    return "/".join(parts[-keep:]) if len(parts) > keep else path

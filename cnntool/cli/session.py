@@ -1,0 +1,66 @@
+"""The dataset scan of a command: load MODEL as asked, open DATA, scan this process's shard with
+a progress bar, and report unreadable images in one wording (core.session does the work).
+
+    with dataset_scan(model, model_request, data, scan, title="predict") as session:
+        session.run([consumer], f"predict {session.model.name}")
+        report = finish(session)        # collective; rank 0 reports skipped images
+        if session.is_main: ...write...
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+from cnntool.cli import console
+from cnntool.cli.options import ModelRequest, ScanOptions
+from cnntool.core.session import ScanReport, ScanSession
+
+UPSCALE_WARNING = 2.0  # warn when images are enlarged more than this on average
+
+
+@contextlib.contextmanager
+def dataset_scan(spec: str, request: ModelRequest, data: str, options: ScanOptions, *,
+                 limit: int | None = None, loaded=None) -> Iterator[ScanSession]:
+    """A ScanSession for a command (`loaded`: a model the command already loaded)."""
+    from cnntool.core.data import open_data
+
+    if _other_rank():
+        console.silence_rank()  # rank 0 speaks for the scan
+    if loaded is None:
+        loaded = request.load(spec)
+    dataset = open_data(data, max_pixels=options.max_pixels).head(limit)
+    with ScanSession.open(loaded, dataset, batch_size=options.batch_size,
+                          workers=options.workers, progress=console.progress) as session:
+        yield session
+
+
+def finish(session: ScanSession) -> ScanReport:
+    """The scan's report over every rank; rank 0 warns about unreadable and enlarged images.
+    Raises DataError when nothing could be read."""
+    report = session.finish()
+    if session.is_main:
+        report_skipped(report)
+        if report.upscale > UPSCALE_WARNING:
+            console.warn(f"the images were enlarged {report.upscale:.1f}× on average to reach the "
+                         f"model's input ({_size(session)}): is that the input the model was "
+                         "trained on? Set it with --input-size/--resize or --preprocessing")
+    return report
+
+
+def report_skipped(report: ScanReport) -> None:
+    """The one wording of unreadable images."""
+    if report.skipped:
+        path, reason = report.skipped[0]
+        example = reason if path in reason else f"{path}: {reason}"
+        console.warn(f"skipped {len(report.skipped)} unreadable image(s) of {report.total}, "
+                     f"e.g. {example}")
+
+
+def _size(session: ScanSession) -> str:
+    return "×".join(map(str, session.model.input_shape))
+
+
+def _other_rank() -> bool:
+    """A torchrun rank other than 0 (known from the environment before any process group)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0

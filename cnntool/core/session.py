@@ -1,0 +1,215 @@
+"""One pass over a dataset, shared by every dataset command (predict, attack, top-patches,
+features, embed, diagnose, microscope) and by their one-call Python functions.
+
+A `ScanSession` owns what used to be written once per command: this process's shard of the
+dataset (all of it, or a strided part under torchrun: see core/sharding.py), the preprocessed
+batches, the progress, the forward pass with the hooks its consumers need, the gathering of
+small per-rank states, and the list of unreadable images of every rank. What a scan computes
+lives in `Consumer`s (tasks/): several of them share ONE forward pass per batch, which is how
+the microscope measures top patches, unit statistics, features and predictions at once.
+
+    with ScanSession.open(model, dataset, batch_size=64) as session:
+        patches = TopPatchConsumer(...)                # tasks/
+        session.run([patches], "top patches")
+        states = session.gather(patches.state_dict())  # every rank's, on every rank
+        report = session.finish()                      # collective; raises if nothing was read
+        if session.is_main: ...merge and write...
+
+A consumer declares the layers (module paths) whose outputs it observes inside the forward
+hook (no clone is kept; see core.hooks.observe), and whether it needs the model's output. When
+no consumer needs the output, the forward stops after the last observed layer. A consumer with
+neither (an attack, which runs its own forward and backward) just gets each batch.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Sequence
+
+from cnntool.core.data import Batch, BatchStream, DataSet
+from cnntool.core.sharding import Shard, distributed, gather
+from cnntool.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+    from cnntool.core.models import LoadedModel
+
+# (title, total) -> a context manager yielding advance(n): how a caller shows progress
+ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
+
+
+class Consumer:
+    """What a scan feeds, batch by batch. Subclasses override what they need.
+
+    `layers`: module paths whose output goes to `observe(layer, output)` inside the forward
+    hook, at the module's first call of each forward (reduce it there: a later in-place op may
+    overwrite it).
+    `needs_output`: whether `end` must receive the model's output (else it may get None).
+    """
+
+    layers: Sequence[str] = ()
+    needs_output: bool = False
+
+    def begin(self, batch: Batch) -> None:
+        """Before the batch's forward pass."""
+
+    def observe(self, layer: str, output: "torch.Tensor") -> None:
+        """One call's output of one of `layers`."""
+
+    def end(self, batch: Batch, output: Any) -> None:
+        """After the batch's forward pass (output None when it stopped early or none ran)."""
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """How a scan went, over every rank: images asked for, read, and the unreadable ones
+    (path, reason) in path order."""
+
+    total: int
+    read: int
+    skipped: tuple[tuple[str, str], ...]
+    upscale: float = 1.0  # mean factor by which the read images were enlarged (< 1: shrunk)
+
+
+def _no_progress(_title: str, _total: int):
+    return contextlib.nullcontext(lambda _n=1: None)
+
+
+@dataclass
+class ScanSession:
+    """One process's part of a dataset scan. Build it with `ScanSession.open`."""
+
+    model: "LoadedModel"
+    dataset: DataSet
+    shard: Shard = field(default_factory=Shard)
+    batch_size: int = 32
+    workers: int | None = 0
+    progress: ProgressFactory = _no_progress
+    stream_options: dict = field(default_factory=dict)  # more BatchStream keywords
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # this rank's
+    read: int = 0  # readable images of this rank
+    upscale_sum: float = 0.0  # sum over read images of (resized width / original width)
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, model: "LoadedModel", dataset: DataSet, **options) -> Iterator["ScanSession"]:
+        """A session over `dataset`: the whole of it, or under torchrun this rank's shard (the
+        process group lives as long as the block; CUDA ranks use cuda:LOCAL_RANK)."""
+        with distributed(model.device) as shard:
+            if shard.device is not None and shard.device != model.device:
+                model.module = model.module.to(shard.device)
+                model.device = shard.device
+            yield cls(model=model, dataset=dataset, shard=shard, **options)
+
+    @property
+    def module(self):
+        return self.model.module
+
+    @property
+    def device(self):
+        return self.model.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.shard.is_main
+
+    def count(self, start: int = 0) -> int:
+        """Images of this shard after its first `start`."""
+        return len(self.shard.indices(len(self.dataset), start))
+
+    def stream(self, *, start: int = 0, normalize: bool = True) -> BatchStream:
+        """Preprocessed batches of this shard (after its first `start` images), in index order."""
+        return BatchStream(self.dataset, self.model.preprocessing, batch_size=self.batch_size,
+                           workers=self.workers, normalize=normalize,
+                           indices=self.shard.indices(len(self.dataset), start),
+                           device=self.device, **self.stream_options)
+
+    def batches(self, title: str, *, start: int = 0, normalize: bool = True) -> Iterator[Batch]:
+        """This shard's batches with a progress bar that also counts the unreadable images;
+        they are added to `skipped`."""
+        with self.stream(start=start, normalize=normalize) as stream, \
+                self.progress(title, stream.total) as advance:
+            counted = 0
+            for batch in stream:
+                fresh = len(stream.skipped) - counted
+                counted = len(stream.skipped)
+                self.read += len(batch.indices)
+                self.upscale_sum += sum(self._upscale(size) for size in batch.sizes)
+                yield batch
+                advance(len(batch.indices) + fresh)
+            advance(len(stream.skipped) - counted)
+            self.skipped.extend(stream.skipped)
+
+    def _upscale(self, size: tuple[int, int]) -> float:
+        width, height = size
+        return self.model.preprocessing.resized_size(width, height)[0] / max(width, 1)
+
+    def run(self, consumers: Sequence[Consumer], title: str, *, start: int = 0,
+            normalize: bool = True, on_batch: Callable[[Batch], None] | None = None) -> None:
+        """Feed every batch of this shard (after its first `start` images) to `consumers`."""
+        feed(self.module, self.batches(title, start=start, normalize=normalize), consumers,
+             device=self.device, on_batch=on_batch)
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order (collective). Keep it small: states, not maps."""
+        return gather(obj, self.shard)
+
+    def finish(self) -> ScanReport:
+        """The report over every rank (collective: every rank calls it). Raises DataError when
+        not a single image of the dataset could be read."""
+        parts = self.gather((self.read, self.upscale_sum, list(self.skipped)))
+        read = sum(part[0] for part in parts)
+        # the listing's own skips (dangling links, FIFOs…) are the same on every rank: once
+        unreadable = (item for part in parts for item in part[2])
+        report = ScanReport(total=len(self.dataset), read=read,
+                            skipped=tuple(self.dataset.all_skipped(unreadable)),
+                            upscale=sum(part[1] for part in parts) / read if read else 1.0)
+        if report.read == 0 and report.total:
+            raise DataError(none_readable(report.total, self.dataset.name))
+        return report
+
+
+def none_readable(total: int, name: str) -> str:
+    """The one wording of a scan that read nothing."""
+    return f"none of the {total} images in {name} could be read"
+
+
+def feed(module, batches: Iterable[Batch], consumers: Sequence[Consumer], *, device=None,
+         on_batch: Callable[[Batch], None] | None = None) -> None:
+    """The scan loop: each batch to every consumer, with one forward pass (no grad) when any of
+    them observes a layer or needs the output; it stops after the last observed layer when
+    none needs the output. A module called several times per forward (ResNet's shared `relu`)
+    is observed at its first call."""
+    import torch
+
+    from cnntool.core.hooks import observe
+
+    observed: set[str] = set()  # layers already seen in this forward
+
+    def first_call(layer: str, output) -> None:
+        if layer not in observed:
+            observed.add(layer)
+            for consumer in watchers[layer]:
+                consumer.observe(layer, output)
+
+    watchers: dict[str, list[Consumer]] = {}
+    for consumer in consumers:
+        for layer in consumer.layers:
+            watchers.setdefault(layer, []).append(consumer)
+    callbacks = {layer: [lambda output, _l=layer: first_call(_l, output)] for layer in watchers}
+    needs_output = any(c.needs_output for c in consumers)
+    forward = bool(callbacks) or needs_output
+    with observe(module, callbacks, stop_early=not needs_output) as observer:
+        for batch in batches:
+            observed.clear()
+            for consumer in consumers:
+                consumer.begin(batch)
+            output = None
+            if forward:
+                with torch.no_grad():
+                    output = observer.run(batch.inputs.to(device, non_blocking=True))
+            for consumer in consumers:  # outside no_grad: an attack takes its own gradients
+                consumer.end(batch, output)
+            if on_batch is not None:
+                on_batch(batch)

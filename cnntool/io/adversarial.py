@@ -1,0 +1,63 @@
+"""The files of an attack with `-o DIR`: adversarial images as lossless 8-bit PNGs (read back, so
+that what is judged is what was saved), original | perturbation | adversarial triptychs, and
+perturbations carried onto the full-size photos."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image
+
+from cnntool.core.images import load_image
+from cnntool.io.figures import eps_label, pixels_to_image, save_triptych
+from cnntool.io.writers import save_image
+
+
+class AdversarialFiles:
+    """DIR/adversarial, DIR/triptych (the first `triptychs` images) and DIR/full_res."""
+
+    def __init__(self, out: str | Path, triptychs: int):
+        out = Path(out)
+        self.folder, self.triptych_folder = out / "adversarial", out / "triptych"
+        self.full_res_folder = out / "full_res"
+        self.triptychs_left, self.triptych_count = triptychs, 0
+
+    @staticmethod
+    def name(outcome) -> str:
+        return f"{outcome.index:05d}_{Path(outcome.path).stem}.png"
+
+    def save(self, outcomes) -> list[tuple[Path, Image.Image]]:
+        """Save each adversarial image (and a triptych while any are left); return each file
+        with the image read back from it."""
+        saved = []
+        for outcome in outcomes:
+            file = self.folder / self.name(outcome)
+            save_image(pixels_to_image(outcome.adversarial.cpu().numpy()), file)
+            saved.append((file, load_image(file)))
+            if self.triptychs_left:
+                self._triptych(outcome)
+        return saved
+
+    def save_full_res(self, outcomes, images: Sequence[Image.Image]) -> list[tuple[Path, Image.Image]]:
+        """Save each full-size adversarial photo; return each file with the image read back."""
+        saved = []
+        for outcome, image in zip(outcomes, images):
+            file = self.full_res_folder / self.name(outcome)
+            save_image(image, file)
+            saved.append((file, load_image(file)))
+        return saved
+
+    def _triptych(self, outcome) -> None:
+        save_triptych(self.triptych_folder / self.name(outcome),
+                      outcome.clean.cpu().numpy(), outcome.adversarial.cpu().numpy(),
+                      clean_title=f"original: {class_label(outcome.clean_name, outcome.clean_pred)}  "
+                                  f"{outcome.clean_conf:.1%}",
+                      perturbation_title=f"perturbation, ε = {eps_label(outcome.eps)} (amplified)",
+                      adversarial_title=f"adversarial: {class_label(outcome.adv_name, outcome.adv_pred)}  "
+                                        f"{outcome.adv_conf:.1%}")
+        self.triptychs_left -= 1
+        self.triptych_count += 1
+
+
+def class_label(name: str | None, index: int) -> str:
+    return name if name is not None else f"class {index}"
