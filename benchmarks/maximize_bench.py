@@ -25,12 +25,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cnntool.core.models import load_model  # noqa: E402
-from cnntool.tasks.maximize import (MaximizeConfig, maximize, objective,  # noqa: E402
-                                    with_overrides)
+from cnntool.tasks.maximize import (MaximizeConfig, lucid_defaults, maximize,  # noqa: E402
+                                    objective, with_overrides)
 
 CASES = [  # label, model, batch, objective kind, units, layer, config overrides
-    ("lite0 224px class, defaults (fourier+transforms)", "efficientnet_lite0", 1, "class",
+    ("lite0 224px class, defaults (maco+crop+transparency)", "efficientnet_lite0", 1, "class",
      [1], None, {}),
+    ("lite0 224px class x4, defaults (maco)", "efficientnet_lite0", 4, "class",
+     [1, 9, 130, 207], None, {}),
+    ("lite0 224px class, previous default (fourier+transforms)", "efficientnet_lite0", 1,
+     "class", [1], None, lucid_defaults()),
     ("lite0 224px class, pixel, no transforms", "efficientnet_lite0", 1, "class", [1], None,
      {"param": "pixel", "pad": 0, "jitter": 0, "scales": (1.0, 1.0), "rotate": 0.0}),
     ("lite0 224px _blocks.10 channel x4, defaults", "efficientnet_lite0", 4, "channel",
@@ -95,7 +99,8 @@ def main() -> None:
         for p in loaded.module.parameters():
             p.requires_grad_(False)  # both sides: only the input needs a gradient
         goal = objective(loaded.module, kind, units[:batch], layer)
-        config = with_overrides(MaximizeConfig.for_input(loaded.input_shape), **overrides)
+        config = overrides if isinstance(overrides, MaximizeConfig) else \
+            with_overrides(MaximizeConfig.for_input(loaded.input_shape), **overrides)
         ours(loaded, goal, config, 2), bare_steps(loaded, goal, batch, 2)  # warm-up
         bare_times, our_times, our_fixed = [], [], []
         for _ in range(args.rounds):

@@ -6,8 +6,10 @@ Two goals of issue #16, each measured the way the issue states it:
   made for class c with efficientnet_lite0 is saved as an 8-bit PNG and shown to
   efficientnet_lite2 through lite2's own preprocessing (as `cnntool predict` would); the
   count of classes that lite2 puts at top-1, out of 10. Class sets: `varied` (10 hand-picked,
-  varied classes: animals, objects, food, a landscape), `random0` (10 drawn with seed 0) and
-  `random1` (seed 1; the set the defaults were tuned on, so not a fair test of them).
+  varied classes: animals, objects, food, a landscape), `random0` and `random1` (10 drawn with
+  seeds 0 and 1). The defaults were chosen among 14 variants (learning rate, crop size, noise,
+  rotation, steps, parameterization) by their counts on these same three sets, run with seed
+  0: their figures at seed 0 are not an unbiased test; other seeds are a little fairer.
 - **LeNet-5 digits near real digits**: the image made for digit d (lenet5-mnist) is classified
   d by LeNet-5 itself with p > 0.9, and its mean distance (L2 on [0, 1] pixels) to the 5
   nearest mnist-5k digits of class d is within the 90th percentile of the same figure for the
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -78,21 +81,21 @@ def run_classes(args, device: str) -> None:
     model, judge = Model("efficientnet_lite0", device), Model("efficientnet_lite2", device)
     sets = class_sets()
     configs = args.config or {"maco (default)": {}, "fourier (previous default)": None}
-    print("| class set | config | lite2 top-1 | lite2 p (mean) | lite0 p (mean) | seconds |\n"
-          "|---|---|---|---|---|---|", flush=True)
+    print("| class set | config | seed | lite2 top-1 | lite2 p (mean) | lite0 p (mean) | seconds |\n"
+          "|---|---|---|---|---|---|---|", flush=True)
     began = time.perf_counter()
     for set_name in args.sets.split(","):
         classes = sets[set_name]
-        for label, overrides in configs.items():
+        for (label, overrides), seed in itertools.product(configs.items(), args.seeds):
             if args.budget and time.perf_counter() - began > args.budget:
-                print(f"| {set_name} | {label} | (not run: past --budget) | | | |")
+                print(f"| {set_name} | {label} | {seed} | (not run: past --budget) | | | |")
                 continue
             base = lucid_defaults() if overrides is None else \
                 MaximizeConfig.for_input(model.preprocessing.input_shape)
             config = dataclasses.replace(with_overrides(base, steps=args.steps), **(overrides or {}))
-            images, verdicts, own, seconds = class_images(model, judge, classes, config)
+            images, verdicts, own, seconds = class_images(model, judge, classes, config, seed)
             top1 = sum(v.rank == 1 for v in verdicts)
-            print(f"| {set_name} | {label} | {top1}/10 | "
+            print(f"| {set_name} | {label} | {seed} | {top1}/10 | "
                   f"{np.mean([v.probability for v in verdicts]):.3f} | "
                   f"{np.mean([v.probability for v in own]):.3f} | {seconds:.0f} |", flush=True)
             if args.verbose:
@@ -100,8 +103,8 @@ def run_classes(args, device: str) -> None:
                                        for v in verdicts), flush=True)
             if args.out:
                 labels = [f"{model.class_names[v.target][:14]} #{v.rank}" for v in verdicts]
-                save_grid(os.path.join(args.out, f"{set_name}_{_slug(label)}.png"), images,
-                          labels, columns=5)
+                save_grid(os.path.join(args.out, f"{set_name}_{_slug(label)}_{seed}.jpg"),
+                          images, labels, columns=5)
 
 
 def real_digit_reference(pixels: torch.Tensor, labels: torch.Tensor) -> dict[int, float]:
@@ -165,6 +168,7 @@ def main() -> None:
     parser.add_argument("--sets", default="varied,random0",
                         help="Class sets, comma-separated: varied, random0, random1.")
     parser.add_argument("--steps", type=int, default=256, help="Steps for the class images.")
+    parser.add_argument("--seeds", default="0", help="Seeds of the class runs, comma-separated.")
     parser.add_argument("--digit-steps", type=int, default=128)
     parser.add_argument("--config", action="append", default=[], metavar="NAME=JSON",
                         help="A configuration: MaximizeConfig overrides as JSON (repeatable).")
@@ -172,7 +176,7 @@ def main() -> None:
     parser.add_argument("--no-classes", action="store_true", help="Only the digits.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", help="Folder for the labelled grids.")
+    parser.add_argument("--out", help="Folder for the labelled grids (JPEG for the classes).")
     parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                         help="Start no class run after this many seconds.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -182,9 +186,11 @@ def main() -> None:
     configs = {}
     for item in args.config:
         name, _, text = item.partition("=")
-        overrides = json.loads(text or "{}")
-        configs[name] = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        overrides = json.loads(text or "{}")  # null: the previous default
+        configs[name] = None if overrides is None else \
+            {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     args.config = configs
+    args.seeds = [int(v) for v in args.seeds.split(",")]
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads; "

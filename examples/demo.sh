@@ -81,11 +81,15 @@ from PIL import Image; from cnntool.core.samples import mnist_5k
 digits, _ = mnist_5k(); Image.fromarray(digits[0].squeeze().astype('uint8')).save('$out/visualize/digit.png')"
 cnntool visualize deconv lenet5-mnist "$out/visualize/digit.png" --layer conv2 --unit 3 --unit 7 \
   --method guided -o "$out/visualize/lenet5_guided.png" -q > /dev/null
-echo "== class visualizations: lite0 (goldfish, pizza), LeNet-5 (all ten digits) -> $out/visualize/" >&2
-cnntool visualize maximize efficientnet_lite0 --class goldfish --class pizza --steps 128 \
+echo "== class visualizations (MACO), judged by lite2: lite0's goldfish and ostrich -> $out/visualize/" >&2
+cnntool visualize maximize efficientnet_lite0 --class goldfish --class ostrich \
   -o "$out/visualize/lite0_classes.png" -q > "$out/visualize/lite0_classes.jsonl"
+echo "== feature accentuation of the cat photo toward 'tiger' -> $out/visualize/lite0_accentuation.png" >&2
+cnntool visualize maximize efficientnet_lite0 --start "$photo" --accentuate --class tiger \
+  -o "$out/visualize/lite0_accentuation.png" -q > "$out/visualize/lite0_accentuation.jsonl"
+echo "== LeNet-5's ten digits with a PCA prior from mnist-5k, judged by lenet5-mnist-adv -> $out/visualize/" >&2
 cnntool visualize maximize lenet5-mnist $(printf -- '--class %d ' 0 1 2 3 4 5 6 7 8 9) \
-  -o "$out/visualize/lenet5_classes.png" -q > "$out/visualize/lenet5_classes.jsonl"
+  --prior-data mnist-5k -o "$out/visualize/lenet5_classes.png" -q > "$out/visualize/lenet5_classes.jsonl"
 
 echo "== t-SNE map of LeNet-5's penultimate features of the 5,000 MNIST digits -> $out/embed_mnist_*.png" >&2
 cnntool features lenet5-mnist mnist-5k --layer relu3 --batch-size 500 -o "$out/features_mnist.npz" -q

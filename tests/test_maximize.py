@@ -400,7 +400,7 @@ def test_every_grid_tile_carries_its_label():
     text alone, and a label too long for its tile is cut to the tile's width."""
     from PIL import ImageDraw, ImageFont
 
-    from cnntool.io.grids import grid
+    from cnntool.io.grids import grid, stacked
 
     tiles = [np.full((20, 40, 3), v, dtype=np.float32) for v in (0.2, 0.5, 0.8)]
     labels = ["goldfish", "ostrich", "a label far too long for its tile"]
@@ -414,6 +414,12 @@ def test_every_grid_tile_carries_its_label():
     long_strip = picture[22:34, 2 + 2 * 42: 2 + 3 * 42]
     assert _dark_columns(long_strip).size and _dark_columns(long_strip).max() < 42
     assert np.asarray(grid(tiles, columns=3).convert("L")).shape == (24, 2 + 3 * 42)  # no strip
+    # rows of panels (deconv) carry theirs above each row
+    rows = [Image.new("RGB", (60, 10), (90, 90, 90)) for _ in range(2)]
+    column = np.asarray(stacked(rows, gap=4, labels=["unit 5", "unit 9"]).convert("L"))
+    assert column.shape == (2 * (12 + 10) + 4, 60)
+    for top in (0, 12 + 10 + 4):
+        assert _dark_columns(column[top:top + 12]).size > 5
 
 
 @pytest.mark.slow
@@ -433,3 +439,21 @@ def test_cli_grid_has_labels_and_maco_writes_its_transparency_map(tmp_path):
     assert _dark_columns(picture[2 + 224:2 + 224 + 12]).size > 20  # "goldfish" written
     view = np.asarray(Image.open(tmp_path / "m_unit1_importance.png").convert("L"), dtype=float)
     assert view.shape == (224, 224) and view.std() > 0
+
+
+def test_unit_files_keep_the_whole_output_stem(tmp_path):
+    """OUTPUT 'acc_0.1.png' gives 'acc_0.1_unit3.png', not 'acc_0.png' (a suffix cut at the
+    last dot), and the importance map is saved raw and as a picture."""
+    from cnntool.io.synthesized import UnitPicture, save_pictures
+
+    image = Image.new("RGB", (16, 16), (200, 40, 40))
+    importance = np.arange(256, dtype=np.float64).reshape(16, 16)
+    written = save_pictures(tmp_path / "acc_0.1.png",
+                            [UnitPicture(3, image, "goldfish", importance, start=image)])
+    names = sorted(p.name for p in written)
+    assert names == ["acc_0.1.png", "acc_0.1_unit3.png", "acc_0.1_unit3_importance.npy",
+                     "acc_0.1_unit3_importance.png"]
+    assert np.array_equal(np.load(tmp_path / "acc_0.1_unit3_importance.npy"),
+                          importance.astype(np.float32))
+    view = np.asarray(Image.open(tmp_path / "acc_0.1_unit3_importance.png"), dtype=float)
+    assert view[0, 0, 0] == 235 and view[-1, -1, 0] == 200  # importance 0: the board; top: the image

@@ -34,7 +34,7 @@ from cnntool.cli.output import Column, show_table, write_records
 @click.option("--accentuate", is_flag=True,
               help="Feature accentuation of --start (Hamblin et al. 2024): a penalty keeps the "
                    "result near the photo in Fourier space; the grid shows photo | result.")
-@click.option("--closeness", type=click.FloatRange(0), help="Weight of that penalty (default 0.03; 0.1 keeps the photo almost unchanged).")
+@click.option("--closeness", type=click.FloatRange(0), help="Weight of that penalty (default 0.01; 0.1 keeps the photo almost unchanged).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--param", type=click.Choice(["maco", "fourier", "pixel", "pca"]),
               help="Parameterization (default: maco for inputs over 64 px; for smaller ones pca "

@@ -142,14 +142,21 @@ def side_by_side(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:
     return canvas
 
 
-def stacked(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:
-    """Images in one column, left aligned (e.g. one row of panels per unit)."""
-    height = sum(im.height for im in images) + gap * (len(images) - 1)
-    canvas = Image.new("RGB", (max(im.width for im in images), height), _BACKGROUND)
+def stacked(images: Sequence[Image.Image], gap: int = 8,
+            labels: Sequence[str] | None = None) -> Image.Image:
+    """Images in one column, left aligned (e.g. one row of panels per unit), each under its
+    label when `labels` are given."""
+    label_h = _LABEL_HEIGHT if labels else 0
+    height = sum(im.height + label_h for im in images) + gap * (len(images) - 1)
+    width = max(im.width for im in images)
+    canvas = Image.new("RGB", (width, height), _BACKGROUND)
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
     y = 0
-    for image in images:
-        canvas.paste(image.convert("RGB"), (0, y))
-        y += image.height + gap
+    for n, image in enumerate(images):
+        if labels:
+            draw.text((0, y), _fitted(str(labels[n]), width, draw, font), fill=(0, 0, 0), font=font)
+        canvas.paste(image.convert("RGB"), (0, y + label_h))
+        y += image.height + label_h + gap
     return canvas
 
 

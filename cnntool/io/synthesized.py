@@ -47,14 +47,15 @@ def save_pictures(output: str | Path, pictures: Sequence[UnitPicture]) -> list[P
     suffix = out.suffix or ".png"
     written, tiles = [], []
     for picture in pictures:
-        stem = out.with_name(f"{out.stem}_unit{picture.unit}")
-        save_image(picture.image, stem.with_suffix(suffix))
-        written.append(stem.with_suffix(suffix))
+        base = f"{out.stem}_unit{picture.unit}"  # by hand: with_suffix would cut 'a.1_unit3'
+        image_png = out.with_name(base + suffix)
+        save_image(picture.image, image_png)
+        written.append(image_png)
         panels = ([picture.start] if picture.start is not None else []) + [picture.image]
         if picture.importance is not None:
             view = importance_view(picture.image, picture.importance)
-            importance_png = stem.with_name(stem.name + "_importance").with_suffix(suffix)
-            importance_npy = stem.with_name(stem.name + "_importance.npy")
+            importance_png = out.with_name(base + "_importance" + suffix)
+            importance_npy = out.with_name(base + "_importance.npy")
             save_image(view, importance_png)
             with open_output(importance_npy, "wb") as handle:
                 np.save(handle, picture.importance.astype(np.float32))
@@ -81,7 +82,7 @@ def tile_label(record: dict) -> str:
     if "judge_rank" in record:
         return f"{name} · judge #{record['judge_rank']}"
     if record.get("relative") is not None:
-        return f"{name} · {record['relative']:.2f}× data"
+        return f"{name} · {record['relative']:.1f}x data best"
     return name
 
 

@@ -115,9 +115,9 @@ def data_prior_defaults() -> MaximizeConfig:
 
 
 def accentuation_defaults() -> MaximizeConfig:
-    """Feature accentuation of a photo: Fourier parameters started at the photo, closeness 0.03,
+    """Feature accentuation of a photo: Fourier parameters started at the photo, closeness 0.01,
     the lucid transforms, 128 Adam steps at lr 0.05; the transparency map is accumulated."""
-    return MaximizeConfig(param="fourier", steps=128, lr=0.05, closeness=0.03, importance=True)
+    return MaximizeConfig(param="fourier", steps=128, lr=0.05, closeness=0.01, importance=True)
 
 
 def with_overrides(config: MaximizeConfig, **changes) -> MaximizeConfig:
