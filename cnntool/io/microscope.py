@@ -1,0 +1,253 @@
+"""Write a microscope site from the microscope's views (tasks.microscope): the images first,
+under the names io/site/layout.py gives them, then the records and pages (io/site).
+
+`MicroscopeSite` is fed a layer at a time (`add_layer`), so only one layer's pictures are held;
+`finish` writes index.html, the layer and unit pages, the map and the attack page. Images of the
+dataset are re-read from DATA for the crops (the scan keeps boxes, not pixels); one that cannot
+be read any more is left out and counted in `lost`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from cnntool.errors import CnnToolError
+from cnntool.io.figures import pixels_to_image
+from cnntool.io.grids import grid, side_by_side, symmetric_scale
+from cnntool.io.overlays import projection_image
+from cnntool.io.site import layout
+from cnntool.io.site.images import (PATCH_MAX_SIDE, PATCH_MIN_SIDE, atlas_slot, atlas_thumb_size, fit,
+                                    save_jpeg, save_patch, save_source, write_atlases)
+from cnntool.io.site.model import (Attack, Correlated, DataCard, Embedding, Finding, Histogram, LayerPage,
+                                   LayerSummary, ModelCard, Patch, Point, Site, Triptych, Unit, UnitStats,
+                                   Vote)
+from cnntool.io.site.write import write_site
+from cnntool.io.writers import atomic_path
+
+VISUALIZATION_SIDE = 160  # feature visualizations are shown at least this large
+PREVIEWS = 6  # top patches in a layer's row of the index
+_OPEN_IMAGES = 32  # originals kept open while a layer's crops are cut
+
+
+class MicroscopeSite:
+    """A site being written into `folder` for `model` (a core LoadedModel) over `dataset`."""
+
+    def __init__(self, folder: str | Path, model, dataset):
+        self.folder = Path(folder)
+        self.model, self.dataset = model, dataset
+        self.pages: list[LayerPage] = []
+        self.summaries: list[LayerSummary] = []
+        self.sources: dict[int, tuple[str, tuple[int, int]]] = {}  # dataset index -> (path, size)
+        self.lost: list[str] = []
+        self._open: OrderedDict[int, Image.Image | None] = OrderedDict()
+
+    # ---- one layer at a time -------------------------------------------------------------------
+
+    def add_layer(self, view, *, project: Callable[[Sequence], list] | None = None,
+                  visualizations: Sequence[np.ndarray] | None = None,
+                  progress: Callable[[int], None] | None = None) -> LayerPage:
+        """The layer's images and records. `project(hits)` gives each hit's raw projection (or
+        None); `visualizations` are the units' [0, 1] pixels, in the order of `view.units`;
+        `progress(1)` is called after each unit."""
+        name = view.name
+        units = []
+        for position, unit in enumerate(view.units):
+            projections = project(unit.hits) if project is not None and unit.hits else [None] * len(unit.hits)
+            patches = [p for p in (self._patch(name, unit.index, rank, hit, crop, raw)
+                                   for rank, (hit, crop, raw) in enumerate(zip(unit.hits, unit.crops, projections)))
+                       if p is not None]
+            visualization = None
+            if visualizations is not None:
+                visualization = layout.visualization_image(name, unit.index)
+                picture = pixels_to_image(np.asarray(visualizations[position]))
+                save_jpeg(fit(picture, VISUALIZATION_SIDE, 2 * VISUALIZATION_SIDE), self.folder / visualization)
+            units.append(Unit(index=unit.index, patches=tuple(patches), stats=_stats(unit),
+                              histogram=_histogram(unit.histogram),
+                              correlated=tuple(Correlated(u, r) for u, r in unit.correlated),
+                              votes=tuple(Vote(c, n, s) for c, n, s in unit.votes),
+                              visualization=visualization))
+            if progress is not None:
+                progress(1)
+        self._open.clear()
+        plan = view.plan
+        spatial = len(plan.output_shape) == 3
+        page = LayerPage(name=name, top=view.top, units=tuple(units),
+                         histogram_of="activation at every position" if spatial and plan.output_shape[1:] != (1, 1)
+                         else "activation per image")
+        self.pages.append(page)
+        self.summaries.append(self._summary(view, page))
+        return page
+
+    def _patch(self, layer: str, unit: int, rank: int, hit, crop, raw) -> Patch | None:
+        original = self._original(hit.index)
+        if original is None:
+            return None
+        image = layout.patch_image(layer, unit, rank)
+        save_patch(original, crop, self.folder / image)
+        source, size = self._source(hit.index, original)
+        projection = None
+        if raw is not None:
+            projection = layout.projection_image(layer, unit, rank)
+            shown = fit(projection_image(raw, "guided"), PATCH_MIN_SIDE, PATCH_MAX_SIDE)
+            save_jpeg(shown, self.folder / projection)
+        return Patch(image=image, value=float(hit.value), source_index=int(hit.index),
+                     source_path=self.dataset.paths[hit.index], box=tuple(int(v) for v in hit.box),
+                     source_image=source, source_size=size, projection=projection)
+
+    def _original(self, index: int) -> Image.Image | None:
+        if index in self._open:
+            self._open.move_to_end(index)
+            return self._open[index]
+        try:
+            image = self.dataset.load(index).convert("RGB")
+        except CnnToolError as exc:
+            self.lost.append(str(exc))
+            image = None
+        self._open[index] = image
+        if len(self._open) > _OPEN_IMAGES:
+            self._open.popitem(last=False)
+        return image
+
+    def _source(self, index: int, original: Image.Image) -> tuple[str, tuple[int, int]]:
+        if index not in self.sources:
+            path = layout.source_image(index)
+            size = save_source(original, self.folder / path)
+            self.sources[index] = (path, tuple(size))
+        return self.sources[index]
+
+    def _summary(self, view, page: LayerPage) -> LayerSummary:
+        plan, diagnosis = view.plan, view.diagnosis
+        field = plan.field
+        filters_image = self._filters(view) if view.filters is not None else None
+        preview = tuple(u.patches[0].image for u in page.units if u.patches and not u.stats.dead)[:PREVIEWS]
+        return LayerSummary(
+            name=plan.name, type=plan.kind, output_shape=plan.output_shape, params=plan.params,
+            macs=plan.macs, receptive_field=None if field is None else max(field.size),
+            jump=None if field is None else max(field.jump), units=plan.channels,
+            dead=None if diagnosis is None else diagnosis.share(diagnosis.dead),
+            constant=None if diagnosis is None else diagnosis.share(diagnosis.constant),
+            mean_abs_r=None if diagnosis is None else _round(diagnosis.mean_abs_r),
+            filters_image=filters_image, preview=preview)
+
+    def _filters(self, view) -> str:
+        """The first convolution's filters as a PNG grid: RGB tiles for 3 input channels, else
+        one gray tile per filter (the mean over its inputs), 0 at mid-grey."""
+        weights = view.filters
+        outputs, inputs, kh, kw = weights.shape
+        if inputs == 3:
+            tiles = [symmetric_scale(w.transpose(1, 2, 0)) for w in weights]
+        else:
+            tiles = [symmetric_scale(w.mean(axis=0)) for w in weights]
+        path = layout.filters_image(view.name)
+        picture = grid(tiles, [str(i) for i in range(outputs)], columns=min(outputs, 16),
+                       tile_size=max(32, 8 * max(kh, kw)))
+        with atomic_path(self.folder / path) as temp:
+            picture.save(temp, format="PNG")
+        return path
+
+    # ---- the map and the attack ----------------------------------------------------------------
+
+    def embedding(self, view, predictions, label_names: Sequence[str]) -> Embedding:
+        """The map's records and atlases; `predictions` (tasks.microscope.scan.Predictions)
+        give each point's label, prediction and right/wrong."""
+        rows = {int(i): k for k, i in enumerate(predictions.index)}
+        thumb = atlas_thumb_size(len(view.indices))
+        thumbnails = _Thumbnails(self.dataset, view.indices)
+        atlases = write_atlases(self.folder / layout.ATLASES, thumbnails, thumb, site_root=self.folder)
+        points = []
+        for row, (index, (x, y)) in enumerate(zip(view.indices, view.coords.tolist())):
+            k = rows.get(index)
+            label = None if k is None or predictions.label[k] < 0 else int(predictions.label[k])
+            predicted = None if k is None else int(predictions.predicted[k])
+            atlas, cell = atlas_slot(row, thumb)
+            path = self.dataset.paths[index]
+            points.append(Point(x=float(x), y=float(y), label=label, prediction=predicted,
+                                correct=None if label is None or predicted is None else label == predicted,
+                                path=path, atlas=atlas, cell=cell,
+                                href=Path(path).resolve().as_uri() if os.path.isfile(path) else None))
+        return Embedding(layer=view.layer, method=view.method, points=tuple(points),
+                         label_names=tuple(label_names), atlases=tuple(atlases))
+
+    def attack(self, view) -> Attack:
+        """The curve, and a triptych (original | amplified perturbation | adversarial) of each
+        fooled image."""
+        triptychs = []
+        for fooled in view.fooled:
+            clean, adversarial = fooled.clean.numpy(), fooled.adversarial.numpy()
+            delta = adversarial - clean
+            largest = float(np.abs(delta).max())
+            shown = 0.5 + delta / (2 * largest) if largest > 0 else np.full_like(delta, 0.5)
+            panels = [fit(pixels_to_image(np.clip(p, 0, 1)), 160, 224) for p in (clean, shown, adversarial)]
+            path = f"attack/triptych_{fooled.index:07d}.jpg"
+            save_jpeg(side_by_side(panels), self.folder / path)
+            triptychs.append(Triptych(image=path, eps=fooled.eps, label=self._class(fooled.label),
+                                      adversarial=self._class(fooled.adversarial_class)))
+        return Attack(method=view.method, eps=view.eps, accuracy=view.accuracy, triptychs=tuple(triptychs))
+
+    def _class(self, index: int) -> str:
+        return self.model.class_name(index) or f"class {index}"
+
+    # ---- the whole site --------------------------------------------------------------------------
+
+    def finish(self, *, plan, findings, data: DataCard, embedding: Embedding | None = None,
+               attack: Attack | None = None, generator: str = "cnntool microscope") -> Site:
+        """index.html and every page (and their JSON); returns the Site record."""
+        model = self.model
+        layers = list(self.summaries)
+        classifier = plan.classifier
+        if classifier is not None and classifier.name not in {s.name for s in layers}:
+            layers.append(LayerSummary(classifier.name, classifier.kind, classifier.output_shape,
+                                       classifier.params, classifier.macs, None, None,
+                                       classifier.output_shape[0], None, None, None, page=False))
+        classes = classifier.output_shape[0] if classifier is not None else model.num_outputs
+        site = Site(
+            model=ModelCard(name=model.name, source=model.source,
+                            preprocessing=model.preprocessing.describe(),
+                            preprocessing_source=model.preprocessing_source, params=plan.params,
+                            macs=plan.macs, classes=classes,
+                            class_names=tuple(model.class_names) if model.class_names else None),
+            data=data, layers=tuple(layers),
+            findings=tuple(Finding(f.severity, f.layer, f.message, f.advice, f.command or "")
+                           for f in findings),
+            embedding=embedding, attack=attack, generator=generator)
+        write_site(self.folder, site, self.pages)
+        return site
+
+
+class _Thumbnails:
+    """The map's images, read on demand (write_atlases takes an indexable sequence); an image
+    that cannot be read any more is a grey square."""
+
+    def __init__(self, dataset, indices: Sequence[int]):
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, row: int) -> Image.Image:
+        try:
+            return self.dataset.load(self.indices[row])
+        except CnnToolError:
+            return Image.new("RGB", (8, 8), (128, 128, 128))
+
+
+def _stats(unit) -> UnitStats:
+    return UnitStats(mean=unit.mean, max=unit.max, lifetime_sparsity=unit.lifetime_sparsity,
+                     active=unit.active, dead=unit.dead, constant=unit.constant, saturated=unit.saturated)
+
+
+def _histogram(histogram) -> Histogram | None:
+    edges, counts = histogram
+    return Histogram(edges=tuple(edges), counts=tuple(counts)) if counts else None
+
+
+def _round(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.6g}")

@@ -1,0 +1,82 @@
+"""The microscope's optional attack page: FGSM accuracy against ε over DATA (tasks.attack), and
+the first few images the largest ε fools, for triptychs.
+
+A scan consumer over [0, 1] pixels (run the session with `normalize=False`): FGSM takes its own
+forward and backward per batch and ε. Labels are the dataset's where they map onto the model's
+classes, else the model's clean prediction (tasks.attack's rule). Counts merge across ranks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from cnntool.core.session import Consumer
+from cnntool.tasks.attack import AttackTally, attack_batch, fgsm
+from cnntool.tasks.predict import label_mapper
+
+TRIPTYCHS = 3
+
+
+@dataclass(frozen=True)
+class Fooled:
+    """One image the largest ε fools: [0, 1] pixels (C, H, W) before and after."""
+
+    index: int
+    eps: float
+    label: int
+    adversarial_class: int
+    clean: torch.Tensor
+    adversarial: torch.Tensor
+
+
+@dataclass(frozen=True)
+class AttackView:
+    """Accuracy at each ε (on every image attacked) and the first fooled images."""
+
+    method: str
+    eps: tuple[float, ...]
+    accuracy: tuple[float, ...]
+    images: int
+    labels_from_dataset: int
+    fooled: tuple[Fooled, ...]
+
+
+class FgsmSweep(Consumer):
+    """FGSM at each ε on every batch (no shared forward: it needs input gradients)."""
+
+    def __init__(self, model, dataset, eps: Sequence[float], triptychs: int = TRIPTYCHS):
+        self.model, self.dataset, self.eps = model, dataset, tuple(eps)
+        self.tally = AttackTally(self.eps)
+        self.triptychs = triptychs
+        self.fooled: list[Fooled] = []
+        self._to_class = label_mapper(dataset, model.class_names)
+
+    def end(self, batch, output) -> None:
+        outcomes = attack_batch(self.model, self.dataset, batch, fgsm, self.eps, None, self._to_class)
+        for per_eps in outcomes:
+            for outcome in per_eps:
+                self.tally.add(outcome)
+        for outcome in outcomes[-1]:  # the largest ε comes last (sorted by the caller)
+            if outcome.success and len(self.fooled) < self.triptychs:
+                self.fooled.append(Fooled(outcome.index, outcome.eps, outcome.label, outcome.adv_pred,
+                                          outcome.clean.detach().cpu(), outcome.adversarial.detach().cpu()))
+
+    def part(self) -> tuple:
+        """What this rank contributes (gather it; `merged` takes every rank's)."""
+        return self.tally, self.fooled
+
+
+def merged(parts: Sequence[tuple], eps: Sequence[float], triptychs: int = TRIPTYCHS) -> AttackView:
+    """The ranks' tallies added up; the fooled images with the lowest dataset indices."""
+    tally = AttackTally(eps)
+    for part in parts:
+        tally.merge(part[0])
+    summaries = tally.summaries()
+    fooled = sorted((f for part in parts for f in part[1]), key=lambda f: f.index)[:triptychs]
+    return AttackView(method="FGSM", eps=tuple(s.eps for s in summaries),
+                      accuracy=tuple(s.adv_accuracy or 0.0 for s in summaries),
+                      images=summaries[0].images if summaries else 0,
+                      labels_from_dataset=summaries[0].labels_from_dataset if summaries else 0,
+                      fooled=tuple(fooled))

@@ -1,0 +1,96 @@
+"""The microscope's computed pictures of a unit: guided-backprop projections of its top hits
+(tasks.projection) and its feature visualization (tasks.maximize). Raw arrays out; io turns
+them into images.
+
+The feature visualization is the one call into tasks.maximize (`visualize_units`): whatever
+maximize's default recipe is for this input (MACO for colour models, regularized pixels for
+small grayscale ones), the microscope takes it, with only the number of steps overridable.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from torch import nn
+
+from cnntool.errors import CnnToolError
+from cnntool.tasks.microscope.analysis import shown_box
+from cnntool.tasks.microscope.plan import LayerPlan
+from cnntool.tasks.top_patches import Hit
+
+VISUALIZATION_BATCH = 64  # units optimized together (memory grows with it)
+
+
+def project_hits(model: nn.Module, preprocessing, dataset, layer: LayerPlan,
+                 hits: Sequence[Hit], cache: dict | None = None) -> list[np.ndarray | None]:
+    """Per hit, guided backprop (Springenberg et al. 2015) of the unit at the hit's position on
+    its image, cropped as the hit's patch is (analysis.shown_box) in model-input pixels (zeros
+    past the border; the whole input where a unit sees all of it): C×h×w float32, signed. None for an
+    image that cannot be read any more. `cache` keeps model inputs by dataset index."""
+    from cnntool.tasks.projection import Target, project
+
+    cache = {} if cache is None else cache
+    spatial = len(layer.output_shape) == 3
+    maps = []
+    for hit in hits:
+        x = _input(dataset, preprocessing, hit.index, cache)
+        if x is None:
+            maps.append(None)
+            continue
+        target = Target.unit_of(layer.name, hit.unit, tuple(hit.position) if spatial else None)
+        raw = project(model, x.to(next(model.parameters()).device), "guided", target).map.cpu().numpy()
+        box = None
+        if layer.field is not None and spatial:
+            box = shown_box(layer.field.input_box(*hit.position), (0, 0, *raw.shape[1:]))
+        maps.append(_crop(raw, box))
+    return maps
+
+
+def _input(dataset, preprocessing, index: int, cache: dict):
+    if index not in cache:
+        try:
+            pixels, _ = dataset.load_pixels(index, preprocessing)
+        except CnnToolError:
+            cache[index] = None
+        else:
+            cache[index] = preprocessing.normalize(pixels)
+    return cache[index]
+
+
+def _crop(raw: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The part of C×H×W `raw` under box (y0, x0, y1, x1), zeros outside the input."""
+    if box is None:
+        return raw
+    y0, x0, y1, x1 = box
+    channels, height, width = raw.shape
+    out = np.zeros((channels, y1 - y0, x1 - x0), dtype=raw.dtype)
+    sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y1, height), min(x1, width)
+    if sy1 > sy0 and sx1 > sx0:
+        out[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = raw[:, sy0:sy1, sx0:sx1]
+    return out
+
+
+def visualize_units(model: nn.Module, preprocessing, layer: str, units: Sequence[int], *,
+                    steps: int | None = None, seed: int = 0,
+                    progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+    """The input that maximizes each unit (the channel's mean over positions), C×H×W pixels in
+    [0, 1], optimized VISUALIZATION_BATCH units at a time with tasks.maximize's default recipe
+    for this input (`steps` overrides its number of steps). `progress(n)` counts steps."""
+    from cnntool.tasks.maximize import MaximizeConfig, maximize, objective, with_overrides
+
+    config = with_overrides(MaximizeConfig.for_input(preprocessing.input_shape), steps=steps)
+    pictures: list[np.ndarray] = []
+    for start in range(0, len(units), VISUALIZATION_BATCH):
+        chunk = list(units[start:start + VISUALIZATION_BATCH])
+        results = maximize(model, preprocessing, objective(model, "channel", chunk, layer), config,
+                           seed=seed, progress=progress)
+        pictures += [np.asarray(r.pixels.numpy(), dtype=np.float32) for r in results]
+    return pictures
+
+
+def visualization_steps(preprocessing, steps: int | None, units: int) -> int:
+    """How many optimization steps `visualize_units` will run for `units` units (progress)."""
+    from cnntool.tasks.maximize import MaximizeConfig
+
+    per_batch = steps or MaximizeConfig.for_input(preprocessing.input_shape).steps
+    return per_batch * -(-units // VISUALIZATION_BATCH)
