@@ -26,7 +26,6 @@ COMMANDS = {
     "features": ("cnntool.cli.features:features_command", "A layer's features for a dataset, streamed to an .npz (paths, labels, features)."),
     "embed": ("cnntool.cli.embed:embed_command", "Map a dataset's features to 2-D (t-SNE or PCA): scatter plot, image map, quality figures."),
     "microscope": ("cnntool.cli.microscope:microscope_command", "One offline website of what a model has learned on DATA: layers, units, map, findings."),
-    "microscope": ("cnntool.cli.microscope:microscope_command", "One offline website of what a model has learned on DATA: layers, units, map, findings."),
 }
 
 
