@@ -173,7 +173,7 @@ def difference(key: str, naive: torch.Tensor, prepared: torch.Tensor) -> str:
     delta = (prepared - naive).abs()
     text = f"max |Δ| {float(delta.max()):.2g} (largest |value| {float(naive.abs().max()):.3g})"
     if key == "fgsm":
-        text += f", {float((delta > 1e-6).float().mean()):.2%} of pixels differ"
+        text += f", {float((delta > 1e-6).float().mean()):.3%} of pixels differ"
     else:
         same = (prepared.argmax(dim=1) == naive.argmax(dim=1)).float().mean() if key == "predict" else None
         if same is not None:

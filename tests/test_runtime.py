@@ -7,7 +7,7 @@ from torch import nn
 
 from cnntool.core.hooks import capture, hook_count
 from cnntool.core.runtime import fold_batchnorm, prepare_for_scan
-from cnntool.core.runtime.folding import Folding, find_pairs
+from cnntool.core.runtime.folding import Folding, FoldPair, find_pairs
 from cnntool.core.runtime.layout import choose_channels_last, convolution_share
 from cnntool.core.runtime.precision import cpu_has_native_bf16
 from cnntool.core.zoo import load_builtin
@@ -304,6 +304,15 @@ def test_no_fold_when_the_convolution_output_is_used_elsewhere():
         assert "differed" in prepared.describe()
     changed_in_place = _conv_bn(inplace_between=True)
     assert find_pairs(changed_in_place, torch.rand(2, 1, 2, 2)) == []
+
+
+def test_no_fold_under_a_kept_wrapper():
+    """A kept module whose output is the convolution's own output protects the convolution."""
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(1, 2, 1)), nn.BatchNorm2d(2)).eval()
+    x = torch.rand(2, 1, 3, 3)
+    assert find_pairs(model, x) == [FoldPair("0.0", "1")]
+    assert find_pairs(model, x, keep=["0"]) == []
+    assert find_pairs(model, x, keep=["1"]) == [FoldPair("0.0", "1")]
 
 
 def test_folding_undo_alone():

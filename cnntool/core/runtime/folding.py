@@ -61,14 +61,18 @@ def foldable(bn: nn.Module) -> bool:
 
 
 def find_pairs(model: nn.Module, example: Tensor, keep: Sequence[str] = ()) -> list[FoldPair]:
-    """The conv→BatchNorm pairs that one forward of `example` shows, minus convolutions named
-    in `keep` (their own output is looked at). Runs under no_grad, not inference_mode: the
-    check needs version counters."""
-    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    bns = {n: m for n, m in model.named_modules() if foldable(m)}
+    """The conv→BatchNorm pairs that one forward of `example` shows, minus those whose
+    convolution output is looked at: a convolution named in `keep`, or one whose output is the
+    very output of a module named in `keep` (a wrapper around it). Runs under no_grad, not
+    inference_mode: the check needs version counters."""
+    modules = dict(model.named_modules())
+    convs = {n for n, m in modules.items() if isinstance(m, nn.Conv2d)}
+    bns = {n for n, m in modules.items() if foldable(m)}
+    kept = set(keep) & set(modules)
     calls: dict[str, int] = {}
     produced: dict[int, tuple[str, Tensor, int]] = {}  # id(output) -> (conv, output, version)
     fed: dict[str, str] = {}  # bn -> the conv whose untouched output it received
+    looked_at: set[int] = set()  # ids of the kept modules' outputs
 
     def pre(name, module, args):
         calls[name] = calls.get(name, 0) + 1
@@ -80,13 +84,15 @@ def find_pairs(model: nn.Module, example: Tensor, keep: Sequence[str] = ()) -> l
     def post(name, module, args, output):
         if name in convs and isinstance(output, Tensor):
             produced[id(output)] = (name, output, output._version)
+        if name in kept and isinstance(output, Tensor):
+            looked_at.add(id(output))
 
-    hooked = {n: m for n, m in model.named_modules() if n in convs or n in bns}
+    hooked = {n: modules[n] for n in convs | bns | kept}
     with torch.no_grad(), module_hooks(hooked, pre=pre, post=post):
         model(example)
-    kept = set(keep)
+    hidden = {conv for key, (conv, _, _) in produced.items() if key in looked_at}
     return [FoldPair(conv, bn) for bn, conv in fed.items()
-            if conv not in kept and calls.get(conv) == 1 and calls.get(bn) == 1]
+            if conv not in kept | hidden and calls.get(conv) == 1 and calls.get(bn) == 1]
 
 
 def _identity(x: Tensor) -> Tensor:
