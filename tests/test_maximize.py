@@ -101,6 +101,9 @@ def test_defaults_follow_the_input_size_and_mistakes_are_errors(lenet):
     assert MaximizeConfig.for_input((3, 224, 224), accentuate=True).closeness > 0
     with pytest.raises(CnnToolError, match="unknown parameterization"):
         MaximizeConfig.for_input((3, 224, 224), param="wavelet")
+    from cnntool.tasks.maximize import PcaBasis
+    with pytest.raises(CnnToolError, match="small inputs"):
+        PcaBasis.fit(torch.zeros(2, 3, 65, 64), 4)
     with pytest.raises(CnnToolError, match="prior data"):
         maximize(lenet.module, lenet.preprocessing, objective(lenet.module, "class", [1]),
                  with_overrides(small_defaults(), param="pca", steps=1))

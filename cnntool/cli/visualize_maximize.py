@@ -66,8 +66,8 @@ from cnntool.cli.output import Column, show_table, write_records
                    "efficientnet_lite2 for lite0/lite1, lite1 for lite2, lenet5-mnist-adv for "
                    "lenet5-mnist and the reverse; none: no judge).")
 @click.option("--data", metavar="DATA",
-              help="Real images to compare each unit with: its best value over DATA, and the "
-                   "image's value relative to it.")
+              help="Real images to compare each unit (or class logit) with: its best value "
+                   "over DATA, and the image's value relative to it.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="PNG of the labelled grid; each unit also gets OUTPUT-STEM_unitN.png beside "
                    "it (and _importance.png/.npy: the transparency map, with maco).")
@@ -115,8 +115,7 @@ def maximize_command(model, layer, units, targets, neuron, position, start, acce
                            seed=seed, progress=advance, prior=prior)
     images = [pixels_to_image(r.pixels.numpy()) for r in results]
     verdicts = _verdicts(model_request, loaded, goal, images, judge)
-    best = _best_on_data(model, model_request, scan, loaded, goal, data) \
-        if data and goal.kind != "class" else None
+    best = _best_on_data(model, model_request, scan, loaded, goal, data) if data else None
     records = unit_records(results, goal, config, loaded.class_name, verdicts, best)
     shown_start = pixels_to_image(first.numpy()) if first is not None and accentuate else None
     save_pictures(output, pictures(images, records, [_numpy(r.importance) for r in results],
@@ -145,12 +144,13 @@ def _prior(model, request, scan, loaded, data, config):
     """The prior that DATA gives `config.param`: a PCA basis or a mean spectrum."""
     from cnntool.cli.session import dataset_scan, finish
     from cnntool.tasks.maximize import ImagePrior, PcaBasis, spectrum_of
-    from cnntool.tasks.maximize.spectrum import data_pixels
+    from cnntool.tasks.maximize.spectrum import MAX_PCA_IMAGES, data_pixels
 
     with dataset_scan(model, request, data, scan, loaded=loaded) as session:
         batches = (b.inputs for b in session.batches("prior data", normalize=False))
         if config.param == "pca":
-            prior = ImagePrior(basis=PcaBasis.fit(data_pixels(batches), config.components))
+            pixels = data_pixels(batches, limit=MAX_PCA_IMAGES)
+            prior = ImagePrior(basis=PcaBasis.fit(pixels, config.components))
         else:
             prior = ImagePrior(spectrum=spectrum_of(batches, decorrelate=True,
                                                     window=min(loaded.input_shape[1:]) > 64))

@@ -6,7 +6,9 @@ photos that the sample packages ship (scikit-image, scikit-learn, matplotlib and
 ImageNet photos), computed offline by `scripts/make_spectrum.py` and shipped as package data
 (`cnntool/data/natural_spectrum.npy`): nothing is downloaded.
 
-The file holds one quadrant of the spectrum, (3, 129, 129) float16, at SPECTRUM_SIZE = 256 px:
+The file holds one quadrant of the spectrum, (3, 129, 129) float16, at SPECTRUM_SIZE = 256
+MAX_PCA_VALUES = 3 * 64 * 64  # a PCA of bigger images needs all of DATA in memory, N × values
+MAX_PCA_IMAGES = 20000 px:
 rows are |vertical frequency| 0..128, columns horizontal frequency 0..128, in cycles per 256
 px, for the three decorrelated colour channels. Natural images' statistics do not change under
 a left-right mirror, so the two signs of the vertical frequency are averaged into one row.
@@ -32,6 +34,8 @@ from torch import Tensor
 from cnntool.errors import CnnToolError
 
 SPECTRUM_SIZE = 256
+MAX_PCA_VALUES = 3 * 64 * 64  # a PCA of bigger images needs all of DATA in memory, N × values
+MAX_PCA_IMAGES = 20000
 SPECTRUM_FILE = "natural_spectrum.npy"
 
 # Olah et al. 2017 (lucid): square root of ImageNet's colour covariance; mixing three
@@ -138,6 +142,10 @@ class PcaBasis:
         n = len(pixels)
         if n < 2:
             raise CnnToolError("a PCA prior needs at least 2 images")
+        if pixels[0].numel() > MAX_PCA_VALUES:
+            raise CnnToolError(f"a PCA prior is for small inputs (up to {MAX_PCA_VALUES} values, "
+                               f"e.g. 3×64×64); this model takes {tuple(pixels.shape[1:])}: "
+                               "use --param maco")
         flat = pixels.reshape(n, -1).double()
         mean = flat.mean(0)
         _, singular, vectors = torch.linalg.svd(flat - mean, full_matrices=False)
