@@ -4,17 +4,14 @@ header claims 100000×100000 pixels, a truncated JPEG, a FIFO, a dangling link, 
 then the promised behaviour."""
 from __future__ import annotations
 
-import io
 import os
 import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
 import tracemalloc
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,35 +25,9 @@ from cnntool.core.preprocessing import Preprocessing
 from cnntool.core.selection import parse_indices, parse_ranges
 from cnntool.errors import CnnToolError, DataError
 from cnntool.io.scratch import clean_stale, scratch_owner
+from tests.bad_files import write_bomb, write_good, write_truncated_jpeg
 
 RGB_224 = Preprocessing(crop=(224, 224), resize=256)
-
-
-def write_bomb(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
-    """A real 68-byte PNG whose IHDR claims width×height RGB pixels (with almost no data)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
-    return path
-
-
-def write_truncated_jpeg(path: Path) -> Path:
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
-    path.write_bytes(buffer.getvalue()[:300])
-    return path
-
-
-def write_good(folder: Path, count: int = 3) -> list[str]:
-    paths = []
-    for i in range(count):
-        path = folder / f"good{i}.png"
-        Image.new("RGB", (40 + i, 30), (60 * i, 20, 200)).save(path)
-        paths.append(str(path))
-    return paths
 
 
 def no_warnings(function, *args, **kwargs):

@@ -157,7 +157,7 @@ def _single(values: tuple[float, ...] | None) -> float | None:
 
 def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, full_res, fmt,
          model_request, scan, seed=None) -> None:
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.session import dataset_scan, finish, tidy
     from cnntool.errors import CnnToolError
     from cnntool.io.writers import RecordWriter
     from cnntool.tasks.attack import AttackTally, attack_batch, check_eps, resolve_target
@@ -173,6 +173,7 @@ def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, full
         raise click.UsageError("--full-res needs -o DIR and a single ε")
     if given("triptychs") and (out is None or sweep):
         raise click.UsageError("--triptychs needs -o DIR and a single ε")
+    tidy(out, folders=True)
     with dataset_scan(model, model_request, data, scan) as session:
         loaded, dataset = session.model, session.dataset
         if seed is not None:  # the random start is drawn on the model's device, per rank

@@ -57,9 +57,10 @@ def diagnose_command(model, data, layers, out, limit, skip_correlation, check_gr
     go to stdout. Memory does not grow with DATA; under torchrun each rank scans a shard and
     rank 0 writes the merged result."""
     from cnntool.cli.followups import Commands
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.session import dataset_scan, finish, tidy
     from cnntool.tasks.diagnose import StatsConsumer, default_points, diagnose, merge_states, named_points
 
+    tidy(out, folders=True)
     with dataset_scan(model, model_request, data, scan, limit=limit) as session:
         module = session.module
         names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None

@@ -78,6 +78,7 @@ def embed_command(model, data, features_file, layer, pooling, method, engine, pe
     Quality figures on stderr (and in --summary): trustworthiness, and the 5-nearest-neighbour
     accuracy of the labels (leave-one-out) in the 2-D map and in the original feature space.
     Under torchrun the extraction is sharded and rank 0 embeds and writes."""
+    from cnntool.cli.session import tidy
     from cnntool.tasks.embed import EmbedSettings
 
     if features_file and (model or data):
@@ -94,6 +95,7 @@ def embed_command(model, data, features_file, layer, pooling, method, engine, pe
                              pca_dims=pca_dims, standardize=standardize, n_jobs=n_jobs)
     outputs = dict(fmt=fmt, plot=plot, image_map=image_map, image_grid=image_grid, thumb=thumb,
                    max_images=max_images, out=out, summary=summary, quality_sample=quality_sample)
+    tidy(plot, image_map, image_grid, out, summary)
     if features_file:
         from cnntool.core.data import path_loader
         from cnntool.io.npz import read_npz

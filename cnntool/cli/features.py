@@ -50,13 +50,14 @@ def features_command(model, data, layer, pooling, out, model_request, scan):
     dataset never has to fit in memory. Unreadable images are skipped, counted and left out;
     images whose features are NaN or infinite are named in a warning. Under torchrun each rank
     scans a shard and rank 0 writes the same file one process would."""
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.session import dataset_scan, finish, tidy
     from cnntool.io.writers import atomic_path
     from cnntool.io.npz import write_npz
     from cnntool.tasks.features import FeatureSpool, nonfinite_message, scan_features
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    tidy(out)
     with dataset_scan(model, model_request, data, scan) as session, \
             FeatureSpool(out.parent) as spool, FeatureSpool(out.parent) as merged:
         found = scan_features(session, layer, pooling, spool, merged)

@@ -97,6 +97,8 @@ def main(argv=None) -> None:
     """Run the CLI: user mistakes end in one sentence on stderr and exit code 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
+    if not debug:
+        _warnings_as_one_line()
     try:
         result = cli.main(args=argv, prog_name="cnntool", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -130,6 +132,24 @@ def main(argv=None) -> None:
     except BrokenPipeError:
         _quiet_stdout()
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _warnings_as_one_line() -> None:
+    """A library's warning (Pillow, numpy, torch) is one `warning:` line on stderr like ours,
+    not a file name, a line number and a source line; each is said once."""
+    import warnings
+
+    said: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        if text not in said:
+            said.add(text)
+            from cnntool.cli.console import warn
+
+            warn(text)
+
+    warnings.showwarning = show
 
 
 def _quiet_stdout() -> None:

@@ -64,3 +64,23 @@ def _size(session: ScanSession) -> str:
 def _other_rank() -> bool:
     """A torchrun rank other than 0 (known from the environment before any process group)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+
+
+def tidy(*outputs, folders: bool = False) -> None:
+    """Remove scratch files that interrupted runs left where this command writes (`.part` files
+    of atomic writes, features' `.f32` spools), and say what went. `outputs` are files (their
+    folder is tidied) or, with `folders=True`, output folders (tidied with their subfolders)."""
+    from pathlib import Path
+
+    from cnntool.io.scratch import clean_stale
+
+    removed = []
+    for output in outputs:
+        if output is None or str(output) == "-":
+            continue
+        where = Path(output) if folders else Path(output).parent
+        removed += clean_stale(where, recursive=folders)
+    if removed:
+        size = sum(item.size for item in removed) / 2**20
+        console.warn(f"removed {len(removed)} scratch file(s) ({size:.1f} MiB) that interrupted "
+                     f"runs left behind, e.g. {removed[0].path} ({removed[0].reason})")

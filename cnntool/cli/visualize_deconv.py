@@ -86,7 +86,7 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
         if box is not None:
             record["box"] = list(box)
         records.append(record)
-    save_image(stacked(rows, gap=4), output)
+    save_image(stacked(rows, gap=4, labels=[_label(p.target, method) for p in projections]), output)
     if raw:
         maps = np.stack([p.map.cpu().numpy().astype(np.float32) for p in projections])
         with open_output(raw, "wb") as handle:
@@ -108,3 +108,11 @@ def _boxes(loaded, targets):
         field = fields.get(target.layer) if target.position is not None else None
         boxes.append(None if field is None else field.input_box(*target.position))
     return boxes
+
+
+def _label(target, method: str) -> str:
+    """What a row shows: 'guided: _blocks.10 unit 5 at (3, 4)' or 'saliency: class 207 golden retriever'."""
+    if target.kind == "class":
+        return f"{method}: class {target.class_index}" + (f" {target.class_name}" if target.class_name else "")
+    where = f" at ({target.position[0]}, {target.position[1]})" if target.position is not None else ""
+    return f"{method}: {target.layer} unit {target.unit}{where}"

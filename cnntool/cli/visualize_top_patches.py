@@ -46,7 +46,7 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
     rank scans a shard and rank 0 writes the merged result."""
     from pathlib import Path
 
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.session import dataset_scan, finish, tidy
     from cnntool.core.layers import resolve_layer
     from cnntool.core.receptive_field import receptive_fields
     from cnntool.io.resume import ScanLock, StateFile, dataset_fingerprint
@@ -54,6 +54,7 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
     from cnntool.tasks.top_patches import TopK, TopPatchConsumer, merged, resume_position
 
     parse_ranges(units)  # a malformed list fails before the model loads
+    tidy(out, folders=True)
 
     with dataset_scan(model, model_request, data, scan) as session:
         loaded, shard, dataset = session.model, session.shard, session.dataset
