@@ -78,8 +78,8 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
         console.info("layers: " + ", ".join(f"{layer.name} ({len(layer.units)} of {layer.channels} units)"
                                             for layer in plan.layers))
         result = _scan(session, plan, out, resume, checkpoint_every, scratch)
+        report = finish(session)  # of the one pass (the attack reads the same images again)
         attacked = _attack(session, sorted(set(attack_eps))) if attack_eps else None
-        report = finish(session)
         if session.is_main:
             _site(session, plan, result, attacked, report, out, maximize=not no_maximize, steps=steps,
                   projections=projections, seed=seed,
@@ -204,7 +204,7 @@ def _site(session, plan, result, attacked, report, out, *, maximize, steps, proj
 def _summary(out, site, plan) -> None:
     from pathlib import Path
 
-    from cnntool.cli.output import write_records
+    from cnntool.io.records import write_records
 
     index = Path(out) / "index.html"
     data = site.data
