@@ -9,7 +9,7 @@ import click
 
 from cnntool.cli import console
 from cnntool.cli.options import data_options, format_option, given, model_options, output_options
-from cnntool.cli.output import Column, percent, show_table, write_records
+from cnntool.io.records import Column, percent, write_records
 
 RECORD_COLUMNS = ["path", "eps", "label", "label_source", "target", "clean_pred", "clean_name",
                   "clean_conf", "adv_pred", "adv_name", "adv_conf", "success", "linf", "l2",
@@ -160,7 +160,11 @@ def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, full
     from cnntool.cli.session import dataset_scan, finish, tidy
     from cnntool.errors import CnnToolError
     from cnntool.io.writers import RecordWriter
-    from cnntool.tasks.attack import AttackTally, attack_batch, check_eps, resolve_target
+    from cnntool.io.adversarial import AdversarialFiles
+    from cnntool.io.figures import eps_label
+    from cnntool.tasks.attack import (AttackTally, attack_batch, check_eps, classify_images,
+                                      resolve_target)
+    from cnntool.tasks.attack.full_res import full_resolution
     from cnntool.tasks.predict import label_mapper
 
     for value in eps:  # before the (slow) model loading: a usage error (exit 2)
@@ -187,12 +191,15 @@ def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, full
         streaming = not session.shard.distributed  # else rank 0 writes the gathered records
         writer = RecordWriter(sys.stdout, fmt, RECORD_COLUMNS) \
             if fmt != "table" and not sweep and streaming else None
-        files = _Files(out, loaded, triptychs, full_res, dataset) if out is not None and not sweep else None
+        files = AdversarialFiles(out, triptychs) if out is not None and not sweep else None
+        judge = lambda images, full_size: classify_images(loaded, images, preprocess=full_size)  # noqa: E731
+        carry = (lambda o: full_resolution(loaded.preprocessing, dataset.load(o.index), o.clean,
+                                           o.adversarial)) if full_res else None
         to_class = label_mapper(dataset, loaded.class_names)
         rows, tally = [], AttackTally(eps)
         for batch in session.batches(f"{method} {loaded.name}", normalize=False):
             for outcomes in attack_batch(loaded, dataset, batch, attack, eps, chosen_target, to_class):
-                extras = files.save(outcomes) if files else [{}] * len(outcomes)
+                extras = files.save_and_judge(outcomes, judge, carry) if files else [{}] * len(outcomes)
                 for outcome, extra in zip(outcomes, extras):
                     tally.add(outcome, extra.get("success_after_save"))
                     record = {**outcome.to_record(), **extra}
@@ -217,90 +224,25 @@ def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, full
         return
     if fmt == "table":
         _image_table(rows)
-    console.info(_summary_line(method, norm, summaries[0], chosen_target is not None))
+    console.info(summaries[0].describe(method, norm, chosen_target is not None,
+                                       eps_label(summaries[0].eps)))
     if files:
         counts = [part[2] for part in parts]
-        console.info(f"adversarial PNGs in {files.files.folder}" +
-                     (f", triptychs in {files.files.triptych_folder}"
+        console.info(f"adversarial PNGs in {files.folder}" +
+                     (f", triptychs in {files.triptych_folder}"
                       if any(c["triptychs"] for c in counts) else ""))
         if full_res:
-            console.info(f"full resolution ({files.files.full_res_folder}): "
+            console.info(f"full resolution ({files.full_res_folder}): "
                          f"{sum(c['full_res_successes'] for c in counts)} of "
                          f"{sum(c['full_res'] for c in counts)} still succeed after the model's "
                          "resize and crop")
-
-
-class _Files:
-    """With -o: each adversarial image saved as an 8-bit PNG, read back and re-classified (does
-    the attack survive quantization?); with --full-res also carried onto the original photo."""
-
-    def __init__(self, out, loaded, triptychs: int, full_res: bool, dataset):
-        from cnntool.io.adversarial import AdversarialFiles
-
-        self.files, self.loaded, self.full_res, self.dataset = \
-            AdversarialFiles(out, triptychs), loaded, full_res, dataset
-        self.full_res_count = self.full_res_successes = 0
-
-    def save(self, outcomes) -> list[dict]:
-        from cnntool.tasks.attack import classify_images, succeeded
-
-        saved = self.files.save(outcomes)
-        predictions = classify_images(self.loaded, [image for _, image in saved], preprocess=False)
-        records = [{"file": str(file), "success_after_save": succeeded(pred, o.label, o.target)}
-                   for (file, _), pred, o in zip(saved, predictions, outcomes)]
-        if self.full_res:
-            for record, extra in zip(records, self._full_res(outcomes)):
-                record.update(extra)
-        return records
-
-    def _full_res(self, outcomes) -> list[dict]:
-        from cnntool.tasks.attack import classify_images, succeeded
-        from cnntool.tasks.attack.full_res import full_resolution
-
-        photos = [full_resolution(self.loaded.preprocessing, self.dataset.load(o.index), o.clean,
-                                  o.adversarial) for o in outcomes]
-        saved = self.files.save_full_res(outcomes, photos)
-        predictions = classify_images(self.loaded, [image for _, image in saved])
-        results = [succeeded(pred, o.label, o.target) for pred, o in zip(predictions, outcomes)]
-        self.full_res_count += len(results)
-        self.full_res_successes += sum(results)
-        return [{"full_res_file": str(file), "full_res_pred": pred, "success_full_res": ok}
-                for (file, _), pred, ok in zip(saved, predictions, results)]
-
-    def counts(self) -> dict:
-        return {"triptychs": self.files.triptych_count, "full_res": self.full_res_count,
-                "full_res_successes": self.full_res_successes}
-
-
-def _summary_line(method: str, norm: str, summary, targeted: bool) -> str:
-    from cnntool.io.figures import eps_label
-
-    goal = "classified as the target" if targeted else "misclassified"
-    line = (f"{method} ε = {eps_label(summary.eps)} ({norm}) on {summary.images} images "
-            f"({_label_sources(summary)}): accuracy {percent(summary.clean_accuracy)} → "
-            f"{percent(summary.adv_accuracy)}; success rate {percent(summary.success_rate)} "
-            f"({summary.successes}/{summary.images} {goal})")
-    if summary.saved:
-        line += (f"; after saving as 8-bit PNG {summary.successes_after_save}/{summary.saved} "
-                 "still succeed")
-    return line
-
-
-def _label_sources(summary) -> str:
-    from_predictions = summary.images - summary.labels_from_dataset
-    if not from_predictions:
-        return "labels from the dataset"
-    note = "the model's clean predictions, so clean accuracy counts them as right"
-    if not summary.labels_from_dataset:
-        return f"labels: {note}"
-    return f"labels: {summary.labels_from_dataset} from the dataset, {from_predictions} from {note}"
 
 
 def _report_sweep(method, norm, model_name, data_name, summaries, fmt, out) -> None:
     from cnntool.io.figures import eps_label, save_accuracy_plot
 
     records = [{"model": model_name, "attack": method, "norm": norm, **s.to_record()} for s in summaries]
-    title = f"{method} on {model_name}, {data_name} ({_label_sources(summaries[0])})"
+    title = f"{method} on {model_name}, {data_name} ({summaries[0].label_sources()})"
     columns = [Column("ε", lambda r: eps_label(r["eps"]), right=True),
                Column("accuracy", lambda r: percent(r["adv_accuracy"]), right=True),
                Column("success rate", lambda r: percent(r["success_rate"]), right=True)]
@@ -308,7 +250,7 @@ def _report_sweep(method, norm, model_name, data_name, summaries, fmt, out) -> N
         write_records(records, "table", title=title, table_columns=columns)
     else:
         write_records(records, fmt, columns=SWEEP_COLUMNS)
-        show_table(title, columns, records)
+        console.show_table(title, columns, records)
     if out is not None:
         plot = out / "sweep.png"
         save_accuracy_plot(plot, {model_name: ([s.eps for s in summaries],

@@ -64,6 +64,13 @@ def error(message: str) -> None:
     console().print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
 
 
+def show_table(title, columns, records, **options) -> None:
+    """A table of records for people on stderr (cnntool.io.records.table; silenced by -q)."""
+    from cnntool.io.records import table
+
+    show(table(title, columns, list(records), **options))
+
+
 def show(renderable) -> None:
     """A table or panel for people (silenced by -q)."""
     if not _quiet:
@@ -89,10 +96,3 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             advance(1)
-
-
-def stdout_console() -> Console:
-    """For a table the user asked for on stdout: wide enough not to fold rows in a pipe/file."""
-    import sys
-
-    return Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200)

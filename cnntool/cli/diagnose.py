@@ -10,7 +10,7 @@ import click
 
 from cnntool.cli import console
 from cnntool.cli.options import data_options, model_options, output_options
-from cnntool.cli.output import Column, show_table, write_records
+from cnntool.io.records import Column, write_records
 from cnntool.errors import CnnToolError
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -56,7 +56,7 @@ def diagnose_command(model, data, layers, out, limit, skip_correlation, check_gr
     JSON record per layer (with per-unit lists and its findings), then one for the whole model,
     go to stdout. Memory does not grow with DATA; under torchrun each rank scans a shard and
     rank 0 writes the merged result."""
-    from cnntool.cli.followups import Commands
+    from cnntool.cli.followups import Commands, spelled_model
     from cnntool.cli.session import dataset_scan, finish, tidy
     from cnntool.tasks.diagnose import StatsConsumer, default_points, diagnose, merge_states, named_points
 
@@ -77,7 +77,7 @@ def diagnose_command(model, data, layers, out, limit, skip_correlation, check_gr
         loaded = session.model
         gradients = _gradcheck(loaded, module) if check_gradients else None
         diagnosis = diagnose(module, points, merge_states(parts),
-                             Commands(model_request.spelled(model), data),
+                             Commands(spelled_model(model, model_request), data),
                              gradcheck_result=gradients, params_macs=_size(loaded, module))
     write_records([*({"model": loaded.name, **layer.to_record(),
                       "findings": [f.to_record() for f in diagnosis.findings if f.layer == layer.name]}
@@ -143,7 +143,7 @@ def _columns():
 
 def _show_table(name, diagnosis) -> None:
     # compact (no vertical rules, tight padding): 13 columns fit a terminal 80 characters wide
-    show_table(f"diagnose {name}: {diagnosis.images:,} images", _columns(), diagnosis.rows(),
+    console.show_table(f"diagnose {name}: {diagnosis.images:,} images", _columns(), diagnosis.rows(),
                caption=_CAPTION, compact=True)
 
 

@@ -132,79 +132,47 @@ def _embed_and_write(feature_set, settings, load_image, *, source, fmt, plot, im
                      image_grid, thumb, max_images, out, summary, quality_sample) -> None:
     import numpy as np
 
-    from cnntool.cli.output import write_records
+    from cnntool.io.image_map import save_image_maps, save_scatter
+    from cnntool.io.npz import write_coordinates
+    from cnntool.io.records import write_records
     from cnntool.io.writers import atomic_path, write_json
     from cnntool.tasks.embed import embed, map_title, quality, summary_record
     from cnntool.tasks.features import check_finite
 
     features = np.asarray(feature_set.features, dtype=np.float32)
-    count, dims = features.shape
     check_finite(features, feature_set.paths)
-    if settings.method == "tsne" and count >= 2000:
-        console.info(f"t-SNE ({settings.engine}) of {count} images × {dims} features …")
+    if settings.method == "tsne" and len(features) >= 2000:  # a minute or more: say it started
+        console.info(f"t-SNE ({settings.engine}) of {len(features)} images × {features.shape[1]} features …")
     result = embed(features, settings)
     for warning in result.warnings:
         console.warn(warning)
-    what = ("PCA" if result.method == "pca" else
-            f"t-SNE ({result.engine}, perplexity {result.perplexity:.3g}"
-            + (f", after PCA to {result.pca_dims}" if result.pca_dims else "") + ")")
-    console.info(f"{what} of {count} images × {dims} features in {result.seconds:.1f} s")
+    console.info(result.describe(*features.shape))
     write_records(({"path": feature_set.paths[row], "label": feature_set.label_name(row),
                     "x": round(x, 4), "y": round(y, 4)}
                    for row, (x, y) in enumerate(result.coords.tolist())),
                   fmt, columns=["path", "label", "x", "y"])
-    figures = None
-    if quality_sample:
-        figures = quality(features, result.coords, feature_set.labels, sample=quality_sample,
-                          seed=settings.seed)
-        _report_quality(figures)
+    figures = quality(features, result.coords, feature_set.labels, sample=quality_sample,
+                      seed=settings.seed) if quality_sample else None
+    if figures:
+        console.info(figures.describe())
     if plot:
-        from cnntool.io.image_map import save_scatter
-
         save_scatter(plot, result.coords, feature_set.labels, feature_set.label_names,
                      title=map_title(feature_set, result), seed=settings.seed)
-        console.info(f"wrote {plot}")
     if image_map or image_grid:
-        _write_image_maps(result.coords, load_image, image_map, image_grid, thumb, max_images,
-                          settings.seed)
+        shown, failed = save_image_maps(result.coords, load_image, image_map=image_map,
+                                        image_grid=image_grid, thumb=thumb,
+                                        max_images=max_images, seed=settings.seed)
+        if shown < len(features):
+            console.info(f"image maps show a random {shown} of the {len(features)} images (--max-images)")
+        if failed:
+            console.warn(f"{len(set(failed))} image(s) could not be read for the image maps and "
+                         f"are shown gray, e.g. {failed[0]}")
     if out:
-        from cnntool.io.npz import write_coordinates
-
         with atomic_path(out) as temp, open(temp, "wb") as handle:
             write_coordinates(handle, result.coords, feature_set, method=result.method,
                               engine=result.engine, perplexity=result.perplexity, seed=settings.seed)
-        console.info(f"wrote {out}")
     if summary:
         write_json(summary, summary_record(feature_set, result, settings, figures, source))
-        console.info(f"wrote {summary}")
-
-
-def _report_quality(figures) -> None:
-    parts = []
-    if figures.trustworthiness is not None:
-        parts.append(f"trustworthiness (k={figures.neighbours}) {figures.trustworthiness:.3f}")
-    if figures.knn_accuracy_2d is not None:
-        parts.append(f"{figures.classes}-class 5-NN accuracy (leave-one-out): 2-D map "
-                     f"{figures.knn_accuracy_2d:.3f}, features {figures.knn_accuracy_features:.3f}")
-    elif figures.classes < 2:
-        parts.append("no k-NN accuracy: fewer than two labelled classes")
-    console.info("quality: " + "; ".join(parts) + "".join(f" ({n})" for n in figures.notes))
-
-
-def _write_image_maps(coords, load_image, image_map, image_grid, thumb, max_images, seed) -> None:
-    from cnntool.io.image_map import (check_thumb, sampled_rows, save_image_grid, save_image_map,
-                                      tolerant)
-
-    rows = sampled_rows(len(coords), max_images, seed)
-    if len(rows) < len(coords):
-        console.info(f"image maps show a random {max_images} of the {len(coords)} images (--max-images)")
-    check_thumb(len(rows), thumb)
-    failed: list[str] = []
-    load = tolerant(load_image, failed)
-    for path, save in ((image_map, save_image_map), (image_grid, save_image_grid)):
-        if path:
-            save(path, coords[rows], lambda i: load(int(rows[i])), thumb=thumb)
-            console.info(f"wrote {path}")
-    if failed:
-        console.warn(f"{len(set(failed))} image(s) could not be read for the image maps and are "
-                     f"shown gray, e.g. {failed[0]}")
+    written = [str(p) for p in (plot, image_map, image_grid, out, summary) if p]
+    if written:
+        console.info("wrote " + ", ".join(written))

@@ -1,12 +1,11 @@
 """`cnntool gradcheck MODEL`: autograd's gradients against finite differences; exit 1 if wrong."""
 from __future__ import annotations
 
-import sys
-
 import click
 
 from cnntool.cli import console
 from cnntool.cli.options import format_option, model_options, output_options
+from cnntool.io.records import Column, write_records
 
 CSV_COLUMNS = ["module", "tensor", "shape", "verdict", "checks", "passed", "failed",
                "inconclusive", "kinks", "max_rel_err", "max_abs_err", "mode", "eps", "rtol", "atol"]
@@ -79,39 +78,28 @@ def gradcheck_command(ctx, model, batch, per_layer, only_params, only_inputs, la
 
 
 def _write(result, name: str, fmt: str) -> None:
-    from cnntool.io.writers import RecordWriter
+    def err(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1e}"
 
+    columns = [Column("module", lambda t: t.module or "(model)"), Column("tensor", lambda t: t.name),
+               Column("shape", lambda t: "×".join(map(str, t.shape))),
+               Column("checks", lambda t: len(t.checks), right=True),
+               Column("incon.", lambda t: t.count("inconclusive"), right=True),
+               Column("rel err", lambda t: err(t.max_rel_err), right=True),
+               Column("abs err", lambda t: err(t.max_abs_err), right=True),
+               Column("verdict", lambda t: f"[{_VERDICT_STYLE[t.verdict]}]{t.verdict.upper()}[/]",
+                      right=True)]
+    table = dict(title=f"gradcheck {name} ({result.mode})",
+                 caption=f"loss: {result.loss}; {result.tolerances.describe()}; errors: the "
+                         "largest over a tensor's conclusive checks")
     if fmt == "table":
-        console.stdout_console().print(_table(result, name))
+        write_records(result.tensors, "table", table_columns=columns, **table)
         return
-    console.show(_table(result, name))
+    console.show_table(table["title"], columns, result.tensors, caption=table["caption"])
     records = result.to_records()
     if fmt == "csv":
         records = [{**r, "shape": "x".join(map(str, r["shape"]))} for r in records]
-        RecordWriter(sys.stdout, "csv", CSV_COLUMNS).write_all(records)
-    else:
-        RecordWriter(sys.stdout, "jsonl").write_all(records)
-
-
-def _table(result, name: str):
-    from rich.table import Table
-
-    table = Table(title=f"gradcheck {name} ({result.mode})", title_justify="left",
-                  caption=f"loss: {result.loss}; {result.tolerances.describe()}; errors: "
-                          "the largest over a tensor's conclusive checks",
-                  caption_justify="left")
-    for column in ("module", "tensor", "shape", "checks", "incon.", "rel err", "abs err", "verdict"):
-        table.add_column(column, justify="left" if column in ("module", "tensor", "shape") else "right")
-    for t in result.tensors:
-        table.add_row(t.module or "(model)", t.name, "×".join(map(str, t.shape)),
-                      str(len(t.checks)), str(t.count("inconclusive")), _err(t.max_rel_err),
-                      _err(t.max_abs_err),
-                      f"[{_VERDICT_STYLE[t.verdict]}]{t.verdict.upper()}[/]")
-    return table
-
-
-def _err(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1e}"
+    write_records(records, fmt, columns=CSV_COLUMNS if fmt == "csv" else None)
 
 
 def _summary(result) -> None:

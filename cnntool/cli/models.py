@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli.options import format_option, model_options, output_options
-from cnntool.cli.output import Column, write_records
+from cnntool.io.records import Column, write_records
 
 DEFAULT_MODEL = "efficientnet_lite0"
 

@@ -97,33 +97,6 @@ class ModelRequest:
             raise click.UsageError(f"--arch names the architecture of a weight file, and MODEL "
                                    f"{spec} is not one; drop --arch")
 
-    def spelled(self, spec: str) -> str:
-        """MODEL and the options that load it as this command did, for follow-up commands."""
-        import shlex
-
-        words = [shlex.quote(spec)]
-        for flag, value in (("--arch", self.arch), ("--weights", self.weights),
-                            ("--preprocessing", self.preprocessing_file),
-                            ("--classes", self.classes)):
-            if value:
-                words += [flag, shlex.quote(str(value))]
-        if self.input_size:
-            words += ["--input-size", ",".join(str(v) for v in self.input_size if v is not None)]
-        for flag, values in (("--mean", self.mean), ("--std", self.std)):
-            if values:
-                words += [flag, ",".join(f"{v:g}" for v in values)]
-        if self.resize is not None:
-            words += ["--resize", str(self.resize)]
-        if self.interpolation:
-            words += ["--interpolation", self.interpolation]
-        if self.num_classes is not None:
-            words += ["--num-classes", str(self.num_classes)]
-        if self.use_ema:
-            words.append("--use-ema")
-        if self.trust_code:
-            words.append("--trust-code")
-        return " ".join(words)
-
 
 def _size(ctx, param, value):
     size = parse_size(value)

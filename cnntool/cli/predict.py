@@ -7,7 +7,7 @@ import click
 
 from cnntool.cli import console
 from cnntool.cli.options import data_options, format_option, model_options, output_options
-from cnntool.cli.output import Column, short_path, show_table, write_records
+from cnntool.io.records import Column, short_path, write_records
 
 _TABLE_ROWS = 25
 CSV_COLUMNS = ["path", "label", "top1", "top1_name", "top1_prob", "classes"]
@@ -105,7 +105,7 @@ def _report(session, seen, report, table_on_stdout: bool) -> None:
     if table_on_stdout:
         write_records(rows, "table", title=title, table_columns=_COLUMNS)
     else:
-        show_table(title, _COLUMNS, rows)
+        console.show_table(title, _COLUMNS, rows)
     summary = f"{seen.count} of {report.total} images classified"
     if seen.judged:
         summary += f"; top-1 accuracy {seen.correct}/{seen.judged} = {seen.correct / seen.judged:.1%}"

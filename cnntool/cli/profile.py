@@ -1,13 +1,12 @@
 """`cnntool profile MODEL`: params, MACs, FLOPs, activation memory and receptive fields."""
 from __future__ import annotations
 
-import sys
-
 import click
 
 from cnntool.cli import console
 from cnntool.cli.models import DEFAULT_MODEL
 from cnntool.cli.options import format_option, model_options, output_options
+from cnntool.io.records import Column, human, write_records
 
 CSV_COLUMNS = ["name", "type", "output_shape", "params", "macs", "flops", "activation_bytes",
                "rf_size", "rf_jump", "rf_start", "calls"]
@@ -34,19 +33,19 @@ def profile_command(model, batch, summary, fmt, model_request):
     element-wise, normalization, pooling and activation work), activation memory, and the
     receptive field (size, jump, start) on convolutional paths; then the totals. Counting runs
     on the meta device (no memory, no compute) when the model allows it."""
-    from cnntool.io.writers import RecordWriter
     from cnntool.tasks.profile import profile
 
     loaded = model_request.load(model, weights_matter=False, images=False)
     shape = loaded.input_shape
     result = profile(loaded.module, input_shape=shape, batch=batch)
-    records = [result.total.to_record()] if summary else result.to_records()
+    layers = [result.total] if summary else [*result.layers, result.total]
     if fmt == "table":
-        _table(loaded.name, result, summary)
-    elif fmt == "csv":
-        RecordWriter(sys.stdout, "csv", CSV_COLUMNS).write_all(_flat(r) for r in records)
+        write_records(layers, "table", table_columns=_COLUMNS, styles=lambda layer: "bold" if layer is result.total else None,
+                      title=f"{loaded.name}: params, MACs, FLOPs, activations, receptive fields")
     else:
-        RecordWriter(sys.stdout, "jsonl").write_all(records)
+        records = [layer.to_record() for layer in layers]
+        write_records([_flat(r) for r in records] if fmt == "csv" else records, fmt,
+                      columns=CSV_COLUMNS if fmt == "csv" else None)
     how = "on the meta device (no compute)" if result.mode == "meta" else "with a real forward pass"
     console.info(f"{loaded.name}: input {batch}×{'×'.join(map(str, shape))}, counted {how}. "
                  f"{result.convention}")
@@ -63,30 +62,19 @@ def _flat(record: dict) -> dict:
     return flat
 
 
-def _human(value: float, unit: str = "") -> str:
-    for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= threshold:
-            return f"{value / threshold:.2f}{suffix}{unit}"
-    return f"{value:g}{unit}"
-
-
-def _table(name: str, result, summary: bool) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{name}: params, MACs, FLOPs, activations, receptive fields",
-                  title_justify="left")
-    for column in ("layer", "type", "output", "params", "MACs", "FLOPs", "act. mem", "RF size/jump"):
-        table.add_column(column, justify="left" if column in ("layer", "type", "output") else "right")
-    rows = [result.total] if summary else [*result.layers, result.total]
-    for layer in rows:
-        rf = layer.receptive_field
-        field = f"{_pair(rf.size)} / {_pair(rf.jump)}" if rf is not None else ""
-        style = "bold" if layer is result.total else None
-        table.add_row(layer.name, layer.type, "×".join(map(str, layer.output_shape or [])),
-                      f"{layer.params:,}", _human(layer.macs), _human(layer.flops),
-                      _human(layer.activation_bytes, "B"), field, style=style)
-    console.stdout_console().print(table)
+def _field(layer) -> str:
+    rf = layer.receptive_field
+    return "" if rf is None else f"{_pair(rf.size)} / {_pair(rf.jump)}"
 
 
 def _pair(values) -> str:
     return str(values[0]) if values[0] == values[1] else f"{values[0]}×{values[1]}"
+
+
+_COLUMNS = [Column("layer", lambda layer: layer.name), Column("type", lambda layer: layer.type),
+            Column("output", lambda layer: "×".join(map(str, layer.output_shape or []))),
+            Column("params", lambda layer: f"{layer.params:,}", right=True),
+            Column("MACs", lambda layer: human(layer.macs), right=True),
+            Column("FLOPs", lambda layer: human(layer.flops), right=True),
+            Column("act. mem", lambda layer: human(layer.activation_bytes, "B"), right=True),
+            Column("RF size/jump", _field, right=True)]

@@ -5,7 +5,7 @@ import click
 
 from cnntool.cli import console
 from cnntool.cli.options import model_options, output_options, position_option, records_format_option
-from cnntool.cli.output import write_records
+from cnntool.io.records import write_records
 
 
 def _warn_uncovered(uncovered: dict, method: str) -> None:

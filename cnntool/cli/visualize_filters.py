@@ -5,7 +5,7 @@ import click
 
 from cnntool.cli import console
 from cnntool.cli.options import model_options, output_options, stats_format_option
-from cnntool.cli.output import write_records
+from cnntool.io.records import write_records
 
 
 @click.command("filters", epilog="""Examples:

@@ -6,7 +6,7 @@ import click
 from cnntool.cli import console
 from cnntool.cli.options import (data_options, model_options, output_options, position_option,
                                  records_format_option)
-from cnntool.cli.output import Column, show_table, write_records
+from cnntool.io.records import Column, write_records
 
 
 @click.command("maximize", epilog="""Examples:
@@ -89,11 +89,12 @@ def maximize_command(model, layer, units, targets, neuron, position, start, acce
     labelled grid and a PNG per unit, one record per unit on stdout, a table on stderr."""
     import dataclasses
 
-    from cnntool.core.images import load_image
+    from cnntool.core.images import load_pixels
     from cnntool.errors import CnnToolError
     from cnntool.io.figures import pixels_to_image
     from cnntool.io.synthesized import pictures, save_pictures
     from cnntool.tasks.maximize import MaximizeConfig, maximize, unit_records, with_overrides
+    from cnntool.tasks.maximize.on_data import best_on_data, fit_prior
 
     if accentuate and not start:
         raise CnnToolError("--accentuate needs a photo to start from (--start IMAGE)")
@@ -108,14 +109,16 @@ def maximize_command(model, layer, units, targets, neuron, position, start, acce
         scales=None if scale is None else (1 - scale, 1 + scale))
     if crop is not None:
         config = dataclasses.replace(config, crop=(crop, 1.0) if crop > 0 else None)
-    first = loaded.preprocessing.to_pixels(load_image(start)) if start else None
-    prior = _prior(model, model_request, scan, loaded, prior_data, config) if prior_data else None
+    first = load_pixels(start, loaded.preprocessing)[0] if start else None
+    prior = _on_data(model, model_request, scan, loaded, prior_data,
+                     lambda session: fit_prior(session, config)) if prior_data else None
     with console.progress(f"maximize {loaded.name}", total=config.steps) as advance:
         results = maximize(loaded.module, loaded.preprocessing, goal, config, start=first,
                            seed=seed, progress=advance, prior=prior)
     images = [pixels_to_image(r.pixels.numpy()) for r in results]
     verdicts = _verdicts(model_request, loaded, goal, images, judge)
-    best = _best_on_data(model, model_request, scan, loaded, goal, data) if data else None
+    best = _on_data(model, model_request, scan, loaded, data,
+                    lambda session: best_on_data(session, goal)) if data else None
     records = unit_records(results, goal, config, loaded.class_name, verdicts, best)
     shown_start = pixels_to_image(first.numpy()) if first is not None and accentuate else None
     save_pictures(output, pictures(images, records, [_numpy(r.importance) for r in results],
@@ -136,26 +139,8 @@ def _goal(loaded, layer, units, targets, neuron, position):
         raise CnnToolError("--layer needs at least one --unit")
     if layer:
         return objective(loaded.module, "neuron" if neuron else "channel", units, layer, position)
-    num = len(loaded.class_names) if loaded.class_names else _num_classes(loaded)
+    num = len(loaded.class_names) if loaded.class_names else loaded.num_outputs
     return objective(loaded.module, "class", [class_index(c, loaded.class_names, num) for c in targets])
-
-
-def _prior(model, request, scan, loaded, data, config):
-    """The prior that DATA gives `config.param`: a PCA basis or a mean spectrum."""
-    from cnntool.cli.session import dataset_scan, finish
-    from cnntool.tasks.maximize import ImagePrior, PcaBasis, spectrum_of
-    from cnntool.tasks.maximize.spectrum import MAX_PCA_IMAGES, data_pixels
-
-    with dataset_scan(model, request, data, scan, loaded=loaded) as session:
-        batches = (b.inputs for b in session.batches("prior data", normalize=False))
-        if config.param == "pca":
-            pixels = data_pixels(batches, limit=MAX_PCA_IMAGES)
-            prior = ImagePrior(basis=PcaBasis.fit(pixels, config.components))
-        else:
-            prior = ImagePrior(spectrum=spectrum_of(batches, decorrelate=True,
-                                                    window=min(loaded.input_shape[1:]) > 64))
-        finish(session)
-    return prior
 
 
 def _verdicts(request, loaded, goal, images, judge):
@@ -171,16 +156,14 @@ def _verdicts(request, loaded, goal, images, judge):
     return judge_images(judged.module, judged.preprocessing, images, goal.units, judged.name)
 
 
-def _best_on_data(model, request, scan, loaded, goal, data):
-    """Each unit's best value over the images of DATA."""
+def _on_data(model, request, scan, loaded, data, compute):
+    """`compute(session)` over the images of DATA, fed as MODEL is."""
     from cnntool.cli.session import dataset_scan, finish
-    from cnntool.tasks.maximize import objective_values
 
     with dataset_scan(model, request, data, scan, loaded=loaded) as session:
-        values = objective_values(loaded.module, goal,
-                                  (b.inputs for b in session.batches("units on DATA")))
+        result = compute(session)
         finish(session)
-    return values.amax(0)
+    return result
 
 
 def _numpy(tensor):
@@ -199,12 +182,4 @@ def _show(name, goal, records) -> None:
     if any("relative" in r for r in records):
         columns += [Column("best on DATA", "best_on_data", right=True),
                     Column("relative", "relative", right=True)]
-    show_table(f"maximize {name}", columns, records)
-
-
-def _num_classes(loaded) -> int:
-    import torch
-
-    with torch.no_grad():
-        logits = loaded.module(torch.zeros(1, *loaded.input_shape, device=loaded.device))
-    return (logits[0] if isinstance(logits, (tuple, list)) else logits).shape[1]
+    console.show_table(f"maximize {name}", columns, records)

@@ -6,7 +6,6 @@ import click
 from cnntool.cli import console
 from cnntool.cli.options import data_options, model_options, output_options
 from cnntool.core.selection import parse_indices, parse_ranges
-from cnntool.errors import CnnToolError
 
 
 @click.command("top-patches", epilog="""Examples:
@@ -94,61 +93,26 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
             states = session.gather(consumer.state.state_dict() if consumer.state else None)
             finish(session)
             if session.is_main:
-                _write(merged(states), loaded, dataset, name, chosen, top, field, out, tile_size)
+                _write(merged(states), loaded, dataset, name, chosen, field, out, tile_size)
             state_file.remove()
 
 
-def _write(merged_state, loaded, dataset, layer, chosen, top, field, out, tile_size) -> None:
-    """Rank 0: crop the hits, write grids, overview and records."""
-    from pathlib import Path
-
-    from cnntool.cli.output import write_records
-    from cnntool.io.grids import grid, save_grid
-    from cnntool.io.writers import save_image
+def _write(merged_state, loaded, dataset, layer, chosen, field, out, tile_size) -> None:
+    """Rank 0: crop the hits from the original images, write the pictures and the records."""
+    from cnntool.io.patches import write_top_patches
+    from cnntool.io.records import write_records
     from cnntool.tasks.top_patches import top_patches
 
     units = chosen if chosen is not None else list(range(merged_state.values.shape[0]))
     result = top_patches(merged_state, layer=layer, units=units, field=field,
                          preprocessing=loaded.preprocessing)
-    out = Path(out)
-    overview, overview_labels, records, lost = [], [], [], []
-    columns = min(top, 8)
-    for unit, hits in zip(result.units, result.hits):
-        cropped = [(hit, _patch(dataset, hit, lost)) for hit in hits]
-        cropped = [(hit, patch) for hit, patch in cropped if patch is not None]
-        patches = [patch for _, patch in cropped]
-        if patches:
-            save_grid(out / f"unit_{unit:04d}.png", patches, [f"{hit.value:.3g}" for hit, _ in cropped],
-                      tile_size=tile_size, title=f"{loaded.name} {layer} unit {unit}")
-        shown = patches[:columns] + [_blank()] * (columns - len(patches[:columns]))
-        overview.extend(shown)
-        overview_labels.extend([f"u{unit}"] + [""] * (columns - 1))
-        records.extend({"unit": unit, "rank": hit.rank, "path": dataset.paths[hit.index],
-                        "box": hit.box, "value": hit.value, "index": hit.index,
-                        "position": hit.position} for hit, _ in cropped)
-    write_records(records, "jsonl")
-    save_image(grid(overview, overview_labels, columns=columns, tile_size=min(tile_size, 64),
-                    title=f"{loaded.name} {layer}: top {columns} per unit"), out / "overview.png")
+    drawn, lost = write_top_patches(out, result, dataset.load, title=f"{loaded.name} {layer}",
+                                    tile_size=tile_size)
+    write_records(({"unit": hit.unit, "rank": hit.rank, "path": dataset.paths[hit.index],
+                    "box": hit.box, "value": hit.value, "index": hit.index,
+                    "position": hit.position} for hit in drawn), "jsonl")
     console.info(f"{merged_state.seen} images scanned, {len(result.units)} units; wrote "
                  f"{out}/unit_*.png and overview.png")
     if lost:
         console.warn(f"{len(lost)} patch(es) left out: their image could not be read any more, "
                      f"e.g. {lost[0]}")
-
-
-def _patch(dataset, hit, lost: list):
-    """The hit's box cropped from the original image (PIL fills outside it with zeros); None,
-    noted in `lost`, when the image cannot be read any more."""
-
-    try:
-        image = dataset.load(hit.index).convert("RGB")
-    except CnnToolError as exc:
-        lost.append(str(exc))
-        return None
-    return image.crop(hit.box)
-
-
-def _blank():
-    from PIL import Image
-
-    return Image.new("RGB", (1, 1), (255, 255, 255))

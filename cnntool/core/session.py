@@ -162,7 +162,7 @@ class ScanSession:
         read = sum(part[0] for part in parts)
         # the listing's own skips (dangling links, FIFOs…) are the same on every rank: once
         unreadable = (item for part in parts for item in part[2])
-        report = ScanReport(total=len(self.dataset), read=read,
+        report = ScanReport(total=len(self.dataset) + len(self.dataset.skipped), read=read,
                             skipped=tuple(self.dataset.all_skipped(unreadable)),
                             upscale=sum(part[1] for part in parts) / read if read else 1.0)
         if report.read == 0 and report.total:

@@ -21,6 +21,30 @@ class AdversarialFiles:
         self.folder, self.triptych_folder = out / "adversarial", out / "triptych"
         self.full_res_folder = out / "full_res"
         self.triptychs_left, self.triptych_count = triptychs, 0
+        self.full_res_count = self.full_res_successes = 0
+
+    def save_and_judge(self, outcomes, judge, full_res=None) -> list[dict]:
+        """Save each adversarial image, read it back and `judge(images, full_size)` it (the
+        model's predictions: does the attack survive 8-bit quantization?); with `full_res`
+        (outcome -> full-size PIL image) also save and judge the perturbed original photos.
+        The record fields each image adds: file, success_after_save[, full_res_*]."""
+        saved = self.save(outcomes)
+        predictions = judge([image for _, image in saved], False)
+        records = [{"file": str(file), "success_after_save": o.succeeded(pred)}
+                   for (file, _), pred, o in zip(saved, predictions, outcomes)]
+        if full_res is not None:
+            photos = self.save_full_res(outcomes, [full_res(o) for o in outcomes])
+            predictions = judge([image for _, image in photos], True)
+            for record, (file, _), pred, o in zip(records, photos, predictions, outcomes):
+                ok = o.succeeded(pred)
+                record.update(full_res_file=str(file), full_res_pred=pred, success_full_res=ok)
+                self.full_res_count += 1
+                self.full_res_successes += ok
+        return records
+
+    def counts(self) -> dict:
+        return {"triptychs": self.triptych_count, "full_res": self.full_res_count,
+                "full_res_successes": self.full_res_successes}
 
     @staticmethod
     def name(outcome) -> str:

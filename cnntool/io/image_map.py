@@ -294,3 +294,20 @@ def tolerant(load: Callable[[int], Image.Image], failed: list) -> Callable[[int]
             return Image.new("RGB", (8, 8), (128, 128, 128))
 
     return load_or_gray
+
+
+def save_image_maps(coords: np.ndarray, load: Callable[[int], Image.Image], *,
+                    image_map: str | Path | None = None, image_grid: str | Path | None = None,
+                    thumb: int | None = None, max_images: int = 10_000,
+                    seed: int = 0) -> tuple[int, list[str]]:
+    """The image map and/or grid of a 2-D map's images (a seeded sample of `max_images` when
+    there are more); an unreadable image is a gray tile. Returns (images shown, the reasons of
+    the unreadable ones)."""
+    rows = sampled_rows(len(coords), max_images, seed)
+    check_thumb(len(rows), thumb)
+    failed: list[str] = []
+    load_or_gray = tolerant(load, failed)
+    for path, save in ((image_map, save_image_map), (image_grid, save_image_grid)):
+        if path:
+            save(path, coords[rows], lambda i: load_or_gray(int(rows[i])), thumb=thumb)
+    return len(rows), failed

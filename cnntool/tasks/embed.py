@@ -70,6 +70,13 @@ class Embedding:
     seconds: float
     warnings: tuple[str, ...] = ()
 
+    def describe(self, count: int, dims: int) -> str:
+        """'t-SNE (opentsne, perplexity 30, after PCA to 50) of 5000 images × 200 features in 12.1 s'."""
+        what = ("PCA" if self.method == "pca" else
+                f"t-SNE ({self.engine}, perplexity {self.perplexity:.3g}"
+                + (f", after PCA to {self.pca_dims}" if self.pca_dims else "") + ")")
+        return f"{what} of {count} images × {dims} features in {self.seconds:.1f} s"
+
 
 @dataclass(frozen=True)
 class Quality:
@@ -82,6 +89,18 @@ class Quality:
     knn_accuracy_features: float | None
     classes: int = 0
     notes: tuple[str, ...] = field(default=())
+
+    def describe(self) -> str:
+        """One line: trustworthiness and the k-NN accuracies (or why there are none)."""
+        parts = []
+        if self.trustworthiness is not None:
+            parts.append(f"trustworthiness (k={self.neighbours}) {self.trustworthiness:.3f}")
+        if self.knn_accuracy_2d is not None:
+            parts.append(f"{self.classes}-class 5-NN accuracy (leave-one-out): 2-D map "
+                         f"{self.knn_accuracy_2d:.3f}, features {self.knn_accuracy_features:.3f}")
+        elif self.classes < 2:
+            parts.append("no k-NN accuracy: fewer than two labelled classes")
+        return "quality: " + "; ".join(parts) + "".join(f" ({n})" for n in self.notes)
 
 
 def embed(features: np.ndarray, settings: EmbedSettings = EmbedSettings()) -> Embedding:

@@ -52,6 +52,10 @@ class AttackedImage:
     def success(self) -> bool:
         return succeeded(self.adv_pred, self.label, self.target)
 
+    def succeeded(self, prediction: int) -> bool:
+        """Whether a prediction of this image (e.g. of its saved file) is still a success."""
+        return succeeded(prediction, self.label, self.target)
+
     def to_record(self) -> dict:
         record = {"path": self.path, "eps": self.eps, "label": self.label,
                   "label_source": self.label_source}
@@ -156,6 +160,28 @@ class AttackSummary:
     def success_rate(self) -> float | None:
         return self.successes / self.images if self.images else None
 
+    def label_sources(self) -> str:
+        """Where the labels came from, as a summary says it."""
+        from_predictions = self.images - self.labels_from_dataset
+        if not from_predictions:
+            return "labels from the dataset"
+        note = "the model's clean predictions, so clean accuracy counts them as right"
+        if not self.labels_from_dataset:
+            return f"labels: {note}"
+        return f"labels: {self.labels_from_dataset} from the dataset, {from_predictions} from {note}"
+
+    def describe(self, method: str, norm: str, targeted: bool, eps_text: str) -> str:
+        """One sentence: accuracy before and after, success rate, and after saving."""
+        goal = "classified as the target" if targeted else "misclassified"
+        line = (f"{method} ε = {eps_text} ({norm}) on {self.images} images "
+                f"({self.label_sources()}): accuracy {_percent(self.clean_accuracy)} → "
+                f"{_percent(self.adv_accuracy)}; success rate {_percent(self.success_rate)} "
+                f"({self.successes}/{self.images} {goal})")
+        if self.saved:
+            line += (f"; after saving as 8-bit PNG {self.successes_after_save}/{self.saved} "
+                     "still succeed")
+        return line
+
     def to_record(self) -> dict:
         record = {"eps": self.eps, "images": self.images,
                   "labels_from_dataset": self.labels_from_dataset,
@@ -198,3 +224,7 @@ class AttackTally:
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"

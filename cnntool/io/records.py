@@ -1,15 +1,14 @@
 """Records out: JSON Lines or CSV on stdout for pipelines, or one rich table for people.
 
 A command describes its table once (`Column`s over its records), and `write_records` prints
-the records in the format asked for; `show_table` puts the same kind of table on stderr.
+the records in the format asked for; `table` builds the same kind of table for stderr.
+rich is imported only when a table is drawn.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
-
-from cnntool.cli import console
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,8 @@ def table(title: str | None, columns: Sequence[Column], records: Iterable[Mappin
 
 def write_records(records: Iterable[Mapping], fmt: str | None, *, columns: Sequence[str] | None = None,
                   title: str | None = None, table_columns: Sequence[Column] | None = None,
-                  caption: str | None = None) -> None:
+                  caption: str | None = None,
+                  styles: Callable[[Mapping], str | None] | None = None) -> None:
     """Records on stdout as JSON Lines, CSV (with `columns`, else the first record's keys) or,
     for `table`, a table for people (`table_columns`); nothing when fmt is None."""
     from cnntool.io.writers import RecordWriter
@@ -59,14 +59,13 @@ def write_records(records: Iterable[Mapping], fmt: str | None, *, columns: Seque
     if fmt == "table":
         if table_columns is None:
             raise ValueError("a table needs its columns")
-        console.stdout_console().print(table(title, table_columns, list(records), caption=caption))
+        from rich.console import Console
+
+        width = None if sys.stdout.isatty() else 200  # a pipe or file: wide enough not to fold rows
+        Console(file=sys.stdout, highlight=False, width=width).print(
+            table(title, table_columns, list(records), caption=caption, styles=styles))
         return
     RecordWriter(sys.stdout, fmt, columns).write_all(records)
-
-
-def show_table(title: str | None, columns: Sequence[Column], records: Iterable[Mapping], **options) -> None:
-    """The same kind of table on stderr (silenced by -q)."""
-    console.show(table(title, columns, list(records), **options))
 
 
 def human(value: float, unit: str = "") -> str:
