@@ -63,7 +63,7 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
     visualizations (batched; --no-maximize skips them), guided backprop of each unit on its
     hits, the classes a unit votes for where it feeds the classifier. Under torchrun each rank
     scans a shard and rank 0 writes. One JSON record on stdout (the site's summary)."""
-    from cnntool.cli.followups import Commands
+    from cnntool.cli.followups import Commands, spelled_model
     from cnntool.cli.session import dataset_scan, finish
     from cnntool.core.selection import parse_ranges
     from cnntool.tasks.microscope import plan as make_plan
@@ -72,7 +72,10 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
     if not units.strip().isdigit():
         parse_ranges(units, "unit")  # a malformed list fails before the model loads
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
-    with dataset_scan(model, model_request, data, scan) as session, _Scratch() as scratch:
+    from cnntool.io.resume import ScanLock
+
+    with dataset_scan(model, model_request, data, scan) as session, _Scratch() as scratch, \
+            ScanLock(_state_names(out, session)[1]):  # no other run scans into SITE meanwhile
         session.dataset = spread(session.dataset, limit)  # before any batch is read
         plan = make_plan(session.module, session.model.input_shape, layers=names, units=units, top=top)
         console.info("layers: " + ", ".join(f"{layer.name} ({len(layer.units)} of {layer.channels} units)"
@@ -83,7 +86,7 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
         if session.is_main:
             _site(session, plan, result, attacked, report, out, maximize=not no_maximize, steps=steps,
                   projections=projections, seed=seed,
-                  commands=Commands(model_request.spelled(model), data))
+                  commands=Commands(spelled_model(model, model_request), data))
         _cleanup(out, session)
 
 
@@ -111,39 +114,38 @@ def _state_names(out, session):
 
 def _scan(session, plan, out, resume, checkpoint_every, scratch):
     """The one pass (resumable); the merged result on rank 0, None on the others."""
-    from cnntool.io.resume import ScanLock, StateFile, dataset_fingerprint
+    from cnntool.io.resume import StateFile, dataset_fingerprint
     from cnntool.tasks.features import FeatureSpool
     from cnntool.tasks.microscope import BINS, KeptSpool, MicroscopeScan
     from cnntool.tasks.top_patches import resume_position
 
     loaded, dataset, shard = session.model, session.dataset, session.shard
-    state_path, lock_path, spool_path = _state_names(out, session)
+    state_path, _, spool_path = _state_names(out, session)
     key = dict(model=loaded.name, layers=[[layer.name, list(layer.units)] for layer in plan.layers],
                top=plan.top, penultimate=plan.penultimate, bins=BINS, data=dataset.name,
                images=len(dataset), world=shard.world_size)
     state_file = StateFile(state_path.parent, state_path.name, key, dataset_fingerprint(dataset))
-    with ScanLock(lock_path):
-        saved = state_file.load() if resume else None
-        if resume and saved is None:
-            console.warn(f"no state file {state_file.path}: starting from the beginning")
-        scanned = MicroscopeScan(plan, loaded, dataset, KeptSpool(spool_path, saved and saved["scan"]["spool"]),
-                                 state=saved and saved["scan"])
-        start = int(saved["next"]) if saved else 0
-        if saved:
-            console.info(f"resuming after {start} images")
-            session.read += scanned.images()
-        batches = [0]
+    saved = state_file.load() if resume else None
+    if resume and saved is None:
+        console.warn(f"no state file {state_file.path}: starting from the beginning")
+    scanned = MicroscopeScan(plan, loaded, dataset, KeptSpool(spool_path, saved and saved["scan"]["spool"]),
+                             state=saved and saved["scan"])
+    start = int(saved["next"]) if saved else 0
+    if saved:
+        console.info(f"resuming after {start} images")
+        session.read += scanned.images()
+    batches = [0]
 
-        def checkpoint(batch):
-            batches[0] += 1
-            if batches[0] % checkpoint_every == 0:
-                state_file.save({"scan": scanned.state_dict(), "next": resume_position(
-                    batch.indices[-1], shard.rank, shard.world_size)})
+    def checkpoint(batch):
+        batches[0] += 1
+        if batches[0] % checkpoint_every == 0:
+            state_file.save({"scan": scanned.state_dict(), "next": resume_position(
+                batch.indices[-1], shard.rank, shard.world_size)})
 
-        session.run(scanned.consumers, f"microscope {loaded.name}", start=start, on_batch=checkpoint)
-        if batches[0]:  # the whole shard is in: a failure later resumes without scanning again
-            state_file.save({"scan": scanned.state_dict(), "next": session.count()})
-        return scanned.merge(session, FeatureSpool(scratch) if session.is_main else None)
+    session.run(scanned.consumers, f"microscope {loaded.name}", start=start, on_batch=checkpoint)
+    if batches[0]:  # the whole shard is in: a failure later resumes without scanning again
+        state_file.save({"scan": scanned.state_dict(), "next": session.count()})
+    return scanned.merge(session, FeatureSpool(scratch) if session.is_main else None)
 
 
 def _attack(session, eps):

@@ -33,8 +33,9 @@ DIGITS = 6  # significant digits of the figures: what a person reads, and equal 
 
 @dataclass(frozen=True)
 class UnitView:
-    """One unit: its top hits in rank order and its figures (None: not judged at this layer,
-    e.g. `active` and `lifetime_sparsity` where no rectifier follows)."""
+    """One unit: its top hits in rank order (at a rectified layer only those where the unit is
+    on: a dead unit has none) and its figures (None: not judged at this layer, e.g. `active`
+    and `lifetime_sparsity` where no rectifier follows)."""
 
     index: int
     hits: tuple[Hit, ...]
@@ -102,8 +103,11 @@ def layer_view(model: nn.Module, loaded, plan: MicroscopePlan, layer: LayerPlan,
     correlation = summary.correlation if summary is not None else None
     sizes = topk.sizes.cpu().tolist() if topk is not None else None
     units = []
+    rectified = layer.point.activation.rectified
     for position, unit in enumerate(layer.units):
         hits = patches.hits[position] if patches is not None else ()
+        if rectified:  # where a rectified unit is 0 it is off: ties at 0 are arbitrary images
+            hits = tuple(hit for hit in hits if hit.value > 0)
         views = [original_box(None, (0, 0), tuple(sizes[position][hit.rank]), loaded.preprocessing)
                  for hit in hits]
         units.append(UnitView(
@@ -168,6 +172,8 @@ def _votes(model: nn.Module, loaded, plan: MicroscopePlan, layer: LayerPlan,
     count = min(VOTES, scores.shape[0])
     votes = {}
     for column, unit in enumerate(units):
+        if not bool(scores[:, column].any()):
+            continue  # a unit that is always 0 (dead) pushes no logit
         order = sorted(range(scores.shape[0]), key=lambda c: (-float(scores[c, column]), c))[:count]
         votes[unit] = tuple((c, loaded.class_name(c) or str(c), rounded(float(scores[c, column])))
                             for c in order)

@@ -46,33 +46,40 @@ class UnitHistograms:
     # ---- folding data in ---------------------------------------------------------------------
 
     def update(self, activations: torch.Tensor) -> None:
-        """Fold in a batch: (B, U), (B, U, L) or (B, U, H, W)."""
+        """Fold in a batch: (B, U), (B, U, L) or (B, U, H, W).
+
+        Bin numbers are computed in the activations' own precision (float32 at least): a few
+        passes over the batch in its own layout, then one bincount; no float64 copy."""
         if activations.dim() < 2 or activations.shape[1] != self.units:
             raise ValueError(f"expected (B, {self.units}, ...) activations, got {tuple(activations.shape)}")
         batch, units = activations.shape[:2]
-        x = activations.detach().reshape(batch, units, -1).transpose(0, 1).reshape(units, -1)
-        if x.shape[1] == 0:
+        x = activations.detach().reshape(batch, units, -1)
+        if x.numel() == 0:
             return
-        x = x.double()
-        finite = torch.isfinite(x)
-        all_finite = bool(finite.all())
-        if not all_finite:
-            self.nonfinite += (~finite).sum(dim=1)
-        low = (x if all_finite else x.masked_fill(~finite, math.inf)).amin(dim=1)
-        high = (x if all_finite else x.masked_fill(~finite, -math.inf)).amax(dim=1)
-        self._regrid(torch.minimum(self.minimum, low), torch.maximum(self.maximum, high))
-        scale = torch.exp2(-self.exponent.double())[:, None]
-        index = torch.floor(x * scale).long() - self.origin[:, None]
-        if not all_finite:
-            index = index.masked_fill(~finite, -1)
-        self._add(index)
-
-    def _add(self, index: torch.Tensor) -> None:
-        """Count bin indices (U, N) per unit; -1 marks a value that is not counted."""
-        keep = index >= 0
-        rows = torch.arange(self.units, device=index.device)[:, None].expand_as(index)
-        flat = (rows * self.bins + index)[keep]
-        self.counts += torch.bincount(flat, minlength=self.units * self.bins).view(self.units, self.bins)
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()  # half, bfloat16 (exact) or integers
+        low, high = x.amin(dim=(0, 2)), x.amax(dim=(0, 2))  # NaN and inf show here
+        finite = None
+        if not bool((torch.isfinite(low) & torch.isfinite(high)).all()):
+            finite = torch.isfinite(x)
+            self.nonfinite += (~finite).sum(dim=(0, 2))
+            low = x.masked_fill(~finite, math.inf).amin(dim=(0, 2))
+            high = x.masked_fill(~finite, -math.inf).amax(dim=(0, 2))
+        self._regrid(torch.minimum(self.minimum, low.double()), torch.maximum(self.maximum, high.double()))
+        if finite is not None:
+            x = x.masked_fill(~finite, 0.0)
+        # unit u's value x falls in bin floor(x · 2^-k_u) − origin_u, counted at u·bins + bin;
+        # x · 2^-k is exact (a power of two), and so is adding the integer offset in float
+        # while every offset is below float32's 2^24 integers (else in int64)
+        offset = self.origin - torch.arange(units, device=x.device) * self.bins
+        scaled = torch.mul(x, torch.exp2(-self.exponent.to(x.dtype))[None, :, None]).floor_()
+        if int(offset.abs().max()) < 2 ** 23:
+            index = scaled.sub_(offset.to(x.dtype)[None, :, None]).to(torch.int32)
+        else:
+            index = scaled.to(torch.int64).sub_(offset[None, :, None])
+        if finite is not None:
+            index = index[finite]
+        self.counts += torch.bincount(index.flatten(), minlength=units * self.bins).view(units, self.bins)
 
     def merge(self, other: "UnitHistograms") -> None:
         """Fold in another shard's histograms (same units and bins)."""
