@@ -1,8 +1,24 @@
-"""Shared pytest set-up."""
+"""Shared pytest set-up: the import path, and the fixtures that run `cnntool` as a user does.
+
+Markers (registered in pyproject.toml): `slow` (over ~10 s on 2 CPU cores), `torchrun`
+(launches torch.distributed.run), `browser` (headless Chromium). `make test` runs them all;
+`pytest -m "not slow and not torchrun"` is the quick loop while editing.
+"""
 import os
 import sys
+
+import pytest
 
 # Make `import cnntool` work from a checkout that is not pip-installed (plain `pytest`).
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
+
+from tests.helpers import CnnTool  # noqa: E402  (needs the path above)
+
+
+@pytest.fixture(scope="session")
+def cnntool() -> CnnTool:
+    """Run `python -m cnntool ARGS` in a child process: `cnntool("profile", "alexnet")`, with
+    `stdin=`, `threads=1` or `cwd=`; `cnntool.torchrun(ARGS)` runs 2 gloo CPU ranks."""
+    return CnnTool()

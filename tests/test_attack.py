@@ -2,8 +2,6 @@
 ImageNet samples, pixel space, eval mode, no parameter gradients, and the command line."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from cnntool.core.models import load_model
 from cnntool.errors import CnnToolError
 from cnntool.tasks.attack import (LEAST_LIKELY, AttackTally, PixelModel, attack_dataset, bim,
                                   check_eps, classify, fgsm, pgd, resolve_target)
+from tests.pixels import colour_mask, find_plot_text, low_res, marks, png, runs, spread
 
 torchattacks = pytest.importorskip("torchattacks")
 foolbox = pytest.importorskip("foolbox")
@@ -57,8 +56,9 @@ def mnist_batch(lenet):
 
 # --- fidelity to the anchors ------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, eps", [("lenet", 0.3), ("lenet", 8 / 255), ("lite0", 2 / 255),
-                                       ("lite0", 0.007)])
+@pytest.mark.parametrize("name, eps", [("lenet", 0.3), ("lenet", 8 / 255),
+                                       pytest.param("lite0", 2 / 255, marks=pytest.mark.slow),
+                                       pytest.param("lite0", 0.007, marks=pytest.mark.slow)])
 def test_fgsm_is_bit_identical_to_torchattacks_and_foolbox(request, name, eps):
     model = request.getfixturevalue(name)
     images, labels = request.getfixturevalue("mnist_batch" if name == "lenet" else "imagenet_batch")
@@ -75,6 +75,7 @@ def test_fgsm_is_bit_identical_to_torchattacks_and_foolbox(request, name, eps):
     assert (ours - images).abs().max().item() == pytest.approx(eps, abs=1e-7)  # it did move
 
 
+@pytest.mark.slow
 def test_pgd_without_random_start_equals_torchattacks_pgd_linf_and_l2(lenet, mnist_batch):
     images, labels = mnist_batch
     ours = pgd(lenet, images, labels, 0.3, steps=7, step_size=0.05, random_start=False)
@@ -87,6 +88,7 @@ def test_pgd_without_random_start_equals_torchattacks_pgd_linf_and_l2(lenet, mni
     assert ours.sub(images).flatten(1).norm(dim=1).max().item() <= 2.0 + 1e-5
 
 
+@pytest.mark.slow
 def test_pgd_on_lite0_equals_torchattacks_and_bim_is_pgd_without_random_start(lite0, imagenet_batch):
     images, labels = imagenet_batch
     ours = bim(lite0, images, labels, 4 / 255, steps=2, step_size=2 / 255)
@@ -177,6 +179,7 @@ def summary_at(model, data, attack, eps, batch_size):
     return tally.summaries()[0]
 
 
+@pytest.mark.slow
 def test_lenet5_on_5000_mnist_digits_at_eps_0_3(lenet, lenet_adv):
     clean = summary_at(lenet, "mnist-5k", fgsm, 0.3, 500)
     robust = summary_at(lenet_adv, "mnist-5k", fgsm, 0.3, 500)
@@ -189,6 +192,7 @@ def test_lenet5_on_5000_mnist_digits_at_eps_0_3(lenet, lenet_adv):
     assert robust.adv_accuracy >= 0.95  # measured 97.50% (REFERENCES: ~99%)
 
 
+@pytest.mark.slow
 def test_lite0_on_imagenet_samples_at_2_over_255(lite0):
     summary = summary_at(lite0, "imagenet-samples", fgsm, 2 / 255, 20)
     print(f"FGSM ε=2/255 on 20 ImageNet samples: accuracy {summary.clean_accuracy:.0%} -> "
@@ -199,19 +203,13 @@ def test_lite0_on_imagenet_samples_at_2_over_255(lite0):
 
 # --- the command line ---------------------------------------------------------------------------
 
-ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-# cnntool with the attack group registered, as cnntool/cli/main.py's COMMANDS will have it
-def cnntool(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "cnntool", *map(str, args)], capture_output=True,
-                          text=True, input=stdin, env=ENV, timeout=300)
-
-
 def records(result):
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def test_cli_fgsm_writes_lossless_pngs_and_reclassifies_them(tmp_path, lite0):
+@pytest.mark.slow
+def test_cli_fgsm_writes_lossless_pngs_and_reclassifies_them(tmp_path, lite0, cnntool):
     paths = "\n".join(open_data("imagenet-samples").paths[:2])  # labels: none from stdin
     result = cnntool("attack", "fgsm", "efficientnet_lite0", "-", "--eps", "2/255", "-o", tmp_path,
                      "--triptychs", "1", stdin=paths)
@@ -226,10 +224,19 @@ def test_cli_fgsm_writes_lossless_pngs_and_reclassifies_them(tmp_path, lite0):
         pixels = torch.from_numpy(np.asarray(saved, dtype=np.float32) / 255).permute(2, 0, 1)
         predicted = classify(lite0, pixels[None])[0].item()
         assert row["success_after_save"] == (predicted != row["label"])
-    assert len(list((tmp_path / "triptych").glob("*.png"))) == 1
+    (triptych,) = (tmp_path / "triptych").glob("*.png")
+    # original | perturbation, amplified to black and white | adversarial: three square panels
+    pixels = png(triptych)
+    assert pixels.shape == (330, 900, 3)
+    assert find_plot_text(pixels, "perturbation, ε = 2/255 (amplified)", fontsize=9)
+    panels = [(start, stop) for start, stop in runs((pixels[100:300] != 255).any(axis=(0, 2)))]
+    assert len(panels) == 3 and all(270 < stop - start < 300 for start, stop in panels)
+    clean, delta, adversarial = (pixels[80:280, start + 40:start + 240].astype(int) for start, _ in panels)
+    assert spread(clean) > 20 and np.abs(low_res(clean) - low_res(adversarial)).mean() < 4  # one photo
+    assert ((delta <= 2) | (delta >= 253)).mean() > 0.9  # FGSM moves (almost) every pixel by ±ε
 
 
-def test_cli_sweep_on_a_labelled_folder_gives_one_record_per_eps_and_a_plot(tmp_path):
+def test_cli_sweep_on_a_labelled_folder_gives_one_record_per_eps_and_a_plot(tmp_path, cnntool):
     images, labels = open_data("mnist-5k").arrays[:40], open_data("mnist-5k").labels[:40]
     for i, (array, label) in enumerate(zip(images, labels)):
         (tmp_path / "digits" / str(label)).mkdir(parents=True, exist_ok=True)
@@ -241,11 +248,20 @@ def test_cli_sweep_on_a_labelled_folder_gives_one_record_per_eps_and_a_plot(tmp_
     assert all(r["images"] == 40 and r["labels_from_dataset"] == 40 for r in rows)
     assert rows[0]["adv_accuracy"] == rows[0]["clean_accuracy"] >= 0.95
     assert rows[2]["adv_accuracy"] <= 0.1
-    assert (tmp_path / "out" / "sweep.png").stat().st_size > 0
+    # the curve: one marker per ε, at the records' accuracies (x and y axes are linear)
+    pixels = png(tmp_path / "out" / "sweep.png")
+    assert pixels.shape == (380, 550, 3)
+    assert find_plot_text(pixels, "fgsm on lenet5-mnist, ")  # then the DATA path, cut at the edge
+    (x0, y0), (x1, y1), (x2, y2) = marks(colour_mask(pixels, (31, 119, 180)))  # matplotlib's C0
+    accuracy = [r["adv_accuracy"] for r in rows]
+    assert (x1 - x0) / (x2 - x0) == pytest.approx(0.1 / 0.3, abs=0.02)
+    drop = (accuracy[1] - accuracy[0]) / (accuracy[2] - accuracy[0])
+    assert (y1 - y0) / (y2 - y0) == pytest.approx(drop, abs=0.03)
+    assert y2 > y0  # lower accuracy is drawn lower
     assert "success rate" in result.stderr
 
 
-def test_cli_targeted_pgd_toward_a_digit(tmp_path):
+def test_cli_targeted_pgd_toward_a_digit(tmp_path, cnntool):
     Image.fromarray(open_data("mnist-5k").arrays[0]).save(tmp_path / "digit.png")
     result = cnntool("attack", "pgd", "lenet5-mnist", tmp_path / "digit.png", "--eps", "0.3",
                      "--target", "3", "--steps", "20", "--seed", "1")
@@ -253,7 +269,7 @@ def test_cli_targeted_pgd_toward_a_digit(tmp_path):
     assert row["target"] == 3 and row["adv_pred"] == 3 and row["success"]
 
 
-def test_cli_grayscale_and_small_images_for_an_rgb_model(tmp_path):
+def test_cli_grayscale_and_small_images_for_an_rgb_model(tmp_path, cnntool):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), np.uint8)).save(tmp_path / "gray.png")
     Image.new("RGB", (100, 80), (200, 30, 30)).save(tmp_path / "small.png")
     rows = records(cnntool("attack", "fgsm", "efficientnet_lite0", tmp_path, "--eps", "1/255", "-q"))
@@ -268,7 +284,7 @@ def test_cli_grayscale_and_small_images_for_an_rgb_model(tmp_path):
     (["--eps", "eight"], 2, "is not a number like 0.007 or 8/255"),
     (["--target", "panda"], 1, "did you mean 'giant panda'"),
 ])
-def test_cli_bad_input_is_one_sentence(args, code, message):
+def test_cli_bad_input_is_one_sentence(args, code, message, cnntool):
     result = cnntool("attack", "fgsm", "efficientnet_lite0", "imagenet-samples", *args)
     assert result.returncode == code, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
@@ -302,7 +318,8 @@ def test_full_resolution_puts_the_perturbation_on_the_cropped_part_of_the_photo(
     assert changed.sum() == 8 * 3 * (bottom - top) * (right - left)
 
 
-def test_cli_full_res_saves_original_size_and_rechecks_through_the_preprocessing(tmp_path, lite0):
+def test_cli_full_res_saves_original_size_and_rechecks_through_the_preprocessing(tmp_path, lite0,
+                                                                                 cnntool):
     from cnntool.tasks.attack.full_res import classify_images
 
     result = cnntool("attack", "fgsm", "efficientnet_lite0", open_data("imagenet-samples").paths[0],

@@ -2,9 +2,6 @@
 layer, no unverified alarms on the trained built-ins, the CLI, and torchrun = one process."""
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,13 +16,12 @@ from cnntool.tasks.diagnose import (
 from cnntool.tasks.diagnose.filters import filter_report, high_frequency_mask
 from cnntool.tasks.diagnose.findings import HIGH_R, gradient_finding
 from cnntool.tasks.diagnose.stats import Bounds
+from tests.helpers import same_records
+from tests.pixels import axes_frame, colour_mask, find_plot_text, png, runs
 from tests.tiny_models import seeded_tiny_net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BROKEN = os.path.join(ROOT, "examples", "broken_lenet.py")
-ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120", "OMP_NUM_THREADS": "1"}
-for _name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-    ENV.pop(_name, None)
 MNIST_IMAGES = 500
 
 
@@ -300,6 +296,7 @@ def test_clean_lenet5_alarms_only_what_is_true(mnist, clean_lenet):
     _verify_alarms(loaded, mnist, clean, range(MNIST_IMAGES))
 
 
+@pytest.mark.slow
 def test_lite0_alarms_only_what_is_true():
     dataset, images = open_data("imagenet-samples"), range(4)  # 4 of 20: a 2-core test budget
     loaded = load_model("efficientnet_lite0", device="cpu")
@@ -334,64 +331,75 @@ def test_gradcheck_verdict_becomes_a_finding():
 # ---------------------------------------------------------------------------------------------
 # the command
 
-def _run(*args, launcher=None):
-    command = (launcher or [sys.executable, "-m", "cnntool"]) + ["diagnose", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=180, cwd=ROOT)
-
-
-def test_cli_writes_jsonl_figures_and_the_report(tmp_path):
-    done = _run(f"{BROKEN}:broken_lenet5", "mnist-5k", "--trust-code", "--limit", "200",
-                "-o", str(tmp_path))
+def test_cli_writes_jsonl_figures_and_the_report(tmp_path, cnntool):
+    done = cnntool("diagnose", f"{BROKEN}:broken_lenet5", "mnist-5k", "--trust-code", "--limit", "200",
+                   "-o", str(tmp_path), threads=1, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["layer"] for r in records] == ["conv1", "conv2", "linear1", None]
     assert records[1]["dead_units"] == list(range(0, 64, 2)) and records[1]["images"] == 200
     assert any(f["kind"] == "duplicate-filters" for f in records[0]["findings"])
     assert records[-1]["counts"]["error"] >= 1
-    assert (tmp_path / "units.png").stat().st_size > 0
-    assert (tmp_path / "correlation.png").stat().st_size > 0
+    layers = records[:-1]
+    assert_unit_bars_show(png(tmp_path / "units.png"), layers)
+    worst = max(layers, key=lambda r: r["mean_abs_r"])
+    heat = png(tmp_path / "correlation.png")
+    assert find_plot_text(heat, f"broken_lenet5 {worst['layer']} (at {worst['measured_at']}): r between "
+                                f"units, mean |r| {worst['mean_abs_r']:.2f}", fontsize=9)
+    r = read_heat_map(heat, worst["units"])
+    off_diagonal = ~np.eye(worst["units"], dtype=bool)
+    assert (np.diag(r) > 0.9).all() and np.abs(r - r.T).max() < 0.1
+    assert np.abs(r[off_diagonal]).mean() == pytest.approx(worst["mean_abs_r"], abs=0.05)
     assert "50% of units dead" in done.stderr and "advice:" in done.stderr
     assert "--trust-code" in done.stderr  # follow-up commands repeat the loading flags
 
 
-def test_cli_missing_data_is_one_sentence_exit_1(tmp_path):
-    done = _run("lenet5-mnist", str(tmp_path / "nowhere"), "-q")
+def assert_unit_bars_show(pixels: np.ndarray, layers: list[dict]) -> None:
+    """units.png: a row of bars per layer, as long as the records' shares of dead units
+    (matplotlib's first colour) and of samples ≤ 0 (its fourth), on an axis from 0 to 100%."""
+    assert pixels.shape == (238, 900, 3)  # 9 × (1.6 + 0.26 per layer) inches at 100 dpi
+    assert find_plot_text(pixels, "broken_lenet5: unit health over 200 images")
+    left, top, right, bottom = axes_frame(pixels)
+    plot = pixels[top:bottom]
+    for colour, shares in (((31, 119, 180), [layer["dead"] for layer in layers]),
+                           ((214, 39, 40), [1 - layer["mean_active"] for layer in layers])):
+        mask = colour_mask(plot, colour, 10)
+        lengths = [mask[(start + stop) // 2].sum() / (right - left) for start, stop in runs(mask.any(axis=1))]
+        assert lengths == pytest.approx([share for share in shares if share], abs=0.01), colour
+
+
+def read_heat_map(pixels: np.ndarray, units: int) -> np.ndarray:
+    """correlation.png read back: each cell's colour looked up on the colour bar beside the map
+    (top +1, bottom -1)."""
+    coloured = pixels.max(axis=-1).astype(int) - pixels.min(axis=-1) > 40
+    (x0, x1), (b0, b1) = runs(coloured.any(axis=0))  # the map, then the colour bar
+    rows = runs(coloured[:, x0:x1].any(axis=1))
+    y0, y1 = rows[0][0], rows[-1][1]
+    bar_rows = runs(coloured[:, b0:b1].any(axis=1))
+    bar = pixels[bar_rows[0][0]:bar_rows[-1][1], (b0 + b1) // 2].astype(int)
+    centres = (np.arange(units) + 0.5) / units
+    cells = pixels[(y0 + centres * (y1 - y0)).astype(int)][:, (x0 + centres * (x1 - x0)).astype(int)]
+    nearest = ((cells[:, :, None, :].astype(int) - bar[None, None]) ** 2).sum(axis=-1).argmin(axis=-1)
+    return np.linspace(1, -1, len(bar))[nearest]
+
+
+def test_cli_missing_data_is_one_sentence_exit_1(tmp_path, cnntool):
+    done = cnntool("diagnose", "lenet5-mnist", str(tmp_path / "nowhere"), "-q", threads=1, cwd=ROOT)
     assert done.returncode == 1 and done.stdout == ""
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().startswith("error:") and len(done.stderr.strip().splitlines()) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_torchrun_two_cpu_ranks_equal_one_process():
-    args = ["lenet5-mnist", "mnist-5k", "--limit", "61", "--batch-size", "8", "-q"]
-    single = _run(*args)
+@pytest.mark.slow
+@pytest.mark.torchrun
+def test_torchrun_two_cpu_ranks_equal_one_process(cnntool):
+    args = ["diagnose", "lenet5-mnist", "mnist-5k", "--limit", "61", "--batch-size", "8", "-q"]
+    single = cnntool(*args, threads=1, cwd=ROOT)
     assert single.returncode == 0, single.stderr
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "cnntool"]
-    double = _run(*args, launcher=launcher)
+    double = cnntool.torchrun(*args, cwd=ROOT)
     assert double.returncode == 0, double.stderr
     one = [json.loads(line) for line in single.stdout.splitlines()]
     two = [json.loads(line) for line in double.stdout.splitlines()]  # rank 0 alone writes
     assert len(one) == 4 and len(two) == 4
     for a, b in zip(one, two):
-        assert _same(a, b)
-
-
-def _same(a, b) -> bool:
-    """Equal records: numbers to 1e-5 (float64 merges in another order), the rest exactly."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        return all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        assert len(a) == len(b)
-        return all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) or isinstance(b, float):
-        assert b == pytest.approx(a, rel=1e-5, abs=1e-9)
-        return True
-    assert a == b
-    return True
+        assert same_records(a, b, rel=1e-5, abs=1e-9)  # float64 merges in another order

@@ -2,9 +2,6 @@
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,14 +10,9 @@ from cnntool.errors import CnnToolError
 from cnntool.io import image_map as maps
 from cnntool.tasks import embed as emb
 from cnntool.tasks import features as feats
+from tests.pixels import axes_frame, colour_mask, find_plot_text, marks, png, spread
 
-ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
 FAST = emb.EmbedSettings()  # threads: one below 5,000 points, every core from there
-
-
-def run(*args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "cnntool", *args], capture_output=True, text=True,
-                          env=ENV, timeout=timeout)
 
 
 def extract_set(model_name, data, layer, batch_size):
@@ -66,6 +58,7 @@ def blobs(count=300, dims=10, centers=3, seed=0):
 # quality bars on real features
 
 
+@pytest.mark.slow
 def test_lenet5_mnist_map_keeps_the_digits_apart(mnist):
     assert mnist.features.shape == (5000, 200) and mnist.layer == "relu3"
     result = emb.embed(mnist.features, FAST)
@@ -80,6 +73,7 @@ def test_lenet5_mnist_map_keeps_the_digits_apart(mnist):
     assert figures.trustworthiness >= 0.95
 
 
+@pytest.mark.slow
 def test_lite0_faces_and_non_faces_separate():
     faces = extract_set("efficientnet_lite0", "faces", "penultimate", 50)
     assert faces.features.shape == (200, 1280) and faces.layer == "_avg_pooling"
@@ -95,7 +89,9 @@ def test_lite0_faces_and_non_faces_separate():
 # the embedding
 
 
-@pytest.mark.parametrize("engine, threads", [("opentsne", 1), ("opentsne", 2), ("sklearn", 2)])
+@pytest.mark.parametrize("engine, threads", [("opentsne", 1),
+                                             pytest.param("opentsne", 2, marks=pytest.mark.slow),
+                                             pytest.param("sklearn", 2, marks=pytest.mark.slow)])
 def test_same_seed_same_map(engine, threads):
     points, _ = blobs(1000)  # openTSNE's approximate neighbour search starts at 1,000 points
     settings = emb.EmbedSettings(engine=engine, iterations=50, n_jobs=threads)
@@ -161,6 +157,32 @@ def test_quality_without_labels_and_on_a_subsample():
 # pictures
 
 
+TAB10 = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+         (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+UNLABELLED = (153, 153, 153)
+
+
+def assert_classes_drawn_where_they_are(pixels, coords, labels, names) -> None:
+    """A scatter plot read back: class k in tab10's k-th colour, each class's dots centred where
+    its points are (the same order left to right and, reversed, top to bottom), and a legend
+    entry with each name when there are two classes or more."""
+    left, top, right, bottom = axes_frame(pixels)
+    plot = pixels[top + 2:bottom - 1, left + 2:right - 1]
+    classes = sorted(set(labels.tolist()))
+    drawn, placed = [], []
+    for label in classes:
+        ys, xs = np.nonzero(colour_mask(plot, TAB10[label], 10))
+        assert len(xs) > 20, label
+        drawn.append((xs.mean(), ys.mean()))
+        placed.append(coords[labels == label].mean(axis=0))
+    drawn, placed = np.array(drawn), np.array(placed)
+    if len(classes) > 1:
+        assert np.corrcoef(drawn[:, 0], placed[:, 0])[0, 1] > 0.9
+        assert np.corrcoef(drawn[:, 1], placed[:, 1])[0, 1] < -0.9
+        legend = pixels[:, right:]
+        assert all(find_plot_text(legend, name, fontsize=8) for name in names)
+
+
 def test_scatter_has_a_legend_for_classes_and_none_for_one_class(tmp_path):
     points, labels = blobs(60, dims=2, centers=3)
     figure = maps.scatter_figure(points, labels, ["a", "b", "c"])
@@ -170,7 +192,11 @@ def test_scatter_has_a_legend_for_classes_and_none_for_one_class(tmp_path):
     assert maps.scatter_figure(points, None, []).axes[0].get_legend() is None
     assert maps.save_scatter(tmp_path / "one.png", points, np.zeros(60, dtype=int), ["only"]) is False
     assert maps.save_scatter(tmp_path / "three.png", points, labels, ["a", "b", "c"]) is True
-    assert (tmp_path / "one.png").read_bytes()[:4] == b"\x89PNG"
+    one, three = png(tmp_path / "one.png"), png(tmp_path / "three.png")
+    assert one.shape == three.shape == (800, 800, 3)
+    assert_classes_drawn_where_they_are(three, points, labels, ["a", "b", "c"])
+    assert_classes_drawn_where_they_are(one, points, np.zeros(60, dtype=int), [])
+    assert not find_plot_text(one, "only", fontsize=8) and not colour_mask(one, TAB10[1], 10).any()
 
 
 @pytest.mark.parametrize("count", [1, 7, 500, 2500])
@@ -213,9 +239,9 @@ def test_image_pictures_stay_within_the_pixel_budget():
 # the command line
 
 
-def test_cli_features_file_to_csv_plots_and_summary(mnist_npz, tmp_path):
+def test_cli_features_file_to_csv_plots_and_summary(mnist_npz, tmp_path, cnntool):
     """PCA keeps it quick; stdout is only the CSV records."""
-    result = run("embed", "--features", str(mnist_npz), "--method", "pca", "--format", "csv",
+    result = cnntool("embed", "--features", str(mnist_npz), "--method", "pca", "--format", "csv",
                  "--plot", str(tmp_path / "scatter.png"), "--image-grid", str(tmp_path / "grid.png"),
                  "--summary", str(tmp_path / "summary.json"), "-o", str(tmp_path / "coords.npz"))
     assert result.returncode == 0, result.stderr
@@ -230,36 +256,56 @@ def test_cli_features_file_to_csv_plots_and_summary(mnist_npz, tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "grid.png").size == (71 * 57, 71 * 57)
-    assert Image.open(tmp_path / "scatter.png").format == "PNG"
+    # every digit in a cell of its own (non-blank), the 41 cells left over in the background
+    grid = png(tmp_path / "grid.png")
+    filled = [spread(grid[r * 57:(r + 1) * 57, c * 57:(c + 1) * 57]) > 0 for r in range(71) for c in range(71)]
+    assert sum(filled) == 5000
+    scatter = png(tmp_path / "scatter.png")
+    assert find_plot_text(scatter, "lenet5-mnist relu3: PCA, 5000 images")
+    labels = np.array([int(row["label"]) for row in rows])
+    coords = np.array([[float(row["x"]), float(row["y"])] for row in rows])
+    assert_classes_drawn_where_they_are(scatter, coords, labels, [str(d) for d in range(10)])
     saved = np.load(tmp_path / "coords.npz")
     assert saved["coords"].shape == (5000, 2) and saved["paths"][0] == "mnist-5k/00000"
 
 
-def test_cli_model_data_tsne_jsonl_with_lowered_perplexity(tmp_path):
+def test_cli_model_data_tsne_jsonl_with_lowered_perplexity(tmp_path, cnntool):
     """MODEL DATA: features extracted in-process; 10 photos, so the perplexity is lowered."""
-    result = run("embed", "lenet5-mnist", "photos", "--layer", "relu3", "--iterations", "100",
+    result = cnntool("embed", "lenet5-mnist", "photos", "--layer", "relu3", "--iterations", "100",
                  "--image-map", str(tmp_path / "map.png"), "--plot", str(tmp_path / "plot.png"))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) >= 5 and set(records[0]) == {"path", "label", "x", "y"}
     assert records[0]["label"] is None
     assert "warning: perplexity 30 needs at least 91 images" in result.stderr
-    assert (tmp_path / "map.png").exists() and (tmp_path / "plot.png").exists()
+    # the scatter plot: one grey dot per image, exactly where its coordinates put it
+    plot = png(tmp_path / "plot.png")
+    assert find_plot_text(plot, f"{len(records)} images")
+    dots = marks(colour_mask(plot, UNLABELLED, 10), core=3)
+    assert len(dots) == len(records)
+    drawn = np.array(dots)
+    placed = np.array(sorted((r["x"], r["y"]) for r in records))  # x order is kept on the page
+    for axis, sign in ((0, 1), (1, -1)):  # image rows grow downwards
+        fit = np.polyfit(placed[:, axis], drawn[:, axis], 1)
+        assert np.sign(fit[0]) == sign and np.abs(np.polyval(fit, placed[:, axis]) - drawn[:, axis]).max() < 2
+    # the image map: the photos' thumbnails on the photos' own background colour
+    picture = png(tmp_path / "map.png")
+    assert picture.shape[0] == picture.shape[1] >= 64 and spread(picture) > 30
 
 
-def test_cli_errors(tmp_path):
-    missing = run("embed", "--features", str(tmp_path / "nope.npz"))
+def test_cli_errors(tmp_path, cnntool):
+    missing = cnntool("embed", "--features", str(tmp_path / "nope.npz"))
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert f"features file {tmp_path / 'nope.npz'} does not exist" in missing.stderr
     assert missing.stdout == ""
-    assert run("embed").returncode == 2
-    assert run("embed", "lenet5-mnist", "faces", "--features", "x.npz").returncode == 2
+    assert cnntool("embed").returncode == 2
+    assert cnntool("embed", "lenet5-mnist", "faces", "--features", "x.npz").returncode == 2
     bad = np.ones((8, 3), dtype=np.float32)
     bad[[2, 5]] = np.nan
     with open(tmp_path / "nan.npz", "wb") as handle:
         feats.write_npz(handle, bad, [f"img{i}.png" for i in range(8)], np.full(8, -1), [],
                         model="", layer="", pooling="")
-    nan = run("embed", "--features", str(tmp_path / "nan.npz"))
+    nan = cnntool("embed", "--features", str(tmp_path / "nan.npz"))
     assert nan.returncode == 1 and "Traceback" not in nan.stderr
     assert "2 image(s) have NaN or infinite features: img2.png, img5.png" in nan.stderr
 

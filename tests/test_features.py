@@ -1,9 +1,5 @@
 """`cnntool features`: pooling, chunked spooling, assembly across ranks, the .npz, NaN detection."""
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -16,15 +12,6 @@ from cnntool.core.hooks import hook_count
 from cnntool.core.sharding import Shard
 from cnntool.errors import CnnToolError
 from cnntool.tasks import features as feats
-
-ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
-for _name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-    ENV.pop(_name, None)
-
-
-def run(*args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "cnntool", *args], capture_output=True, text=True,
-                          env=ENV, timeout=timeout)
 
 
 class TwoChannels(nn.Module):
@@ -155,12 +142,12 @@ def test_integer_labels_from_folders_sets_and_nothing():
     assert labels.tolist() == [-1, -1] and names == []
 
 
-def test_features_cli_writes_the_npz_of_an_in_memory_forward(tmp_path):
+def test_features_cli_writes_the_npz_of_an_in_memory_forward(tmp_path, cnntool):
     """lenet5-mnist relu3 of the faces set (200 images) in batches of 7: the file equals one
     forward pass of all images at once, labels and names from the sample set."""
     out = tmp_path / "sub" / "faces.npz"
-    result = run("features", "lenet5-mnist", "faces", "--layer", "penultimate", "-o", str(out),
-                 "--batch-size", "7")
+    result = cnntool("features", "lenet5-mnist", "faces", "--layer", "penultimate", "-o", str(out),
+                     "--batch-size", "7", threads=1)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert "200 images × 200 features of lenet5-mnist relu3" in result.stderr
@@ -185,8 +172,9 @@ def test_features_cli_writes_the_npz_of_an_in_memory_forward(tmp_path):
                                   "pooling"}
 
 
-def test_features_cli_errors_are_one_sentence(tmp_path):
-    result = run("features", "lenet5-mnist", "faces", "--layer", "relu33", "-o", str(tmp_path / "f.npz"))
+def test_features_cli_errors_are_one_sentence(tmp_path, cnntool):
+    result = cnntool("features", "lenet5-mnist", "faces", "--layer", "relu33", "-o", str(tmp_path / "f.npz"),
+                     threads=1)
     assert result.returncode == 1
     assert "did you mean 'relu3'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "f.npz").exists()
@@ -197,13 +185,9 @@ def test_features_cli_errors_are_one_sentence(tmp_path):
         feats.read_npz(tmp_path / "bad.npz")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_torchrun_two_cpu_ranks_write_the_same_file_as_one_process(tmp_path):
+@pytest.mark.slow
+@pytest.mark.torchrun
+def test_torchrun_two_cpu_ranks_write_the_same_file_as_one_process(tmp_path, cnntool):
     """20 ImageNet photos and an unreadable file, through lenet5-mnist conv2 flattened (12,544
     values per image): 2 gloo ranks give the arrays one process gives, bit for bit.
 
@@ -216,12 +200,9 @@ def test_torchrun_two_cpu_ranks_write_the_same_file_as_one_process(tmp_path):
     listing.write_text("\n".join(paths[:7] + [str(tmp_path / "bad.png")] + paths[7:]))
     args = ["features", "lenet5-mnist", str(listing), "--layer", "conv2", "--pooling", "flatten",
             "--batch-size", "1"]
-    single = run(*args, "-o", str(tmp_path / "one.npz"))
+    single = cnntool(*args, "-o", str(tmp_path / "one.npz"), threads=1)
     assert single.returncode == 0, single.stderr
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "cnntool"]
-    double = subprocess.run(launcher + args + ["-o", str(tmp_path / "two.npz")],
-                            capture_output=True, text=True, env=ENV, timeout=180)
+    double = cnntool.torchrun(*args, "-o", str(tmp_path / "two.npz"))
     assert double.returncode == 0, double.stderr
     assert double.stderr.count("skipped 1 unreadable image") == 1
     one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")

@@ -6,13 +6,11 @@ captum silently falls back to the plain gradient: functional F.relu, ReLU6).
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from captum.attr import Deconvolution, GuidedBackprop
 from torch import nn
 from torchvision.models.googlenet import BasicConv2d
@@ -21,6 +19,7 @@ from cnntool.core.hooks import (
     capture, hook_count, module_hooks, preserved_state, substitute_activation_backward,
 )
 from cnntool.errors import CnnToolError, UnknownNameError
+from tests.backward_reference import hand_swapped, make, norm_close, quiet_captum
 
 
 def mode_stack() -> list:
@@ -335,18 +334,6 @@ def test_unknown_rule_is_refused():
 # substitute_activation_backward: torchvision models (random weights)
 
 
-def norm_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5) -> bool:
-    """Equal to `rel` of the largest magnitude (elementwise rtol fails on near-zero pixels)."""
-    return bool((actual - expected).abs().max() <= rel * expected.abs().max())
-
-
-def make(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    if name == "googlenet":
-        return torchvision.models.googlenet(init_weights=True, aux_logits=False).eval()
-    return getattr(torchvision.models, name)().eval()
-
-
 def images(batch: int) -> torch.Tensor:
     return torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
 
@@ -360,12 +347,6 @@ def input_gradient(model, x, target, rule=None):
     with substitute_activation_backward(model, rule) as sub:
         grad = torch.autograd.grad(model(x)[rows, target].sum(), x)[0]
     return grad, sub
-
-
-def quiet_captum(test):
-    """Captum warns that it set requires_grad and hooked ReLUs; both are expected here."""
-    test = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require")(test)
-    return pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")(test)
 
 
 # ResNet-18 calls its 9 in-place ReLU modules 17 times (each BasicBlock reuses its own twice).
@@ -383,33 +364,7 @@ def test_matches_captum_where_captum_is_right(name, relu_calls):
     assert hook_count(model) == 0
 
 
-class HandSwapped(torch.autograd.Function):
-    """The reference: clamp to [lower, upper] forward, the rule written out by hand backward."""
-
-    @staticmethod
-    def forward(ctx, x, lower, upper, rule):
-        ctx.save_for_backward(x)
-        ctx.bounds, ctx.rule = (lower, upper), rule
-        return x.clamp(lower, upper)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,), (lower, upper) = ctx.saved_tensors, ctx.bounds
-        if ctx.rule == "deconv":
-            return grad.clamp(min=0), None, None, None
-        return grad.clamp(min=0) * ((x > lower) & (x < upper)), None, None, None
-
-
-def hand_swapped(monkeypatch, rule):
-    """Swap the functions torchvision's GoogLeNet (F.relu) and MobileNetV2 (ReLU6 ->
-    F.hardtanh) call for the hand-written reference."""
-    monkeypatch.setattr(torch.nn.functional, "relu",
-                        lambda input, inplace=False: HandSwapped.apply(input, 0.0, math.inf, rule))
-    monkeypatch.setattr(torch.nn.functional, "hardtanh",
-                        lambda input, min_val=-1.0, max_val=1.0, inplace=False:
-                        HandSwapped.apply(input, min_val, max_val, rule))
-
-
+@pytest.mark.slow
 @quiet_captum
 @pytest.mark.parametrize("name,kind,activation", [
     ("googlenet", "relu", BasicConv2d),  # ends in F.relu

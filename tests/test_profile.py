@@ -3,12 +3,15 @@
 torchvision's `Weights.meta` gives `num_params` and `_ops` (GMACs at the weights' crop size,
 rounded to 3 decimals). Models are built without weights and with their parameters on the meta
 device, so the sweep over all of them needs no download and almost no memory.
+
+Every result computed here also passes `assert_adds_up` (through the `profile` wrapper below):
+rows are each module's own work, so they add up to the total. How fast profiling is belongs to
+benchmarks/profile_bench.py, not to these tests.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import time
 from unittest import mock
 
 import pytest
@@ -19,7 +22,41 @@ from torch import nn
 
 from cnntool.core.hooks import hook_count
 from cnntool.errors import CnnToolError, InputSizeError
-from cnntool.tasks.profile import profile
+from cnntool.tasks.profile import ProfileResult
+from cnntool.tasks.profile import profile as count
+
+
+def assert_adds_up(result: ProfileResult, model: nn.Module) -> None:
+    """What every profile must satisfy, whatever the model.
+
+    A row is one module's *own* work: the ops of a leaf, or the ops a parent calls itself
+    (a residual add, a functional matmul), never its children's; a container with no own work
+    or parameters has no row (with all_modules=True it has one, of its own work only). So:
+    - MACs, FLOPs and activation bytes of the rows add up exactly to the total;
+    - a row's FLOPs are at least 2 per MAC (the convention: 2 per MAC plus everything else);
+    - each module owning parameters directly has a row with exactly those, so the rows' params
+      add up to every module's own parameters; the total counts each distinct parameter once,
+      which is less only when modules share one (tied weights).
+    """
+    rows = result.layers
+    assert len({row.name for row in rows}) == len(rows) and "total" not in {row.name for row in rows}
+    for key in ("macs", "flops", "activation_bytes"):
+        assert sum(getattr(row, key) for row in rows) == getattr(result.total, key), key
+    assert all(row.macs >= 0 and row.flops >= 2 * row.macs for row in rows)
+    own = {name: sum(p.numel() for p in module.parameters(recurse=False))
+           for name, module in model.named_modules()}
+    assert {row.name: row.params for row in rows if row.params} == {n: p for n, p in own.items() if p}
+    distinct = sum(p.numel() for p in model.parameters())
+    assert result.total.params == distinct <= sum(row.params for row in rows)
+    if distinct == sum(own.values()):  # nothing shared
+        assert sum(row.params for row in rows) == result.total.params
+
+
+def profile(model: nn.Module, *args, **kwargs) -> ProfileResult:
+    """tasks.profile.profile, with its result checked by assert_adds_up."""
+    result = count(model, *args, **kwargs)
+    assert_adds_up(result, model)
+    return result
 
 
 @contextlib.contextmanager
@@ -91,11 +128,14 @@ def test_reference_figures(name, params, gmacs):
     assert (result.total.params, round(result.total.macs / 1e9, 3)) == (params, gmacs)
 
 
-def test_vgg16_profiles_well_under_a_second():
+def test_a_model_with_real_weights_is_counted_on_the_meta_device():
+    """A model on the CPU is still counted on a weightless meta copy (what makes profiling
+    fast whatever the model's size: benchmarks/profile_bench.py), and counts the same."""
     model = torchvision.models.vgg16()
-    start = time.perf_counter()
-    profile(model)
-    assert time.perf_counter() - start < 1.0
+    result = profile(model)
+    assert result.mode == "meta"
+    assert (result.total.params, round(result.total.macs / 1e9, 3)) == (138_357_544, 15.47)
+    assert next(model.parameters()).device.type == "cpu" and hook_count(model) == 0
 
 
 def layer(result, name):
@@ -263,6 +303,54 @@ def test_records_are_json_ready_and_end_with_the_total():
     assert sum(r["macs"] for r in records[:-1]) == records[-1]["macs"]
     assert "MACs" in result.convention and result.mode == "meta"
     assert result.input_shape == (3, 224, 224)
+
+
+def _inclusive_macs(result: ProfileResult) -> dict[str, int]:
+    """MACs of each module and everything under it: the sum of the rows in its subtree."""
+    totals: dict[str, int] = {}
+    for row in result.layers:
+        parts = row.name.split(".") if row.name else []
+        for depth in range(len(parts) + 1):
+            name = ".".join(parts[:depth])
+            totals[name] = totals.get(name, 0) + row.macs
+    return {name: macs for name, macs in totals.items() if macs}
+
+
+def _meta(build):
+    with torch.device("meta"):
+        return build().eval()
+
+
+SUBTREE_CASES = {
+    "functional-attention": (FunctionalAttention, (3, 4)),
+    "reused-and-tied": (Reused, (4,)),
+    "transformer-layer": (lambda: nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), (5, 8)),
+    "alexnet": (torchvision.models.alexnet, (3, 224, 224)),
+    "resnet18": (torchvision.models.resnet18, (3, 224, 224)),
+    "mobilenet_v3_small": (torchvision.models.mobilenet_v3_small, (3, 224, 224)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SUBTREE_CASES))
+def test_rows_of_each_subtree_add_up_to_torch_flop_counter_for_that_module(case):
+    """Containers vs leaves: our rows are exclusive (each module's own work), torch's
+    FlopCounterMode reports each module inclusive of its children, 2 FLOPs per MAC. Summing our
+    rows over each module's subtree must give torch's figure for that module, for every module
+    (the model itself included), on models with functional matmuls, reused and tied modules,
+    attention, residual blocks and squeeze-excitation."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    build, shape = SUBTREE_CASES[case]
+    model = _meta(build)
+    result = profile(model, shape)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *shape, device="meta"))
+    root = type(model).__name__
+    theirs = {}
+    for key, ops in counter.get_flop_counts().items():
+        if key != "Global" and sum(ops.values()):
+            theirs["" if key == root else key.removeprefix(root + ".")] = sum(ops.values())
+    assert {name: 2 * macs for name, macs in _inclusive_macs(result).items()} == theirs
 
 
 def test_unexecuted_modules_are_listed_with_their_params():

@@ -8,8 +8,6 @@ inputs are small (64–112 px) and the targets go through `project`'s unit/class
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,8 +21,8 @@ from cnntool.core.models import load_model
 from cnntool.errors import CnnToolError, UnknownNameError
 from cnntool.io import overlays
 from cnntool.tasks.projection import deconv, guided_backprop, project, saliency
-from tests.test_cli import ENV
-from tests.test_hooks import hand_swapped, make, norm_close, quiet_captum
+from tests.backward_reference import hand_swapped, make, norm_close, quiet_captum
+from tests.pixels import colour_mask, low_res, png, runs
 
 CAPTUM = {"guided": GuidedBackprop, "deconv": Deconvolution, "saliency": Saliency}
 
@@ -159,25 +157,40 @@ def test_images_are_normalized_as_in_the_papers():
     assert crop.shape == (1, 4, 4) and crop[:, :2].sum() == 0 and crop[:, 2:, :2].sum() == 4
 
 
-def test_cli_writes_panel_raw_maps_and_records(tmp_path):
+def test_cli_writes_panel_raw_maps_and_records(tmp_path, cnntool):
     from cnntool.core.samples import mnist_5k
 
     digits, labels = mnist_5k()
     Image.fromarray(np.asarray(digits[0]).squeeze().astype(np.uint8)).save(tmp_path / "d.png")
     out, raw = tmp_path / "p.png", tmp_path / "p.npy"
-    result = subprocess.run(
-        [sys.executable, "-m", "cnntool", "visualize", "deconv", "lenet5-mnist",
-         str(tmp_path / "d.png"), "--layer", "conv2", "--unit", "3", "--unit", "7",
-         "--method", "deconv", "-o", str(out), "--raw", str(raw)],
-        capture_output=True, text=True, env=ENV, timeout=120)
+    result = cnntool("visualize", "deconv", "lenet5-mnist", tmp_path / "d.png", "--layer", "conv2",
+                     "--unit", "3", "--unit", "7", "--method", "deconv", "-o", out, "--raw", raw)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["target"]["unit"] for r in records] == [3, 7]
     assert all(r["method"] == "deconv" and "box" in r and r["stats"]["l2"] > 0 for r in records)
-    assert np.load(raw).shape == (2, 1, 28, 28) and np.load(raw).dtype == np.float32
-    assert Image.open(out).height > 2 * 96
-    bad = subprocess.run(
-        [sys.executable, "-m", "cnntool", "visualize", "deconv", "lenet5-mnist",
-         str(tmp_path / "d.png"), "--class", "ten", "-o", str(out)],
-        capture_output=True, text=True, env=ENV, timeout=120)
+    maps = np.load(raw)
+    assert maps.shape == (2, 1, 28, 28) and maps.dtype == np.float32
+    # a row of three 96-px tiles per unit: the projection inside the unit's receptive field,
+    # the input there, and the whole digit with the field outlined in yellow
+    pixels = png(out)
+    inked = (pixels != 255).any(axis=-1)
+    bands = runs(inked.mean(axis=1) > 0.6)  # rows of tiles (a caption row is mostly white)
+    assert [stop - start for start, stop in bands] == [96, 96]
+    digit = np.asarray(Image.open(tmp_path / "d.png"), dtype=float)
+    for (top, bottom), record, projection in zip(bands, records, maps):
+        y0, x0, y1, x1 = record["box"]
+        band = pixels[top:bottom]
+        tiles = runs(inked[top:bottom].any(axis=0))
+        assert [stop - start for start, stop in tiles] == [96, 96, 96]
+        shown, underneath, whole = (band[:, start:stop] for start, stop in tiles)
+        size = (y1 - y0, x1 - x0)
+        assert np.corrcoef(low_res(shown, size[0]).mean(axis=-1).ravel(),
+                           projection[0, y0:y1, x0:x1].ravel())[0, 1] > 0.99  # signed gray scale
+        assert np.abs(low_res(underneath, size[0]).mean(axis=-1) - digit[y0:y1, x0:x1]).max() <= 1
+        ys, xs = np.nonzero(colour_mask(whole, (255, 220, 0), 30))
+        scale = 96 / 28
+        assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == pytest.approx(
+            [x0 * scale, y0 * scale, x1 * scale, y1 * scale], abs=2)
+    bad = cnntool("visualize", "deconv", "lenet5-mnist", tmp_path / "d.png", "--class", "ten", "-o", out)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr

@@ -1,15 +1,9 @@
 """Sharded scans: shards, merging, and top-patches under torchrun equal to one process."""
 import json
-import os
-import socket
-import subprocess
-import sys
+
+import pytest
 
 from cnntool.core.sharding import Shard, gather, merged_skipped
-
-ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120", "OMP_NUM_THREADS": "1"}
-for _name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-    ENV.pop(_name, None)
 
 
 def test_shards_are_strided_disjoint_and_complete():
@@ -26,23 +20,15 @@ def test_single_process_gather_is_the_object_itself():
     assert merged_skipped([("b", "x"), ("a", "y")], Shard()) == [("a", "y"), ("b", "x")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path):
+@pytest.mark.slow
+@pytest.mark.torchrun
+def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path, cnntool):
     args = ["visualize", "top-patches", "lenet5-mnist", "imagenet-samples", "--layer", "conv2",
             "--units", "0-5", "--top", "4", "--batch-size", "3", "-q"]
-    single = subprocess.run([sys.executable, "-m", "cnntool", *args, "-o", str(tmp_path / "one")],
-                            capture_output=True, text=True, env=ENV, timeout=120)
+    single = cnntool(*args, "-o", tmp_path / "one", threads=1)
     assert single.returncode == 0, single.stderr
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "cnntool"]
     loud = [a for a in args if a != "-q"]  # rank 0's progress shows its shard: 10 of 20 images
-    double = subprocess.run(launcher + loud + ["-o", str(tmp_path / "two")], capture_output=True,
-                            text=True, env=ENV, timeout=120)
+    double = cnntool.torchrun(*loud, "-o", tmp_path / "two")
     assert double.returncode == 0, double.stderr
     assert "10/10" in double.stderr and "20 images scanned" in double.stderr
     one = [json.loads(line) for line in single.stdout.splitlines()]

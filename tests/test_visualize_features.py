@@ -2,9 +2,8 @@
 networks, and the commands as a user runs them."""
 import json
 import os
-import subprocess
-import sys
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -19,9 +18,8 @@ from cnntool.errors import CnnToolError
 from cnntool.tasks.activations import feature_maps
 from cnntool.tasks.filters import filters
 from cnntool.tasks.top_patches import TopK, original_box, scan, top_patches
+from tests.pixels import find_label, grid_cells, grid_size, png, spread
 from tests.tiny_models import seeded_tiny_net
-
-ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120"}
 
 
 def cli(*args):
@@ -99,16 +97,31 @@ def test_fold_lite0_stem_matches_the_network(tmp_path):
     assert r.exit_code == 0, r.output
     records = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(records) == 32 and {"norm", "mean", "std", "max_abs_corr"} <= set(records[0])
-    assert Image.open(out).size[0] > 100
+    # 32 RGB filters of 3×3 in 32-px tiles, 6 columns (about as wide as tall), labelled 0..31
+    pixels = png(out)
+    width, height = grid_size((32, 32), 32, 6)
+    assert pixels.shape[0] == height and pixels.shape[1] >= width  # the title widens it
+    assert find_label(pixels[:16], "efficientnet_lite0 _conv_stem (+_bn0 folded)")
+    for n, (tile, label) in enumerate(grid_cells(pixels, (32, 32), 32, 6)):
+        assert spread(tile) > 1 and find_label(label, str(n)), n
 
 
 def test_filters_cli_pairs_and_outputs(tmp_path):
-    for tiles in ("pairs", "outputs"):
+    """conv2 of LeNet-5 (3×3 kernels, 32 inputs) in 32-px tiles: 4 filters × 3 input slices
+    labelled output:input in 3 columns, or each filter's mean over its inputs, labelled 0..3."""
+    expected = {"pairs": ([f"{o}:{i}" for o in range(4) for i in range(3)], 3),
+                "outputs": ([str(o) for o in range(4)], 2)}
+    for tiles, (labels, columns) in expected.items():
         out = tmp_path / f"{tiles}.png"
         r = cli("visualize", "filters", "lenet5-mnist", "--layer", "conv2", "--tiles", tiles,
                 "--max-filters", "4", "--max-inputs", "3", "-o", out, "-q")
         assert r.exit_code == 0, r.output
-        assert out.exists()
+        pixels = png(out)
+        width, height = grid_size((32, 32), len(labels), columns)
+        assert pixels.shape[0] == height and pixels.shape[1] >= width  # a title can widen it
+        assert find_label(pixels[:16], "lenet5-mnist conv2")
+        for (tile, strip), label in zip(grid_cells(pixels, (32, 32), len(labels), columns), labels):
+            assert spread(tile) > 1 and find_label(strip, label), (tiles, label)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,8 +149,19 @@ def test_activations_cli(tmp_path):
     r = cli("visualize", "activations", "lenet5-mnist", "mnist-5k", "--index", "7", "--layer", "conv1",
             "--channels", "0-7", "--cmap", "gray", "-o", out, "--format", "jsonl", "-q")
     assert r.exit_code == 0, r.output
-    assert [json.loads(line)["channel"] for line in r.stdout.splitlines()] == list(range(8))
-    assert Image.open(out).mode == "RGB"
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [record["channel"] for record in records] == list(range(8))
+    # the digit (224 px) beside 8 maps of 28×28 in 96-px tiles, 3 columns, each labelled with
+    # its channel and mean activation: the records' numbers
+    pixels = png(out)
+    digit = open_data("mnist-5k").arrays[7].astype(float)
+    shown = Image.fromarray(pixels[:224, :224]).convert("L").resize((28, 28), Image.Resampling.BOX)
+    shown = np.asarray(shown, dtype=float)
+    assert np.corrcoef(shown.ravel(), digit.ravel())[0, 1] > 0.95  # the input panel is digit 7
+    picture = pixels[:, 224 + 8:]
+    assert picture.shape[0] == grid_size((96, 96), 8, 3)[1]
+    for (tile, strip), record in zip(grid_cells(picture, (96, 96), 8, 3), records):
+        assert spread(tile) > 1 and find_label(strip, f"{record['channel']}: {record['mean']:.2g}"), record
     with pytest.raises(CnnToolError, match="unknown layer 'nope'"):
         cli("visualize", "activations", "lenet5-mnist", "mnist-5k", "--layer", "nope", "-o", out)
 
@@ -299,7 +323,21 @@ def test_top_patches_cli_outputs_skips_bad_files_and_resumes(tmp_path, monkeypat
     assert len(records) == 5 * 3 and {"unit", "rank", "path", "box", "value"} <= set(records[0])
     assert sorted({rec["unit"] for rec in records}) == [0, 1, 2, 3, 9]
     assert "skipped 1 unreadable" in r.stderr
-    assert (tmp_path / "full" / "overview.png").exists() and (tmp_path / "full" / "unit_0009.png").exists()
+    # unit 9's grid: its 3 patches (96 px) labelled with the records' values, best first
+    unit9 = png(tmp_path / "full" / "unit_0009.png")
+    assert find_label(unit9[:16], "lenet5-mnist conv2 unit 9")
+    values = [rec["value"] for rec in records if rec["unit"] == 9]
+    columns = int(np.ceil(np.sqrt(3)))
+    for (tile, strip), value in zip(grid_cells(unit9, (96, 96), 3, columns), values):
+        assert spread(tile) > 1 and find_label(strip, f"{value:.3g}"), value
+    # the overview: a row of 3 patches (64 px) per unit, the first labelled u0 ... u9
+    overview = png(tmp_path / "full" / "overview.png")
+    assert overview.shape[0] == grid_size((64, 64), 15, 3)[1]
+    assert find_label(overview[:16], "lenet5-mnist conv2: top 3 per unit")
+    cells = grid_cells(overview, (64, 64), 15, 3)
+    assert all(spread(tile) > 1 for tile, _ in cells)
+    for row, unit in enumerate([0, 1, 2, 3, 9]):
+        assert find_label(cells[3 * row][1], f"u{unit}"), unit
     assert not list((tmp_path / "full").glob(".*state*"))
 
     # interrupted after 2 batches (a checkpoint after each), then resumed: the same result
@@ -328,10 +366,10 @@ def test_top_patches_cli_outputs_skips_bad_files_and_resumes(tmp_path, monkeypat
     assert "no state file" in r.stderr
 
 
-def test_top_patches_cli_user_mistakes(tmp_path):
+def test_top_patches_cli_user_mistakes(tmp_path, cnntool):
     # through `python -m cnntool`: one sentence on stderr, exit code 1, no traceback
-    base = [sys.executable, "-m", "cnntool", "visualize", "top-patches", "lenet5-mnist", "photos",
-            "--layer", "conv2", "-o", str(tmp_path), "--units"]
+    base = ["visualize", "top-patches", "lenet5-mnist", "photos", "--layer", "conv2", "-o", tmp_path,
+            "--units"]
     for units, message in (("70", "unit 70 does not exist"), ("a-b", "not a list of indices")):
-        r = subprocess.run(base + [units], capture_output=True, text=True, env=ENV, timeout=120)
+        r = cnntool(*base, units)
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr

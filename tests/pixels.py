@@ -1,0 +1,188 @@
+"""Figures judged by what they show: decoded pixels, non-blank regions, colours, drawn text.
+
+A figure test should fail on a broken figure (blank, truncated, wrong data, wrong labels), so
+the checks here read pixels, never only a file's existence or size:
+- `png` decodes the whole file (a truncated PNG raises);
+- `spread` is the largest standard deviation of a channel: 0 for a blank region;
+- `find_label` finds text drawn with PIL's default font (io/grids.py's tile labels and
+  titles) exactly, pixel for pixel;
+- `find_plot_text` finds text drawn by matplotlib (titles, tick labels), allowing for the
+  sub-pixel position matplotlib draws it at;
+- `colour_mask` and `marks` find plotted marks by their colour.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+WHITE = (255, 255, 255)
+
+
+def png(path: str | Path) -> np.ndarray:
+    """The pixels of a PNG file as (H, W, 3) uint8 RGB, every byte decoded."""
+    with Image.open(path) as image:
+        assert image.format == "PNG", f"{path} is {image.format}, not PNG"
+        image.load()  # raises on a truncated or corrupt file
+        return np.asarray(image.convert("RGB"))
+
+
+def spread(pixels: np.ndarray) -> float:
+    """The largest standard deviation of a channel: 0 for a region of one colour, more where
+    brightness or hue varies."""
+    values = pixels.astype(np.float64).reshape(-1, pixels.shape[-1] if pixels.ndim == 3 else 1)
+    return float(values.std(axis=0).max())
+
+
+def colour_mask(pixels: np.ndarray, rgb, tolerance: int = 12) -> np.ndarray:
+    """Where `pixels` are within `tolerance` of `rgb` in every channel."""
+    return (np.abs(pixels.astype(np.int16) - np.array(rgb, dtype=np.int16)) <= tolerance).all(-1)
+
+
+def marks(mask: np.ndarray, core: int = 5) -> list[tuple[float, float]]:
+    """Centres (x, y) of the solid marks in `mask`, left to right: connected groups of pixels
+    whose whole core×core neighbourhood is set (a marker's inside, not a thin line through it)."""
+    from scipy import ndimage
+
+    solid = ndimage.binary_erosion(mask, structure=np.ones((core, core), dtype=bool))
+    labels, count = ndimage.label(solid)
+    centres = ndimage.center_of_mass(solid, labels, range(1, count + 1))
+    return sorted((float(x), float(y)) for y, x in centres)
+
+
+def low_res(pixels: np.ndarray, size: int = 25) -> np.ndarray:
+    """`pixels` averaged down to size×size (float): to compare pictures drawn at slightly
+    different scales or offsets."""
+    small = Image.fromarray(np.asarray(pixels, dtype=np.uint8)).resize((size, size), Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.float64)
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True in a 1-D mask: e.g. the panels side by side in a
+    figure, from the columns that hold anything but the background."""
+    padded = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    edges = np.nonzero(np.diff(padded.astype(np.int8)))[0]
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def axes_frame(pixels: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of a matplotlib axes' frame: the columns and rows with the
+    longest dark lines (its spines)."""
+    dark = pixels.max(axis=-1) < 100
+    columns, rows = dark.sum(axis=0), dark.sum(axis=1)
+    left, right = np.nonzero(columns >= 0.9 * columns.max())[0][[0, -1]]
+    top, bottom = np.nonzero(rows >= 0.9 * rows.max())[0][[0, -1]]
+    return int(left), int(top), int(right), int(bottom)
+
+
+def find(pixels: np.ndarray, pattern: np.ndarray, tolerance: int = 0) -> list[tuple[int, int]]:
+    """Top-left corners (x, y) where `pattern` appears in `pixels`, every channel of every
+    pixel within `tolerance`."""
+    image, patch = np.asarray(pixels, dtype=np.int16), np.asarray(pattern, dtype=np.int16)
+    (height, width), (h, w) = image.shape[:2], patch.shape[:2]
+    if h > height or w > width:
+        return []
+    # Narrow the candidates with a few telling pixels (the darkest and the brightest), then
+    # compare whole windows only there.
+    brightness = patch.sum(axis=-1).ravel()
+    order = np.argsort(brightness, kind="stable")
+    anchors = list(zip(*np.unravel_index(np.concatenate([order[:6], order[-4:]]), (h, w))))
+    y, x = anchors[0]
+    first = (np.abs(image[y:y + height - h + 1, x:x + width - w + 1] - patch[y, x]) <= tolerance)
+    ys, xs = np.nonzero(first.all(-1))
+    for y, x in anchors[1:]:
+        keep = (np.abs(image[ys + y, xs + x] - patch[y, x]) <= tolerance).all(-1)
+        ys, xs = ys[keep], xs[keep]
+    return [(int(x), int(y)) for y, x in zip(ys, xs)
+            if np.abs(image[y:y + h, x:x + w] - patch).max() <= tolerance]
+
+
+def _ink(canvas: np.ndarray, background) -> np.ndarray:
+    """`canvas` cropped to the pixels that differ from `background`."""
+    ys, xs = np.nonzero((canvas != np.array(background, dtype=canvas.dtype)).any(-1))
+    assert len(xs), "nothing was drawn"
+    return canvas[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+@functools.cache
+def label_pixels(text: str, fill=(0, 0, 0), background=WHITE) -> np.ndarray:
+    """`text` as PIL's default font draws it (what io/grids.py writes under tiles and as
+    titles), cropped to its ink."""
+    font = ImageFont.load_default()
+    width = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=font)) + 8
+    canvas = Image.new("RGB", (width, 32), background)
+    ImageDraw.Draw(canvas).text((4, 4), text, fill=fill, font=font)
+    return _ink(np.asarray(canvas), background)
+
+
+def find_label(pixels: np.ndarray, text: str, fill=(0, 0, 0), background=WHITE) -> list[tuple[int, int]]:
+    """Where PIL drew `text` in `pixels`: top-left corners of its ink, exact matches only."""
+    return find(pixels, label_pixels(text, fill, background))
+
+
+_OFFSETS = [(dx / 8, dy / 4) for dy in range(4) for dx in range(8)]
+
+
+@functools.cache
+def _plot_texts(text: str, fontsize: float) -> tuple[np.ndarray, ...]:
+    """`text` as matplotlib draws it at each sub-pixel offset of _OFFSETS, cropped to its
+    ink: one figure with a row per offset, drawn once."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    row = int(3 * fontsize) + 8  # px per row: room for ascenders and descenders
+    width, height = int(fontsize * len(text)) + 40, row * len(_OFFSETS)
+    figure = Figure(figsize=(width / 100, height / 100), dpi=100)
+    canvas = FigureCanvasAgg(figure)
+    for n, (dx, dy) in enumerate(_OFFSETS):  # figure coordinates count from the bottom
+        figure.text((10 + dx) / width, (height - (n + 1) * row + row / 3 + dy) / height, text,
+                    fontsize=fontsize)
+    canvas.draw()
+    drawn = np.asarray(canvas.buffer_rgba())[..., :3]
+    return tuple(_ink(drawn[n * row:(n + 1) * row], WHITE) for n in range(len(_OFFSETS)))
+
+
+def find_plot_text(pixels: np.ndarray, text: str, fontsize: float = 10,
+                   tolerance: int = 64) -> tuple[int, int] | None:
+    """Where matplotlib drew `text` (default font, black, `fontsize` points at 100 dpi) in
+    `pixels`, or None. matplotlib places text at fractions of a pixel, which changes its
+    anti-aliasing, so the text is rendered at 8×4 sub-pixel offsets and each is searched with
+    `tolerance`: one wrong character leaves a difference of ~255 somewhere."""
+    for pattern in _plot_texts(text, fontsize):
+        hits = find(pixels, pattern, tolerance)
+        if hits:
+            return hits[0]
+    return None
+
+
+# io/grids.py's layout: 2-px gaps around cells, a 12-px label row under each cell, a 16-px
+# title row on top; cells as large as the largest (scaled) tile.
+GRID_GAP, GRID_LABEL, GRID_TITLE = 2, 12, 16
+
+
+def grid_cells(pixels: np.ndarray, cell: tuple[int, int], count: int, columns: int, *,
+               labelled: bool = True, titled: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first `count` cells of a grid image, row by row: (tile pixels, label-row pixels),
+    for cells of `cell` = (width, height) px."""
+    width, height = cell
+    label = GRID_LABEL if labelled else 0
+    top = (GRID_TITLE if titled else 0) + GRID_GAP
+    cells = []
+    for n in range(count):
+        row, column = divmod(n, columns)
+        x, y = GRID_GAP + column * (width + GRID_GAP), top + row * (height + label + GRID_GAP)
+        cells.append((pixels[y:y + height, x:x + width],
+                      pixels[y + height:y + height + label, x:x + width]))
+    return cells
+
+
+def grid_size(cell: tuple[int, int], count: int, columns: int, *, labelled: bool = True,
+              titled: bool = True) -> tuple[int, int]:
+    """(width, height) of a grid of `count` cells in `columns` (before a long title widens it)."""
+    rows = -(-count // columns)
+    width = columns * (cell[0] + GRID_GAP) + GRID_GAP
+    label = GRID_LABEL if labelled else 0
+    height = (GRID_TITLE if titled else 0) + rows * (cell[1] + label + GRID_GAP) + GRID_GAP
+    return width, height
