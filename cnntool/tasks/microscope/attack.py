@@ -1,5 +1,5 @@
 """The microscope's optional attack page: FGSM accuracy against ε over DATA (tasks.attack), and
-the first few images the largest ε fools, for triptychs.
+the first few images the largest ε fools (of different labels, where it can), for triptychs.
 
 A scan consumer over [0, 1] pixels (run the session with `normalize=False`): FGSM takes its own
 forward and backward per batch and ε. Labels are the dataset's where they map onto the model's
@@ -58,8 +58,10 @@ class FgsmSweep(Consumer):
         for per_eps in outcomes:
             for outcome in per_eps:
                 self.tally.add(outcome)
+        labels = {f.label for f in self.fooled}
         for outcome in outcomes[-1]:  # the largest ε comes last (sorted by the caller)
-            if outcome.success and len(self.fooled) < self.triptychs:
+            if outcome.success and len(self.fooled) < self.triptychs and outcome.label not in labels:
+                labels.add(outcome.label)
                 self.fooled.append(Fooled(outcome.index, outcome.eps, outcome.label, outcome.adv_pred,
                                           outcome.clean.detach().cpu(), outcome.adversarial.detach().cpu()))
 
@@ -69,12 +71,17 @@ class FgsmSweep(Consumer):
 
 
 def merged(parts: Sequence[tuple], eps: Sequence[float], triptychs: int = TRIPTYCHS) -> AttackView:
-    """The ranks' tallies added up; the fooled images with the lowest dataset indices."""
+    """The ranks' tallies added up; the fooled images with the lowest dataset indices, one per
+    label (each rank offers its first fooled image of up to `triptychs` labels)."""
     tally = AttackTally(eps)
     for part in parts:
         tally.merge(part[0])
     summaries = tally.summaries()
-    fooled = sorted((f for part in parts for f in part[1]), key=lambda f: f.index)[:triptychs]
+    fooled, labels = [], set()
+    for candidate in sorted((f for part in parts for f in part[1]), key=lambda f: f.index):
+        if candidate.label not in labels and len(fooled) < triptychs:
+            labels.add(candidate.label)
+            fooled.append(candidate)
     return AttackView(method="FGSM", eps=tuple(s.eps for s in summaries),
                       accuracy=tuple(s.adv_accuracy or 0.0 for s in summaries),
                       images=summaries[0].images if summaries else 0,
