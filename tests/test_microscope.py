@@ -20,7 +20,7 @@ from cnntool.tasks.microscope.analysis import shown_box
 from cnntool.tasks.microscope.histogram import FINEST
 from tests.helpers import ROOT, CnnTool
 from tests.microscope_models import CLASSES, LEVELS, MISLABELLED, write_grey_images
-from tests.test_site_browser import browser, tab  # noqa: F401  (its Chromium fixtures, reused)
+from tests import chromium
 
 DIGITS_PER_CLASS = 6
 TOP = 4
@@ -388,6 +388,7 @@ def _same(a, b) -> bool:
 # the real LeNet-5 site in headless Chromium
 
 ARTIFACTS = Path(ROOT) / ".pytest-artifacts" / "microscope"
+browser, tab = chromium.browser, chromium.tab  # the fixtures, for the tests below
 
 
 @pytest.fixture(scope="module")
@@ -398,31 +399,15 @@ def browser_site(browser, lenet_site):
 
 @pytest.mark.browser
 def test_real_site_opens_cleanly_every_link_and_image_resolves(browser_site, tab):
-    from collections import deque
-
-    from tests.test_site_browser import as_file
-
     root = browser_site.resolve()
-    queue, seen = deque([root / "index.html"]), {root / "index.html"}
-    while queue:
-        page = queue.popleft()
-        tab.open(page)
-        broken = tab.load_images()
-        assert not broken, f"{page.relative_to(root)}: images that do not load: {broken}"
-        for url in tab.page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"):
-            target = as_file(url)
-            assert target is not None and target.is_file(), f"{page.relative_to(root)}: dead link {url}"
-            if target.suffix == ".html" and root in target.parents and target not in seen:
-                seen.add(target)
-                queue.append(target)
-        assert not tab.errors, f"{page.relative_to(root)}: {tab.errors}"
-    assert seen == set(root.rglob("*.html"))
-    assert len(seen) == 1 + 3 + 3 * UNITS + 2  # index, layers, units, map, attack
+    reached = chromium.crawl(tab, root)
+    assert reached == set(root.rglob("*.html"))
+    assert len(reached) == 1 + 3 + 3 * UNITS + 2  # index, layers, units, map, attack
 
 
 @pytest.mark.browser
 def test_real_site_cards_map_and_screenshots(browser_site, tab):
-    from tests.test_site_browser import MAP_BACKGROUND, open_map, screenshot_array
+    from tests.chromium import MAP_BACKGROUND, open_map, screenshot_array
 
     tab.open(browser_site / "layers/relu2.html")
     counts = tab.page.evaluate(

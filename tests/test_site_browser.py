@@ -1,19 +1,15 @@
 """The microscope site in a real browser: Debian's headless Chromium, driven by playwright.
 
-The pages are opened from file:// with no server and no network, as a user would open them.
-One browser serves the whole module. Without /usr/bin/chromium (`apt-get install chromium`;
-CNNTOOL_CHROMIUM names another) these tests are skipped with that reason, except under CI=true,
-where they fail instead.
+The pages are opened from file:// with no server and no network, as a user would open them
+(tests/chromium.py: the browser, tabs, the crawl). One browser serves the whole module. Without
+/usr/bin/chromium (`apt-get install chromium`; CNNTOOL_CHROMIUM names another) these tests are
+skipped with that reason, except under CI=true, where they fail instead.
 Screenshots of the index, a layer page, a unit page and the map are written to
 .pytest-artifacts/site/ (the test prints where): look at them.
 """
 from __future__ import annotations
 
-import io
-import os
-from collections import deque
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
@@ -24,77 +20,14 @@ from cnntool.io.image_map import thumbnail
 from cnntool.io.site import (DataCard, Embedding, ModelCard, Point, Site, atlas_slot, write_assets,
                              write_atlases, write_embedding)
 from cnntool.io.site import layout
+from tests import chromium
+from tests.chromium import MAP_BACKGROUND, crawl, open_map, screenshot_array
 from tests.site_fixture import THUMB, TOP, shared_site
 
 pytestmark = pytest.mark.browser
+browser, tab = chromium.browser, chromium.tab  # the fixtures, for the tests below
 
-CHROMIUM = os.environ.get("CNNTOOL_CHROMIUM", "/usr/bin/chromium")  # another Chromium: set this
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / ".pytest-artifacts" / "site"
-MAP_BACKGROUND = (0x0F, 0x11, 0x16)
-
-
-def unavailable() -> str | None:
-    if not Path(CHROMIUM).is_file():
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install -e '.[test]')"
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    reason = unavailable()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the browser tests must run in CI: {reason}")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh --user-data-dir
-    with sync_playwright() as driver:
-        context = driver.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS,
-            viewport={"width": 1400, "height": 900})
-        try:
-            yield context
-        finally:
-            context.close()
-
-
-class Tab:
-    """A page and the errors it reported (console errors and uncaught exceptions)."""
-
-    def __init__(self, page):
-        self.page, self.errors = page, []
-        page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
-
-    def open(self, path: Path) -> None:
-        self.page.goto(path.as_uri())
-
-    def load_images(self) -> list[str]:
-        """Scroll through the page so that lazy images load; the sources of any that failed."""
-        self.page.evaluate("""async () => {
-            for (let y = 0; y < document.body.scrollHeight; y += 500) {
-                window.scrollTo(0, y);
-                await new Promise(r => setTimeout(r, 15));
-            }
-            window.scrollTo(0, 0);
-        }""")
-        self.page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=20_000)
-        return self.page.evaluate(
-            "Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.getAttribute('src'))")
-
-
-@pytest.fixture
-def tab(browser):
-    tab = Tab(browser.new_page())
-    yield tab
-    tab.page.close()
 
 
 @pytest.fixture(scope="module")
@@ -103,39 +36,11 @@ def built(browser, tmp_path_factory):
     return shared_site(tmp_path_factory)
 
 
-def as_file(url: str) -> Path | None:
-    parts = urlsplit(url)
-    return Path(unquote(parts.path)) if parts.scheme == "file" else None
-
-
-def screenshot_array(element, size: tuple[int, int] | None = None) -> np.ndarray:
-    """An element's pixels as shown (resized to `size`: an element at a fractional position
-    is captured a pixel larger)."""
-    image = Image.open(io.BytesIO(element.screenshot())).convert("RGB")
-    if size is not None:
-        image = image.resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.float64)
-
-
 def test_every_page_opens_cleanly_and_every_link_and_image_resolves(built, tab):
     """From index.html, follow every link: no console error, no broken image, no dead link;
     and every page of the site is reached."""
     root = built.root.resolve()
-    queue, seen = deque([root / "index.html"]), {root / "index.html"}
-    while queue:
-        page = queue.popleft()
-        tab.open(page)
-        broken = tab.load_images()
-        assert not broken, f"{page.relative_to(root)}: images that do not load: {broken}"
-        for url in tab.page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"):
-            target = as_file(url)
-            assert target is not None, f"{page.relative_to(root)} links outside the site: {url}"
-            assert target.is_file(), f"{page.relative_to(root)}: dead link {url}"
-            if target.suffix == ".html" and root in target.parents and target not in seen:
-                seen.add(target)
-                queue.append(target)
-        assert not tab.errors, f"{page.relative_to(root)}: {tab.errors}"
-    assert seen == set(root.rglob("*.html"))
+    assert crawl(tab, root) == set(root.rglob("*.html"))
 
 
 def test_layer_page_shows_k_patches_per_card_sorts_and_filters(built, tab):
@@ -176,12 +81,6 @@ def test_keyboard_reaches_unit_pages_and_steps_through_them(built, tab):
         tab.page.keyboard.press("ArrowLeft")
     assert tab.page.url.endswith("layers/conv1/unit_0000.html")
     assert not tab.errors
-
-
-def open_map(tab: Tab, path: Path) -> None:
-    tab.open(path)
-    tab.page.wait_for_function("window.cnntoolMap && window.cnntoolMap.ready()")
-    tab.page.evaluate("window.cnntoolMap.draw()")  # the frame with the atlases in it
 
 
 def test_map_draws_points_and_hover_shows_the_thumbnail(built, tab):

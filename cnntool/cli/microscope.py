@@ -69,6 +69,12 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
     from cnntool.tasks.microscope import plan as make_plan
     from cnntool.tasks.microscope import spread
 
+    from pathlib import Path
+
+    from cnntool.errors import CnnToolError
+
+    if Path(out).exists() and not Path(out).is_dir():
+        raise CnnToolError(f"-o {out} is a file; the site needs a folder")
     if not units.strip().isdigit():
         parse_ranges(units, "unit")  # a malformed list fails before the model loads
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
