@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
-
 import numpy as np
 import torch
 from torch import nn
@@ -215,7 +213,3 @@ def rounded(value: float | None, digits: int = DIGITS) -> float | None:
     if value is None or not math.isfinite(value):
         return value
     return float(f"{value:.{digits}g}")
-
-
-def layer_names(views: Sequence[LayerView]) -> list[str]:
-    return [view.name for view in views]

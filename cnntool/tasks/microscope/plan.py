@@ -77,9 +77,6 @@ class MicroscopePlan:
     params: int
     macs: int | None
 
-    def layer(self, name: str) -> LayerPlan:
-        return next(layer for layer in self.layers if layer.name == name)
-
 
 def default_layers(model: nn.Module) -> list[str]:
     """The module paths the microscope shows when --layers is not given (see the docstring)."""

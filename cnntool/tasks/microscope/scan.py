@@ -30,7 +30,7 @@ from cnntool.tasks.top_patches import TopK, TopPatchConsumer, merged
 
 class KeptSpool(FeatureSpool):
     """A FeatureSpool at a fixed path that outlives the process: a resumed scan truncates it to
-    the rows its state recorded and appends from there. `remove()` deletes it when done."""
+    the rows its state recorded and appends from there. The command deletes it when done."""
 
     def __init__(self, path: str | Path, saved: dict | None = None):
         self.path = Path(path)
@@ -52,10 +52,6 @@ class KeptSpool(FeatureSpool):
     def close(self) -> None:  # keep the file: the state refers to it
         if not self._file.closed:
             self._file.close()
-
-    def remove(self) -> None:
-        self.close()
-        self.path.unlink(missing_ok=True)
 
 
 class PredictionLog:
