@@ -34,7 +34,8 @@ _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 @click.option("-o", "--out", metavar="DIR",
               help="Write units.png (dead/constant/saturated units and sparsity per layer) and "
                    "correlation.png (the most correlated layer's units) here.")
-@click.option("--limit", type=click.IntRange(1), metavar="N", help="Scan only the first N images.")
+@click.option("--limit", type=click.IntRange(1), metavar="N",
+              help="Scan N images spread evenly over DATA (every len/N-th), not the first N: a sorted set would show few classes.")
 @click.option("--no-correlation", "skip_correlation", is_flag=True,
               help="Skip the correlation between units: it costs C² float64 multiply-adds per "
                    "position (on EfficientNet-Lite0 ~5× the model's own); layers wider than "

@@ -67,7 +67,6 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
     from cnntool.cli.session import dataset_scan, finish
     from cnntool.core.selection import parse_ranges
     from cnntool.tasks.microscope import plan as make_plan
-    from cnntool.tasks.microscope import spread
 
     from pathlib import Path
 
@@ -82,7 +81,7 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
 
     with dataset_scan(model, model_request, data, scan) as session, _Scratch() as scratch, \
             ScanLock(_state_names(out, session)[1]):  # no other run scans into SITE meanwhile
-        session.dataset = spread(session.dataset, limit)  # before any batch is read
+        session.dataset = session.dataset.spread(limit)  # before any batch is read
         plan = make_plan(session.module, session.model.input_shape, layers=names, units=units, top=top)
         console.info("layers: " + ", ".join(f"{layer.name} ({len(layer.units)} of {layer.channels} units)"
                                             for layer in plan.layers))

@@ -29,7 +29,7 @@ def dataset_scan(spec: str, request: ModelRequest, data: str, options: ScanOptio
         console.silence_rank()  # rank 0 speaks for the scan
     if loaded is None:
         loaded = request.load(spec)
-    dataset = open_data(data, max_pixels=options.max_pixels).head(limit)
+    dataset = open_data(data, max_pixels=options.max_pixels).spread(limit)
     with ScanSession.open(loaded, dataset, batch_size=options.batch_size,
                           workers=options.workers, progress=console.progress) as session:
         yield session

@@ -53,6 +53,17 @@ class DataSet:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def spread(self, count: int | None) -> "DataSet":
+        """`count` images spread evenly over the set (every len/count-th, in order), or all of
+        it: the head of a sorted set (mnist-5k is sorted by digit) would show only a few
+        classes, so this is what `--limit N` takes."""
+        if count is None or count >= len(self):
+            return self
+        picks = [i * len(self) // count for i in range(count)]
+        arrays = None if self.arrays is None else self.arrays[picks]
+        return replace(self, paths=[self.paths[i] for i in picks],
+                       labels=[self.labels[i] for i in picks], arrays=arrays)
+
     def head(self, count: int | None) -> "DataSet":
         """The first `count` images (all of them for None)."""
         if count is None or count >= len(self):

@@ -90,6 +90,7 @@ class ScanSession:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # this rank's
     read: int = 0  # readable images of this rank
     upscale_sum: float = 0.0  # sum over read images of (resized width / original width)
+    _passes: int = 0  # passes over the shard begun so far: only the first one is counted
 
     @classmethod
     @contextlib.contextmanager
@@ -127,19 +128,24 @@ class ScanSession:
 
     def batches(self, title: str, *, start: int = 0, normalize: bool = True) -> Iterator[Batch]:
         """This shard's batches with a progress bar that also counts the unreadable images;
-        they are added to `skipped`."""
+        the first pass adds them to `skipped` and its images to `read` (a later pass, such as
+        an attack after a scan, reads the same images again)."""
+        first = not self._passes  # a later pass (an attack after a scan) reads the same images
+        self._passes += 1
         with self.stream(start=start, normalize=normalize) as stream, \
                 self.progress(title, stream.total) as advance:
             counted = 0
             for batch in stream:
                 fresh = len(stream.skipped) - counted
                 counted = len(stream.skipped)
-                self.read += len(batch.indices)
-                self.upscale_sum += sum(self._upscale(size) for size in batch.sizes)
+                if first:
+                    self.read += len(batch.indices)
+                    self.upscale_sum += sum(self._upscale(size) for size in batch.sizes)
                 yield batch
                 advance(len(batch.indices) + fresh)
             advance(len(stream.skipped) - counted)
-            self.skipped.extend(stream.skipped)
+            if first:
+                self.skipped.extend(stream.skipped)
 
     def _upscale(self, size: tuple[int, int]) -> float:
         width, height = size

@@ -33,7 +33,7 @@ def _session(model, data, *, batch_size: int, workers: int | None,
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     dataset = data if isinstance(data, DataSet) else open_data(data)
-    with ScanSession.open(loaded, dataset.head(limit), batch_size=batch_size,
+    with ScanSession.open(loaded, dataset.spread(limit), batch_size=batch_size,
                           workers=workers) as session:
         yield session
 

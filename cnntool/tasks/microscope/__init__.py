@@ -18,12 +18,12 @@ from cnntool.tasks.microscope.pictures import project_hits, visualization_steps,
 from cnntool.tasks.microscope.plan import (DEFAULT_UNITS, ClassifierPlan, LayerPlan, MicroscopePlan,
                                            chosen_units, default_layers, feeds_classifier, plan)
 from cnntool.tasks.microscope.scan import (KeptSpool, MicroscopeScan, PredictionLog, Predictions,
-                                           ScanResult, spread)
+                                           ScanResult)
 
 __all__ = [
     "AttackView", "BINS", "ClassifierPlan", "DEFAULT_UNITS", "FgsmSweep", "Fooled", "HistogramConsumer",
     "KeptSpool", "LayerPlan", "LayerView", "MapView", "MicroscopePlan", "MicroscopeScan", "PredictionLog",
     "Predictions", "ScanResult", "UnitHistograms", "UnitView", "chosen_units", "default_layers",
     "diagnosis", "embedding", "feeds_classifier", "layer_view", "merged_attack", "merged_histograms",
-    "plan", "project_hits", "spread", "visualization_steps", "visualize_units",
+    "plan", "project_hits", "visualization_steps", "visualize_units",
 ]

@@ -194,18 +194,5 @@ class MicroscopeScan:
             images=sum(p["seen"] for p in parts))
 
 
-def spread(dataset, count: int | None):
-    """`count` images spread evenly over `dataset` (every len/count-th, in order), or all of it:
-    the head of a sorted set (mnist-5k is sorted by digit) would show only a few classes."""
-    from dataclasses import replace
-
-    if count is None or count >= len(dataset):
-        return dataset
-    picks = [i * len(dataset) // count for i in range(count)]
-    arrays = None if dataset.arrays is None else dataset.arrays[picks]
-    return replace(dataset, paths=[dataset.paths[i] for i in picks],
-                   labels=[dataset.labels[i] for i in picks], arrays=arrays)
-
-
 def _restore(kind, state, device):
     return None if state is None else kind.from_state(state, device)
