@@ -80,6 +80,10 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32",
                         help="for the prepared side; several, comma-separated, run one after another")
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm on the prepared side (predict, features)")
+    parser.add_argument("--compile", action="store_true",
+                        help="instead: torch.compile against the prepared eager forward on a 1,000-image "
+                             "predict scan (cold inductor cache), and whether hooks still fire")
+    parser.add_argument("--images", type=int, default=1000, help="scan size for --compile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -91,8 +95,69 @@ def main() -> None:
         print("(the naive side runs with PyTorch's defaults, which let cuDNN use TF32 in float32 "
               "convolutions; the prepared fp32 side is IEEE float32)")
     for name in args.models.split(","):
+        if args.compile:
+            compile_probe(name, device, args)
+            continue
         for precision in args.precision.split(","):
             bench_model(name, device, args, chosen, precision)
+
+
+def compile_probe(name: str, device: torch.device, args) -> None:
+    """Does torch.compile pay for its warm-up on a scan of `args.images` images?
+
+    Both sides are prepared (channels-last, inference mode); the compiled one also runs
+    inductor with freezing (weights folded into the graph as constants: the CPU setting that
+    lets it prepack oneDNN weights). The warm-up is the first call with an empty inductor
+    cache; steady state is the median of interleaved calls. Then a forward hook is registered
+    on a layer after compiling, as a scan registers its hooks, and counted."""
+    import os
+    import tempfile
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="cnntool-inductor-")
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True
+    torch.manual_seed(0)
+    loaded = load_model(name, device=str(device))
+    shape = loaded.preprocessing.input_shape
+    x = loaded.preprocessing.normalize(sample_batch(loaded.preprocessing, args.batch))
+    eager = prepare_for_scan(copy.deepcopy(loaded.module), device, example_input_shape=shape)
+    slow = prepare_for_scan(copy.deepcopy(loaded.module), device, example_input_shape=shape)
+    compiled = torch.compile(slow.module)
+
+    def run(module):
+        with eager.forward():
+            out = module(eager.inputs(x))
+        sync(device)
+        return out
+
+    reference = run(eager.module)
+    start = time.perf_counter()
+    answer = run(compiled)
+    warm_up = time.perf_counter() - start
+    eager_times, compiled_times = [], []
+    for _ in range(args.rounds):
+        for module, times in ((eager.module, eager_times), (compiled, compiled_times)):
+            start = time.perf_counter()
+            run(module)
+            times.append(time.perf_counter() - start)
+    e, c = statistics.median(eager_times), statistics.median(compiled_times)
+    batches = args.images / args.batch
+    eager_total, compiled_total = batches * e, warm_up + (batches - 1) * c
+    print(f"\n{name}, torch.compile (inductor, freezing), {args.images}-image predict scan, "
+          f"batch {args.batch}:")
+    print(f"  warm-up (first call, empty cache) {warm_up:.1f} s; steady: eager {args.batch / e:.1f} "
+          f"img/s, compiled {args.batch / c:.1f} img/s ({e / c:.2f}×)")
+    print(f"  the scan: eager {eager_total:.0f} s, compiled {compiled_total:.0f} s "
+          f"({'pays' if compiled_total < eager_total else 'does not pay'}); max |Δ| of the logits "
+          f"{float((answer.float() - reference.float()).abs().max()):.2g}")
+    layer = resolve_layer(slow.module, "penultimate")[1]
+    calls = []
+    handle = layer.register_forward_hook(lambda *_: calls.append(1))
+    run(compiled)
+    handle.remove()
+    print(f"  a forward hook registered after compiling fired {len(calls)} time(s) in one forward "
+          f"(eager: 1)")
 
 
 def bench_model(name: str, device: torch.device, args, chosen, precision: str) -> None:

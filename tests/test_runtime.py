@@ -214,6 +214,27 @@ def test_hooks_registered_before_preparing_still_fire():
     _close(seen[1], seen[0])
 
 
+def test_states_made_in_the_scan_merge_under_its_grad_context():
+    """diagnose's RunningStats made inside inference mode merge (in place) under grad_context."""
+    from cnntool.tasks.diagnose.stats import RunningStats
+
+    model = load_builtin("lenet5-mnist")
+    with prepare_for_scan(model, CPU, example_input_shape=(1, 28, 28)) as prepared:
+        def scanned(seed):
+            with prepared.forward(), capture(model, ["relu2"]) as cap:
+                prepared(prepared.inputs(_batch((1, 28, 28), seed=seed)))
+                state = RunningStats(64, CPU)
+                state.update(cap.activations["relu2"])
+                return state
+
+        with pytest.raises(RuntimeError, match="inference tensor"):
+            scanned(1).merge(scanned(2))
+        merged = scanned(1)
+        with prepared.grad_context():
+            merged.merge(scanned(2))
+        assert merged.images == 8
+
+
 def test_grad_modes():
     model = load_builtin("lenet5-mnist")
     with prepare_for_scan(model, CPU, inference_mode=False) as prepared, prepared.forward():

@@ -12,8 +12,8 @@ or after, see the same layers. What it may change, and what `restore()` puts bac
 The forward runs inside `prepared.forward()`: inference mode when no gradient is needed (no
 autograd bookkeeping at all), `enable_grad` when one is, and the precision's autocast / TF32
 switches. Tensors made in inference mode cannot join autograd later or be changed in place
-outside it: a consumer that keeps state across batches reduces each batch into it inside the
-forward (in-place updates of ordinary tensors are fine there) or clones what it keeps.
+outside it, so states that a scan builds from them (top-k, running moments) are updated and
+merged under `prepared.grad_context()` as well (or cloned outside it first).
 """
 from __future__ import annotations
 
@@ -95,16 +95,20 @@ class PreparedModel:
             return "gradients"
         return "inference mode" if self.inference_mode else "no grad"
 
+    def grad_context(self) -> contextlib.AbstractContextManager:
+        """The scan's autograd mode alone (no precision switches): enable_grad, inference_mode
+        or no_grad. Run the code that updates or merges states made from the scan's tensors
+        under it too: outside inference mode an in-place update of a tensor made inside it
+        raises (diagnose's RunningStats.merge does `+=`)."""
+        if self.needs_grad:
+            return torch.enable_grad()
+        return torch.inference_mode() if self.inference_mode else torch.no_grad()
+
     @contextlib.contextmanager
     def forward(self) -> Iterator[None]:
-        """The context of every forward (and, with gradients, backward) of the scan."""
-        if self.needs_grad:
-            grad = torch.enable_grad()
-        elif self.inference_mode:
-            grad = torch.inference_mode()
-        else:
-            grad = torch.no_grad()
-        with grad, self.plan.context():
+        """The context of every forward (and, with gradients, backward) of the scan: the
+        autograd mode and the precision's autocast / TF32 switches."""
+        with self.grad_context(), self.plan.context():
             yield
 
     def inputs(self, x: Tensor) -> Tensor:
