@@ -15,7 +15,7 @@ from PIL import Image
 
 from cnntool.core.samples import mnist_5k
 from cnntool.errors import CnnToolError
-from cnntool.tasks.microscope import UnitHistograms, chosen_units, default_layers, merged_histograms, spread
+from cnntool.tasks.microscope import UnitHistograms, chosen_units, default_layers, merged_histograms
 from cnntool.tasks.microscope.analysis import shown_box
 from cnntool.tasks.microscope.histogram import FINEST
 from tests.helpers import ROOT, CnnTool
@@ -106,7 +106,7 @@ def test_units_are_the_first_n_all_or_a_list():
 def test_limit_spreads_over_a_sorted_set():
     from cnntool.core.data import open_data
 
-    picked = spread(open_data("mnist-5k"), 2000)
+    picked = open_data("mnist-5k").spread(2000)
     assert len(picked) == 2000 and np.bincount(picked.labels).tolist() == [200] * 10
     assert picked.arrays.shape == (2000, 28, 28) and picked.paths[1] == "mnist-5k/00002"
 

@@ -197,8 +197,11 @@ def _run(method, attack, model, data, *, norm, eps, target, out, triptychs, full
                                            o.adversarial)) if full_res else None
         to_class = label_mapper(dataset, loaded.class_names)
         rows, tally = [], AttackTally(eps)
-        for batch in session.batches(f"{method} {loaded.name}", normalize=False):
-            for outcomes in attack_batch(loaded, dataset, batch, attack, eps, chosen_target, to_class):
+        with session.prepared(needs_grad=True) as prepared:
+            batches = session.batches(f"{method} {loaded.name}", normalize=False)
+            results = (attack_batch(loaded, dataset, batch, attack, eps, chosen_target, to_class,
+                                    prepared) for batch in batches)
+            for outcomes in (o for per_batch in results for o in per_batch):
                 extras = files.save_and_judge(outcomes, judge, carry) if files else [{}] * len(outcomes)
                 for outcome, extra in zip(outcomes, extras):
                     tally.add(outcome, extra.get("success_after_save"))

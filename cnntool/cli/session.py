@@ -31,7 +31,8 @@ def dataset_scan(spec: str, request: ModelRequest, data: str, options: ScanOptio
         loaded = request.load(spec)
     dataset = open_data(data, max_pixels=options.max_pixels).spread(limit)
     with ScanSession.open(loaded, dataset, batch_size=options.batch_size,
-                          workers=options.workers, progress=console.progress) as session:
+                          workers=options.workers, precision=options.precision,
+                          progress=console.progress, announce=_announce) as session:
         yield session
 
 
@@ -55,6 +56,10 @@ def report_skipped(report: ScanReport) -> None:
         example = reason if path in reason else f"{path}: {reason}"
         console.warn(f"skipped {len(report.skipped)} unreadable image(s) of {report.total}, "
                      f"e.g. {example}")
+
+
+def _announce(text: str, warning: bool) -> None:
+    (console.warn if warning else console.info)(text)
 
 
 def _size(session: ScanSession) -> str:

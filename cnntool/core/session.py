@@ -87,10 +87,14 @@ class ScanSession:
     workers: int | None = 0
     progress: ProgressFactory = _no_progress
     stream_options: dict = field(default_factory=dict)  # more BatchStream keywords
+    precision: str = "fp32"  # core.runtime: fp32 (exact) | tf32 | bf16 | fp16
+    channels_last: bool | str = "auto"  # core.runtime's rule: where convolutions dominate
+    announce: Callable[[str, bool], None] = lambda _text, _warning: None  # how it runs, once
     skipped: list[tuple[str, str]] = field(default_factory=list)  # this rank's
     read: int = 0  # readable images of this rank
     upscale_sum: float = 0.0  # sum over read images of (resized width / original width)
     _passes: int = 0  # passes over the shard begun so far: only the first one is counted
+    _announced: bool = False
 
     @classmethod
     @contextlib.contextmanager
@@ -151,11 +155,30 @@ class ScanSession:
         width, height = size
         return self.model.preprocessing.resized_size(width, height)[0] / max(width, 1)
 
+    @contextlib.contextmanager
+    def prepared(self, *, needs_grad: bool = False) -> Iterator[Any]:
+        """The model prepared for this scan (core.runtime: channels-last where it pays, the
+        precision asked for, parameters frozen), put back exactly as it was afterwards. Run
+        forwards (and an attack's backward) inside `prepared.forward()`."""
+        from cnntool.core.runtime import prepare_for_scan
+
+        with prepare_for_scan(self.module, self.device, needs_grad=needs_grad,
+                              precision=self.precision, channels_last=self.channels_last,
+                              inference_mode=False,  # consumers' states stay ordinary tensors
+                              example_input_shape=self.model.input_shape) as prepared:
+            if not self._announced:
+                self._announced = True
+                self.announce(f"forward pass: {prepared.describe()}", False)
+                if prepared.precision_note:
+                    self.announce(prepared.precision_note, True)
+            yield prepared
+
     def run(self, consumers: Sequence[Consumer], title: str, *, start: int = 0,
             normalize: bool = True, on_batch: Callable[[Batch], None] | None = None) -> None:
         """Feed every batch of this shard (after its first `start` images) to `consumers`."""
-        feed(self.module, self.batches(title, start=start, normalize=normalize), consumers,
-             device=self.device, on_batch=on_batch)
+        with self.prepared() as prepared:
+            feed(self.module, self.batches(title, start=start, normalize=normalize), consumers,
+                 device=self.device, on_batch=on_batch, prepared=prepared)
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's `obj`, in rank order (collective). Keep it small: states, not maps."""
@@ -182,11 +205,12 @@ def none_readable(total: int, name: str) -> str:
 
 
 def feed(module, batches: Iterable[Batch], consumers: Sequence[Consumer], *, device=None,
-         on_batch: Callable[[Batch], None] | None = None) -> None:
+         on_batch: Callable[[Batch], None] | None = None, prepared=None) -> None:
     """The scan loop: each batch to every consumer, with one forward pass (no grad) when any of
     them observes a layer or needs the output; it stops after the last observed layer when
     none needs the output. A module called several times per forward (ResNet's shared `relu`)
-    is observed at its first call."""
+    is observed at its first call. `prepared` (core.runtime.PreparedModel) sets the inputs'
+    layout and the forward's autograd mode and precision; else a plain no_grad forward."""
     import torch
 
     from cnntool.core.hooks import observe
@@ -212,7 +236,10 @@ def feed(module, batches: Iterable[Batch], consumers: Sequence[Consumer], *, dev
             for consumer in consumers:
                 consumer.begin(batch)
             output = None
-            if forward:
+            if forward and prepared is not None:
+                with prepared.forward():
+                    output = observer.run(prepared.inputs(batch.inputs))
+            elif forward:
                 with torch.no_grad():
                     output = observer.run(batch.inputs.to(device, non_blocking=True))
             for consumer in consumers:  # outside no_grad: an attack takes its own gradients

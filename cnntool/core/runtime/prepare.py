@@ -18,8 +18,9 @@ merged under `prepared.grad_context()` as well (or cloned outside it first).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +44,7 @@ class _Snapshot:
     requires_grad: list[tuple[nn.Parameter, bool]]
 
     @classmethod
-    def of(cls, module: nn.Module) -> "_Snapshot":
+    def of(cls, module: nn.Module) -> _Snapshot:
         tensors = [*module.parameters(), *module.buffers()]
         return cls(data=[(t, t.data) for t in tensors],
                    training=[(m, m.training) for m in module.modules()],
@@ -140,7 +141,7 @@ class PreparedModel:
             self._snapshot.put_back()
             self._snapshot = None
 
-    def __enter__(self) -> "PreparedModel":
+    def __enter__(self) -> PreparedModel:
         return self
 
     def __exit__(self, *exc) -> None:

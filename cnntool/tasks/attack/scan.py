@@ -77,10 +77,19 @@ def succeeded(prediction: int, label: int, target: int | None) -> bool:
 
 def attack_batch(model: LoadedModel, dataset: DataSet, batch: Batch, attack: AttackFunction,
                  eps_values: Sequence[float], target: Target | None,
-                 to_class: Callable[[int], int | None]) -> list[list[AttackedImage]]:
-    """One batch of [0, 1] pixels attacked at each ε: a list of the batch's outcomes per ε."""
+                 to_class: Callable[[int], int | None], prepared=None) -> list[list[AttackedImage]]:
+    """One batch of [0, 1] pixels attacked at each ε: a list of the batch's outcomes per ε.
+    `prepared` (core.runtime, needs_grad=True) runs it in the scan's layout and precision."""
+    if prepared is None:
+        return _attack_batch(model, dataset, batch, attack, eps_values, target, to_class,
+                             batch.inputs.to(model.device))
+    with prepared.forward():
+        return _attack_batch(model, dataset, batch, attack, eps_values, target, to_class,
+                             prepared.inputs(batch.inputs))
+
+
+def _attack_batch(model, dataset, batch, attack, eps_values, target, to_class, images):
     crop = model.preprocessing.crop
-    images = batch.inputs.to(model.device)
     clean_pred, clean_conf, clean_logits = classify(model, images)
     mapped = [to_class(i) for i in batch.indices]
     labels = torch.tensor([clean_pred[row].item() if label is None else label
