@@ -152,3 +152,42 @@ def test_two_runs_into_one_folder_do_not_share_a_state(cnntool, tmp_path):
     assert again.returncode == 0, again.stderr
     assert not (out / ".top-patches.lock").exists()
     assert len([json.loads(line) for line in again.stdout.splitlines()]) == 4
+
+
+def test_nan_weights_make_predict_and_gradcheck_refuse_in_one_sentence(cnntool, tmp_path):
+    import torch
+
+    from cnntool.core.zoo import load_builtin
+
+    state = load_builtin("lenet5-mnist").state_dict()
+    state["linear2.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    for args in (["predict", tmp_path / "nan.pt", "--arch", "lenet5-mnist", "mnist-5k"],
+                 ["gradcheck", tmp_path / "nan.pt", "--arch", "lenet5-mnist"]):
+        result = cnntool(*args)
+        assert result.returncode == 1, result.stderr
+        assert "linear2.weight (1 NaN)" in result.stderr and "meaningless" in result.stderr
+        assert "Traceback" not in result.stderr and not result.stdout
+
+
+def test_a_hit_whose_image_became_unreadable_is_left_out_with_a_reason(tmp_path):
+    """Between the scan and the crops a file may go away: that patch is left out and named,
+    the others are drawn (io.patches)."""
+    from PIL import Image
+
+    from cnntool.errors import DataError
+    from cnntool.io.patches import write_top_patches
+    from cnntool.tasks.top_patches import Hit, TopPatches
+
+    hits = ((Hit(0, 0, 0, 2.0, (0, 0), (0, 0, 8, 8)), Hit(0, 1, 1, 1.0, (0, 0), (0, 0, 8, 8))),)
+    result = TopPatches(layer="conv1", units=(0,), top=2, hits=hits)
+
+    def load(index):
+        if index == 1:
+            raise DataError("cannot read image gone.png: no such file")
+        return Image.new("RGB", (16, 16), (200, 30, 30))
+
+    drawn, lost = write_top_patches(tmp_path, result, load, title="m conv1", tile_size=32)
+    assert [hit.index for hit in drawn] == [0]
+    assert lost == ["cannot read image gone.png: no such file"]
+    assert Image.open(tmp_path / "unit_0000.png").getpixel((16, 30))[:3] == (200, 30, 30)

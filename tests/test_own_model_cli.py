@@ -157,3 +157,29 @@ def test_deconv_features_embed_and_diagnose_run_on_its_own_images(trained, cnnto
     layers = [json.loads(line) for line in diagnose.stdout.splitlines()]
     assert layers[-1]["layer"] is None and layers[-1]["images"] == 200
     assert {r["layer"] for r in layers[:-1]} >= {"features.0.0", "features.1.0", "features.2.0"}
+
+
+def test_a_four_channel_model_is_fed_the_alpha_plane_through_every_step(cnntool, tmp_path):
+    """RGBA PNGs reach a 4-channel model with their own alpha (predict), and so do the
+    adversarial PNGs an attack saves and reads back (success_after_save)."""
+    rng = np.random.default_rng(0)
+    for name, alpha in (("opaque", 255), ("transparent", 0)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            rgba = rng.integers(0, 256, (20, 20, 4), dtype=np.uint8)
+            rgba[..., 3] = alpha
+            Image.fromarray(rgba, "RGBA").save(tmp_path / "data" / name / f"{i}.png")
+    model = [f"{ROOT / 'tests' / 'four_channel_model.py'}:alpha_net", "--trust-code"]
+    predicted = cnntool("predict", *model, tmp_path / "data", "-q", "--workers", "0")
+    assert predicted.returncode == 0, predicted.stderr
+    assert "preprocessing: 4×16×16" in predicted.stderr
+    assert [json.loads(line)["correct"] for line in predicted.stdout.splitlines()] == [True] * 6
+    attacked = cnntool("attack", "fgsm", *model, tmp_path / "data", "--eps", "0.6", "-o",
+                       tmp_path / "adv", "-q", "--workers", "0")
+    assert attacked.returncode == 0, attacked.stderr
+    records = [json.loads(line) for line in attacked.stdout.splitlines()]
+    # ε = 0.6 moves alpha 1 -> 0.4 and 0 -> 0.6: every image flips, and stays flipped as a PNG
+    assert [r["success"] for r in records] == [True] * 6
+    assert [r["success_after_save"] for r in records] == [True] * 6
+    saved = Image.open(records[0]["file"])
+    assert saved.mode == "RGBA" and np.asarray(saved)[..., 3].max() < 128

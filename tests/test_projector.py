@@ -88,3 +88,28 @@ def test_more_points_than_the_projector_loads_is_said(tmp_path):
     export = write_projector(tmp_path, np.zeros((PROJECTOR_POINT_LIMIT + 1, 1)), [], [])
     assert export.warnings == ("TensorBoard's projector loads only the first 100,000 of the 100,001 points written",)
     assert sum(1 for _ in open(tmp_path / "tensors.tsv")) == PROJECTOR_POINT_LIMIT + 1
+
+
+def test_embed_writes_the_projector_files_of_its_features(cnntool, tmp_path):
+    """`cnntool embed … --projector DIR`: the features themselves (not the 2-D map), a label
+    and a path per row, and the images in the sprite in row order."""
+    from cnntool.core.samples import mnist_5k
+
+    digits, labels = mnist_5k()
+    folder = tmp_path / "digits"
+    for i in range(0, 400, 20):
+        (folder / str(labels[i])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(digits[i]).save(folder / str(labels[i]) / f"{i:04d}.png")
+    result = cnntool("embed", "lenet5-mnist", folder, "--layer", "relu3", "--method", "pca",
+                     "--projector", tmp_path / "proj", "-q")
+    assert result.returncode == 0, result.stderr
+    tensors = np.loadtxt(tmp_path / "proj" / "tensors.tsv", delimiter="\t")
+    meta = (tmp_path / "proj" / "metadata.tsv").read_text().splitlines()
+    assert tensors.shape == (20, 200) and meta[0] == "label\tpath" and len(meta) == 21
+    paths = [line.split("\t")[1] for line in meta[1:]]
+    assert paths == sorted(str(p) for p in folder.rglob("*.png"))
+    sprite = np.asarray(Image.open(tmp_path / "proj" / "sprite.png").convert("L"))
+    side = int(np.ceil(np.sqrt(20)))  # 5 × 5 cells of 28 px
+    assert sprite.shape == (side * 28, side * 28)
+    third = np.asarray(Image.open(paths[2]).convert("L"))
+    assert np.array_equal(sprite[0:28, 2 * 28:3 * 28], third)

@@ -61,6 +61,9 @@ from cnntool.cli.options import data_options, given, model_options, output_optio
 @click.option("--max-images", type=click.IntRange(1, 65536), default=10000, show_default=True,
               help="Image maps show a seeded random sample of at most this many images.")
 @click.option("-o", "--out", metavar="NPZ", help="Also save coordinates, paths and labels as .npz.")
+@click.option("--projector", metavar="DIR",
+              help="Also write the features for TensorBoard's projector: tensors.tsv, "
+                   "metadata.tsv (label, path), sprite.png, projector_config.pbtxt.")
 @click.option("--summary", metavar="JSON", help="Write settings and quality figures to this JSON file.")
 @click.option("--quality-sample", type=click.IntRange(0), default=5000, show_default=True,
               help="Measure the quality figures on at most this many points (0: skip them).")
@@ -69,8 +72,8 @@ from cnntool.cli.options import data_options, given, model_options, output_optio
 @output_options
 def embed_command(model, data, features_file, layer, pooling, method, engine, perplexity,
                   exaggeration, iterations, seed, pca_dims, standardize, n_jobs, fmt, plot,
-                  image_map, image_grid, thumb, max_images, out, summary, quality_sample,
-                  model_request, scan):
+                  image_map, image_grid, thumb, max_images, out, projector, summary,
+                  quality_sample, model_request, scan):
     """Map a dataset's features to 2-D: standardize, PCA to 50 dimensions, t-SNE.
 
     Features come from `--features FILE.npz` (written by `cnntool features`) or are extracted
@@ -94,7 +97,8 @@ def embed_command(model, data, features_file, layer, pooling, method, engine, pe
                              exaggeration=exaggeration, iterations=iterations, seed=seed,
                              pca_dims=pca_dims, standardize=standardize, n_jobs=n_jobs)
     outputs = dict(fmt=fmt, plot=plot, image_map=image_map, image_grid=image_grid, thumb=thumb,
-                   max_images=max_images, out=out, summary=summary, quality_sample=quality_sample)
+                   max_images=max_images, out=out, projector=projector, summary=summary,
+                   quality_sample=quality_sample)
     tidy(plot, image_map, image_grid, out, summary)
     if features_file:
         from cnntool.core.data import path_loader
@@ -129,7 +133,7 @@ def _extract_then_embed(model, model_request, data, layer, pooling, scan, settin
 
 
 def _embed_and_write(feature_set, settings, load_image, *, source, fmt, plot, image_map,
-                     image_grid, thumb, max_images, out, summary, quality_sample) -> None:
+                     image_grid, thumb, max_images, out, projector, summary, quality_sample) -> None:
     import numpy as np
 
     from cnntool.io.image_map import save_image_maps, save_scatter
@@ -173,6 +177,22 @@ def _embed_and_write(feature_set, settings, load_image, *, source, fmt, plot, im
                               engine=result.engine, perplexity=result.perplexity, seed=settings.seed)
     if summary:
         write_json(summary, summary_record(feature_set, result, settings, figures, source))
-    written = [str(p) for p in (plot, image_map, image_grid, out, summary) if p]
+    if projector:
+        _projector(projector, features, feature_set, load_image)
+    written = [str(p) for p in (plot, image_map, image_grid, out, projector, summary) if p]
     if written:
         console.info("wrote " + ", ".join(written))
+
+
+def _projector(folder, features, feature_set, load_image) -> None:
+    """TensorBoard projector files: the features themselves (not the 2-D map), with labels,
+    paths and a sprite of thumbnails (an unreadable image is a gray cell)."""
+    from cnntool.io.image_map import LazyImages, tolerant
+    from cnntool.io.projector import write_projector
+
+    failed: list[str] = []
+    rows = [(feature_set.label_name(row), feature_set.paths[row]) for row in range(len(features))]
+    export = write_projector(folder, features, rows, ["label", "path"],
+                             LazyImages(tolerant(load_image, failed), len(features)))
+    for warning in export.warnings:
+        console.warn(warning)

@@ -55,7 +55,7 @@ def gradcheck_command(ctx, model, batch, per_layer, only_params, only_inputs, la
     if only_params and only_inputs:
         raise click.UsageError("--params and --inputs each leave the other out; give one, or "
                                "neither to check both")
-    loaded = model_request.load(model, weights_matter=False, images=False)
+    loaded = model_request.load(model, weights_matter=False, images=False, run=True)
     shape = loaded.input_shape
     what = "every module alone" if per_layer else "the whole model"
     console.info(f"{loaded.name}: checking {what} on a float64 copy on {loaded.device} "

@@ -44,12 +44,15 @@ class ModelRequest:
     num_classes: int | None = None
     use_ema: bool = False
 
-    def load(self, spec: str, *, weights_matter: bool = True, images: bool = True):
+    def load(self, spec: str, *, weights_matter: bool = True, images: bool = True,
+             run: bool | None = None):
         """Load MODEL as asked and say on stderr how its input is fed and where that came from.
 
         `weights_matter`: warn when the answer describes random weights. `images`: the command
         feeds images (so the model must run on them: one forward pass checks it); else only
-        the input size matters (profile, layers, gradcheck)."""
+        the input size matters (profile, layers, gradcheck). `run` (default: `images`): check
+        with one forward pass that the model runs, and that NaN/inf weights leave its output
+        finite (gradcheck: their gradients would be meaningless)."""
         from cnntool.core.models import load_model
         from cnntool.core.preprocessing_sources import PreprocessingOptions
 
@@ -65,8 +68,9 @@ class ModelRequest:
             console.info(note)
         if images:
             (console.warn if loaded.preprocessing_guessed else console.notice)(loaded.preprocessing_line())
+        if images if run is None else run:
             loaded.check_forward()
-        else:
+        if not images:
             shape = "×".join(map(str, loaded.input_shape))
             choice = loaded.preprocessing_choice
             if choice is not None and "size" in choice.guessed_fields:

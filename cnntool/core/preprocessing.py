@@ -101,6 +101,11 @@ class Preprocessing:
         """(C, H, W) of one model input."""
         return (self.channels, self.crop[0], self.crop[1])
 
+    def convert(self, image: Image.Image) -> Image.Image:
+        """`image` in the mode the model takes ('L', 'RGB', or 'RGBA' with the file's own alpha
+        plane), unresized."""
+        return _in_mode(image, self.pil_mode)
+
     @property
     def pil_mode(self) -> str:
         """The PIL mode images are converted to: 'L', 'RGB' or 'RGBA'."""

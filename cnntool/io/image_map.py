@@ -311,3 +311,19 @@ def save_image_maps(coords: np.ndarray, load: Callable[[int], Image.Image], *,
         if path:
             save(path, coords[rows], lambda i: load_or_gray(int(rows[i])), thumb=thumb)
     return len(rows), failed
+
+
+class LazyImages:
+    """`count` images loaded only when indexed (`load(i)`): thumbnails for a sprite or an atlas
+    without holding the whole data set in memory."""
+
+    def __init__(self, load: Callable[[int], Image.Image], count: int):
+        self.load, self.count = load, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> Image.Image:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return self.load(index)

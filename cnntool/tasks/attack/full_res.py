@@ -31,8 +31,8 @@ def full_resolution(preprocessing: Preprocessing, original: Image.Image, clean: 
                     adversarial: Tensor) -> Image.Image:
     """The original image plus the upsampled perturbation `adversarial - clean` (both [0, 1]
     pixels at the model's input size, C×H×W), clamped to [0, 1] and quantized to 8 bits."""
-    mode = "L" if preprocessing.channels == 1 else "RGB"
-    photo = np.asarray(original.convert(mode), dtype=np.float32) / 255.0
+    mode = preprocessing.pil_mode
+    photo = np.asarray(preprocessing.convert(original), dtype=np.float32) / 255.0
     if photo.ndim == 2:
         photo = photo[:, :, None]
     height, width = photo.shape[:2]

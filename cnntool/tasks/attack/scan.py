@@ -137,8 +137,7 @@ def classify_images(model: LoadedModel, images: Sequence[Image.Image], *,
     if preprocess:
         pixels = torch.stack([model.preprocessing.to_pixels(image) for image in images])
     else:
-        channels = "L" if model.preprocessing.channels == 1 else "RGB"
-        pixels = torch.stack([pil_to_tensor(image.convert(channels)).float().div(255)
+        pixels = torch.stack([pil_to_tensor(model.preprocessing.convert(image)).float().div(255)
                               for image in images])
     predicted, _, _ = classify(model, pixels.to(model.device))
     return predicted.tolist()
