@@ -12,12 +12,13 @@ An end-to-end pipeline, timed stage by stage:
    overlapped; a subprocess, timed from start to exit, Python start-up and model load included);
 4. t-SNE and 5. image map: `cnntool embed --features f.npz --plot scatter.png --image-map
    map.png` (a subprocess; its stderr lines are timestamped as they arrive, and the stages are
-   read from them: the t-SNE line reports its own seconds, the image map is the time up to
-   "wrote map.png").
+   read from them: the t-SNE line reports its own seconds; "pictures" is the time from it to
+   the last "wrote" line, nearly all of it the image map).
 
 Runs without network (nothing is downloaded); on a GPU machine give --device cuda. cnntool
-runs as `python -m cnntool` from this checkout. Extra options for the two commands (e.g.
-`--precision bf16` once the CLI has it) go through --features-args / --embed-args.
+runs as `python -m cnntool` from this checkout. --precision goes to the forward-alone stage and
+to `cnntool features`; other options for the two commands go through --features-args /
+--embed-args.
 
     # a quick check (CPU, 500 images)
     .venv/bin/python benchmarks/fc7_80k.py --n 500 --work /tmp/fc7
@@ -123,7 +124,7 @@ def measure_decode(folder: Path, model: str, sample: int, batch_size: int, worke
     preprocessing = load_model(model, device="cpu").preprocessing
     dataset = open_data(str(folder))
     count = min(sample, len(dataset))
-    options = dict(batch_size=batch_size, workers=workers, indices=list(range(count)))
+    options = {"batch_size": batch_size, "workers": workers, "indices": list(range(count))}
     if "device" in getattr(BatchStream, "__dataclass_fields__", {}):
         options["device"] = device  # pinned batches for CUDA, as a scan gets them
     stream = BatchStream(dataset, preprocessing, **options)
@@ -177,10 +178,7 @@ def measure_forward(model: str, layer: str, device: str, batch_size: int, precis
     print(f"2. forward to {name}: naive {rates['naive']:.0f} img/s, prepared ({described}) "
           f"{rates['prepared']:.0f} img/s = {rates['prepared'] / rates['naive']:.2f}× "
           f"(model alone, batch {batch_size}, {batches} batches)")
-    del module, loaded
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-    return rates
+    return rates  # the model goes with this frame; main() then empties the CUDA cache
 
 
 def _sync(device) -> None:
@@ -219,26 +217,24 @@ def run_cli(args: list[str], log: Path) -> tuple[float, list[tuple[float, str]]]
     return seconds, lines
 
 
-def line_time(lines: list[tuple[float, str]], pattern: str) -> float | None:
-    """When the first stderr line matching `pattern` arrived (seconds since start)."""
-    for seconds, line in lines:
-        if re.search(pattern, line):
-            return seconds
-    return None
+def line_times(lines: list[tuple[float, str]], pattern: str) -> list[float]:
+    """When the stderr lines matching `pattern` arrived (seconds since start)."""
+    return [seconds for seconds, line in lines if re.search(pattern, line)]
 
 
-def embed_stages(lines, wall: float, plot: Path, image_map: Path) -> dict[str, float]:
-    """t-SNE seconds as embed reports them; the image map from the scatter plot's "wrote" line
-    (or the t-SNE line) to its own; start-up and the rest = what is left of the wall time."""
+def embed_stages(lines, wall: float) -> dict[str, float]:
+    """t-SNE seconds as embed reports them; "pictures" from the t-SNE line to the last "wrote"
+    line (the scatter plot, the image map and coords.npz: the image map is nearly all of it);
+    start-up, loading and PCA's share = what is left of the wall time."""
     stages: dict[str, float] = {}
     for _, line in lines:
         match = re.search(r"t-SNE.* in ([0-9.]+) s", line)
         if match:
             stages["tsne"] = float(match.group(1))
-    before_map = line_time(lines, re.escape(f"wrote {plot}")) or line_time(lines, r"t-SNE.* in [0-9.]+ s")
-    wrote_map = line_time(lines, re.escape(f"wrote {image_map}"))
-    if before_map is not None and wrote_map is not None:
-        stages["image_map"] = wrote_map - before_map
+    tsne_line = line_times(lines, r"t-SNE.* in [0-9.]+ s")
+    wrote = line_times(lines, r"\bwrote\b")
+    if tsne_line and wrote:
+        stages["pictures"] = wrote[-1] - tsne_line[0]
     stages["embed_other"] = wall - sum(stages.values())
     return stages
 
@@ -256,8 +252,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="data loader workers (default: CPU cores - 1, at least 1)")
     parser.add_argument("--precision", default="fp32",
-                        help="for the forward-alone stage; pass it to features with --features-args "
-                             "once the CLI has --precision")
+                        help="fp32, tf32, bf16 or fp16: the forward-alone stage and `cnntool features`")
     parser.add_argument("--features-args", default="", help="more options for `cnntool features`")
     parser.add_argument("--embed-args", default="", help="more options for `cnntool embed`")
     parser.add_argument("--decode-sample", type=int, default=2000,
@@ -295,12 +290,17 @@ def main() -> None:
         rates = measure_forward(args.model, args.layer, device, args.batch_size, args.precision,
                                 args.forward_batches)
         figures["forward_naive_img_s"], figures["forward_prepared_img_s"] = rates["naive"], rates["prepared"]
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()  # leave the GPU's memory to the features subprocess
 
     print("3. features")
     seconds, _ = run_cli(["features", args.model, str(folder), "--layer", args.layer,
                           "-o", str(features), "--device", device,
                           "--batch-size", str(args.batch_size), "--workers", str(workers),
-                          *shlex.split(args.features_args)], work / "features.log")
+                          "--precision", args.precision, *shlex.split(args.features_args)],
+                         work / "features.log")
     figures["features"] = seconds
     print(f"   {seconds:.1f} s = {args.n / seconds:.0f} img/s end to end (start-up and model load included)")
 
@@ -309,14 +309,14 @@ def main() -> None:
     wall, lines = run_cli(["embed", "--features", str(features), "--plot", str(plot),
                            "--image-map", str(image_map), "-o", str(work / "coords.npz"),
                            *quality, *shlex.split(args.embed_args)], work / "embed.jsonl")
-    stages = embed_stages(lines, wall, plot, image_map)
+    stages = embed_stages(lines, wall)
     figures.update(stages)
     for _, line in lines:
         if "t-SNE" in line or "wrote" in line or "warn" in line.lower():
             print(f"   | {line}")
-    print(f"   t-SNE {stages.get('tsne', float('nan')):.1f} s, image map "
-          f"{stages.get('image_map', float('nan')):.1f} s, the rest of embed "
-          f"(start-up, loading, scatter) {stages['embed_other']:.1f} s")
+    print(f"   t-SNE {stages.get('tsne', float('nan')):.1f} s, pictures (image map, scatter) "
+          f"{stages.get('pictures', float('nan')):.1f} s, the rest of embed (start-up, loading) "
+          f"{stages['embed_other']:.1f} s")
 
     total = figures["features"] + wall
     figures["total"] = total
@@ -331,18 +331,19 @@ def main() -> None:
 def report(figures: dict[str, float], args, total: float) -> None:
     n, target = args.n, args.extrapolate_to
     print(f"\nsummary, {n} images: features {figures['features']:.1f} s + t-SNE "
-          f"{figures.get('tsne', float('nan')):.1f} s + image map {figures.get('image_map', float('nan')):.1f} s "
+          f"{figures.get('tsne', float('nan')):.1f} s + pictures {figures.get('pictures', float('nan')):.1f} s "
           f"+ embed's rest {figures['embed_other']:.1f} s = {total:.1f} s end to end "
           f"({'within' if total <= GOAL_SECONDS else 'over'} 5 minutes)")
     if target != n:
         scale = target / n
-        # features scale with N; openTSNE's FFT gradients are about N log N; the image map
-        # draws a fixed sample (--max-images), so it stays as it is; start-up stays too
+        # features scale with N (start-up included: an overestimate); openTSNE's FFT gradients
+        # are about N log N; the image map draws at most --max-images (10,000 by default)
         tsne = figures.get("tsne", 0.0) * scale * math.log(target) / math.log(max(n, 2))
-        guess = figures["features"] * scale + tsne + figures.get("image_map", 0.0) + figures["embed_other"]
+        pictures = figures.get("pictures", 0.0) * min(target, 10000) / min(n, 10000)
+        guess = figures["features"] * scale + tsne + pictures + figures["embed_other"]
         print(f"extrapolated to {target} images: features {figures['features'] * scale:.0f} s, "
-              f"t-SNE ~{tsne:.0f} s (N log N), image map {figures.get('image_map', 0.0):.0f} s (fixed "
-              f"sample), total ~{guess:.0f} s ({guess / 60:.1f} min)")
+              f"t-SNE ~{tsne:.0f} s (N log N), pictures ~{pictures:.0f} s (a 10,000-image sample), "
+              f"total ~{guess:.0f} s ({guess / 60:.1f} min)")
         figures["extrapolated_total"] = guess
 
 

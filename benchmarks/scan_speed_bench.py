@@ -30,15 +30,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from cnntool.core.hooks import module_hooks  # noqa: E402
-from cnntool.core.images import load_image  # noqa: E402
-from cnntool.core.layers import resolve_layer  # noqa: E402
-from cnntool.core.models import load_model  # noqa: E402
-from cnntool.core.runtime import prepare_for_scan  # noqa: E402
-from cnntool.core.samples import photos  # noqa: E402
-from cnntool.tasks.attack import fgsm  # noqa: E402
+from cnntool.core.hooks import module_hooks
+from cnntool.core.images import load_image
+from cnntool.core.layers import resolve_layer
+from cnntool.core.models import load_model
+from cnntool.core.runtime import prepare_for_scan
+from cnntool.core.samples import photos
+from cnntool.tasks.attack import fgsm
 
 EPS = 2 / 255
 

@@ -117,7 +117,7 @@ def test_hooked_activations_equal_the_naive_ones(case):
 def test_folding_keeps_bn_outputs_and_the_kept_convolutions(case):
     """A hook on a folded BatchNorm sees what it returned; a convolution named in `keep` is not
     folded, so its own output is still the pre-BatchNorm one."""
-    name, model, shape, _layer, bn, conv = case
+    _name, model, shape, _layer, bn, conv = case
     if bn is None:
         pytest.skip("LeNet-5 has no BatchNorm")
     x = _batch(shape)
@@ -192,10 +192,10 @@ def test_restore_puts_back_every_tensor_flag_and_mode():
 def test_restore_after_a_failing_forward():
     model = _resnet18()
     before = _state(model)
-    with pytest.raises(RuntimeError):
-        with prepare_for_scan(model, CPU, fold_bn=True, example_input_shape=(3, 64, 64)) as p, \
-                p.forward():
-            p(torch.rand(2, 5, 64, 64))  # wrong channel count
+    with pytest.raises(RuntimeError), \
+            prepare_for_scan(model, CPU, fold_bn=True, example_input_shape=(3, 64, 64)) as p, \
+            p.forward():
+        p(torch.rand(2, 5, 64, 64))  # wrong channel count
     _assert_same_state(before, _state(model))
 
 
