@@ -67,7 +67,7 @@ def test_predict_equals_the_accuracy_computed_by_hand_for_every_saved_form(train
     expected = _accuracy_by_hand(trained)
     assert expected > 0.3  # 8 classes: chance is 12.5%
     for form, model in _forms(trained).items():
-        result = cnntool("predict", *model, trained / "data" / "test", "-q")
+        result = cnntool("predict", *model, trained / "data" / "test")
         assert result.returncode == 0, (form, result.stderr)
         rows = [json.loads(line) for line in result.stdout.splitlines()]
         accuracy = sum(r["correct"] for r in rows) / len(rows)
@@ -170,7 +170,7 @@ def test_a_four_channel_model_is_fed_the_alpha_plane_through_every_step(cnntool,
             rgba[..., 3] = alpha
             Image.fromarray(rgba, "RGBA").save(tmp_path / "data" / name / f"{i}.png")
     model = [f"{ROOT / 'tests' / 'four_channel_model.py'}:alpha_net", "--trust-code"]
-    predicted = cnntool("predict", *model, tmp_path / "data", "-q", "--workers", "0")
+    predicted = cnntool("predict", *model, tmp_path / "data", "--workers", "0")
     assert predicted.returncode == 0, predicted.stderr
     assert "preprocessing: 4×16×16" in predicted.stderr
     assert [json.loads(line)["correct"] for line in predicted.stdout.splitlines()] == [True] * 6

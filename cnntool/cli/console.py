@@ -47,12 +47,6 @@ def info(message: str) -> None:
         console().print(message, soft_wrap=True)
 
 
-def notice(message: str) -> None:
-    """A status line that results depend on (how images are fed): shown also with -q."""
-    if not _silent:
-        console().print(message, soft_wrap=True)
-
-
 def warn(message: str) -> None:
     """A warning: always shown, also with -q (but not by a silenced rank)."""
     if _silent:

@@ -27,11 +27,12 @@ def dataset_scan(spec: str, request: ModelRequest, data: str, options: ScanOptio
 
     if _other_rank():
         console.silence_rank()  # rank 0 speaks for the scan
+    dataset = open_data(data, max_pixels=options.max_pixels).spread(limit)  # before the model: cheap
     if loaded is None:
         loaded = request.load(spec)
-    dataset = open_data(data, max_pixels=options.max_pixels).spread(limit)
     with ScanSession.open(loaded, dataset, batch_size=options.batch_size,
                           workers=options.workers, precision=options.precision,
+                          fold_bn=options.fold_bn,
                           progress=console.progress, announce=_announce) as session:
         yield session
 

@@ -89,6 +89,7 @@ class ScanSession:
     stream_options: dict = field(default_factory=dict)  # more BatchStream keywords
     precision: str = "fp32"  # core.runtime: fp32 (exact) | tf32 | bf16 | fp16
     channels_last: bool | str = "auto"  # core.runtime's rule: where convolutions dominate
+    fold_bn: bool = False  # BatchNorm folded into the convolution before it (not observed ones)
     announce: Callable[[str, bool], None] = lambda _text, _warning: None  # how it runs, once
     skipped: list[tuple[str, str]] = field(default_factory=list)  # this rank's
     read: int = 0  # readable images of this rank
@@ -156,14 +157,16 @@ class ScanSession:
         return self.model.preprocessing.resized_size(width, height)[0] / max(width, 1)
 
     @contextlib.contextmanager
-    def prepared(self, *, needs_grad: bool = False) -> Iterator[Any]:
+    def prepared(self, *, needs_grad: bool = False, keep: Sequence[str] = ()) -> Iterator[Any]:
         """The model prepared for this scan (core.runtime: channels-last where it pays, the
-        precision asked for, parameters frozen), put back exactly as it was afterwards. Run
-        forwards (and an attack's backward) inside `prepared.forward()`."""
+        precision asked for, BatchNorm folded but for the layers in `keep` whose own output is
+        observed, parameters frozen), put back exactly as it was afterwards. Run forwards (and
+        an attack's backward) inside `prepared.forward()`."""
         from cnntool.core.runtime import prepare_for_scan
 
         with prepare_for_scan(self.module, self.device, needs_grad=needs_grad,
                               precision=self.precision, channels_last=self.channels_last,
+                              fold_bn=self.fold_bn, keep=keep,
                               inference_mode=False,  # consumers' states stay ordinary tensors
                               example_input_shape=self.model.input_shape) as prepared:
             if not self._announced:
@@ -176,7 +179,7 @@ class ScanSession:
     def run(self, consumers: Sequence[Consumer], title: str, *, start: int = 0,
             normalize: bool = True, on_batch: Callable[[Batch], None] | None = None) -> None:
         """Feed every batch of this shard (after its first `start` images) to `consumers`."""
-        with self.prepared() as prepared:
+        with self.prepared(keep=[layer for c in consumers for layer in c.layers]) as prepared:
             feed(self.module, self.batches(title, start=start, normalize=normalize), consumers,
                  device=self.device, on_batch=on_batch, prepared=prepared)
 
