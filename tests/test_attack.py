@@ -241,8 +241,9 @@ def test_cli_sweep_on_a_labelled_folder_gives_one_record_per_eps_and_a_plot(tmp_
     for i, (array, label) in enumerate(zip(images, labels)):
         (tmp_path / "digits" / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(array).save(tmp_path / "digits" / str(label) / f"{i}.png")
-    result = cnntool("attack", "fgsm", "lenet5-mnist", tmp_path / "digits", "--eps", "0,0.1,0.3",
-                     "-o", tmp_path / "out")
+    # DATA as a short relative path: the plot's title names it, and a long one would not fit
+    result = cnntool("attack", "fgsm", "lenet5-mnist", "digits", "--eps", "0,0.1,0.3",
+                     "-o", tmp_path / "out", cwd=tmp_path)
     rows = records(result)
     assert [r["eps"] for r in rows] == [0, 0.1, 0.3]
     assert all(r["images"] == 40 and r["labels_from_dataset"] == 40 for r in rows)
@@ -251,7 +252,7 @@ def test_cli_sweep_on_a_labelled_folder_gives_one_record_per_eps_and_a_plot(tmp_
     # the curve: one marker per ε, at the records' accuracies (x and y axes are linear)
     pixels = png(tmp_path / "out" / "sweep.png")
     assert pixels.shape == (380, 550, 3)
-    assert find_plot_text(pixels, "fgsm on lenet5-mnist, ")  # then the DATA path, cut at the edge
+    assert find_plot_text(pixels, "fgsm on lenet5-mnist, digits")
     (x0, y0), (x1, y1), (x2, y2) = marks(colour_mask(pixels, (31, 119, 180)))  # matplotlib's C0
     accuracy = [r["adv_accuracy"] for r in rows]
     assert (x1 - x0) / (x2 - x0) == pytest.approx(0.1 / 0.3, abs=0.02)
