@@ -280,8 +280,10 @@ def test_cli_grayscale_and_small_images_for_an_rgb_model(tmp_path, cnntool):
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["--eps", "1.5"], 1, "eps 1.5 is outside [0, 1]"),
-    (["--eps", "-1/255"], 1, "is outside [0, 1]"),
+    # an ε out of range is a usage error (exit 2), found before the model is loaded (#13)
+    (["--eps", "1.5"], 2, "eps 1.5 is outside [0, 1]"),
+    (["--eps", "-1/255"], 2, "is outside [0, 1]"),
+    (["--eps", "1e400"], 2, "too large"),
     (["--eps", "eight"], 2, "is not a number like 0.007 or 8/255"),
     (["--target", "panda"], 1, "did you mean 'giant panda'"),
 ])
@@ -321,7 +323,7 @@ def test_full_resolution_puts_the_perturbation_on_the_cropped_part_of_the_photo(
 
 def test_cli_full_res_saves_original_size_and_rechecks_through_the_preprocessing(tmp_path, lite0,
                                                                                  cnntool):
-    from cnntool.tasks.attack.full_res import classify_images
+    from cnntool.tasks.attack import classify_images
 
     result = cnntool("attack", "fgsm", "efficientnet_lite0", open_data("imagenet-samples").paths[0],
                      "--eps", "2/255", "-o", tmp_path, "--full-res", "--triptychs", "0")

@@ -9,6 +9,7 @@ import pytest
 from cnntool.errors import CnnToolError
 from cnntool.io import image_map as maps
 from cnntool.tasks import embed as emb
+from cnntool.io import npz
 from cnntool.tasks import features as feats
 from tests.pixels import axes_frame, colour_mask, find_plot_text, marks, png, spread
 
@@ -42,7 +43,7 @@ def mnist():
 def mnist_npz(mnist, tmp_path_factory):
     path = tmp_path_factory.mktemp("mnist") / "mnist.npz"
     with open(path, "wb") as handle:
-        feats.write_npz(handle, mnist.features, mnist.paths, mnist.labels, mnist.label_names,
+        npz.write_npz(handle, mnist.features, mnist.paths, mnist.labels, mnist.label_names,
                         model=mnist.model, layer=mnist.layer, pooling=mnist.pooling)
     return path
 
@@ -303,7 +304,7 @@ def test_cli_errors(tmp_path, cnntool):
     bad = np.ones((8, 3), dtype=np.float32)
     bad[[2, 5]] = np.nan
     with open(tmp_path / "nan.npz", "wb") as handle:
-        feats.write_npz(handle, bad, [f"img{i}.png" for i in range(8)], np.full(8, -1), [],
+        npz.write_npz(handle, bad, [f"img{i}.png" for i in range(8)], np.full(8, -1), [],
                         model="", layer="", pooling="")
     nan = cnntool("embed", "--features", str(tmp_path / "nan.npz"))
     assert nan.returncode == 1 and "Traceback" not in nan.stderr

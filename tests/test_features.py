@@ -11,6 +11,7 @@ from cnntool.core.data import Batch, BatchStream, open_data
 from cnntool.core.hooks import hook_count
 from cnntool.core.sharding import Shard
 from cnntool.errors import CnnToolError
+from cnntool.io import npz
 from cnntool.tasks import features as feats
 
 
@@ -161,7 +162,7 @@ def test_features_cli_writes_the_npz_of_an_in_memory_forward(tmp_path, cnntool):
         module = loaded.module
         expected = module.relu3(module.linear1(module.flatten(module.maxpool2(module.relu2(
             module.conv2(module.maxpool1(module.relu1(module.conv1(inputs)))))))))
-    saved = feats.read_npz(out)
+    saved = npz.read_npz(out)
     np.testing.assert_allclose(saved.features, expected.numpy(), rtol=1e-5, atol=1e-5)
     assert saved.features.dtype == np.float32
     assert saved.paths == dataset.paths and saved.labels.tolist() == dataset.labels
@@ -179,10 +180,10 @@ def test_features_cli_errors_are_one_sentence(tmp_path, cnntool):
     assert "did you mean 'relu3'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "f.npz").exists()
     with pytest.raises(CnnToolError, match="does not exist"):
-        feats.read_npz(tmp_path / "missing.npz")
+        npz.read_npz(tmp_path / "missing.npz")
     np.savez(tmp_path / "bad.npz", something=np.zeros(3))
     with pytest.raises(CnnToolError, match="has no 'features' array"):
-        feats.read_npz(tmp_path / "bad.npz")
+        npz.read_npz(tmp_path / "bad.npz")
 
 
 @pytest.mark.slow
