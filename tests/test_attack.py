@@ -12,8 +12,18 @@ from torch import nn
 from cnntool.core.data import BatchStream, open_data
 from cnntool.core.models import load_model
 from cnntool.errors import CnnToolError
-from cnntool.tasks.attack import (LEAST_LIKELY, AttackTally, PixelModel, attack_dataset, bim,
-                                  check_eps, classify, fgsm, pgd, resolve_target)
+from cnntool.tasks.attack import (
+    LEAST_LIKELY,
+    AttackTally,
+    PixelModel,
+    attack_dataset,
+    bim,
+    check_eps,
+    classify,
+    fgsm,
+    pgd,
+    resolve_target,
+)
 from tests.pixels import colour_mask, find_plot_text, low_res, marks, png, runs, spread
 
 torchattacks = pytest.importorskip("torchattacks")

@@ -8,12 +8,18 @@ import pytest
 import torch
 from torch import nn
 
+from cnntool.cli.followups import Commands
 from cnntool.core.data import BatchStream, open_data
 from cnntool.core.hooks import capture, hook_count
 from cnntool.core.models import load_model
-from cnntool.cli.followups import Commands
 from cnntool.tasks.diagnose import (
-    RunningStats, default_points, diagnose, merge_states, named_points, scan)
+    RunningStats,
+    default_points,
+    diagnose,
+    merge_states,
+    named_points,
+    scan,
+)
 from cnntool.tasks.diagnose.filters import filter_report, high_frequency_mask
 from cnntool.tasks.diagnose.findings import HIGH_R, gradient_finding
 from cnntool.tasks.diagnose.stats import Bounds

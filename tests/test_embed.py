@@ -8,8 +8,8 @@ import pytest
 
 from cnntool.errors import CnnToolError
 from cnntool.io import image_map as maps
-from cnntool.tasks import embed as emb
 from cnntool.io import npz
+from cnntool.tasks import embed as emb
 from cnntool.tasks import features as feats
 from tests.pixels import axes_frame, colour_mask, find_plot_text, marks, png, spread
 
