@@ -44,3 +44,9 @@ def write_top_patches(out: str | Path, result, load: Callable[[int], Image.Image
     save_image(grid(overview, labels, columns=columns, tile_size=min(tile_size, 64),
                     title=f"{title}: top {columns} per unit"), out / "overview.png")
     return drawn, lost
+
+
+def top_patch_records(hits, paths):
+    """One record per hit drawn: unit, rank, the image's path, box, value, index, position."""
+    return ({"unit": hit.unit, "rank": hit.rank, "path": paths[hit.index], "box": hit.box,
+             "value": hit.value, "index": hit.index, "position": hit.position} for hit in hits)
