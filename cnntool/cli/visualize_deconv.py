@@ -45,9 +45,9 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
     (SiLU, GELU) keep their gradient. One record per unit on stdout (target, value, map stats)."""
     from cnntool.core.images import load_pixels
     from cnntool.errors import CnnToolError
-    from cnntool.io.overlays import projection_records, projections_figure, save_raw_maps
+    from cnntool.io.overlays import projection_records, projections_figure, save_raw_maps, uncovered_warning
     from cnntool.io.writers import save_image
-    from cnntool.tasks.projection import SmoothGrad, Target, project, receptive_boxes
+    from cnntool.tasks.projection import SmoothGrad, Target, project_image, receptive_boxes
 
     if layer is None and (units or position):
         raise CnnToolError("--unit and --position need --layer")
@@ -55,15 +55,11 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
         raise CnnToolError("give either --layer (a unit) or --class, not both")
     loaded = model_request.load(model)
     pixels, _ = load_pixels(image, loaded.preprocessing)
-    x = loaded.preprocessing.normalize(pixels).unsqueeze(0).to(loaded.device)
     targets = [Target.unit_of(layer, u, position) for u in units or (None,)] if layer else [Target.logit(target_class)]
-    smoothing = SmoothGrad(smooth, noise, seed) if smooth else None
-    projections = [project(loaded.module, x, method, target, class_names=loaded.class_names,
-                           times_input=times_input, smooth=smoothing) for target in targets]
-    uncovered = ", ".join(f"{k} ×{n}" for k, n in sorted(projections[0].uncovered.items()))
-    if uncovered and method != "saliency":
-        console.warn(f"{method}: the model also has smooth activations ({uncovered}) that no "
-                     "rectifier rule covers; they backprop their ordinary gradient")
+    projections = project_image(loaded, pixels, method, targets, times_input=times_input,
+                                smooth=SmoothGrad(smooth, noise, seed) if smooth else None)
+    if warning := uncovered_warning(projections[0], method):
+        console.warn(warning)
     boxes = receptive_boxes(loaded.module, loaded.input_shape, [p.target for p in projections])
     save_image(projections_figure(projections, pixels.numpy(), boxes, method, times_input), output)
     if raw:

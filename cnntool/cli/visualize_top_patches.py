@@ -24,8 +24,7 @@ Examples:
 @click.option("-o", "--out", required=True, metavar="DIR",
               help="Folder for unit_NNNN.png grids, overview.png and the resume state.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan from its state file in DIR.")
-@click.option("--checkpoint-every", default=20, show_default=True, type=click.IntRange(1),
-              help="Save the resume state every N batches.")
+@click.option("--checkpoint-every", default=20, show_default=True, type=click.IntRange(1), help="Save the resume state every N batches.")
 @click.option("--tile-size", default=96, show_default=True, type=click.IntRange(8), help="Pixels per patch.")
 @model_options
 @data_options
@@ -38,8 +37,7 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
     path, box (x0, y0, x1, y1 in original pixels), value, index, position. Under torchrun each
     rank scans a shard and rank 0 writes the merged result."""
     from cnntool.cli.session import dataset_scan, finish, tidy
-    from cnntool.io.patches import top_patch_records, write_top_patches
-    from cnntool.io.records import write_records
+    from cnntool.io.patches import write_top_patch_files
     from cnntool.io.resume import ResumableScan
     from cnntool.tasks.top_patches import TopK, TopPatchConsumer, layer_plan, merged, top_patches
 
@@ -53,8 +51,7 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
                          "squeeze-excite gating): patches show the whole model input")
         key = dict(model=loaded.name, layer=name, units=units, top=top, per_image=per_image,
                    data=dataset.name, images=len(dataset), world=session.shard.world_size)
-        resumable = ResumableScan(out, "top-patches", key, session, every=checkpoint_every, item="topk")
-        with resumable.lock:
+        with ResumableScan(out, "top-patches", key, session, every=checkpoint_every, item="topk") as resumable:
             saved, start = resumable.load() if resume else (None, 0)
             if resume and saved is None:
                 console.warn(f"no state file {resumable.file.path}: starting from the beginning")
@@ -71,9 +68,7 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
             if session.is_main:
                 state = merged(states)
                 result = top_patches(state, layer=name, units=chosen, field=field, preprocessing=loaded.preprocessing)
-                drawn, lost = write_top_patches(out, result, dataset.load, title=f"{loaded.name} {name}",
-                                                tile_size=tile_size)
-                write_records(top_patch_records(drawn, dataset.paths), "jsonl")
+                lost = write_top_patch_files(out, result, dataset, title=f"{loaded.name} {name}", tile_size=tile_size)
                 console.info(f"{state.seen} images scanned, {len(result.units)} units; wrote "
                              f"{out}/unit_*.png and overview.png")
                 if lost:

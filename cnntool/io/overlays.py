@@ -114,6 +114,16 @@ def projection_row(raw_map: np.ndarray, pixels: np.ndarray, box, style: str) -> 
     return panel(tiles, height=max(pixels.shape[1], 96))
 
 
+def uncovered_warning(projection, method: str) -> str | None:
+    """The warning about smooth activations (SiLU, GELU) that a rectifier rule does not cover
+    (None when there are none, or for saliency, which uses the plain gradient anyway)."""
+    if not projection.uncovered or method == "saliency":
+        return None
+    kinds = ", ".join(f"{k} ×{n}" for k, n in sorted(projection.uncovered.items()))
+    return (f"{method}: the model also has smooth activations ({kinds}) that no rectifier rule "
+            "covers; they backprop their ordinary gradient")
+
+
 def projection_label(target, method: str) -> str:
     """What a row shows: 'guided: _blocks.10 unit 5 at (3, 4)' or 'saliency: class 207 golden retriever'."""
     if target.kind == "class":

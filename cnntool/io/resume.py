@@ -138,7 +138,8 @@ class ResumableScan:
     """One rank's resumable scan into an output folder: its StateFile `.NAME-state.pt` and its
     ScanLock `.NAME.lock` (`.rankR` before the suffix under torchrun). A saved object is
     `{item: the scan's state, "next": images of the shard done}`; `checkpoint` saves it every
-    `every` batches during the scan, `done` once the shard is in."""
+    `every` batches during the scan, `done` once the shard is in. A context manager: the lock
+    is held inside."""
 
     def __init__(self, folder: str | Path, name: str, key: dict, session, *, every: int = 20,
                  item: str = "state"):
@@ -148,6 +149,13 @@ class ResumableScan:
                               dataset_fingerprint(session.dataset))
         self.lock = ScanLock(Path(folder) / f".{name}{suffix}.lock")
         self.session, self.every, self.item, self.batches = session, every, item, 0
+
+    def __enter__(self) -> "ResumableScan":
+        self.lock.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock.__exit__(*exc)
 
     def load(self) -> tuple[Any | None, int]:
         """The saved state and where the scan goes on; (None, 0) without a state file."""

@@ -244,3 +244,12 @@ def receptive_boxes(model: nn.Module, input_shape, targets: Sequence[Target]) ->
         field = fields.get(target.layer) if target.position is not None else None
         boxes.append(None if field is None else field.input_box(*target.position))
     return boxes
+
+
+def project_image(loaded, pixels: Tensor, method: str, targets: Sequence[Target], *,
+                  times_input: bool = False, smooth: SmoothGrad | None = None) -> list[Projection]:
+    """Each target projected from one image of a LoadedModel (`pixels` C×H×W in [0, 1], fed as
+    the model is)."""
+    x = loaded.preprocessing.normalize(pixels).unsqueeze(0).to(loaded.device)
+    return [project(loaded.module, x, method, target, class_names=loaded.class_names,
+                    times_input=times_input, smooth=smooth) for target in targets]
