@@ -1,23 +1,20 @@
-"""`cnntool visualize …`: a lazy group; each subcommand lives in its own module."""
+"""`cnntool visualize …`: a lazy group; subcommand NAME lives in cli/visualize_NAME.py."""
 from __future__ import annotations
 
 import click
 
 from cnntool.cli.main import LazyGroup
 
-# subcommand -> (module:attribute, one-line help)
-VISUALIZE_COMMANDS = {
-    "filters": ("cnntool.cli.visualize_filters:filters_command",
-                "Learned filters as a grid (conv1 as RGB tiles)."),
-    "activations": ("cnntool.cli.visualize_activations:activations_command",
-                    "Feature maps of one layer for one image."),
-    "top-patches": ("cnntool.cli.visualize_top_patches:top_patches_command",
-                    "The dataset patches that most excite each unit, cropped to its receptive field."),
-    "deconv": ("cnntool.cli.visualize_deconv:deconv_command",
-               "Project a unit back to pixels: deconvnet, guided backprop, saliency."),
-    "maximize": ("cnntool.cli.visualize_maximize:maximize_command",
-                 "Synthesize the input that maximizes a unit or class."),
+_HELP = {
+    "filters": "Learned filters as a grid (conv1 as RGB tiles).",
+    "activations": "Feature maps of one layer for one image.",
+    "top-patches": "The dataset patches that most excite each unit, cropped to its receptive field.",
+    "deconv": "Project a unit back to pixels: deconvnet, guided backprop, saliency.",
+    "maximize": "Synthesize the input that maximizes a unit or class.",
 }
+# subcommand -> (module:attribute, one-line help)
+VISUALIZE_COMMANDS = {name: ("cnntool.cli.visualize_{0}:{0}_command".format(name.replace("-", "_")), text)
+                      for name, text in _HELP.items()}
 
 
 @click.group("visualize", cls=LazyGroup, commands_table=VISUALIZE_COMMANDS,

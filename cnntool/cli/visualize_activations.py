@@ -10,18 +10,16 @@ from cnntool.core.selection import parse_indices, parse_ranges
 from cnntool.errors import CnnToolError
 
 
-@click.command("activations", epilog="""Examples:
-
+@click.command("activations", epilog="""\b
+Examples:
   cnntool visualize activations efficientnet_lite0 imagenet-samples --index 3 --layer _blocks.4 --top 16 -o maps.png
-
   cnntool visualize activations lenet5-mnist mnist-5k --layer conv1 --channels 0-7 --cmap gray -o digit.png
 """)
 @click.argument("model")
 @click.argument("image")
 @click.option("--layer", required=True, metavar="NAME", help="Layer path or alias.")
 @click.option("-o", "--out", required=True, metavar="PNG", help="The image to write.")
-@click.option("--index", default=0, show_default=True, type=click.IntRange(0),
-              help="When IMAGE is a folder, list or sample set: which of its images.")
+@click.option("--index", default=0, show_default=True, type=click.IntRange(0), help="Which image of a folder, list or set.")
 @click.option("--channels", metavar="LIST", help="Channels to show, e.g. 0-15,42.")
 @click.option("--top", type=click.IntRange(1), help="Show the N channels with the largest mean activation.")
 @click.option("--max-maps", default=64, show_default=True, type=click.IntRange(1),
@@ -34,14 +32,10 @@ from cnntool.errors import CnnToolError
 @output_options
 def activations_command(model, image, layer, out, index, channels, top, max_maps, cmap, normalize,
                         fmt, model_request):
-    """Feature maps of LAYER for one image (Zeiler & Fergus 2014), beside the model's input.
-
-    IMAGE is an image file, or a folder/list/sample set with --index. Each map is labelled
-    with its channel and mean activation."""
-    import numpy as np
-
+    """Feature maps of LAYER for one image (Zeiler & Fergus 2014), beside the model's input,
+    each labelled with its channel and mean. IMAGE is a file, or a folder/list/sample set."""
     from cnntool.core.data import open_data
-    from cnntool.io.grids import colorize, grid, minmax_scale, side_by_side, to_image
+    from cnntool.io.layer_grids import activation_records, activations_picture
     from cnntool.io.writers import save_image
     from cnntool.tasks.activations import feature_maps
 
@@ -58,18 +52,7 @@ def activations_command(model, image, layer, out, index, channels, top, max_maps
     result = feature_maps(loaded.module, inputs, layer, channels=wanted, top=top, at_most=max_maps)
     if wanted is None and top is None and result.total_channels > max_maps:
         console.info(f"showing the {max_maps} most active of {result.total_channels} channels (--top, --channels)")
-    maps = result.maps.numpy()
-    low, high = float(maps.min()), float(maps.max())
-    scaled = [minmax_scale(m) if normalize == "map" else
-              (np.zeros_like(m) if high <= low else (m - low) / (high - low)) for m in maps]
-    size = max(32, min(96, 4 * max(maps.shape[1:])))
-    labels = [f"{c}: {m:.2g}" for c, m in zip(result.channels, result.means)]
-    picture = grid([colorize(m, cmap) for m in scaled], labels, tile_size=size,
-                   title=f"{loaded.name} {result.layer} ({cmap}, per {normalize})")
-    shown_input = to_image(pixels.permute(1, 2, 0).squeeze(-1).numpy())
-    shown_input = shown_input.resize((min(picture.height, 224),) * 2)
-    save_image(side_by_side([shown_input, picture]), out)
+    save_image(activations_picture(result, pixels, loaded.name, cmap=cmap, normalize=normalize), out)
     console.info(f"{len(result.channels)} of {result.total_channels} maps of {result.layer} for "
                  f"{dataset.paths[index]}; wrote {out}")
-    write_records(({"layer": result.layer, "channel": c, "mean": m, "max": x}
-                    for c, m, x in zip(result.channels, result.means, result.maxima)), fmt)
+    write_records(activation_records(result), fmt)

@@ -8,17 +8,9 @@ from cnntool.cli.options import model_options, output_options, position_option, 
 from cnntool.io.records import write_records
 
 
-def _warn_uncovered(uncovered: dict, method: str) -> None:
-    if uncovered and method != "saliency":
-        kinds = ", ".join(f"{k} ×{n}" for k, n in sorted(uncovered.items()))
-        console.warn(f"{method}: the model also has smooth activations ({kinds}) that no "
-                     "rectifier rule covers; they backprop their ordinary gradient")
-
-
-@click.command("deconv", epilog="""Examples:
-
+@click.command("deconv", epilog="""\b
+Examples:
   cnntool visualize deconv efficientnet_lite0 photo.jpg --layer _blocks.10 --unit 5 --unit 9 -o deconv.png
-
   cnntool visualize deconv resnet18 cat.jpg --class 'tabby cat' --method saliency --smooth 16 -o sal.png --raw sal.npy
 """)
 @click.argument("model")
@@ -30,9 +22,8 @@ def _warn_uncovered(uncovered: dict, method: str) -> None:
               help="Spatial position of the unit (default: its strongest).")
 @click.option("--class", "target_class", metavar="INDEX|NAME",
               help="Project this class's pre-softmax logit (default without --layer: the predicted class).")
-@click.option("--method", type=click.Choice(["guided", "deconv", "saliency"]), default="guided",
-              show_default=True, help="Backward rule: Springenberg guided backprop, Zeiler-Fergus "
-                                      "deconvnet, or Simonyan saliency (|gradient|).")
+@click.option("--method", type=click.Choice(["guided", "deconv", "saliency"]), default="guided", show_default=True,
+              help="Springenberg guided backprop, Zeiler-Fergus deconvnet, or Simonyan saliency (|gradient|).")
 @click.option("--times-input", is_flag=True, help="Multiply the map by the input (gradient×input).")
 @click.option("--smooth", type=click.IntRange(0), default=0, show_default=True,
               help="SmoothGrad: average over this many noisy copies (0 = off).")
@@ -50,17 +41,13 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
                    smooth, noise, seed, output, raw, fmt, model_request):
     """Project a unit of a layer, or a class logit, back to the pixels of IMAGE: deconvnet
     (Zeiler & Fergus 2014), guided backprop (Springenberg et al. 2015) or saliency (Simonyan
-    et al. 2014), with gradient×input and SmoothGrad as options. The rectifier rules apply to
-    every ReLU/ReLU6/LeakyReLU, module or functional; smooth activations (SiLU, GELU) keep their
-    gradient, with a warning. One record per unit on stdout (target, value, map statistics)."""
-    import numpy as np
-
+    et al. 2014). The rectifier rules cover every ReLU/ReLU6/LeakyReLU; smooth activations
+    (SiLU, GELU) keep their gradient. One record per unit on stdout (target, value, map stats)."""
     from cnntool.core.images import load_pixels
     from cnntool.errors import CnnToolError
-    from cnntool.io.grids import stacked
-    from cnntool.io.overlays import projection_row
-    from cnntool.io.writers import open_output, save_image
-    from cnntool.tasks.projection import SmoothGrad, Target, project
+    from cnntool.io.overlays import projection_records, projections_figure, save_raw_maps, uncovered_warning
+    from cnntool.io.writers import save_image
+    from cnntool.tasks.projection import SmoothGrad, Target, project_image, receptive_boxes
 
     if layer is None and (units or position):
         raise CnnToolError("--unit and --position need --layer")
@@ -68,51 +55,14 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
         raise CnnToolError("give either --layer (a unit) or --class, not both")
     loaded = model_request.load(model)
     pixels, _ = load_pixels(image, loaded.preprocessing)
-    x = loaded.preprocessing.normalize(pixels).unsqueeze(0).to(loaded.device)
-    targets = [Target.unit_of(layer, u, position) for u in (units or (None,))] if layer \
-        else [Target.logit(target_class)]
-    projections = [project(loaded.module, x, method, target, class_names=loaded.class_names,
-                           times_input=times_input,
-                           smooth=SmoothGrad(smooth, noise, seed) if smooth else None)
-                   for target in targets]
-    _warn_uncovered(projections[0].uncovered, method)
-    boxes = _boxes(loaded, [p.target for p in projections])
-    shown = pixels.numpy()
-    style = "saliency" if method == "saliency" and not times_input else method
-    rows, records = [], []
-    for projection, box in zip(projections, boxes):
-        rows.append(projection_row(projection.map.cpu().numpy(), shown, box, style))
-        record = {"image": image, **projection.to_record()}
-        if box is not None:
-            record["box"] = list(box)
-        records.append(record)
-    save_image(stacked(rows, gap=4, labels=[_label(p.target, method) for p in projections]), output)
+    targets = [Target.unit_of(layer, u, position) for u in units or (None,)] if layer else [Target.logit(target_class)]
+    projections = project_image(loaded, pixels, method, targets, times_input=times_input,
+                                smooth=SmoothGrad(smooth, noise, seed) if smooth else None)
+    if warning := uncovered_warning(projections[0], method):
+        console.warn(warning)
+    boxes = receptive_boxes(loaded.module, loaded.input_shape, [p.target for p in projections])
+    save_image(projections_figure(projections, pixels.numpy(), boxes, method, times_input), output)
     if raw:
-        maps = np.stack([p.map.cpu().numpy().astype(np.float32) for p in projections])
-        with open_output(raw, "wb") as handle:
-            np.save(handle, maps if len(maps) > 1 else maps[0])
-    write_records(records, fmt)
+        save_raw_maps(raw, projections)
+    write_records(projection_records(projections, boxes, image), fmt)
     console.info(f"wrote {output}" + (f" and {raw}" if raw else ""))
-
-
-def _boxes(loaded, targets):
-    """Each unit's receptive field in model-input pixels (None for a class, a fully connected
-    layer, or a layer whose field spans the whole input)."""
-    from cnntool.core.receptive_field import receptive_fields
-
-    if all(t.position is None for t in targets):
-        return [None] * len(targets)
-    fields = receptive_fields(loaded.module, loaded.input_shape)
-    boxes = []
-    for target in targets:
-        field = fields.get(target.layer) if target.position is not None else None
-        boxes.append(None if field is None else field.input_box(*target.position))
-    return boxes
-
-
-def _label(target, method: str) -> str:
-    """What a row shows: 'guided: _blocks.10 unit 5 at (3, 4)' or 'saliency: class 207 golden retriever'."""
-    if target.kind == "class":
-        return f"{method}: class {target.class_index}" + (f" {target.class_name}" if target.class_name else "")
-    where = f" at ({target.position[0]}, {target.position[1]})" if target.position is not None else ""
-    return f"{method}: {target.layer} unit {target.unit}{where}"

@@ -46,6 +46,11 @@ class Shard:
         """This shard's dataset indices, skipping the first `start` of them (to resume)."""
         return list(range(self.rank, total, self.world_size))[start:]
 
+    def resume_position(self, last_index: int) -> int:
+        """The `start` that goes on after the image with dataset index `last_index` (the last
+        of a batch): the count of this shard's images up to and including it."""
+        return (last_index - self.rank) // self.world_size + 1
+
 
 def launched_by_torchrun() -> bool:
     """torchrun (torch.distributed.run) sets WORLD_SIZE and RANK for every process it starts."""

@@ -112,3 +112,54 @@ def projection_row(raw_map: np.ndarray, pixels: np.ndarray, box, style: str) -> 
         tiles = [picture]
     tiles.append(outline(overlay(pixels, heat(raw_map)), box))
     return panel(tiles, height=max(pixels.shape[1], 96))
+
+
+def uncovered_warning(projection, method: str) -> str | None:
+    """The warning about smooth activations (SiLU, GELU) that a rectifier rule does not cover
+    (None when there are none, or for saliency, which uses the plain gradient anyway)."""
+    if not projection.uncovered or method == "saliency":
+        return None
+    kinds = ", ".join(f"{k} ×{n}" for k, n in sorted(projection.uncovered.items()))
+    return (f"{method}: the model also has smooth activations ({kinds}) that no rectifier rule "
+            "covers; they backprop their ordinary gradient")
+
+
+def projection_label(target, method: str) -> str:
+    """What a row shows: 'guided: _blocks.10 unit 5 at (3, 4)' or 'saliency: class 207 golden retriever'."""
+    if target.kind == "class":
+        return f"{method}: class {target.class_index}" + (f" {target.class_name}" if target.class_name else "")
+    where = f" at ({target.position[0]}, {target.position[1]})" if target.position is not None else ""
+    return f"{method}: {target.layer} unit {target.unit}{where}"
+
+
+def projections_figure(projections: Sequence, pixels: np.ndarray, boxes: Sequence,
+                       method: str, times_input: bool = False) -> Image.Image:
+    """`visualize deconv`'s figure: a projection_row per tasks.projection.Projection, under its
+    label (saliency maps are drawn as heat unless multiplied by the input)."""
+    from cnntool.io.grids import stacked
+
+    style = "saliency" if method == "saliency" and not times_input else method
+    rows = [projection_row(p.map.cpu().numpy(), pixels, box, style)
+            for p, box in zip(projections, boxes)]
+    return stacked(rows, gap=4, labels=[projection_label(p.target, method) for p in projections])
+
+
+def projection_records(projections: Sequence, boxes: Sequence, image: str) -> list[dict]:
+    """One record per projection: the image, the target, value and map statistics, and the
+    receptive-field box when there is one."""
+    records = []
+    for projection, box in zip(projections, boxes):
+        record = {"image": image, **projection.to_record()}
+        if box is not None:
+            record["box"] = list(box)
+        records.append(record)
+    return records
+
+
+def save_raw_maps(path, projections: Sequence) -> None:
+    """The raw maps as float32 .npy: units×C×H×W, or C×H×W for one projection."""
+    from cnntool.io.writers import open_output
+
+    maps = np.stack([p.map.cpu().numpy().astype(np.float32) for p in projections])
+    with open_output(path, "wb") as handle:
+        np.save(handle, maps if len(maps) > 1 else maps[0])

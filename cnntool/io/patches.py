@@ -44,3 +44,19 @@ def write_top_patches(out: str | Path, result, load: Callable[[int], Image.Image
     save_image(grid(overview, labels, columns=columns, tile_size=min(tile_size, 64),
                     title=f"{title}: top {columns} per unit"), out / "overview.png")
     return drawn, lost
+
+
+def write_top_patch_files(out: str | Path, result, dataset, *, title: str, tile_size: int) -> list[str]:
+    """The pictures in `out` (write_top_patches) and a JSON Lines record per hit drawn on stdout;
+    the reasons of the patches left out."""
+    from cnntool.io.records import write_records
+
+    drawn, lost = write_top_patches(out, result, dataset.load, title=title, tile_size=tile_size)
+    write_records(top_patch_records(drawn, dataset.paths), "jsonl")
+    return lost
+
+
+def top_patch_records(hits, paths):
+    """One record per hit drawn: unit, rank, the image's path, box, value, index, position."""
+    return ({"unit": hit.unit, "rank": hit.rank, "path": paths[hit.index], "box": hit.box,
+             "value": hit.value, "index": hit.index, "position": hit.position} for hit in hits)

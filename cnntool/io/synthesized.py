@@ -87,8 +87,27 @@ def tile_label(record: dict) -> str:
 
 
 def pictures(images: Sequence[Image.Image], records: Sequence[dict],
-             importance: Sequence[np.ndarray | None], start: Image.Image | None = None
-             ) -> list[UnitPicture]:
-    """The UnitPictures of a run: one per image with its record's label."""
-    return [UnitPicture(record["unit"], image, tile_label(record), imp, start)
+             importance: Sequence, start: Image.Image | None = None) -> list[UnitPicture]:
+    """The UnitPictures of a run: one per image with its record's label (importance maps as
+    arrays or CPU tensors, or None)."""
+    return [UnitPicture(record["unit"], image, tile_label(record),
+                        None if imp is None else np.asarray(imp), start)
             for image, record, imp in zip(images, records, importance)]
+
+
+def table_columns(kind: str, records: Sequence[dict]) -> list:
+    """The columns of the records' table on stderr: unit (and class name), value, the judge's
+    verdict and the data's best when the records have them."""
+    from cnntool.io.records import Column
+
+    columns = [Column("unit", "unit", right=True)]
+    if kind == "class":
+        columns.append(Column("class", "name"))
+    columns.append(Column("value", "value", right=True))
+    if any("judge" in r for r in records):
+        columns += [Column("judge", "judge"), Column("rank", "judge_rank", right=True),
+                    Column("p", "judge_probability", right=True), Column("judge's top", "judge_top")]
+    if any("relative" in r for r in records):
+        columns += [Column("best on DATA", "best_on_data", right=True),
+                    Column("relative", "relative", right=True)]
+    return columns

@@ -229,3 +229,27 @@ def guided_backprop(model: nn.Module, x: Tensor, target: Target | None = None, *
 def saliency(model: nn.Module, x: Tensor, target: Target | None = None, **options) -> Tensor:
     """Simonyan et al. saliency |∂target/∂x| (see `project`): raw C×H×W map."""
     return project(model, x, "saliency", target, **options).map
+
+
+def receptive_boxes(model: nn.Module, input_shape, targets: Sequence[Target]) -> list:
+    """Each target's receptive field in model-input pixels, (y0, x0, y1, x1): None for a class,
+    a unit without a position, a fully connected layer, or a field that spans the whole input."""
+    from cnntool.core.receptive_field import receptive_fields
+
+    if all(t.position is None for t in targets):
+        return [None] * len(targets)
+    fields = receptive_fields(model, input_shape)
+    boxes = []
+    for target in targets:
+        field = fields.get(target.layer) if target.position is not None else None
+        boxes.append(None if field is None else field.input_box(*target.position))
+    return boxes
+
+
+def project_image(loaded, pixels: Tensor, method: str, targets: Sequence[Target], *,
+                  times_input: bool = False, smooth: SmoothGrad | None = None) -> list[Projection]:
+    """Each target projected from one image of a LoadedModel (`pixels` C×H×W in [0, 1], fed as
+    the model is)."""
+    x = loaded.preprocessing.normalize(pixels).unsqueeze(0).to(loaded.device)
+    return [project(loaded.module, x, method, target, class_names=loaded.class_names,
+                    times_input=times_input, smooth=smooth) for target in targets]

@@ -197,6 +197,10 @@ class TopPatchConsumer(Consumer):
     def begin(self, batch) -> None:
         self._batch = batch
 
+    def state_dict(self) -> dict | None:
+        """The running TopK's state (None before the first batch): what a rank saves and sends."""
+        return None if self.state is None else self.state.state_dict()
+
     def observe(self, layer: str, output: torch.Tensor) -> None:
         activations = layer_units(output, self.units)
         if self.state is None:
@@ -233,7 +237,9 @@ def merged(states: Iterable[dict | None]) -> TopK | None:
 def resume_position(last_index: int, rank: int, world_size: int) -> int:
     """Where a shard goes on after the batch whose last (readable) image has dataset index
     `last_index`: the count of this shard's images up to and including it."""
-    return (last_index - rank) // world_size + 1
+    from cnntool.core.sharding import Shard
+
+    return Shard(rank, world_size).resume_position(last_index)
 
 
 def original_box(field: ReceptiveField | None, position: tuple[int, int], size: tuple[int, int],
@@ -258,9 +264,11 @@ def original_box(field: ReceptiveField | None, position: tuple[int, int], size: 
             math.ceil(right - 1e-6), math.ceil(bottom - 1e-6))
 
 
-def top_patches(state: TopK, *, layer: str, units: Sequence[int], field: ReceptiveField | None,
+def top_patches(state: TopK, *, layer: str, units: Sequence[int] | None, field: ReceptiveField | None,
                 preprocessing: Preprocessing) -> TopPatches:
-    """The frozen result of a finished (and merged) scan, boxes in original pixels."""
+    """The frozen result of a finished (and merged) scan, boxes in original pixels (`units`:
+    the channels the state's rows belong to; None: all, in order)."""
+    units = list(range(state.values.shape[0])) if units is None else units
     values, indices = state.values.cpu().tolist(), state.indices.cpu().tolist()
     positions, sizes = state.positions.cpu().tolist(), state.sizes.cpu().tolist()
     hits = []
@@ -274,3 +282,20 @@ def top_patches(state: TopK, *, layer: str, units: Sequence[int], field: Recepti
             unit_hits.append(Hit(unit, rank, index, value, position, box))
         hits.append(tuple(unit_hits))
     return TopPatches(layer=layer, units=tuple(units), top=state.top, hits=tuple(hits))
+
+
+def layer_plan(model, layer: str, units: str, input_shape) -> tuple[str, ReceptiveField | None,
+                                                                    list[int] | None]:
+    """What a scan of `layer` looks at: its module path, its receptive field (None: no local
+    one) and the channels a LIST like '0-15,42' chooses (None: all), checked against the
+    layer's output."""
+    from cnntool.core.layers import resolve_layer
+    from cnntool.core.receptive_field import receptive_fields
+    from cnntool.core.selection import parse_indices
+    from cnntool.tasks.profile import output_shape
+
+    name = resolve_layer(model, layer)[0]
+    field = receptive_fields(model, input_shape).get(name)
+    shape = output_shape(model, name, input_shape)
+    return name, field, parse_indices(units, shape[1] if shape and len(shape) > 1 else None,
+                                      what="unit")

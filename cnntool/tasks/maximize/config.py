@@ -172,3 +172,33 @@ class Synthesized:
         if objective.position is not None:
             record["position"] = list(objective.position)
         return record
+
+
+def maximize_config(shape: Sequence[int], *, param: str | None = None, prior_data: bool = False,
+                    accentuate: bool = False, crop: float | None = None,
+                    scale: float | None = None, **changes) -> MaximizeConfig:
+    """The documented defaults for an input of `shape` (`MaximizeConfig.for_input`) with the
+    given changes (None: keep the default): `scale` a random zoom of ± this fraction, `crop`
+    the smallest random crop as a fraction of the side (0: shift and zoom views instead), the
+    others MaximizeConfig fields."""
+    config = with_overrides(
+        MaximizeConfig.for_input(shape, param=param, prior_data=prior_data, accentuate=accentuate),
+        param=param, scales=None if scale is None else (1 - scale, 1 + scale), **changes)
+    if crop is not None:
+        config = replace(config, crop=(crop, 1.0) if crop > 0 else None)
+    return config
+
+
+
+def objective_for(loaded, layer: str | None, units: Sequence[int], classes: Sequence = (),
+                  neuron: bool = False, position: tuple[int, int] | None = None) -> Objective:
+    """The objective of a LoadedModel: channels `units` of `layer` (their mean over positions,
+    or with `neuron` the unit at `position`), or without a layer the logits of `classes`
+    (indices or names of the model's classes)."""
+    from cnntool.core.classes import class_index
+
+    if layer:
+        return objective(loaded.module, "neuron" if neuron else "channel", units, layer, position)
+    names = loaded.class_names
+    count = len(names) if names else loaded.num_outputs
+    return objective(loaded.module, "class", [class_index(c, names, count) for c in classes])

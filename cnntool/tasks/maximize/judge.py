@@ -54,6 +54,19 @@ class Verdict:
         return record
 
 
+def judge_class_images(goal, images: Sequence[Image.Image], model_name: str, judge: str | None,
+                       load: Callable[[str], object]) -> list[Verdict]:
+    """The verdicts of `judge` (a MODEL spec; None: the default judge of `model_name`; "none":
+    no judge) on the images made for classes; none for units. `load(spec)` gives the judge as
+    a LoadedModel (it is loaded as a plain MODEL: the options that load the model judged are
+    not its own)."""
+    name = judge or default_judge(model_name)
+    if goal.kind != "class" or name is None or name.lower() == "none":
+        return []
+    judged = load(name)
+    return judge_images(judged.module, judged.preprocessing, images, goal.units, judged.name)
+
+
 @torch.no_grad()
 def judge_images(judge: nn.Module, preprocessing: Preprocessing, images: Sequence[Image.Image],
                  targets: Sequence[int], name: str) -> list[Verdict]:
