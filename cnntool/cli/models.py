@@ -4,7 +4,6 @@ from __future__ import annotations
 import click
 
 from cnntool.cli.options import format_option, model_options, output_options
-from cnntool.io.records import Column, write_records
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -17,19 +16,15 @@ def models_command(fmt):
     pip packages, nothing downloaded) and torchvision's classification architectures (random
     init unless --weights). MODEL can also be a weight file or FILE.py:NAME."""
     from cnntool.core.models import list_models
+    from cnntool.io.model_tables import MODELS_TABLE
+    from cnntool.io.records import write_records
 
-    columns = [Column("name", "name"), Column("kind", "kind"),
-               Column("trained on / weights",
-                      lambda r: r["trained_on"] if r["kind"] == "built-in" else r["weights"]),
-               Column("params", lambda r: f"{r['num_params']:,}" if r.get("num_params") else "", right=True),
-               Column("GMACs", lambda r: r.get("gmacs") or "", right=True)]
-    write_records(list_models(), fmt, table_columns=columns, title="models")
+    write_records(list_models(), fmt, table_columns=MODELS_TABLE, title="models")
 
 
-@click.command("layers", epilog="""Examples:
-
+@click.command("layers", epilog="""\b
+Examples:
   cnntool layers alexnet
-
   cnntool layers lenet5-mnist --format jsonl | jq -r .name
 """)
 @click.argument("model", default=DEFAULT_MODEL)
@@ -40,13 +35,11 @@ def layers_command(model, fmt, model_request):
     """List every module of MODEL (default: efficientnet_lite0) with its type, output shape at
     the model's input size, parameters (a container's include its children's) and aliases (conv5, pool5, fc7, penultimate, logits…).
     Layer names here are what --layer accepts everywhere."""
+    from cnntool.io.model_tables import LAYERS_TABLE
+    from cnntool.io.records import write_records
     from cnntool.tasks.profile import layers
 
     loaded = model_request.load(model, weights_matter=False, images=False)
     shape = loaded.input_shape
-    columns = [Column("name", "name"), Column("type", "type"),
-               Column("output shape", lambda r: "×".join(map(str, r["output_shape"] or []))),
-               Column("params", lambda r: f"{r['params']:,}", right=True),
-               Column("aliases", lambda r: ", ".join(r["aliases"]))]
-    write_records(layers(loaded.module, shape), fmt, table_columns=columns,
+    write_records(layers(loaded.module, shape), fmt, table_columns=LAYERS_TABLE,
                   title=f"{loaded.name}: input {'×'.join(map(str, shape))}")

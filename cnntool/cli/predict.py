@@ -1,24 +1,16 @@
 """`cnntool predict MODEL DATA`: classify images."""
 from __future__ import annotations
 
-import sys
-
 import click
 
 from cnntool.cli import console
 from cnntool.cli.options import data_options, format_option, model_options, output_options
-from cnntool.io.records import Column, short_path, write_records
-
-_TABLE_ROWS = 25
-CSV_COLUMNS = ["path", "label", "top1", "top1_name", "top1_prob", "classes"]
 
 
-@click.command("predict", epilog="""Examples:
-
+@click.command("predict", epilog="""\b
+Examples:
   cnntool predict efficientnet_lite0 imagenet-samples --top 3
-
   find photos/ -name '*.jpg' | cnntool predict resnet18 - --weights r18.pth --format csv
-
   torchrun --nproc_per_node 2 -m cnntool predict efficientnet_lite0 photos/ > predictions.jsonl
 """)
 @click.argument("model")
@@ -35,80 +27,16 @@ def predict_command(model, data, top, fmt, model_request, scan):
     (imagenet-samples, mnist-5k, faces, photos). Unreadable images are skipped and counted.
     Under torchrun each rank classifies a shard and rank 0 writes every record in order."""
     from cnntool.cli.session import dataset_scan, finish
-    from cnntool.io.writers import RecordWriter
-    from cnntool.tasks.predict import PredictionConsumer
+    from cnntool.io import predictions as out
+    from cnntool.tasks.predict import PredictionTally, predict_session
 
     with dataset_scan(model, model_request, data, scan) as session:
-        seen = _Seen(keep_all=fmt == "table")
-        streaming = not session.shard.distributed  # else rank 0 writes the gathered records
-        writer = RecordWriter(sys.stdout, fmt, CSV_COLUMNS if fmt == "csv" else None) \
-            if fmt != "table" and streaming else None
-
-        def stream_out(found):
-            seen.add(found)
-            if writer:
-                writer.write_all(_record(p, fmt) for p in found)
-
-        consumer = PredictionConsumer(session.model, session.dataset, top,
-                                      on_predictions=stream_out if streaming else None)
-        session.run([consumer], f"predict {session.model.name}")
-        gathered = session.gather(consumer.predictions)
+        tally = PredictionTally(keep=None if fmt == "table" else out.TABLE_ROWS)
+        records = out.PredictionRecords(fmt)  # in one process as they come; under torchrun on rank 0
+        everything = predict_session(session, top, tally, on_predictions=records.write)
         report = finish(session)
         if not session.is_main:
             return
-        if not streaming:
-            everything = sorted((p for part in gathered for p in part), key=lambda p: p.index)
-            seen.add(everything)
-            if fmt != "table":
-                write_records((_record(p, fmt) for p in everything), fmt,
-                              columns=CSV_COLUMNS if fmt == "csv" else None)
-        _report(session, seen, report, table_on_stdout=fmt == "table")
-
-
-class _Seen:
-    """The first predictions (for the table) and the accuracy tally, in constant memory."""
-
-    def __init__(self, keep_all: bool):
-        self.keep_all, self.shown, self.count, self.correct, self.judged = keep_all, [], 0, 0, 0
-
-    def add(self, predictions) -> None:
-        for p in predictions:
-            self.count += 1
-            if p.correct is not None:
-                self.judged += 1
-                self.correct += p.correct
-            if self.keep_all or len(self.shown) < _TABLE_ROWS:
-                self.shown.append(p)
-
-
-def _record(prediction, fmt: str) -> dict:
-    """CSV: the top class in columns of its own, the full list as JSON in one column."""
-    record = prediction.to_record()
-    if fmt != "csv":
-        return record
-    top1 = record["classes"][0]
-    return {"path": record["path"], "label": record.get("label"), "top1": top1["index"],
-            "top1_name": top1["name"], "top1_prob": top1["prob"], "classes": record["classes"]}
-
-
-_COLUMNS = [Column("path", "path", fold=True), Column("label", "label", fold=True),
-            Column("prediction", "prediction", fold=True), Column("prob", "prob")]
-
-
-def _report(session, seen, report, table_on_stdout: bool) -> None:
-    """The table (first rows on stderr; all of them with --format table) and the summary."""
-    rows = [{"path": short_path(p.path), "label": session.dataset.label_name(p.index) or "",
-             "prediction": f"{p.classes[0].name or p.classes[0].index}"
-                           + ("" if p.correct is None else (" ✓" if p.correct else " ✗")),
-             "prob": f"{p.classes[0].prob:.3f}"} for p in seen.shown]
-    title = f"{session.model.name} on {session.dataset.name}"
-    if table_on_stdout:
-        write_records(rows, "table", title=title, table_columns=_COLUMNS)
-    else:
-        console.show_table(title, _COLUMNS, rows)
-    summary = f"{seen.count} of {report.total} images classified"
-    if seen.judged:
-        summary += f"; top-1 accuracy {seen.correct}/{seen.judged} = {seen.correct / seen.judged:.1%}"
-    if not table_on_stdout and seen.count > len(seen.shown):
-        summary += f" (table shows the first {len(seen.shown)})"
-    console.info(summary)
+        records.write(everything)  # every rank's under torchrun; none in one process
+        out.write_table(tally.kept, session.model.name, session.dataset, fmt, show=console.show_table)
+        console.info(out.summary(tally, report.total, table_on_stdout=fmt == "table"))

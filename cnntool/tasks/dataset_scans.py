@@ -15,7 +15,6 @@ returned here (the CLI prints them), but a scan that reads nothing raises DataEr
 from __future__ import annotations
 
 import contextlib
-import functools
 import tempfile
 from typing import Iterator, Sequence
 
@@ -110,42 +109,15 @@ def attack_dataset(model, data, method: str = "fgsm", eps: float | Sequence[floa
     """Attack every readable image of DATA at each ε (pixel units): (the AttackedImages in
     dataset order, one AttackSummary per ε). `method` is fgsm, bim or pgd; `target` a class
     index or name, or 'least-likely'."""
-    import torch
-
-    from cnntool.errors import CnnToolError
-    from cnntool.tasks.attack import (AttackTally, attack_batch, bim, check_eps, fgsm, pgd,
-                                      resolve_target)
-    from cnntool.tasks.predict import label_mapper
+    from cnntool.tasks.attack import attack_method, run_attack
 
     eps_values = [eps] if isinstance(eps, (int, float)) else list(eps)
-    for value in eps_values:
-        check_eps(value, norm)
-    methods = {"fgsm": fgsm,
-               "bim": functools.partial(bim, steps=steps, step_size=step_size, norm=norm),
-               "pgd": functools.partial(pgd, steps=steps, step_size=step_size, norm=norm,
-                                        random_start=random_start)}
-    if method not in methods:
-        raise CnnToolError(f"unknown attack '{method}'; use fgsm, bim or pgd")
+    attack = attack_method(method, eps_values, steps=steps, step_size=step_size, norm=norm,
+                           random_start=random_start)
     with _session(model, data, batch_size=batch_size, workers=workers) as session:
-        loaded = session.model
-        attack = methods[method]
-        if method == "pgd":
-            generator = torch.Generator(loaded.device).manual_seed(seed + session.shard.rank)
-            attack = functools.partial(attack, generator=generator)
-        chosen = resolve_target(target, loaded.class_names) if target is not None else None
-        to_class = label_mapper(session.dataset, loaded.class_names)
-        images, tally = [], AttackTally(eps_values)
-        for batch in session.batches(f"{method} {loaded.name}", normalize=False):
-            for outcomes in attack_batch(loaded, session.dataset, batch, attack, eps_values,
-                                         chosen, to_class):
-                for outcome in outcomes:
-                    tally.add(outcome)
-                images.extend(outcomes)
-        parts = session.gather((tally, images))
+        run = run_attack(session, attack, eps_values, target,
+                         title=f"{method} {session.model.name}",
+                         seed=seed if method == "pgd" else None,
+                         keep=lambda image, _fields: image, prepare=False)
         session.finish()
-    total = AttackTally(eps_values)
-    for part_tally, _ in parts:
-        total.merge(part_tally)
-    every = sorted((image for _, part in parts for image in part),
-                   key=lambda image: (image.index, eps_values.index(image.eps)))
-    return every, total.summaries()
+    return run.kept, run.summaries

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -100,3 +100,43 @@ def predict(model: LoadedModel, stream: BatchStream, top: int = 5) -> Iterator[P
         if to_class is None:
             to_class = _mapping(model, stream.dataset, logits)
         yield from batch_predictions(model, stream.dataset, batch, logits, top, to_class)
+
+
+class PredictionTally:
+    """Top-1 accuracy over the predictions seen, and the first `keep` of them (None: all, e.g.
+    for a table), in constant memory otherwise."""
+
+    def __init__(self, keep: int | None = None):
+        self.keep, self.kept, self.count, self.correct, self.judged = keep, [], 0, 0, 0
+
+    def add(self, predictions: Iterable[Prediction]) -> None:
+        for p in predictions:
+            self.count += 1
+            if p.correct is not None:
+                self.judged += 1
+                self.correct += p.correct
+            if self.keep is None or len(self.kept) < self.keep:
+                self.kept.append(p)
+
+
+def predict_session(session, top: int = 5, tally: PredictionTally | None = None,
+                    on_predictions: Callable[[list[Prediction]], None] | None = None) -> list[Prediction]:
+    """Classify the images of a scan session (core.session; collective under torchrun).
+
+    In one process each batch's predictions go to `tally` and `on_predictions` as they come,
+    and nothing is kept. Under torchrun every rank's predictions are gathered: returned in
+    dataset order (and added to `tally`) on rank 0, `on_predictions` unused."""
+    stream = not session.shard.distributed
+
+    def found(predictions: list[Prediction]) -> None:
+        if tally is not None:
+            tally.add(predictions)
+        if on_predictions is not None:
+            on_predictions(predictions)
+
+    consumer = PredictionConsumer(session.model, session.dataset, top, on_predictions=found if stream else None)
+    session.run([consumer], f"predict {session.model.name}")
+    every = sorted((p for part in session.gather(consumer.predictions) for p in part), key=lambda p: p.index)
+    if tally is not None and session.is_main:
+        tally.add(every)
+    return every
