@@ -132,3 +132,30 @@ class StateFile:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+class ResumeFiles:
+    """One rank's files of a resumable scan into `folder`, named after `stem`:
+    `.STEM-state[.rankR].pt` (the state), `.STEM[.rankR].lock` and scratch files such as
+    `.STEM-features[.rankR].f32` (the rank suffix only under torchrun)."""
+
+    def __init__(self, folder: str | Path, stem: str, rank: int = 0, distributed: bool = False):
+        self.folder, self.stem = Path(folder), stem
+        self.suffix = f".rank{rank}" if distributed else ""
+
+    def path(self, name: str) -> Path:
+        """'PART.EXT' -> .STEM-PART[.rankR].EXT; '.EXT' -> .STEM[.rankR].EXT."""
+        part, ext = name.rsplit(".", 1)
+        return self.folder / f".{self.stem}{'-' + part if part else ''}{self.suffix}.{ext}"
+
+    def lock(self) -> ScanLock:
+        return ScanLock(self.path(".lock"))
+
+    def state(self, key: dict, dataset) -> "StateFile":
+        """The state file of the scan `key` over `dataset` (fingerprinted)."""
+        return StateFile(self.folder, self.path("state.pt").name, key, dataset_fingerprint(dataset))
+
+    def remove(self, *names: str) -> None:
+        """Remove the state and the scratch files `names` ('features.f32', …) once done."""
+        for name in ("state.pt", *names):
+            self.path(name).unlink(missing_ok=True)
