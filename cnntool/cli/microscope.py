@@ -55,6 +55,7 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
     hits, the classes a unit votes for. Under torchrun each rank scans a shard and rank 0 writes.
     One JSON record on stdout (the site's summary)."""
     import tempfile
+
     from cnntool.cli.followups import Commands, spelled_model
     from cnntool.cli.session import dataset_scan, finish
     from cnntool.core.selection import parse_ranges
