@@ -38,7 +38,8 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
     rank scans a shard and rank 0 writes the merged result."""
     from cnntool.cli.session import dataset_scan, finish, tidy
     from cnntool.io.patches import write_top_patch_files
-    from cnntool.io.resume import ResumableScan
+    from cnntool.io.resume import ResumeFiles
+    from cnntool.tasks.resumable import Resumable
     from cnntool.tasks.top_patches import TopK, TopPatchConsumer, layer_plan, merged, top_patches
 
     parse_ranges(units)  # a malformed list fails before the model loads
@@ -51,18 +52,17 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
                          "squeeze-excite gating): patches show the whole model input")
         key = dict(model=loaded.name, layer=name, units=units, top=top, per_image=per_image,
                    data=dataset.name, images=len(dataset), world=session.shard.world_size)
-        with ResumableScan(out, "top-patches", key, session, every=checkpoint_every, item="topk") as resumable:
-            saved, start = resumable.load() if resume else (None, 0)
-            if resume and saved is None:
-                console.warn(f"no state file {resumable.file.path}: starting from the beginning")
-            state = TopK.from_state(saved) if saved else None
+        files = ResumeFiles(out, "top-patches", session.shard.rank, session.shard.distributed)
+        with files.lock():
+            resumable = Resumable(files.state(key, dataset), resume=resume, every=checkpoint_every)
+            if resumable.describe():
+                session.announce(resumable.describe(), resumable.missing)
+            state = TopK.from_state(resumable.saved["topk"]) if resumable.saved else None
             if state is not None:
-                console.info(f"resuming after {start} images")
                 session.read += state.seen
             consumer = TopPatchConsumer(name, units=chosen, top=top, per_image=per_image, state=state)
-            session.run([consumer], f"top patches {name}", start=start,
-                        on_batch=resumable.checkpoint(consumer.state_dict))
-            resumable.done(consumer.state_dict())
+            resumable.run(session, [consumer], f"top patches {name}",
+                          lambda: consumer.state and {"topk": consumer.state_dict()})
             states = session.gather(consumer.state_dict())
             finish(session)
             if session.is_main:
@@ -74,4 +74,4 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
                 if lost:
                     console.warn(f"{len(lost)} patch(es) left out: their image could not be read any "
                                  f"more, e.g. {lost[0]}")
-            resumable.file.remove()
+            files.remove()

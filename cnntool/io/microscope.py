@@ -12,7 +12,7 @@ import math
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -83,6 +83,13 @@ class MicroscopeSite:
         self.pages.append(page)
         self.summaries.append(self._summary(view, page))
         return page
+
+    def add_layers(self, layers: Iterable[tuple], progress: Callable) -> None:
+        """`add_layer` for each (view, visualizations, project) (tasks.microscope.run.layer_views),
+        with a bar of its pages (`progress(title, total)` gives `advance(n)`)."""
+        for view, visualizations, project in layers:
+            with progress(f"pages of {view.name}", len(view.units)) as advance:
+                self.add_layer(view, project=project, visualizations=visualizations, progress=advance)
 
     def _patch(self, layer: str, unit: int, rank: int, hit, crop, raw) -> Patch | None:
         original = self._original(hit.index)
@@ -218,6 +225,37 @@ class MicroscopeSite:
             embedding=embedding, attack=attack, generator=generator)
         write_site(self.folder, site, self.pages)
         return site
+
+    def finish_scan(self, *, plan, findings, report, predictions, embedding=None,
+                    label_names: Sequence[str] = (), attack=None) -> Site:
+        """`finish` from the scan's ScanReport and Predictions, and the map and attack views of
+        tasks.microscope (None: no such page)."""
+        return self.finish(plan=plan, findings=findings, data=data_card(self.dataset, report, predictions),
+                           embedding=self.embedding(embedding, predictions, label_names) if embedding else None,
+                           attack=self.attack(attack) if attack else None)
+
+
+def check_site_folder(folder: str | Path) -> None:
+    """A site needs a folder: an error when `folder` is a file."""
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise CnnToolError(f"-o {folder} is a file; the site needs a folder")
+
+
+def data_card(dataset, report, predictions) -> DataCard:
+    """The data card of a scan: its ScanReport (core.session) and its merged Predictions."""
+    return DataCard(name=dataset.name, images=report.read, skipped=len(report.skipped),
+                    labelled=predictions.labelled, accuracy=predictions.accuracy)
+
+
+def summary_record(index: Path, site: Site, plan) -> dict:
+    """The one JSON record `cnntool microscope` prints: where the site is, and what it holds."""
+    data = site.data
+    return {"site": str(index), "model": site.model.name, "data": data.name,
+            "images": data.images, "skipped": data.skipped, "accuracy": data.accuracy,
+            "layers": [layer.name for layer in plan.layers],
+            "units": sum(len(layer.units) for layer in plan.layers),
+            "findings": len(site.findings), "map": site.embedding is not None,
+            "attack": site.attack is not None}
 
 
 class _Thumbnails:

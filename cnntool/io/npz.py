@@ -22,6 +22,18 @@ def write_npz(handle, features: np.ndarray, paths: Sequence[str], labels: np.nda
              model=np.array(model), layer=np.array(layer), pooling=np.array(pooling))
 
 
+def save_features(path: str | Path, features: FeatureSet) -> str:
+    """A FeatureSet as a features .npz file (atomic: a temporary file renamed when complete);
+    what was written, in words."""
+    from cnntool.io.writers import atomic_path
+
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
+        write_npz(handle, features.features, features.paths, features.labels, features.label_names,
+                  model=features.model, layer=features.layer, pooling=features.pooling)
+    return (f"wrote {path}: {len(features.paths)} images × {features.features.shape[1]} features of "
+            f"{features.model} {features.layer} ({features.pooling} pooling)")
+
+
 def read_npz(path: str | Path) -> FeatureSet:
     """A features .npz written by `cnntool features` (or by hand: only `features` is required;
     paths default to row numbers, labels to -1). Mistakes become one-sentence errors."""

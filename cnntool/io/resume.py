@@ -134,45 +134,28 @@ class StateFile:
         self.path.unlink(missing_ok=True)
 
 
-class ResumableScan:
-    """One rank's resumable scan into an output folder: its StateFile `.NAME-state.pt` and its
-    ScanLock `.NAME.lock` (`.rankR` before the suffix under torchrun). A saved object is
-    `{item: the scan's state, "next": images of the shard done}`; `checkpoint` saves it every
-    `every` batches during the scan, `done` once the shard is in. A context manager: the lock
-    is held inside."""
+class ResumeFiles:
+    """One rank's files of a resumable scan into `folder`, named after `stem`:
+    `.STEM-state[.rankR].pt` (the state), `.STEM[.rankR].lock` and scratch files such as
+    `.STEM-features[.rankR].f32` (the rank suffix only under torchrun)."""
 
-    def __init__(self, folder: str | Path, name: str, key: dict, session, *, every: int = 20,
-                 item: str = "state"):
-        self.shard = session.shard
-        suffix = f".rank{self.shard.rank}" if self.shard.distributed else ""
-        self.file = StateFile(folder, f".{name}-state{suffix}.pt", key,
-                              dataset_fingerprint(session.dataset))
-        self.lock = ScanLock(Path(folder) / f".{name}{suffix}.lock")
-        self.session, self.every, self.item, self.batches = session, every, item, 0
+    def __init__(self, folder: str | Path, stem: str, rank: int = 0, distributed: bool = False):
+        self.folder, self.stem = Path(folder), stem
+        self.suffix = f".rank{rank}" if distributed else ""
 
-    def __enter__(self) -> "ResumableScan":
-        self.lock.__enter__()
-        return self
+    def path(self, name: str) -> Path:
+        """'PART.EXT' -> .STEM-PART[.rankR].EXT; '.EXT' -> .STEM[.rankR].EXT."""
+        part, ext = name.rsplit(".", 1)
+        return self.folder / f".{self.stem}{'-' + part if part else ''}{self.suffix}.{ext}"
 
-    def __exit__(self, *exc) -> None:
-        self.lock.__exit__(*exc)
+    def lock(self) -> ScanLock:
+        return ScanLock(self.path(".lock"))
 
-    def load(self) -> tuple[Any | None, int]:
-        """The saved state and where the scan goes on; (None, 0) without a state file."""
-        saved = self.file.load()
-        return (saved[self.item], int(saved["next"])) if saved else (None, 0)
+    def state(self, key: dict, dataset) -> "StateFile":
+        """The state file of the scan `key` over `dataset` (fingerprinted)."""
+        return StateFile(self.folder, self.path("state.pt").name, key, dataset_fingerprint(dataset))
 
-    def checkpoint(self, state):
-        """The session's `on_batch`: saves `state()` every `every` batches."""
-        def on_batch(batch) -> None:
-            self.batches += 1
-            if self.batches % self.every == 0:
-                self.file.save({self.item: state(), "next": self.shard.resume_position(
-                    batch.indices[-1])})
-        return on_batch
-
-    def done(self, state: Any) -> None:
-        """The whole shard is in: saved, so that a failure while writing resumes without
-        scanning again (nothing when no batch was scanned or the state is None)."""
-        if self.batches and state is not None:
-            self.file.save({self.item: state, "next": self.session.count()})
+    def remove(self, *names: str) -> None:
+        """Remove the state and the scratch files `names` ('features.f32', …) once done."""
+        for name in ("state.pt", *names):
+            self.path(name).unlink(missing_ok=True)

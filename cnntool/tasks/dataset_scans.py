@@ -15,7 +15,6 @@ returned here (the CLI prints them), but a scan that reads nothing raises DataEr
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -41,12 +40,10 @@ def features(model, data, layer: str = "penultimate", pooling: str = "avg", *,
              batch_size: int = 32, workers: int | None = None) -> FeatureSet:
     """A layer's features for every readable image of DATA (in memory; `cnntool features`
     streams them to an .npz instead)."""
-    from cnntool.tasks.features import FeatureSpool, scan_features
+    from cnntool.tasks.features import spooled_features
 
     with _session(model, data, batch_size=batch_size, workers=workers) as session, \
-            tempfile.TemporaryDirectory(prefix="cnntool-features-") as scratch, \
-            FeatureSpool(scratch) as spool, FeatureSpool(scratch) as merged:
-        found = scan_features(session, layer, pooling, spool, merged)
+            spooled_features(session, layer, pooling) as found:
         session.finish()
         rows = found[0] if found else None
         shared = session.gather(None if rows is None else

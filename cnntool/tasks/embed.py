@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -137,6 +138,23 @@ def embed(features: np.ndarray, settings: EmbedSettings = EmbedSettings()) -> Em
     coords = run(data, perplexity, settings, threads(settings.n_jobs, count))
     return Embedding(np.ascontiguousarray(coords, dtype=np.float32), "tsne", settings.engine,
                      perplexity, dims, time.perf_counter() - start, tuple(warnings))
+
+
+def embed_features(feature_set, settings: EmbedSettings = EmbedSettings(), *, quality_sample: int = 5000,
+                   announce: Callable[[str], None] | None = None) -> tuple[Embedding, Quality | None]:
+    """The map of a FeatureSet's rows (an error naming the images whose features are NaN or
+    infinite) and its quality figures on at most `quality_sample` points (0: none). `announce`
+    is told when a t-SNE long enough to be worth saying (2,000 images or more) starts."""
+    from cnntool.tasks.features import check_finite
+
+    features = np.asarray(feature_set.features, dtype=np.float32)
+    check_finite(features, feature_set.paths)
+    if announce is not None and settings.method == "tsne" and len(features) >= 2000:
+        announce(f"t-SNE ({settings.engine}) of {len(features)} images × {features.shape[1]} features …")
+    result = embed(features, settings)
+    figures = quality(features, result.coords, feature_set.labels, sample=quality_sample,
+                      seed=settings.seed) if quality_sample else None
+    return result, figures
 
 
 def standardized(features: np.ndarray) -> np.ndarray:
@@ -262,28 +280,3 @@ def knn_accuracy(points: np.ndarray, labels: np.ndarray, k: int = NEIGHBOURS) ->
         # so a tie goes to the label that holds the nearest neighbour where the two differ
         np.add.at(scores, (rows, votes[:, rank]), 1.0 + 1e-3 * 2.0 ** -rank)
     return float((scores.argmax(axis=1) == labels).mean())
-
-
-def summary_record(feature_set, result: Embedding, settings: EmbedSettings,
-                   figures: Quality | None, source: str) -> dict:
-    """The settings, timing and quality figures of one map (`cnntool embed --summary`)."""
-    import dataclasses
-
-    return {
-        "source": source, "model": feature_set.model or None, "layer": feature_set.layer or None,
-        "pooling": feature_set.pooling or None, "images": len(result.coords),
-        "dims": int(feature_set.features.shape[1]), "method": result.method,
-        "engine": result.engine, "perplexity": result.perplexity,
-        "perplexity_requested": settings.perplexity if result.method == "tsne" else None,
-        "exaggeration": settings.exaggeration, "iterations": settings.iterations,
-        "seed": settings.seed, "pca_dims": result.pca_dims, "standardize": settings.standardize,
-        "seconds": round(result.seconds, 3), "warnings": list(result.warnings),
-        "quality": dataclasses.asdict(figures) if figures else None,
-    }
-
-
-def map_title(feature_set, result: Embedding) -> str:
-    """'lenet5-mnist relu3: t-SNE, perplexity 30, 5000 images'."""
-    where = " ".join(p for p in (feature_set.model, feature_set.layer) if p)
-    how = "PCA" if result.method == "pca" else f"t-SNE, perplexity {result.perplexity:.3g}"
-    return f"{where + ': ' if where else ''}{how}, {len(result.coords)} images"

@@ -18,9 +18,11 @@ scanning, so that a caller can name the images instead of failing later in t-SNE
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -161,6 +163,19 @@ def scan_features(session: ScanSession, layer: str, pooling: str, spool: Feature
                           labels=labels[result.indices], label_names=names,
                           model=session.model.name, layer=name, pooling=pooling)
     return features, list(result.indices), list(result.nonfinite)
+
+
+@contextlib.contextmanager
+def spooled_features(session: ScanSession, layer: str, pooling: str, folder: str | Path | None = None
+                     ) -> Iterator[tuple[FeatureSet, list[int], list[int]] | None]:
+    """`scan_features` with its two spools in `folder` (None: a temporary folder), open until
+    the block ends (the FeatureSet's rows are a memory map of the merged spool)."""
+    with contextlib.ExitStack() as stack:
+        if folder is None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="cnntool-features-"))
+        spool = stack.enter_context(FeatureSpool(folder))
+        merged = stack.enter_context(FeatureSpool(folder))
+        yield scan_features(session, layer, pooling, spool, merged)
 
 
 def assemble(spool: FeatureSpool, shard, into: FeatureSpool | None = None) -> FeatureSpool | None:

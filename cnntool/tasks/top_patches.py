@@ -234,14 +234,6 @@ def merged(states: Iterable[dict | None]) -> TopK | None:
     return result
 
 
-def resume_position(last_index: int, rank: int, world_size: int) -> int:
-    """Where a shard goes on after the batch whose last (readable) image has dataset index
-    `last_index`: the count of this shard's images up to and including it."""
-    from cnntool.core.sharding import Shard
-
-    return Shard(rank, world_size).resume_position(last_index)
-
-
 def original_box(field: ReceptiveField | None, position: tuple[int, int], size: tuple[int, int],
                  preprocessing: Preprocessing) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) in the original image's pixels of the unit at `position`.

@@ -77,6 +77,11 @@ class MicroscopePlan:
     params: int
     macs: int | None
 
+    def describe(self) -> str:
+        """'layers: conv1 (32 of 32 units), …' (what the command says before scanning)."""
+        return "layers: " + ", ".join(f"{layer.name} ({len(layer.units)} of {layer.channels} units)"
+                                      for layer in self.layers)
+
 
 def default_layers(model: nn.Module) -> list[str]:
     """The module paths the microscope shows when --layers is not given (see the docstring)."""

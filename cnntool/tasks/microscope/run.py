@@ -1,0 +1,91 @@
+"""The microscope's steps over a scan session (core.session), in the order the command runs them:
+the one resumable pass (`resumable_scan`), the optional FGSM sweep (`fgsm_sweep`), then on rank 0 each
+layer's view with its pictures (`layer_views`) and the labels of the map (`map_labels`).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from cnntool.core.session import ScanSession
+from cnntool.tasks.features import FeatureSpool
+from cnntool.tasks.microscope.analysis import LayerView, layer_view
+from cnntool.tasks.microscope.attack import AttackView, FgsmSweep, merged
+from cnntool.tasks.microscope.histogram import BINS
+from cnntool.tasks.microscope.pictures import (
+    project_hits,
+    visualization_steps,
+    visualize_units,
+)
+from cnntool.tasks.microscope.plan import MicroscopePlan
+from cnntool.tasks.microscope.scan import KeptSpool, MicroscopeScan, ScanResult
+from cnntool.tasks.resumable import Resumable
+
+
+def resume_key(plan: MicroscopePlan, session: ScanSession) -> dict:
+    """What a saved state must match to be resumed: the model, layers, units, data and world."""
+    dataset = session.dataset
+    return dict(model=session.model.name, layers=[[layer.name, list(layer.units)] for layer in plan.layers],
+                top=plan.top, penultimate=plan.penultimate, bins=BINS, data=dataset.name,
+                images=len(dataset), world=session.shard.world_size)
+
+
+def resumable_scan(session: ScanSession, plan: MicroscopePlan, files, scratch: str, *, resume: bool,
+                   every: int) -> ScanResult | None:
+    """The one pass, saved every `every` batches in `files` (an io.resume.ResumeFiles: the state,
+    and the penultimate features' spool), and on `resume` continued from there (the session
+    announces it); the merged result on rank 0 (its features in a spool in `scratch`), None on
+    the others."""
+    resumable = Resumable(files.state(resume_key(plan, session), session.dataset), resume=resume,
+                          every=every)
+    if resumable.describe():
+        session.announce(resumable.describe(), resumable.missing)
+    saved = resumable.saved and resumable.saved["scan"]
+    scanned = MicroscopeScan(plan, session.model, session.dataset,
+                             KeptSpool(files.path("features.f32"), saved and saved["spool"]), state=saved)
+    if saved:
+        session.read += scanned.images()
+    resumable.run(session, scanned.consumers, f"microscope {session.model.name}",
+                  lambda: {"scan": scanned.state_dict()})
+    return scanned.merge(session, FeatureSpool(scratch) if session.is_main else None)
+
+
+def fgsm_sweep(session: ScanSession, eps) -> AttackView | None:
+    """FGSM accuracy at each ε over DATA ([0, 1] pixels; a second pass: it needs input
+    gradients); merged on rank 0, None on the others."""
+    sweep = FgsmSweep(session.model, session.dataset, eps)
+    session.run([sweep], f"FGSM at {len(eps)} ε", normalize=False)
+    parts = session.gather(sweep.part())
+    return merged(parts, eps) if session.is_main else None
+
+
+def layer_views(session: ScanSession, plan: MicroscopePlan, result: ScanResult, found, *,
+                maximize: bool, steps: int | None, projections: int, seed: int,
+                progress: Callable) -> Iterator[tuple[LayerView, list | None, Callable | None]]:
+    """Per layer (rank 0, one at a time so that only one layer's pictures are held): its view,
+    its units' feature visualizations (None without `maximize`) and `project(hits)`, the guided
+    backprop of the first `projections` hits (None when 0). `progress(title, total)` is a
+    context manager giving `advance(n)`, as for core.session."""
+    loaded, module = session.model, session.module
+    measured = {layer.point.module: layer for layer in found.layers}
+    for layer in plan.layers:
+        view = layer_view(module, loaded, plan, layer, result, measured.get(layer.name))
+        pictures = None
+        if maximize:
+            total = visualization_steps(loaded.preprocessing, steps, len(layer.units))
+            with progress(f"visualize {layer.name}", total) as advance:
+                pictures = visualize_units(module, loaded.preprocessing, layer.name, layer.units,
+                                           steps=steps, seed=seed, progress=advance)
+        inputs: dict = {}
+
+        def project(hits, _layer=layer, _inputs=inputs):
+            shown = project_hits(module, loaded.preprocessing, session.dataset, _layer,
+                                 hits[:projections], _inputs)
+            return shown + [None] * (len(hits) - len(shown))
+
+        yield view, pictures, project if projections else None
+
+
+def map_labels(loaded, plan: MicroscopePlan) -> list[str]:
+    """The class names the map's points are labelled with (indices when the model has none)."""
+    classes = plan.classifier.output_shape[0] if plan.classifier else 0
+    return loaded.class_names or [str(i) for i in range(classes)]
