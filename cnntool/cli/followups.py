@@ -34,28 +34,5 @@ class Commands:
 
 
 def spelled_model(spec: str, request) -> str:
-    """MODEL and the options that load it as this command did, for follow-up commands."""
-    import shlex
-
-    words = [shlex.quote(spec)]
-    for flag, value in (("--arch", request.arch), ("--weights", request.weights),
-                        ("--preprocessing", request.preprocessing_file),
-                        ("--classes", request.classes)):
-        if value:
-            words += [flag, shlex.quote(str(value))]
-    if request.input_size:
-        words += ["--input-size", ",".join(str(v) for v in request.input_size if v is not None)]
-    for flag, values in (("--mean", request.mean), ("--std", request.std)):
-        if values:
-            words += [flag, ",".join(f"{v:g}" for v in values)]
-    if request.resize is not None:
-        words += ["--resize", str(request.resize)]
-    if request.interpolation:
-        words += ["--interpolation", request.interpolation]
-    if request.num_classes is not None:
-        words += ["--num-classes", str(request.num_classes)]
-    if request.use_ema:
-        words.append("--use-ema")
-    if request.trust_code:
-        words.append("--trust-code")
-    return " ".join(words)
+    """MODEL and the options that load it as this command did (core.requests), shell-quoted."""
+    return " ".join(shlex.quote(word) for word in [spec, *request.flags()])

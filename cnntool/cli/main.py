@@ -1,8 +1,5 @@
-"""The `cnntool` entry point: a lazy click group (command modules load only when run).
-
-`cnntool --help` imports neither torch nor any command module: the one-line help of each
-command is kept here, next to where its module lives.
-"""
+"""The `cnntool` entry point: a lazy click group. `cnntool --help` imports neither torch nor any
+command module: the one-line help of each command is kept here, next to where its module lives."""
 from __future__ import annotations
 
 import importlib
@@ -12,6 +9,8 @@ import sys
 import click
 
 from cnntool import __version__
+from cnntool.cli import console
+from cnntool.errors import CnnToolError, close_matches
 
 # command name -> (module:attribute, one-line help shown by `cnntool --help`)
 COMMANDS = {
@@ -35,8 +34,11 @@ class PipeClosed(BaseException):
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use, from a table of
-    name -> (module:attribute, one-line help)."""
+    """A group whose subcommands are imported on first use: name -> (module:attribute, one-line help)."""
+
+    def __init__(self, *args, commands_table=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.table = COMMANDS if commands_table is None else commands_table
 
     def invoke(self, ctx):
         try:
@@ -46,31 +48,21 @@ class LazyGroup(click.Group):
         except EOFError as exc:  # click would call it Ctrl-D/Ctrl-C ("aborted", 130)
             raise RuntimeError(f"a file ended too early ({exc or 'EOF'})") from exc
 
-    def __init__(self, *args, commands_table=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.table = COMMANDS if commands_table is None else commands_table
-
     def list_commands(self, ctx):
         return list(self.table)
 
     def get_command(self, ctx, name):
-        if name not in self.table:
-            return None
-        target, _ = self.table[name]
-        module_name, attribute = target.split(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        if name in self.table:
+            module_name, attribute = self.table[name][0].split(":")
+            return getattr(importlib.import_module(module_name), attribute)
 
-    def format_commands(self, ctx, formatter):
-        # Use the short help kept above instead of importing every command module.
-        rows = [(name, short) for name, (_, short) in self.table.items()]
+    def format_commands(self, ctx, formatter):  # the short help above: no command module imported
         with formatter.section("Commands"):
-            formatter.write_dl(rows)
+            formatter.write_dl([(name, short) for name, (_, short) in self.table.items()])
 
     def resolve_command(self, ctx, args):
         name = args[0] if args else None
         if name and not name.startswith("-") and name not in self.table:
-            from cnntool.errors import close_matches
-
             matches = close_matches(name, self.table)
             hint = f" Did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
             ctx.fail(f"No such command '{name}'.{hint}")
@@ -89,44 +81,31 @@ def cli(debug: bool) -> None:
     """
 
 
-def _debug_requested(argv) -> bool:
-    return "--debug" in argv or os.environ.get("CNNTOOL_DEBUG") == "1"
-
-
 def main(argv=None) -> None:
     """Run the CLI: user mistakes end in one sentence on stderr and exit code 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = _debug_requested(argv)
+    debug = "--debug" in argv or os.environ.get("CNNTOOL_DEBUG") == "1"
     if not debug:
-        _warnings_as_one_line()
+        console.warnings_as_lines()
     try:
         result = cli.main(args=argv, prog_name="cnntool", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, click.ClickException) as exc:
+        if isinstance(exc, click.ClickException):
+            exc.show()
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.stderr.write("aborted\n")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        sys.stderr.write("aborted\n" if isinstance(exc, click.exceptions.Abort) else "interrupted\n")
         sys.exit(130)
     except (BrokenPipeError, PipeClosed):
         _quiet_stdout()
         sys.exit(0)
     except Exception as exc:  # noqa: BLE001 - the one place where every failure is reported
-        from cnntool.errors import CnnToolError
-
         if debug:
             raise
-        from cnntool.cli.console import error
-
-        if isinstance(exc, CnnToolError):
-            error(str(exc))
-            sys.exit(exc.exit_code)
-        error(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
-        sys.exit(1)
+        known = isinstance(exc, CnnToolError)
+        console.error(str(exc) if known else
+                      f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
+        sys.exit(exc.exit_code if known else 1)
     try:
         sys.stdout.flush()  # a pipe closed after the last write fails here, not at exit
     except BrokenPipeError:
@@ -134,29 +113,10 @@ def main(argv=None) -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
-def _warnings_as_one_line() -> None:
-    """A library's warning (Pillow, numpy, torch) is one `warning:` line on stderr like ours,
-    not a file name, a line number and a source line; each is said once."""
-    import warnings
-
-    said: set[str] = set()
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
-        if text not in said:
-            said.add(text)
-            from cnntool.cli.console import warn
-
-            warn(text)
-
-    warnings.showwarning = show
-
-
 def _quiet_stdout() -> None:
     """The reader of stdout went away (e.g. `| head`): not an error of ours. Point stdout at
     /dev/null so that the interpreter's last flush does not complain either."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -207,6 +207,24 @@ def none_readable(total: int, name: str) -> str:
     return f"none of the {total} images in {name} could be read"
 
 
+UPSCALE_WARNING = 2.0  # warn when images are enlarged more than this on average
+
+
+def report_warnings(report: ScanReport, input_shape: Sequence[int]) -> list[str]:
+    """What a scan's report warns about, in one wording for every command: the unreadable
+    images (their count, the first one), images enlarged more than UPSCALE_WARNING× on average."""
+    lines = []
+    if report.skipped:
+        path, reason = report.skipped[0]
+        example = reason if path in reason else f"{path}: {reason}"
+        lines.append(f"skipped {len(report.skipped)} unreadable image(s) of {report.total}, e.g. {example}")
+    if report.upscale > UPSCALE_WARNING:
+        lines.append(f"the images were enlarged {report.upscale:.1f}× on average to reach the model's "
+                     f"input ({'×'.join(map(str, input_shape))}): is that the input the model was "
+                     "trained on? Set it with --input-size/--resize or --preprocessing")
+    return lines
+
+
 def feed(module, batches: Iterable[Batch], consumers: Sequence[Consumer], *, device=None,
          on_batch: Callable[[Batch], None] | None = None, prepared=None) -> None:
     """The scan loop: each batch to every consumer, with one forward pass (no grad) when any of

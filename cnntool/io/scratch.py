@@ -117,6 +117,21 @@ def clean_stale(folder: str | Path, *, max_age: float = MAX_AGE, now: float | No
     return sorted(removed, key=lambda item: item.path)
 
 
+def clean_outputs(outputs, *, folders: bool = False) -> str | None:
+    """Remove the stale scratch files where a command writes `outputs` (files: their folder;
+    with `folders=True` output folders, with their subfolders; None and '-' are skipped), and
+    return the warning that says what went, or None when nothing did."""
+    removed: list[Removed] = []
+    for output in outputs:
+        if output is not None and str(output) != "-":
+            removed += clean_stale(Path(output) if folders else Path(output).parent, recursive=folders)
+    if not removed:
+        return None
+    size = sum(item.size for item in removed) / 2**20
+    return (f"removed {len(removed)} scratch file(s) ({size:.1f} MiB) that interrupted runs left "
+            f"behind, e.g. {removed[0].path} ({removed[0].reason})")
+
+
 def _stale(name: str, mtime: float, now: float, max_age: float) -> str | None:
     owner = scratch_owner(name)
     if owner is not None and owner.host == host_name() and not process_alive(owner.pid):

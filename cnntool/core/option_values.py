@@ -1,0 +1,54 @@
+"""The text of command-line option values -> numbers: sizes, number lists, resize, positions.
+Each parser takes None to None and raises ValueError with one sentence for anything else."""
+from __future__ import annotations
+
+
+def parse_size(text: str | None, channels_default: int | None = None):
+    """'224', '224x224', '3x224x224' or '3,224,224' -> (C|None, H, W), every size at least 1."""
+    if text is None:
+        return None
+    parts = [p for p in text.lower().replace(",", "x").replace("×", "x").split("x") if p]
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2, 3):
+        raise ValueError(f"'{text}' is not a size like 224, 224x224 or 3x224x224")
+    if any(v < 1 for v in numbers):
+        raise ValueError(f"'{text}' has a size below 1 pixel")
+    numbers = numbers * 2 if len(numbers) == 1 else numbers
+    return tuple(numbers) if len(numbers) == 3 else (channels_default, *numbers)
+
+
+def parse_floats(text: str | None) -> tuple[float, ...] | None:
+    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5)."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"'{text}' is not a comma list of numbers like 0.5,0.5,0.5") from None
+
+
+def parse_resize(text: str | None) -> int | str | None:
+    """'256' -> 256 (at least 1), 'none' -> 'none'."""
+    if text is None or text.lower() == "none":
+        return None if text is None else "none"
+    try:
+        size = int(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a number of pixels or 'none'") from None
+    if size < 1:
+        raise ValueError("the size must be at least 1 pixel")
+    return size
+
+
+def parse_position(text: str | None) -> tuple[int, int] | None:
+    """'3,5' or '3x5' (row, column) -> (3, 5)."""
+    if text is None:
+        return None
+    try:
+        row, col = (int(p) for p in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ValueError(f"'{text}' is not a position like 3,5 (row,column)") from None
+    return row, col

@@ -1,0 +1,139 @@
+"""What a caller asks of a model and of a dataset scan (the command line's shared options, as values).
+
+`ModelRequest`: how MODEL is to be loaded and fed (`load_model`'s options in one object), the
+flags that contradict MODEL, and the lines that say how the loaded model is fed, handed to a
+`say(text, warning)` callback. `ScanOptions`: how a dataset scan reads and batches its images."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, ClassVar
+
+from cnntool.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from cnntool.core.models import LoadedModel
+
+Say = Callable[[str, bool], None]  # (text, whether it is a warning)
+
+
+def _silent(_text: str, _warning: bool) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """How MODEL is to be loaded and fed (None: from the model, see core/models.py). `say` takes
+    the lines `load` says (silent here; the CLI prints them), `refuse` the flags that contradict
+    MODEL (a subclass may refuse them otherwise: the CLI as a usage error)."""
+
+    say: ClassVar[Say] = staticmethod(_silent)
+    refuse: ClassVar[Callable[[str], Exception]] = ModelLoadError
+
+    arch: str | None = None
+    weights: str | None = None
+    trust_code: bool = False
+    device: str = "auto"
+    input_size: tuple | None = None  # (C or None, H, W)
+    resize: int | str | None = None  # int or "none"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    interpolation: str | None = None
+    preprocessing_file: str | None = None
+    classes: str | None = None
+    num_classes: int | None = None
+    use_ema: bool = False
+
+    def conflict(self, spec: str) -> str | None:
+        """Why the flags contradict MODEL (to refuse before anything is loaded), or None."""
+        from cnntool.core.checkpoints import WEIGHT_SUFFIXES
+
+        path = Path(spec)
+        is_file = path.suffix.lower() in WEIGHT_SUFFIXES or path.is_file() or path.is_dir()
+        if self.weights and is_file:
+            return (f"MODEL {spec} is a weight file already; --weights is for an architecture "
+                    "named by MODEL (resnet18, FILE.py:NAME)")
+        if self.arch and not is_file:
+            return f"--arch names the architecture of a weight file, and MODEL {spec} is not one; drop --arch"
+        return None
+
+    def load(self, spec: str, *, weights_matter: bool = True, images: bool = True,
+             run: bool | None = None, say: Say | None = None) -> "LoadedModel":
+        """Load MODEL as asked and `say` how its input is fed and where that came from.
+
+        `weights_matter`: warn when the answer describes random weights. `images`: the caller
+        feeds images (so the model must run on them: one forward pass checks it); else only
+        the input size matters (profile, layers, gradcheck). `run` (default: `images`): check
+        with one forward pass that the model runs, and that NaN/inf weights leave its output
+        finite (gradcheck: their gradients would be meaningless). `say`: instead of `self.say`."""
+        from cnntool.core.models import load_model
+        from cnntool.core.preprocessing_sources import PreprocessingOptions
+
+        say = say or self.say
+        problem = self.conflict(spec)
+        if problem:
+            raise self.refuse(problem)
+        loaded = load_model(spec, arch=self.arch, weights=self.weights, device=self.device,
+                            trust_code=self.trust_code, classes=self.classes,
+                            num_classes=self.num_classes, use_ema=self.use_ema,
+                            preprocessing=PreprocessingOptions(
+                                input_size=self.input_size, resize=self.resize,
+                                interpolation=self.interpolation, mean=self.mean, std=self.std,
+                                file=self.preprocessing_file))
+        for note in loaded.notes:
+            say(note, False)
+        if images:
+            say(loaded.preprocessing_line(), loaded.preprocessing_guessed)
+        if images if run is None else run:
+            loaded.check_forward()
+        if not images:
+            say(*input_line(loaded))
+        for warning in loaded.warnings:
+            say(warning, True)
+        if weights_matter and loaded.random_weights:
+            say(f"{loaded.name} has random weights (torchvision's architectures come without "
+                "trained ones here): the results describe an untrained network; give --weights "
+                "FILE for a trained one", True)
+        return loaded
+
+    def flags(self) -> list[str]:
+        """The command-line words that ask for this request (`--arch NAME`, `--use-ema`…): what
+        a follow-up command needs to load MODEL as this one did."""
+        def listed(values, form="{}"):
+            return values and ",".join(form.format(v) for v in values if v is not None)
+
+        options = [("--arch", self.arch), ("--weights", self.weights),
+                   ("--preprocessing", self.preprocessing_file), ("--classes", self.classes),
+                   ("--input-size", listed(self.input_size)), ("--mean", listed(self.mean, "{:g}")),
+                   ("--std", listed(self.std, "{:g}")), ("--resize", self.resize),
+                   ("--interpolation", self.interpolation), ("--num-classes", self.num_classes),
+                   ("--use-ema", self.use_ema), ("--trust-code", self.trust_code)]
+        words: list[str] = []
+        for flag, value in options:
+            if value is True:
+                words.append(flag)
+            elif value:
+                words += [flag, str(value)]
+        return words
+
+
+
+def input_line(loaded: "LoadedModel") -> tuple[str, bool]:
+    """The input size of a model that is not fed images, and whether it is a guess (a warning)."""
+    shape = "×".join(map(str, loaded.input_shape))
+    choice = loaded.preprocessing_choice
+    if choice is not None and "size" in choice.guessed_fields:
+        return (f"input {shape} — {choice.guess_name}, not from the model: set --input-size "
+                "(or --preprocessing FILE.json) if it takes another", True)
+    return f"input {shape} — from {loaded.preprocessing_source}", False
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """How a dataset scan reads and batches its images (the same options on every scan)."""
+
+    batch_size: int = 32
+    workers: int | None = None  # None: from the core count
+    max_pixels: int | None = None  # None: Pillow's limit
+    precision: str = "fp32"
+    fold_bn: bool = True
