@@ -2,37 +2,13 @@
 from __future__ import annotations
 
 import functools
-from fractions import Fraction
 from pathlib import Path
 
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import data_options, format_option, given, model_options, output_options
-
-
-class EpsList(click.ParamType):
-    """'0.007', '8/255' or a comma list of them ('0,1/255,2/255') -> a tuple of floats; with
-    `one` (what the value is, e.g. 'step size'), a single float."""
-
-    name = "EPS[,EPS…]"
-
-    def __init__(self, one: str | None = None):
-        self.one = one
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, (tuple, float)):
-            return value
-        try:  # Fraction parses '0.007' and '8/255'; float() of it is the double of the literal 8/255
-            values = tuple(float(Fraction(part.strip())) for part in str(value).split(","))
-        except OverflowError:
-            self.fail(f"'{value}' is too large a number", param, ctx)
-        except (ValueError, ZeroDivisionError):
-            self.fail(f"'{value}' is not a number like 0.007 or 8/255, or a comma list of them",
-                      param, ctx)
-        if self.one and len(values) != 1:
-            raise click.BadParameter(f"give one {self.one}", param_hint=param.opts[0])
-        return values[0] if self.one else values
+from cnntool.cli.options import (data_options, eps_values, format_option, given, model_options,
+                                 output_options)
 
 
 @click.group("attack", epilog="""\b
@@ -55,7 +31,7 @@ def _options(*options):
 
 _attack_options = _options(
     format_option(), model_options, data_options, output_options,
-    click.option("--eps", default="8/255", show_default=True, type=EpsList(),
+    click.option("--eps", default="8/255", show_default=True, callback=eps_values(), metavar="EPS[,EPS…]",
                  help="Perturbation size in pixel units: 0.007, 8/255, or a comma list for a sweep."),
     click.option("--target", metavar="CLASS",
                  help="Targeted attack toward a class index, a class name, or 'least-likely'."),
@@ -68,7 +44,7 @@ _attack_options = _options(
                       "that PNG and re-classify it through the model's resize and crop."))
 _iterative_options = _options(
     click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Gradient steps."),
-    click.option("--step-size", type=EpsList(one="step size"), metavar="SIZE",
+    click.option("--step-size", callback=eps_values("step size"), metavar="SIZE",
                  help="Size of each step (default 2.5·ε/steps, Madry et al.)."),
     click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True,
                  help="The ball the perturbation stays in (ε is its radius)."))

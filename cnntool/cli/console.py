@@ -76,8 +76,13 @@ def warnings_as_lines() -> None:
 
 def show_table(title, columns, records, **options) -> None:
     """A table of records for people on stderr (cnntool.io.records.table; silenced by -q)."""
+    show(table(title, columns, list(records), **options))
+
+
+def show(renderable) -> None:
+    """A table or panel for people (silenced by -q)."""
     if not _quiet:
-        console().print(table(title, columns, list(records), **options))
+        console().print(renderable)
 
 
 @contextlib.contextmanager

@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.attack import EpsList
-from cnntool.cli.options import data_options, model_options, output_options
+from cnntool.cli.options import data_options, eps_values, model_options, output_options
 
 
 @click.command("microscope", epilog="""Examples:
@@ -33,7 +32,7 @@ from cnntool.cli.options import data_options, model_options, output_options
                    "for small).")
 @click.option("--projections", type=click.IntRange(0), default=3, show_default=True, metavar="N",
               help="Guided backprop of each unit on its first N hits (a backward pass each; 0: none).")
-@click.option("--attack", "attack_eps", type=EpsList(), metavar="EPS,…",
+@click.option("--attack", "attack_eps", callback=eps_values(), metavar="EPS,…",
               help="Add an attack page: FGSM accuracy at each ε (0.007, 2/255, …) over DATA.")
 @click.option("--limit", type=click.IntRange(1), metavar="N",
               help="Scan N images spread evenly over DATA (every len/N-th), not the first N: a sorted "

@@ -11,7 +11,8 @@ from click.core import ParameterSource
 
 from cnntool.cli import console
 from cnntool.core import requests
-from cnntool.core.option_values import parse_floats, parse_position, parse_resize, parse_size
+from cnntool.core.option_values import (parse_eps, parse_floats, parse_position, parse_resize,
+                                         parse_size)
 from cnntool.core.requests import ScanOptions
 
 
@@ -26,6 +27,11 @@ def _parsed(parse: Callable[[str | None], object]):
 
 
 position_option = _parsed(parse_position)  # '3,5' (row, column) -> (3, 5)
+
+
+def eps_values(one: str | None = None):
+    """A callback for ε-like values: '0.007', '8/255' or a comma list (one: a single float)."""
+    return _parsed(lambda text: parse_eps(text, one))
 
 
 def _bundle(options: list, cls: type, target: str):
@@ -116,7 +122,6 @@ data_options = _bundle([
                  help="Fold each BatchNorm into the convolution before it: faster, the same numbers to "
                       "float rounding; layers whose own output the command reads are left alone."),
 ], ScanOptions, "scan")
-
 
 
 stats_format_option = click.option(

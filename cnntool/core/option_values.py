@@ -2,6 +2,8 @@
 Each parser takes None to None and raises ValueError with one sentence for anything else."""
 from __future__ import annotations
 
+from fractions import Fraction
+
 
 def parse_size(text: str | None, channels_default: int | None = None):
     """'224', '224x224', '3x224x224' or '3,224,224' -> (C|None, H, W), every size at least 1."""
@@ -52,3 +54,19 @@ def parse_position(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise ValueError(f"'{text}' is not a position like 3,5 (row,column)") from None
     return row, col
+
+
+def parse_eps(text: str | None, one: str | None = None):
+    """'0.007', '8/255' or a comma list of them ('0,1/255,2/255') -> a tuple of floats; with `one`
+    (what the value is, e.g. 'step size'), a single float."""
+    if text is None:
+        return None
+    try:  # Fraction parses '0.007' and '8/255'; float() of it is the double of the literal 8/255
+        values = tuple(float(Fraction(part.strip())) for part in str(text).split(","))
+    except OverflowError:
+        raise ValueError(f"'{text}' is too large a number") from None
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"'{text}' is not a number like 0.007 or 8/255, or a comma list of them") from None
+    if one and len(values) != 1:
+        raise ValueError(f"give one {one}")
+    return values[0] if one else values
