@@ -2,6 +2,7 @@
 and where a resumed one starts."""
 from types import SimpleNamespace
 
+from cnntool.core.sharding import Shard
 from cnntool.io.resume import ResumeFiles
 from cnntool.tasks.resumable import Resumable
 
@@ -9,7 +10,7 @@ from cnntool.tasks.resumable import Resumable
 class _Shard:
     """Rank 1 of 2 over 10 images: dataset items 1, 3, 5, 7, 9, in batches of two."""
 
-    shard = SimpleNamespace(rank=1, world_size=2)
+    shard = Shard(1, 2)
     mine = [1, 3, 5, 7, 9]
 
     def __init__(self):
