@@ -14,6 +14,15 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+# `make test` runs one pytest-xdist worker per core. Each worker (and every `cnntool` it starts)
+# then computes on one thread: two workers with two OpenMP threads each on two cores spend their
+# time spinning and switching, not computing.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 from tests.helpers import CnnTool  # noqa: E402  (needs the path above)
 
 
