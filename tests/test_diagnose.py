@@ -410,3 +410,25 @@ def test_torchrun_two_cpu_ranks_equal_one_process(cnntool):
     assert len(one) == 4 and len(two) == 4
     for a, b in zip(one, two):
         assert same_records(a, b, rel=1e-5, abs=1e-9)  # float64 merges in another order
+
+
+def test_correlation_over_fewer_samples_than_units_is_not_judged():
+    """Over 2 samples every r between two non-constant units is ±1: without the guard, 16
+    independent random units would be "duplicates" and "correlated". Over 300 samples the same
+    units are judged, and they are not correlated."""
+    generator = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 16), nn.Tanh()).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.randn(16, 32, generator=generator) / 32 ** 0.5 / 2)  # tanh unsaturated
+        net[0].bias.zero_()
+    points = named_points(net, ["1"])
+    commands = Commands("net.py:net", "data")
+    few = scan(net, points, [torch.randn(2, 32, generator=generator)])
+    layer_few = diagnose(net, points, few, commands)
+    assert layer_few.layers[0].mean_abs_r == pytest.approx(1.0, abs=1e-9)
+    assert [(f.severity, f.kind) for f in layer_few.findings] == [("info", "too-few-samples")]
+    assert "2 sample(s)" in layer_few.findings[0].message and "at least 30" in layer_few.findings[0].message
+    many = scan(net, points, [torch.randn(300, 32, generator=generator)])
+    layer_many = diagnose(net, points, many, commands)
+    assert layer_many.layers[0].mean_abs_r < 0.3
+    assert not {f.kind for f in layer_many.findings} & {"too-few-samples", "correlated", "duplicate-units"}

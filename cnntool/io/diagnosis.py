@@ -63,8 +63,8 @@ def findings_text(diagnosis) -> list[str]:
         return ["[green]no findings[/]: nothing crossed a threshold"]
     return [f"{len(diagnosis.findings)} finding(s):",
             *(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/] {escape(f.message)}\n"
-              f"    [dim]advice: \"{escape(f.advice)}\"[/]\n"
-              f"    [dim]next: {escape(f.command or '')}[/]" for f in diagnosis.findings)]
+              f"    [dim]advice: \"{escape(f.advice)}\"[/]"
+              + (f"\n    [dim]next: {escape(f.command)}[/]" if f.command else "") for f in diagnosis.findings)]
 
 
 def save_figures(out, name: str, diagnosis) -> list[Path]:

@@ -20,6 +20,11 @@ SATURATED_SHARE = 0.10  # warn when at least this share of units is stuck at a b
 DENSE_ACTIVE = 0.90  # mean share of samples > 0 above this: the layer is not sparse
 HIGH_R = 0.99  # r between two units at least this: they carry the same signal
 MEAN_ABS_R = 0.50  # mean |r| between a layer's units at least this: strongly correlated
+# r is judged only over at least this many samples (images × positions), and at least as many
+# samples as units: over n samples, the units' centred values live in n − 1 dimensions, so with
+# fewer samples than units most pairs are correlated by construction (2 samples: every r = ±1),
+# and two independent units already reach |r| ≈ 0.8/√n by chance.
+MIN_R_SAMPLES = 30
 DUPLICATE_COSINE = 0.99  # cosine similarity of two filters at least this: duplicates
 NOISY_RATIO = 0.90  # median noise score ≥ this × white noise's: the filters look like noise
 NOISY_MIN_WEIGHTS = 18  # judged only for filters of this many weights or more: a single 3×3
@@ -42,7 +47,8 @@ SEVERITIES = ("error", "warning", "info")
 class Finding:
     severity: str  # "error", "warning" or "info"
     kind: str  # "dead", "constant", "saturated", "dense", "duplicate-units", "correlated",
-    #            "noisy-filters", "duplicate-filters", "vanishing-filters", "gradients", "size"
+    #            "too-few-samples", "noisy-filters", "duplicate-filters", "vanishing-filters",
+    #            "gradients", "size"
     layer: str | None  # the layer's name (LayerDiagnosis.name), None for the whole model
     message: str
     advice: str
@@ -124,6 +130,15 @@ def _rare(layer: LayerDiagnosis) -> str:
 def _correlation_findings(layer: LayerDiagnosis, commands: FollowUps) -> list[Finding]:
     found = []
     where, measured, key = layer.label, layer.point.module, layer.name
+    samples = layer.images * layer.positions
+    flagged = layer.high_r_pairs or (layer.mean_abs_r or 0) >= MEAN_ABS_R
+    if flagged and samples < max(MIN_R_SAMPLES, layer.units):
+        return [Finding(
+            "info", "too-few-samples", key,
+            f"{where}: correlation between its {layer.units} units not judged: {samples:,} "
+            f"sample(s) ({_over(layer)}) are too few (at least {max(MIN_R_SAMPLES, layer.units):,}"
+            "; fewer samples than units make most pairs correlated by chance)",
+            "measure correlations over more images than the layer has units", None)]
     if layer.high_r_pairs:
         pairs = [p for p in layer.top_pairs if p[2] >= HIGH_R]
         shown = ", ".join(f"{i}~{j} (r={r:.3f})" for i, j, r in pairs[:3])
