@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import (data_options, eps_values, format_option, given, model_options,
-                                 output_options)
+from cnntool.cli.options import eps_values, format_option, given, shared_options
 
 
 @click.group("attack", epilog="""\b
@@ -30,7 +29,7 @@ def _options(*options):
 
 
 _attack_options = _options(
-    format_option(), model_options, data_options, output_options,
+    shared_options(format_option()),
     click.option("--eps", default="8/255", show_default=True, callback=eps_values(), metavar="EPS[,EPS…]",
                  help="Perturbation size in pixel units: 0.007, 8/255, or a comma list for a sweep."),
     click.option("--target", metavar="CLASS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import data_options, model_options, output_options
+from cnntool.cli.options import limit_option, shared_options
 
 
 @click.command("diagnose", epilog="""Examples:
@@ -24,17 +24,14 @@ from cnntool.cli.options import data_options, model_options, output_options
 @click.option("-o", "--out", metavar="DIR",
               help="Write units.png (dead/constant/saturated units, sparsity per layer) and "
                    "correlation.png (the most correlated layer's units) here.")
-@click.option("--limit", type=click.IntRange(1), metavar="N",
-              help="Scan N images spread evenly over DATA (every len/N-th), not the first N: a sorted set would show few classes.")
+@limit_option
 @click.option("--no-correlation", "skip_correlation", is_flag=True,
               help="Skip the correlation between units: C² float64 multiply-adds per position, ~5× "
                    "the model's own on EfficientNet-Lite0; layers wider than 4096 units skip it anyway.")
 @click.option("--gradcheck", "check_gradients", is_flag=True,
               help="Also check the model's gradients against finite differences (float64 copy; "
                    "slow for big models) and add the verdict to the findings.")
-@model_options
-@data_options
-@output_options
+@shared_options()
 def diagnose_command(model, data, layers, out, limit, skip_correlation, check_gradients,
                      model_request, scan):
     """Scan DATA once and report, per layer: dead units (never > 0), units that ignore the input

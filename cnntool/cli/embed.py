@@ -8,7 +8,7 @@ import click
 
 from cnntool.cli import console
 from cnntool.cli.features import layer_option, pooling_option
-from cnntool.cli.options import data_options, given, model_options, output_options
+from cnntool.cli.options import given, shared_options
 
 
 @click.command("embed", epilog="""Examples:
@@ -60,9 +60,7 @@ from cnntool.cli.options import data_options, given, model_options, output_optio
 @click.option("--summary", metavar="JSON", help="Write settings and quality figures to this JSON file.")
 @click.option("--quality-sample", type=click.IntRange(0), default=5000, show_default=True,
               help="Measure the quality figures on at most this many points (0: skip them).")
-@model_options
-@data_options
-@output_options
+@shared_options()
 def embed_command(model, data, features_file, layer, pooling, method, engine, perplexity,
                   exaggeration, iterations, seed, pca_dims, standardize, n_jobs, fmt, plot,
                   image_map, image_grid, thumb, max_images, out, projector, summary,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import data_options, model_options, output_options
+from cnntool.cli.options import shared_options
 
 POOLING_CHOICES = ["avg", "max", "flatten"]  # tasks.features.POOLINGS, without importing it
 
@@ -33,9 +33,7 @@ layer_option = click.option(
 @layer_option
 @pooling_option
 @click.option("-o", "--out", required=True, metavar="NPZ", help="The .npz file to write.")
-@model_options
-@data_options
-@output_options
+@shared_options()
 def features_command(model, data, layer, pooling, out, model_request, scan):
     """A layer's features for every image of DATA, written to an .npz file.
 

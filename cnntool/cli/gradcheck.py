@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import format_option, model_options, output_options
+from cnntool.cli.options import format_option, shared_options
 
 
 @click.command("gradcheck", epilog="""\b
@@ -31,9 +31,7 @@ Examples:
 @click.option("--atol", default=1e-8, show_default=True, type=float, help="Absolute tolerance.")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seeds the input, labels and directions: same seed, same result.")
-@format_option(default="jsonl")
-@model_options
-@output_options
+@shared_options(format_option(default="jsonl"), data=False)
 @click.pass_context
 def gradcheck_command(ctx, model, batch, per_layer, only_params, only_inputs, layer, directions,
                       coordinates, eps, rtol, atol, seed, fmt, model_request):

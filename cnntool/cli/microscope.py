@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import data_options, eps_values, model_options, output_options
+from cnntool.cli.options import eps_values, limit_option, shared_options
 
 
 @click.command("microscope", epilog="""Examples:
@@ -34,16 +34,12 @@ from cnntool.cli.options import data_options, eps_values, model_options, output_
               help="Guided backprop of each unit on its first N hits (a backward pass each; 0: none).")
 @click.option("--attack", "attack_eps", callback=eps_values(), metavar="EPS,…",
               help="Add an attack page: FGSM accuracy at each ε (0.007, 2/255, …) over DATA.")
-@click.option("--limit", type=click.IntRange(1), metavar="N",
-              help="Scan N images spread evenly over DATA (every len/N-th), not the first N: a sorted "
-                   "set's head has few classes.")
+@limit_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the map and the visualizations.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan from its state in SITE.")
 @click.option("--checkpoint-every", default=20, show_default=True, type=click.IntRange(1),
               help="Save the resume state every N batches.")
-@model_options
-@data_options
-@output_options
+@shared_options()
 def microscope_command(model, data, out, layers, units, top, no_maximize, steps, projections,
                        attack_eps, limit, seed, resume, checkpoint_every, model_request, scan):
     """Build one static site that opens from file:// and shows what MODEL has learned on DATA.

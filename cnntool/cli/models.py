@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cnntool.cli.options import format_option, model_options, output_options
+from cnntool.cli.options import format_option, output_options, shared_options
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -28,9 +28,7 @@ Examples:
   cnntool layers lenet5-mnist --format jsonl | jq -r .name
 """)
 @click.argument("model", default=DEFAULT_MODEL)
-@format_option(default="auto")
-@model_options
-@output_options
+@shared_options(format_option(default="auto"), data=False)
 def layers_command(model, fmt, model_request):
     """List every module of MODEL (default: efficientnet_lite0) with its type, output shape at
     the model's input size, parameters (a container's include its children's) and aliases (conv5, pool5, fc7, penultimate, logits…).

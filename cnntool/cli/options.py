@@ -124,6 +124,21 @@ data_options = _bundle([
 ], ScanOptions, "scan")
 
 
+def shared_options(fmt=None, *, data: bool = True):
+    """What every command takes after its own options: `fmt` (a --format option), MODEL's
+    loading and feeding options, the dataset-scan options (`data`), -q and --debug."""
+    def decorate(func):
+        func = model_options(data_options(output_options(func)) if data else output_options(func))
+        return fmt(func) if fmt else func
+    return decorate
+
+
+limit_option = click.option(
+    "--limit", type=click.IntRange(1), metavar="N",
+    help="Scan N images spread evenly over DATA (every len/N-th), not the first N: a sorted set's "
+         "head has few classes.")
+
+
 stats_format_option = click.option(
     "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
     help="Also print one record per filter/map on stdout.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import data_options, format_option, model_options, output_options
+from cnntool.cli.options import format_option, shared_options
 
 
 @click.command("predict", epilog="""\b
@@ -16,10 +16,7 @@ Examples:
 @click.argument("model")
 @click.argument("data")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1), help="Classes per image.")
-@format_option()
-@model_options
-@data_options
-@output_options
+@shared_options(format_option())
 def predict_command(model, data, top, fmt, model_request, scan):
     """Classify the images in DATA with MODEL: one JSON Lines record per image on stdout
     (path, label when known, the top-k classes with probabilities); a table and a summary on

@@ -5,7 +5,7 @@ import click
 
 from cnntool.cli import console
 from cnntool.cli.models import DEFAULT_MODEL
-from cnntool.cli.options import format_option, model_options, output_options
+from cnntool.cli.options import format_option, shared_options
 
 
 @click.command("profile", epilog="""\b
@@ -18,9 +18,7 @@ Examples:
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1),
               help="Batch size (MACs, FLOPs and activation memory scale with it).")
 @click.option("--summary", is_flag=True, help="Only the totals.")
-@format_option(default="auto")
-@model_options
-@output_options
+@shared_options(format_option(default="auto"), data=False)
 def profile_command(model, batch, summary, fmt, model_request):
     """Count, per layer of MODEL (default: efficientnet_lite0): parameters (shared ones once),
     MACs (convolution, linear, matmul — also functional calls), FLOPs (2 per MAC plus

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import model_options, output_options, stats_format_option
+from cnntool.cli.options import shared_options, stats_format_option
 from cnntool.io.records import write_records
 from cnntool.core.selection import parse_indices, parse_ranges
 from cnntool.errors import CnnToolError
@@ -27,9 +27,7 @@ Examples:
 @click.option("--cmap", default="viridis", show_default=True, help="A matplotlib colormap, or gray.")
 @click.option("--normalize", type=click.Choice(["map", "layer"]), default="map", show_default=True,
               help="Scale each map by its own min/max, or all by the layer's.")
-@stats_format_option
-@model_options
-@output_options
+@shared_options(stats_format_option, data=False)
 def activations_command(model, image, layer, out, index, channels, top, max_maps, cmap, normalize,
                         fmt, model_request):
     """Feature maps of LAYER for one image (Zeiler & Fergus 2014), beside the model's input,

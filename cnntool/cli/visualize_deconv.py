@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import model_options, output_options, position_option, records_format_option
+from cnntool.cli.options import position_option, records_format_option, shared_options
 from cnntool.io.records import write_records
 
 
@@ -34,9 +34,7 @@ Examples:
               help="PNG: projection | input under the receptive field | overlay, a row per unit.")
 @click.option("--raw", type=click.Path(dir_okay=False), metavar="FILE.npy",
               help="Also save the raw maps (float32, units×C×H×W in model-input space).")
-@records_format_option
-@model_options
-@output_options
+@shared_options(records_format_option, data=False)
 def deconv_command(model, image, layer, units, position, target_class, method, times_input,
                    smooth, noise, seed, output, raw, fmt, model_request):
     """Project a unit of a layer, or a class logit, back to the pixels of IMAGE: deconvnet

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import model_options, output_options, stats_format_option
+from cnntool.cli.options import shared_options, stats_format_option
 from cnntool.io.records import write_records
 
 
@@ -26,9 +26,7 @@ Examples:
 @click.option("--max-inputs", default=16, show_default=True, type=click.IntRange(1),
               help="With --tiles pairs: the first N input channels.")
 @click.option("--tile-size", type=click.IntRange(4), help="Pixels per tile (default: 8 per kernel pixel, at least 32).")
-@stats_format_option
-@model_options
-@output_options
+@shared_options(stats_format_option, data=False)
 def filters_command(model, layer, out, fold_bn, fmt, model_request, **shown):
     """Draw the learned filters of a convolution as a grid (Krizhevsky et al. 2012, Fig. 3):
     RGB tiles for 3 input channels, else gray, 0 at mid-gray. With --format, per-filter L2 norm,

@@ -4,8 +4,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import (data_options, model_options, output_options, position_option,
-                                 records_format_option)
+from cnntool.cli.options import position_option, records_format_option, shared_options
 from cnntool.io.records import write_records
 
 
@@ -55,10 +54,7 @@ Examples:
               "and the image's value relative to it.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG of the labelled grid; "
               "each unit also gets OUTPUT-STEM_unitN.png beside it (and _importance.png/.npy with maco).")
-@records_format_option
-@model_options
-@data_options
-@output_options
+@shared_options(records_format_option)
 def maximize_command(model, layer, units, targets, neuron, position, start, accentuate, seed,
                      prior_data, judge, data, output, fmt, model_request, scan, **settings):
     """Synthesize the input that maximizes a channel of --layer or a class logit, one image per

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import data_options, model_options, output_options
+from cnntool.cli.options import shared_options
 from cnntool.core.selection import parse_ranges
 
 
@@ -26,9 +26,7 @@ Examples:
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan from its state file in DIR.")
 @click.option("--checkpoint-every", default=20, show_default=True, type=click.IntRange(1), help="Save the resume state every N batches.")
 @click.option("--tile-size", default=96, show_default=True, type=click.IntRange(8), help="Pixels per patch.")
-@model_options
-@data_options
-@output_options
+@shared_options()
 def top_patches_command(model, data, layer, units, top, per_image, out, resume, checkpoint_every,
                         tile_size, model_request, scan):
     """The patches of DATA that most excite each unit of LAYER (R-CNN, Fig. 3), each cropped to
