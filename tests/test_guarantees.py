@@ -96,10 +96,18 @@ def _top_patches(cnntool, data, out, *extra):
                    "-o", out, "-q", "--workers", "0", *extra)
 
 
-def test_resume_refuses_a_state_saved_for_files_that_changed(cnntool, tmp_path):
+def _data_and_out(tmp_path, images: int, out_exists: bool = True):
+    """A folder of `images` good PNGs and the output folder of a top-patches run."""
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
-    write_good(data, 4)
+    write_good(data, images)
+    if out_exists:
+        out.mkdir()
+    return data, out
+
+
+def test_resume_refuses_a_state_saved_for_files_that_changed(cnntool, tmp_path):
+    data, out = _data_and_out(tmp_path, 4, out_exists=False)
     state = out / ".top-patches-state.pt"
     first = _top_patches(cnntool, data, out)
     assert first.returncode == 0, first.stderr
@@ -121,10 +129,7 @@ def test_resume_refuses_a_state_saved_for_files_that_changed(cnntool, tmp_path):
 
 
 def test_an_empty_resume_state_is_one_sentence_not_an_abort(cnntool, tmp_path):
-    data, out = tmp_path / "data", tmp_path / "out"
-    data.mkdir()
-    write_good(data, 2)
-    out.mkdir()
+    data, out = _data_and_out(tmp_path, 2)
     (out / ".top-patches-state.pt").write_bytes(b"")
     result = _top_patches(cnntool, data, out, "--resume")
     assert result.returncode == 1, result.stderr
@@ -132,10 +137,7 @@ def test_an_empty_resume_state_is_one_sentence_not_an_abort(cnntool, tmp_path):
 
 
 def test_two_runs_into_one_folder_do_not_share_a_state(cnntool, tmp_path):
-    data, out = tmp_path / "data", tmp_path / "out"
-    data.mkdir()
-    write_good(data, 2)
-    out.mkdir()
+    data, out = _data_and_out(tmp_path, 2)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         import socket

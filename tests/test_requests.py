@@ -24,6 +24,7 @@ def test_option_values_parse_to_numbers():
 
 
 def test_flags_parse_back_to_the_same_request():
+    from cnntool.cli.followups import request_flags
     from cnntool.cli.options import model_options
 
     request = ModelRequest(arch="resnet18", weights="my weights.pt", input_size=(1, 28, 28),
@@ -37,9 +38,9 @@ def test_flags_parse_back_to_the_same_request():
     def command(model, model_request):
         seen.append(model_request)
 
-    result = CliRunner().invoke(command, ["m.pt", *request.flags()])
+    result = CliRunner().invoke(command, ["m.pt", *request_flags(request)])
     assert result.exit_code == 0, result.output
-    assert asdict(seen[0]) == asdict(request) and ModelRequest().flags() == []
+    assert asdict(seen[0]) == asdict(request) and request_flags(ModelRequest()) == []
 
 
 def test_report_warnings_name_the_first_unreadable_image_and_the_enlargement():

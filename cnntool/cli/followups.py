@@ -34,5 +34,26 @@ class Commands:
 
 
 def spelled_model(spec: str, request) -> str:
-    """MODEL and the options that load it as this command did (core.requests), shell-quoted."""
-    return " ".join(shlex.quote(word) for word in [spec, *request.flags()])
+    """MODEL and the options that load it as this command did, shell-quoted."""
+    return " ".join(shlex.quote(word) for word in [spec, *request_flags(request)])
+
+
+def request_flags(request) -> list[str]:
+    """The command-line words that ask for this request (`--arch NAME`, `--use-ema`…): what
+    a follow-up command needs to load MODEL as this one did."""
+    def listed(values, form="{}"):
+        return values and ",".join(form.format(v) for v in values if v is not None)
+
+    options = [("--arch", request.arch), ("--weights", request.weights),
+               ("--preprocessing", request.preprocessing_file), ("--classes", request.classes),
+               ("--input-size", listed(request.input_size)), ("--mean", listed(request.mean, "{:g}")),
+               ("--std", listed(request.std, "{:g}")), ("--resize", request.resize),
+               ("--interpolation", request.interpolation), ("--num-classes", request.num_classes),
+               ("--use-ema", request.use_ema), ("--trust-code", request.trust_code)]
+    words: list[str] = []
+    for flag, value in options:
+        if value is True:
+            words.append(flag)
+        elif value:
+            words += [flag, str(value)]
+    return words

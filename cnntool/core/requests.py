@@ -96,27 +96,6 @@ class ModelRequest:
                 "FILE for a trained one", True)
         return loaded
 
-    def flags(self) -> list[str]:
-        """The command-line words that ask for this request (`--arch NAME`, `--use-ema`…): what
-        a follow-up command needs to load MODEL as this one did."""
-        def listed(values, form="{}"):
-            return values and ",".join(form.format(v) for v in values if v is not None)
-
-        options = [("--arch", self.arch), ("--weights", self.weights),
-                   ("--preprocessing", self.preprocessing_file), ("--classes", self.classes),
-                   ("--input-size", listed(self.input_size)), ("--mean", listed(self.mean, "{:g}")),
-                   ("--std", listed(self.std, "{:g}")), ("--resize", self.resize),
-                   ("--interpolation", self.interpolation), ("--num-classes", self.num_classes),
-                   ("--use-ema", self.use_ema), ("--trust-code", self.trust_code)]
-        words: list[str] = []
-        for flag, value in options:
-            if value is True:
-                words.append(flag)
-            elif value:
-                words += [flag, str(value)]
-        return words
-
-
 
 def input_line(loaded: "LoadedModel") -> tuple[str, bool]:
     """The input size of a model that is not fed images, and whether it is a guess (a warning)."""
