@@ -9,7 +9,7 @@ from PIL import Image
 from cnntool.core.data import BatchStream, open_data
 from cnntool.core.images import load_image
 from cnntool.core.preprocessing import Preprocessing
-from cnntool.errors import DataError, UnknownNameError
+from cnntool.errors import CnnToolError, DataError, UnknownNameError
 
 RGB_224 = Preprocessing(crop=(224, 224), resize=256)
 GRAY_28 = Preprocessing(crop=(28, 28), resize=28, mean=(0.0,), std=(1.0,), channels=1)
@@ -105,6 +105,11 @@ def test_sample_sets():
     assert len(faces) == 200 and faces.label_name(0) == "face" and faces.label_name(199) == "non-face"
     photos = open_data("photos")
     assert len(photos) >= 8
+    for index in (len(photos), -1):  # -1 would silently be the last image
+        with pytest.raises(CnnToolError, match=f"image {index} is past the end of photos"):
+            photos.load(index)
+        with pytest.raises(CnnToolError, match="numbered from 0"):
+            mnist.load_pixels(5000 if index > 0 else index, GRAY_28)
 
 
 def test_unknown_sample_set_and_missing_path():

@@ -109,6 +109,11 @@ def test_defaults_follow_the_input_size_and_mistakes_are_errors(lenet):
                  with_overrides(small_defaults(), param="pca", steps=1))
     with pytest.raises(CnnToolError, match="needs a layer"):
         objective(lenet.module, "channel", [0])
+    from cnntool.tasks.maximize import objective_for
+    for layer, units, classes, says in [(None, [], [], "say what to maximize"), ("conv2", [0], [3], "say what"),
+                                        ("conv2", [], [], "at least one --unit")]:
+        with pytest.raises(CnnToolError, match=says):
+            objective_for(lenet, layer, units, classes)
     with pytest.raises(CnnToolError, match="out of range"):
         maximize(lenet.module, lenet.preprocessing, objective(lenet.module, "class", [10]),
                  with_overrides(small_defaults(), steps=1))

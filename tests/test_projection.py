@@ -20,7 +20,7 @@ from cnntool.core.hooks import capture, hook_count
 from cnntool.core.models import load_model
 from cnntool.errors import CnnToolError, UnknownNameError
 from cnntool.io import overlays
-from cnntool.tasks.projection import deconv, guided_backprop, project, saliency
+from cnntool.tasks.projection import Target, deconv, guided_backprop, project, saliency
 from tests.backward_reference import hand_swapped, make, norm_close, quiet_captum
 from tests.pixels import colour_mask, low_res, png, runs
 
@@ -143,6 +143,17 @@ def test_target_mistakes_are_one_sentence_errors():
     named = project(lite0.module, torch.zeros(1, 3, 64, 64), "saliency", target_class="Goldfish",
                     class_names=lite0.class_names)
     assert named.target.class_index == 1 and named.target.class_name == "goldfish"
+
+
+def test_the_command_line_targets_are_units_of_a_layer_or_one_class():
+    assert Target.chosen("conv2", [3, 5], (1, 2)) == [Target.unit_of("conv2", 3, (1, 2)),
+                                                       Target.unit_of("conv2", 5, (1, 2))]
+    assert Target.chosen("conv2") == [Target.unit_of("conv2")]  # its most active unit
+    assert Target.chosen(None, class_="7") == [Target.logit(7)] and Target.chosen(None) == [Target.logit()]
+    with pytest.raises(CnnToolError, match="need --layer"):
+        Target.chosen(None, [3])
+    with pytest.raises(CnnToolError, match="not both"):
+        Target.chosen("conv2", class_="tabby cat")
 
 
 def test_images_are_normalized_as_in_the_papers():

@@ -6,7 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cnntool.core.option_values import parse_floats, parse_position, parse_resize, parse_size
+from cnntool.core.option_values import parse_floats, parse_names, parse_position, parse_resize, parse_size
 from cnntool.core.requests import ModelRequest
 from cnntool.core.session import ScanReport, report_warnings
 
@@ -16,6 +16,8 @@ def test_option_values_parse_to_numbers():
     assert parse_size("28×28", channels_default=1) == (1, 28, 28)
     assert parse_floats("0.5, 0.25,") == (0.5, 0.25) and parse_resize("none") == "none"
     assert parse_resize("256") == 256 and parse_position("3x5") == (3, 5)
+    assert parse_names(" conv1, layer2.0,,fc ") == ["conv1", "layer2.0", "fc"]
+    assert parse_names(" , ") is None and parse_names(None) is None  # no name: the default layers
     for parse, text, says in [(parse_size, "0,32", "below 1 pixel"), (parse_size, "1x2x3x4", "not a size"),
                               (parse_resize, "0", "at least 1"), (parse_floats, "a,b", "comma list"),
                               (parse_position, "3", "not a position")]:

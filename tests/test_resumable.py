@@ -14,7 +14,10 @@ class _Shard:
     mine = [1, 3, 5, 7, 9]
 
     def __init__(self):
-        self.starts = []
+        self.starts, self.said, self.read = [], [], 0
+
+    def announce(self, message, warning):
+        self.said.append((message, warning))
 
     def run(self, consumers, title, *, start, on_batch):
         self.starts.append(start)
@@ -52,10 +55,12 @@ def test_a_resumed_pass_starts_where_its_state_file_says(tmp_path):
     shard = _Shard()
     with files.lock():
         fresh.run(shard, [], "scan", lambda: {"seen": 3})
+    assert shard.said == [(fresh.describe(), True)] and shard.read == 0
     resumed = Resumable(files.state(key, _Dataset()), resume=True, every=1)
     assert resumed.saved == {"seen": 3, "next": 5} and resumed.start == 5
     assert resumed.describe() == "resuming after 5 images"
-    resumed.run(shard, [], "scan", lambda: {"seen": 3})
+    resumed.run(shard, [], "scan", lambda: {"seen": 3}, resumed=3)
     assert shard.starts == [0, 5]
+    assert shard.said[1] == ("resuming after 5 images", False) and shard.read == 3  # the saved ones count as read
     files.remove()
     assert not files.path("state.pt").exists() and not files.path(".lock").exists()

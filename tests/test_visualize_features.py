@@ -322,7 +322,7 @@ def test_top_patches_cli_outputs_skips_bad_files_and_resumes(tmp_path, monkeypat
     records = _records(r.stdout)
     assert len(records) == 5 * 3 and {"unit", "rank", "path", "box", "value"} <= set(records[0])
     assert sorted({rec["unit"] for rec in records}) == [0, 1, 2, 3, 9]
-    assert "skipped 1 unreadable" in r.stderr
+    assert "skipped 1 unreadable" in r.stderr and "6 images scanned" in r.stderr
     # unit 9's grid: its 3 patches (96 px) labelled with the records' values, best first
     unit9 = png(tmp_path / "full" / "unit_0009.png")
     assert find_label(unit9[:16], "lenet5-mnist conv2 unit 9")
@@ -360,6 +360,7 @@ def test_top_patches_cli_outputs_skips_bad_files_and_resumes(tmp_path, monkeypat
     monkeypatch.setattr(TopK, "update", original)
     r = cli(*args, "-o", tmp_path / "part", "--resume")
     assert r.exit_code == 0, r.output
+    assert "resuming after 4 images" in r.stderr and "6 images scanned" in r.stderr
     assert _records(r.stdout) == records
     r = cli(*args, "-o", tmp_path / "part", "--units", "0-2", "--resume")
     assert r.exit_code == 0  # no state left: starts afresh, with a warning

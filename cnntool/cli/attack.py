@@ -1,13 +1,12 @@
 """`cnntool attack fgsm|bim|pgd MODEL DATA`: adversarial examples in [0, 1] pixel space."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import eps_values, format_option, given, shared_options
+from cnntool.cli.options import eps_values, format_option, given, model_and_data, shared_options, stacked
 
 
 @click.group("attack", epilog="""\b
@@ -23,13 +22,8 @@ def attack_group():
     on stdout; a sweep over several ε gives one record per ε and a plot."""
 
 
-def _options(*options):
-    """Apply click options so that they list in the order given."""
-    return lambda func: functools.reduce(lambda f, option: option(f), reversed(options), func)
-
-
-_attack_options = _options(
-    shared_options(format_option()),
+_attack_options = stacked(  # MODEL DATA and the options of every attack, after its own
+    model_and_data, shared_options(format_option()),
     click.option("--eps", default="8/255", show_default=True, callback=eps_values(), metavar="EPS[,EPS…]",
                  help="Perturbation size in pixel units: 0.007, 8/255, or a comma list for a sweep."),
     click.option("--target", metavar="CLASS",
@@ -41,7 +35,7 @@ _attack_options = _options(
     click.option("--full-res", is_flag=True,
                  help="With -o: also upsample the perturbation onto the original photo, save "
                       "that PNG and re-classify it through the model's resize and crop."))
-_iterative_options = _options(
+_iterative_options = stacked(
     click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Gradient steps."),
     click.option("--step-size", callback=eps_values("step size"), metavar="SIZE",
                  help="Size of each step (default 2.5·ε/steps, Madry et al.)."),
@@ -55,8 +49,6 @@ Examples:
   cnntool attack fgsm efficientnet_lite0 cat.jpg --target 'giant panda' --eps 8/255
   find photos/ -name '*.jpg' | cnntool attack fgsm resnet18 - --weights r18.pth | jq -c 'select(.success)'
 """)
-@click.argument("model")
-@click.argument("data")
 @_attack_options
 def fgsm_command(model, data, **options):
     """Fast gradient sign method: x + ε·sign(∇ₓ loss), clamped to [0, 1]; one gradient per
@@ -69,8 +61,6 @@ def fgsm_command(model, data, **options):
 Example:
   cnntool attack bim lenet5-mnist mnist-5k --eps 0.3 --steps 10 --batch-size 500
 """)
-@click.argument("model")
-@click.argument("data")
 @_iterative_options
 @_attack_options
 def bim_command(model, data, **options):
@@ -83,8 +73,6 @@ def bim_command(model, data, **options):
 Example:
   cnntool attack pgd lenet5-mnist-adv mnist-5k --eps 0.3 --steps 40 --step-size 0.01 --seed 1
 """)
-@click.argument("model")
-@click.argument("data")
 @_iterative_options
 @click.option("--random-start/--no-random-start", default=True, show_default=True,
               help="Begin at a random point of the ε-ball.")

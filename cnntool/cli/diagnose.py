@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import limit_option, shared_options
+from cnntool.cli.options import limit_option, model_and_data, names_option, shared_options
 
 
 @click.command("diagnose", epilog="""Examples:
@@ -16,9 +16,8 @@ from cnntool.cli.options import limit_option, shared_options
   cnntool diagnose efficientnet_lite0 imagenet-samples --layers _blocks.15._relu1,_relu1 --gradcheck
   torchrun --nproc_per_node 2 -m cnntool diagnose efficientnet_lite0 photos -q > layers.jsonl
 """)
-@click.argument("model")
-@click.argument("data")
-@click.option("--layers", metavar="LIST",
+@model_and_data
+@click.option("--layers", metavar="LIST", callback=names_option,
               help="Comma-separated layers (paths or aliases) to measure at their outputs (default: every "
                    "conv/linear layer but the logits, at the activation that follows it).")
 @click.option("-o", "--out", metavar="DIR",
@@ -50,8 +49,7 @@ def diagnose_command(model, data, layers, out, limit, skip_correlation, check_gr
     tidy(out, folders=True)
     with dataset_scan(model, model_request, data, scan, limit=limit) as session:
         loaded, module = session.model, session.module
-        names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
-        points, states = measure(session, names, correlation=not skip_correlation)
+        points, states = measure(session, layers, correlation=not skip_correlation)
         report = finish(session)
         if not session.is_main:
             return

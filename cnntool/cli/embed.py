@@ -8,7 +8,9 @@ import click
 
 from cnntool.cli import console
 from cnntool.cli.features import layer_option, pooling_option
-from cnntool.cli.options import given, shared_options
+from cnntool.cli.options import collect, format_option, given, shared_options
+from cnntool.io.embedding import MapOutputs
+from cnntool.tasks.embed import EmbedSettings
 
 
 @click.command("embed", epilog="""Examples:
@@ -44,8 +46,7 @@ from cnntool.cli.options import given, shared_options
 @click.option("--n-jobs", type=int, default=None,
               help="Threads for t-SNE and its neighbour search; -1: every core (default: every core from "
                    "5,000 images, one below).")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
-              show_default=True, help="stdout format of the per-image records (path, label, x, y).")
+@format_option(records="stdout format of the per-image records (path, label, x, y).")
 @click.option("--plot", metavar="PNG", help="Scatter plot of the map, coloured by label.")
 @click.option("--image-map", metavar="PNG", help="Thumbnails at their map positions (they may overlap).")
 @click.option("--image-grid", metavar="PNG", help="Thumbnails snapped to a grid, one per cell.")
@@ -61,10 +62,10 @@ from cnntool.cli.options import given, shared_options
 @click.option("--quality-sample", type=click.IntRange(0), default=5000, show_default=True,
               help="Measure the quality figures on at most this many points (0: skip them).")
 @shared_options()
-def embed_command(model, data, features_file, layer, pooling, method, engine, perplexity,
-                  exaggeration, iterations, seed, pca_dims, standardize, n_jobs, fmt, plot,
-                  image_map, image_grid, thumb, max_images, out, projector, summary,
-                  quality_sample, model_request, scan):
+@collect(EmbedSettings, "settings")
+@collect(MapOutputs, "outputs")
+def embed_command(model, data, features_file, layer, pooling, fmt, quality_sample, settings, outputs,
+                  model_request, scan):
     """Map a dataset's features to 2-D: standardize, PCA to 50 dimensions, t-SNE.
 
     Features come from `--features FILE.npz` (from `cnntool features`) or are extracted here from
@@ -72,9 +73,9 @@ def embed_command(model, data, features_file, layer, pooling, method, engine, pe
     stderr (and in --summary): trustworthiness, and the leave-one-out 5-NN accuracy of the labels
     in the map and in feature space. Under torchrun the extraction is sharded; rank 0 embeds."""
     from cnntool.cli.session import tidy
-    from cnntool.io.embedding import MAP_COLUMNS, MapOutputs, map_records
+    from cnntool.io.embedding import MAP_COLUMNS, map_records
     from cnntool.io.records import write_records
-    from cnntool.tasks.embed import EmbedSettings, embed_features
+    from cnntool.tasks.embed import embed_features
 
     if features_file and (model or data):
         raise click.UsageError("give either --features FILE or MODEL DATA, not both")
@@ -83,14 +84,9 @@ def embed_command(model, data, features_file, layer, pooling, method, engine, pe
                                "DATA; a --features file already holds them")
     if not features_file and not (model and data):
         raise click.UsageError("give MODEL DATA (and --layer), or --features FILE")
-    if summary == "-":
+    if outputs.summary == "-":
         raise click.UsageError("--summary needs a file: stdout carries the per-image records")
-    settings = EmbedSettings(method=method, engine=engine, perplexity=perplexity,
-                             exaggeration=exaggeration, iterations=iterations, seed=seed,
-                             pca_dims=pca_dims, standardize=standardize, n_jobs=n_jobs)
-    outputs = MapOutputs(plot=plot, image_map=image_map, image_grid=image_grid, thumb=thumb,
-                         max_images=max_images, out=out, projector=projector, summary=summary)
-    tidy(plot, image_map, image_grid, out, summary)
+    tidy(outputs.plot, outputs.image_map, outputs.image_grid, outputs.out, outputs.summary)
     with _features(features_file, model, model_request, data, layer, pooling, scan) as found:
         if found is None:
             return
@@ -112,11 +108,9 @@ def _features(features_file, model, model_request, data, layer, pooling, scan):
     """(the FeatureSet, row -> its image, where it comes from) on rank 0, None on the others:
     read from --features, or extracted from MODEL DATA (sharded under torchrun)."""
     if features_file:
-        from cnntool.core.data import path_loader
-        from cnntool.io.npz import read_npz
+        from cnntool.io.npz import read_feature_file
 
-        feature_set = read_npz(features_file)
-        yield feature_set, path_loader(feature_set.paths), str(features_file)
+        yield read_feature_file(features_file)
         return
     from cnntool.cli.session import dataset_scan, finish
     from cnntool.tasks.features import spooled_features

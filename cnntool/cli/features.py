@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import shared_options
+from cnntool.cli.options import model_and_data, shared_options
 
 POOLING_CHOICES = ["avg", "max", "flatten"]  # tasks.features.POOLINGS, without importing it
 
@@ -28,8 +28,7 @@ layer_option = click.option(
   torchrun --nproc_per_node 2 -m cnntool features efficientnet_lite0 photos/ -o photos.npz
   cnntool features lenet5-mnist mnist-5k --layer relu3 -o f.npz && cnntool embed --features f.npz --plot map.png
 """)
-@click.argument("model")
-@click.argument("data")
+@model_and_data
 @layer_option
 @pooling_option
 @click.option("-o", "--out", required=True, metavar="NPZ", help="The .npz file to write.")

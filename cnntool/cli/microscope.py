@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import eps_values, limit_option, shared_options
+from cnntool.cli.options import eps_values, limit_option, model_and_data, names_option, shared_options
 
 
 @click.command("microscope", epilog="""Examples:
@@ -16,11 +16,10 @@ from cnntool.cli.options import eps_values, limit_option, shared_options
   cnntool microscope my_model.pt --arch resnet18 --classes classes.txt val/ -o site/ --attack 1/255,2/255,4/255
   torchrun --nproc_per_node 2 -m cnntool microscope efficientnet_lite0 imagenet-samples -o site/ --resume
 """)
-@click.argument("model")
-@click.argument("data")
+@model_and_data
 @click.option("-o", "--out", required=True, metavar="SITE",
               help="Folder for the site (index.html, pages, images, JSON) and the resume state.")
-@click.option("--layers", metavar="LIST",
+@click.option("--layers", metavar="LIST", callback=names_option,
               help="Comma-separated layers (paths or aliases) to give pages (default: the first conv, "
                    "three blocks spread over the depth, the penultimate layer).")
 @click.option("--units", default="32", show_default=True, metavar="N|all|LIST",
@@ -62,12 +61,11 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
     check_site_folder(out)
     if not units.strip().isdigit():
         parse_ranges(units, "unit")  # a malformed list fails before the model loads
-    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
     with dataset_scan(model, model_request, data, scan, limit=limit) as session, \
             tempfile.TemporaryDirectory(prefix="cnntool-microscope-") as scratch:
         files = ResumeFiles(out, "microscope", session.shard.rank, session.shard.distributed)
         with files.lock():  # no other run scans into SITE meanwhile
-            plan = make_plan(session.module, session.model.input_shape, layers=names, units=units, top=top)
+            plan = make_plan(session.module, session.model.input_shape, layers=layers, units=units, top=top)
             console.info(plan.describe())
             result = resumable_scan(session, plan, files, scratch, resume=resume, every=checkpoint_every)
             report = finish(session)  # of the one pass (the attack reads the same images again)
@@ -84,6 +82,7 @@ def _site(session, plan, result, attacked, report, out, *, commands, **pictures)
     from pathlib import Path
 
     from cnntool.io.microscope import MicroscopeSite, summary_record
+    from cnntool.io.patches import lost_warning
     from cnntool.io.records import write_records
     from cnntool.tasks.microscope import diagnosis, embedding
     from cnntool.tasks.microscope.run import layer_views, map_labels
@@ -98,8 +97,7 @@ def _site(session, plan, result, attacked, report, out, *, commands, **pictures)
     written = site.finish_scan(plan=plan, findings=found.findings, report=report, predictions=result.predictions,
                                embedding=mapped, label_names=map_labels(session.model, plan), attack=attacked)
     if site.lost:
-        console.warn(f"{len(site.lost)} patch(es) left out: their image could not be read any more, "
-                     f"e.g. {site.lost[0]}")
+        console.warn(lost_warning(site.lost))
     index = Path(out) / "index.html"
     write_records([summary_record(index, written, plan)], "jsonl")
     console.info(f"open {index.resolve().as_uri()}")

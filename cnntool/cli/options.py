@@ -11,8 +11,8 @@ from click.core import ParameterSource
 
 from cnntool.cli import console
 from cnntool.core import requests
-from cnntool.core.option_values import (parse_eps, parse_floats, parse_position, parse_resize,
-                                         parse_size)
+from cnntool.core.option_values import (parse_eps, parse_floats, parse_names, parse_position,
+                                         parse_resize, parse_size)
 from cnntool.core.requests import ScanOptions
 
 
@@ -27,6 +27,7 @@ def _parsed(parse: Callable[[str | None], object]):
 
 
 position_option = _parsed(parse_position)  # '3,5' (row, column) -> (3, 5)
+names_option = _parsed(parse_names)  # 'conv1,fc' -> ['conv1', 'fc'], '' -> None
 
 
 def eps_values(one: str | None = None):
@@ -34,15 +35,19 @@ def eps_values(one: str | None = None):
     return _parsed(lambda text: parse_eps(text, one))
 
 
-def _bundle(options: list, cls: type, target: str):
-    """Decorator: the click `options` arrive at the command as one `cls(**values)` named `target`."""
+def stacked(*decorators):
+    """Apply click options (or other decorators) to a command so that they list in the order given."""
+    return lambda func: functools.reduce(lambda f, decorate: decorate(f), reversed(decorators), func)
+
+
+def collect(cls: type, target: str):
+    """Decorator: the command's arguments named after `cls`'s fields arrive as one `cls(**values)`
+    named `target` (put it below the options that give them)."""
     def decorate(func):
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
             kwargs[target] = cls(**{field.name: kwargs.pop(field.name) for field in fields(cls)})
             return func(*args, **kwargs)
-        for option in reversed(options):
-            wrapper = option(wrapper)
         return wrapper
     return decorate
 
@@ -56,7 +61,7 @@ class ModelRequest(requests.ModelRequest):
 
 
 # the MODEL loading and feeding options, given to the command as `model_request`
-model_options = _bundle([
+model_options = stacked(
     click.option("--arch", metavar="NAME",
                  help="Architecture of a state-dict file: a built-in, torchvision name, timm:NAME or FILE.py:NAME."),
     click.option("--weights", metavar="PATH", help="Weights for an architecture given by name or FILE.py:NAME."),
@@ -79,34 +84,35 @@ model_options = _bundle([
     click.option("--num-classes", type=click.IntRange(1), metavar="N",
                  help="Outputs of the classifier head, for an architecture or factory."),
     click.option("--use-ema", is_flag=True, help="Load the EMA weights of a checkpoint that holds them."),
-], ModelRequest, "model_request")
+    collect(ModelRequest, "model_request"))
 
 
-def output_options(func):
-    """-q/--quiet and --debug (the latter is read by cnntool.cli.main before parsing)."""
-    func = click.option("--debug", is_flag=True, expose_value=False,
-                        help="Show the full traceback when something fails.")(func)
-    return click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True,
-                        callback=lambda ctx, param, value: console.set_quiet(bool(value)),
-                        help="No progress bars or tables on stderr.")(func)
+model_and_data = stacked(click.argument("model"), click.argument("data"))  # a dataset command's arguments
+
+# -q/--quiet and --debug (the latter is read by cnntool.cli.main before parsing)
+output_options = stacked(
+    click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True,
+                 callback=lambda ctx, param, value: console.set_quiet(bool(value)),
+                 help="No progress bars or tables on stderr."),
+    click.option("--debug", is_flag=True, expose_value=False, help="Show the full traceback when something fails."))
 
 
 def _resolved(ctx, param, value):  # --format auto
     return ("table" if sys.stdout.isatty() else "jsonl") if value == "auto" else value
 
 
-def format_option(default: str = "jsonl"):
-    """--format; `auto` means a table on a terminal and JSON Lines in a pipe."""
-    auto = default == "auto"
-    choices = ["jsonl", "csv", "table"] + (["auto"] if auto else [])
-    return click.option("--format", "fmt", type=click.Choice(choices),
-                        default=default, show_default=True, callback=_resolved,
-                        help="stdout format: JSON Lines, CSV, or a table for people"
-                             + (" (auto: a table on a terminal, JSON Lines in a pipe)." if auto else "."))
+def format_option(default: str | None = "jsonl", records: str | None = None):
+    """--format; `auto` means a table on a terminal and JSON Lines in a pipe. With `records` (the
+    option's help), records for pipelines only: jsonl or csv, no table."""
+    choices = ["jsonl", "csv"] + ([] if records else ["table"]) + (["auto"] if default == "auto" else [])
+    return click.option("--format", "fmt", type=click.Choice(choices), default=default,
+                        show_default=default is not None, callback=_resolved,
+                        help=records or "stdout format: JSON Lines, CSV, or a table for people"
+                        + (" (auto: a table on a terminal, JSON Lines in a pipe)." if default == "auto" else "."))
 
 
 # the dataset-scan options, given to the command as `scan`
-data_options = _bundle([
+data_options = stacked(
     click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1),
                  help="Images per forward pass."),
     click.option("--workers", type=click.IntRange(0),
@@ -121,7 +127,7 @@ data_options = _bundle([
     click.option("--fold-bn/--no-fold-bn", default=True, show_default=True,
                  help="Fold each BatchNorm into the convolution before it: faster, the same numbers to "
                       "float rounding; layers whose own output the command reads are left alone."),
-], ScanOptions, "scan")
+    collect(ScanOptions, "scan"))
 
 
 def shared_options(fmt=None, *, data: bool = True):
@@ -139,13 +145,8 @@ limit_option = click.option(
          "head has few classes.")
 
 
-stats_format_option = click.option(
-    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
-    help="Also print one record per filter/map on stdout.")
-
-records_format_option = click.option(
-    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
-    help="stdout format of the per-unit records.")
+stats_format_option = format_option(None, records="Also print one record per filter/map on stdout.")
+records_format_option = format_option(records="stdout format of the per-unit records.")
 
 
 def given(name: str) -> bool:

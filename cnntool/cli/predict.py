@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import format_option, shared_options
+from cnntool.cli.options import format_option, model_and_data, shared_options
 
 
 @click.command("predict", epilog="""\b
@@ -13,8 +13,7 @@ Examples:
   find photos/ -name '*.jpg' | cnntool predict resnet18 - --weights r18.pth --format csv
   torchrun --nproc_per_node 2 -m cnntool predict efficientnet_lite0 photos/ > predictions.jsonl
 """)
-@click.argument("model")
-@click.argument("data")
+@model_and_data
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1), help="Classes per image.")
 @shared_options(format_option())
 def predict_command(model, data, top, fmt, model_request, scan):

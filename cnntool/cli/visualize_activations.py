@@ -42,8 +42,6 @@ def activations_command(model, image, layer, out, index, channels, top, max_maps
     parse_ranges(channels)  # a malformed list fails before the model loads
     loaded = model_request.load(model)
     dataset = open_data(image)
-    if index >= len(dataset):
-        raise CnnToolError(f"--index {index} is past the end of {image} ({len(dataset)} images)")
     pixels, _ = dataset.load_pixels(index, loaded.preprocessing)
     inputs = loaded.preprocessing.normalize(pixels).to(loaded.device)
     wanted = parse_indices(channels)

@@ -42,18 +42,13 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
     et al. 2014). The rectifier rules cover every ReLU/ReLU6/LeakyReLU; smooth activations
     (SiLU, GELU) keep their gradient. One record per unit on stdout (target, value, map stats)."""
     from cnntool.core.images import load_pixels
-    from cnntool.errors import CnnToolError
     from cnntool.io.overlays import projection_records, projections_figure, save_raw_maps, uncovered_warning
     from cnntool.io.writers import save_image
     from cnntool.tasks.projection import SmoothGrad, Target, project_image, receptive_boxes
 
-    if layer is None and (units or position):
-        raise CnnToolError("--unit and --position need --layer")
-    if layer is not None and target_class is not None:
-        raise CnnToolError("give either --layer (a unit) or --class, not both")
+    targets = Target.chosen(layer, units, position, target_class)
     loaded = model_request.load(model)
     pixels, _ = load_pixels(image, loaded.preprocessing)
-    targets = [Target.unit_of(layer, u, position) for u in units or (None,)] if layer else [Target.logit(target_class)]
     projections = project_image(loaded, pixels, method, targets, times_input=times_input,
                                 smooth=SmoothGrad(smooth, noise, seed) if smooth else None)
     if warning := uncovered_warning(projections[0], method):

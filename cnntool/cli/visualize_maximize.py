@@ -73,10 +73,6 @@ def maximize_command(model, layer, units, targets, neuron, position, start, acce
     if accentuate and not start:
         raise CnnToolError("--accentuate needs a photo to start from (--start IMAGE)")
     loaded = model_request.load(model)
-    if bool(layer) == bool(targets):
-        raise CnnToolError("give --layer with --unit, or --class, to say what to maximize")
-    if layer and not units:
-        raise CnnToolError("--layer needs at least one --unit")
     goal = objective_for(loaded, layer, units, targets, neuron, position)
     config = maximize_config(loaded.input_shape, prior_data=bool(prior_data), accentuate=accentuate,
                              **settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import shared_options
+from cnntool.cli.options import model_and_data, shared_options
 from cnntool.core.selection import parse_ranges
 
 
@@ -14,8 +14,7 @@ Examples:
   cnntool visualize top-patches lenet5-mnist mnist-5k --layer conv2 --units 0-15 -o mnist-patches/ --resume
   torchrun --nproc_per_node 2 -m cnntool visualize top-patches alexnet imagenet-samples --layer pool5 -o p5/
 """)
-@click.argument("model")
-@click.argument("data")
+@model_and_data
 @click.option("--layer", required=True, metavar="NAME", help="Layer path or alias (e.g. pool5).")
 @click.option("--units", default="0-15", show_default=True, metavar="LIST", help="Channels to scan, e.g. 0-15,42, or all.")
 @click.option("--top", default=9, show_default=True, type=click.IntRange(1), help="Patches per unit.")
@@ -35,41 +34,27 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
     path, box (x0, y0, x1, y1 in original pixels), value, index, position. Under torchrun each
     rank scans a shard and rank 0 writes the merged result."""
     from cnntool.cli.session import dataset_scan, finish, tidy
-    from cnntool.io.patches import write_top_patch_files
+    from cnntool.io.patches import lost_warning, write_top_patch_files
     from cnntool.io.resume import ResumeFiles
-    from cnntool.tasks.resumable import Resumable
-    from cnntool.tasks.top_patches import TopK, TopPatchConsumer, layer_plan, merged, top_patches
+    from cnntool.tasks.top_patches import layer_plan, resumable_top_patches
 
     parse_ranges(units)  # a malformed list fails before the model loads
     tidy(out, folders=True)
     with dataset_scan(model, model_request, data, scan) as session:
-        loaded, dataset = session.model, session.dataset
-        name, field, chosen = layer_plan(session.module, layer, units, loaded.input_shape)
+        name, field, chosen = layer_plan(session.module, layer, units, session.model.input_shape)
         if field is None:
             console.warn(f"layer {name} has no local receptive field (global pooling, linear or "
                          "squeeze-excite gating): patches show the whole model input")
-        key = dict(model=loaded.name, layer=name, units=units, top=top, per_image=per_image,
-                   data=dataset.name, images=len(dataset), world=session.shard.world_size)
         files = ResumeFiles(out, "top-patches", session.shard.rank, session.shard.distributed)
         with files.lock():
-            resumable = Resumable(files.state(key, dataset), resume=resume, every=checkpoint_every)
-            if resumable.describe():
-                session.announce(resumable.describe(), resumable.missing)
-            state = TopK.from_state(resumable.saved["topk"]) if resumable.saved else None
-            if state is not None:
-                session.read += state.seen
-            consumer = TopPatchConsumer(name, units=chosen, top=top, per_image=per_image, state=state)
-            resumable.run(session, [consumer], f"top patches {name}",
-                          lambda: consumer.state and {"topk": consumer.state_dict()})
-            states = session.gather(consumer.state_dict())
+            result = resumable_top_patches(session, files, name, chosen, field, listed=units, top=top,
+                                           per_image=per_image, resume=resume, every=checkpoint_every)
             finish(session)
             if session.is_main:
-                state = merged(states)
-                result = top_patches(state, layer=name, units=chosen, field=field, preprocessing=loaded.preprocessing)
-                lost = write_top_patch_files(out, result, dataset, title=f"{loaded.name} {name}", tile_size=tile_size)
-                console.info(f"{state.seen} images scanned, {len(result.units)} units; wrote "
+                lost = write_top_patch_files(out, result, session.dataset, tile_size=tile_size,
+                                             title=f"{session.model.name} {name}")
+                console.info(f"{result.seen} images scanned, {len(result.units)} units; wrote "
                              f"{out}/unit_*.png and overview.png")
                 if lost:
-                    console.warn(f"{len(lost)} patch(es) left out: their image could not be read any "
-                                 f"more, e.g. {lost[0]}")
+                    console.warn(lost_warning(lost))
             files.remove()

@@ -71,8 +71,14 @@ class DataSet:
         arrays = None if self.arrays is None else self.arrays[:count]
         return replace(self, paths=self.paths[:count], labels=self.labels[:count], arrays=arrays)
 
+    def _check(self, index: int) -> None:
+        if not 0 <= index < len(self):  # a negative index would silently count from the end
+            raise CnnToolError(f"image {index} is past the end of {self.name} ({len(self)} images, "
+                               "numbered from 0)")
+
     def load(self, index: int) -> Image.Image:
         """The whole image (a DataError sentence when it cannot be read)."""
+        self._check(index)
         if self.arrays is not None:
             return Image.fromarray(self.arrays[index], mode="L")
         return load_image(self.paths[index], self.max_pixels)
@@ -81,6 +87,7 @@ class DataSet:
                     draft: bool = True) -> tuple["torch.Tensor", tuple[int, int]]:
         """The model input in [0, 1] (C, H, W) and the original (w, h), decoding no more than
         the model needs (core.images.load_pixels)."""
+        self._check(index)
         if self.arrays is not None:
             image = Image.fromarray(self.arrays[index], mode="L")
             return crop_pixels(image, preprocessing), image.size

@@ -1,4 +1,4 @@
-"""The text of command-line option values -> numbers: sizes, number lists, resize, positions.
+"""The text of command-line option values -> values: sizes, number lists, resize, names, positions.
 Each parser takes None to None and raises ValueError with one sentence for anything else."""
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ def parse_resize(text: str | None) -> int | str | None:
     if size < 1:
         raise ValueError("the size must be at least 1 pixel")
     return size
+
+
+def parse_names(text: str | None) -> list[str] | None:
+    """'conv1, layer2.0,,fc' -> ['conv1', 'layer2.0', 'fc']; no name at all -> None."""
+    names = [name.strip() for name in (text or "").split(",") if name.strip()]
+    return names or None
 
 
 def parse_position(text: str | None) -> tuple[int, int] | None:

@@ -64,6 +64,15 @@ def read_npz(path: str | Path) -> FeatureSet:
     return FeatureSet(features=features, paths=paths, labels=labels, label_names=names, **meta)
 
 
+def read_feature_file(path: str | Path):
+    """A features .npz for `cnntool embed --features`: its FeatureSet, row -> the PIL image of that
+    row (core.data.path_loader), and the file as the map's source."""
+    from cnntool.core.data import path_loader
+
+    feature_set = read_npz(path)
+    return feature_set, path_loader(feature_set.paths), str(path)
+
+
 def write_coordinates(handle, coords: np.ndarray, feature_set: FeatureSet, *, method: str,
                       engine: str | None, perplexity: float | None, seed: int) -> None:
     """A map's coordinates (N, 2) with the paths and labels of its features, to an open binary

@@ -56,6 +56,11 @@ def write_top_patch_files(out: str | Path, result, dataset, *, title: str, tile_
     return lost
 
 
+def lost_warning(lost: list[str]) -> str:
+    """The warning about top patches left out: their image could not be read again to be cut."""
+    return f"{len(lost)} patch(es) left out: their image could not be read any more, e.g. {lost[0]}"
+
+
 def top_patch_records(hits, paths):
     """One record per hit drawn: unit, rank, the image's path, box, value, index, position."""
     return ({"unit": hit.unit, "rank": hit.rank, "path": paths[hit.index], "box": hit.box,

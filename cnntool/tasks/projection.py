@@ -51,6 +51,17 @@ class Target:
             return cls("class", class_name=which)
         return cls("class", class_index=None if which is None else int(which))
 
+    @classmethod
+    def chosen(cls, layer: str | None, units: Sequence[int | None] = (), position: tuple[int, int] | None = None,
+               class_: int | str | None = None) -> list["Target"]:
+        """What the command line asks to project: `units` of `layer` (none: its most active one)
+        at `position`, or without a layer the logit of `class_` (default: the predicted class)."""
+        if layer is None and (units or position):
+            raise CnnToolError("--unit and --position need --layer")
+        if layer is not None and class_ is not None:
+            raise CnnToolError("give either --layer (a unit) or --class, not both")
+        return [cls.unit_of(layer, u, position) for u in units or (None,)] if layer else [cls.logit(class_)]
+
     def to_record(self) -> dict:
         if self.kind == "class":
             return {"kind": "class", "class": self.class_index, "name": self.class_name}

@@ -28,9 +28,13 @@ class Resumable:
         return f"resuming after {self.start} images" if self.saved else None
 
     def run(self, session: ScanSession, consumers: Sequence[Consumer], title: str,
-            snapshot: Callable[[], dict | None]) -> None:
+            snapshot: Callable[[], dict | None], *, resumed: int = 0) -> None:
         """`session.run` from `start`, saving `{**snapshot(), "next": …}` as it goes (nothing
-        while `snapshot()` is None)."""
+        while `snapshot()` is None). The session announces where it goes on from, and counts the
+        `resumed` images that the saved state already holds as read."""
+        if self.describe():
+            session.announce(self.describe(), self.missing)
+        session.read += resumed
         shard, batches = session.shard, 0
 
         def on_batch(batch) -> None:

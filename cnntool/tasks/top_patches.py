@@ -23,8 +23,9 @@ import torch
 
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.core.receptive_field import ReceptiveField
-from cnntool.core.session import Consumer, feed
+from cnntool.core.session import Consumer, ScanSession, feed
 from cnntool.errors import CnnToolError
+from cnntool.tasks.resumable import Resumable
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class TopPatches:
     units: tuple[int, ...]
     top: int
     hits: tuple[tuple[Hit, ...], ...]  # hits[u] belongs to units[u]
+    seen: int = 0  # images scanned
 
     def records(self) -> Iterable[Hit]:
         for unit_hits in self.hits:
@@ -234,6 +236,27 @@ def merged(states: Iterable[dict | None]) -> TopK | None:
     return result
 
 
+def resumable_top_patches(session: ScanSession, files, layer: str, units: Sequence[int] | None,
+                          field: ReceptiveField | None, *, listed: str, top: int, per_image: int,
+                          resume: bool, every: int) -> TopPatches | None:
+    """The top `top` hits of `layer`'s `units` (None: all; `listed`: as the user listed them, the
+    resume state's key) over the session's shard, the state saved every `every` batches in `files`
+    (an io.resume.ResumeFiles) and on `resume` continued from there; merged over the ranks
+    (collective). The result on rank 0, None on the others and when no image was read."""
+    dataset = session.dataset
+    key = dict(model=session.model.name, layer=layer, units=listed, top=top,
+               per_image=per_image, data=dataset.name, images=len(dataset), world=session.shard.world_size)
+    resumable = Resumable(files.state(key, dataset), resume=resume, every=every)
+    state = TopK.from_state(resumable.saved["topk"]) if resumable.saved else None
+    consumer = TopPatchConsumer(layer, units=units, top=top, per_image=per_image, state=state)
+    resumable.run(session, [consumer], f"top patches {layer}",
+                  lambda: consumer.state and {"topk": consumer.state_dict()}, resumed=state.seen if state else 0)
+    state = merged(session.gather(consumer.state_dict()))
+    if not session.is_main or state is None:
+        return None
+    return top_patches(state, layer=layer, units=units, field=field, preprocessing=session.model.preprocessing)
+
+
 def original_box(field: ReceptiveField | None, position: tuple[int, int], size: tuple[int, int],
                  preprocessing: Preprocessing) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) in the original image's pixels of the unit at `position`.
@@ -273,7 +296,7 @@ def top_patches(state: TopK, *, layer: str, units: Sequence[int] | None, field: 
             box = original_box(field, position, tuple(sizes[u][rank]), preprocessing)
             unit_hits.append(Hit(unit, rank, index, value, position, box))
         hits.append(tuple(unit_hits))
-    return TopPatches(layer=layer, units=tuple(units), top=state.top, hits=tuple(hits))
+    return TopPatches(layer=layer, units=tuple(units), top=state.top, hits=tuple(hits), seen=state.seen)
 
 
 def layer_plan(model, layer: str, units: str, input_shape) -> tuple[str, ReceptiveField | None,

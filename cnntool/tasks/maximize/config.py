@@ -197,6 +197,10 @@ def objective_for(loaded, layer: str | None, units: Sequence[int], classes: Sequ
     (indices or names of the model's classes)."""
     from cnntool.core.classes import class_index
 
+    if bool(layer) == bool(classes):
+        raise CnnToolError("give --layer with --unit, or --class, to say what to maximize")
+    if layer and not units:
+        raise CnnToolError("--layer needs at least one --unit")
     if layer:
         return objective(loaded.module, "neuron" if neuron else "channel", units, layer, position)
     names = loaded.class_names

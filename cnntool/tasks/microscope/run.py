@@ -32,20 +32,15 @@ def resume_key(plan: MicroscopePlan, session: ScanSession) -> dict:
 def resumable_scan(session: ScanSession, plan: MicroscopePlan, files, scratch: str, *, resume: bool,
                    every: int) -> ScanResult | None:
     """The one pass, saved every `every` batches in `files` (an io.resume.ResumeFiles: the state,
-    and the penultimate features' spool), and on `resume` continued from there (the session
-    announces it); the merged result on rank 0 (its features in a spool in `scratch`), None on
+    and the penultimate features' spool), and on `resume` continued from there; the merged result on rank 0 (its features in a spool in `scratch`), None on
     the others."""
     resumable = Resumable(files.state(resume_key(plan, session), session.dataset), resume=resume,
                           every=every)
-    if resumable.describe():
-        session.announce(resumable.describe(), resumable.missing)
     saved = resumable.saved and resumable.saved["scan"]
     scanned = MicroscopeScan(plan, session.model, session.dataset,
                              KeptSpool(files.path("features.f32"), saved and saved["spool"]), state=saved)
-    if saved:
-        session.read += scanned.images()
     resumable.run(session, scanned.consumers, f"microscope {session.model.name}",
-                  lambda: {"scan": scanned.state_dict()})
+                  lambda: {"scan": scanned.state_dict()}, resumed=scanned.images() if saved else 0)
     return scanned.merge(session, FeatureSpool(scratch) if session.is_main else None)
 
 
