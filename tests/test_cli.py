@@ -6,10 +6,6 @@ import json
 import pytest
 from PIL import Image
 
-from tests.helpers import cli_env
-
-ENV = cli_env()  # tests/test_maximize.py still imports it; new tests use the `cnntool` fixture
-
 
 def test_help_has_an_example_everywhere_and_does_not_import_torch(cnntool):
     """Every command and every subcommand of a group (attack, visualize) answers --help with a

@@ -22,7 +22,9 @@ from cnntool.errors import CnnToolError
 from cnntool.tasks.maximize import (MaximizeConfig, gaussian_blur, imagenet_defaults, maximize,
                                     objective, small_defaults, with_overrides)
 from cnntool.tasks.maximize.optimize import _Adam
-from tests.test_cli import ENV
+from tests.helpers import cli_env
+
+ENV = cli_env()
 
 
 @pytest.fixture(scope="module")
