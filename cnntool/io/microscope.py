@@ -20,6 +20,7 @@ from PIL import Image
 from cnntool.errors import CnnToolError
 from cnntool.io.figures import pixels_to_image
 from cnntool.io.grids import grid, side_by_side, symmetric_scale
+from cnntool.io.image_map import LazyImages, tolerant
 from cnntool.io.overlays import projection_image
 from cnntool.io.site import layout
 from cnntool.io.site.images import (PATCH_MAX_SIDE, PATCH_MIN_SIDE, atlas_slot, atlas_thumb_size, fit,
@@ -165,7 +166,8 @@ class MicroscopeSite:
         give each point's label, prediction and right/wrong."""
         rows = {int(i): k for k, i in enumerate(predictions.index)}
         thumb = atlas_thumb_size(len(view.indices))
-        thumbnails = _Thumbnails(self.dataset, view.indices)
+        # read on demand; an image that cannot be read any more is a gray square
+        thumbnails = LazyImages(tolerant(lambda row: self.dataset.load(view.indices[row]), []), len(view.indices))
         atlases = write_atlases(self.folder / layout.ATLASES, thumbnails, thumb, site_root=self.folder)
         points = []
         for row, (index, (x, y)) in enumerate(zip(view.indices, view.coords.tolist())):
@@ -256,23 +258,6 @@ def summary_record(index: Path, site: Site, plan) -> dict:
             "units": sum(len(layer.units) for layer in plan.layers),
             "findings": len(site.findings), "map": site.embedding is not None,
             "attack": site.attack is not None}
-
-
-class _Thumbnails:
-    """The map's images, read on demand (write_atlases takes an indexable sequence); an image
-    that cannot be read any more is a grey square."""
-
-    def __init__(self, dataset, indices: Sequence[int]):
-        self.dataset, self.indices = dataset, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, row: int) -> Image.Image:
-        try:
-            return self.dataset.load(self.indices[row])
-        except CnnToolError:
-            return Image.new("RGB", (8, 8), (128, 128, 128))
 
 
 def _stats(unit) -> UnitStats:

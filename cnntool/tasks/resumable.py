@@ -32,8 +32,9 @@ class Resumable:
         """`session.run` from `start`, saving `{**snapshot(), "next": …}` as it goes (nothing
         while `snapshot()` is None). The session announces where it goes on from, and counts the
         `resumed` images that the saved state already holds as read."""
-        if self.describe():
-            session.announce(self.describe(), self.missing)
+        said = self.describe()
+        if said:
+            session.announce(said, self.missing)
         session.read += resumed
         shard, batches = session.shard, 0
 

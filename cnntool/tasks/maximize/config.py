@@ -189,7 +189,6 @@ def maximize_config(shape: Sequence[int], *, param: str | None = None, prior_dat
     return config
 
 
-
 def objective_for(loaded, layer: str | None, units: Sequence[int], classes: Sequence = (),
                   neuron: bool = False, position: tuple[int, int] | None = None) -> Objective:
     """The objective of a LoadedModel: channels `units` of `layer` (their mean over positions,

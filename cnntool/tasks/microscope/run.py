@@ -32,8 +32,8 @@ def resume_key(plan: MicroscopePlan, session: ScanSession) -> dict:
 def resumable_scan(session: ScanSession, plan: MicroscopePlan, files, scratch: str, *, resume: bool,
                    every: int) -> ScanResult | None:
     """The one pass, saved every `every` batches in `files` (an io.resume.ResumeFiles: the state,
-    and the penultimate features' spool), and on `resume` continued from there; the merged result on rank 0 (its features in a spool in `scratch`), None on
-    the others."""
+    and the penultimate features' spool), and on `resume` continued from there; the merged
+    result on rank 0 (its features in a spool in `scratch`), None on the others."""
     resumable = Resumable(files.state(resume_key(plan, session), session.dataset), resume=resume,
                           every=every)
     saved = resumable.saved and resumable.saved["scan"]
