@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cnntool.core import code_trust
 from cnntool.core.code_trust import untrusted_folder
 from cnntool.core.data import BatchStream, open_data
 from cnntool.core.models import check_forward, load_model
@@ -130,6 +131,34 @@ def test_a_module_in_the_current_folder_is_not_imported_without_trust(evil_folde
         done = _cnntool(["predict", "evilmod:net", "x.png"], evil_folder, {"PYTHONPATH": "."}, module=False)
         assert done.returncode == 1 and "--trust-code" in done.stderr
         assert not (evil_folder / "imported-evilmod").exists()
+
+
+def test_a_relative_or_absolute_pythonpath_is_no_trust(evil_folder):
+    """Python makes PYTHONPATH entries absolute at start-up: trust goes by where the module's
+    file lies (installed library folders), not by the order or form of sys.path (#21)."""
+    below = evil_folder / "sub"
+    below.mkdir()
+    (evil_folder / "mlxtend.py").write_text(EVIL)  # shadows an installed package's name
+    for entry in ("..", str(evil_folder)):
+        for spec in ("evilmod:net", "mlxtend:net"):
+            done = _cnntool(["layers", spec], below, {"PYTHONPATH": entry})
+            assert done.returncode == 1, done.stderr
+            assert "--trust-code" in done.stderr and str(evil_folder.resolve()) in done.stderr
+            assert "a folder on the import path" in done.stderr and "Traceback" not in done.stderr
+            assert not (evil_folder / "imported-evilmod").exists()
+    done = _cnntool(["layers", "evilmod:net", "--trust-code"], below, {"PYTHONPATH": ".."})
+    assert done.returncode == 0 and (evil_folder / "imported-evilmod").exists()
+
+
+def test_an_editable_install_trusts_only_its_own_packages(monkeypatch):
+    """cnntool is installed editable from ROOT: its own package is trusted there, but a
+    module that merely lies in that folder (tests/) is not."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    assert code_trust._editable_roots("cnntool") == [ROOT.resolve()]
+    assert code_trust._installed("cnntool", (ROOT / "cnntool").resolve())
+    assert not code_trust._installed("tests", (ROOT / "tests").resolve())
+    assert not code_trust._installed("evilmod", (ROOT / "evilmod.py").resolve())
 
 
 def test_the_decision_is_made_before_importing(evil_folder, monkeypatch):

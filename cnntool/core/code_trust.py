@@ -1,13 +1,16 @@
 """Importing a user's model code, only when it is installed or the user said `--trust-code`.
 
-The rule (issue #13): code that is not an installed distribution needs trust_code. That covers
+The rule (issues #13, #21): code that is not part of an installed distribution needs
+trust_code. That covers
 - a `FILE.py:NAME` spec;
-- a `module:NAME` spec whose top-level module would be found through the current folder, '' or
-  a relative sys.path entry: `python -m` puts the current folder first on sys.path, and so does
-  PYTHONPATH=. (made absolute by `site`), so an `evilmod.py` lying in the folder a command runs
-  in must not be imported just because its name was typed.
-Installed packages (`timm.models:resnet18`, `torchvision.models:resnet18`) need no flag, and
-neither does a package already imported (its code already runs in this process).
+- a `module:NAME` spec whose top-level module would be found anywhere but in the interpreter's
+  own library folders (the standard library, site-packages) or in the source folder of an
+  installed editable distribution that owns that name.
+The decision is made by where the module's file lies, not by the order of sys.path: Python
+makes PYTHONPATH entries absolute at start-up, so `PYTHONPATH=.. cnntool layers evilmod:net`
+puts an absolute path on sys.path that no test of "relative entry" can catch. Installed packages
+(`timm.models:resnet18`, `torchvision.models:resnet18`) need no flag, and neither does a package
+already imported (its code already runs in this process).
 
 The decision is made before anything is imported: `importlib.util.find_spec` of a top-level
 name locates it without executing it (for a dotted name it would import the parents, so only
@@ -16,12 +19,17 @@ the top-level name is looked up).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import importlib.metadata
 import importlib.util
-import os
+import json
+import site
 import sys
+import sysconfig
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import unquote, urlparse
 
 from cnntool.errors import ModelLoadError, UntrustedCodeError
 
@@ -33,10 +41,10 @@ def import_module_spec(target: str, trust_code: bool) -> ModuleType:
     top = target.split(".", 1)[0]
     folder = untrusted_folder(top)
     if folder is not None and not trust_code:
+        where = "the current folder" if Path(folder) == Path.cwd().resolve() else "a folder on the import path"
         raise UntrustedCodeError(
-            f"'{target}' would be imported from {folder}, which is the current folder (or a "
-            "relative import path), not an installed package; importing it runs its code, so "
-            "pass --trust-code if you trust it")
+            f"'{target}' would be imported from {folder} ({where}), which is not an installed "
+            "package; importing it runs its code, so pass --trust-code if you trust it")
     try:
         return importlib.import_module(target)
     except ImportError as exc:
@@ -47,9 +55,8 @@ def import_module_spec(target: str, trust_code: bool) -> ModuleType:
 
 
 def untrusted_folder(top: str) -> str | None:
-    """The folder a top-level module would come from, when that folder is the current one or a
-    relative sys.path entry; None for installed, standard-library, already imported and
-    unknown modules."""
+    """The folder a top-level module would come from when that is not an installed location;
+    None for installed, standard-library, built-in, already imported and unknown modules."""
     if top in sys.modules:  # its code already runs in this process
         return None
     try:
@@ -58,24 +65,52 @@ def untrusted_folder(top: str) -> str | None:
         return None
     if spec is None:
         return None
-    if spec.submodule_search_locations is not None:
-        locations = list(spec.submodule_search_locations)
+    if spec.submodule_search_locations is not None:  # a package, or a namespace over folders
+        locations = [Path(entry) for entry in spec.submodule_search_locations]
     else:
-        locations = [spec.origin] if spec.origin and spec.has_location else []
-    untrusted = _untrusted_roots()
+        locations = [Path(spec.origin)] if spec.origin and spec.has_location else []
     for location in locations:
-        # a package lives in a folder on sys.path; a module file lies in one
-        folder = Path(location).resolve().parent
-        if folder in untrusted:
-            return str(folder)
+        location = location.resolve()
+        if not _installed(top, location):
+            # a package lives in a folder on sys.path; a module file lies in one
+            return str(location.parent)
     return None
 
 
-def _untrusted_roots() -> set[Path]:
-    roots = {Path.cwd().resolve()}
-    for entry in sys.path:
-        if isinstance(entry, str) and (entry == "" or not os.path.isabs(entry)):
-            roots.add(Path(entry or ".").resolve())
+def _installed(top: str, location: Path) -> bool:
+    """Whether `location` (a module file or package folder named `top`) is installed code: in
+    the interpreter's library folders, or in the source folder of an editable install of a
+    distribution that provides `top`."""
+    if any(location.is_relative_to(root) for root in _library_folders()):
+        return True
+    return any(location.is_relative_to(root) for root in _editable_roots(top))
+
+
+@functools.cache
+def _library_folders() -> tuple[Path, ...]:
+    """The standard library and every site-packages folder of this interpreter (a venv's too)."""
+    folders = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    folders.update(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        folders.add(site.getusersitepackages())
+    return tuple(Path(folder).resolve() for folder in folders if folder)
+
+
+def _editable_roots(top: str) -> list[Path]:
+    """The source folders of the editable installs (`pip install -e`) that provide `top`: only
+    the names a distribution declares are trusted there, not any file that lies beside them."""
+    roots = []
+    for name in set(importlib.metadata.packages_distributions().get(top, [])):
+        # every copy of its metadata: a project's own `NAME.egg-info` in the current folder
+        # comes first on sys.path and carries no direct_url.json
+        for dist in importlib.metadata.distributions(name=name):
+            try:
+                direct = json.loads(dist.read_text("direct_url.json") or "{}")
+            except (ValueError, OSError):
+                continue
+            url = str(direct.get("url", ""))
+            if direct.get("dir_info", {}).get("editable") and url.startswith("file:"):
+                roots.append(Path(unquote(urlparse(url).path)).resolve())
     return roots
 
 
