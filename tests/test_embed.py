@@ -9,6 +9,7 @@ import pytest
 from cnntool.errors import CnnToolError
 from cnntool.io import image_map as maps
 from cnntool.io import npz
+from cnntool.io.palette import UNKNOWN, class_rgb, rgb
 from cnntool.tasks import embed as emb
 from cnntool.tasks import features as feats
 from tests.pixels import axes_frame, colour_mask, find_plot_text, marks, png, spread
@@ -158,13 +159,12 @@ def test_quality_without_labels_and_on_a_subsample():
 # pictures
 
 
-TAB10 = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-         (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-UNLABELLED = (153, 153, 153)
+CLASS_RGB = [tuple(round(v * 255) for v in class_rgb(k)) for k in range(10)]  # the site's map colours too
+UNLABELLED = tuple(round(v * 255) for v in rgb(UNKNOWN))
 
 
 def assert_classes_drawn_where_they_are(pixels, coords, labels, names) -> None:
-    """A scatter plot read back: class k in tab10's k-th colour, each class's dots centred where
+    """A scatter plot read back: class k in the palette's k-th colour, each class's dots centred where
     its points are (the same order left to right and, reversed, top to bottom), and a legend
     entry with each name when there are two classes or more."""
     left, top, right, bottom = axes_frame(pixels)
@@ -172,7 +172,7 @@ def assert_classes_drawn_where_they_are(pixels, coords, labels, names) -> None:
     classes = sorted(set(labels.tolist()))
     drawn, placed = [], []
     for label in classes:
-        ys, xs = np.nonzero(colour_mask(plot, TAB10[label], 10))
+        ys, xs = np.nonzero(colour_mask(plot, CLASS_RGB[label], 10))
         assert len(xs) > 20, label
         drawn.append((xs.mean(), ys.mean()))
         placed.append(coords[labels == label].mean(axis=0))
@@ -197,7 +197,7 @@ def test_scatter_has_a_legend_for_classes_and_none_for_one_class(tmp_path):
     assert one.shape == three.shape == (800, 800, 3)
     assert_classes_drawn_where_they_are(three, points, labels, ["a", "b", "c"])
     assert_classes_drawn_where_they_are(one, points, np.zeros(60, dtype=int), [])
-    assert not find_plot_text(one, "only", fontsize=8) and not colour_mask(one, TAB10[1], 10).any()
+    assert not find_plot_text(one, "only", fontsize=8) and not colour_mask(one, CLASS_RGB[1], 10).any()
 
 
 @pytest.mark.parametrize("count", [1, 7, 500, 2500])

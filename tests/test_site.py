@@ -212,14 +212,15 @@ def test_patches_are_padded_with_black_and_small_fields_enlarged(tmp_path):
 
 
 def test_map_data_colours_by_what_is_known_and_keeps_the_aspect():
-    from cnntool.io.site.embedding import PALETTE, UNKNOWN, map_data
+    from cnntool.io.palette import CLASS_COLOURS, UNKNOWN
+    from cnntool.io.site.embedding import map_data
 
     atlas = (Atlas(image="atlases/a b.jpg", thumb=8, columns=2, count=2),)
     unlabelled = (Point(x=0.0, y=0.0, label=None, prediction=3, correct=None, path="a", atlas=0, cell=0),
                   Point(x=1.0, y=2.0, label=None, prediction=1, correct=None, path="b", atlas=0, cell=1))
     data = map_data(Embedding("fc", "PCA", unlabelled, ("w", "x", "y", "z"), atlas))
     assert [m["key"] for m in data["modes"]] == ["prediction"]
-    assert data["modes"][0]["of"] == [1, 0] and data["modes"][0]["colors"] == [PALETTE[1], PALETTE[3], UNKNOWN]
+    assert data["modes"][0]["of"] == [1, 0] and data["modes"][0]["colors"] == [CLASS_COLOURS[1], CLASS_COLOURS[3], UNKNOWN]
     # y spans 2, x spans 1: x is centred in the unit square, y turned so that up is up
     assert data["x"] == [0.25, 0.75] and data["y"] == [1.0, 0.0]
     assert data["href"] is None and data["atlases"][0]["image"] == "atlases/a%20b.jpg"

@@ -1,8 +1,8 @@
 """Pictures of a 2-D map of a dataset: a scatter plot by label, and image maps of thumbnails.
 
-- `save_scatter`: one dot per image, coloured by label, with a legend when there are 2 to 30
-  classes (none for one class: there is nothing to tell apart). matplotlib's object API with
-  the Agg canvas, imported only here.
+- `save_scatter`: one dot per image, coloured by label (cnntool.io.palette: the microscope map's
+  colours), with a legend when there are 2 to 30 classes (none for one class: there is nothing
+  to tell apart). matplotlib's object API with the Agg canvas, imported only here.
 - `image_map`: each thumbnail pasted at its point's position (Karpathy's CNN t-SNE maps).
   Dense clusters overlap; the grid variant does not.
 - `image_grid`: thumbnails snapped to a regular grid, one per cell, each cell used at most once,
@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from cnntool.io.palette import UNKNOWN, class_rgb, rgb
 from cnntool.io.writers import save_image
 
 MAX_SIDE = 4096
@@ -33,7 +34,7 @@ MIN_THUMB, MAX_THUMB = 16, 64
 EXACT_LIMIT = 1024  # linear_sum_assignment is O(n³): 1024 points take about a second
 MAX_LEGEND_CLASSES = 30
 _BACKGROUND = (255, 255, 255)
-_UNLABELLED = (0.6, 0.6, 0.6)
+_UNLABELLED = rgb(UNKNOWN)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,8 +51,7 @@ def scatter_figure(coords: np.ndarray, labels: np.ndarray | None, label_names: S
     count = len(coords)
     labels = np.full(count, -1) if labels is None else np.asarray(labels)
     classes = sorted(int(c) for c in np.unique(labels) if c >= 0)
-    colours = _class_colours(len(classes))
-    colour_of = {label: colours[i] for i, label in enumerate(classes)}
+    colour_of = {label: class_rgb(label) for label in classes}  # the microscope map's colours too
     point_colours = np.array([colour_of.get(int(lab), _UNLABELLED) for lab in labels]).reshape(-1, 3)
     order = np.random.default_rng(seed).permutation(count)
     figure = new_figure(width=8.0, height=8.0)
@@ -89,17 +89,6 @@ def save_scatter(path: str | Path, coords: np.ndarray, labels: np.ndarray | None
     figure = scatter_figure(coords, labels, label_names, title=title, seed=seed)
     save_figure(figure, path)
     return figure.axes[0].get_legend() is not None
-
-
-def _class_colours(count: int) -> list[tuple[float, float, float]]:
-    """Distinct colours: tab10 up to 10 classes, tab20 up to 20, else turbo sampled evenly."""
-    from matplotlib import colormaps
-
-    if count <= 10:
-        return [colormaps["tab10"](i)[:3] for i in range(count)]
-    if count <= 20:
-        return [colormaps["tab20"](i)[:3] for i in range(count)]
-    return [colormaps["turbo"](x)[:3] for x in np.linspace(0.05, 0.95, count)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,35 +3,22 @@
 The points go into the page as one inlined JSON block of columns (x, y, atlas, cell, …): from
 file:// a page may not fetch() a file beside it, and columns are about half the size of
 per-point objects (100k points: a few MB). Coordinates are scaled into the unit square here
-(aspect kept, y pointing up on screen), and colours are chosen here, so the script only draws.
+(aspect kept, y pointing up on screen), and colours are chosen here (cnntool.io.palette, the
+colours of embed's scatter PNG too), so the script only draws and has no palette of its own.
 """
 from __future__ import annotations
 
-import colorsys
 from collections import Counter
 
 import numpy as np
 
+from cnntool.io.palette import CLASS_COLOURS, RIGHT, UNKNOWN, WRONG, class_colour
 from cnntool.io.site import layout
 from cnntool.io.site.markup import esc, json_script, link
 from cnntool.io.site.model import Embedding, Site
 from cnntool.io.site.pages import shell
 
-# Tableau-like categorical colours that stay apart on the dark map background; beyond them,
-# hues spaced by the golden angle.
-PALETTE = ("#4e9cf5", "#f28e2b", "#59c27a", "#e15759", "#b07aa1", "#edc948", "#76b7b2", "#ff9da7",
-           "#9c755f", "#c9c9c9", "#86bcb6", "#d4a6c8", "#a0cbe8", "#ffbe7d", "#8cd17d", "#f1ce63")
-UNKNOWN = "#6b7280"
-RIGHT, WRONG = "#4fbf73", "#ef4f4f"
 LEGEND_LIMIT = 24  # more classes than this: the legend names the largest and counts the rest
-
-
-def class_colour(index: int) -> str:
-    if index < len(PALETTE):
-        return PALETTE[index]
-    hue = (index * 0.381966) % 1.0
-    r, g, b = colorsys.hls_to_rgb(hue, 0.62, 0.65)
-    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
 
 
 def map_data(embedding: Embedding, seed: int = 0) -> dict:
@@ -62,7 +49,7 @@ def map_data(embedding: Embedding, seed: int = 0) -> dict:
     if any(p is not None for p in predictions):
         modes.append(_class_mode("prediction", "prediction", predictions, names))
     if not modes:
-        modes.append({"key": "none", "title": "one colour", "colors": [PALETTE[0]], "of": [0] * len(points),
+        modes.append({"key": "none", "title": "one colour", "colors": [CLASS_COLOURS[1]], "of": [0] * len(points),
                       "legend": []})
     hrefs = [p.href for p in points]
     return {
@@ -115,9 +102,11 @@ def embedding_page(site: Site) -> str:
 <button type="button" id="zoom-reset">Reset view</button>
 </div>
 </div>
+<div class="map-area">
 <div class="map-wrap">
 <canvas id="map" tabindex="0" role="img" aria-label="{esc(f'{embedding.method} map of {len(embedding.points):,} images from {embedding.layer}')}"></canvas>
 <div id="tip" class="tip" hidden><canvas id="tip-thumb" width="128" height="128"></canvas><div class="tip-text"></div></div>
+</div>
 <ul id="legend" class="legend" aria-label="Legend"></ul>
 </div>
 {json_script("map-data", data)}"""

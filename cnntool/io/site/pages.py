@@ -157,17 +157,19 @@ def _layer_table(site: Site) -> str:
         preview = "".join(img(p, "", f"{layer.name}: preview", cls="thumb", width=32, height=32)
                           for p in layer.preview[:6])
         preview = f'<span class="strip">{preview}</span>' if preview else ""
+        # data-label: each cell's column name, shown beside it where a phone stacks the row
         rows.append(
-            f"<tr><th scope=\"row\">{name}{warn}</th><td>{esc(layer.type)}</td>"
-            f'<td class="num">{shape(layer.output_shape)}</td><td class="num">{count(layer.params)}</td>'
-            f'<td class="num">{count(layer.macs)}</td><td class="num">{field}</td>'
-            f'<td class="num">{layer.units:,}</td>'
-            f'<td class="num{_level(layer.dead, 0.1, 0.5)}">{share(layer.dead)}</td>'
-            f'<td class="num{_level(layer.constant, 0.1, 2)}">{share(layer.constant)}</td>'
-            f'<td class="num{_level(layer.mean_abs_r, 0.5, 2)}">{number(layer.mean_abs_r)}</td>'
+            f'<tr><th scope="row">{name}{warn}</th><td data-label="type">{esc(layer.type)}</td>'
+            f'<td class="num" data-label="output">{shape(layer.output_shape)}</td>'
+            f'<td class="num" data-label="params">{count(layer.params)}</td>'
+            f'<td class="num" data-label="MACs">{count(layer.macs)}</td><td class="num" data-label="field">{field}</td>'
+            f'<td class="num" data-label="units">{layer.units:,}</td>'
+            f'<td class="num{_level(layer.dead, 0.1, 0.5)}" data-label="dead">{share(layer.dead)}</td>'
+            f'<td class="num{_level(layer.constant, 0.1, 2)}" data-label="constant">{share(layer.constant)}</td>'
+            f'<td class="num{_level(layer.mean_abs_r, 0.5, 2)}" data-label="mean |r|">{number(layer.mean_abs_r)}</td>'
             f'<td class="preview">{preview}</td></tr>')
     return (
-        '<div class="table-wrap"><table class="layers"><thead><tr><th scope="col">layer</th>'
+        '<div class="table-wrap"><table class="layers layer-list"><thead><tr><th scope="col">layer</th>'
         '<th scope="col">type</th><th scope="col" class="num">output</th><th scope="col" class="num">params</th>'
         '<th scope="col" class="num">MACs</th><th scope="col" class="num" title="receptive field size / jump">'
         'field</th><th scope="col" class="num">units</th><th scope="col" class="num">dead</th>'

@@ -100,6 +100,7 @@
       swatch.className = "swatch";
       swatch.style.background = entry.color || "transparent";
       const name = document.createElement("span");
+      name.className = "name";
       name.textContent = entry.name;
       const tally = document.createElement("span");
       tally.className = "count";
@@ -264,7 +265,8 @@
     tipText.replaceChildren(...describe(i));
     tip.hidden = false;
     const tipWidth = tip.offsetWidth, tipHeight = tip.offsetHeight;
-    tip.style.left = `${x + 18 + tipWidth > width ? x - 18 - tipWidth : x + 18}px`;
+    const left = x + 18 + tipWidth > width ? x - 18 - tipWidth : x + 18;
+    tip.style.left = `${Math.max(4, Math.min(width - tipWidth - 4, left))}px`;  // inside the map
     tip.style.top = `${Math.max(4, Math.min(height - tipHeight - 4, y - tipHeight / 2))}px`;
   }
 
@@ -301,12 +303,20 @@
     const clicked = drag && !drag.moved;
     drag = null;
     canvas.classList.remove("dragging");
-    if (!clicked || !data.href) return;
+    if (!clicked) return;
     const [x, y] = local(event);
     const i = hit(x, y);
-    if (i >= 0 && data.href[i]) window.open(data.href[i], "_blank", "noopener");
+    // a touch has no hover: the first tap on a point shows its tip, a second tap opens it
+    if (event.pointerType !== "mouse" && i !== hovered) {
+      if (i < 0) { hideTip(); return; }
+      hovered = i;
+      schedule();
+      showTip(i, x, y);
+      return;
+    }
+    if (i >= 0 && data.href && data.href[i]) window.open(data.href[i], "_blank", "noopener");
   });
-  canvas.addEventListener("pointerleave", () => { if (!drag) hideTip(); });
+  canvas.addEventListener("pointerleave", (event) => { if (!drag && event.pointerType === "mouse") hideTip(); });
   canvas.addEventListener("wheel", (event) => {
     event.preventDefault();
     const [x, y] = local(event);
