@@ -26,7 +26,7 @@ from cnntool.core.hooks import capture
 from cnntool.core.layers import resolve_layer
 from cnntool.core.models import main_output
 from cnntool.errors import CnnToolError
-from cnntool.tasks.cam import class_target, resolve_target
+from cnntool.tasks.cam import class_target
 from cnntool.tasks.projection import Target
 
 FILLS = ("grey", "mean", "0")
