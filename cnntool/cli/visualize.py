@@ -11,6 +11,8 @@ _HELP = {
     "top-patches": "The dataset patches that most excite each unit, cropped to its receptive field.",
     "deconv": "Project a unit back to pixels: deconvnet, guided backprop, saliency.",
     "maximize": "Synthesize the input that maximizes a unit or class.",
+    "cam": "Class activation maps: Grad-CAM, Grad-CAM++, Score-CAM, Layer-CAM, Eigen-CAM, HiResCAM.",
+    "occlusion": "Slide a grey square over an image: maps of the class probability, the top class, a unit.",
 }
 # subcommand -> (module:attribute, one-line help)
 VISUALIZE_COMMANDS = {name: ("cnntool.cli.visualize_{0}:{0}_command".format(name.replace("-", "_")), text)
