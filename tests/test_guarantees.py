@@ -367,3 +367,15 @@ def test_two_layer_names_that_sanitize_alike_get_two_pages(cnntool, tmp_path):
               for page in pages]
     assert sorted(titles) == [["conv_α"], ["conv_β"]], (pages, titles)
 
+
+
+def test_save_checkpoint_never_writes_through_a_link_planted_at_its_scratch_name(tmp_path):
+    from torch import nn
+
+    from cnntool import save_checkpoint
+
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"keep me")
+    (tmp_path / ".m.pt.part").symlink_to(victim)  # the fixed scratch name it used to write
+    save_checkpoint(nn.Linear(2, 2), tmp_path / "m.pt")
+    assert victim.read_bytes() == b"keep me" and (tmp_path / "m.pt").stat().st_size > 100
