@@ -55,3 +55,26 @@ def write_grey_images(folder: Path) -> list[tuple[Path, float]]:
         Image.fromarray(np.full((8, 8), level, dtype=np.uint8), mode="L").save(path)
         written.append((path, level / 255))
     return sorted(written)
+
+
+class GreekNet(nn.Module):
+    """Two convolutions named `conv_α` and `conv_β`: names that one file-name rule would make
+    the same (`conv_-`); 8×8 grayscale like BrightNet, weights from a fixed seed."""
+
+    preprocessing = BrightNet.preprocessing
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv_α = nn.Conv2d(1, 2, 1)
+        self.conv_β = nn.Conv2d(2, 2, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.fc(self.flatten(self.pool(torch.relu(self.conv_β(torch.relu(self.conv_α(x)))))))
+
+
+def greek_net() -> GreekNet:
+    return GreekNet().eval()

@@ -157,7 +157,7 @@ def test_every_string_is_escaped(tmp_path):
     index = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert ("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt; &amp; "
             "&quot;quotes&quot;") in index
-    layer = (tmp_path / "layers/a-b-.html").read_text(encoding="utf-8")
+    layer = (tmp_path / layout.layer_page("a<b>")).read_text(encoding="utf-8")
     assert 'src="../p/a%20b%231.jpg"' in layer  # a path is percent-encoded, not cut at '#'
     # the map's inlined data decodes back to the very same strings
     block = parse(tmp_path / "embedding.html").scripts[0]
@@ -173,7 +173,10 @@ def test_number_formats():
     assert share(0.125) == "12.5%" and share(0.0004) == "<0.1%" and share(1.0) == "100%" and share(0) == "0%"
     assert number(0.00012) == "1.20e-04" and number(2.345) == "2.35" and number(12345.6) == "12,346"
     assert layout.layer_slug("_blocks.3") == "_blocks.3"
-    assert layout.layer_slug("a/b c") == "a-b-c" and layout.layer_slug(".x") == "layer.x"
+    # a lossy slug carries a hash of the real name: two names never share a page (#21)
+    assert re.fullmatch(r"a-b-c-[0-9a-f]{8}", layout.layer_slug("a/b c"))
+    assert re.fullmatch(r"layer\.x-[0-9a-f]{8}", layout.layer_slug(".x"))
+    assert layout.layer_slug("conv_α") != layout.layer_slug("conv_β")
 
 
 def test_histogram_bars_are_log_counts():

@@ -87,7 +87,7 @@ def pgd_command(model, data, **options):
 
 def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, fmt, model_request,
          scan, steps=10, step_size=None, random_start=True, seed=None) -> None:
-    from cnntool.cli.session import dataset_scan, finish, tidy
+    from cnntool.cli.session import dataset_scan, finish
     from cnntool.errors import CnnToolError
     from cnntool.io import attack_report as report
     from cnntool.io.adversarial import AdversarialFiles
@@ -102,8 +102,7 @@ def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, fm
     for flag, name in ((full_res, "--full-res"), (given("triptychs"), "--triptychs")):
         if flag and (out is None or sweep):
             raise click.UsageError(f"{name} needs -o DIR and a single ε")
-    tidy(out, folders=True)
-    with dataset_scan(model, model_request, data, scan) as session:
+    with dataset_scan(model, model_request, data, scan, folders={"-o": out}) as session:
         records = None if sweep else report.ImageRecords(fmt, streaming=not session.shard.distributed)
         files = AdversarialFiles(out, triptychs) if out is not None and not sweep else None
         run = run_attack(session, attack, eps, target, title=f"{method} {session.model.name}",

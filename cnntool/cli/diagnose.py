@@ -40,14 +40,13 @@ def diagnose_command(model, data, layers, out, limit, skip_correlation, check_gr
     A table and the findings go to stderr; one JSON record per layer, then one for the whole
     model, to stdout. Under torchrun each rank scans a shard and rank 0 writes."""
     from cnntool.cli.followups import Commands, spelled_model
-    from cnntool.cli.session import dataset_scan, finish, tidy
+    from cnntool.cli.session import dataset_scan, finish
     from cnntool.io import diagnosis as outputs
     from cnntool.io.records import write_records
     from cnntool.tasks.diagnose import diagnose
     from cnntool.tasks.diagnose.measure import gradient_check, measure, model_size
 
-    tidy(out, folders=True)
-    with dataset_scan(model, model_request, data, scan, limit=limit) as session:
+    with dataset_scan(model, model_request, data, scan, limit=limit, folders={"-o": out}) as session:
         loaded, module = session.model, session.module
         points, states = measure(session, layers, correlation=not skip_correlation)
         report = finish(session)

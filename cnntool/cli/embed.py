@@ -3,6 +3,7 @@ records on stdout (only they: `cnntool embed ... | jq` works), io.embedding's fi
 from __future__ import annotations
 
 import contextlib
+import os
 
 import click
 
@@ -72,7 +73,6 @@ def embed_command(model, data, features_file, layer, pooling, fmt, quality_sampl
     MODEL DATA at --layer. One record per image on stdout: path, label, x, y. Quality figures on
     stderr (and in --summary): trustworthiness, and the leave-one-out 5-NN accuracy of the labels
     in the map and in feature space. Under torchrun the extraction is sharded; rank 0 embeds."""
-    from cnntool.cli.session import tidy
     from cnntool.io.embedding import MAP_COLUMNS, map_records
     from cnntool.io.records import write_records
     from cnntool.tasks.embed import embed_features
@@ -86,8 +86,10 @@ def embed_command(model, data, features_file, layer, pooling, fmt, quality_sampl
         raise click.UsageError("give MODEL DATA (and --layer), or --features FILE")
     if outputs.summary == "-":
         raise click.UsageError("--summary needs a file: stdout carries the per-image records")
-    tidy(outputs.plot, outputs.image_map, outputs.image_grid, outputs.out, outputs.summary)
-    with _features(features_file, model, model_request, data, layer, pooling, scan) as found:
+    written = dict(files={"--plot": outputs.plot, "--image-map": outputs.image_map,
+                          "--image-grid": outputs.image_grid, "-o": outputs.out, "--summary": outputs.summary},
+                   folders={"--projector": outputs.projector})
+    with _features(features_file, model, model_request, data, layer, pooling, scan, written) as found:
         if found is None:
             return
         feature_set, load_image, source = found  # NaN/inf rows: embed_features names them and stops
@@ -104,18 +106,24 @@ def embed_command(model, data, features_file, layer, pooling, fmt, quality_sampl
 
 
 @contextlib.contextmanager
-def _features(features_file, model, model_request, data, layer, pooling, scan):
+def _features(features_file, model, model_request, data, layer, pooling, scan, written):
     """(the FeatureSet, row -> its image, where it comes from) on rank 0, None on the others:
-    read from --features, or extracted from MODEL DATA (sharded under torchrun)."""
+    read from --features, or extracted from MODEL DATA (sharded under torchrun). The outputs
+    `written` (dataset_scan's files= and folders=) are checked against the inputs first."""
     if features_file:
+        from cnntool.cli.session import guard
         from cnntool.io.npz import read_feature_file
+        from cnntool.io.outputs import InputFiles
 
-        yield read_feature_file(features_file)
+        found = read_feature_file(features_file)
+        paths = [p for p in found[0].paths if os.path.isfile(p)]  # not mnist-5k/00001 keys
+        guard(InputFiles(files=[features_file, *paths]), **written)
+        yield found
         return
     from cnntool.cli.session import dataset_scan, finish
     from cnntool.tasks.features import spooled_features
 
-    with dataset_scan(model, model_request, data, scan) as session, \
+    with dataset_scan(model, model_request, data, scan, **written) as session, \
             spooled_features(session, layer, pooling) as found:
         finish(session)
         if found is None:

@@ -41,14 +41,12 @@ def features_command(model, data, layer, pooling, out, model_request, scan):
     beside the output, so a dataset never has to fit in memory. Unreadable images are skipped and
     counted; NaN or infinite features are named in a warning. Under torchrun each rank scans a
     shard and rank 0 writes the same file one process would."""
-    from cnntool.cli.session import dataset_scan, finish, tidy
+    from cnntool.cli.session import dataset_scan, finish
     from cnntool.io.npz import save_features
     from cnntool.tasks.features import nonfinite_message, spooled_features
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tidy(out)
-    with dataset_scan(model, model_request, data, scan) as session, \
+    with dataset_scan(model, model_request, data, scan, files={"-o": out}) as session, \
             spooled_features(session, layer, pooling, out.parent) as found:
         finish(session)
         if found is None:

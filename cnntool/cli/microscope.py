@@ -61,20 +61,20 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
     check_site_folder(out)
     if not units.strip().isdigit():
         parse_ranges(units, "unit")  # a malformed list fails before the model loads
-    with dataset_scan(model, model_request, data, scan, limit=limit) as session, \
+    # SITE is locked (one run at a time, whatever the launch mode) for the whole scan
+    with dataset_scan(model, model_request, data, scan, limit=limit, folders={"-o": out}) as session, \
             tempfile.TemporaryDirectory(prefix="cnntool-microscope-") as scratch:
         files = ResumeFiles(out, "microscope", session.shard.rank, session.shard.distributed)
-        with files.lock():  # no other run scans into SITE meanwhile
-            plan = make_plan(session.module, session.model.input_shape, layers=layers, units=units, top=top)
-            console.info(plan.describe())
-            result = resumable_scan(session, plan, files, scratch, resume=resume, every=checkpoint_every)
-            report = finish(session)  # of the one pass (the attack reads the same images again)
-            attacked = fgsm_sweep(session, sorted(set(attack_eps))) if attack_eps else None
-            if session.is_main:
-                _site(session, plan, result, attacked, report, out, maximize=not no_maximize,
-                      steps=steps, projections=projections, seed=seed,
-                      commands=Commands(spelled_model(model, model_request), data))
-            files.remove("features.f32")  # every rank, once the site is written
+        plan = make_plan(session.module, session.model.input_shape, layers=layers, units=units, top=top)
+        console.info(plan.describe())
+        result = resumable_scan(session, plan, files, scratch, resume=resume, every=checkpoint_every)
+        report = finish(session)  # of the one pass (the attack reads the same images again)
+        attacked = fgsm_sweep(session, sorted(set(attack_eps))) if attack_eps else None
+        if session.is_main:
+            _site(session, plan, result, attacked, report, out, maximize=not no_maximize,
+                  steps=steps, projections=projections, seed=seed,
+                  commands=Commands(spelled_model(model, model_request), data))
+        files.remove("features.f32")  # every rank, once the site is written
 
 
 def _site(session, plan, result, attacked, report, out, *, commands, **pictures):

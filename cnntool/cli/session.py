@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Iterator
 
 from cnntool.cli import console
@@ -16,22 +17,65 @@ from cnntool.cli.options import ModelRequest, ScanOptions
 from cnntool.core.data import open_data
 from cnntool.core.session import ScanReport, ScanSession, report_warnings
 from cnntool.core.sharding import launched_by_torchrun
+from cnntool.io.outputs import InputFiles, Outputs, check_outputs, folder_lock
 from cnntool.io.scratch import clean_outputs
 
 
 @contextlib.contextmanager
 def dataset_scan(spec: str, request: ModelRequest, data: str, options: ScanOptions, *,
-                 limit: int | None = None, loaded=None) -> Iterator[ScanSession]:
-    """A ScanSession for a command (`loaded`: a model the command already loaded)."""
-    if launched_by_torchrun() and int(os.environ["RANK"]) != 0:
+                 limit: int | None = None, loaded=None, files: Outputs | None = None,
+                 folders: Outputs | None = None) -> Iterator[ScanSession]:
+    """A ScanSession for a command (`loaded`: a model the command already loaded).
+
+    `files` and `folders` name what the command writes (option -> path, None: not given). Before
+    the model loads they are checked against DATA (io.outputs.check_outputs), the parents of the
+    files are made, and then, by rank 0 or the one process, each folder is locked for the whole
+    scan and the stale scratch files of every output are removed (`tidy`)."""
+    main = not (launched_by_torchrun() and int(os.environ["RANK"]) != 0)
+    if not main:
         console.silence_rank()  # rank 0 speaks for the scan
-    dataset = open_data(data, max_pixels=options.max_pixels).spread(limit)  # before the model: cheap
-    if loaded is None:
-        loaded = request.load(spec)
-    with ScanSession.open(loaded, dataset, batch_size=options.batch_size, workers=options.workers,
-                          precision=options.precision, fold_bn=options.fold_bn,
-                          progress=console.progress, announce=console.say) as session:
-        yield session
+    dataset = open_data(data, max_pixels=options.max_pixels)  # before the model: cheap
+    files, folders = dict(files or {}), dict(folders or {})
+    check_outputs(InputFiles.of_data(data, dataset), files=files, folders=folders)
+    for path in files.values():
+        if path is not None and str(path) != "-":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if main:
+            for folder in folders.values():
+                if folder is not None:
+                    stack.enter_context(locked(folder))
+            tidy(*files.values())
+            tidy(*folders.values(), folders=True)
+        if loaded is None:
+            loaded = request.load(spec)
+        with ScanSession.open(loaded, dataset.spread(limit), batch_size=options.batch_size,
+                              workers=options.workers, precision=options.precision,
+                              fold_bn=options.fold_bn, progress=console.progress,
+                              announce=console.say) as session:
+            yield session
+
+
+def guard(inputs: InputFiles, *, files: Outputs | None = None, folders: Outputs | None = None) -> None:
+    """For a command without a dataset scan: refuse outputs inside DATA or on an input
+    (io.outputs.check_outputs), then remove the stale scratch files where it writes."""
+    check_outputs(inputs, files=files or {}, folders=folders or {})
+    tidy(*(files or {}).values())
+    tidy(*(folders or {}).values(), folders=True)
+
+
+@contextlib.contextmanager
+def locked(folder) -> Iterator[None]:
+    """Hold the one lock of an output folder (io.outputs.folder_lock): a second run into it,
+    whatever its launch mode, fails in one sentence naming this one. A lock whose process is
+    gone (on this host) is taken over with a warning."""
+    lock = folder_lock(folder)
+    with lock:
+        if lock.replaced:
+            host, pid = lock.replaced
+            console.warn(f"took over the lock {lock.path} of cnntool process {pid} on {host}, "
+                         "which is no longer running")
+        yield
 
 
 def finish(session: ScanSession) -> ScanReport:

@@ -32,7 +32,9 @@ def activations_command(model, image, layer, out, index, channels, top, max_maps
                         fmt, model_request):
     """Feature maps of LAYER for one image (Zeiler & Fergus 2014), beside the model's input,
     each labelled with its channel and mean. IMAGE is a file, or a folder/list/sample set."""
+    from cnntool.cli.session import guard
     from cnntool.core.data import open_data
+    from cnntool.io.outputs import InputFiles
     from cnntool.io.layer_grids import activation_records, activations_picture
     from cnntool.io.writers import save_image
     from cnntool.tasks.activations import feature_maps
@@ -40,8 +42,9 @@ def activations_command(model, image, layer, out, index, channels, top, max_maps
     if channels and top:
         raise CnnToolError("give --channels or --top, not both")
     parse_ranges(channels)  # a malformed list fails before the model loads
-    loaded = model_request.load(model)
     dataset = open_data(image)
+    guard(InputFiles.of_data(image, dataset), files={"-o": out})
+    loaded = model_request.load(model)
     pixels, _ = dataset.load_pixels(index, loaded.preprocessing)
     inputs = loaded.preprocessing.normalize(pixels).to(loaded.device)
     wanted = parse_indices(channels)

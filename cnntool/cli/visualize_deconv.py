@@ -41,12 +41,15 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
     (Zeiler & Fergus 2014), guided backprop (Springenberg et al. 2015) or saliency (Simonyan
     et al. 2014). The rectifier rules cover every ReLU/ReLU6/LeakyReLU; smooth activations
     (SiLU, GELU) keep their gradient. One record per unit on stdout (target, value, map stats)."""
+    from cnntool.cli.session import guard
     from cnntool.core.images import load_pixels
+    from cnntool.io.outputs import InputFiles
     from cnntool.io.overlays import projection_records, projections_figure, save_raw_maps, uncovered_warning
     from cnntool.io.writers import save_image
     from cnntool.tasks.projection import SmoothGrad, Target, project_image, receptive_boxes
 
     targets = Target.chosen(layer, units, position, target_class)
+    guard(InputFiles(files=[image]), files={"-o": output, "--raw": raw})
     loaded = model_request.load(model)
     pixels, _ = load_pixels(image, loaded.preprocessing)
     projections = project_image(loaded, pixels, method, targets, times_input=times_input,

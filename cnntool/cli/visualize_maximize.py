@@ -62,6 +62,8 @@ def maximize_command(model, layer, units, targets, neuron, position, start, acce
     L2 decay, total variation and blur, or a PCA prior, for small ones (LeNet-5). Writes a
     labelled grid and a PNG per unit, one record per unit on stdout, a table on stderr."""
     from cnntool.cli.options import ModelRequest
+    from cnntool.cli.session import guard
+    from cnntool.io.outputs import InputFiles
     from cnntool.core.images import load_pixels
     from cnntool.errors import CnnToolError
     from cnntool.io.figures import pixels_to_image
@@ -72,13 +74,17 @@ def maximize_command(model, layer, units, targets, neuron, position, start, acce
 
     if accentuate and not start:
         raise CnnToolError("--accentuate needs a photo to start from (--start IMAGE)")
+    inputs = InputFiles(files=[start] if start else [])
+    for spec in (prior_data, data):  # their folders and list files (their images: dataset_scan)
+        inputs += InputFiles.of_data(spec) if spec else InputFiles()
+    guard(inputs, files={"-o": output})
     loaded = model_request.load(model)
     goal = objective_for(loaded, layer, units, targets, neuron, position)
     config = maximize_config(loaded.input_shape, prior_data=bool(prior_data), accentuate=accentuate,
                              **settings)
     first = load_pixels(start, loaded.preprocessing)[0] if start else None
     prior = _on_data(model, model_request, scan, loaded, prior_data,
-                     lambda session: fit_prior(session, config)) if prior_data else None
+                     lambda session: fit_prior(session, config), {"-o": output}) if prior_data else None
     with console.progress(f"maximize {loaded.name}", total=config.steps) as advance:
         results = maximize(loaded.module, loaded.preprocessing, goal, config, start=first,
                            seed=seed, progress=advance, prior=prior)
@@ -86,7 +92,7 @@ def maximize_command(model, layer, units, targets, neuron, position, start, acce
     verdicts = judge_class_images(goal, images, loaded.name, judge,
                                   ModelRequest(device=model_request.device).load)
     best = _on_data(model, model_request, scan, loaded, data,
-                    lambda session: best_on_data(session, goal)) if data else None
+                    lambda session: best_on_data(session, goal), {"-o": output}) if data else None
     records = unit_records(results, goal, config, loaded.class_name, verdicts, best)
     shown_start = pixels_to_image(first.numpy()) if first is not None and accentuate else None
     save_pictures(output, pictures(images, records, [r.importance for r in results], shown_start))
@@ -95,11 +101,11 @@ def maximize_command(model, layer, units, targets, neuron, position, start, acce
     console.info(f"wrote {output} and {len(results)} unit image(s) beside it")
 
 
-def _on_data(model, request, scan, loaded, data, compute):
+def _on_data(model, request, scan, loaded, data, compute, files):
     """`compute(session)` over the images of DATA, fed as MODEL is."""
     from cnntool.cli.session import dataset_scan, finish
 
-    with dataset_scan(model, request, data, scan, loaded=loaded) as session:
+    with dataset_scan(model, request, data, scan, loaded=loaded, files=files) as session:
         result = compute(session)
         finish(session)
     return result

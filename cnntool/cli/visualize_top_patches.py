@@ -33,28 +33,26 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
     the whole model input for a layer without a local field). JSON Lines on stdout: unit, rank,
     path, box (x0, y0, x1, y1 in original pixels), value, index, position. Under torchrun each
     rank scans a shard and rank 0 writes the merged result."""
-    from cnntool.cli.session import dataset_scan, finish, tidy
+    from cnntool.cli.session import dataset_scan, finish
     from cnntool.io.patches import lost_warning, write_top_patch_files
     from cnntool.io.resume import ResumeFiles
     from cnntool.tasks.top_patches import layer_plan, resumable_top_patches
 
     parse_ranges(units)  # a malformed list fails before the model loads
-    tidy(out, folders=True)
-    with dataset_scan(model, model_request, data, scan) as session:
+    with dataset_scan(model, model_request, data, scan, folders={"-o": out}) as session:
         name, field, chosen = layer_plan(session.module, layer, units, session.model.input_shape)
         if field is None:
             console.warn(f"layer {name} has no local receptive field (global pooling, linear or "
                          "squeeze-excite gating): patches show the whole model input")
         files = ResumeFiles(out, "top-patches", session.shard.rank, session.shard.distributed)
-        with files.lock():
-            result = resumable_top_patches(session, files, name, chosen, field, listed=units, top=top,
-                                           per_image=per_image, resume=resume, every=checkpoint_every)
-            finish(session)
-            if session.is_main:
-                lost = write_top_patch_files(out, result, session.dataset, tile_size=tile_size,
-                                             title=f"{session.model.name} {name}")
-                console.info(f"{result.seen} images scanned, {len(result.units)} units; wrote "
-                             f"{out}/unit_*.png and overview.png")
-                if lost:
-                    console.warn(lost_warning(lost))
-            files.remove()
+        result = resumable_top_patches(session, files, name, chosen, field, listed=units, top=top,
+                                       per_image=per_image, resume=resume, every=checkpoint_every)
+        finish(session)
+        if session.is_main:
+            lost = write_top_patch_files(out, result, session.dataset, tile_size=tile_size,
+                                         title=f"{session.model.name} {name}")
+            console.info(f"{result.seen} images scanned, {len(result.units)} units; wrote "
+                         f"{out}/unit_*.png and overview.png")
+            if lost:
+                console.warn(lost_warning(lost))
+        files.remove()

@@ -18,7 +18,9 @@ What a checkpoint may hold besides the weights (`read_checkpoint`):
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import tempfile
 import warnings
 import zipfile
 from collections import Counter
@@ -483,7 +485,25 @@ def save_checkpoint(model, path: str | Path, *, preprocessing=None, class_names=
             raise ModelLoadError("save_checkpoint's class_names must be a list of names or a "
                                  "{name: index} dict")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.part")
+    # a new file (O_EXCL, random name) beside the target: never a link planted at a fixed name
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(handle, 0o666 & ~mask)  # mkstemp makes 0600; a checkpoint gets the usual mode
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        _save_as(path, temporary, state, prep, names, extra)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def _save_as(path: Path, temporary: Path, state, prep, names, extra) -> None:
+    """save_checkpoint's file, in `path`'s format, written to `temporary`."""
+    import torch
+
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
@@ -501,8 +521,6 @@ def save_checkpoint(model, path: str | Path, *, preprocessing=None, class_names=
         if names is not None:
             record["class_names"] = names
         torch.save(record, temporary)
-    temporary.replace(path)
-    return path
 
 
 def _first_line(exc: BaseException) -> str:

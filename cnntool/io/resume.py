@@ -41,6 +41,7 @@ class ScanLock:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.held = False
+        self.replaced: tuple[str, int] | None = None  # (host, PID) of a dead owner taken over
 
     def __enter__(self) -> "ScanLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +55,7 @@ class ScanLock:
                         f"another cnntool run (PID {owner[1]} on {owner[0]}) is scanning into "
                         f"{self.path.parent}; wait for it to finish, or write to another -o") from None
                 self.path.unlink(missing_ok=True)  # its owner is gone: take it over
+                self.replaced = owner or ("?", 0)
                 continue
             with os.fdopen(handle, "w") as file:
                 file.write(f"{socket.gethostname()}\n{os.getpid()}\n")
@@ -69,8 +71,10 @@ class ScanLock:
 
 
 def _owner(path: Path) -> tuple[str, int] | None:
-    try:
-        host, pid = path.read_text().split()[:2]
+    try:  # never through a link planted at the lock's name
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(handle, "rb") as file:
+            host, pid = file.read(4096).decode(errors="replace").split()[:2]
         return host, int(pid)
     except (OSError, ValueError):
         return None

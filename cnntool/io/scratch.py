@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnntool.errors import CnnToolError
+
 SCRATCH_SUFFIXES = (".part", ".f32")
 MAX_AGE = 24 * 3600.0  # seconds after which any scratch file of ours is stale
 FEATURES_STEM = "cnntool-features"
@@ -47,6 +49,51 @@ def scratch_file(folder: str | Path | None, stem: str, suffix: str) -> tuple[int
     handle, name = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}@{host_name()}.", suffix=suffix,
                                     dir=None if folder is None else str(folder))
     return handle, Path(name)
+
+
+def open_fixed(path: str | Path, *, reuse: bool) -> int:
+    """Open the scratch file at a fixed `path` (one that a resumed run must find again, such as
+    the microscope's feature spool) for reading and writing, never through a link planted at its
+    name and never into a file that is also linked elsewhere; return its descriptor.
+
+    `reuse=False`: a new, empty file of ours (O_EXCL); a leftover regular file there is removed
+    first (its name only: another name of the same data is left as it is). `reuse=True`: the
+    file a saved state refers to, created when missing. Anything but a plain file of ours with
+    one name (a symbolic link, a hard link, a folder, a FIFO) is refused in one sentence."""
+    path = Path(path)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(2):
+        try:
+            handle = os.open(path, flags | (0 if reuse else os.O_EXCL), 0o600)
+        except FileExistsError:
+            _refuse_unless_plain(path, os.lstat(path))
+            path.unlink()  # a leftover of an interrupted run: not to be reused
+            continue
+        except OSError as exc:  # ELOOP: a link at the name (O_NOFOLLOW)
+            _refuse_unless_plain(path, os.lstat(path), exc)
+            raise
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(handle)
+            _refuse_unless_plain(path, info, force=True)
+        return handle
+    raise CnnToolError(f"cannot create the scratch file {path}: another process keeps making it")
+
+
+def _refuse_unless_plain(path: Path, info: os.stat_result, exc: OSError | None = None,
+                         force: bool = False) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        kind = "a symbolic link"
+    elif not stat.S_ISREG(info.st_mode):
+        kind = "not a regular file"
+    elif info.st_nlink != 1:
+        kind = "a file with another name (a hard link)"
+    elif force or exc is not None:
+        kind = "not usable"
+    else:
+        return
+    raise CnnToolError(f"the scratch file {path} is {kind}; cnntool never writes through it (its "
+                       "target stays untouched): remove it and run again")
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     # the name carries our PID and host, so that a run killed here leaves a file that the next
     # one can recognize as stale (io.scratch.clean_stale)
     handle, temp = scratch_file(path.parent, path.name, ".part")
-    os.close(handle)
-    os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+    try:  # on the descriptor, not the name: nothing planted there since mkstemp is followed
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual ones
+    finally:
+        os.close(handle)
     try:
         yield Path(temp)
         os.replace(temp, path)

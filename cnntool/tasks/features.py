@@ -61,7 +61,7 @@ class FeatureSpool:
         from cnntool.io.scratch import FEATURES_STEM, scratch_file  # a name a later run can clean
 
         handle, self.path = scratch_file(folder, FEATURES_STEM, ".f32")
-        self._file = os.fdopen(handle, "wb")
+        self._file = os.fdopen(handle, "w+b")  # mapped back through this descriptor, not the name
         self.indices: list[int] = []  # dataset index of each row, in the order written
         self.width: int | None = None
         self.nonfinite: list[int] = []  # dataset indices of rows with NaN or inf
@@ -90,7 +90,7 @@ class FeatureSpool:
         self._file.flush()
         if not self.indices:
             return np.zeros((0, self.width or 0), dtype=np.float32)
-        return np.memmap(self.path, dtype=np.float32, mode="r", shape=(len(self.indices), self.width))
+        return np.memmap(self._file, dtype=np.float32, mode="r", shape=(len(self.indices), self.width))
 
     def allocate(self, indices: Sequence[int], width: int, nonfinite: Sequence[int]) -> np.ndarray:
         """Size an empty spool for `indices` rows of `width` and return it as a writable memory
@@ -102,7 +102,7 @@ class FeatureSpool:
         self._file.flush()
         if not self.indices or not width:
             return np.zeros((len(self.indices), width), dtype=np.float32)
-        return np.memmap(self.path, dtype=np.float32, mode="r+", shape=(len(self.indices), width))
+        return np.memmap(self._file, dtype=np.float32, mode="r+", shape=(len(self.indices), width))
 
     def close(self) -> None:
         if not self._file.closed:

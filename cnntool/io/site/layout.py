@@ -6,6 +6,7 @@ agree without passing paths around. Layer names are module paths (`_blocks.3`,
 """
 from __future__ import annotations
 
+import hashlib
 import re
 
 INDEX = "index.html"
@@ -17,11 +18,16 @@ ATLASES = "atlases"
 
 
 def layer_slug(name: str) -> str:
-    """A file-name-safe form of a layer name: letters, digits, '.', '_' and '-' are kept, any
-    other character becomes '-'; a leading '.' or an empty name are made visible."""
+    """A file-name-safe form of a layer name, one per name: letters, digits, '.', '_' and '-'
+    are kept, any other character becomes '-', and a leading '.' or an empty name are made
+    visible. Such a change loses the name (`conv_α` and `conv_β` both become `conv_-`), so
+    then a short hash of the real name is added (`conv_--1a2b3c4d`): two layers never share
+    a page."""
     slug = re.sub(r"[^A-Za-z0-9._-]", "-", name)
     if not slug or slug.startswith("."):
         slug = "layer" + slug
+    if slug != name:
+        slug += "-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return slug
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -80,9 +80,13 @@ def run_attack(session: ScanSession, attack: AttackFunction, eps_values: Sequenc
                                        o.clean, o.adversarial)) if full_res else None
     kept, tally, position = [], AttackTally(eps_values), list(eps_values).index
     with session.prepared(needs_grad=True) if prepare else contextlib.nullcontext() as prepared:
-        for batch in session.batches(title, normalize=False):
-            for outcomes in attack_batch(loaded, session.dataset, batch, attack, eps_values,
-                                         chosen, to_class, prepared):
+        attacked = (attack_batch(loaded, session.dataset, batch, attack, eps_values, chosen,
+                                 to_class, prepared)
+                    for batch in session.batches(title, normalize=False))
+        if files is not None and session.shard.distributed:
+            attacked = _on_rank_0(session, attacked)  # only rank 0 writes files
+        for per_eps in attacked:
+            for outcomes in per_eps:
                 fields = files.save_and_judge(outcomes, judge, carry) if files else [{}] * len(outcomes)
                 for outcome, found in zip(outcomes, fields):
                     tally.add(outcome, found.get("success_after_save"))
@@ -95,3 +99,29 @@ def run_attack(session: ScanSession, attack: AttackFunction, eps_values: Sequenc
         total.merge(part[0])
     every = sorted((row for part in parts for row in part[1]), key=lambda row: row[:2])
     return AttackRun([row[2] for row in every], total.summaries(), [part[2] for part in parts])
+
+
+def _on_rank_0(session: ScanSession, attacked: Iterator[list[list[AttackedImage]]]
+               ) -> Iterator[list[list[AttackedImage]]]:
+    """Every rank's attacked batches brought to rank 0 one round at a time (collective: each
+    rank attacks its next batch, then they gather; a rank whose shard is done sends None until
+    all are): rank 0 gets each round's outcomes per ε in dataset order, so that it alone writes
+    the files, and the same ones (the first N triptychs) as one process would; the other ranks
+    get nothing. One round's images travel, on the CPU, never a whole shard's."""
+    while True:
+        per_eps = next(attacked, None)
+        mine = None if per_eps is None else [[_portable(o) for o in outcomes] for outcomes in per_eps]
+        parts = session.gather(mine)
+        if all(part is None for part in parts):
+            return
+        if session.is_main:
+            present = [part for part in parts if part is not None]
+            yield [sorted((o for part in present for o in part[e]), key=lambda o: o.index)
+                   for e in range(len(present[0]))]
+
+
+def _portable(outcome: AttackedImage) -> AttackedImage:
+    """The outcome with its pixels as compact CPU copies (a row of a batch would pickle the
+    whole batch's storage)."""
+    return replace(outcome, clean=outcome.clean.detach().to("cpu", copy=True),
+                   adversarial=outcome.adversarial.detach().to("cpu", copy=True))

@@ -33,14 +33,14 @@ class KeptSpool(FeatureSpool):
     the rows its state recorded and appends from there. The command deletes it when done."""
 
     def __init__(self, path: str | Path, saved: dict | None = None):
+        from cnntool.io.scratch import open_fixed  # never through a link planted at the name
+
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        saved = saved or {}
-        self.indices = list(saved.get("indices", ()))
-        self.width = saved.get("width")
-        self.nonfinite = list(saved.get("nonfinite", ()))
-        handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        self._file = os.fdopen(handle, "r+b")
+        self.indices = list((saved or {}).get("indices", ()))
+        self.width = (saved or {}).get("width")
+        self.nonfinite = list((saved or {}).get("nonfinite", ()))
+        self._file = os.fdopen(open_fixed(self.path, reuse=saved is not None), "r+b")
         self._file.truncate(4 * len(self.indices) * (self.width or 0))
         self._file.seek(0, os.SEEK_END)
 
