@@ -379,3 +379,221 @@ def test_save_checkpoint_never_writes_through_a_link_planted_at_its_scratch_name
     (tmp_path / ".m.pt.part").symlink_to(victim)  # the fixed scratch name it used to write
     save_checkpoint(nn.Linear(2, 2), tmp_path / "m.pt")
     assert victim.read_bytes() == b"keep me" and (tmp_path / "m.pt").stat().st_size > 100
+
+
+# --- #21 injection ---
+# A path, a class name (--classes, a checkpoint, a folder) or an exception's text is shown as it
+# is: never Rich markup, never a control sequence for the terminal, never a spreadsheet formula,
+# never matplotlib math text.
+
+OSC_LINK = "\x1b]8;;http://evil\x07click\x1b]8;;\x07"  # a terminal hyperlink, raw
+HOSTILE_CLASSES = ["=cmd|' /C calc'!A0", "[link=http://evil]x[/link]", OSC_LINK, "[bold red]",
+                   r"$\frac{0}{$", "-0.5", "-x", "@SUM(1)", "8", "9"]  # lenet5-mnist's 10 digits
+HOSTILE_DATA = r"[bold red]$\frac{0}{$"  # a folder name: titles, progress bars, plots name it
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """A folder named HOSTILE_DATA with one MNIST digit per class 0-4 (in folders 0 to 4) and
+    a --classes file of HOSTILE_CLASSES (lenet5-mnist reads each digit right)."""
+    import numpy as np
+    from PIL import Image
+
+    from cnntool.core.data import open_data
+
+    root = tmp_path_factory.mktemp("hostile")
+    digits = open_data("mnist-5k")
+    labels = np.asarray(digits.labels)
+    for digit in range(5):
+        (root / HOSTILE_DATA / str(digit)).mkdir(parents=True)
+        Image.fromarray(digits.arrays[int(np.flatnonzero(labels == digit)[0])]).save(
+            root / HOSTILE_DATA / str(digit) / f"{digit}.png")
+    (root / "classes.txt").write_text("\n".join(HOSTILE_CLASSES) + "\n", encoding="utf-8")
+    return root
+
+
+def _no_control_characters(*texts: str) -> None:
+    for text in texts:
+        assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text, repr(text)
+
+
+def test_hostile_class_names_reach_predicts_table_as_text_and_its_csv_as_no_formula(cnntool, hostile):
+    table = cnntool("predict", "lenet5-mnist", HOSTILE_DATA, "--classes", "classes.txt",
+                    "--format", "table", "--top", "1", cwd=hostile)
+    assert table.returncode == 0, table.stderr
+    _no_control_characters(table.stdout, table.stderr)
+    # NO_COLOR: the names are printed as typed, not obeyed as markup (nor dropped as tags)
+    for name in ("[link=http://evil]x[/link]", "[bold red]", r"$\frac{0}{$", "=cmd|' /C calc'!A0"):
+        assert name in table.stdout, table.stdout
+    assert "│ click " in table.stdout and "8;;" not in table.stdout  # the OSC link's text only
+    assert f"lenet5-mnist on {HOSTILE_DATA}" in table.stdout  # the table's title
+
+    rows = cnntool("predict", "lenet5-mnist", HOSTILE_DATA, "--classes", "classes.txt",
+                   "--format", "csv", "--top", "1", "-q", cwd=hostile)
+    assert rows.returncode == 0, rows.stderr
+    import csv
+    import io
+
+    cells = list(csv.DictReader(io.StringIO(rows.stdout)))
+    assert [c["top1_name"] for c in cells] == ["'=cmd|' /C calc'!A0", "[link=http://evil]x[/link]",
+                                               "click", "[bold red]", r"$\frac{0}{$"]
+    assert all(float(c["top1_prob"]) > 0.5 for c in cells)  # numbers stay numbers
+
+
+def test_hostile_names_in_attack_triptychs_sweep_plot_and_table(cnntool, hostile):
+    from tests.pixels import find_plot_text, png
+
+    single = cnntool("attack", "fgsm", "lenet5-mnist", HOSTILE_DATA, "--classes", "classes.txt",
+                     "--eps", "0.3", "-o", "single", "--triptychs", "5", "--format", "csv", cwd=hostile)
+    assert single.returncode == 0, single.stderr
+    _no_control_characters(single.stdout, single.stderr)
+    assert len(single.stdout.splitlines()) == 1 + 5  # the header and a record per image
+    assert "'=cmd|' /C calc'!A0" in single.stdout
+    # the digit 4's triptych names its class as typed, not as (broken) math text
+    (four,) = (hostile / "single" / "triptych").glob("00004_*.png")
+    assert find_plot_text(png(four), r"original: \$\frac{0}{\$", fontsize=9)
+
+    sweep = cnntool("attack", "fgsm", "lenet5-mnist", HOSTILE_DATA, "--classes", "classes.txt",
+                    "--eps", "0,0.3", "-o", "sweep", "--format", "table", cwd=hostile)
+    assert sweep.returncode == 0, sweep.stderr
+    _no_control_characters(sweep.stdout, sweep.stderr)
+    assert f"fgsm on lenet5-mnist, {HOSTILE_DATA}" in " ".join(sweep.stdout.split())  # its title
+    assert find_plot_text(png(hostile / "sweep" / "sweep.png"),
+                          r"fgsm on lenet5-mnist, [bold red]\$\frac{0}{\$")
+
+
+def test_hostile_label_names_in_the_embed_plot_and_csv(cnntool, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from tests.pixels import find_plot_text, png
+
+    names = [r"$\frac{0}{$", "[bold red]", "\x1b]8;;http:evil\x07click\x1b]8;;\x07", "=1+2"]
+    for label, name in enumerate(names):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for k in range(3):
+            pixels = np.full((28, 28), 60 * label + 20 * k, np.uint8)
+            pixels[4 * k:4 * k + 8, 3 * label:3 * label + 8] = 255
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{k}.png")
+    result = cnntool("embed", "lenet5-mnist", tmp_path / "data", "--method", "pca", "--plot",
+                     tmp_path / "map.png", "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    _no_control_characters(result.stdout, result.stderr)
+    assert len(result.stdout.splitlines()) == 1 + 12
+    assert "'=1+2" in result.stdout and "[bold red]" in result.stdout
+    pixels = png(tmp_path / "map.png")
+    for drawn in (r"\$\frac{0}{\$", "[bold red]", "=1+2"):  # the legend, entries as typed
+        assert find_plot_text(pixels, drawn, fontsize=8), drawn
+
+
+def test_markup_and_control_characters_in_an_error_are_one_sentence(cnntool, tmp_path):
+    path = tmp_path / "di[/x]gits[link=https:evil]" / ("a" + OSC_LINK)
+    result = cnntool("predict", "lenet5-mnist", path)
+    assert result.returncode == 1
+    assert "MarkupError" not in result.stderr and "Traceback" not in result.stderr
+    _no_control_characters(result.stderr)
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: DATA ") and "di[/x]gits[link=https:evil]/aclick' is not" in line
+
+
+def test_std_nan_is_a_usage_error_that_quotes_what_was_typed(cnntool):
+    result = cnntool("predict", "lenet5-mnist", "mnist-5k", "--std", "nan")
+    assert result.returncode == 2, result.stderr
+    assert "'nan' is not a comma list of finite numbers" in result.stderr, result.stderr
+
+
+def test_clicks_usage_errors_show_no_control_characters(cnntool):
+    result = cnntool(OSC_LINK, "lenet5-mnist")  # click quotes the unknown command as typed
+    assert result.returncode == 2
+    assert "No such command" in result.stderr
+    _no_control_characters(result.stderr)
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """cnntool.cli.console bound to a colour terminal (a StringIO): what a user's terminal gets."""
+    import io
+
+    from rich.console import Console
+
+    from cnntool.cli import console
+
+    screen = io.StringIO()
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr(console, "_console", Console(file=screen, force_terminal=True,
+                                                     color_system="truecolor", highlight=False,
+                                                     emoji=False, width=200))
+    monkeypatch.setattr(console, "_quiet", False)
+    monkeypatch.setattr(console, "_silent", False)
+    return screen
+
+
+def test_the_console_shows_user_text_as_it_is_and_keeps_its_own_styles(terminal):
+    from rich.text import Text
+
+    from cnntool.cli import console
+    from cnntool.io.records import Column, styled
+
+    gloo = "[/opt/gloo/transport/tcp/pair.cc:545] Connection closed by peer [link=http://evil]x[/link]"
+    console.error(f"unexpected RuntimeError: {gloo}")
+    console.warn(f"class {OSC_LINK} :warning: [bold red]")
+    console.info(Text.assemble(("no findings", "green"), ": in ", "[dim]conv1[/dim]"))
+    console.show_table(f"title {OSC_LINK}[/x]", [Column("name", "name"), Column("verdict", "verdict")],
+                       [{"name": "[link=http://evil]x[/link]", "verdict": styled("FAIL", "bold red")}],
+                       caption="caption [/y]")
+    with console.progress(f"scan [/z] {OSC_LINK}", total=1) as advance:
+        advance()
+    shown = terminal.getvalue()
+    assert "]8;" not in shown and "\x07" not in shown and "evil\x1b" not in shown  # no hyperlink
+    for text in (gloo, "class click :warning: [bold red]", "[dim]conv1[/dim]", "title click[/x]",
+                 "caption [/y]", "scan [/z] click"):
+        assert text in shown, (text, shown)
+    # our styles stay: the red error prefix, yellow warning, green "no findings", a red FAIL cell
+    assert "\x1b[1;31merror:\x1b[0m" in shown and "\x1b[33mwarning:\x1b[0m" in shown
+    assert "\x1b[32mno findings\x1b[0m" in shown and "\x1b[1;31mFAIL" in shown
+
+
+def test_printable_removes_escape_sequences_and_control_characters():
+    from cnntool.io.untrusted import printable
+
+    assert printable("plain: ünïcode, [tags], tab\there\nnewline") == "plain: ünïcode, [tags], tab\there\nnewline"
+    assert printable(OSC_LINK) == "click"
+    assert printable("\x1b[31mred\x1b[0m \x1b]0;title\x1b\\x \x9b31my\x7f\r\x00\x08z") == "red x 31myz"
+    assert printable("unended \x1b]8;;http://evil") == "unended "
+    assert printable(42) == "42"
+
+
+def test_csv_cells_never_start_a_formula_but_numbers_stay_numbers():
+    import csv
+    import io
+
+    from cnntool.io.untrusted import csv_cell
+    from cnntool.io.writers import csv_text
+
+    record = {"a": "=cmd|' /C calc'!A0", "b": "+1+2", "c": "-x", "d": "@SUM(1)", "e": "\tx",
+              "f": "\r=1", "g": -0.5, "h": "-3", "i": "-1e-5", "j": -3, "k": "plain", "l": None,
+              "m": ["=x"], "n": f"{OSC_LINK}=y", "o": True}
+    (row,) = list(csv.DictReader(io.StringIO(csv_text([record]))))
+    assert row == {"a": "'=cmd|' /C calc'!A0", "b": "'+1+2", "c": "'-x", "d": "'@SUM(1)",
+                   "e": "'\tx", "f": "'=1", "g": "-0.5", "h": "-3", "i": "-1e-5", "j": "-3",
+                   "k": "plain", "l": "", "m": '["=x"]', "n": "click=y", "o": "True"}
+    assert csv_cell("-inf") == "-inf" and csv_cell("-1.5.2") == "'-1.5.2" and csv_cell("- 3") == "'- 3"
+
+
+def test_jsonl_escapes_c1_controls_losslessly():
+    from cnntool.io.writers import jsonl_line
+
+    line = jsonl_line({"name": "a\x9b31m\x1b]8;;x\x07\x7f"})
+    assert all(ord(c) < 0x7f or ord(c) > 0x9f for c in line) and "\x1b" not in line
+    assert json.loads(line) == {"name": "a\x9b31m\x1b]8;;x\x07\x7f"}
+
+
+def test_plot_text_is_drawn_literally_never_as_math():
+    from matplotlib.text import Text as PlotText
+
+    from cnntool.io.untrusted import plot_text
+
+    for typed in (r"$\frac{0}{$", "$x$", "$", r"a\$b", r"\\$c", "cost $5 or $6", "no dollar"):
+        text = PlotText(0, 0, plot_text(typed))
+        assert text._preprocess_math(text.get_text()) == (typed, False), typed
+    assert plot_text(f"a{OSC_LINK}") == "aclick"

@@ -90,8 +90,8 @@ def main(argv=None) -> None:
     try:
         result = cli.main(args=argv, prog_name="cnntool", standalone_mode=False)
     except (click.exceptions.Exit, click.ClickException) as exc:
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if isinstance(exc, click.ClickException):  # it quotes the command line: no control characters
+            exc.show(file=console.PrintableStream(sys.stderr))
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         sys.stderr.write("aborted\n" if isinstance(exc, click.exceptions.Abort) else "interrupted\n")

@@ -2,6 +2,7 @@
 Each parser takes None to None and raises ValueError with one sentence for anything else."""
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 
@@ -23,13 +24,16 @@ def parse_size(text: str | None, channels_default: int | None = None):
 
 
 def parse_floats(text: str | None) -> tuple[float, ...] | None:
-    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5)."""
+    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5); nan and inf are refused (the sentence quotes `text`)."""
     if text is None:
         return None
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        numbers = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ValueError(f"'{text}' is not a comma list of numbers like 0.5,0.5,0.5") from None
+        numbers = ()
+    if not numbers or not all(math.isfinite(v) for v in numbers):
+        raise ValueError(f"'{text}' is not a comma list of finite numbers like 0.5,0.5,0.5")
+    return numbers
 
 
 def parse_resize(text: str | None) -> int | str | None:

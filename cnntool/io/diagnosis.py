@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnntool.io.records import Column, table
+from cnntool.io.untrusted import printable
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 CAPTION = ("at: the activation measured after the layer (JSON: measured_at); C: units; dead: "
@@ -55,16 +56,18 @@ def diagnosis_table(model: str, diagnosis):
                  caption=CAPTION, compact=True)
 
 
-def findings_text(diagnosis) -> list[str]:
-    """The findings as rich markup, one message each (with its advice and next command)."""
-    from rich.markup import escape
+def findings_text(diagnosis) -> list:
+    """The findings as rich Texts, one message each (with its advice and next command): our
+    styles, the messages (which name layers) as plain text."""
+    from rich.text import Text
 
     if not diagnosis.findings:
-        return ["[green]no findings[/]: nothing crossed a threshold"]
-    return [f"{len(diagnosis.findings)} finding(s):",
-            *(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/] {escape(f.message)}\n"
-              f"    [dim]advice: \"{escape(f.advice)}\"[/]"
-              + (f"\n    [dim]next: {escape(f.command)}[/]" if f.command else "") for f in diagnosis.findings)]
+        return [Text.assemble(("no findings", "green"), ": nothing crossed a threshold")]
+    return [Text(f"{len(diagnosis.findings)} finding(s):"),
+            *(Text.assemble((f.severity, SEVERITY_STYLE[f.severity]), " ", printable(f.message),
+                            ("\n    advice: \"" + printable(f.advice) + "\"", "dim"),
+                            ("\n    next: " + printable(f.command) if f.command else "", "dim"))
+              for f in diagnosis.findings)]
 
 
 def save_figures(out, name: str, diagnosis) -> list[Path]:

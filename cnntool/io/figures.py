@@ -1,7 +1,9 @@
 """Images and figures written to files: 8-bit pixels, the adversarial triptych, the ε-sweep plot.
 
 matplotlib is imported only when a figure is drawn (it is slow to import), and only through its
-object API with the Agg canvas: no pyplot, no global state, no display needed.
+object API with the Agg canvas: no pyplot, no global state, no display needed. Every text that
+can hold a user string (a class name, a path, a model or layer name) goes through
+io.untrusted.plot_text: drawn as typed, never as math text.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from cnntool.io.untrusted import plot_text
 from cnntool.io.writers import atomic_path
 
 
@@ -36,7 +39,7 @@ def save_triptych(path: str | Path, clean: np.ndarray, adversarial: np.ndarray, 
         gray = pixels.ndim == 2
         axes.imshow(np.clip(pixels, 0, 1), cmap="gray" if gray else None, vmin=0, vmax=1,
                     interpolation="nearest")
-        axes.set_title(title, fontsize=9)
+        axes.set_title(plot_text(title), fontsize=9)
         axes.axis("off")
     save_figure(figure, path)
 
@@ -49,14 +52,14 @@ def save_accuracy_plot(path: str | Path, curves: Mapping[str, tuple[Sequence[flo
     axes = figure.add_subplot(1, 1, 1)
     ticks: set[float] = set()
     for name, (eps_values, values) in curves.items():
-        axes.plot(eps_values, values, marker="o", label=name)
+        axes.plot(eps_values, values, marker="o", label=plot_text(name))
         ticks.update(eps_values)
     axes.set_xticks(sorted(ticks), [eps_label(e) for e in sorted(ticks)], fontsize=8)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
+    axes.set_xlabel(plot_text(xlabel))
+    axes.set_ylabel(plot_text(ylabel))
     axes.set_ylim(-0.02, 1.02)
     axes.grid(alpha=0.3)
-    axes.set_title(title, fontsize=10)
+    axes.set_title(plot_text(title), fontsize=10)
     if len(curves) > 1:
         axes.legend()
     figure.tight_layout()

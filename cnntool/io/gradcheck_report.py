@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from cnntool.io.records import Column, write_records
+from cnntool.io.records import Column, styled, write_records
 
 CSV_COLUMNS = ["module", "tensor", "shape", "verdict", "checks", "passed", "failed",
                "inconclusive", "kinks", "max_rel_err", "max_abs_err", "mode", "eps", "rtol", "atol"]
@@ -21,7 +21,7 @@ TABLE = [Column("module", lambda t: t.module or "(model)"), Column("tensor", lam
          Column("incon.", lambda t: t.count("inconclusive"), right=True),
          Column("rel err", lambda t: _err(t.max_rel_err), right=True),
          Column("abs err", lambda t: _err(t.max_abs_err), right=True),
-         Column("verdict", lambda t: f"[{VERDICT_STYLE[t.verdict]}]{t.verdict.upper()}[/]", right=True)]
+         Column("verdict", lambda t: styled(t.verdict.upper(), VERDICT_STYLE[t.verdict]), right=True)]
 
 
 def plan(loaded, batch: int, per_layer: bool, seed: int) -> str:

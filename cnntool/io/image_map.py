@@ -46,6 +46,7 @@ def scatter_figure(coords: np.ndarray, labels: np.ndarray | None, label_names: S
     """A matplotlib Figure (Agg) of the map; `figure.axes[0].get_legend()` is None when no
     legend is drawn. Points are drawn in a seeded random order, so no class hides another."""
     from cnntool.io.figures import new_figure
+    from cnntool.io.untrusted import plot_text
 
     coords = np.asarray(coords, dtype=np.float32)
     count = len(coords)
@@ -63,13 +64,13 @@ def scatter_figure(coords: np.ndarray, labels: np.ndarray | None, label_names: S
     axes.set_yticks([])
     axes.set_aspect("equal", adjustable="datalim")
     if title:
-        axes.set_title(title, fontsize=10)
+        axes.set_title(plot_text(title), fontsize=10)
     groups = len(classes) + int((labels < 0).any())
     if 2 <= groups and len(classes) <= MAX_LEGEND_CLASSES:
         from matplotlib.lines import Line2D
 
         def name(label: int) -> str:
-            return label_names[label] if 0 <= label < len(label_names) else str(label)
+            return plot_text(label_names[label] if 0 <= label < len(label_names) else label)
 
         handles = [Line2D([], [], marker="o", linestyle="", color=colour_of[c], label=name(c))
                    for c in classes]

@@ -2,13 +2,17 @@
 
 A command describes its table once (`Column`s over its records), and `write_records` prints
 the records in the format asked for; `table` builds the same kind of table for stderr.
-rich is imported only when a table is drawn.
+rich is imported only when a table is drawn. A table shows its title, caption and cells as they
+are (no rich markup, no control characters): a cell that is styled on purpose is a rich Text
+(`styled`).
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from cnntool.io.untrusted import printable
 
 
 @dataclass(frozen=True)
@@ -21,9 +25,25 @@ class Column:
     fold: bool = False  # wrap long cells instead of cutting them
     no_wrap: bool = False
 
-    def cell(self, record: Mapping) -> str:
+    def cell(self, record: Mapping):
+        """The cell's value: text (None: ""), or a rich Text that `value` gave (see `styled`)."""
         value = record.get(self.value) if isinstance(self.value, str) else self.value(record)
-        return "" if value is None else str(value)
+        return "" if value is None else value
+
+
+def styled(text: str, style: str):
+    """A cell (or status line) in a rich style of ours, e.g. styled("FAIL", "bold red")."""
+    from rich.text import Text
+
+    return Text(printable(text), style=style)
+
+
+def _literal(value, style: str | None = None):
+    """A rich Text shown as it is: a string taken literally (no markup, no control characters),
+    a Text (ours, from `styled`) as it is."""
+    from rich.text import Text
+
+    return value if isinstance(value, Text) else Text(printable(value), style=style or "")
 
 
 def table(title: str | None, columns: Sequence[Column], records: Iterable[Mapping], *,
@@ -35,13 +55,14 @@ def table(title: str | None, columns: Sequence[Column], records: Iterable[Mappin
 
     extra = dict(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True) \
         if compact else {}
-    result = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
-                   **extra)
+    result = Table(title=None if title is None else _literal(title, "table.title"),
+                   title_justify="left", caption_justify="left",
+                   caption=None if caption is None else _literal(caption, "table.caption"), **extra)
     for column in columns:
-        result.add_column(column.header, justify="right" if column.right else "left",
+        result.add_column(_literal(column.header), justify="right" if column.right else "left",
                           overflow="fold" if column.fold else "ellipsis", no_wrap=column.no_wrap)
     for record in records:
-        result.add_row(*(column.cell(record) for column in columns),
+        result.add_row(*(_literal(column.cell(record)) for column in columns),
                        style=styles(record) if styles else None)
     return result
 
@@ -62,7 +83,7 @@ def write_records(records: Iterable[Mapping], fmt: str | None, *, columns: Seque
         from rich.console import Console
 
         width = None if sys.stdout.isatty() else 200  # a pipe or file: wide enough not to fold rows
-        Console(file=sys.stdout, highlight=False, width=width).print(
+        Console(file=sys.stdout, highlight=False, emoji=False, width=width).print(
             table(title, table_columns, list(records), caption=caption, styles=styles))
         return
     RecordWriter(sys.stdout, fmt, columns).write_all(records)

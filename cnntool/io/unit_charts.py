@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from cnntool.io.figures import new_figure, save_figure
+from cnntool.io.untrusted import plot_text
 
 HEATMAP_MAX_UNITS = 256  # a wider layer shows its first 256 units (the title says so)
 
@@ -26,8 +27,8 @@ def save_unit_bars(path: str | Path, labels: Sequence[str], series: dict[str, Se
     for k, (name, values) in enumerate(series.items()):
         shown = np.array([np.nan if v is None else 100.0 * v for v in values], dtype=float)
         axes.barh(rows + (k - (len(series) - 1) / 2) * height, np.nan_to_num(shown), height=height,
-                  label=name)
-    axes.set_yticks(rows, labels, fontsize=7)
+                  label=plot_text(name))
+    axes.set_yticks(rows, [plot_text(label) for label in labels], fontsize=7)
     axes.set_ylim(len(labels) - 0.5, -0.5)  # first layer on top, no empty margins
     axes.set_xlim(0, 100)
     axes.set_xlabel("% of the layer's units (sparsity: % of samples ≤ 0, averaged over units)")
@@ -35,7 +36,7 @@ def save_unit_bars(path: str | Path, labels: Sequence[str], series: dict[str, Se
     # above the bars, beside nothing: a legend inside would hide the last layers
     axes.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(series),
                 frameon=False)
-    axes.set_title(title, fontsize=10, pad=18)
+    axes.set_title(plot_text(title), fontsize=10, pad=18)
     figure.tight_layout()
     save_figure(figure, path)
 
@@ -52,7 +53,7 @@ def save_correlation_heatmap(path: str | Path, correlation: np.ndarray, *, title
     axes.set_facecolor("0.8")
     axes.set_xlabel("unit")
     axes.set_ylabel("unit")
-    axes.set_title(title, fontsize=9)
+    axes.set_title(plot_text(title), fontsize=9)
     figure.colorbar(image, ax=axes, label="r")
     figure.tight_layout()
     save_figure(figure, path)

@@ -11,11 +11,13 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Mapping, Sequence
 
 from cnntool.io.scratch import scratch_file
+from cnntool.io.untrusted import csv_cell
 
 FORMATS = ("jsonl", "csv", "table")
 
@@ -83,13 +85,29 @@ def _plain(value):
 
 
 def jsonl_line(record: Mapping) -> str:
-    return json.dumps(_plain(record), ensure_ascii=False, separators=(",", ":"))
+    return _json(_plain(record), separators=(",", ":"))
+
+
+_C1 = re.compile("[\x7f-\x9f]")
+
+
+def _json(value, **options) -> str:
+    """JSON text without a raw control character: json escapes C0 itself; DEL and C1 (which
+    a terminal may obey, e.g. U+009B, a CSI) are escaped here too. Lossless: a reader gets the
+    same strings back."""
+    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False, **options))
 
 
 def _cell(value) -> str:
+    """A CSV cell: numbers as they are, text never a formula (io.untrusted.csv_cell), lists and
+    dicts as JSON."""
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"))
-    return "" if value is None else str(value)
+        return csv_cell(_json(_plain(value), separators=(",", ":")))
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)):  # bool too: a number is never a formula
+        return str(value)
+    return csv_cell(str(value))
 
 
 class RecordWriter:
@@ -134,4 +152,4 @@ def plain(value):
 def write_json(path: str | Path, record: Mapping) -> None:
     """A JSON document, indented, written atomically (`-`: stdout)."""
     with open_output(path) as handle:
-        handle.write(json.dumps(_plain(record), indent=2, ensure_ascii=False) + "\n")
+        handle.write(_json(_plain(record), indent=2) + "\n")
