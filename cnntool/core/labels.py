@@ -6,7 +6,9 @@ map onto the model's outputs:
 - integer labels directly, when the data set and the model name their classes alike (or
   neither has names and the counts agree);
 - folder names in sorted order, when the model has no class names and there are exactly as
-  many folders as outputs: that is how torchvision's ImageFolder numbered them for training.
+  many folders as outputs: that is how torchvision's ImageFolder numbered them for training
+  (also when the model has class names and no folder is one of them, e.g. WordNet ids against
+  readable names: then with a warning).
 Anything else maps to nothing, and the description says why (no accuracy is better than a
 wrong one). Folder names that are not the model's class names (some of them, or all of them
 when the sorted order is used instead) also give a `warning`: the accuracy rests on a guess,

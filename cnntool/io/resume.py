@@ -6,8 +6,9 @@ its numbers: a digest of the weights, the preprocessing, precision, BatchNorm fo
 tasks.resumable.model_settings), a fingerprint of the dataset (every path with its size and
 modification time, or the pixels of an array-backed sample set) and the STATE_FORMAT it was
 written in, so `--resume` refuses a state whose settings, model or files changed, naming what
-changed, instead of merging stale hits. The lock is a file created exclusively beside the state, holding the owner's host and PID; a lock
-whose owner is gone (another boot, a dead PID) is taken over.
+changed, instead of merging stale hits (the files are checked first). The lock is a file
+created exclusively beside the state, holding the owner's host and PID; a lock whose owner is
+gone (another boot, a dead PID) is taken over.
 """
 from __future__ import annotations
 
@@ -117,7 +118,8 @@ def what_changed(saved: dict, now: dict) -> str:
         name = _FIELD_NAMES.get(field, f"the {field.replace('_', ' ')} changed")
         if isinstance(old, dict) and isinstance(new, dict):
             inner = [f"{k} {_shown(old.get(k, _ABSENT))} -> {_shown(new.get(k, _ABSENT))}"
-                     for k in [*new, *(k for k in old if k not in new)] if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+                     for k in [*new, *(k for k in old if k not in new)]
+                     if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
             parts.append(f"{name} ({', '.join(inner)})")
         elif field == "weights" and isinstance(old, str) and isinstance(new, str):
             parts.append(f"{name} (digest {old[:12]}… -> {new[:12]}…)")
