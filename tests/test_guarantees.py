@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.bad_files import bad_folder, write_good
 from tests.helpers import ROOT, cli_env
@@ -597,3 +599,216 @@ def test_plot_text_is_drawn_literally_never_as_math():
         text = PlotText(0, 0, plot_text(typed))
         assert text._preprocess_math(text.get_text()) == (typed, False), typed
     assert plot_text(f"a{OSC_LINK}") == "aclick"
+
+
+# --- #21 results ---
+# Never silently wrong results: a resume state for another model, preprocessing, precision or
+# BatchNorm folding is refused naming the change; a microscope spool that is gone or short is
+# refused, never zero-filled; folders that are not the model's class names are said; logits that
+# overflow are said and counted wrong; EXIF orientation is applied in the one decode path.
+
+
+def _interrupted(args, after: int) -> None:
+    """Run ARGS in this process and stop it (KeyboardInterrupt) after `after` batches, as a
+    killed run leaves its resume state behind."""
+    from cnntool.cli.main import main
+    from cnntool.core.session import ScanSession
+
+    batches = ScanSession.batches
+
+    def interrupted(self, title, **options):
+        for count, batch in enumerate(batches(self, title, **options)):
+            if count == after:
+                raise KeyboardInterrupt
+            yield batch
+
+    ScanSession.batches = interrupted
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main([str(a) for a in args])
+        assert stopped.value.code == 130
+    finally:
+        ScanSession.batches = batches
+
+
+@pytest.fixture(scope="module")
+def interrupted_top_patches(tmp_path_factory):
+    """4 images, a lenet5 state dict given as a file, and the state a run stopped after 2 of
+    them left in `out`."""
+    import torch
+
+    from cnntool.core.models import load_model
+
+    root = tmp_path_factory.mktemp("resume21")
+    data, out, weights = root / "data", root / "out", root / "w.pt"
+    data.mkdir()
+    write_good(data, 4)
+    torch.save(load_model("lenet5-mnist", device="cpu").module.state_dict(), weights)
+    _interrupted(_resume_args(weights, data, out), after=2)
+    assert (out / ".top-patches-state.pt").is_file()
+    return data, out, weights
+
+
+def _resume_args(weights, data, out, *extra):
+    return ["visualize", "top-patches", weights, "--arch", "lenet5-mnist", data, "--layer", "conv1",
+            "--units", "0-1", "--top", "2", "--batch-size", "1", "--checkpoint-every", "1",
+            "-o", out, "-q", "--workers", "0", *extra]
+
+
+@pytest.mark.parametrize("change, words", [
+    (["--mean", "0.5"], "the preprocessing changed (mean (0) -> (0.5))"),
+    (["--precision", "bf16"], "the precision changed (fp32 -> bf16)"),
+    (["--no-fold-bn"], "BatchNorm folding changed (on -> off)"),
+    ("weights", "the weights changed (digest"),
+    ([], None),
+])
+def test_resume_refuses_a_state_saved_for_another_model_setting(change, words, interrupted_top_patches,
+                                                                 cnntool, tmp_path):
+    import shutil
+
+    import torch
+
+    data, saved_out, weights = interrupted_top_patches
+    out = tmp_path / "out"
+    shutil.copytree(saved_out, out)
+    original = weights.read_bytes()
+    if change == "weights":  # other weights, rewritten at the same path
+        state = torch.load(weights, weights_only=True)
+        state["conv1.weight"] = state["conv1.weight"] * 1.5
+        torch.save(state, weights)
+    try:
+        args = _resume_args(weights, data, out, "--resume", *(change if isinstance(change, list) else []))
+        result = cnntool(*[a for a in args if a != "-q"])
+    finally:
+        weights.write_bytes(original)
+    if words is None:  # the same settings resume
+        assert result.returncode == 0, result.stderr
+        assert "resuming after 2 images" in result.stderr
+        return
+    assert result.returncode == 1, result.stderr
+    assert words in result.stderr and "drop --resume to start afresh" in result.stderr
+    assert "Traceback" not in result.stderr and "error:" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("spool", ["deleted", "short"])
+def test_a_microscope_resume_refuses_a_spool_that_is_gone_or_short(spool, cnntool, tmp_path):
+    from cnntool.core.samples import mnist_5k
+
+    images, labels = mnist_5k()
+    data, site = tmp_path / "digits", tmp_path / "site"
+    for k in range(8):
+        (data / str(labels[k])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[k]).save(data / str(labels[k]) / f"{k}.png")
+    args = ["microscope", "lenet5-mnist", data, "-o", site, "--no-maximize", "--projections", "0",
+            "--units", "2", "--top", "2", "--batch-size", "2", "--checkpoint-every", "1", "-q",
+            "--workers", "0"]
+    _interrupted(args, after=2)
+    features = site / ".microscope-features.f32"
+    assert features.stat().st_size == 4 * 4 * 200  # 4 images' penultimate features (fc 200)
+    if spool == "deleted":
+        features.unlink()
+    else:
+        features.write_bytes(features.read_bytes()[:4 * 200])
+    result = cnntool(*args, "--resume")
+    assert result.returncode == 1, result.stderr
+    assert ("which is gone" if spool == "deleted" else "holds 800 bytes where the resume state "
+            "says 3,200 were written") in result.stderr
+    assert "drop --resume to start afresh" in result.stderr and "Traceback" not in result.stderr
+
+
+def _digit_folders(root, names):
+    """One MNIST digit of each class 0-9, in folders named `names[digit]`."""
+    from cnntool.core.samples import mnist_5k
+
+    images, labels = mnist_5k()
+    for digit, name in enumerate(names):
+        index = int(np.flatnonzero(labels == digit)[0])
+        (root / name).mkdir(parents=True)
+        Image.fromarray(images[index]).save(root / name / f"{index}.png")
+    return root
+
+
+def test_folders_that_are_not_the_models_class_names_are_said(cnntool, tmp_path):
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    named = cnntool("predict", "lenet5-mnist", _digit_folders(tmp_path / "named", words), "--workers", "0")
+    assert named.returncode == 0, named.stderr
+    warning = [line for line in named.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1, named.stderr
+    assert ("the folder names are not the model's class names (folders eight, five, four, …; "
+            "the model's: 0, 1, 2, …)") in warning[0]
+    assert "sorted order" in warning[0] and "eight = 0, five = 1, four = 2" in warning[0]
+    summary = named.stderr.strip().splitlines()[-1]
+    assert "top-1 accuracy" in summary and "taken in sorted order" in summary
+    # the same digits in folders named as the model's classes: no warning, by name
+    digits = cnntool("predict", "lenet5-mnist", _digit_folders(tmp_path / "digits", [str(d) for d in range(10)]),
+                     "--workers", "0")
+    assert digits.returncode == 0 and "warning" not in digits.stderr, digits.stderr
+    assert "10 of 10 folder names matched" in digits.stderr
+    right = sum(json.loads(line)["correct"] for line in digits.stdout.splitlines())
+    assert right >= 9 and f"top-1 accuracy {right}/10" in digits.stderr
+
+
+def test_logits_that_overflow_are_said_and_counted_wrong(cnntool, tmp_path):
+    """Finite weights (1e30) whose logits overflow to inf - inf = NaN."""
+    import torch
+
+    import cnntool as library
+    from tests.own_models import mean_colour
+
+    net = mean_colour()
+    with torch.no_grad():
+        net.conv.weight.mul_(1e30)
+        net.fc.weight.copy_(torch.tensor([[1e30, -1e30, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    library.save_checkpoint(net, tmp_path / "huge.pt", class_names=["red", "green", "blue"],
+                            preprocessing={"input_size": [3, 8, 8], "resize": 8})
+    data = tmp_path / "data"
+    for name, colour in (("red", (250, 10, 10)), ("green", (10, 250, 10)), ("blue", (10, 10, 250))):
+        (data / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8), colour).save(data / name / "a.png")
+    result = cnntool("predict", tmp_path / "huge.pt", "--arch", "tests.own_models:mean_colour",
+                     "--trust-code", data, "--workers", "0")
+    assert result.returncode == 0, result.stderr
+    assert "3 of 3 images gave non-finite logits (NaN or inf; counted wrong)" in result.stderr
+    assert "top-1 accuracy 0/3 = 0.0% (3 with non-finite logits counted wrong)" in result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["nonfinite_logits"] for r in records] == [True] * 3
+    assert [r["correct"] for r in records] == [False] * 3
+
+
+def _portrait(path, square=(30, 10)):
+    """A 40×80 (w×h) upright black image with a white 4×4 square at `square` (x, y), saved turned
+    90° with EXIF orientation 6 (as a phone saves a portrait photo); the upright pixels."""
+    upright = np.zeros((80, 40, 3), np.uint8)
+    x, y = square
+    upright[y:y + 4, x:x + 4] = 255
+    upright[:, :, 1] = np.linspace(0, 120, 80, dtype=np.uint8)[:, None]  # top and bottom differ
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(path, exif=exif.tobytes())
+    return upright
+
+
+def test_exif_orientation_is_applied_in_the_one_decode_path(cnntool, tmp_path):
+    import cnntool as library
+    from cnntool.core.images import load_image, load_pixels
+    from cnntool.core.preprocessing import Preprocessing
+    from tests.own_models import mean_colour
+
+    data = tmp_path / "data"
+    data.mkdir()
+    upright = _portrait(data / "portrait.png")
+    assert Image.open(data / "portrait.png").size == (80, 40)  # stored sideways
+    assert np.array_equal(np.asarray(load_image(data / "portrait.png")), upright)
+    pixels, size = load_pixels(data / "portrait.png", Preprocessing(crop=(80, 40), resize=None))
+    assert size == (40, 80)
+    assert np.array_equal((pixels.numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8), upright)
+    # top-patches: the red channel's best 1-px patch is inside the white square, upright
+    library.save_checkpoint(mean_colour(), tmp_path / "mean.pt",
+                            preprocessing={"input_size": [3, 80, 40], "resize": "none"})
+    result = cnntool("visualize", "top-patches", tmp_path / "mean.pt", "--arch", "tests.own_models:mean_colour",
+                     "--trust-code", data, "--layer", "conv", "--units", "0", "--top", "1",
+                     "-o", tmp_path / "out", "--workers", "0", "-q")
+    assert result.returncode == 0, result.stderr
+    (hit,) = [json.loads(line) for line in result.stdout.splitlines()]
+    x0, y0, x1, y1 = hit["box"]
+    assert 30 <= x0 < 34 and 10 <= y0 < 14 and (x1 - x0, y1 - y0) == (1, 1), hit

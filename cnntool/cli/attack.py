@@ -87,11 +87,12 @@ def pgd_command(model, data, **options):
 
 def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, fmt, model_request,
          scan, steps=10, step_size=None, random_start=True, seed=None) -> None:
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.session import dataset_scan, finish, say_labels
     from cnntool.errors import CnnToolError
     from cnntool.io import attack_report as report
     from cnntool.io.adversarial import AdversarialFiles
     from cnntool.tasks.attack import attack_method, run_attack
+    from cnntool.tasks.predict import nonfinite_warning
 
     try:  # before the (slow) model loading: a bad ε is a usage error (exit 2)
         attack = attack_method(method, eps, steps=steps, step_size=step_size, norm=norm,
@@ -103,6 +104,7 @@ def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, fm
         if flag and (out is None or sweep):
             raise click.UsageError(f"{name} needs -o DIR and a single ε")
     with dataset_scan(model, model_request, data, scan, folders={"-o": out}) as session:
+        say_labels(session)
         records = None if sweep else report.ImageRecords(fmt, streaming=not session.shard.distributed)
         files = AdversarialFiles(out, triptychs) if out is not None and not sweep else None
         run = run_attack(session, attack, eps, target, title=f"{method} {session.model.name}",
@@ -111,6 +113,9 @@ def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, fm
         finish(session)
         if not session.is_main:
             return
+        nonfinite = max(summary.nonfinite for summary in run.summaries)
+        if nonfinite:
+            console.warn(nonfinite_warning(nonfinite, run.summaries[0].images))
     if sweep:
         report.write_sweep(method, norm, session.model.name, session.dataset.name, run.summaries,
                            fmt, out, show=console.show_table, info=console.info)

@@ -51,7 +51,7 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
     import tempfile
 
     from cnntool.cli.followups import Commands, spelled_model
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.session import dataset_scan, finish, say_labels
     from cnntool.core.selection import parse_ranges
     from cnntool.io.microscope import check_site_folder
     from cnntool.io.resume import ResumeFiles
@@ -65,6 +65,7 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
     with dataset_scan(model, model_request, data, scan, limit=limit, folders={"-o": out}) as session, \
             tempfile.TemporaryDirectory(prefix="cnntool-microscope-") as scratch:
         files = ResumeFiles(out, "microscope", session.shard.rank, session.shard.distributed)
+        say_labels(session)
         plan = make_plan(session.module, session.model.input_shape, layers=layers, units=units, top=top)
         console.info(plan.describe())
         result = resumable_scan(session, plan, files, scratch, resume=resume, every=checkpoint_every)
@@ -86,7 +87,10 @@ def _site(session, plan, result, attacked, report, out, *, commands, **pictures)
     from cnntool.io.records import write_records
     from cnntool.tasks.microscope import diagnosis, embedding
     from cnntool.tasks.microscope.run import layer_views, map_labels
+    from cnntool.tasks.predict import nonfinite_warning
 
+    if result.predictions.nonfinite:
+        console.warn(nonfinite_warning(result.predictions.nonfinite, len(result.predictions.index)))
     found = diagnosis(session.module, plan, result, commands)
     site = MicroscopeSite(out, session.model, session.dataset)
     site.add_layers(layer_views(session, plan, result, found, progress=console.progress, **pictures),

@@ -22,11 +22,12 @@ def predict_command(model, data, top, fmt, model_request, scan):
     stderr. DATA is a folder, a list file, '-' (paths on stdin) or a sample set
     (imagenet-samples, mnist-5k, faces, photos). Unreadable images are skipped and counted.
     Under torchrun each rank classifies a shard and rank 0 writes every record in order."""
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.session import dataset_scan, finish, say_labels
     from cnntool.io import predictions as out
-    from cnntool.tasks.predict import PredictionTally, predict_session
+    from cnntool.tasks.predict import PredictionTally, nonfinite_warning, predict_session
 
     with dataset_scan(model, model_request, data, scan) as session:
+        labels = say_labels(session)
         tally = PredictionTally(keep=None if fmt == "table" else out.TABLE_ROWS)
         records = out.PredictionRecords(fmt)  # in one process as they come; under torchrun on rank 0
         everything = predict_session(session, top, tally, on_predictions=records.write)
@@ -35,4 +36,6 @@ def predict_command(model, data, top, fmt, model_request, scan):
             return
         records.write(everything)  # every rank's under torchrun; none in one process
         out.write_table(tally.kept, session.model.name, session.dataset, fmt, show=console.show_table)
-        console.info(out.summary(tally, report.total, table_on_stdout=fmt == "table"))
+        if tally.nonfinite:
+            console.warn(nonfinite_warning(tally.nonfinite, tally.count))
+        console.info(out.summary(tally, report.total, table_on_stdout=fmt == "table", labels=labels))

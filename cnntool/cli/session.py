@@ -94,3 +94,14 @@ def tidy(*outputs, folders: bool = False) -> None:
     line = clean_outputs(outputs, folders=folders)
     if line:
         console.warn(line)
+
+
+def say_labels(session: ScanSession):
+    """How DATA's labels map onto the model's classes (a core.labels.LabelMapping, for the
+    summary); a warning when the folder names are not the model's class names."""
+    from cnntool.core.labels import map_labels
+
+    mapping = map_labels(session.dataset, session.model.class_names, session.model.num_outputs)
+    if mapping.warning:
+        console.warn(mapping.warning)
+    return mapping

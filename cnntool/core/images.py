@@ -9,6 +9,11 @@ DecompressionBombError or its warning on stderr.
 input is decoded at a reduced DCT scale (Pillow's `draft`), and only the center-crop region is
 resampled (`resize(box=...)`), so a 1×5000 strip never becomes a 256×1,280,000 image on the
 way to 224×224. The original size is kept for mapping boxes back.
+
+Every image is turned upright by its EXIF orientation (a phone's portrait photo is stored
+sideways with a tag that says so), here and nowhere else: sizes, boxes, crops and thumbnails
+are all in the upright image's pixels. The bounded decode asks the JPEG decoder for the stored
+(sideways) size, then turns the reduced image.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnntool.errors import DataError
 
@@ -117,7 +122,7 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     """
     with opened_image(path, max_pixels) as image:
         image.load()
-        return to_standard_mode(image)
+        return to_standard_mode(upright(image, _orientation(image)))
 
 
 def load_pixels(path: str | Path, preprocessing: "Preprocessing", *, max_pixels: int | None = None,
@@ -130,24 +135,57 @@ def load_pixels(path: str | Path, preprocessing: "Preprocessing", *, max_pixels:
     it the result is the same to the bit (see crop_pixels for huge resized sizes).
     """
     with opened_image(path, max_pixels) as image:
-        original = image.size
-        scale = _draft(image, preprocessing) if draft else 1.0
+        orientation = _orientation(image)
+        sideways = orientation in _SIDEWAYS
+        original = image.size[::-1] if sideways else image.size  # upright (w, h)
+        scale = _draft(image, preprocessing, sideways) if draft else 1.0
         image.load()
+        image = upright(image, orientation)
         return crop_pixels(to_standard_mode(image), preprocessing, original, scale), original
 
 
-def _draft(image: Image.Image, preprocessing: "Preprocessing") -> float:
+# EXIF orientations (tag 0x0112) that store the image turned by 90° (width and height swapped)
+_SIDEWAYS = {5, 6, 7, 8}
+_ORIENTATION_TAG = 0x0112
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation of an opened image (1: upright, also when there is none or it is
+    unreadable). A JPEG's is read from its header, before anything is decoded."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001  (a broken EXIF block is not a broken image)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright(image: Image.Image, orientation: int | None = None) -> Image.Image:
+    """`image` (loaded) turned upright by its EXIF `orientation` (read from it when None):
+    PIL's ImageOps.exif_transpose, skipped (no copy) for an upright image."""
+    if orientation is None:
+        orientation = _orientation(image)
+    if orientation == 1:
+        return image
+    turned = ImageOps.exif_transpose(image)
+    return image if turned is None else turned
+
+
+def _draft(image: Image.Image, preprocessing: "Preprocessing", sideways: bool = False) -> float:
     """Ask a JPEG decoder for a reduced DCT scale that leaves at least DRAFT_MARGIN times the
-    resized size; return how many original pixels one decoded pixel spans (1.0 when nothing was reduced)."""
-    width, height = image.size
+    resized size; return how many original pixels one decoded pixel spans (1.0 when nothing was
+    reduced). `sideways`: the file stores the image turned by 90° (EXIF orientation 5-8), so the
+    decoder is asked for the resized size turned the same way."""
+    width, height = image.size[::-1] if sideways else image.size  # upright
     resized_width, resized_height = preprocessing.resized_size(width, height)
     if (image.format != "JPEG" or width < 2 * DRAFT_MARGIN * resized_width
             or height < 2 * DRAFT_MARGIN * resized_height):  # 1/2 scale at least, or nothing
         return 1.0
-    drafted = image.draft(image.mode, (DRAFT_MARGIN * resized_width, DRAFT_MARGIN * resized_height))
+    stored_width = image.size[0]
+    wanted = (DRAFT_MARGIN * resized_width, DRAFT_MARGIN * resized_height)
+    drafted = image.draft(image.mode, wanted[::-1] if sideways else wanted)
     if drafted is None:  # not a single-tile baseline image, or already drafted
         return 1.0
-    return width / drafted[1][2]
+    return stored_width / drafted[1][2]  # the same along either side
 
 
 @contextlib.contextmanager

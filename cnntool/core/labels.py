@@ -6,9 +6,13 @@ map onto the model's outputs:
 - integer labels directly, when the data set and the model name their classes alike (or
   neither has names and the counts agree);
 - folder names in sorted order, when the model has no class names and there are exactly as
-  many folders as outputs: that is how torchvision's ImageFolder numbered them for training.
+  many folders as outputs: that is how torchvision's ImageFolder numbered them for training
+  (also when the model has class names and no folder is one of them, e.g. WordNet ids against
+  readable names: then with a warning).
 Anything else maps to nothing, and the description says why (no accuracy is better than a
-wrong one).
+wrong one). Folder names that are not the model's class names (some of them, or all of them
+when the sorted order is used instead) also give a `warning`: the accuracy rests on a guess,
+or leaves those images out.
 """
 from __future__ import annotations
 
@@ -20,10 +24,13 @@ from cnntool.core.data import DataSet
 
 @dataclass(frozen=True)
 class LabelMapping:
-    """`index_of(i)`: image i's label as a class index, or None. `description`: one line."""
+    """`index_of(i)`: image i's label as a class index, or None. `description`: one line.
+    `warning`: one line when folder names are not the model's class names (None when they are,
+    or when there are no folder names)."""
 
     labels: tuple[int | None, ...]
     description: str
+    warning: str | None = None
 
     def index_of(self, index: int) -> int | None:
         return self.labels[index]
@@ -61,14 +68,22 @@ def _folder_names(labels, folders: list[str], names: list[str] | None,
             unmatched = [f for f in folders if index[f] is None]
             text = (f"labels: {len(matched)} of {len(folders)} folder names matched to the "
                     "model's class names")
+            warning = None
             if unmatched:
-                text += f" (not: {', '.join(unmatched[:3])}{', …' if len(unmatched) > 3 else ''})"
+                text += f" (not: {_few(unmatched)})"
+                warning = (f"{len(unmatched)} of {len(folders)} folder names are not the model's "
+                           f"class names ({_few(unmatched)}; the model's: {_few(names)}): their "
+                           "images are left out of the accuracy; rename the folders or give "
+                           "--classes FILE")
             return LabelMapping(tuple(index.get(label) if isinstance(label, str) else None
-                                      for label in labels), text)
+                                      for label in labels), text, warning)
         if count != len(folders):
             return LabelMapping((None,) * len(labels),
                                 f"labels: no folder name ({', '.join(folders[:3])}…) is one of "
-                                "the model's class names, so no accuracy")
+                                "the model's class names, so no accuracy",
+                                f"no folder name is one of the model's class names (folders "
+                                f"{_few(folders)}; the model's: {_few(names)}), so no accuracy; "
+                                "rename the folders or give --classes FILE")
         reason = "no folder name is one of the model's class names, but"
     else:
         if count is None or count != len(folders):
@@ -78,11 +93,23 @@ def _folder_names(labels, folders: list[str], names: list[str] | None,
                                 f"and {outputs} outputs, so no accuracy (give --classes FILE)")
         reason = "the model has no class names, and"
     position = {f: i for i, f in enumerate(folders)}
+    order = f"{folders[0]} = 0 … {folders[-1]} = {len(folders) - 1}"
+    warning = None
+    if names is not None:
+        pairs = ", ".join(f"{f} = {names[i]}" for i, f in enumerate(folders[:3]))
+        warning = (f"the folder names are not the model's class names (folders {_few(folders)}; "
+                   f"the model's: {_few(names)}): the accuracy takes the folders in sorted order "
+                   f"as class indices ({pairs}…), a guess that holds only if the model was trained "
+                   "on these folders; rename them or give --classes FILE if not")
     return LabelMapping(
         tuple(position[label] if isinstance(label, str) else None for label in labels),
         f"labels: {reason} its {count} outputs match the {len(folders)} folders, taken in "
-        "sorted order as torchvision's ImageFolder numbers them "
-        f"({folders[0]} = 0 … {folders[-1]} = {len(folders) - 1})")
+        f"sorted order as torchvision's ImageFolder numbers them ({order})", warning)
+
+
+def _few(names: Sequence[str], shown: int = 3) -> str:
+    """'a, b, c, …': the first `shown` names."""
+    return ", ".join(names[:shown]) + (", …" if len(names) > shown else "")
 
 
 def _integers(dataset: DataSet, names: list[str] | None, count: int | None) -> LabelMapping:

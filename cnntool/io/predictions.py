@@ -51,12 +51,17 @@ def write_table(predictions, model_name: str, dataset, fmt: str, *, show: Callab
         show(title, TABLE, rows)
 
 
-def summary(tally, total: int, table_on_stdout: bool) -> str:
+def summary(tally, total: int, table_on_stdout: bool, labels=None) -> str:
     """How many images were classified, the top-1 accuracy when labels are known (`tally`: a
-    tasks.predict.PredictionTally), and how much of it the stderr table shows."""
+    tasks.predict.PredictionTally) with how many gave NaN/inf logits, how the labels were mapped
+    (`labels`: a core.labels.LabelMapping) and how much of it the stderr table shows."""
     line = f"{tally.count} of {total} images classified"
     if tally.judged:
         line += f"; top-1 accuracy {tally.correct}/{tally.judged} = {tally.correct / tally.judged:.1%}"
+        if tally.nonfinite:
+            line += f" ({tally.nonfinite} with non-finite logits counted wrong)"
+        if labels is not None:
+            line += f" ({labels.description})"
     if not table_on_stdout and tally.count > len(tally.kept):
         line += f" (table shows the first {len(tally.kept)})"
     return line

@@ -26,10 +26,14 @@ class Prediction:
     label: int | str | None
     label_index: int | None  # the label as an index into the model's classes, when it maps
     classes: tuple[ClassScore, ...]
+    finite: bool = True  # False: the logits held NaN or inf (the classes are meaningless)
 
     @property
     def correct(self) -> bool | None:
-        return None if self.label_index is None else self.classes[0].index == self.label_index
+        """None without a label; a prediction from non-finite logits is never correct."""
+        if self.label_index is None:
+            return None
+        return self.finite and self.classes[0].index == self.label_index
 
     def to_record(self) -> dict:
         record = {"path": self.path}
@@ -39,6 +43,8 @@ class Prediction:
                              for c in self.classes]
         if self.correct is not None:
             record["correct"] = self.correct
+        if not self.finite:
+            record["nonfinite_logits"] = True
         return record
 
 
@@ -52,14 +58,22 @@ def label_mapper(dataset: DataSet, class_names: Sequence[str] | None,
 def batch_predictions(model: LoadedModel, dataset: DataSet, batch: Batch, logits, top: int,
                       to_class: Callable[[int], int | None]) -> list[Prediction]:
     """The top-`top` classes of each image of `batch`, from the model's output `logits`."""
-    logits = main_output(logits)  # e.g. aux heads: the main output comes first
-    probs = torch.softmax(logits.float(), dim=1)
+    logits = main_output(logits).float()  # e.g. aux heads: the main output comes first
+    finite = torch.isfinite(logits).all(dim=1).tolist()
+    probs = torch.softmax(logits, dim=1)
     values, indices = probs.topk(min(max(1, top), probs.shape[1]), dim=1)
     return [Prediction(index=item, path=dataset.paths[item], label=dataset.labels[item],
                        label_index=to_class(item),
                        classes=tuple(ClassScore(int(i), model.class_name(int(i)), float(p))
-                                     for p, i in zip(values[row].tolist(), indices[row].tolist())))
+                                     for p, i in zip(values[row].tolist(), indices[row].tolist())),
+                       finite=finite[row])
             for row, item in enumerate(batch.indices)]
+
+
+def nonfinite_warning(count: int, total: int) -> str:
+    """The one wording, for every command that classifies, of images whose logits held NaN/inf."""
+    return (f"{count} of {total} images gave non-finite logits (NaN or inf; counted wrong): the "
+            "model's arithmetic overflows on them (huge weights or inputs?)")
 
 
 def _mapping(model: LoadedModel, dataset: DataSet, logits):
@@ -108,10 +122,12 @@ class PredictionTally:
 
     def __init__(self, keep: int | None = None):
         self.keep, self.kept, self.count, self.correct, self.judged = keep, [], 0, 0, 0
+        self.nonfinite = 0  # predictions from NaN/inf logits (counted wrong where labelled)
 
     def add(self, predictions: Iterable[Prediction]) -> None:
         for p in predictions:
             self.count += 1
+            self.nonfinite += not p.finite
             if p.correct is not None:
                 self.judged += 1
                 self.correct += p.correct

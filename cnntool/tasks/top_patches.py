@@ -25,7 +25,7 @@ from cnntool.core.preprocessing import Preprocessing
 from cnntool.core.receptive_field import ReceptiveField
 from cnntool.core.session import Consumer, ScanSession, feed
 from cnntool.errors import CnnToolError
-from cnntool.tasks.resumable import Resumable
+from cnntool.tasks.resumable import Resumable, model_settings
 
 
 @dataclass(frozen=True)
@@ -244,8 +244,9 @@ def resumable_top_patches(session: ScanSession, files, layer: str, units: Sequen
     (an io.resume.ResumeFiles) and on `resume` continued from there; merged over the ranks
     (collective). The result on rank 0, None on the others and when no image was read."""
     dataset = session.dataset
-    key = dict(model=session.model.name, layer=layer, units=listed, top=top,
-               per_image=per_image, data=dataset.name, images=len(dataset), world=session.shard.world_size)
+    key = dict(model=session.model.name, layer=layer, units=listed, top=top, per_image=per_image,
+               data=dataset.name, images=len(dataset), world=session.shard.world_size,
+               **model_settings(session))
     resumable = Resumable(files.state(key, dataset), resume=resume, every=every)
     state = TopK.from_state(resumable.saved["topk"]) if resumable.saved else None
     consumer = TopPatchConsumer(layer, units=units, top=top, per_image=per_image, state=state)

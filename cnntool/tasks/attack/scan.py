@@ -47,6 +47,7 @@ class AttackedImage:
     adv_name: str | None
     clean: Tensor = field(repr=False)
     adversarial: Tensor = field(repr=False)
+    finite: bool = True  # False: the clean or the adversarial logits held NaN or inf
 
     @property
     def success(self) -> bool:
@@ -67,6 +68,8 @@ class AttackedImage:
                       success=self.success, linf=round(self.linf, 6), l2=round(self.l2, 6))
         if self.upscaled:
             record["upscaled_from"] = list(self.original_size)
+        if not self.finite:
+            record["nonfinite_logits"] = True
         return record
 
 
@@ -99,7 +102,8 @@ def _attack_batch(model, dataset, batch, attack, eps_values, target, to_class, i
     for eps in eps_values:
         adversarial = attack(model, images, labels if targets is None else targets, eps,
                              targeted=targets is not None)
-        adv_pred, adv_conf, _ = classify(model, adversarial)
+        adv_pred, adv_conf, adv_logits = classify(model, adversarial)
+        finite = (torch.isfinite(clean_logits).all(dim=1) & torch.isfinite(adv_logits).all(dim=1)).tolist()
         delta = (adversarial - images).flatten(1)
         linf, l2 = delta.abs().amax(dim=1).tolist(), delta.norm(p=2, dim=1).tolist()
         outcomes.append([AttackedImage(
@@ -112,7 +116,7 @@ def _attack_batch(model, dataset, batch, attack, eps_values, target, to_class, i
             upscaled=batch.sizes[row][0] < crop[1] or batch.sizes[row][1] < crop[0],
             clean_name=model.class_name(int(clean_pred[row])),
             adv_name=model.class_name(int(adv_pred[row])),
-            clean=images[row], adversarial=adversarial[row])
+            clean=images[row], adversarial=adversarial[row], finite=finite[row])
             for row, item in enumerate(batch.indices)])
     return outcomes
 
@@ -155,6 +159,7 @@ class AttackSummary:
     successes: int
     saved: int = 0
     successes_after_save: int = 0
+    nonfinite: int = 0  # images whose clean or adversarial logits held NaN/inf (counted wrong)
 
     @property
     def clean_accuracy(self) -> float | None:
@@ -188,6 +193,8 @@ class AttackSummary:
         if self.saved:
             line += (f"; after saving as 8-bit PNG {self.successes_after_save}/{self.saved} "
                      "still succeed")
+        if self.nonfinite:
+            line += f"; {self.nonfinite} with non-finite logits counted wrong"
         return line
 
     def to_record(self) -> dict:
@@ -198,6 +205,8 @@ class AttackSummary:
                   "success_rate": _rounded(self.success_rate)}
         if self.saved:
             record["success_after_save_rate"] = _rounded(self.successes_after_save / self.saved)
+        if self.nonfinite:
+            record["nonfinite_logits"] = self.nonfinite
         return record
 
 
@@ -212,8 +221,9 @@ class AttackTally:
         counts = self._counts[image.eps]
         counts["images"] += 1
         counts["labels_from_dataset"] += image.label_source == "dataset"
-        counts["clean_correct"] += image.clean_pred == image.label
-        counts["adv_correct"] += image.adv_pred == image.label
+        counts["clean_correct"] += image.finite and image.clean_pred == image.label
+        counts["adv_correct"] += image.finite and image.adv_pred == image.label
+        counts["nonfinite"] += not image.finite
         counts["successes"] += image.success
         if success_after_save is not None:
             counts["saved"] += 1

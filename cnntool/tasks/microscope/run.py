@@ -18,15 +18,18 @@ from cnntool.tasks.microscope.pictures import (
 )
 from cnntool.tasks.microscope.plan import MicroscopePlan
 from cnntool.tasks.microscope.scan import KeptSpool, MicroscopeScan, ScanResult
-from cnntool.tasks.resumable import Resumable
+from cnntool.tasks.resumable import Resumable, model_settings
 
 
 def resume_key(plan: MicroscopePlan, session: ScanSession) -> dict:
-    """What a saved state must match to be resumed: the model, layers, units, data and world."""
+    """What a saved state must match to be resumed: the model (its weights, preprocessing,
+    precision, BatchNorm folding: tasks.resumable.model_settings; its class names, which the
+    labels are mapped onto), layers, units, data and world."""
     dataset = session.dataset
     return dict(model=session.model.name, layers=[[layer.name, list(layer.units)] for layer in plan.layers],
                 top=plan.top, penultimate=plan.penultimate, bins=BINS, data=dataset.name,
-                images=len(dataset), world=session.shard.world_size)
+                images=len(dataset), world=session.shard.world_size, **model_settings(session),
+                class_names=session.model.class_names)
 
 
 def resumable_scan(session: ScanSession, plan: MicroscopePlan, files, scratch: str, *, resume: bool,

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from cnntool.core.session import ScanSession
+from cnntool.errors import CnnToolError
 from cnntool.tasks.diagnose import RunningStats, StatsConsumer, merge_states
 from cnntool.tasks.features import FeatureConsumer, FeatureSpool, assemble
 from cnntool.tasks.microscope.histogram import BINS, HistogramConsumer, UnitHistograms, merged_histograms
@@ -30,19 +31,40 @@ from cnntool.tasks.top_patches import TopK, TopPatchConsumer, merged
 
 class KeptSpool(FeatureSpool):
     """A FeatureSpool at a fixed path that outlives the process: a resumed scan truncates it to
-    the rows its state recorded and appends from there. The command deletes it when done."""
+    the rows its state recorded and appends from there (rows written after the last save are
+    dropped). A spool shorter than its state says, or gone, is refused: never zero-filled. The
+    command deletes it when done."""
 
     def __init__(self, path: str | Path, saved: dict | None = None):
         from cnntool.io.scratch import open_fixed  # never through a link planted at the name
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.indices = list((saved or {}).get("indices", ()))
-        self.width = (saved or {}).get("width")
-        self.nonfinite = list((saved or {}).get("nonfinite", ()))
-        self._file = os.fdopen(open_fixed(self.path, reuse=saved is not None), "r+b")
+        reuse = saved is not None
+        saved = saved or {}
+        self.indices = list(saved.get("indices", ()))
+        self.width = saved.get("width")
+        self.nonfinite = list(saved.get("nonfinite", ()))
+        self._check_saved_rows()
+        self._file = os.fdopen(open_fixed(self.path, reuse=reuse), "r+b")
         self._file.truncate(4 * len(self.indices) * (self.width or 0))
         self._file.seek(0, os.SEEK_END)
+
+    def _check_saved_rows(self) -> None:
+        """The saved rows must all be in the file: a missing or short spool (deleted, or cut
+        short by a full disk) would resume with rows of zeros in the map."""
+        expected = 4 * len(self.indices) * (self.width or 0)
+        if not expected:
+            return
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            raise CnnToolError(f"the resume state's features ({len(self.indices)} rows) were in "
+                               f"{self.path}, which is gone; drop --resume to start afresh") from None
+        if size < expected:
+            raise CnnToolError(f"{self.path} holds {size:,} bytes where the resume state says "
+                               f"{expected:,} were written ({len(self.indices)} rows of "
+                               f"{self.width} features); drop --resume to start afresh")
 
     def state_dict(self) -> dict:
         """What a resume needs: the rows so far (flushed to the file first)."""
@@ -64,6 +86,7 @@ class PredictionLog:
         self.predicted = list(saved.get("predicted", ()))
         self.probability = list(saved.get("probability", ()))
         self.label = list(saved.get("label", ()))
+        self.finite = list(saved.get("finite", (True,) * len(self.index)))
 
     def add(self, predictions) -> None:
         for p in predictions:
@@ -71,10 +94,11 @@ class PredictionLog:
             self.predicted.append(p.classes[0].index)
             self.probability.append(p.classes[0].prob)
             self.label.append(-1 if p.label_index is None else p.label_index)
+            self.finite.append(p.finite)
 
     def state_dict(self) -> dict:
         return {"index": self.index, "predicted": self.predicted,
-                "probability": self.probability, "label": self.label}
+                "probability": self.probability, "label": self.label, "finite": self.finite}
 
 
 @dataclass(frozen=True)
@@ -85,14 +109,21 @@ class Predictions:
     predicted: np.ndarray
     probability: np.ndarray
     label: np.ndarray  # -1: no label the model knows
+    finite: np.ndarray | None = None  # bool: the logits were finite (None: all were)
 
     @property
     def labelled(self) -> int:
         return int((self.label >= 0).sum())
 
     @property
+    def nonfinite(self) -> int:
+        """Images whose logits held NaN or inf: never counted correct."""
+        return 0 if self.finite is None else int((~self.finite).sum())
+
+    @property
     def correct(self) -> int:
-        return int(((self.label >= 0) & (self.predicted == self.label)).sum())
+        right = (self.label >= 0) & (self.predicted == self.label)
+        return int((right if self.finite is None else right & self.finite).sum())
 
     @property
     def accuracy(self) -> float | None:
@@ -101,12 +132,13 @@ class Predictions:
     @classmethod
     def merged(cls, parts: Sequence[dict]) -> "Predictions":
         columns = {key: np.concatenate([np.asarray(p[key]) for p in parts]) if parts else np.zeros(0)
-                   for key in ("index", "predicted", "probability", "label")}
+                   for key in ("index", "predicted", "probability", "label", "finite")}
         order = np.argsort(columns["index"], kind="stable")
         return cls(index=columns["index"][order].astype(np.int64),
                    predicted=columns["predicted"][order].astype(np.int64),
                    probability=columns["probability"][order].astype(np.float64),
-                   label=columns["label"][order].astype(np.int64))
+                   label=columns["label"][order].astype(np.int64),
+                   finite=columns["finite"][order].astype(bool))
 
 
 @dataclass(frozen=True)
