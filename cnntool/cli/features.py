@@ -46,8 +46,8 @@ def features_command(model, data, layer, pooling, out, model_request, scan):
     from cnntool.tasks.features import nonfinite_message, spooled_features
 
     out = Path(out)
+    tidy(out)  # before mkdir: a folder that cannot be made is the sentence of an output
     out.parent.mkdir(parents=True, exist_ok=True)
-    tidy(out)
     with dataset_scan(model, model_request, data, scan) as session, \
             spooled_features(session, layer, pooling, out.parent) as found:
         finish(session)

@@ -16,7 +16,9 @@ from cnntool.cli.options import ModelRequest, ScanOptions
 from cnntool.core.data import open_data
 from cnntool.core.session import ScanReport, ScanSession, report_warnings
 from cnntool.core.sharding import launched_by_torchrun
+from cnntool.errors import DistributedError
 from cnntool.io.scratch import clean_outputs
+from cnntool.io.writers import check_writable
 
 
 @contextlib.contextmanager
@@ -28,10 +30,17 @@ def dataset_scan(spec: str, request: ModelRequest, data: str, options: ScanOptio
     dataset = open_data(data, max_pixels=options.max_pixels).spread(limit)  # before the model: cheap
     if loaded is None:
         loaded = request.load(spec)
-    with ScanSession.open(loaded, dataset, batch_size=options.batch_size, workers=options.workers,
-                          precision=options.precision, fold_bn=options.fold_bn,
-                          progress=console.progress, announce=console.say) as session:
-        yield session
+    try:
+        with ScanSession.open(loaded, dataset, batch_size=options.batch_size, workers=options.workers,
+                              precision=options.precision, fold_bn=options.fold_bn,
+                              dist_timeout=options.dist_timeout,
+                              progress=console.progress, announce=console.say) as session:
+            yield session
+    except DistributedError as exc:
+        if exc.waited is None:
+            raise
+        raise DistributedError(f"{exc} (--dist-timeout or CNNTOOL_DIST_TIMEOUT sets the wait)",
+                               exc.waited) from exc
 
 
 def finish(session: ScanSession) -> ScanReport:
@@ -46,7 +55,11 @@ def finish(session: ScanSession) -> ScanReport:
 
 def tidy(*outputs, folders: bool = False) -> None:
     """Remove the scratch files that interrupted runs left where this command writes `outputs`
-    (files; with `folders=True` folders: io.scratch.clean_outputs), and say what went."""
+    (files; with `folders=True` folders: io.scratch.clean_outputs), and say what went. An
+    output that cannot be written (read-only, a name too long) is an error now, not after the scan."""
+    for output in outputs:
+        if output is not None and str(output) != "-":
+            check_writable(output, folder=folders)
     line = clean_outputs(outputs, folders=folders)
     if line:
         console.warn(line)

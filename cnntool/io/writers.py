@@ -7,35 +7,93 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Mapping, Sequence
 
-from cnntool.io.scratch import scratch_file
+from cnntool.errors import OutputError, os_error_sentence
+from cnntool.io.scratch import name_max, scratch_file
 
 FORMATS = ("jsonl", "csv", "table")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+    The temporary file is removed whatever happens; a failure to write it or `path` (a full
+    disk, a read-only folder, a name too long) is an OutputError sentence that names `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the name carries our PID and host, so that a run killed here leaves a file that the next
-    # one can recognize as stale (io.scratch.clean_stale)
-    handle, temp = scratch_file(path.parent, path.name, ".part")
-    os.close(handle)
-    os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+    if _special(path):  # /dev/null, /dev/full, a FIFO: written in place, never replaced by a file
+        try:
+            yield path
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError) or not _names(exc, path):
+                raise
+            raise OutputError(os_error_sentence(exc, path, "write")) from exc
+        return
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the name carries our PID and host, so that a run killed here leaves a file that the
+        # next one can recognize as stale (io.scratch.clean_stale)
+        handle, temp = scratch_file(path.parent, path.name, ".part")
+    except OSError as exc:
+        raise OutputError(os_error_sentence(exc, path, "write")) from exc
+    try:
+        os.close(handle)
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         yield Path(temp)
         os.replace(temp, path)
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError) or not _names(exc, temp):  # another file, stdout
+            raise
+        raise OutputError(os_error_sentence(exc, path, "write")) from exc
     finally:
-        if os.path.exists(temp):
+        with contextlib.suppress(OSError):  # never mask what went wrong above
             os.unlink(temp)
+
+
+def check_writable(path: str | Path, *, folder: bool = False) -> None:
+    """Raise now the OutputError that writing `path` (a file; with `folder`, a folder to write
+    files in) would raise at the end of a long scan: no file can be created where it goes
+    (read-only, no permission, not a folder) or a name in it is too long. Creates nothing: a
+    scratch file in the nearest folder that exists is made and removed at once. A full disk
+    shows only when the data come."""
+    path = Path(path)
+    existing = path if folder else path.parent
+    while not existing.is_dir() and not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        handle, temp = scratch_file(existing, path.name or "out", ".part")
+    except OSError as exc:
+        raise OutputError(os_error_sentence(exc, path, "write")) from exc
+    os.close(handle)
+    os.unlink(temp)
+    if any(len(os.fsencode(part)) > name_max(existing) for part in path.parts):
+        too_long = OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+        raise OutputError(os_error_sentence(too_long, path, "write"))
+
+
+def _special(path: Path) -> bool:
+    """Whether `path` is a device, FIFO or socket (renaming a file onto /dev/null would replace
+    it, and root may)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _names(exc: OSError, temp: Path) -> bool:
+    """Whether `exc` is about `temp` (or about no file in particular: a write)."""
+    if exc.filename is None:
+        return True
+    return isinstance(exc.filename, (str, bytes, os.PathLike)) and os.fsdecode(exc.filename) == str(temp)
 
 
 def _umask() -> int:
@@ -103,6 +161,15 @@ class RecordWriter:
         self._csv = None
 
     def write(self, record: Mapping) -> None:
+        try:
+            self._write(record)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # `> /dev/full`, a full disk under a redirected stdout
+            name = "stdout" if self.stream is sys.stdout else getattr(self.stream, "name", None)
+            raise OutputError(os_error_sentence(exc, name, "write")) from exc
+
+    def _write(self, record: Mapping) -> None:
         if self.fmt == "jsonl":
             self.stream.write(jsonl_line(record) + "\n")
         else:
