@@ -4,6 +4,7 @@ header claims 100000×100000 pixels, a truncated JPEG, a FIFO, a dangling link, 
 then the promised behaviour."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -374,6 +375,26 @@ def test_a_scratch_name_fits_whatever_the_output_name(tmp_path):
     assert os.listdir(tmp_path) == ["n" * 246 + ".npz"]
 
 
+
+def test_an_output_that_is_a_device_or_fifo_is_written_in_place_not_replaced(tmp_path):
+    """`-o /dev/null` or a FIFO: renaming a finished scratch file onto it would replace the
+    device (root may), so such an output is written where it is."""
+    import stat as stat_module
+
+    from cnntool.io.writers import check_writable, open_output
+
+    fifo = tmp_path / "out.jsonl"
+    os.mkfifo(fifo)
+    received: list = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    check_writable(fifo)
+    with open_output(fifo) as handle:
+        handle.write("hello\n")
+    reader.join(10)
+    assert received == ["hello\n"]
+    assert stat_module.S_ISFIFO(os.stat(fifo).st_mode) and os.listdir(tmp_path) == ["out.jsonl"]
+
 # --- 5b. names that cannot be opened: one mechanism -------------------------------------------
 
 def test_a_path_list_keeps_undecodable_names_and_counts_a_nul_byte(tmp_path):
@@ -399,6 +420,13 @@ def test_a_path_list_keeps_undecodable_names_and_counts_a_nul_byte(tmp_path):
                          ("\ud800.png", "the name is not valid in the file system's encoding")):
         with pytest.raises(DataError, match=f"^cannot read image .*: {reason}$"):
             load_image(tmp_path / name)
+
+    # written into a page, a JSON or a CSV file, such a name keeps the file UTF-8 (and in JSON
+    # the escape reads back as the same name)
+    from cnntool.io.writers import write_json
+
+    write_json(tmp_path / "names.json", {"path": os.fsdecode(odd)})
+    assert json.loads((tmp_path / "names.json").read_text(encoding="utf-8"))["path"] == os.fsdecode(odd)
 
 
 # --- 6. the DataLoader keeps up ----------------------------------------------------------------

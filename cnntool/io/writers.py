@@ -65,6 +65,8 @@ def check_writable(path: str | Path, *, folder: bool = False) -> None:
     scratch file in the nearest folder that exists is made and removed at once. A full disk
     shows only when the data come."""
     path = Path(path)
+    if not folder and _special(path):  # /dev/null: written in place (atomic_path)
+        return
     existing = path if folder else path.parent
     while not existing.is_dir() and not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -108,8 +110,11 @@ def open_output(path: str | Path, mode: str = "w") -> Iterator[IO]:
     if str(path) == "-":
         yield sys.stdout.buffer if "b" in mode else sys.stdout
         return
+    # text: a file name that is not UTF-8 ('\\udcff.png') is written as '\\udcff', so that a
+    # page, a JSON or a CSV file stays UTF-8 (in JSON that is the escape of the same character)
+    text = {"encoding": "utf-8", "errors": "backslashreplace", "newline": ""}
     with atomic_path(path) as temp:
-        with open(temp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
+        with open(temp, mode, **({} if "b" in mode else text)) as handle:
             yield handle
 
 
