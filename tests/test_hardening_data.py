@@ -4,6 +4,7 @@ header claims 100000×100000 pixels, a truncated JPEG, a FIFO, a dangling link, 
 then the promised behaviour."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -354,6 +355,78 @@ def test_clean_stale_goes_by_age_for_other_hosts_and_old_names(tmp_path):
         [(p.name, 10, "older than a day") for p in (other_host, legacy_spool, legacy_part)])
     assert fresh_other_host.exists() and not_ours.exists()
     assert clean_stale(tmp_path / "missing") == []
+
+
+def test_a_scratch_name_fits_whatever_the_output_name(tmp_path):
+    """`.{stem}.{pid}@{host}.{random}.part` of a valid 250-byte output name would pass the
+    255-byte limit (ENAMETOOLONG): the stem is shortened, whole characters, the owner kept."""
+    from cnntool.io.scratch import scratch_file
+    from cnntool.io.writers import atomic_path
+
+    for stem in ("n" * 250, "é" * 127, "\udcff" * 250):  # ASCII, 2-byte UTF-8, undecodable bytes
+        handle, path = scratch_file(tmp_path, stem, ".part")
+        os.close(handle)
+        assert len(os.fsencode(path.name)) <= 255 and path.name.startswith("." + stem[:50])
+        assert scratch_owner(path.name).pid == os.getpid()
+        os.fsencode(path.name).decode("utf-8", "surrogateescape")  # no character cut in half
+        path.unlink()
+    with atomic_path(tmp_path / ("n" * 246 + ".npz")) as temp:
+        temp.write_bytes(b"x")
+    assert os.listdir(tmp_path) == ["n" * 246 + ".npz"]
+
+
+
+def test_an_output_that_is_a_device_or_fifo_is_written_in_place_not_replaced(tmp_path):
+    """`-o /dev/null` or a FIFO: renaming a finished scratch file onto it would replace the
+    device (root may), so such an output is written where it is."""
+    import stat as stat_module
+
+    from cnntool.io.writers import check_writable, open_output
+
+    fifo = tmp_path / "out.jsonl"
+    os.mkfifo(fifo)
+    received: list = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    check_writable(fifo)
+    with open_output(fifo) as handle:
+        handle.write("hello\n")
+    reader.join(10)
+    assert received == ["hello\n"]
+    assert stat_module.S_ISFIFO(os.stat(fifo).st_mode) and os.listdir(tmp_path) == ["out.jsonl"]
+
+# --- 5b. names that cannot be opened: one mechanism -------------------------------------------
+
+def test_a_path_list_keeps_undecodable_names_and_counts_a_nul_byte(tmp_path):
+    """A path list is bytes: a name that is not UTF-8 opens its file (it used to be 'replaced'
+    into a name that does not exist); a line with a NUL byte cannot name a file and is skipped
+    and counted; the resume fingerprint takes both."""
+    from cnntool.io.resume import dataset_fingerprint
+
+    good = write_good(tmp_path, 2)
+    odd = os.fsencode(tmp_path) + b"/caf\xe9.png"  # Latin-1 'café'
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(odd)
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"\n".join([os.fsencode(good[0]), b"x\x00y.png", odd, os.fsencode(good[1])]))
+    dataset = open_data(str(listing))
+    assert [os.fsencode(p) for p in dataset.paths] == [os.fsencode(good[0]), odd, os.fsencode(good[1])]
+    assert dataset.skipped == [("x\x00y.png", "the name contains a NUL byte")]
+    stream = BatchStream(dataset, RGB_224, batch_size=4)
+    assert [i for b in stream for i in b.indices] == [0, 1, 2] and stream.skipped == []
+    assert len(dataset_fingerprint(dataset)) == 64
+    # one wording for every name that cannot be opened, whether listed or loaded
+    for name, reason in (("a\x00b.png", "the name contains a NUL byte"),
+                         ("n" * 300 + ".png", "the name is too long"),
+                         ("\ud800.png", "the name is not valid in the file system's encoding")):
+        with pytest.raises(DataError, match=f"^cannot read image .*: {reason}$"):
+            load_image(tmp_path / name)
+
+    # written into a page, a JSON or a CSV file, such a name keeps the file UTF-8 (and in JSON
+    # the escape reads back as the same name)
+    from cnntool.io.writers import write_json
+
+    write_json(tmp_path / "names.json", {"path": os.fsdecode(odd)})
+    assert json.loads((tmp_path / "names.json").read_text(encoding="utf-8"))["path"] == os.fsdecode(odd)
 
 
 # --- 6. the DataLoader keeps up ----------------------------------------------------------------

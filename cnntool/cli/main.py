@@ -10,7 +10,7 @@ import click
 
 from cnntool import __version__
 from cnntool.cli import console
-from cnntool.errors import CnnToolError, close_matches
+from cnntool.errors import CnnToolError, close_matches, os_error_sentence
 
 # command name -> (module:attribute, one-line help shown by `cnntool --help`)
 COMMANDS = {
@@ -87,6 +87,7 @@ def main(argv=None) -> None:
     debug = "--debug" in argv or os.environ.get("CNNTOOL_DEBUG") == "1"
     if not debug:
         console.warnings_as_lines()
+    _file_names_as_bytes(sys.stdout)
     try:
         result = cli.main(args=argv, prog_name="cnntool", standalone_mode=False)
     except (click.exceptions.Exit, click.ClickException) as exc:
@@ -103,14 +104,26 @@ def main(argv=None) -> None:
         if debug:
             raise
         known = isinstance(exc, CnnToolError)
-        console.error(str(exc) if known else
-                      f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
+        if known:
+            console.error(str(exc))
+        elif isinstance(exc, OSError):  # a full disk, a read-only folder… wherever it happened
+            console.error(os_error_sentence(exc))
+        else:
+            console.error(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
         sys.exit(exc.exit_code if known else 1)
     try:
         sys.stdout.flush()  # a pipe closed after the last write fails here, not at exit
     except BrokenPipeError:
         _quiet_stdout()
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _file_names_as_bytes(stream) -> None:
+    """A file name that is not valid UTF-8 (b'\\xff.jpg') reaches us as a str with escaped
+    bytes (surrogateescape); print it as those bytes, as `ls` and `find` do, instead of failing
+    on it. Python does so already in the C/POSIX locales; this does it in every locale."""
+    if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        stream.reconfigure(errors="surrogateescape")
 
 
 def _quiet_stdout() -> None:

@@ -127,6 +127,10 @@ data_options = stacked(
     click.option("--fold-bn/--no-fold-bn", default=True, show_default=True,
                  help="Fold each BatchNorm into the convolution before it: faster, the same numbers to "
                       "float rounding; layers whose own output the command reads are left alone."),
+    click.option("--dist-timeout", type=click.FloatRange(0, min_open=True), default=ScanOptions.dist_timeout,
+                 show_default=True, envvar="CNNTOOL_DIST_TIMEOUT", show_envvar=True, metavar="SECONDS",
+                 help="Under torchrun, srun or mpirun: how long a rank waits for the others (to start, "
+                      "and at each merge) before it stops with exit 1: one of them may have died."),
     collect(ScanOptions, "scan"))
 
 

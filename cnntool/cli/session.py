@@ -17,8 +17,10 @@ from cnntool.cli.options import ModelRequest, ScanOptions
 from cnntool.core.data import open_data
 from cnntool.core.session import ScanReport, ScanSession, report_warnings
 from cnntool.core.sharding import launched_by_torchrun
+from cnntool.errors import DistributedError
 from cnntool.io.outputs import InputFiles, Outputs, check_outputs, folder_lock
 from cnntool.io.scratch import clean_outputs
+from cnntool.io.writers import check_writable
 
 
 @contextlib.contextmanager
@@ -37,6 +39,9 @@ def dataset_scan(spec: str, request: ModelRequest, data: str, options: ScanOptio
     dataset = open_data(data, max_pixels=options.max_pixels)  # before the model: cheap
     files, folders = dict(files or {}), dict(folders or {})
     check_outputs(InputFiles.of_data(data, dataset), files=files, folders=folders)
+    if main:  # an output that cannot be written (read-only, a name too long) fails now
+        tidy(*files.values())
+        tidy(*folders.values(), folders=True)
     for path in files.values():
         if path is not None and str(path) != "-":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -45,15 +50,19 @@ def dataset_scan(spec: str, request: ModelRequest, data: str, options: ScanOptio
             for folder in folders.values():
                 if folder is not None:
                     stack.enter_context(locked(folder))
-            tidy(*files.values())
-            tidy(*folders.values(), folders=True)
         if loaded is None:
             loaded = request.load(spec)
-        with ScanSession.open(loaded, dataset.spread(limit), batch_size=options.batch_size,
-                              workers=options.workers, precision=options.precision,
-                              fold_bn=options.fold_bn, progress=console.progress,
-                              announce=console.say) as session:
-            yield session
+        try:
+            with ScanSession.open(loaded, dataset.spread(limit), batch_size=options.batch_size,
+                                  workers=options.workers, precision=options.precision,
+                                  fold_bn=options.fold_bn, dist_timeout=options.dist_timeout,
+                                  progress=console.progress, announce=console.say) as session:
+                yield session
+        except DistributedError as exc:
+            if exc.waited is None:
+                raise
+            raise DistributedError(f"{exc} (--dist-timeout or CNNTOOL_DIST_TIMEOUT sets the wait)",
+                                   exc.waited) from exc
 
 
 def guard(inputs: InputFiles, *, files: Outputs | None = None, folders: Outputs | None = None) -> None:
@@ -90,7 +99,11 @@ def finish(session: ScanSession) -> ScanReport:
 
 def tidy(*outputs, folders: bool = False) -> None:
     """Remove the scratch files that interrupted runs left where this command writes `outputs`
-    (files; with `folders=True` folders: io.scratch.clean_outputs), and say what went."""
+    (files; with `folders=True` folders: io.scratch.clean_outputs), and say what went. An
+    output that cannot be written (read-only, a name too long) is an error now, not after the scan."""
+    for output in outputs:
+        if output is not None and str(output) != "-":
+            check_writable(output, folder=folders)
     line = clean_outputs(outputs, folders=folders)
     if line:
         console.warn(line)

@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 from cnntool.core import samples
-from cnntool.core.images import crop_pixels, file_kind, is_image_file, load_image, load_pixels
+from cnntool.core.images import (crop_pixels, file_kind, is_image_file, load_image, load_pixels,
+                                 unopenable_reason)
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.errors import CnnToolError, DataError, unknown_name
 
@@ -115,7 +116,7 @@ def open_data(spec: str, stdin: TextIO | None = None, *, max_pixels: int | None 
 
 def _open_data(spec: str, stdin: TextIO | None) -> DataSet:
     if spec == "-":
-        return _from_list("stdin", (stdin or sys.stdin).read().splitlines())
+        return _from_list("stdin", _lines(stdin or sys.stdin))
     if spec in samples.SAMPLE_SETS:
         return _sample_set(spec)
     path = Path(spec)
@@ -124,7 +125,7 @@ def _open_data(spec: str, stdin: TextIO | None) -> DataSet:
     if path.is_file():
         if is_image_file(path):
             return DataSet(name=spec, paths=[str(path)], labels=[None])
-        return _from_list(spec, path.read_text(errors="replace").splitlines())
+        return _from_list(spec, _names(path.read_bytes()))
     if not path.exists() and os.path.islink(path):
         raise DataError(f"DATA '{spec}' is a dangling symbolic link")
     if "/" not in spec and "." not in spec:
@@ -165,7 +166,7 @@ def walk_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
         except OSError as exc:
-            skipped.append((str(folder), f"cannot list the folder: {_os_reason(exc)}"))
+            skipped.append((str(folder), f"cannot list the folder: {unopenable_reason(exc)}"))
             continue
         for entry in entries:
             path = Path(entry.path)
@@ -173,7 +174,7 @@ def walk_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
                 info = os.stat(entry.path)  # through links
             except OSError as exc:
                 if _could_be_image(path):
-                    skipped.append((str(path), _os_reason(exc, link=entry.is_symlink())))
+                    skipped.append((str(path), unopenable_reason(exc, link=entry.is_symlink())))
                 continue
             if stat.S_ISDIR(info.st_mode):
                 key = (info.st_dev, info.st_ino)
@@ -193,22 +194,29 @@ def _could_be_image(path: Path) -> bool:
     return is_image_file(path) or not path.suffix
 
 
-def _os_reason(exc: OSError, link: bool = False) -> str:
-    import errno
+def _names(data: bytes) -> list[str]:
+    """A path list's lines as file names: bytes that are not UTF-8 are kept as the file
+    system keeps them (os.fsdecode: surrogateescape), so such a name opens its file."""
+    return [os.fsdecode(line) for line in data.splitlines()]
 
-    if exc.errno == errno.ELOOP:
-        return "symbolic link loop"
-    if link and exc.errno == errno.ENOENT:
-        return "dangling symbolic link"
-    text = exc.strerror or str(exc)
-    return text[:1].lower() + text[1:]
+
+def _lines(stream: TextIO) -> list[str]:
+    """The lines of a text stream of paths (stdin): its bytes as file names where it has them."""
+    buffer = getattr(stream, "buffer", None)
+    return _names(buffer.read()) if buffer is not None else stream.read().splitlines()
 
 
 def _from_list(name: str, lines: Sequence[str]) -> DataSet:
-    paths = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not paths:
+    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not entries:
         raise DataError(f"the path list {name} is empty")
-    return DataSet(name=name, paths=paths, labels=[None] * len(paths))
+    # a NUL byte cannot be in a file name: skipped and counted now (nothing could open it)
+    paths = [entry for entry in entries if "\x00" not in entry]
+    skipped = [(entry, "the name contains a NUL byte") for entry in entries if "\x00" in entry]
+    if not paths:
+        raise DataError(f"the path list {name} names no file that could exist "
+                        f"({len(skipped)} entries with a NUL byte)")
+    return DataSet(name=name, paths=paths, labels=[None] * len(paths), skipped=sorted(skipped))
 
 
 def _sample_set(name: str) -> DataSet:

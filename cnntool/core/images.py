@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnntool.errors import DataError
+from cnntool.errors import DataError, os_error_reason
 
 if TYPE_CHECKING:
     import torch
@@ -205,7 +205,7 @@ def opened_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Im
         except DataError:
             raise
         except _DECODE_ERRORS as exc:
-            raise DataError(f"cannot read image {path}: {_reason(exc)}") from None
+            raise DataError(f"cannot read image {path}: {os_error_reason(exc)}") from None
         finally:
             Image.MAX_IMAGE_PIXELS = pillow_limit
             _switched_off.clear()
@@ -231,8 +231,8 @@ def _regular_file(path: Path) -> Iterator:
         raise DataError(f"image file {path} does not exist") from None
     except IsADirectoryError:
         raise DataError(f"{path} is a folder, not an image file") from None
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {_reason(exc)}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte, a name the encoding refuses
+        raise DataError(f"cannot read image {path}: {unopenable_reason(exc)}") from None
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
@@ -257,14 +257,17 @@ def file_kind(mode: int) -> str:
     return "not a plain file"
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
-        return "symbolic link loop"
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror  # '[Errno 13] Permission denied: …' -> 'permission denied'
-    else:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:1].lower() + text[1:]
+def unopenable_reason(exc: BaseException, link: bool = False) -> str:
+    """Why a file could not be opened or listed, in a few lower-case words: the one wording of
+    every name a scan skips (ENAMETOOLONG, ELOOP, EACCES, a NUL byte, an encoding error…;
+    `link`: the entry is a symbolic link, so ENOENT means it dangles)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOENT and link:
+        return "dangling symbolic link"
+    if isinstance(exc, UnicodeError):
+        return "the name is not valid in the file system's encoding"
+    if isinstance(exc, ValueError) and "null" in str(exc).lower():  # os: 'embedded null byte'
+        return "the name contains a NUL byte"
+    return os_error_reason(exc)
 
 
 def is_image_file(path: Path) -> bool:

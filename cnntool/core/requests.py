@@ -116,3 +116,4 @@ class ScanOptions:
     max_pixels: int | None = None  # None: Pillow's limit
     precision: str = "fp32"
     fold_bn: bool = True
+    dist_timeout: float = 600.0  # seconds a rank waits for the others (core.sharding.DEFAULT_TIMEOUT)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Sequence
 
 from cnntool.core.data import Batch, BatchStream, DataSet
-from cnntool.core.sharding import Shard, distributed, gather
+from cnntool.core.sharding import DEFAULT_TIMEOUT, Shard, distributed, gather
 from cnntool.errors import DataError
 
 if TYPE_CHECKING:
@@ -99,10 +99,12 @@ class ScanSession:
 
     @classmethod
     @contextlib.contextmanager
-    def open(cls, model: "LoadedModel", dataset: DataSet, **options) -> Iterator["ScanSession"]:
+    def open(cls, model: "LoadedModel", dataset: DataSet, *, dist_timeout: float = DEFAULT_TIMEOUT,
+             **options) -> Iterator["ScanSession"]:
         """A session over `dataset`: the whole of it, or under torchrun this rank's shard (the
-        process group lives as long as the block; CUDA ranks use cuda:LOCAL_RANK)."""
-        with distributed(model.device) as shard:
+        process group lives as long as the block; CUDA ranks use cuda:LOCAL_RANK; a rank waits
+        `dist_timeout` seconds for the others before a DistributedError)."""
+        with distributed(model.device, dist_timeout) as shard:
             if shard.device is not None and shard.device != model.device:
                 model.module = model.module.to(shard.device)
                 model.device = shard.device

@@ -23,6 +23,18 @@ from typing import Any, Iterator, Sequence
 
 from cnntool.core.data import BatchStream, DataSet
 from cnntool.core.preprocessing import Preprocessing
+from cnntool.errors import DistributedError
+
+
+# How long a rank waits for the others (to join, and at every collective) before it gives up.
+# torch's default is 30 minutes: under torchrun its agent stops the survivors of a dead rank at
+# once, but ranks started by srun or mpirun wait that long for a peer that is gone. A scan's
+# ranks meet only to join, after their shards and to merge small states; what a rank does
+# between (its shard) is not waited on. So the wait covers starting up (loading the model,
+# listing DATA) and the difference between the shards' times: 10 minutes is long for that on a
+# healthy job and short next to 30 of idle accelerators. Slower start-ups raise it
+# (--dist-timeout, CNNTOOL_DIST_TIMEOUT).
+DEFAULT_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,7 @@ class Shard:
     rank: int = 0
     world_size: int = 1
     device: Any = None  # torch.device this rank computes on
+    timeout: float = DEFAULT_TIMEOUT  # seconds this rank waits for the others
 
     @property
     def is_main(self) -> bool:
@@ -58,12 +71,15 @@ def launched_by_torchrun() -> bool:
 
 
 @contextlib.contextmanager
-def distributed(device) -> Iterator[Shard]:
+def distributed(device, timeout: float = DEFAULT_TIMEOUT) -> Iterator[Shard]:
     """The Shard of this process; under torchrun, also a process group for its lifetime.
 
     `device` is a torch.device from resolve_device. Under torchrun a CUDA device becomes
-    `cuda:LOCAL_RANK` (one GPU per rank) with NCCL; anything else uses gloo.
+    `cuda:LOCAL_RANK` (one GPU per rank) with NCCL; anything else uses gloo. `timeout`: seconds
+    a rank waits for the others, to join or at a collective, before a DistributedError.
     """
+    import datetime
+
     import torch
 
     if not launched_by_torchrun():
@@ -76,12 +92,36 @@ def distributed(device) -> Iterator[Shard]:
         torch.cuda.set_device(device)
     created = not dist.is_initialized()
     if created:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        with _peers(os.environ.get("RANK", "?"), timeout, joining=True):
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(seconds=timeout))
     try:
-        yield Shard(dist.get_rank(), dist.get_world_size(), device)
+        yield Shard(dist.get_rank(), dist.get_world_size(), device, timeout)
     finally:
         if created:
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _peers(rank, timeout: float, joining: bool = False) -> Iterator[None]:
+    """Rank `rank` waiting for the others (`joining`: to form the group): a timeout, or a peer
+    that went away, becomes a DistributedError sentence instead of torch's or gloo's message."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch.distributed's DistError and gloo's errors are RuntimeErrors
+        text = str(exc).lower()
+        if "timed out" in text or "timeout" in text:
+            raise DistributedError(f"rank {rank} waited {timeout:g} s for the other ranks; one of "
+                                   "them may have died", timeout) from exc
+        if any(words in text for words in ("closed by peer", "reset by peer", "broken pipe",
+                                           "connection refused")):
+            raise DistributedError(f"rank {rank} lost its connection to the other ranks; one of "
+                                   "them may have died") from exc
+        if joining and type(exc).__name__.startswith("Dist"):  # DistNetworkError: EADDRINUSE…
+            where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DistributedError(f"rank {rank} could not join the other ranks at {where} ({first})") from exc
+        raise
 
 
 def shard_stream(dataset: DataSet, preprocessing: Preprocessing, shard: Shard, *,
@@ -102,7 +142,8 @@ def gather(obj: Any, shard: Shard) -> list[Any]:
     import torch.distributed as dist
 
     gathered: list[Any] = [None] * shard.world_size
-    dist.all_gather_object(gathered, obj)
+    with _peers(shard.rank, shard.timeout):
+        dist.all_gather_object(gathered, obj)
     return gathered
 
 
@@ -111,7 +152,8 @@ def barrier(shard: Shard) -> None:
     if shard.distributed:
         import torch.distributed as dist
 
-        dist.barrier()
+        with _peers(shard.rank, shard.timeout):
+            dist.barrier()
 
 
 def merged_skipped(skipped: Sequence[tuple[str, str]], shard: Shard) -> list[tuple[str, str]]:

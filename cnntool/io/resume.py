@@ -25,17 +25,23 @@ def dataset_fingerprint(dataset) -> str:
     """A digest of what a scan reads: paths with size and mtime (files), or the pixels
     (array-backed sample sets). Any changed, added or removed file changes it."""
     digest = hashlib.sha256()
-    digest.update(f"{dataset.name}\n{len(dataset)}\n".encode())
+    digest.update(_bytes(f"{dataset.name}\n{len(dataset)}\n"))
     if getattr(dataset, "arrays", None) is not None:
         digest.update(dataset.arrays.tobytes())
         return digest.hexdigest()
     for path in dataset.paths:
         try:
             stat = os.stat(path)
-            digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-        except OSError:
-            digest.update(f"{path}\tmissing\n".encode())
+            digest.update(_bytes(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n"))
+        except (OSError, ValueError):  # ValueError: a name no file can have (a NUL byte)
+            digest.update(_bytes(f"{path}\tmissing\n"))
     return digest.hexdigest()
+
+
+def _bytes(text: str) -> bytes:
+    """UTF-8 that never fails: a file name that is not UTF-8 reaches us with its bytes escaped
+    as surrogates (b'\\xff.jpg' -> '\\udcff.jpg'), which plain .encode() refuses."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 class ScanLock:

@@ -43,10 +43,14 @@ def host_name() -> str:
 
 def scratch_file(folder: str | Path | None, stem: str, suffix: str) -> tuple[int, Path]:
     """Create an empty scratch file (mode 0600) in `folder` (None: the system's temp folder)
-    whose name carries this process's PID and host; return its open descriptor and path."""
+    whose name carries this process's PID and host; return its open descriptor and path.
+    `stem` is shortened as far as needed for the name to fit the file system's limit (an
+    output name of 250 bytes is valid; its scratch name with PID, host and suffix would not be)."""
     if suffix not in SCRATCH_SUFFIXES:
         raise ValueError(f"scratch files end in {' or '.join(SCRATCH_SUFFIXES)}, not {suffix}")
-    handle, name = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}@{host_name()}.", suffix=suffix,
+    owner = f".{os.getpid()}@{host_name()}."
+    room = name_max(folder) - len(f".{owner}{'x' * 8}{suffix}")  # mkstemp adds 8 characters
+    handle, name = tempfile.mkstemp(prefix=f".{_shortened(stem, room)}{owner}", suffix=suffix,
                                     dir=None if folder is None else str(folder))
     return handle, Path(name)
 
@@ -94,6 +98,27 @@ def _refuse_unless_plain(path: Path, info: os.stat_result, exc: OSError | None =
         return
     raise CnnToolError(f"the scratch file {path} is {kind}; cnntool never writes through it (its "
                        "target stays untouched): remove it and run again")
+
+
+def name_max(folder: str | Path | None) -> int:
+    """The longest file name (bytes) that `folder`'s file system takes: 255 on most."""
+    try:
+        return os.pathconf(tempfile.gettempdir() if folder is None else folder, "PC_NAME_MAX")
+    except (OSError, ValueError):  # the folder does not exist (yet), or no such limit is known
+        return 255
+
+
+def _shortened(stem: str, room: int) -> str:
+    """`stem` cut to at most `room` bytes in the file system's encoding (whole characters; at
+    least one)."""
+    if len(os.fsencode(stem)) <= room:
+        return stem
+    size, end = 0, 0
+    for end, character in enumerate(stem):
+        size += len(os.fsencode(character))
+        if size > room:
+            break
+    return stem[:max(end, 1)]
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Mapping, Sequence
 
-from cnntool.io.scratch import scratch_file
+from cnntool.errors import OutputError, os_error_sentence
+from cnntool.io.scratch import name_max, scratch_file
 from cnntool.io.untrusted import csv_cell
 
 FORMATS = ("jsonl", "csv", "table")
@@ -24,22 +27,79 @@ FORMATS = ("jsonl", "csv", "table")
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+    The temporary file is removed whatever happens; a failure to write it or `path` (a full
+    disk, a read-only folder, a name too long) is an OutputError sentence that names `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the name carries our PID and host, so that a run killed here leaves a file that the next
-    # one can recognize as stale (io.scratch.clean_stale)
-    handle, temp = scratch_file(path.parent, path.name, ".part")
-    try:  # on the descriptor, not the name: nothing planted there since mkstemp is followed
-        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual ones
-    finally:
-        os.close(handle)
+    if _special(path):  # /dev/null, /dev/full, a FIFO: written in place, never replaced by a file
+        try:
+            yield path
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError) or not _names(exc, path):
+                raise
+            raise OutputError(os_error_sentence(exc, path, "write")) from exc
+        return
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the name carries our PID and host, so that a run killed here leaves a file that the
+        # next one can recognize as stale (io.scratch.clean_stale)
+        handle, temp = scratch_file(path.parent, path.name, ".part")
+    except OSError as exc:
+        raise OutputError(os_error_sentence(exc, path, "write")) from exc
+    try:
+        try:  # on the descriptor, not the name: nothing planted there since mkstemp is followed
+            os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual ones
+        finally:
+            os.close(handle)
         yield Path(temp)
         os.replace(temp, path)
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError) or not _names(exc, temp):  # another file, stdout
+            raise
+        raise OutputError(os_error_sentence(exc, path, "write")) from exc
     finally:
-        if os.path.exists(temp):
+        with contextlib.suppress(OSError):  # never mask what went wrong above
             os.unlink(temp)
+
+
+def check_writable(path: str | Path, *, folder: bool = False) -> None:
+    """Raise now the OutputError that writing `path` (a file; with `folder`, a folder to write
+    files in) would raise at the end of a long scan: no file can be created where it goes
+    (read-only, no permission, not a folder) or a name in it is too long. Creates nothing: a
+    scratch file in the nearest folder that exists is made and removed at once. A full disk
+    shows only when the data come."""
+    path = Path(path)
+    if not folder and _special(path):  # /dev/null: written in place (atomic_path)
+        return
+    existing = path if folder else path.parent
+    while not existing.is_dir() and not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        handle, temp = scratch_file(existing, path.name or "out", ".part")
+    except OSError as exc:
+        raise OutputError(os_error_sentence(exc, path, "write")) from exc
+    os.close(handle)
+    os.unlink(temp)
+    if any(len(os.fsencode(part)) > name_max(existing) for part in path.parts):
+        too_long = OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+        raise OutputError(os_error_sentence(too_long, path, "write"))
+
+
+def _special(path: Path) -> bool:
+    """Whether `path` is a device, FIFO or socket (renaming a file onto /dev/null would replace
+    it, and root may)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _names(exc: OSError, temp: Path) -> bool:
+    """Whether `exc` is about `temp` (or about no file in particular: a write)."""
+    if exc.filename is None:
+        return True
+    return isinstance(exc.filename, (str, bytes, os.PathLike)) and os.fsdecode(exc.filename) == str(temp)
 
 
 def _umask() -> int:
@@ -54,8 +114,11 @@ def open_output(path: str | Path, mode: str = "w") -> Iterator[IO]:
     if str(path) == "-":
         yield sys.stdout.buffer if "b" in mode else sys.stdout
         return
+    # text: a file name that is not UTF-8 ('\\udcff.png') is written as '\\udcff', so that a
+    # page, a JSON or a CSV file stays UTF-8 (in JSON that is the escape of the same character)
+    text = {"encoding": "utf-8", "errors": "backslashreplace", "newline": ""}
     with atomic_path(path) as temp:
-        with open(temp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
+        with open(temp, mode, **({} if "b" in mode else text)) as handle:
             yield handle
 
 
@@ -123,6 +186,15 @@ class RecordWriter:
         self._csv = None
 
     def write(self, record: Mapping) -> None:
+        try:
+            self._write(record)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # `> /dev/full`, a full disk under a redirected stdout
+            name = "stdout" if self.stream is sys.stdout else getattr(self.stream, "name", None)
+            raise OutputError(os_error_sentence(exc, name, "write")) from exc
+
+    def _write(self, record: Mapping) -> None:
         if self.fmt == "jsonl":
             self.stream.write(jsonl_line(record) + "\n")
         else:

@@ -19,6 +19,7 @@ scanning, so that a caller can name the images instead of failing later in t-SNE
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 
 from cnntool.core.featureset import FeatureSet, integer_labels
 from cnntool.core.session import Consumer, ScanSession, feed
-from cnntool.errors import CnnToolError
+from cnntool.errors import CnnToolError, OutputError, os_error_sentence
 
 POOLINGS = ("avg", "max", "flatten")
 _CHUNK_BYTES = 32 * 2**20  # rows per round of `assemble`: about 32 MiB of float32 per rank
@@ -60,7 +61,11 @@ class FeatureSpool:
     def __init__(self, folder: str | Path | None = None):
         from cnntool.io.scratch import FEATURES_STEM, scratch_file  # a name a later run can clean
 
-        handle, self.path = scratch_file(folder, FEATURES_STEM, ".f32")
+        try:
+            handle, self.path = scratch_file(folder, FEATURES_STEM, ".f32")
+        except OSError as exc:
+            where = tempfile.gettempdir() if folder is None else folder
+            raise OutputError(os_error_sentence(exc, where, "write a scratch file in")) from exc
         self._file = os.fdopen(handle, "w+b")  # mapped back through this descriptor, not the name
         self.indices: list[int] = []  # dataset index of each row, in the order written
         self.width: int | None = None
@@ -82,12 +87,22 @@ class FeatureSpool:
         bad = ~np.isfinite(rows).all(axis=1)
         if bad.any():
             self.nonfinite.extend(int(i) for i, b in zip(indices, bad) if b)
-        self._file.write(rows.tobytes())
+        with self._writing():
+            self._file.write(rows.tobytes())
         self.indices.extend(int(i) for i in indices)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write of the scratch file (a full disk…) as one OutputError sentence."""
+        try:
+            yield
+        except OSError as exc:
+            raise OutputError(os_error_sentence(exc, self.path, "write the scratch file")) from exc
 
     def rows(self) -> np.ndarray:
         """All rows so far, (len, D) float32, memory-mapped from the scratch file."""
-        self._file.flush()
+        with self._writing():
+            self._file.flush()
         if not self.indices:
             return np.zeros((0, self.width or 0), dtype=np.float32)
         return np.memmap(self._file, dtype=np.float32, mode="r", shape=(len(self.indices), self.width))
@@ -98,16 +113,33 @@ class FeatureSpool:
         if self.indices:
             raise ValueError("allocate needs an empty spool")
         self.indices, self.width, self.nonfinite = list(indices), width, list(nonfinite)
-        self._file.truncate(4 * len(self.indices) * width)
-        self._file.flush()
+        size = 4 * len(self.indices) * width
+        with self._writing():
+            self._file.truncate(size)
+            self._file.flush()
+            if size and hasattr(os, "posix_fallocate"):
+                # reserve the blocks now: a memory map that runs out of disk is a SIGBUS (no
+                # sentence, no cleanup), a failed reservation an OSError
+                try:
+                    os.posix_fallocate(self._file.fileno(), 0, size)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                        raise
         if not self.indices or not width:
             return np.zeros((len(self.indices), width), dtype=np.float32)
         return np.memmap(self._file, dtype=np.float32, mode="r+", shape=(len(self.indices), width))
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self.path.unlink(missing_ok=True)
+        """Close and delete the scratch file. Closing flushes what is still buffered, which
+        fails again on a full disk: that data was going to be deleted anyway, and the error that
+        stopped the scan was raised already, so the file goes whatever happens."""
+        try:
+            if not self._file.closed:
+                self._file.close()
+        except OSError:
+            pass
+        finally:
+            self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> "FeatureSpool":
         return self
