@@ -46,7 +46,7 @@ class Hit:
     value: float
     position: tuple[int, int]  # (row, column) in the layer's feature map
     box: tuple[int, int, int, int]
-    input_box: tuple[int, int, int, int] | None = None  # the same patch (y0, x0, y1, x1) in model-input pixels
+    input_box: tuple[int, int, int, int] | None = None  # the patch (y0, x0, y1, x1), model-input px
 
 
 @dataclass(frozen=True)
