@@ -327,13 +327,13 @@ def test_top_patches_cli_outputs_skips_bad_files_and_resumes(tmp_path, monkeypat
     unit9 = png(tmp_path / "full" / "unit_0009.png")
     assert find_label(unit9[:16], "lenet5-mnist conv2 unit 9")
     values = [rec["value"] for rec in records if rec["unit"] == 9]
-    columns = int(np.ceil(np.sqrt(3)))
-    for (tile, strip), value in zip(grid_cells(unit9, (96, 96), 3, columns), values):
+    # one row of K cells (a regular layout whatever the number of hits)
+    for (tile, strip), value in zip(grid_cells(unit9, (96, 96), 3, 3), values):
         assert spread(tile) > 1 and find_label(strip, f"{value:.3g}"), value
     # the overview: a row of 3 patches (64 px) per unit, the first labelled u0 ... u9
     overview = png(tmp_path / "full" / "overview.png")
     assert overview.shape[0] == grid_size((64, 64), 15, 3)[1]
-    assert find_label(overview[:16], "lenet5-mnist conv2: top 3 per unit")
+    assert find_label(overview[:16], "lenet5-mnist conv2: top 3 per unit, 5 units")
     cells = grid_cells(overview, (64, 64), 15, 3)
     assert all(spread(tile) > 1 for tile, _ in cells)
     for row, unit in enumerate([0, 1, 2, 3, 9]):
@@ -374,3 +374,87 @@ def test_top_patches_cli_user_mistakes(tmp_path, cnntool):
     for units, message in (("70", "unit 70 does not exist"), ("a-b", "not a list of indices")):
         r = cnntool(*base, units)
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# top patches that tell units apart (#22): positive hits only, one per image, peak crops at
+# depth, a regular grid whose title states the real K
+
+def _hand_set_state(activations, top):
+    """A TopK over hand-set (B, U, H, W) activations, images 0..B-1, each 64x64."""
+    state = TopK(activations.shape[1], top)
+    state.update(activations, list(range(activations.shape[0])), [(64, 64)] * activations.shape[0])
+    return state
+
+
+def test_only_positive_hits_are_listed_and_a_dead_unit_is_dead():
+    prep = Preprocessing(crop=(8, 8), resize=8, mean=(0, 0, 0), std=(1, 1, 1))
+    maps = torch.zeros(9, 3, 2, 2)  # unit 0 fires on 3 images, unit 1 never (dead), unit 2 on all
+    maps[[1, 4, 7], 0, 0, 1] = torch.tensor([1.0, 3.0, 2.0])
+    maps[:, 1] = -1.0
+    maps[:, 2, 1, 1] = torch.arange(1.0, 10.0)
+    result = top_patches(_hand_set_state(maps, 9), layer="x", units=[0, 1, 2], field=None, preprocessing=prep)
+    assert [hit.index for hit in result.hits[0]] == [4, 7, 1]  # not 6 zero-valued images after them
+    assert result.hits[1] == () and result.dead == (1,)
+    assert len(result.hits[2]) == 9
+    from cnntool.io.patches import counter
+    assert [counter(len(h), 9) for h in result.hits] == ["3 of 9", "dead", ""]
+
+
+def test_one_hit_per_image_by_default_even_where_one_image_has_the_top_positions():
+    prep = Preprocessing(crop=(8, 8), resize=8, mean=(0, 0, 0), std=(1, 1, 1))
+    maps = torch.zeros(4, 1, 3, 3)
+    maps[0, 0] = torch.tensor([[9.0, 8, 7], [0, 0, 0], [0, 0, 0]])  # image 0 holds the top 3 positions
+    maps[1:, 0, 2, 2] = torch.tensor([3.0, 2.0, 1.0])
+    result = top_patches(_hand_set_state(maps, 3), layer="x", units=[0], field=None, preprocessing=prep)
+    assert [(hit.index, hit.value) for hit in result.hits[0]] == [(0, 9.0), (1, 3.0), (2, 2.0)]
+
+
+def test_overview_title_states_k_and_counts_and_tiles_have_gaps(tmp_path, monkeypatch):
+    import cnntool.io.patches as patches
+    from cnntool.tasks.top_patches import Hit, TopPatches
+
+    titles = []
+    real_grid = patches.grid
+    monkeypatch.setattr(patches, "grid", lambda *a, **k: titles.append(k["title"]) or real_grid(*a, **k))
+    hits = tuple(Hit(0, r, r, 9.0 - r, (0, 0), (0, 0, 16, 16)) for r in range(9))
+    result = TopPatches(layer="conv", units=(0, 1), top=9, hits=(hits, ()))
+    colours = [(200, 30, 30), (30, 200, 30)]
+    patches.write_top_patches(tmp_path, result, lambda i: Image.new("RGB", (16, 16), colours[i % 2]),
+                              title="m conv", tile_size=32)
+    assert titles == ["m conv: top 9 per unit, 2 units, 1 dead"]
+    overview = np.asarray(Image.open(tmp_path / "overview.png").convert("RGB"))
+    assert overview.shape[1] >= 9 * 34  # nine cells in a row, not eight
+    # between the first and second tile (cells 32 px, gaps 2 px) a background column
+    rows = slice(16 + 2 + 2, 16 + 2 + 30)
+    assert (overview[rows, 2 + 32] == 255).all() and (overview[rows, 2 + 32 + 1] == 255).all()
+    assert (overview[rows, 2 + 16] == colours[0]).all()  # the tile itself
+    assert tuple(overview[18 + 16, 2]) == patches.BORDER  # bordered
+
+
+def test_deep_units_show_distinct_images_cropped_round_their_peak():
+    """lite0 `_blocks.15` (field 851 px on a 224-px input): the patches of 16 units are 16
+    different image sets and, wherever the unit's map is not constant, smaller than the image."""
+    from cnntool.core.models import load_model
+    from cnntool.tasks.top_patches import hit_maps
+
+    loaded = load_model("efficientnet_lite0", device="cpu")
+    prep, module, units = loaded.preprocessing, loaded.module.eval(), list(range(16))
+    field = receptive_fields(module, prep.input_shape)["_blocks.15"]
+    dataset = open_data("imagenet-samples")
+    state = scan(module, "_blocks.15", BatchStream(dataset, prep, batch_size=10), units=units, top=9)
+    result = top_patches(state, layer="_blocks.15", units=units, field=field, preprocessing=prep)
+    sets = [frozenset(hit.index for hit in hits) for hits in result.hits]
+    assert len(set(sets)) == len(units)
+    maps = hit_maps(module, "_blocks.15", units, (h.index for h in result.records()), dataset, prep)
+    checked = 0
+    for row, hits in enumerate(result.hits):
+        for hit in hits:
+            (x0, y0, x1, y1), (w, h) = hit.box, dataset.load(hit.index).size
+            view = original_box(None, (0, 0), (w, h), prep)  # what the model sees of the image
+            activation = maps[hit.index][1][row]
+            if activation.max() > activation.min():
+                checked += 1
+                assert (x1 - x0) * (y1 - y0) <= 0.3 * (view[2] - view[0]) * (view[3] - view[1])
+                assert view[0] <= x0 and x1 <= view[2] and view[1] <= y0 and y1 <= view[3]
+    assert checked == sum(map(len, result.hits)) > 100

@@ -25,18 +25,24 @@ Examples:
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan from its state file in DIR.")
 @click.option("--checkpoint-every", default=20, show_default=True, type=click.IntRange(1), help="Save the resume state every N batches.")
 @click.option("--tile-size", default=96, show_default=True, type=click.IntRange(8), help="Pixels per patch.")
+@click.option("--overlay/--no-overlay", default=None,
+              help="Add to unit_NNNN.png a row of the unit's activation map over each hit's whole "
+                   "image (default: where the field is larger than half the input).")
 @shared_options()
 def top_patches_command(model, data, layer, units, top, per_image, out, resume, checkpoint_every,
-                        tile_size, model_request, scan):
+                        tile_size, overlay, model_request, scan):
     """The patches of DATA that most excite each unit of LAYER (R-CNN, Fig. 3), each cropped to
     the unit's receptive field mapped back to the ORIGINAL image (zero-padded past its border;
     the whole model input for a layer without a local field). JSON Lines on stdout: unit, rank,
     path, box (x0, y0, x1, y1 in original pixels), value, index, position. Under torchrun each
-    rank scans a shard and rank 0 writes the merged result."""
+    rank scans a shard and rank 0 writes the merged result. Only positive activations are hits
+    (fewer shown as "N of K"; none: dead), at most --per-image per image. Where the field is
+    larger than half the input (deep layers), a patch is half the input's side centred on the
+    peak instead of the whole image."""
     from cnntool.cli.session import dataset_scan, finish
     from cnntool.io.patches import lost_warning, write_top_patch_files
     from cnntool.io.resume import ResumeFiles
-    from cnntool.tasks.top_patches import layer_plan, resumable_top_patches
+    from cnntool.tasks.top_patches import hit_maps, layer_plan, peak_cropped, resumable_top_patches
 
     parse_ranges(units)  # a malformed list fails before the model loads
     with dataset_scan(model, model_request, data, scan, folders={"-o": out}) as session:
@@ -49,10 +55,17 @@ def top_patches_command(model, data, layer, units, top, per_image, out, resume, 
                                        per_image=per_image, resume=resume, every=checkpoint_every)
         finish(session)
         if session.is_main:
+            maps = None
+            if overlay or (overlay is None and peak_cropped(field, session.model.preprocessing)):
+                maps = hit_maps(session.module, name, chosen, (h.index for h in result.records()),
+                                session.dataset, session.model.preprocessing)
             lost = write_top_patch_files(out, result, session.dataset, tile_size=tile_size,
-                                         title=f"{session.model.name} {name}")
+                                         title=f"{session.model.name} {name}", overlays=maps)
             console.info(f"{result.seen} images scanned, {len(result.units)} units; wrote "
                          f"{out}/unit_*.png and overview.png")
+            if result.dead:
+                console.warn(f"{len(result.dead)} unit(s) dead (never positive in {result.seen} "
+                             f"images): {', '.join(map(str, result.dead))}")
             if lost:
                 console.warn(lost_warning(lost))
         files.remove()

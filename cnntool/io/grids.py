@@ -59,17 +59,21 @@ def to_image(tile) -> Image.Image:
 
 
 def grid(tiles: Sequence, labels: Sequence[str] | None = None, *, columns: int | None = None,
-         tile_size: int | None = None, title: str | None = None) -> Image.Image:
+         tile_size: int | None = None, title: str | None = None,
+         border: tuple[int, int, int] | None = None) -> Image.Image:
     """Tiles in a grid, each scaled to `tile_size` px on its longer side (nearest neighbour;
     default: the largest tile's size) in cells as wide and tall as the largest scaled tile
     (square tiles: square cells), a label under each, cut with '…' to the cell's width.
-    Default columns: a grid about as wide as tall."""
-    images = [to_image(t) for t in tiles]
-    if not images:
+    Default columns: a grid about as wide as tall. A tile None is an empty cell (the layout
+    stays regular); `border` draws a 1-px frame of that colour on the edge of each cell with a
+    tile (the gaps between cells stay background)."""
+    images = [None if t is None else to_image(t) for t in tiles]
+    if not any(im is not None for im in images):
         raise ValueError("a grid needs at least one tile")
-    size = tile_size or max(max(im.size) for im in images)
-    shown = [_scaled(image, size) for image in images]
-    cell_w, cell_h = max(im.width for im in shown), max(im.height for im in shown)
+    size = tile_size or max(max(im.size) for im in images if im is not None)
+    shown = [None if image is None else _scaled(image, size) for image in images]
+    cell_w = max(im.width for im in shown if im is not None)
+    cell_h = max(im.height for im in shown if im is not None)
     columns = columns or max(1, math.ceil(math.sqrt(len(images) * cell_h / cell_w) - 1e-9))
     rows = math.ceil(len(images) / columns)
     label_h = _LABEL_HEIGHT if labels else 0
@@ -88,7 +92,10 @@ def grid(tiles: Sequence, labels: Sequence[str] | None = None, *, columns: int |
         row, column = divmod(n, columns)
         x = _GAP + column * (cell_w + _GAP)
         y = title_h + _GAP + row * (cell_h + label_h + _GAP)
-        canvas.paste(image, (x + (cell_w - image.width) // 2, y + (cell_h - image.height) // 2))
+        if image is not None:
+            canvas.paste(image, (x + (cell_w - image.width) // 2, y + (cell_h - image.height) // 2))
+            if border is not None:
+                draw.rectangle((x, y, x + cell_w - 1, y + cell_h - 1), outline=border)
         if labels:
             text = _fitted(str(labels[n]), cell_w, measure, font)
             draw.text((x, y + cell_h), text, fill=(0, 0, 0), font=font)

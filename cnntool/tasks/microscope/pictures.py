@@ -41,7 +41,9 @@ def project_hits(model: nn.Module, preprocessing, dataset, layer: LayerPlan,
         raw = project(model, x.to(next(model.parameters()).device), "guided", target).map.cpu().numpy()
         box = None
         if layer.field is not None and spatial:
-            box = shown_box(layer.field.input_box(*hit.position), (0, 0, *raw.shape[1:]))
+            # the patch's own box (a window round the peak where the field is most of the input)
+            field_box = hit.input_box if hit.input_box is not None else layer.field.input_box(*hit.position)
+            box = shown_box(field_box, (0, 0, *raw.shape[1:]))
         maps.append(_crop(raw, box))
     return maps
 
