@@ -73,7 +73,8 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
     pixels, _ = load_pixels(image, loaded.preprocessing)
     projections = project_image(loaded, pixels, method, targets, times_input=times_input,
                                 smooth=SmoothGrad(smooth, noise, seed, smooth_abs) if smooth else None,
-                                ig=IntegratedGradients(ig_steps, ig_rule, baseline, batch_size, seed))
+                                ig=IntegratedGradients(ig_steps, ig_rule, baseline, batch_size, seed)
+                                if method == "ig" else None)
     if warning := uncovered_warning(projections[0], method):
         console.warn(warning)
     for line, worrying in filter(None, map(completeness_line, projections)):
