@@ -58,6 +58,8 @@ _EXPORTS = {
     "Projection": "cnntool.tasks.projection",
     "Target": "cnntool.tasks.projection",
     "SmoothGrad": "cnntool.tasks.projection",
+    "integrated_gradients": "cnntool.tasks.projection",
+    "IntegratedGradients": "cnntool.tasks.integrated_gradients",
     "maximize": "cnntool.tasks.maximize",
     "MaximizeConfig": "cnntool.tasks.maximize",
     "Synthesized": "cnntool.tasks.maximize",

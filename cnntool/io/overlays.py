@@ -124,6 +124,20 @@ def uncovered_warning(projection, method: str) -> str | None:
             "covers; they backprop their ordinary gradient")
 
 
+def completeness_line(projection, worrying: float = 0.05) -> tuple[str, bool] | None:
+    """Integrated gradients' completeness, for stderr, and whether its gap is worth a warning
+    (over `worrying` of |F(x) − F(baseline)|); None for the other methods."""
+    c = projection.completeness
+    if c is None:
+        return None
+    subtracted = f"({c.f_baseline:.6g})" if c.f_baseline < 0 else f"{c.f_baseline:.6g}"
+    line = (f"ig ({c.steps} steps {c.rule}, {c.baseline} baseline): Σ attributions {c.total:.6g}, "
+            f"F(x) − F(baseline) = {c.f_input:.6g} − {subtracted} = {c.difference:.6g}; "
+            f"completeness gap {c.gap:.3g} ({c.relative_gap:.2%})")
+    worry = c.relative_gap > worrying
+    return (line + "; more --ig-steps narrow it" if worry else line), worry
+
+
 def projection_label(target, method: str) -> str:
     """What a row shows: 'guided: _blocks.10 unit 5 at (3, 4)' or 'saliency: class 207 golden retriever'."""
     if target.kind == "class":

@@ -1,9 +1,12 @@
-"""Project one unit (or a class logit) back to the input: deconvnet, guided backprop, saliency.
+"""Project one unit (or a class logit) back to the input: deconvnet, guided backprop, saliency,
+integrated gradients.
 
-All methods are one backward pass from a scalar target to the input; they differ only in how
-rectifiers backprop, which `core.hooks.substitute_activation_backward` decides for every
+The first three are one backward pass from a scalar target to the input; they differ only in
+how rectifiers backprop, which `core.hooks.substitute_activation_backward` decides for every
 rectifier however it is called (module or functional, ReLU6, LeakyReLU...). Saliency and
 gradient×input use the true gradient. SmoothGrad averages any of them over noisy copies.
+Integrated gradients (`tasks.integrated_gradients`) integrates the true gradient along the
+straight path from a baseline, and reports how far it is from complete.
 
 The maps returned are raw (C×H×W float32, in the model's normalized input space, not
 normalized for display): `cnntool.io.overlays` turns them into images.
@@ -20,9 +23,14 @@ from cnntool.core.hooks import capture, substitute_activation_backward
 from cnntool.core.classes import class_index
 from cnntool.core.layers import resolve_layer
 from cnntool.errors import CnnToolError
+from cnntool.tasks.integrated_gradients import Completeness, IntegratedGradients, baseline_input, integrate
 
-# method -> the rectifier backward rule it needs
-METHODS = {"deconv": "deconv", "guided": "guided", "saliency": "plain"}
+# method -> the rectifier backward rule it needs (integrated gradients: none, the true gradient)
+METHODS = {"deconv": "deconv", "guided": "guided", "saliency": "plain", "ig": None}
+
+# SmoothGrad and saliency's |·|: of the mean gradient (ours), or of every sample's (captum's
+# NoiseTunnel over Saliency)
+SMOOTH_ABS = ("after-mean", "per-sample")
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,8 @@ class Projection:
     uncovered: dict[str, int]
     times_input: bool = False
     smooth_samples: int = 0
+    smooth_abs: str | None = None
+    completeness: Completeness | None = None  # integrated gradients only
 
     def stats(self) -> dict:
         m = self.map.double()
@@ -93,20 +103,35 @@ class Projection:
                 "abs_mean": float(m.abs().mean()), "l2": float(m.norm())}
 
     def to_record(self) -> dict:
-        return {"method": self.method, "target": self.target.to_record(),
-                "value": round(self.value, 6), "times_input": self.times_input,
-                "smooth_samples": self.smooth_samples, "stats": self.stats(),
-                "substituted": self.substituted, "uncovered": self.uncovered}
+        record = {"method": self.method, "target": self.target.to_record(),
+                  "value": round(self.value, 6), "times_input": self.times_input,
+                  "smooth_samples": self.smooth_samples, "stats": self.stats(),
+                  "substituted": self.substituted, "uncovered": self.uncovered}
+        if self.smooth_abs is not None:
+            record["smooth_abs"] = self.smooth_abs
+        if self.completeness is not None:
+            record["ig"] = self.completeness.to_record()
+        return record
 
 
 @dataclass(frozen=True)
 class SmoothGrad:
     """SmoothGrad (Smilkov et al. 2017): the average of an attribution over `samples` copies of
-    the input plus Gaussian noise of `noise` × (max − min of the input), seeded."""
+    the input plus Gaussian noise of `noise` × (max − min of the input), seeded.
+
+    `abs` says where saliency takes its magnitude: "after-mean" |mean of the gradients|
+    (cnntool's default: noise that flips a gradient's sign cancels) or "per-sample" mean of
+    |gradient| (captum's NoiseTunnel(Saliency), nt_type="smoothgrad"). Signed maps (guided,
+    deconvnet, gradient×input) take no magnitude, so it only matters for saliency."""
 
     samples: int = 16
     noise: float = 0.15
     seed: int = 0
+    abs: str = "after-mean"
+
+    def __post_init__(self):
+        if self.abs not in SMOOTH_ABS:
+            raise CnnToolError(f"unknown SmoothGrad abs '{self.abs}'; use one of {', '.join(SMOOTH_ABS)}")
 
     def __call__(self, attribute: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         """Smooth any attribution `attribute(x) -> map` (guided backprop, deconvnet, saliency,
@@ -125,7 +150,8 @@ def project(model: nn.Module, x: Tensor, method: str = "guided", target: Target 
             *, class_names: Sequence[str] | None = None, times_input: bool = False,
             smooth: SmoothGrad | None = None, layer: str | None = None, unit: int | None = None,
             position: tuple[int, int] | None = None, target_class: int | str | None = None,
-            smooth_samples: int = 0, smooth_noise: float = 0.15, seed: int = 0) -> Projection:
+            smooth_samples: int = 0, smooth_noise: float = 0.15, seed: int = 0,
+            ig: IntegratedGradients | None = None, preprocessing=None) -> Projection:
     """Project `target` back to the input `x` (C×H×W or 1×C×H×W, normalized model input).
 
     `target`: `Target.unit_of(layer, unit, position)` (default unit: the channel with the
@@ -134,7 +160,10 @@ def project(model: nn.Module, x: Tensor, method: str = "guided", target: Target 
     class. The keywords `layer`, `unit`, `position`, `target_class` say the same thing.
     `times_input` multiplies the map by the input (gradient×input). `smooth` (or
     `smooth_samples` > 0 with `smooth_noise` and `seed`) averages the map over noisy copies of x
-    (SmoothGrad); the target is fixed on the clean input first.
+    (SmoothGrad); the target is fixed on the clean input first, by a forward pass alone.
+    Method "ig" (integrated gradients) integrates from `ig.baseline` (default black, which
+    needs the model's `preprocessing`; "0" or a tensor does not) and reports `completeness`;
+    it takes neither `times_input` (it already multiplies by x − baseline) nor `smooth`.
     """
     if target is not None:
         if target.kind == "unit":
@@ -145,49 +174,121 @@ def project(model: nn.Module, x: Tensor, method: str = "guided", target: Target 
         smooth = SmoothGrad(smooth_samples, smooth_noise, seed)
     if method not in METHODS:
         raise CnnToolError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+    if problem := option_conflict(method, times_input, smooth is not None,
+                                  smooth.abs if smooth else "after-mean"):
+        raise CnnToolError(problem)
     x = x if x.dim() == 4 else x.unsqueeze(0)
     if x.shape[0] != 1:
         raise CnnToolError("project one image at a time (got a batch of "
                            f"{x.shape[0]})")
     if layer is not None:
         layer, _ = resolve_layer(model, layer)
+    if method == "ig":
+        return _integrated(model, x, layer, unit, position, target_class, class_names,
+                           ig or IntegratedGradients(), preprocessing)
+    # with SmoothGrad the clean pass only fixes the target: a forward, no backward
     target, value, grad, report = _backprop(model, x, method, layer, unit, position,
-                                            target_class, class_names, None)
+                                            target_class, class_names, None,
+                                            gradient=smooth is None)
+    per_sample = smooth is not None and smooth.abs == "per-sample"
     if smooth is not None:
         fixed = target
-        grad = smooth(lambda noisy: _backprop(model, noisy, method, layer, None, None, None,
-                                              class_names, fixed)[2], x)
+
+        def attribute(noisy):
+            grad = _backprop(model, noisy, method, layer, None, None, None, class_names, fixed)[2]
+            return grad.abs() if per_sample else grad
+
+        grad = smooth(attribute, x)
     raw = grad * x if times_input else grad
     if method == "saliency" and not times_input:
         raw = raw.abs()  # Simonyan et al.: the magnitude; display takes the max over channels
     return Projection(method=method, target=target, value=value,
                       map=raw[0].detach().float().contiguous(),
                       substituted=dict(report.substituted), uncovered=dict(report.uncovered),
-                      times_input=times_input, smooth_samples=smooth.samples if smooth else 0)
+                      times_input=times_input, smooth_samples=smooth.samples if smooth else 0,
+                      smooth_abs=smooth.abs if smooth and method == "saliency" and not times_input
+                      else None)
+
+
+def option_conflict(method: str, times_input: bool, smoothing: bool,
+                    smooth_abs: str = "after-mean") -> str | None:
+    """The sentence that refuses a combination of options that means nothing (None: fine)."""
+    if method == "ig" and times_input:
+        return "integrated gradients already multiplies by (input − baseline); drop --times-input"
+    if method == "ig" and smoothing:
+        return "SmoothGrad (--smooth) is for guided, deconv and saliency, not integrated gradients"
+    if smooth_abs != "after-mean" and (method != "saliency" or times_input):
+        return ("--smooth-abs decides where saliency takes |gradient|; guided, deconv, ig and "
+                "--times-input maps are signed")
+    return None
+
+
+def _integrated(model, x, layer, unit, position, target_class, class_names,
+                settings: IntegratedGradients, preprocessing) -> Projection:
+    """Integrated gradients of the target fixed on the clean input, the plain gradient."""
+    with torch.no_grad():
+        target, value = _forward_target(model, x, layer, unit, position, target_class, class_names)
+    baseline = baseline_input(settings.baseline, x, preprocessing, settings.seed)
+    attributions, completeness = integrate(lambda batch: _scores(model, batch, target), x,
+                                           baseline, settings)
+    return Projection(method="ig", target=target, value=value,
+                      map=attributions[0].detach().float().contiguous(), substituted={},
+                      uncovered={}, completeness=completeness)
+
+
+def _forward_target(model, x, layer, unit, position, target_class, class_names):
+    """The target chosen on `x` (1×C×H×W) and its value there (one forward pass)."""
+    if layer is None:
+        logits = _logits(model, x)
+        target = _class_target(logits, target_class, class_names)
+        return target, float(logits[0, target.class_index])
+    with capture(model, [layer], detach=False, stop_early=True) as cap:
+        cap.run(x)
+    target = _unit_target(layer, cap.outputs[layer], unit, position)
+    return target, float(_unit_scores(cap.outputs[layer], target)[0])
+
+
+def _scores(model, batch: Tensor, target: Target) -> Tensor:
+    """The target's value for every image of `batch` (N), differentiable."""
+    if target.kind == "class":
+        return _logits(model, batch)[:, target.class_index]
+    with capture(model, [target.layer], detach=False, stop_early=True) as cap:
+        cap.run(batch)
+    return _unit_scores(cap.outputs[target.layer], target)
+
+
+def _unit_scores(output: Tensor, target: Target) -> Tensor:
+    scores = output[:, target.unit]
+    return scores if target.position is None else scores[:, target.position[0], target.position[1]]
+
+
+def _logits(model, x):
+    logits = model(x)
+    if isinstance(logits, (tuple, list)):  # aux heads: the main output comes first
+        logits = logits[0]
+    return logits
 
 
 def _backprop(model, x, method, layer, unit, position, target_class, class_names,
-              fixed: Target | None):
-    """One forward under the method's rule and the gradient of the target w.r.t. the input."""
-    x = x.detach().clone().requires_grad_()
+              fixed: Target | None, gradient: bool = True):
+    """One forward under the method's rule and the gradient of the target w.r.t. the input
+    (None without `gradient`: the forward alone, to fix the target)."""
+    x = x.detach().clone().requires_grad_(gradient)
     with substitute_activation_backward(model, METHODS[method]) as report:
-        if layer is None:
-            with torch.enable_grad():
-                logits = model(x)
-            if isinstance(logits, (tuple, list)):  # aux heads: the main output comes first
-                logits = logits[0]
-            target = fixed or _class_target(logits, target_class, class_names)
-            score = logits[0, target.class_index]
-        else:
-            with torch.enable_grad(), capture(model, [layer], detach=False,
-                                              stop_early=True) as cap:
-                cap.run(x)
-            output = cap.outputs[layer]
-            target = fixed or _unit_target(layer, output, unit, position)
-            score = output[0, target.unit]
-            if target.position is not None:
-                score = score[target.position]
-        grad = torch.autograd.grad(score, x)[0]
+        with torch.set_grad_enabled(gradient):
+            if layer is None:
+                logits = _logits(model, x)
+                target = fixed or _class_target(logits, target_class, class_names)
+                score = logits[0, target.class_index]
+            else:
+                with capture(model, [layer], detach=False, stop_early=True) as cap:
+                    cap.run(x)
+                output = cap.outputs[layer]
+                target = fixed or _unit_target(layer, output, unit, position)
+                score = output[0, target.unit]
+                if target.position is not None:
+                    score = score[target.position]
+        grad = torch.autograd.grad(score, x)[0] if gradient else None
     return target, float(score.detach()), grad, report
 
 
@@ -258,9 +359,18 @@ def receptive_boxes(model: nn.Module, input_shape, targets: Sequence[Target]) ->
 
 
 def project_image(loaded, pixels: Tensor, method: str, targets: Sequence[Target], *,
-                  times_input: bool = False, smooth: SmoothGrad | None = None) -> list[Projection]:
+                  times_input: bool = False, smooth: SmoothGrad | None = None,
+                  ig: IntegratedGradients | None = None) -> list[Projection]:
     """Each target projected from one image of a LoadedModel (`pixels` C×H×W in [0, 1], fed as
     the model is)."""
     x = loaded.preprocessing.normalize(pixels).unsqueeze(0).to(loaded.device)
     return [project(loaded.module, x, method, target, class_names=loaded.class_names,
-                    times_input=times_input, smooth=smooth) for target in targets]
+                    times_input=times_input, smooth=smooth, ig=ig,
+                    preprocessing=loaded.preprocessing) for target in targets]
+
+
+def integrated_gradients(model: nn.Module, x: Tensor, target: Target | None = None,
+                         **options) -> Tensor:
+    """Sundararajan et al. integrated gradients of `target` (see `project`; `ig=` the
+    settings): raw C×H×W map. `project(..., "ig")` also gives its completeness."""
+    return project(model, x, "ig", target, **options).map
