@@ -38,7 +38,7 @@ def cam_command(model, data, layer, method, target_class, unit, out, limit, fmt,
     import sys
     from pathlib import Path
 
-    from cnntool.cli.session import dataset_scan, finish, tidy
+    from cnntool.cli.session import dataset_scan, finish
     from cnntool.errors import CnnToolError
     from cnntool.io.cam import cam_file_stem, cam_record, save_cam_overlay, save_raw_map
     from cnntool.io.writers import RecordWriter
@@ -53,9 +53,8 @@ def cam_command(model, data, layer, method, target_class, unit, out, limit, fmt,
         target = unit_target(unit) if unit else Target.logit(target_class)
     except CnnToolError as exc:
         raise click.BadParameter(str(exc), param_hint="--unit") from None
-    tidy(out, folders=True)
     writer = RecordWriter(sys.stdout, fmt)
-    with dataset_scan(model, model_request, data, scan, limit=limit) as session:
+    with dataset_scan(model, model_request, data, scan, limit=limit, folders={"-o": out}) as session:
         name = cam_layer(session.module, layer, session.model.input_shape)
         console.info(f"layer: {name}" + ("" if layer else " (the last spatial layer)"))
         written = flat = 0

@@ -40,9 +40,11 @@ def occlusion_command(model, image, index, size, stride, fill, target_class, uni
     past the border are clipped (captum's convention). One record on stdout."""
     from pathlib import Path
 
+    from cnntool.cli.session import guard
     from cnntool.core.data import open_data
     from cnntool.errors import CnnToolError
     from cnntool.io.cam import save_occlusion_figure, save_occlusion_maps
+    from cnntool.io.outputs import InputFiles
     from cnntool.io.records import write_records
     from cnntool.tasks.cam import unit_target
     from cnntool.tasks.occlusion import check_window, occlude_image
@@ -56,8 +58,9 @@ def occlusion_command(model, image, index, size, stride, fill, target_class, uni
             unit_target(unit) if ":" in unit else Target.unit_of(unit.strip())
     except CnnToolError as exc:
         raise click.BadParameter(str(exc), param_hint="--unit") from None
+    dataset = open_data(image)  # before the model: cheap, and the outputs are checked against it
+    guard(InputFiles.of_data(image, dataset), files={"-o": out, "--raw": raw})
     loaded = model_request.load(model)
-    dataset = open_data(image)
     pixels, _ = dataset.load_pixels(index, loaded.preprocessing)
     check_window(size, stride, *pixels.shape[1:])
     result = occlude_image(loaded, pixels, size=size, stride=stride, fill=fill,
