@@ -280,6 +280,28 @@ def test_channels_last_rule():
                                 (1, 28, 28))[0] is False
 
 
+def test_a_predict_run_imports_no_dynamo(tmp_path):
+    """The layout decision runs one real forward, not a meta trace: torch's meta kernels go
+    through its Python reference ops, which import torch._dynamo and sympy (about a second of
+    every command's start-up, #23). A whole predict run must not import them."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from cnntool.core.data import open_data
+
+    for i, digit in enumerate(open_data("mnist-5k").spread(3).arrays):
+        Image.fromarray(digit).save(tmp_path / f"{i}.png")
+    code = ("import atexit, sys; atexit.register(lambda: print(sorted(m for m in sys.modules if "
+            "m in ('torch._dynamo', 'sympy')), file=sys.stderr)); from cnntool.cli.main import main; "
+            f"main(['predict', 'lenet5-mnist', {str(tmp_path)!r}, '-q'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
+
+
 # --- BatchNorm folding ------------------------------------------------------------------------
 
 def _conv_bn(branch: bool = False, inplace_between: bool = False):

@@ -27,7 +27,13 @@ aten = torch.ops.aten
 # --- the tracing harness ----------------------------------------------------------------------
 
 class ForwardObserver:
-    """What a traced forward pass reports: its input, each aten op, each module's output."""
+    """What a traced forward pass reports: its input, each aten op, each module's output.
+
+    An observer that needs no aten op (`after_op`) sets `sees_ops = False`: when none of a
+    trace's observers does, the pass runs without the op tap, whose TorchDispatchMode makes
+    torch import torch._dynamo (and sympy) on first use, about a second of start-up."""
+
+    sees_ops = True
 
     def forward_started(self, x: torch.Tensor) -> None:
         """`x` is about to go into the model."""
@@ -114,8 +120,9 @@ def _observed_run(model: nn.Module, original: nn.Module, shape: tuple[int, ...],
     x = _example_input(model, shape)
     for observer in observers:
         observer.forward_started(x)
+    tap = _OpTap(stack, observers) if any(o.sees_ops for o in observers) else contextlib.nullcontext()
     with preserved_state(model), module_hooks(submodules, entered, exited), torch.no_grad(), \
-            _mha_fastpath_disabled(), _OpTap(stack, observers):
+            _mha_fastpath_disabled(), tap:
         model.eval()
         try:
             output = model(x)

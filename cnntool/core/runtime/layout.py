@@ -8,7 +8,7 @@ convnext_tiny (whose pointwise "convolutions" are Linear layers) stays at 1.0–
 
 The rule ("auto"): channels-last when the input is an image batch (C, H, W) and convolutions
 do at least half of the multiply-adds of convolutions and Linear layers together, counted on
-a meta-device trace of one image (no weights touched, about 0.1 s). So CNNs get it, and ViTs
+a forward pass of one image (no gradients, the user's hooks set aside). So CNNs get it, and ViTs
 (one patch-embedding convolution, 1% of the work) and ConvNeXts do not. On MPS it stays off:
 not measured.
 """
@@ -22,13 +22,17 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from cnntool.core.device import device_of
 from cnntool.core.trace import ForwardObserver, trace_forward
 
 CONVOLUTION_SHARE = 0.5
 
 
 class _WorkCounter(ForwardObserver):
-    """Multiply-adds of Conv2d and Linear modules, from their output shapes."""
+    """Multiply-adds of Conv2d and Linear modules, from their output shapes (module hooks only:
+    no op tap, so deciding the layout imports no torch._dynamo)."""
+
+    sees_ops = False
 
     def __init__(self) -> None:
         self.convolution = 0
@@ -47,8 +51,12 @@ class _WorkCounter(ForwardObserver):
 def convolution_share(model: nn.Module, input_shape: Sequence[int]) -> float:
     """The fraction of Conv2d + Linear multiply-adds done by Conv2d modules for one input of
     `input_shape` (C, H, W); 0 when the model has neither."""
+    # a real forward of one image on the model's own device, not a meta trace: running on the
+    # meta device goes through torch's Python reference ops, which import torch._dynamo and
+    # sympy on first use (about a second of start-up, more than one image's forward costs)
     with _forward_hooks_suspended(model):
-        (counter,), _ = trace_forward(model, lambda: [_WorkCounter()], tuple(input_shape))
+        (counter,), _ = trace_forward(model, lambda: [_WorkCounter()], tuple(input_shape),
+                                      device=device_of(model))
     total = counter.convolution + counter.linear
     return counter.convolution / total if total else 0.0
 
