@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,39 @@ def test_hand_set_model_bright_unit_fires_only_on_bright_images(bright_site):
     # sees the whole image; only the 6 bright images are hits (a zero is not listed, #22)
     assert [p["box"] for p in pooled["patches"]] == [[0, 0, 8, 8]] * 6
     assert pooled["stats"]["active"] is None  # no rectifier after the pooling: not judged
+
+
+def test_planted_dead_unit_gets_its_badge_and_no_empty_card(tmp_path):
+    """DeadNet's unit 2 is never above 0: its card and page say "dead: never fires on DATA" and
+    show no picture and no "Top 0 patches"; the bright unit's uniform white picture is flat and
+    is marked "did not converge", not shown as a result."""
+    images = write_grey_images(tmp_path / "data")
+    done = CnnTool()("microscope", f"{ROOT}/tests/microscope_models.py:dead_net", "--trust-code",
+                     tmp_path / "data", "-o", tmp_path / "site", "--steps", "16", "--top", "4",
+                     threads=1, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert len(images) == 12
+    site = tmp_path / "site"
+    html = (site / "layers/relu.html").read_text(encoding="utf-8")
+    cards = _cards(html)
+    dead = cards[2]
+    assert ">dead: never fires on DATA<" in dead
+    assert "<img" not in dead and 'class="patches"' not in dead and "card-body" not in dead
+    page = (site / "layers/relu/unit_0002.html").read_text(encoding="utf-8")
+    assert "Top 0 patches" not in page and "dead: never fires on DATA" in page and 'class="fv' not in page
+    record = _read(site / "layers/relu/unit_0002.json")
+    assert record["stats"]["dead"] and record["visualization"] is None and record["patches"] == []
+    # unit 0 ("bright"): its best input is a uniform white square, which has nothing to show
+    bright = _read(site / "layers/relu/unit_0000.json")
+    assert bright["visualization_failure"] == "flat"
+    assert "did not converge" in cards[0] and "fv-failed" in cards[0]
+    assert "did not converge" in (site / "layers/relu/unit_0000.html").read_text(encoding="utf-8")
+
+
+def _cards(html: str) -> dict[int, str]:
+    """A layer page's unit cards by unit index."""
+    return {int(re.search(r'data-unit="(\d+)"', card).group(1)): card
+            for card in re.findall(r'<a class="unit-card.*?</a>', html, flags=re.S)}
 
 
 def test_hand_set_model_index_and_accuracy(bright_site):
