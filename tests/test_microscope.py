@@ -333,9 +333,15 @@ def test_site_records_and_size(lenet_site):
     for name in ("relu1", "relu2", "relu3"):
         page = LayerPage.from_dict(_read(lenet_site / f"layers/{name}.json"))
         assert [u.index for u in page.units] == list(range(UNITS)) and page.top == TOP
+        cards = _cards((lenet_site / f"layers/{name}.html").read_text(encoding="utf-8"))
         for unit in page.units:
-            assert unit.visualization is not None
+            assert (unit.visualization is None) == unit.stats.dead  # a dead unit has nothing to draw
             assert (lenet_site / f"layers/{name}/unit_{unit.index:04d}.html").is_file()
+            # a picture that failed its check is marked on its card, never shown as a result
+            assert ("did not converge" in cards[unit.index]) == (unit.visualization_failure is not None)
+            if unit.visualization is not None and unit.visualization_failure is None:
+                shown = np.asarray(Image.open(lenet_site / unit.visualization).convert("L"), dtype=float) / 255
+                assert np.percentile(shown, 99) - np.percentile(shown, 1) > 0.5  # stretched, not flat
             if unit.stats.dead:  # never on: no top patches, no votes
                 assert unit.patches == () and unit.votes == ()
                 continue
