@@ -78,3 +78,30 @@ class GreekNet(nn.Module):
 
 def greek_net() -> GreekNet:
     return GreekNet().eval()
+
+
+class DeadNet(nn.Module):
+    """BrightNet with a third unit that is never above 0 (weight 0, bias -1: a planted dead
+    unit); the classifier ignores it."""
+
+    preprocessing = BrightNet.preprocessing
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(3, 2)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0, 0.0]).view(3, 1, 1, 1))
+            self.conv.bias.copy_(torch.tensor([-0.5, 0.5, -1.0]))
+            self.fc.weight.copy_(torch.tensor([[0.0, 2.0, 0.0], [2.0, 0.0, 0.0]]))
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        return self.fc(self.flatten(self.pool(self.relu(self.conv(x)))))
+
+
+def dead_net() -> DeadNet:
+    return DeadNet().eval()

@@ -17,10 +17,10 @@ from PIL import Image
 from cnntool.core.hooks import capture, hook_count
 from cnntool.core.images import load_image
 from cnntool.core.models import load_model
-from cnntool.core.samples import photos
+from cnntool.core.samples import mnist_5k, photos
 from cnntool.errors import CnnToolError
 from cnntool.tasks.maximize import (MaximizeConfig, gaussian_blur, imagenet_defaults, maximize,
-                                    objective, small_defaults, with_overrides)
+                                    objective, objective_values, small_defaults, with_overrides)
 from cnntool.tasks.maximize.optimize import _Adam
 from tests.helpers import cli_env
 
@@ -467,3 +467,69 @@ def test_unit_files_keep_the_whole_output_stem(tmp_path):
                           importance.astype(np.float32))
     view = np.asarray(Image.open(tmp_path / "acc_0.1_unit3_importance.png"), dtype=float)
     assert view[0, 0, 0] == 235 and view[-1, -1, 0] == 200  # importance 0: the board; top: the image
+
+
+# ---------------------------------------------------------------------------------------------
+# the check before a picture is shown (#22): flat, or below the data's best -> "did not converge"
+
+def test_flat_detector_on_hand_made_and_real_pictures(lite0):
+    from cnntool.tasks.maximize.judge import FLAT_CONTRAST, check_picture, contrast, is_flat
+
+    assert is_flat(np.full((1, 28, 28), 0.5)) and is_flat(torch.full((3, 64, 64), 0.9))
+    almost = np.full((1, 28, 28), 0.5)
+    almost[0, :2, :2] = 1.0  # four stray pixels of 784 are no picture
+    assert is_flat(almost)
+    ramp = np.linspace(0.45, 0.55, 784).reshape(1, 28, 28)  # 25 grey levels end to end
+    assert contrast(ramp) == pytest.approx(0.098, abs=1e-3) and is_flat(ramp)
+    # a real MACO picture of a lite0 channel, at 64 px and 4 steps
+    small = type(lite0.preprocessing)(crop=(64, 64), resize=64, mean=(0.5,) * 3, std=(0.5,) * 3)
+    real = maximize(lite0.module, small, objective(lite0.module, "channel", [3], "_blocks.5"),
+                    with_overrides(imagenet_defaults(), steps=4))[0]
+    assert contrast(real.pixels) > 5 * FLAT_CONTRAST and not is_flat(real.pixels)
+    assert real.peak >= real.value  # the peak over positions, what a scan ranks hits by
+    assert check_picture(real.pixels, 2.0, 1.0).converged
+    assert check_picture(real.pixels, 0.5, 1.0).reason == "below the data's best"
+    assert check_picture(np.full((1, 8, 8), 0.5), 2.0, 1.0).mark == "did not converge: flat"
+
+
+def test_lenet_relu1_no_flat_picture_is_shown_unmarked(tmp_path):
+    """Every relu1 picture that is flat or below the data's best carries converged: false in
+    its record, and its grid tile is struck through in vermillion; the others are not."""
+    from cnntool.io.synthesized import MARK_COLOUR
+    from cnntool.tasks.maximize.judge import FLAT_CONTRAST
+
+    units = list(range(8))
+    out = tmp_path / "relu1.png"
+    result = _maximize_cli("lenet5-mnist", "--layer", "relu1", *[f"--unit={u}" for u in units],
+                           "--data", "mnist-5k", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    for r in records:
+        flat = r["contrast"] < FLAT_CONTRAST
+        assert r["converged"] == (not flat and r["relative"] > 1), r
+        assert r["failure"] == ("flat" if flat else None if r["relative"] > 1 else "below the data's best")
+        saved = np.asarray(Image.open(tmp_path / f"relu1_unit{r['unit']}.png"), dtype=float) / 255
+        assert (np.percentile(saved, 99) - np.percentile(saved, 1) < FLAT_CONTRAST) == flat
+    assert any(not r["converged"] for r in records) and any(r["converged"] for r in records)
+    grid = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    columns = math.ceil(math.sqrt(len(units)))  # square 84-px tiles: a square-ish grid
+    for k, r in enumerate(records):
+        row, col = divmod(k, columns)
+        x, y = 2 + col * (84 + 2), 2 + row * (84 + 12 + 2)
+        tile = grid[y:y + 84, x:x + 84]
+        vermillion = (np.abs(tile - np.array(MARK_COLOUR)).sum(-1) < 30).sum()
+        assert (vermillion > 200) == (not r["converged"]), (r, vermillion)
+
+
+def test_channel_objective_is_not_drowned_by_the_pixel_penalties(lenet):
+    """relu1 is a mean over 784 positions; the L2/TV penalties are sums over pixels. Before the
+    objective's gradient was taken in the penalties' units, relu1's edge unit 1 (its weights
+    sum to about 0) came out a flat grey square below its best on real digits."""
+    from cnntool.tasks.maximize.judge import contrast
+
+    goal = objective(lenet.module, "channel", [1], "relu1")
+    result = maximize(lenet.module, lenet.preprocessing, goal, small_defaults())[0]
+    assert contrast(result.pixels) > 0.5
+    digits = torch.from_numpy(mnist_5k()[0][:2000]).float()[:, None] / 255
+    best = objective_values(lenet.module, goal, [lenet.preprocessing.normalize(digits)]).max()
+    assert result.value > float(best)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,39 @@ def test_hand_set_model_bright_unit_fires_only_on_bright_images(bright_site):
     assert pooled["stats"]["active"] is None  # no rectifier after the pooling: not judged
 
 
+def test_planted_dead_unit_gets_its_badge_and_no_empty_card(tmp_path):
+    """DeadNet's unit 2 is never above 0: its card and page say "dead: never fires on DATA" and
+    show no picture and no "Top 0 patches"; the bright unit's uniform white picture is flat and
+    is marked "did not converge", not shown as a result."""
+    images = write_grey_images(tmp_path / "data")
+    done = CnnTool()("microscope", f"{ROOT}/tests/microscope_models.py:dead_net", "--trust-code",
+                     tmp_path / "data", "-o", tmp_path / "site", "--steps", "16", "--top", "4",
+                     threads=1, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert len(images) == 12
+    site = tmp_path / "site"
+    html = (site / "layers/relu.html").read_text(encoding="utf-8")
+    cards = _cards(html)
+    dead = cards[2]
+    assert ">dead: never fires on DATA<" in dead
+    assert "<img" not in dead and 'class="patches"' not in dead and "card-body" not in dead
+    page = (site / "layers/relu/unit_0002.html").read_text(encoding="utf-8")
+    assert "Top 0 patches" not in page and "dead: never fires on DATA" in page and 'class="fv' not in page
+    record = _read(site / "layers/relu/unit_0002.json")
+    assert record["stats"]["dead"] and record["visualization"] is None and record["patches"] == []
+    # unit 0 ("bright"): its best input is a uniform white square, which has nothing to show
+    bright = _read(site / "layers/relu/unit_0000.json")
+    assert bright["visualization_failure"] == "flat"
+    assert "did not converge" in cards[0] and "fv-failed" in cards[0]
+    assert "did not converge" in (site / "layers/relu/unit_0000.html").read_text(encoding="utf-8")
+
+
+def _cards(html: str) -> dict[int, str]:
+    """A layer page's unit cards by unit index."""
+    return {int(re.search(r'data-unit="(\d+)"', card).group(1)): card
+            for card in re.findall(r'<a class="unit-card.*?</a>', html, flags=re.S)}
+
+
 def test_hand_set_model_index_and_accuracy(bright_site):
     site, images, _ = bright_site
     index = _read(site / "index.json")
@@ -299,9 +333,15 @@ def test_site_records_and_size(lenet_site):
     for name in ("relu1", "relu2", "relu3"):
         page = LayerPage.from_dict(_read(lenet_site / f"layers/{name}.json"))
         assert [u.index for u in page.units] == list(range(UNITS)) and page.top == TOP
+        cards = _cards((lenet_site / f"layers/{name}.html").read_text(encoding="utf-8"))
         for unit in page.units:
-            assert unit.visualization is not None
+            assert (unit.visualization is None) == unit.stats.dead  # a dead unit has nothing to draw
             assert (lenet_site / f"layers/{name}/unit_{unit.index:04d}.html").is_file()
+            # a picture that failed its check is marked on its card, never shown as a result
+            assert ("did not converge" in cards[unit.index]) == (unit.visualization_failure is not None)
+            if unit.visualization is not None and unit.visualization_failure is None:
+                shown = np.asarray(Image.open(lenet_site / unit.visualization).convert("L"), dtype=float) / 255
+                assert np.percentile(shown, 99) - np.percentile(shown, 1) > 0.5  # stretched, not flat
             if unit.stats.dead:  # never on: no top patches, no votes
                 assert unit.patches == () and unit.votes == ()
                 continue

@@ -116,7 +116,7 @@ def test_layer_page_has_a_card_per_unit_with_k_patches(built):
     for card in cards:
         assert card.count('class="patch"') == TOP
     dead = [c for c in cards if 'data-dead="1"' in c]
-    assert len(dead) == 1 and 'data-unit="5"' in dead[0] and ">dead<" in dead[0]
+    assert len(dead) == 1 and 'data-unit="5"' in dead[0] and ">dead: never fires on DATA<" in dead[0]
 
 
 def test_unit_page_draws_the_receptive_field_where_it_is(built):

@@ -29,6 +29,7 @@ from cnntool.io.site.model import (Attack, Correlated, DataCard, Embedding, Find
                                    LayerSummary, ModelCard, Patch, Point, Site, Triptych, Unit, UnitStats,
                                    Vote)
 from cnntool.io.site.write import write_site
+from cnntool.io.synthesized import stretched
 from cnntool.io.writers import atomic_path
 
 VISUALIZATION_SIDE = 160  # feature visualizations are shown at least this large
@@ -54,7 +55,9 @@ class MicroscopeSite:
                   visualizations: Sequence[np.ndarray] | None = None,
                   progress: Callable[[int], None] | None = None) -> LayerPage:
         """The layer's images and records. `project(hits)` gives each hit's raw projection (or
-        None); `visualizations` are the units' [0, 1] pixels, in the order of `view.units`;
+        None); `visualizations` are the units' feature visualizations in the order of
+        `view.units` (tasks.microscope.pictures.Visualization, checked, or bare [0, 1] pixels),
+        none drawn for a dead unit;
         `progress(1)` is called after each unit."""
         name = view.name
         units = []
@@ -63,16 +66,21 @@ class MicroscopeSite:
             patches = [p for p in (self._patch(name, unit.index, rank, hit, crop, raw)
                                    for rank, (hit, crop, raw) in enumerate(zip(unit.hits, unit.crops, projections)))
                        if p is not None]
-            visualization = None
-            if visualizations is not None:
+            visualization, failure = None, None
+            if visualizations is not None and not unit.dead:  # a dead unit has nothing to draw
                 visualization = layout.visualization_image(name, unit.index)
-                picture = pixels_to_image(np.asarray(visualizations[position]))
+                shown = visualizations[position]
+                failure = getattr(shown, "failure", None)
+                pixels = np.asarray(getattr(shown, "pixels", shown), dtype=np.float32)
+                # a result is shown stretched (1st–99th percentile, as its thumbnail's contrast);
+                # a failed one as it came out, under its mark
+                picture = pixels_to_image(pixels if failure else stretched(pixels))
                 save_jpeg(fit(picture, VISUALIZATION_SIDE, 2 * VISUALIZATION_SIDE), self.folder / visualization)
             units.append(Unit(index=unit.index, patches=tuple(patches), stats=_stats(unit),
                               histogram=_histogram(unit.histogram),
                               correlated=tuple(Correlated(u, r) for u, r in unit.correlated),
                               votes=tuple(Vote(c, n, s) for c, n, s in unit.votes),
-                              visualization=visualization))
+                              visualization=visualization, visualization_failure=failure))
             if progress is not None:
                 progress(1)
         self._open.clear()

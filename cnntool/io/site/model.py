@@ -218,7 +218,9 @@ class Vote(_Record):
 
 @dataclass(frozen=True)
 class Unit(_Record):
-    """A unit (channel) of a layer: its top patches in rank order and what else is known."""
+    """A unit (channel) of a layer: its top patches in rank order and what else is known.
+    `visualization_failure`: the feature visualization did not pass its check ("flat",
+    "below the data's best"), and the pages mark it "did not converge" instead of showing it."""
 
     index: int
     patches: tuple[Patch, ...]
@@ -227,6 +229,7 @@ class Unit(_Record):
     correlated: tuple[Correlated, ...] = ()
     votes: tuple[Vote, ...] = ()
     visualization: str | None = None
+    visualization_failure: str | None = None  # why the picture is not a result (tasks.maximize.judge)
 
 
 @dataclass(frozen=True)

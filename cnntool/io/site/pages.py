@@ -62,13 +62,27 @@ def _same_section(page: str, target: str) -> bool:
 
 
 def _badges(flags: Sequence[str]) -> str:
-    return "".join(f'<span class="badge {esc(f)}">{esc(f)}</span>' for f in flags)
+    shown = {"dead": DEAD_NOTE}
+    return "".join(f'<span class="badge {esc(f)}">{esc(shown.get(f, f))}</span>' for f in flags)
 
 
 def _unit_flags(unit: Unit) -> list[str]:
     stats = unit.stats
     return [name for name, on in (("dead", stats.dead), ("constant", stats.constant),
                                   ("saturated", stats.saturated)) if on]
+
+
+DEAD_NOTE = "dead: never fires on DATA"
+NOT_CONVERGED = "did not converge"
+
+
+def _failed_fv(unit: Unit, prefix: str, large: bool = False) -> str:
+    """In place of a feature visualization that failed its check: "did not converge" and why,
+    over the picture dimmed and struck through (it is there to see, not shown as a result)."""
+    picture = img(unit.visualization, prefix, f"unit {unit.index}'s picture, which did not converge "
+                  f"({unit.visualization_failure})", lazy=not large)
+    return (f'<span class="fv fv-failed{" large" if large else ""}">{picture}'
+            f'<span class="fv-mark"><b>{esc(NOT_CONVERGED)}</b> {esc(unit.visualization_failure)}</span></span>')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,8 +290,18 @@ def unit_card(page: LayerPage, unit: Unit, prefix: str) -> str:
         img(p.image, prefix, f"unit {unit.index}, hit {rank + 1}: {number(p.value)}", cls="patch")
         for rank, p in enumerate(unit.patches))
     fv = ""
-    if unit.visualization:
+    if unit.visualization and unit.visualization_failure:
+        fv = _failed_fv(unit, prefix)
+    elif unit.visualization:
         fv = img(unit.visualization, prefix, f"feature visualization of unit {unit.index}", cls="fv")
+    body = f'<span class="patches">{patches}</span>' if unit.patches else \
+        '<span class="no-patches">no positive activation on DATA</span>'
+    if stats.dead:  # nothing to draw: the badge says why (no grey square, no empty frames)
+        fv = ""
+        body = body if unit.patches else ""
+    if fv and unit.visualization_failure:
+        flags = flags + [NOT_CONVERGED]
+    card_body = f'<span class="card-body">{fv}{body}</span>' if fv or body else ""
     sparsity = "" if stats.lifetime_sparsity is None else f"{stats.lifetime_sparsity:.6g}"
     numbers = [("max", number(stats.max)), ("mean", number(stats.mean))]
     if stats.lifetime_sparsity is not None:
@@ -291,8 +315,8 @@ def unit_card(page: LayerPage, unit: Unit, prefix: str) -> str:
         f'data-unit="{unit.index}" data-max="{stats.max:.6g}" data-mean="{stats.mean:.6g}" '
         f'data-sparsity="{sparsity}" data-dead="{int(stats.dead)}" '
         f'aria-label="unit {unit.index}: top activation {esc(number(stats.max))}{", " + ", ".join(flags) if flags else ""}">'
-        f'<span class="card-head"><span class="unit-name">unit {unit.index}</span>{_badges(flags)}</span>'
-        f'<span class="card-body">{fv}<span class="patches">{patches}</span></span>'
+        f'<span class="card-head"><span class="unit-name">unit {unit.index}</span>{_badges(_unit_flags(unit))}</span>'
+        f'{card_body}'
         f'<span class="card-stats">{stat_html}</span></a>\n')
 
 
@@ -313,9 +337,20 @@ def unit_page(site: Site, page: LayerPage, position: int) -> str:
         nxt = page.units[position + 1].index
         neighbours.append(f'<a rel="next" href="{url(layout.unit_page(page.name, nxt), prefix)}">unit {nxt} →</a>')
     pager = f'<nav class="pager" aria-label="Units">{"".join(neighbours)}</nav>'
-    fv = (f'<figure class="fv-large">{img(unit.visualization, prefix, f"feature visualization of unit {unit.index}", lazy=False)}'
-          "<figcaption>What the unit would draw: the input that maximizes it.</figcaption></figure>"
-          if unit.visualization else "")
+    if stats.dead:
+        fv = ('<p class="note dead-note">The unit is never above 0 on DATA: it has no top patches, '
+              "and no picture of what it would draw is shown.</p>")
+    elif unit.visualization and unit.visualization_failure:
+        fv = (f'<figure class="fv-large">{_failed_fv(unit, prefix, large=True)}'
+              f"<figcaption>The search for the input that maximizes the unit {esc(NOT_CONVERGED)} "
+              f"({esc(_failure_text(unit.visualization_failure))}): this is not what the unit would draw."
+              "</figcaption></figure>")
+    elif unit.visualization:
+        fv = (f'<figure class="fv-large">{img(unit.visualization, prefix, f"feature visualization of unit {unit.index}", lazy=False)}'
+              "<figcaption>What the unit would draw: the input that maximizes it (contrast stretched "
+              "to its 1st–99th percentile).</figcaption></figure>")
+    else:
+        fv = ""
     rows = [("mean", number(stats.mean)), ("max", number(stats.max)),
             ("lifetime sparsity", DASH if stats.lifetime_sparsity is None else f"{stats.lifetime_sparsity:.3f}"),
             ("active on", share(stats.active)),
@@ -348,6 +383,7 @@ def unit_page(site: Site, page: LayerPage, position: int) -> str:
     hits = "".join(_hit(unit, rank, prefix) for rank in range(len(unit.patches)))
     has_projection = any(p.projection for p in unit.patches)
     legend = "patch · guided backprop · where it is in its image" if has_projection else "patch · where it is in its image"
+    patches_panel = _patches_panel(unit, hits, legend)
     body = f"""<nav class="crumbs" aria-label="Breadcrumb"><a href="{url(layout.INDEX, prefix)}">overview</a> › <a href="{url(layout.layer_page(page.name), prefix)}">{esc(page.name)}</a> › unit {unit.index}</nav>
 <div class="unit-head"><h1>{esc(page.name)} <span class="unit-number">unit {unit.index}</span></h1>{pager}</div>
 <section class="unit-overview">
@@ -356,12 +392,27 @@ def unit_page(site: Site, page: LayerPage, position: int) -> str:
 {correlated}
 {votes}
 </section>
-<section class="panel">
-<h2>Top {len(unit.patches)} patches <small>{esc(legend)}</small></h2>
-<div class="hits">{hits}</div>
-</section>
+{patches_panel}
 <p class="keys">Keys: <kbd>←</kbd>/<kbd>k</kbd> previous unit, <kbd>→</kbd>/<kbd>j</kbd> next unit.</p>"""
     return shell(site, target, f"{page.name} unit {unit.index}", body, kind="unit")
+
+
+def _patches_panel(unit: Unit, hits: str, legend: str) -> str:
+    """The top patches; none for a dead unit (its badge says why), a note for a unit that is
+    never positive on DATA but not judged dead."""
+    if unit.patches:
+        return (f'<section class="panel">\n<h2>Top {len(unit.patches)} patches <small>{esc(legend)}</small></h2>\n'
+                f'<div class="hits">{hits}</div>\n</section>')
+    if unit.stats.dead:
+        return ""
+    return '<p class="note">No image of DATA makes this unit positive: no top patches.</p>'
+
+
+def _failure_text(failure: str) -> str:
+    """A failure reason (tasks.maximize.judge.Check.reason) in a sentence."""
+    return {"flat": "the picture is flat: no contrast to show",
+            "below the data's best": "the unit is weaker on the picture than on its best image of DATA",
+            }.get(failure, failure)
 
 
 def _hit(unit: Unit, rank: int, prefix: str) -> str:

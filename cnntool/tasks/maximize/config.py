@@ -157,13 +157,16 @@ class Synthesized:
     """One synthesized input: `pixels` C×H×W in [0, 1]; `value` the objective on the final
     image without transforms; `history` the objective (under transforms) every few steps;
     `importance` H×W, MACO's transparency map (|∂objective/∂pixel| summed over the steps and
-    the channels), when the config asks for it."""
+    the channels), when the config asks for it; `peak` the unit's largest value at any
+    position of the final image (= `value` for logits and fc units), what a scan of
+    real data ranks its hits by."""
 
     unit: int
     pixels: Tensor
     value: float
     history: tuple[float, ...]
     importance: Tensor | None = None
+    peak: float | None = None
 
     def to_record(self, objective: Objective) -> dict:
         record = {"kind": objective.kind, "unit": self.unit, "value": round(self.value, 6)}

@@ -8,6 +8,7 @@ on the image is compared with its best value over real images (`objective_values
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -99,18 +100,87 @@ def unit_records(results: Sequence, goal, config, class_name: Callable[[int], st
                  best_on_data: torch.Tensor | None = None) -> list[dict]:
     """One record per synthesized image: the objective's value, the class name, the settings,
     and the judge's verdict (classes) or the unit's best value over real data and the image's
-    value relative to it (units; above 1: the image excites the unit more than any data image)."""
+    value relative to it (units; above 1: the image excites the unit more than any data image),
+    and the picture's `check_picture` (`converged`, `contrast`, `failure`: "flat", "below the
+    data's best" or null)."""
     records = []
     for k, result in enumerate(results):
+        best = None if best_on_data is None else float(best_on_data[k])
         record = result.to_record(goal)
         if goal.kind == "class":
             record["name"] = class_name(result.unit)
         record.update(steps=config.steps, param=config.param)
         if k < len(verdicts):
             record.update(verdicts[k].to_record(lambda c: class_name(c) or str(c)))
-        if best_on_data is not None:
-            best = float(best_on_data[k])
+        if best is not None:
             record.update(best_on_data=round(best, 6),
                           relative=round(result.value / best, 4) if best > 0 else None)
+        record.update(check_picture(result.pixels, result.value, best).to_record())
         records.append(record)
     return records
+
+
+# ---------------------------------------------------------------------------------------------
+# is there a picture at all? The check every synthesized image passes before it is shown
+
+# The least contrast a picture must have: its 1st-to-99th percentile spread in [0, 1] pixels.
+# 0.1 is 25 of the 255 steps of the saved 8-bit image. Measured (notes/fv.md): LeNet-5's relu1
+# pictures before the penalty fix spread 0.004–0.09 (flat grey squares by eye), the unit images
+# that show a pattern 0.3–1.0 (MACO on lite0: > 0.8, a sigmoid of unit-variance noise); there
+# is nothing between 0.09 and 0.25 in the runs measured.
+FLAT_CONTRAST = 0.1
+
+NOT_CONVERGED = "did not converge"
+
+
+def contrast(pixels) -> float:
+    """The spread of an image's pixels (C×H×W or H×W in [0, 1], a tensor or array): the 99th
+    minus the 1st percentile over all its values. A few stray pixels do not make a picture."""
+    values = torch.as_tensor(pixels, dtype=torch.float32).flatten()
+    low, high = torch.quantile(values, torch.tensor([0.01, 0.99]))
+    return float(high - low)
+
+
+def is_flat(pixels) -> bool:
+    """Whether the image has no contrast to show (`contrast` under FLAT_CONTRAST)."""
+    return contrast(pixels) < FLAT_CONTRAST
+
+
+@dataclass(frozen=True)
+class Check:
+    """Whether a synthesized image is a result: `contrast` (see `contrast`), and `beats_data`
+    whether the unit's value on it is above its best on real data (None: not known). `reason`
+    is None for a result, else why it is not: "flat" or "below the data's best"."""
+
+    contrast: float
+    beats_data: bool | None = None
+
+    @property
+    def reason(self) -> str | None:
+        if self.contrast < FLAT_CONTRAST:
+            return "flat"
+        if self.beats_data is False:
+            return "below the data's best"
+        return None
+
+    @property
+    def converged(self) -> bool:
+        return self.reason is None
+
+    @property
+    def mark(self) -> str | None:
+        """What a picture that is not a result is marked with, e.g. 'did not converge: flat'."""
+        return None if self.reason is None else f"{NOT_CONVERGED}: {self.reason}"
+
+    def to_record(self) -> dict:
+        return {"converged": self.converged, "contrast": round(self.contrast, 4),
+                "failure": self.reason}
+
+
+def check_picture(pixels, value: float | None = None, best: float | None = None) -> Check:
+    """The check of one synthesized image: flat or not, and, when the data's best `best` is
+    known, whether `value` (the unit on the image) is above it."""
+    beats = None
+    if value is not None and best is not None and math.isfinite(best):
+        beats = value > best
+    return Check(contrast(pixels), beats)

@@ -40,6 +40,12 @@ def maximize(model: nn.Module, preprocessing: Preprocessing, goal: Objective,
     score = _scorer(model, goal)
     importance = torch.zeros((shape[0], *shape[2:]), device=device) if config.importance else None
     history: list[list[float]] = []
+    # The penalties (L2, TV, the PCA prior, closeness) are sums over pixels or coordinates; a
+    # channel's objective is a mean over its positions, so its gradient on each pixel shrinks
+    # with the map's size (1/784 on LeNet's relu1) and the penalties drowned it: every relu1
+    # picture came out flat grey. The objective's gradient is taken as the sum over positions
+    # (`weight`), the unit the penalties are in; without penalties Adam ignores the scale.
+    weight = 1.0
     with preserved_state(model):
         model.eval()
         for p in model.parameters():
@@ -50,8 +56,10 @@ def maximize(model: nn.Module, preprocessing: Preprocessing, goal: Objective,
                 pixels.retain_grad()
             seen = random_view(penalized(pixels, config), config, generator)
             values = score(preprocessing.normalize(seen))
+            if step == 0 and _penalized(config):
+                weight = float(score.positions)
             image.param.grad = None
-            (-values.sum()).backward()
+            (-values.sum() * weight).backward()
             image.add_penalty_gradients()
             optimizer.step()
             if importance is not None:
@@ -65,7 +73,8 @@ def maximize(model: nn.Module, preprocessing: Preprocessing, goal: Objective,
         with torch.no_grad():
             final = image.pixels().detach()
             values = score(preprocessing.normalize(final)).tolist()
-    return [Synthesized(unit=u, pixels=final[k].cpu(), value=float(values[k]),
+            peaks = score.peaks.tolist()
+    return [Synthesized(unit=u, pixels=final[k].cpu(), value=float(values[k]), peak=float(peaks[k]),
                         history=tuple(h[k] for h in history),
                         importance=None if importance is None else importance[k].cpu())
             for k, u in enumerate(goal.units)]
@@ -122,15 +131,29 @@ def _reduce(maps: Tensor, goal: Objective) -> Tensor:
     return maps[..., row, col]
 
 
+def _penalized(config: MaximizeConfig) -> bool:
+    """Whether the config has a penalty summed over pixels or coordinates."""
+    return bool(config.l2 or config.tv or config.closeness or (config.param == "pca" and config.prior))
+
+
 def _scorer(model: nn.Module, goal: Objective) -> Callable[[Tensor], Tensor]:
-    """normalized batch -> objective value per image (image k scores unit k)."""
+    """normalized batch -> objective value per image (image k scores unit k). After a call,
+    `score.positions` is the number of positions a channel's value is the mean of (1 for
+    logits, fc units, neurons) and `score.peaks` the largest value of image k's unit at any
+    position (detached; its value where there is one)."""
     units = torch.tensor(goal.units)
 
     def score(x: Tensor) -> Tensor:
         output = _target_output(model, goal, x)
         _check_units(output, goal)
         picked = output[torch.arange(len(x), device=output.device), units.to(output.device)]
-        return picked if output.dim() == 2 else _reduce(picked, goal)  # 2-D: logits, fc units
+        if output.dim() == 2:  # logits, fc units
+            score.positions, score.peaks = 1, picked.detach()
+            return picked
+        score.positions = picked[0].numel() if goal.kind == "channel" else 1
+        score.peaks = picked.detach().flatten(1).amax(1)
+        return _reduce(picked, goal)
+    score.positions, score.peaks = 1, None
     return score
 
 

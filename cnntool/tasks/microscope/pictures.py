@@ -8,6 +8,7 @@ small grayscale ones), the microscope takes it, with only the number of steps ov
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -72,21 +73,49 @@ def _crop(raw: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class Visualization:
+    """A unit's feature visualization: C×H×W `pixels` in [0, 1], the unit's `peak` on it (its
+    largest value at any position, what the scan ranks hits by) and, once `checked`, why it
+    is not a result (`failure`: "flat", "below the data's best"; None: it is one)."""
+
+    pixels: np.ndarray
+    peak: float | None = None
+    contrast: float | None = None
+    failure: str | None = None
+
+
+def checked(pictures: Sequence[Visualization], units) -> list[Visualization]:
+    """Each picture with tasks.maximize's check: flat or not, and whether the unit's peak on it
+    is above its largest activation on DATA (`units`: the layer view's UnitViews, with `max`)."""
+    from dataclasses import replace
+
+    from cnntool.tasks.maximize.judge import check_picture
+
+    out = []
+    for picture, unit in zip(pictures, units):
+        check = check_picture(picture.pixels, picture.peak, unit.max)
+        out.append(replace(picture, contrast=check.contrast, failure=check.reason))
+    return out
+
+
 def visualize_units(model: nn.Module, preprocessing, layer: str, units: Sequence[int], *,
                     steps: int | None = None, seed: int = 0,
-                    progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+                    progress: Callable[[int], None] | None = None) -> list[Visualization]:
     """The input that maximizes each unit (the channel's mean over positions), C×H×W pixels in
-    [0, 1], optimized VISUALIZATION_BATCH units at a time with tasks.maximize's default recipe
-    for this input (`steps` overrides its number of steps). `progress(n)` counts steps."""
+    [0, 1] and the unit's peak on it, optimized VISUALIZATION_BATCH units at a time with
+    tasks.maximize's default recipe for this input (`steps` overrides its number of steps).
+    `progress(n)` counts steps."""
     from cnntool.tasks.maximize import MaximizeConfig, maximize, objective, with_overrides
 
     config = with_overrides(MaximizeConfig.for_input(preprocessing.input_shape), steps=steps)
-    pictures: list[np.ndarray] = []
+    pictures: list[Visualization] = []
     for start in range(0, len(units), VISUALIZATION_BATCH):
         chunk = list(units[start:start + VISUALIZATION_BATCH])
         results = maximize(model, preprocessing, objective(model, "channel", chunk, layer), config,
                            seed=seed, progress=progress)
-        pictures += [np.asarray(r.pixels.numpy(), dtype=np.float32) for r in results]
+        pictures += [Visualization(np.asarray(r.pixels.numpy(), dtype=np.float32), r.peak)
+                     for r in results]
     return pictures
 
 

@@ -13,6 +13,7 @@ from cnntool.tasks.microscope.attack import AttackView, FgsmSweep, merged
 from cnntool.tasks.microscope.histogram import BINS
 from cnntool.tasks.microscope.pictures import (
     project_hits,
+    checked,
     visualization_steps,
     visualize_units,
 )
@@ -73,6 +74,7 @@ def layer_views(session: ScanSession, plan: MicroscopePlan, result: ScanResult, 
             with progress(f"visualize {layer.name}", total) as advance:
                 pictures = visualize_units(module, loaded.preprocessing, layer.name, layer.units,
                                            steps=steps, seed=seed, progress=advance)
+            pictures = checked(pictures, view.units)
         inputs: dict = {}
 
         def project(hits, _layer=layer, _inputs=inputs):
