@@ -228,7 +228,9 @@ def colour_bars(pixels: np.ndarray, cmap: str, min_length: int = 60, tolerance: 
         index, close = distance.argmin(axis=1), distance.min(axis=1) <= tolerance
         if cmap == "gray":  # a gray level is also on the map where the background is white
             close &= column.max(axis=1) - column.min(axis=1) <= 2
-        for start, stop in runs(close):
+        # a bar changes by small steps: a jump (the frame, the background) ends a run
+        steps = np.abs(np.diff(index, prepend=index[0])) <= 12
+        for start, stop in runs(close & steps):
             if stop - start < min_length:
                 continue
             values = index[start:stop]
