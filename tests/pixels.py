@@ -186,3 +186,55 @@ def grid_size(cell: tuple[int, int], count: int, columns: int, *, labelled: bool
     label = GRID_LABEL if labelled else 0
     height = (GRID_TITLE if titled else 0) + rows * (cell[1] + label + GRID_GAP) + GRID_GAP
     return width, height
+
+
+# io/figure_style.py's figures (filters, activations, deconv): DejaVu Sans, frames, colour bars
+
+def styled_text_pixels(text: str, size: int, bold: bool = False) -> np.ndarray:
+    """`text` as io/figure_style draws it (DejaVu Sans at `size` px, black on white), cropped
+    to its ink."""
+    from cnntool.io.figure_style import font
+
+    f = font(size, bold)
+    width = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=f)) + 8
+    canvas = Image.new("RGB", (width, 3 * size), WHITE)
+    ImageDraw.Draw(canvas).text((4, 4), text, fill=(0, 0, 0), font=f)
+    return _ink(np.asarray(canvas), WHITE)
+
+
+def find_styled_text(pixels: np.ndarray, text: str, size: int, bold: bool = False) -> list[tuple[int, int]]:
+    """Where `text` was drawn in DejaVu Sans at `size` px (anti-aliasing allowed for)."""
+    return find(pixels, styled_text_pixels(text, size, bold), tolerance=40)
+
+
+def ink_height(pixels: np.ndarray) -> int:
+    """Rows between the first and last with a dark pixel (< 100 in every channel)."""
+    rows = np.nonzero((pixels.max(axis=-1) < 100).any(axis=1))[0]
+    return int(rows.max() - rows.min() + 1) if rows.size else 0
+
+
+def colour_bars(pixels: np.ndarray, cmap: str, min_length: int = 60, tolerance: int = 4) -> list[tuple[int, int, int]]:
+    """Vertical colour bars of matplotlib colour map `cmap` in `pixels`: (x, top, bottom) of
+    each column holding a run of at least `min_length` px whose colours all lie on the map,
+    stepping monotonically from its top end (≥ 97% of the map) down to its bottom end
+    (≤ 3%) through many levels."""
+    from matplotlib import colormaps
+
+    lut = np.rint(colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.int32)
+    found = []
+    for x in range(pixels.shape[1]):
+        column = pixels[:, x].astype(np.int32)
+        distance = np.abs(column[:, None, :] - lut[None]).max(axis=-1)
+        index, close = distance.argmin(axis=1), distance.min(axis=1) <= tolerance
+        if cmap == "gray":  # a gray level is also on the map where the background is white
+            close &= column.max(axis=1) - column.min(axis=1) <= 2
+        # a bar changes by small steps: a jump (the frame, the background) ends a run
+        steps = np.abs(np.diff(index, prepend=index[0])) <= 12
+        for start, stop in runs(close & steps):
+            if stop - start < min_length:
+                continue
+            values = index[start:stop]
+            smooth = len(np.unique(values)) >= 0.5 * min(stop - start, 256)  # a ramp, not two blocks
+            if values[0] >= 248 and values[-1] <= 8 and (np.diff(values) <= 0).all() and smooth:
+                found.append((x, start, stop))
+    return found

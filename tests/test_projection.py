@@ -22,7 +22,8 @@ from cnntool.errors import CnnToolError, UnknownNameError
 from cnntool.io import overlays
 from cnntool.tasks.projection import Target, deconv, guided_backprop, project, saliency
 from tests.backward_reference import hand_swapped, make, norm_close, quiet_captum
-from tests.pixels import colour_mask, low_res, png, runs
+from cnntool.io.figures import to_uint8
+from tests.pixels import colour_bars, colour_mask, find, find_styled_text, png
 
 CAPTUM = {"guided": GuidedBackprop, "deconv": Deconvolution, "saliency": Saliency}
 
@@ -182,26 +183,62 @@ def test_cli_writes_panel_raw_maps_and_records(tmp_path, cnntool):
     assert all(r["method"] == "deconv" and "box" in r and r["stats"]["l2"] > 0 for r in records)
     maps = np.load(raw)
     assert maps.shape == (2, 1, 28, 28) and maps.dtype == np.float32
-    # a row of three 96-px tiles per unit: the projection inside the unit's receptive field,
-    # the input there, and the whole digit with the field outlined in yellow
+    # Zeiler & Fergus's layout, a row per unit: the projection inside the unit's receptive
+    # field, stretched to ±its 99th percentile (0 mid-grey) | the image patch of the same box |
+    # the whole digit with the box outlined; all enlarged by whole numbers, nearest neighbour
     pixels = png(out)
-    inked = (pixels != 255).any(axis=-1)
-    bands = runs(inked.mean(axis=1) > 0.6)  # rows of tiles (a caption row is mostly white)
-    assert [stop - start for start, stop in bands] == [96, 96]
-    digit = np.asarray(Image.open(tmp_path / "d.png"), dtype=float)
-    for (top, bottom), record, projection in zip(bands, records, maps):
+    digit = np.asarray(Image.open(tmp_path / "d.png"), dtype=np.uint8)
+    for record, projection in zip(records, maps):
         y0, x0, y1, x1 = record["box"]
-        band = pixels[top:bottom]
-        tiles = runs(inked[top:bottom].any(axis=0))
-        assert [stop - start for start, stop in tiles] == [96, 96, 96]
-        shown, underneath, whole = (band[:, start:stop] for start, stop in tiles)
-        size = (y1 - y0, x1 - x0)
-        assert np.corrcoef(low_res(shown, size[0]).mean(axis=-1).ravel(),
-                           projection[0, y0:y1, x0:x1].ravel())[0, 1] > 0.99  # signed gray scale
-        assert np.abs(low_res(underneath, size[0]).mean(axis=-1) - digit[y0:y1, x0:x1]).max() <= 1
+        y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, 28), min(x1, 28)
+        k = 224 // max(y1 - y0, x1 - x0)
+        block = np.ones((k, k, 1), np.uint8)
+        patch = np.kron(digit[y0:y1, x0:x1, None], block).repeat(3, axis=2)
+        hits = find(pixels, patch)
+        assert len(hits) == 1, record  # the image patch, exactly
+        px, py = hits[0]
+        crop = projection[0, y0:y1, x0:x1]
+        limit = np.percentile(np.abs(crop[crop != 0]), 99)
+        shown = np.kron(to_uint8(np.clip(crop / (2 * limit) + 0.5, 0, 1))[..., None], block).repeat(3, axis=2)
+        left = find(pixels[py:py + patch.shape[0]], shown, tolerance=1)
+        assert len(left) == 1 and left[0][0] < px, record  # the projection, to the patch's left
+        whole = pixels[py:py + 224, px + patch.shape[1]:]
         ys, xs = np.nonzero(colour_mask(whole, (255, 220, 0), 30))
-        scale = 96 / 28
-        assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == pytest.approx(
-            [x0 * scale, y0 * scale, x1 * scale, y1 * scale], abs=2)
+        assert ys.max() - ys.min() + 1 == (y1 - y0) * 8 and xs.max() - xs.min() + 1 == (x1 - x0) * 8
+        assert find_styled_text(pixels[:py], f"unit {record['target']['unit']} at", 15)
+    for title in ("projection", "image patch", "receptive field"):
+        assert find_styled_text(pixels[:60], title, 17, bold=True), title
+    bars = colour_bars(pixels, "gray")
+    assert len({top for _, top, _ in bars}) == 2  # one colour bar per row, with its numbers
+    x, top, bottom = bars[-1]
+    assert (pixels[top:bottom, x + 4:].min(axis=-1) < 100).sum() > 50
     bad = cnntool("visualize", "deconv", "lenet5-mnist", tmp_path / "d.png", "--class", "ten", "-o", out)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
+
+
+def test_deconv_figure_has_no_black_padding_and_keeps_a_class_whole(tmp_path, cnntool):
+    """A field that reaches past the image is shown as the part inside it: on a digit with
+    no black pixels, a unit at the corner leaves under 5% pure black (the padding was a third
+    of the patch panel); a class target shows the whole image beside its heat map (inferno,
+    with its colour bar); --scale 2 doubles the figure."""
+    from cnntool.core.samples import mnist_5k
+
+    digits, _ = mnist_5k()
+    grey = (np.asarray(digits[0]).squeeze().astype(np.float32) * 0.5 + 100).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    out = tmp_path / "p.png"
+    result = cnntool("visualize", "deconv", "lenet5-mnist", tmp_path / "g.png", "--layer", "conv2", "--unit", "3",
+                     "--position", "0,0", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["box"][0] < 0  # the field reaches past the top
+    pixels = png(out)
+    assert (pixels.max(axis=-1) == 0).mean() < 0.05
+    twice = tmp_path / "p2.png"
+    assert cnntool("visualize", "deconv", "lenet5-mnist", tmp_path / "g.png", "--layer", "conv2", "--unit", "3",
+                   "--position", "0,0", "--scale", "2", "-o", twice).returncode == 0
+    assert abs(png(twice).shape[0] - 2 * pixels.shape[0]) <= 4
+    assert cnntool("visualize", "deconv", "lenet5-mnist", tmp_path / "g.png", "--method", "saliency",
+                   "-o", out).returncode == 0
+    pixels = png(out)
+    assert len(find(pixels, np.kron(grey[..., None], np.ones((8, 8, 1), np.uint8)).repeat(3, axis=2))) == 1
+    assert colour_bars(pixels, "inferno") and find_styled_text(pixels[:60], "image", 17, bold=True)

@@ -18,7 +18,10 @@ from cnntool.errors import CnnToolError
 from cnntool.tasks.activations import feature_maps
 from cnntool.tasks.filters import filters
 from cnntool.tasks.top_patches import TopK, original_box, scan, top_patches
-from tests.pixels import find_label, grid_cells, grid_size, png, spread
+from cnntool.io.figure_style import FRAME
+from cnntool.io.figures import to_uint8
+from tests.pixels import (colour_bars, find, find_label, find_styled_text, grid_cells, grid_size, ink_height,
+                          png, spread)
 from tests.tiny_models import seeded_tiny_net
 
 
@@ -97,31 +100,75 @@ def test_fold_lite0_stem_matches_the_network(tmp_path):
     assert r.exit_code == 0, r.output
     records = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(records) == 32 and {"norm", "mean", "std", "max_abs_corr"} <= set(records[0])
-    # 32 RGB filters of 3×3 in 32-px tiles, 6 columns (about as wide as tall), labelled 0..31
+    # 32 RGB filters of 3×3, each kernel pixel an exact 16×16 block (48-px tiles, nearest
+    # neighbour, no blur), labelled 0..31 in DejaVu Sans, under a title ≥ 11 px high
     pixels = png(out)
-    width, height = grid_size((32, 32), 32, 6)
-    assert pixels.shape[0] == height and pixels.shape[1] >= width  # the title widens it
-    assert find_label(pixels[:16], "efficientnet_lite0 _conv_stem (+_bn0 folded)")
-    for n, (tile, label) in enumerate(grid_cells(pixels, (32, 32), 32, 6)):
-        assert spread(tile) > 1 and find_label(label, str(n)), n
+    assert find_styled_text(pixels[:40], "efficientnet_lite0 _conv_stem (+_bn0 folded) · 3×3, RGB (0 = mid-grey)",
+                            17, bold=True)
+    limits = np.abs(result.weights.numpy()).reshape(32, -1).max(axis=1)
+    for n in (0, 7, 31):
+        tile = to_uint8(result.weights[n].numpy().transpose(1, 2, 0) / (2 * limits[n]) + 0.5)
+        hits = find(pixels, np.kron(tile, np.ones((16, 16, 1), dtype=np.uint8)))
+        assert len(hits) == 1, n
+        x, y = hits[0]
+        assert find_styled_text(pixels[y + 48:y + 48 + 22, x - 10:x + 58], str(n), 15), n
+        assert (pixels[y - 1, x:x + 48] == FRAME).all()  # a grey frame round the tile, outside it
+    assert 11 <= ink_height(pixels[6:6 + 24]) and not colour_bars(pixels, "RdBu_r")  # RGB: no bar
+
+
+def _lenet_conv2(tmp_path, *args):
+    out = tmp_path / "f.png"
+    r = cli("visualize", "filters", "lenet5-mnist", "--layer", "conv2", "--max-filters", "4",
+            "--max-inputs", "3", "-o", out, "-q", *args)
+    assert r.exit_code == 0, r.output
+    return png(out)
 
 
 def test_filters_cli_pairs_and_outputs(tmp_path):
-    """conv2 of LeNet-5 (3×3 kernels, 32 inputs) in 32-px tiles: 4 filters × 3 input slices
-    labelled output:input in 3 columns, or each filter's mean over its inputs, labelled 0..3."""
-    expected = {"pairs": ([f"{o}:{i}" for o in range(4) for i in range(3)], 3),
-                "outputs": ([str(o) for o in range(4)], 2)}
-    for tiles, (labels, columns) in expected.items():
-        out = tmp_path / f"{tiles}.png"
-        r = cli("visualize", "filters", "lenet5-mnist", "--layer", "conv2", "--tiles", tiles,
-                "--max-filters", "4", "--max-inputs", "3", "-o", out, "-q")
-        assert r.exit_code == 0, r.output
-        pixels = png(out)
-        width, height = grid_size((32, 32), len(labels), columns)
-        assert pixels.shape[0] == height and pixels.shape[1] >= width  # a title can widen it
-        assert find_label(pixels[:16], "lenet5-mnist conv2")
-        for (tile, strip), label in zip(grid_cells(pixels, (32, 32), len(labels), columns), labels):
-            assert spread(tile) > 1 and find_label(strip, label), (tiles, label)
+    """conv2 of LeNet-5 (3×3 kernels, 32 inputs): 4 filters × 3 input slices labelled
+    output:input, or each filter's mean over its inputs, labelled 0..3; each tile the kernel in
+    RdBu_r (0 white) enlarged 16× exactly, beside a colour bar of RdBu_r with its labels."""
+    from matplotlib import colormaps
+
+    weights = filters(__import__("cnntool.core.models", fromlist=["x"]).load_model(
+        "lenet5-mnist", device="cpu").module, "conv2").weights.numpy()
+    def drawn(kernel, limit):
+        return to_uint8(colormaps["RdBu_r"](np.clip(kernel / (2 * limit) + 0.5, 0, 1))[..., :3])
+    expected = {"pairs": [(f"{o}:{i}", weights[o, i], np.abs(weights[o]).max()) for o in range(4) for i in range(3)],
+                "outputs": [(str(o), weights[o].mean(axis=0), np.abs(weights[o].mean(axis=0)).max())
+                            for o in range(4)]}
+    for tiles, cells in expected.items():
+        pixels = _lenet_conv2(tmp_path, "--tiles", tiles)
+        assert find_styled_text(pixels[:40], "lenet5-mnist conv2 · 3×3", 17, bold=True)
+        for label, kernel, limit in cells:
+            hits = find(pixels, np.kron(drawn(kernel, limit), np.ones((16, 16, 1), dtype=np.uint8)), tolerance=1)
+            assert len(hits) == 1, (tiles, label)
+            x, y = hits[0]
+            assert find_styled_text(pixels[y + 48:y + 70, x - 10:x + 58], label, 15), (tiles, label)
+        bars = colour_bars(pixels, "RdBu_r")
+        assert bars, tiles
+        x, top, bottom = bars[0]
+        beside_bar = pixels[top:bottom, x + 4:]
+        assert (beside_bar.min(axis=-1) < 100).sum() > 50  # tick labels and the bar's title
+        assert find_styled_text(pixels[:, x:], "+max", 13) and find_styled_text(pixels[:, x:], "0", 13)
+
+
+def test_filters_global_scale_states_its_numbers_and_scale_2_doubles(tmp_path):
+    """--normalize global: the bar's ends are ±the layer's largest |weight|; --scale 2: twice
+    the size, text included."""
+    from cnntool.io.figure_style import number
+
+    pixels = _lenet_conv2(tmp_path, "--normalize", "global")
+    (x, _, _), = colour_bars(pixels, "RdBu_r")[:1]
+    from cnntool.core.models import load_model
+
+    limit = float(np.abs(filters(load_model("lenet5-mnist", device="cpu").module, "conv2").weights.numpy()).max())
+    assert find_styled_text(pixels[:, x:], number(limit), 13) and find_styled_text(pixels[:, x:], number(-limit), 13)
+    one, two = _lenet_conv2(tmp_path), _lenet_conv2(tmp_path, "--scale", "2")
+    assert abs(two.shape[0] - 2 * one.shape[0]) <= 2 and abs(two.shape[1] - 2 * one.shape[1]) <= 4
+    assert ink_height(two[12:12 + 48]) >= 22 and 11 <= ink_height(one[6:6 + 24]) <= 14
+    assert colour_bars(two, "RdBu_r", min_length=120)
+    assert cli("visualize", "filters", "lenet5-mnist", "--scale", "3", "-o", tmp_path / "x.png").exit_code == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,23 +192,48 @@ def test_feature_maps_equal_the_layer_output_and_top_orders_by_mean():
 
 
 def test_activations_cli(tmp_path):
+    """lenet5 conv1 on digit 7: the input an exact 8× block upscale of the digit; 8 maps of
+    28×28, each an exact 3× block upscale in one shared viridis scale (the colour bar's ends:
+    the maps' min and max), labelled with channel and mean (the records' numbers)."""
+    from matplotlib import colormaps
+
+    from cnntool.core.models import load_model
+    from cnntool.io.figure_style import number
+
     out = tmp_path / "maps.png"
     r = cli("visualize", "activations", "lenet5-mnist", "mnist-5k", "--index", "7", "--layer", "conv1",
-            "--channels", "0-7", "--cmap", "gray", "-o", out, "--format", "jsonl", "-q")
+            "--channels", "0-7", "-o", out, "--format", "jsonl", "-q")
     assert r.exit_code == 0, r.output
     records = [json.loads(line) for line in r.stdout.splitlines()]
     assert [record["channel"] for record in records] == list(range(8))
-    # the digit (224 px) beside 8 maps of 28×28 in 96-px tiles, 3 columns, each labelled with
-    # its channel and mean activation: the records' numbers
     pixels = png(out)
-    digit = open_data("mnist-5k").arrays[7].astype(float)
-    shown = Image.fromarray(pixels[:224, :224]).convert("L").resize((28, 28), Image.Resampling.BOX)
-    shown = np.asarray(shown, dtype=float)
-    assert np.corrcoef(shown.ravel(), digit.ravel())[0, 1] > 0.95  # the input panel is digit 7
-    picture = pixels[:, 224 + 8:]
-    assert picture.shape[0] == grid_size((96, 96), 8, 3)[1]
-    for (tile, strip), record in zip(grid_cells(picture, (96, 96), 8, 3), records):
-        assert spread(tile) > 1 and find_label(strip, f"{record['channel']}: {record['mean']:.2g}"), record
+    digit = open_data("mnist-5k").arrays[7].astype(np.uint8)
+    assert len(find(pixels, np.kron(digit, np.ones((8, 8), np.uint8))[..., None].repeat(3, axis=2))) == 1
+    loaded = load_model("lenet5-mnist", device="cpu")
+    dataset = open_data("mnist-5k")
+    x, _ = dataset.load_pixels(7, loaded.preprocessing)
+    maps = feature_maps(loaded.module, loaded.preprocessing.normalize(x), "conv1", channels=range(8)).maps.numpy()
+    low, high = maps.min(), maps.max()
+    for c, record in enumerate(records):
+        tile = to_uint8(colormaps["viridis"]((maps[c] - low) / (high - low))[..., :3])
+        hits = find(pixels, np.kron(tile, np.ones((3, 3, 1), np.uint8)), tolerance=1)
+        assert len(hits) == 1, c
+        x0, y0 = hits[0]
+        assert find_styled_text(pixels[y0 + 84:y0 + 106, x0 - 20:x0 + 104],
+                                f"{record['channel']}: {record['mean']:.2g}", 15), record
+    (bx, top, bottom), = colour_bars(pixels, "viridis")[:1]
+    assert find_styled_text(pixels[:, bx:], number(high), 13) and find_styled_text(pixels[:, bx:], number(low), 13)
+    assert (pixels[top:bottom, bx + 4:].min(axis=-1) < 100).sum() > 50  # the bar's label
+    assert find_styled_text(pixels[:40], "lenet5-mnist conv1: 8 of 32 feature maps (one colour scale)", 17, bold=True)
+    # --normalize map: each map on its own; the bar says min … max instead of numbers
+    each = tmp_path / "each.png"
+    assert cli("visualize", "activations", "lenet5-mnist", "mnist-5k", "--index", "7", "--layer", "conv1",
+               "--channels", "0-7", "--normalize", "map", "-o", each, "-q").exit_code == 0
+    each = png(each)
+    tile = to_uint8(colormaps["viridis"]((maps[1] - maps[1].min()) / np.ptp(maps[1]))[..., :3])
+    assert len(find(each, np.kron(tile, np.ones((3, 3, 1), np.uint8)), tolerance=1)) == 1
+    (bx, _, _), = colour_bars(each, "viridis")[:1]
+    assert find_styled_text(each[:, bx:], "max", 13) and not find_styled_text(each[:, bx:], number(high), 13)
     with pytest.raises(CnnToolError, match="unknown layer 'nope'"):
         cli("visualize", "activations", "lenet5-mnist", "mnist-5k", "--layer", "nope", "-o", out)
 

@@ -25,13 +25,18 @@ Examples:
 @click.option("--max-maps", default=64, show_default=True, type=click.IntRange(1),
               help="Without --channels/--top: show at most this many (the most active).")
 @click.option("--cmap", default="viridis", show_default=True, help="A matplotlib colormap, or gray.")
-@click.option("--normalize", type=click.Choice(["map", "layer"]), default="map", show_default=True,
-              help="Scale each map by its own min/max, or all by the layer's.")
+@click.option("--normalize", type=click.Choice(["layer", "map"]), default="layer", show_default=True,
+              help="One colour scale for all maps shown (their min to max, on the colour bar), or each "
+                   "map by its own min/max.")
+@click.option("--scale", "scale", type=click.Choice(["1", "2"]), default="1", show_default=True,
+              callback=lambda ctx, param, value: int(value),
+              help="2: the figure at twice the size (text, tiles, gaps), for print and slides.")
 @shared_options(stats_format_option, data=False)
 def activations_command(model, image, layer, out, index, channels, top, max_maps, cmap, normalize,
-                        fmt, model_request):
+                        scale, fmt, model_request):
     """Feature maps of LAYER for one image (Zeiler & Fergus 2014), beside the model's input,
-    each labelled with its channel and mean. IMAGE is a file, or a folder/list/sample set."""
+    each labelled with its channel and mean, with a colour bar (one scale for all maps unless
+    --normalize map). IMAGE is a file, or a folder/list/sample set."""
     from cnntool.cli.session import guard
     from cnntool.core.data import open_data
     from cnntool.io.outputs import InputFiles
@@ -51,7 +56,8 @@ def activations_command(model, image, layer, out, index, channels, top, max_maps
     result = feature_maps(loaded.module, inputs, layer, channels=wanted, top=top, at_most=max_maps)
     if wanted is None and top is None and result.total_channels > max_maps:
         console.info(f"showing the {max_maps} most active of {result.total_channels} channels (--top, --channels)")
-    save_image(activations_picture(result, pixels, loaded.name, cmap=cmap, normalize=normalize), out)
+    save_image(activations_picture(result, pixels, loaded.name, cmap=cmap, normalize=normalize,
+                                    scale=scale), out)
     console.info(f"{len(result.channels)} of {result.total_channels} maps of {result.layer} for "
                  f"{dataset.paths[index]}; wrote {out}")
     write_records(activation_records(result), fmt)

@@ -47,13 +47,17 @@ Examples:
               help="IG: path points per forward pass.")
 @click.option("--seed", type=int, default=0, show_default=True, help="SmoothGrad noise and IG noise-baseline seed.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="PNG: projection | input under the receptive field | overlay, a row per unit.")
+              help="PNG: a row per unit: the projection in the unit's receptive field | the image patch "
+                   "there | the whole image with the field outlined (Zeiler & Fergus 2014, Fig. 2).")
+@click.option("--scale", "scale", type=click.Choice(["1", "2"]), default="1", show_default=True,
+              callback=lambda ctx, param, value: int(value),
+              help="2: the figure at twice the size (text, panels), for print and slides.")
 @click.option("--raw", type=click.Path(dir_okay=False), metavar="FILE.npy",
               help="Also save the raw maps (float32, units×C×H×W in model-input space).")
 @shared_options(records_format_option, data=False)
 def deconv_command(model, image, layer, units, position, target_class, method, times_input,
                    smooth, noise, smooth_abs, baseline, ig_steps, ig_rule, batch_size, seed, output,
-                   raw, fmt, model_request):
+                   raw, scale, fmt, model_request):
     """Project a unit of a layer, or a class logit, back to the pixels of IMAGE: deconvnet
     (Zeiler & Fergus 2014), guided backprop (Springenberg et al. 2015), saliency (Simonyan
     et al. 2014) or integrated gradients (Sundararajan et al. 2017). The rectifier rules cover
@@ -62,8 +66,8 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
     from cnntool.cli.session import guard
     from cnntool.core.images import load_pixels
     from cnntool.io.outputs import InputFiles
-    from cnntool.io.overlays import (completeness_line, projection_records, projections_figure,
-                                     save_raw_maps, uncovered_warning)
+    from cnntool.io.overlays import (completeness_line, figure_title, projection_records,
+                                     projections_figure, save_raw_maps, uncovered_warning)
     from cnntool.io.writers import save_image
     from cnntool.tasks.integrated_gradients import IntegratedGradients
     from cnntool.tasks.projection import SmoothGrad, Target, option_conflict, project_image, receptive_boxes
@@ -83,7 +87,8 @@ def deconv_command(model, image, layer, units, position, target_class, method, t
     for line, worrying in filter(None, map(completeness_line, projections)):
         (console.warn if worrying else console.info)(line)
     boxes = receptive_boxes(loaded.module, loaded.input_shape, [p.target for p in projections])
-    save_image(projections_figure(projections, pixels.numpy(), boxes, method, times_input), output)
+    save_image(projections_figure(projections, pixels.numpy(), boxes, method, times_input, scale=scale,
+                                  title=figure_title(loaded.name, projections, method, times_input)), output)
     if raw:
         save_raw_maps(raw, projections)
     write_records(projection_records(projections, boxes, image), fmt)

@@ -25,11 +25,16 @@ Examples:
 @click.option("--max-filters", default=64, show_default=True, type=click.IntRange(1), help="Show the first N filters.")
 @click.option("--max-inputs", default=16, show_default=True, type=click.IntRange(1),
               help="With --tiles pairs: the first N input channels.")
-@click.option("--tile-size", type=click.IntRange(4), help="Pixels per tile (default: 8 per kernel pixel, at least 32).")
+@click.option("--tile-size", type=click.IntRange(4),
+              help="Pixels per tile at 1× (default: a whole number per kernel pixel, at least 8 and 48 a tile).")
+@click.option("--scale", "scale", type=click.Choice(["1", "2"]), default="1", show_default=True,
+              callback=lambda ctx, param, value: int(value),
+              help="2: the figure at twice the size (text, tiles, gaps), for print and slides.")
 @shared_options(stats_format_option, data=False)
 def filters_command(model, layer, out, fold_bn, fmt, model_request, **shown):
     """Draw the learned filters of a convolution as a grid (Krizhevsky et al. 2012, Fig. 3):
-    RGB tiles for 3 input channels, else gray, 0 at mid-gray. With --format, per-filter L2 norm,
+    RGB tiles for 3 input channels (0 at mid-grey), else a blue-white-red colour map with its
+    colour bar (0 white), each kernel pixel a sharp square. With --format, per-filter L2 norm,
     mean, std and largest |correlation| with another filter (near 1 = redundant) go to stdout."""
     from cnntool.io.layer_grids import filter_records, filters_grid
     from cnntool.io.writers import save_image

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from cnntool.io.figure_style import LEGACY, FigureStyle, fitted, text_width
 from cnntool.io.figures import to_uint8
 from cnntool.io.writers import save_image
 
-_GAP = 2
-_LABEL_HEIGHT = 12
 _BACKGROUND = (255, 255, 255)
 
 
@@ -60,45 +59,56 @@ def to_image(tile) -> Image.Image:
 
 def grid(tiles: Sequence, labels: Sequence[str] | None = None, *, columns: int | None = None,
          tile_size: int | None = None, title: str | None = None,
-         border: tuple[int, int, int] | None = None) -> Image.Image:
+         border: tuple[int, int, int] | None = None, style: FigureStyle | None = None) -> Image.Image:
     """Tiles in a grid, each scaled to `tile_size` px on its longer side (nearest neighbour;
     default: the largest tile's size) in cells as wide and tall as the largest scaled tile
     (square tiles: square cells), a label under each, cut with '…' to the cell's width.
     Default columns: a grid about as wide as tall. A tile None is an empty cell (the layout
     stays regular); `border` draws a 1-px frame of that colour on the edge of each cell with a
-    tile (the gaps between cells stay background)."""
+    tile (the gaps between cells stay background).
+
+    `style` (io.figure_style.FigureStyle): its font, gaps and title row, and a 1-px grey frame
+    just outside each tile (never over its pixels); `tile_size` is then in 1× pixels and
+    multiplied by its scale. Without it, the older bitmap-font look."""
+    style = style or LEGACY
     images = [None if t is None else to_image(t) for t in tiles]
     if not any(im is not None for im in images):
         raise ValueError("a grid needs at least one tile")
-    size = tile_size or max(max(im.size) for im in images if im is not None)
+    size = tile_size * (style.scale if style.truetype else 1) if tile_size else \
+        max(max(im.size) for im in images if im is not None)
     shown = [None if image is None else _scaled(image, size) for image in images]
     cell_w = max(im.width for im in shown if im is not None)
     cell_h = max(im.height for im in shown if im is not None)
     columns = columns or max(1, math.ceil(math.sqrt(len(images) * cell_h / cell_w) - 1e-9))
     rows = math.ceil(len(images) / columns)
-    label_h = _LABEL_HEIGHT if labels else 0
-    title_h = _LABEL_HEIGHT + 4 if title else 0
-    width = columns * (cell_w + _GAP) + _GAP
-    font = ImageFont.load_default()
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    gap, font, title_font = style.gap, style.label_font, style.title_font
+    label_h = style.label_height if labels else 0
+    title_h = style.title_height if title else 0
+    width = columns * (cell_w + gap) + gap
     if title:  # never clip the title
-        width = max(width, int(measure.textlength(title, font=font)) + 2 * _GAP)
-    height = title_h + rows * (cell_h + label_h + _GAP) + _GAP
+        width = max(width, text_width(title, title_font) + 2 * gap)
+    height = title_h + rows * (cell_h + label_h + gap) + gap
     canvas = Image.new("RGB", (width, height), _BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((_GAP, 2), title, fill=(0, 0, 0), font=font)
+        draw.text((gap, 2 if not style.truetype else style.px(3)), title, fill=(0, 0, 0), font=title_font)
     for n, image in enumerate(shown):
         row, column = divmod(n, columns)
-        x = _GAP + column * (cell_w + _GAP)
-        y = title_h + _GAP + row * (cell_h + label_h + _GAP)
+        x = gap + column * (cell_w + gap)
+        y = title_h + gap + row * (cell_h + label_h + gap)
         if image is not None:
-            canvas.paste(image, (x + (cell_w - image.width) // 2, y + (cell_h - image.height) // 2))
+            left, top = x + (cell_w - image.width) // 2, y + (cell_h - image.height) // 2
+            canvas.paste(image, (left, top))
             if border is not None:
                 draw.rectangle((x, y, x + cell_w - 1, y + cell_h - 1), outline=border)
+            elif style.frame is not None:
+                draw.rectangle((left - 1, top - 1, left + image.width, top + image.height), outline=style.frame)
         if labels:
-            text = _fitted(str(labels[n]), cell_w, measure, font)
-            draw.text((x, y + cell_h), text, fill=(0, 0, 0), font=font)
+            text = fitted(str(labels[n]), cell_w, font)
+            if style.truetype:
+                draw.text((x + cell_w // 2, y + cell_h + style.px(2)), text, fill=(0, 0, 0), font=font, anchor="mt")
+            else:
+                draw.text((x, y + cell_h), text, fill=(0, 0, 0), font=font)
     return canvas
 
 
@@ -108,15 +118,6 @@ def _scaled(image: Image.Image, size: int) -> Image.Image:
         return image
     return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                         Image.Resampling.NEAREST)
-
-
-def _fitted(text: str, width: int, measure: ImageDraw.ImageDraw, font) -> str:
-    """`text`, cut with '…' so that it fits in `width` px (at least one character)."""
-    if measure.textlength(text, font=font) <= width:
-        return text
-    while len(text) > 1 and measure.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
 
 
 def over_checkerboard(image: Image.Image, alpha: np.ndarray, square: int = 8) -> Image.Image:
@@ -150,18 +151,19 @@ def side_by_side(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:
 
 
 def stacked(images: Sequence[Image.Image], gap: int = 8,
-            labels: Sequence[str] | None = None) -> Image.Image:
+            labels: Sequence[str] | None = None, style: FigureStyle | None = None) -> Image.Image:
     """Images in one column, left aligned (e.g. one row of panels per unit), each under its
-    label when `labels` are given."""
-    label_h = _LABEL_HEIGHT if labels else 0
+    label when `labels` are given (in `style`'s font)."""
+    style = style or LEGACY
+    label_h = style.label_height if labels else 0
     height = sum(im.height + label_h for im in images) + gap * (len(images) - 1)
     width = max(im.width for im in images)
     canvas = Image.new("RGB", (width, height), _BACKGROUND)
-    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    draw, font = ImageDraw.Draw(canvas), style.label_font
     y = 0
     for n, image in enumerate(images):
         if labels:
-            draw.text((0, y), _fitted(str(labels[n]), width, draw, font), fill=(0, 0, 0), font=font)
+            draw.text((0, y), fitted(str(labels[n]), width, font), fill=(0, 0, 0), font=font)
         canvas.paste(image.convert("RGB"), (0, y + label_h))
         y += image.height + label_h + gap
     return canvas

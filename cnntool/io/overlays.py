@@ -1,5 +1,5 @@
-"""Projections and synthesized inputs as images: normalized maps, receptive-field crops,
-overlays and side-by-side panels (PIL only; numpy arrays in, PIL images out). Grids are
+"""Projections and synthesized inputs as images: normalized maps, receptive-field crops and
+the Zeiler & Fergus layout of `visualize deconv` (PIL only; numpy arrays in, PIL images out). Grids are
 cnntool.io.grids; [0, 1] pixels to images is cnntool.io.figures.pixels_to_image."""
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cnntool.io.figure_style import (BACKGROUND, INK, FigureStyle, colorbar, enlarged, fitted,
+                                     padded, style_for, titled)
 from cnntool.io.figures import pixels_to_image
-from cnntool.io.grids import symmetric_scale
-
-_GAP = 4  # pixels of white between panel tiles
+from cnntool.io.grids import colorize, symmetric_scale, to_image
+from cnntool.io.untrusted import printable
 
 
 def projection_image(raw: np.ndarray, method: str) -> Image.Image:
@@ -60,15 +61,6 @@ def crop_box(pixels: np.ndarray, box: tuple[int, int, int, int] | None,
     return out
 
 
-def overlay(pixels: np.ndarray, strength: np.ndarray, alpha: float = 0.6) -> Image.Image:
-    """The input (C×H×W in [0, 1], dimmed) with `strength` (H×W in [0, 1]) painted in red."""
-    rgb = np.repeat(pixels, 3, axis=0) if pixels.shape[0] == 1 else pixels
-    base = rgb.mean(axis=0, keepdims=True) * 0.6 + 0.2  # grey, so red reads as the heat
-    red = np.stack([np.ones_like(strength), np.zeros_like(strength), np.zeros_like(strength)])
-    weight = alpha * strength[None]
-    return pixels_to_image(base * (1.0 - weight) + red * weight)
-
-
 def outline(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.Image:
     """`image` with the receptive-field box drawn on it (clipped to the image)."""
     if box is None:
@@ -81,37 +73,64 @@ def outline(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.
     return image
 
 
-def panel(images: Sequence[Image.Image], height: int | None = None) -> Image.Image:
-    """Images side by side on white, each scaled (nearest, to keep pixels crisp) to `height`
-    (default: the tallest)."""
-    height = height or max(im.height for im in images)
-    scaled = [im.convert("RGB").resize((max(1, round(im.width * height / im.height)), height),
-                                       Image.Resampling.NEAREST) for im in images]
-    width = sum(im.width for im in scaled) + _GAP * (len(scaled) - 1)
-    out = Image.new("RGB", (width, height), "white")
-    x = 0
-    for im in scaled:
-        out.paste(im, (x, 0))
-        x += im.width + _GAP
-    return out
+def visible_box(box: tuple[int, int, int, int] | None, height: int, width: int) -> tuple[int, int, int, int]:
+    """The part of a receptive-field box (y0, x0, y1, x1) inside an H×W image (fields near a
+    border, or deeper than the image is wide, reach past it); None: the whole image."""
+    if box is None:
+        return 0, 0, height, width
+    y0, x0, y1, x1 = box
+    y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, height), min(x1, width)
+    return (y0, x0, y1, x1) if y1 > y0 and x1 > x0 else (0, 0, height, width)
 
 
-def projection_row(raw_map: np.ndarray, pixels: np.ndarray, box, style: str) -> Image.Image:
-    """One row of `visualize deconv`: the projection (cropped to the unit's receptive field
-    `box`, beside the input under it, as Zeiler & Fergus show it; whole when box is None), then
-    the heat map over the input with the box outlined. `style`: guided, deconv or saliency."""
-    from cnntool.io.figures import pixels_to_image
+STRETCH_PERCENTILE = 99.0
 
-    picture = projection_image(raw_map, style)
+
+def stretched(raw: np.ndarray, style: str) -> tuple[np.ndarray, str, float, float, str]:
+    """A raw C×h×w projection (already cropped) contrast-stretched on its own: the
+    STRETCH_PERCENTILE-th percentile of its nonzero magnitudes reaches the colour scale's end
+    (the few brighter pixels saturate). Returns [0, 1] pixels (h×w×3), the colour map of its
+    colour bar, the bar's range and label. Saliency: max over channels of |map| in a
+    sequential map from 0; the others signed, 0 at mid-grey, per colour channel."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if style == "saliency":
+        magnitude = np.abs(raw).max(axis=0)
+        top = _percentile(magnitude)
+        return (colorize(np.clip(magnitude / top, 0, 1), "inferno"), "inferno", 0.0, top,
+                f"|grad|, {STRETCH_PERCENTILE:g}th pct = top")
+    limit = _percentile(np.abs(raw))
+    shown = symmetric_scale(raw, limit).transpose(1, 2, 0)
+    shown = np.repeat(shown, 3, axis=2) if shown.shape[2] == 1 else shown
+    return shown, "gray", -limit, limit, f"±{STRETCH_PERCENTILE:g}th pct of |value|"
+
+
+def _percentile(magnitude: np.ndarray) -> float:
+    nonzero = magnitude[magnitude > 0]
+    top = float(np.percentile(nonzero, STRETCH_PERCENTILE)) if nonzero.size else 0.0
+    return top if top > 0 else 1.0
+
+
+def projection_row(raw_map: np.ndarray, pixels: np.ndarray, box, style: str,
+                   figure: FigureStyle) -> tuple[list[Image.Image], Image.Image]:
+    """One row of `visualize deconv` as Zeiler & Fergus (2014, Fig. 2) show it: the projection
+    cropped to the unit's receptive field (the part inside the image) and stretched on its own,
+    the image patch under the same box, and — for a unit — the whole image with the box
+    outlined; each enlarged by the same whole number with nearest neighbour. Returns the
+    panels and the projection's colour bar. `style`: guided, deconv, ig or saliency."""
+    height, width = pixels.shape[1:]
+    y0, x0, y1, x1 = visible_box(box, height, width)
+    shown, cmap, low, high, label = stretched(raw_map[:, y0:y1, x0:x1], style)
+    target = figure.px(224)
+    panels = [enlarged(to_image(shown), target), enlarged(pixels_to_image(pixels[:, y0:y1, x0:x1]), target)]
     if box is not None:
-        drawn = np.asarray(picture, dtype=np.float32) / 255.0
-        drawn = drawn[None] if drawn.ndim == 2 else drawn.transpose(2, 0, 1)
-        tiles = [pixels_to_image(crop_box(drawn, box, fill=0.5)),
-                 pixels_to_image(crop_box(pixels, box))]
-    else:
-        tiles = [picture]
-    tiles.append(outline(overlay(pixels, heat(raw_map)), box))
-    return panel(tiles, height=max(pixels.shape[1], 96))
+        whole = enlarged(pixels_to_image(pixels).convert("RGB"), target)
+        k = whole.width / width
+        ImageDraw.Draw(whole).rectangle(
+            [round(x0 * k), round(y0 * k), round(x1 * k) - 1, round(y1 * k) - 1],
+            outline=(255, 220, 0), width=figure.px(2))
+        panels.append(whole)
+    bar = colorbar(cmap, low, high, height=panels[0].height, style=figure, label=label)
+    return panels, bar
 
 
 def uncovered_warning(projection, method: str) -> str | None:
@@ -138,24 +157,64 @@ def completeness_line(projection, worrying: float = 0.05) -> tuple[str, bool] | 
     return (line + "; more --ig-steps narrow it" if worry else line), worry
 
 
-def projection_label(target, method: str) -> str:
-    """What a row shows: 'guided: _blocks.10 unit 5 at (3, 4)' or 'saliency: class 207 golden retriever'."""
-    if target.kind == "class":
-        return f"{method}: class {target.class_index}" + (f" {target.class_name}" if target.class_name else "")
-    where = f" at ({target.position[0]}, {target.position[1]})" if target.position is not None else ""
-    return f"{method}: {target.layer} unit {target.unit}{where}"
-
-
 def projections_figure(projections: Sequence, pixels: np.ndarray, boxes: Sequence,
-                       method: str, times_input: bool = False) -> Image.Image:
-    """`visualize deconv`'s figure: a projection_row per tasks.projection.Projection, under its
-    label (saliency maps are drawn as heat unless multiplied by the input)."""
-    from cnntool.io.grids import stacked
-
+                       method: str, times_input: bool = False, *, title: str | None = None,
+                       scale: int = 1) -> Image.Image:
+    """`visualize deconv`'s figure: a row per tasks.projection.Projection (projection_row)
+    under its label ('unit 5 at (3, 4)', 'class 207 …'), column titles on top, each row's
+    colour bar on its right; saliency maps are drawn as heat unless multiplied by the input."""
+    figure = style_for(scale)
     style = "saliency" if method == "saliency" and not times_input else method
-    rows = [projection_row(p.map.cpu().numpy(), pixels, box, style)
+    rows = [projection_row(p.map.cpu().numpy(), pixels, box, style, figure)
             for p, box in zip(projections, boxes)]
-    return stacked(rows, gap=4, labels=[projection_label(p.target, method) for p in projections])
+    columns = max(len(panels) for panels, _ in rows)
+    widths = [max(panels[c].width for panels, _ in rows if c < len(panels)) for c in range(columns)]
+    bar_w = max(bar.width for _, bar in rows)
+    gap, label_h = figure.gap * 2, figure.label_height
+    names = ["projection", "image patch" if any(b is not None for b in boxes) else "image",
+             "receptive field"][:columns]
+    width = sum(widths) + gap * columns + bar_w
+    height = label_h + sum(label_h + max(p.height for p in panels) + gap for panels, _ in rows)
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for name, w in zip(names, widths):
+        draw.text((x + w // 2, 0), name, fill=INK, font=figure.title_font, anchor="ma")
+        x += w + gap
+    y = label_h
+    for (panels, bar), projection in zip(rows, projections):
+        draw.text((0, y + figure.px(2)), fitted(row_label(projection.target), width, figure.label_font),
+                  fill=INK, font=figure.label_font)
+        y += label_h
+        x = 0
+        for panel, w in zip(panels, widths):
+            canvas.paste(panel, (x + (w - panel.width) // 2, y))
+            x += w + gap
+        canvas.paste(bar, (sum(widths) + gap * columns, y - figure.px(7)))
+        y += max(p.height for p in panels) + gap
+    canvas = canvas.crop((0, 0, width, y - gap + figure.px(8)))
+    return padded(titled(canvas, printable(title), figure, margin=0) if title else canvas, figure)
+
+
+METHOD_NAMES = {"guided": "guided backprop (Springenberg et al. 2015)",
+                "deconv": "deconvnet (Zeiler & Fergus 2014)",
+                "saliency": "saliency (Simonyan et al. 2014)",
+                "ig": "integrated gradients (Sundararajan et al. 2017)"}
+
+
+def figure_title(model_name: str, projections: Sequence, method: str, times_input: bool = False) -> str:
+    """'efficientnet_lite0 _blocks.10 · guided backprop (Springenberg et al. 2015)'."""
+    layers = sorted({p.target.layer for p in projections if p.target.kind != "class" and p.target.layer})
+    what = METHOD_NAMES.get(method, method) + (" × input" if times_input else "")
+    return " ".join([model_name, *layers, "·", what])
+
+
+def row_label(target) -> str:
+    """'unit 5 at (3, 4)' or 'class 207 golden retriever' (user text made printable)."""
+    if target.kind == "class":
+        return printable(f"class {target.class_index}" + (f" {target.class_name}" if target.class_name else ""))
+    where = f" at ({target.position[0]}, {target.position[1]})" if target.position is not None else ""
+    return f"unit {target.unit}{where}"
 
 
 def projection_records(projections: Sequence, boxes: Sequence, image: str) -> list[dict]:
