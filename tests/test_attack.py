@@ -235,15 +235,80 @@ def test_cli_fgsm_writes_lossless_pngs_and_reclassifies_them(tmp_path, lite0, cn
         predicted = classify(lite0, pixels[None])[0].item()
         assert row["success_after_save"] == (predicted != row["label"])
     (triptych,) = (tmp_path / "triptych").glob("*.png")
-    # original | perturbation, amplified to black and white | adversarial: three square panels
+    # original + perturbation = adversarial: three 224-px panels drawn pixel for pixel
     pixels = png(triptych)
-    assert pixels.shape == (330, 900, 3)
-    assert find_plot_text(pixels, "perturbation, ε = 2/255 (amplified)", fontsize=9)
-    panels = [(start, stop) for start, stop in runs((pixels[100:300] != 255).any(axis=(0, 2)))]
-    assert len(panels) == 3 and all(270 < stop - start < 300 for start, stop in panels)
-    clean, delta, adversarial = (pixels[80:280, start + 40:start + 240].astype(int) for start, _ in panels)
+    assert pixels.shape == (285, 788, 3)
+    assert find_plot_text(pixels, "perturbation ×63.8, ε = 2/255")
+    assert find_plot_text(pixels, "−2/255 black · 0 grey · +2/255 white")
+    assert find_plot_text(pixels, f"{rows[0]['clean_conf']:.1%} confidence")
+    panels = [(start, stop) for start, stop in runs((pixels[60:270] != 255).any(axis=(0, 2)))
+              if stop - start > 100]  # the "+" and "=" between them are narrow
+    assert panels == [(14, 238), (282, 506), (550, 774)]
+    clean, delta, adversarial = (pixels[45:269, start:stop].astype(int) for start, stop in panels)
+    saved = np.asarray(Image.open(rows[0]["file"]), dtype=int)
+    assert np.abs(adversarial - saved).max() <= 1  # the adversarial panel is the image, unscaled
     assert spread(clean) > 20 and np.abs(low_res(clean) - low_res(adversarial)).mean() < 4  # one photo
-    assert ((delta <= 2) | (delta >= 253)).mean() > 0.9  # FGSM moves (almost) every pixel by ±ε
+    assert ((delta == 0) | (delta == 255)).mean() > 0.9  # FGSM moves (almost) every pixel by ±ε
+
+
+def test_triptych_of_a_digit_is_a_nearest_neighbour_enlargement_with_the_amplification_stated(tmp_path):
+    from cnntool.io.figures import save_triptych, to_uint8
+
+    digit = open_data("mnist-5k").arrays[0].astype(np.float32)[None] / 255  # (1, 28, 28)
+    sign = np.where(np.random.default_rng(0).random(digit.shape) < 0.5, -1.0, 1.0)
+    adversarial = np.clip(digit + 0.2 * sign, 0, 1).astype(np.float32)
+    for scale in (1, 2):
+        path = tmp_path / f"t{scale}.png"
+        layout = save_triptych(path, digit, adversarial, eps=0.2, clean_title="original: 5\n99.9% confidence",
+                               adversarial_title="adversarial: 3\n80.0% confidence", scale=scale)
+        pixels = png(path)
+        k = 8 * scale  # 28 px -> 224 px at 1×, every pixel an exact k×k block
+        assert layout.factor == k and layout.amplification == pytest.approx(2.5)
+        (x0, y0, x1, y1), (p0, q0, p1, q1), (a0, b0, a1, b1) = layout.panels
+        assert (x1 - x0, y1 - y0) == (28 * k, 28 * k)
+        clean_panel = pixels[y0:y1, x0:x1]
+        assert (clean_panel == clean_panel[..., :1]).all()  # grey
+        assert np.array_equal(clean_panel[..., 0], np.kron(to_uint8(digit[0]), np.ones((k, k), np.uint8)))
+        blocks = clean_panel[..., 0].reshape(28, k, 28, k)
+        assert (blocks == blocks[:, :1, :, :1]).all()
+        # the perturbation: −0.2 black, no change (clamped at 0 or 1) mid-grey, +0.2 white
+        delta = adversarial[0] - digit[0]
+        expected = np.kron(to_uint8(np.clip(0.5 + 2.5 * delta, 0, 1)), np.ones((k, k), np.uint8))
+        assert np.array_equal(pixels[q0:q1, p0:p1, 0], expected)
+        assert np.array_equal(pixels[b0:b1, a0:a1, 0], np.kron(to_uint8(adversarial[0]), np.ones((k, k), np.uint8)))
+        if scale == 1:
+            assert pixels.shape[1] == 2 * 14 + 3 * 224 + 2 * 44
+            assert find_plot_text(pixels, "perturbation ×2.5, ε = 0.2")
+            assert find_plot_text(pixels, "−0.2 black · 0 grey · +0.2 white")
+            assert find_plot_text(pixels, "99.9% confidence")
+        else:
+            assert pixels.shape[1] == 2 * (2 * 14 + 3 * 224 + 2 * 44)
+
+
+def test_sweep_plot_has_the_clean_point_on_a_numeric_eps_axis_in_percent(tmp_path):
+    from cnntool.io.figures import save_accuracy_plot
+
+    eps, accuracy = [0.05, 0.1, 0.2, 0.3], [0.956, 0.8104, 0.158, 0.0118]
+    drawn = save_accuracy_plot(tmp_path / "sweep.png", {"lenet5-mnist": (eps, accuracy)},
+                               title="FGSM on lenet5-mnist, mnist-5k", clean=0.9928)
+    xs, ys = drawn["lenet5-mnist"]
+    assert xs == [0.0, *eps] and ys == pytest.approx([99.28, 95.6, 81.04, 15.8, 1.18])
+    pixels = png(tmp_path / "sweep.png")
+    centres = marks(colour_mask(pixels, (31, 119, 180)))  # matplotlib's C0
+    assert len(centres) == 5
+    (x0, y0), (x4, y4) = centres[0], centres[-1]
+    for (x, y), e, a in zip(centres, [0.0, *eps], [0.9928, *accuracy]):
+        assert (x - x0) / (x4 - x0) == pytest.approx(e / 0.3, abs=0.01)  # true spacing, not categorical
+        assert (y - y0) / (y4 - y0) == pytest.approx((0.9928 - a) / (0.9928 - 0.0118), abs=0.01)
+    assert find_plot_text(pixels, "ε (L∞, pixel scale 0–1)")
+    assert find_plot_text(pixels, "clean 99.3%", fontsize=9)
+    label_band = pixels[:, :int(x0) - 30]  # left of the y tick labels: the rotated "accuracy (%)"
+    assert (label_band.min(axis=-1) < 128).sum() > 100
+    # a sweep in whole 8-bit steps counts them on the axis, still proportionally
+    drawn = save_accuracy_plot(tmp_path / "steps.png", {"m": ([2 / 255, 8 / 255], [0.5, 0.1])},
+                               title="t", clean=0.9)
+    assert drawn["m"][0] == pytest.approx([0, 2, 8])
+    assert find_plot_text(png(tmp_path / "steps.png"), "ε (L∞, in 1/255 steps of the 0–1 pixel scale)")
 
 
 def test_cli_sweep_on_a_labelled_folder_gives_one_record_per_eps_and_a_plot(tmp_path, cnntool):
@@ -262,7 +327,7 @@ def test_cli_sweep_on_a_labelled_folder_gives_one_record_per_eps_and_a_plot(tmp_
     # the curve: one marker per ε, at the records' accuracies (x and y axes are linear)
     pixels = png(tmp_path / "out" / "sweep.png")
     assert pixels.shape == (380, 550, 3)
-    assert find_plot_text(pixels, "fgsm on lenet5-mnist, digits")
+    assert find_plot_text(pixels, "FGSM on lenet5-mnist, digits (40 images)", fontsize=11)
     (x0, y0), (x1, y1), (x2, y2) = marks(colour_mask(pixels, (31, 119, 180)))  # matplotlib's C0
     accuracy = [r["adv_accuracy"] for r in rows]
     assert (x1 - x0) / (x2 - x0) == pytest.approx(0.1 / 0.3, abs=0.02)

@@ -456,7 +456,7 @@ def test_hostile_names_in_attack_triptychs_sweep_plot_and_table(cnntool, hostile
     assert "'=cmd|' /C calc'!A0" in single.stdout
     # the digit 4's triptych names its class as typed, not as (broken) math text
     (four,) = (hostile / "single" / "triptych").glob("00004_*.png")
-    assert find_plot_text(png(four), r"original: \$\frac{0}{\$", fontsize=9)
+    assert find_plot_text(png(four), r"original: \$\frac{0}{\$")
 
     sweep = cnntool("attack", "fgsm", "lenet5-mnist", HOSTILE_DATA, "--classes", "classes.txt",
                     "--eps", "0,0.3", "-o", "sweep", "--format", "table", cwd=hostile)
@@ -464,7 +464,7 @@ def test_hostile_names_in_attack_triptychs_sweep_plot_and_table(cnntool, hostile
     _no_control_characters(sweep.stdout, sweep.stderr)
     assert f"fgsm on lenet5-mnist, {HOSTILE_DATA}" in " ".join(sweep.stdout.split())  # its title
     assert find_plot_text(png(hostile / "sweep" / "sweep.png"),
-                          r"fgsm on lenet5-mnist, [bold red]\$\frac{0}{\$")
+                          r"FGSM on lenet5-mnist, [bold red]\$\frac{0}{\$", fontsize=11)
 
 
 def test_hostile_label_names_in_the_embed_plot_and_csv(cnntool, tmp_path):

@@ -239,3 +239,32 @@ def test_map_data_colours_by_what_is_known_and_keeps_the_aspect():
     assert [e["count"] for e in modes["correct"]["legend"]] == [1, 1, 1]
     assert data["href"] == ["file:///a.png", None, None]
     assert sorted(data["order"]) == [0, 1, 2]
+
+
+def test_attack_curve_spaces_eps_truly_and_titles_its_axes():
+    from cnntool.io.site.markup import curve_svg
+
+    tick = r'<text x="[\d.]+" y="\d+" text-anchor="middle">([^<]+)</text>'
+    svg = curve_svg([0.0, 1 / 255, 2 / 255, 8 / 255], [0.99, 0.9, 0.7, 0.1], ["0", "1/255", "2/255", "8/255"], "t")
+    xs = [float(x) for x in re.findall(r'<circle cx="([\d.]+)"', svg)]
+    assert [(x - xs[0]) / (xs[-1] - xs[0]) for x in xs] == pytest.approx([0, 1 / 8, 2 / 8, 1], abs=0.01)
+    assert '">ε (L∞, pixel scale 0–1)</text>' in svg and '">accuracy (%)</text>' in svg
+    assert re.findall(tick, svg) == ["0", "1/255", "2/255", "8/255"]
+    # ε values a few pixels apart keep their points but not both labels
+    svg = curve_svg([0.0, 0.007, 0.01, 0.3], [0.99, 0.9, 0.8, 0.1], ["0", "0.007", "0.01", "0.3"], "t")
+    assert len(re.findall(r"<circle ", svg)) == 4 and re.findall(tick, svg) == ["0", "0.3"]
+
+
+def test_attack_page_draws_the_clean_accuracy_at_eps_zero(built):
+    from dataclasses import replace
+
+    from cnntool.io.site.pages import attack_page
+
+    attack = built.site.attack
+    assert attack.eps[0] == 0
+    without_zero = replace(attack, eps=attack.eps[1:], accuracy=attack.accuracy[1:],
+                           clean_accuracy=attack.accuracy[0])
+    page = attack_page(replace(built.site, attack=without_zero))
+    assert page.count("<circle ") == len(attack.eps)  # the clean point is back at ε = 0
+    assert '<tr><td class="num">0</td>' in page
+    assert "(perturbation ×" in page

@@ -32,6 +32,8 @@ _attack_options = stacked(  # MODEL DATA and the options of every attack, after 
                  help="Folder for adversarial PNGs (re-classified after saving), triptychs, the sweep plot."),
     click.option("--triptychs", default=8, show_default=True, type=click.IntRange(0),
                  help="With -o: original | perturbation | adversarial figures for the first N images."),
+    click.option("--scale", default=1, show_default=True, type=click.IntRange(1, 4),
+                 help="With -o: figure scale (2: twice the pixels and text, for print)."),
     click.option("--full-res", is_flag=True,
                  help="With -o: also upsample the perturbation onto the original photo, save "
                       "that PNG and re-classify it through the model's resize and crop."))
@@ -85,7 +87,7 @@ def pgd_command(model, data, **options):
     _run("pgd", model, data, **options)
 
 
-def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, fmt, model_request,
+def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, scale, fmt, model_request,
          scan, steps=10, step_size=None, random_start=True, seed=None) -> None:
     from cnntool.cli.session import dataset_scan, finish, say_labels
     from cnntool.errors import CnnToolError
@@ -106,7 +108,7 @@ def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, fm
     with dataset_scan(model, model_request, data, scan, folders={"-o": out}) as session:
         say_labels(session)
         records = None if sweep else report.ImageRecords(fmt, streaming=not session.shard.distributed)
-        files = AdversarialFiles(out, triptychs) if out is not None and not sweep else None
+        files = AdversarialFiles(out, triptychs, norm=norm, scale=scale) if out is not None and not sweep else None
         run = run_attack(session, attack, eps, target, title=f"{method} {session.model.name}",
                          seed=seed, files=files, full_res=full_res,
                          keep=records.add if records else None)
@@ -118,7 +120,7 @@ def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, fm
             console.warn(nonfinite_warning(nonfinite, run.summaries[0].images))
     if sweep:
         report.write_sweep(method, norm, session.model.name, session.dataset.name, run.summaries,
-                           fmt, out, show=console.show_table, info=console.info)
+                           fmt, out, show=console.show_table, info=console.info, scale=scale)
         return
     records.finish(run.kept)
     for line in report.summary_lines(run.summaries[0], method, norm, target is not None, files,

@@ -9,15 +9,17 @@ from typing import Sequence
 from PIL import Image
 
 from cnntool.core.images import load_image
-from cnntool.io.figures import eps_label, pixels_to_image, save_triptych
+from cnntool.io.figures import pixels_to_image, save_triptych
 from cnntool.io.writers import save_image
 
 
 class AdversarialFiles:
     """DIR/adversarial, DIR/triptych (the first `triptychs` images) and DIR/full_res."""
 
-    def __init__(self, out: str | Path, triptychs: int):
+    def __init__(self, out: str | Path, triptychs: int, *, norm: str = "linf", scale: int = 1):
+        """`norm` and `scale` are the triptychs' (figures.save_triptych)."""
         out = Path(out)
+        self.norm, self.scale = norm, scale
         self.folder, self.triptych_folder = out / "adversarial", out / "triptych"
         self.full_res_folder = out / "full_res"
         self.triptychs_left, self.triptych_count = triptychs, 0
@@ -74,11 +76,11 @@ class AdversarialFiles:
     def _triptych(self, outcome) -> None:
         save_triptych(self.triptych_folder / self.name(outcome),
                       outcome.clean.cpu().numpy(), outcome.adversarial.cpu().numpy(),
-                      clean_title=f"original: {class_label(outcome.clean_name, outcome.clean_pred)}  "
-                                  f"{outcome.clean_conf:.1%}",
-                      perturbation_title=f"perturbation, ε = {eps_label(outcome.eps)} (amplified)",
-                      adversarial_title=f"adversarial: {class_label(outcome.adv_name, outcome.adv_pred)}  "
-                                        f"{outcome.adv_conf:.1%}")
+                      eps=outcome.eps, norm=self.norm, scale=self.scale,
+                      clean_title=f"original: {class_label(outcome.clean_name, outcome.clean_pred)}\n"
+                                  f"{outcome.clean_conf:.1%} confidence",
+                      adversarial_title=f"adversarial: {class_label(outcome.adv_name, outcome.adv_pred)}\n"
+                                        f"{outcome.adv_conf:.1%} confidence")
         self.triptychs_left -= 1
         self.triptych_count += 1
 

@@ -19,8 +19,8 @@ SWEEP_COLUMNS = ["model", "attack", "norm", "eps", "images", "labels_from_datase
                  "clean_accuracy", "adv_accuracy", "success_rate"]
 IMAGE_TABLE = [
     Column("path", lambda r: Path(r["path"]).name, fold=True), Column("label", "label", fold=True),
-    Column("clean", lambda r: f"{class_label(r['clean_name'], r['clean_pred'])} {r['clean_conf']:.2f}", fold=True),
-    Column("adversarial", lambda r: f"{class_label(r['adv_name'], r['adv_pred'])} {r['adv_conf']:.2f}", fold=True),
+    Column("clean", lambda r: f"{class_label(r['clean_name'], r['clean_pred'])} {percent(r['clean_conf'])}", fold=True),
+    Column("adversarial", lambda r: f"{class_label(r['adv_name'], r['adv_pred'])} {percent(r['adv_conf'])}", fold=True),
     Column("success", lambda r: "✓" if r["success"] else "✗"),
     Column("linf", lambda r: f"{r['linf']:.4f}")]
 SWEEP_TABLE = [Column("ε", lambda r: eps_label(r["eps"]), right=True),
@@ -51,12 +51,16 @@ class ImageRecords:
 
 
 def write_sweep(method: str, norm: str, model_name: str, data_name: str, summaries, fmt: str,
-                out: str | Path | None, *, show: Callable, info: Callable[[str], None]) -> None:
+                out: str | Path | None, *, show: Callable, info: Callable[[str], None],
+                scale: int = 1) -> None:
     """An ε sweep's records (SWEEP_COLUMNS), one per ε, on stdout, or with `table` its table;
     otherwise the table goes to `show(title, columns, records)` (stderr). With `out`, accuracy
-    against ε plotted in OUT/sweep.png, said with `info`."""
+    (%) against ε plotted in OUT/sweep.png from the clean accuracy at ε = 0 (figures.
+    save_accuracy_plot), said with `info`."""
     records = [{"model": model_name, "attack": method, "norm": norm, **s.to_record()} for s in summaries]
-    title = f"{method} on {model_name}, {data_name} ({summaries[0].label_sources()})"
+    clean = summaries[0].clean_accuracy
+    title = (f"{method} on {model_name}, {data_name} (clean accuracy {percent(clean)}; "
+             f"{summaries[0].label_sources()})")
     write_records(records, fmt, columns=SWEEP_COLUMNS, title=title, table_columns=SWEEP_TABLE)
     if fmt != "table":
         show(title, SWEEP_TABLE, records)
@@ -64,8 +68,15 @@ def write_sweep(method: str, norm: str, model_name: str, data_name: str, summari
         plot = Path(out) / "sweep.png"
         save_accuracy_plot(plot, {model_name: ([s.eps for s in summaries],
                                                [s.adv_accuracy for s in summaries])},
-                           title=f"{method} on {model_name}, {data_name}", xlabel=f"ε ({norm})")
+                           title=sweep_title(method, model_name, data_name, summaries[0].images),
+                           norm=norm, clean=clean, scale=scale)
         info(f"accuracy against ε plotted in {plot}")
+
+
+def sweep_title(method: str, model_name: str, data_name: str, images: int) -> str:
+    """The sweep plot's title: method, model and data (user strings: figures draws them
+    literally, through io.untrusted.plot_text)."""
+    return f"{method.upper()} on {model_name}, {data_name} ({images:,} images)"
 
 
 def summary_lines(summary, method: str, norm: str, targeted: bool, files=None,

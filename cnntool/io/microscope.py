@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from cnntool.errors import CnnToolError
-from cnntool.io.figures import pixels_to_image
+from cnntool.io.figures import perturbation_pixels, pixels_to_image
 from cnntool.io.grids import grid, side_by_side, symmetric_scale
 from cnntool.io.image_map import LazyImages, tolerant
 from cnntool.io.overlays import projection_image
@@ -197,15 +197,15 @@ class MicroscopeSite:
         triptychs = []
         for fooled in view.fooled:
             clean, adversarial = fooled.clean.numpy(), fooled.adversarial.numpy()
-            delta = adversarial - clean
-            largest = float(np.abs(delta).max())
-            shown = 0.5 + delta / (2 * largest) if largest > 0 else np.full_like(delta, 0.5)
+            # ±ε (FGSM's L∞ step) spans black to white, as in the attack command's triptychs
+            shown, _ = perturbation_pixels(adversarial - clean, fooled.eps)
             panels = [fit(pixels_to_image(np.clip(p, 0, 1)), 160, 224) for p in (clean, shown, adversarial)]
             path = f"attack/triptych_{fooled.index:07d}.jpg"
             save_jpeg(side_by_side(panels), self.folder / path)
             triptychs.append(Triptych(image=path, eps=fooled.eps, label=self._class(fooled.label),
                                       adversarial=self._class(fooled.adversarial_class)))
-        return Attack(method=view.method, eps=view.eps, accuracy=view.accuracy, triptychs=tuple(triptychs))
+        return Attack(method=view.method, eps=view.eps, accuracy=view.accuracy, triptychs=tuple(triptychs),
+                      clean_accuracy=view.clean_accuracy)
 
     def _class(self, index: int) -> str:
         return self.model.class_name(index) or f"class {index}"

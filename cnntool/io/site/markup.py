@@ -137,22 +137,32 @@ def histogram_svg(histogram: Histogram, title: str, width: int = 360, height: in
 
 
 def curve_svg(xs: Sequence[float], ys: Sequence[float], labels: Iterable[str], title: str,
-              width: int = 480, height: int = 240) -> str:
-    """A line through (x, y) points, y in [0, 1] (accuracy), x spread evenly by index so that
-    ε = 0, 1/255 and 8/255 are all readable; `labels` name the x ticks."""
-    left, bottom, right, top = 44, 28, 30, 12  # room for the last tick label
+              width: int = 480, height: int = 262, xtitle: str = "ε (L∞, pixel scale 0–1)",
+              ytitle: str = "accuracy (%)") -> str:
+    """A line through (x, y) points, y in [0, 1] (accuracy, drawn in %), x on a true numeric
+    axis from 0 to the largest x (a point's position is proportional to its x, never evenly
+    spread); `labels` name the points' x ticks, a label too close to the one before is left out
+    (the point stays, with its value in its tooltip). Axis titles `xtitle` and `ytitle`."""
+    left, bottom, right, top = 58, 46, 30, 12  # room for the y title and the last tick label
     plot_w, plot_h = width - left - right, height - top - bottom
-    n = max(len(xs) - 1, 1)
-    points = [(left + i / n * plot_w, top + (1 - y) * plot_h) for i, y in enumerate(ys)]
+    span = max(max(xs, default=0.0), 1e-12)
+    points = [(left + max(x, 0.0) / span * plot_w, top + (1 - y) * plot_h) for x, y in zip(xs, ys)]
     grid = "".join(
         f'<line class="grid" x1="{left}" x2="{width - right}" y1="{top + (1 - g) * plot_h:.1f}" '
         f'y2="{top + (1 - g) * plot_h:.1f}"/><text x="{left - 6}" y="{top + (1 - g) * plot_h + 4:.1f}" '
-        f'text-anchor="end">{g:.0%}</text>' for g in (0, 0.25, 0.5, 0.75, 1))
-    ticks = "".join(f'<text x="{x:.1f}" y="{height - 8}" text-anchor="middle">{esc(label)}</text>'
-                    for (x, _), label in zip(points, labels))
+        f'text-anchor="end">{g * 100:.0f}</text>' for g in (0, 0.25, 0.5, 0.75, 1))
+    ticks, last = [], -math.inf
+    for (x, _), label in sorted(zip(points, labels), key=lambda item: item[0][0]):
+        if x - last >= 34:
+            ticks.append(f'<text x="{x:.1f}" y="{height - 26}" text-anchor="middle">{esc(label)}</text>')
+            last = x
+    axes = (f'<text class="axis-title" x="{left + plot_w / 2:.1f}" y="{height - 6}" '
+            f'text-anchor="middle">{esc(xtitle)}</text>'
+            f'<text class="axis-title" x="14" y="{top + plot_h / 2:.1f}" text-anchor="middle" '
+            f'transform="rotate(-90 14 {top + plot_h / 2:.1f})">{esc(ytitle)}</text>')
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
     dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4"><title>{esc(share(v))}</title></circle>'
                    for (x, y), v in zip(points, ys))
     return (f'<svg class="chart curve" viewBox="0 0 {width} {height}" role="img" '
-            f'aria-label="{esc(title)}"><title>{esc(title)}</title>{grid}{ticks}'
+            f'aria-label="{esc(title)}"><title>{esc(title)}</title>{grid}{"".join(ticks)}{axes}'
             f'<polyline points="{path}"/>{dots}</svg>')

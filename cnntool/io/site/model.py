@@ -304,6 +304,7 @@ class Attack(_Record):
     eps: tuple[float, ...]
     accuracy: tuple[float, ...]
     triptychs: tuple[Triptych, ...] = ()
+    clean_accuracy: float | None = None  # drawn at ε = 0 when the sweep has no ε = 0
 
     def __post_init__(self):
         if len(self.eps) != len(self.accuracy):

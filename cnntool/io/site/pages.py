@@ -448,20 +448,29 @@ def _covers(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
 # attack.html
 
 
+def _amplified(eps: float) -> str:
+    """A triptych caption's note on its middle panel: how much the perturbation is amplified."""
+    return f" (perturbation ×{1 / (2 * eps):.3g})" if eps > 0 else ""
+
+
 def attack_page(site: Site) -> str:
     attack = site.attack
-    labels = [eps_label(e) for e in attack.eps]
+    eps, accuracy = list(attack.eps), list(attack.accuracy)
+    if attack.clean_accuracy is not None and 0 not in eps:  # the clean point, ε = 0
+        eps, accuracy = [0.0, *eps], [attack.clean_accuracy, *accuracy]
+    labels = [eps_label(e) for e in eps]
     title = f"accuracy against {attack.method} as ε grows"
     rows = "".join(f'<tr><td class="num">{esc(label)}</td><td class="num">{share(a)}</td></tr>'
-                   for label, a in zip(labels, attack.accuracy))
+                   for label, a in zip(labels, accuracy))
     triptychs = "".join(
         f'<figure class="triptych">{img(t.image, "", f"{t.label} becomes {t.adversarial} at ε = {eps_label(t.eps)}")}'
-        f"<figcaption>{esc(t.label)} → <b>{esc(t.adversarial)}</b> at ε = {esc(eps_label(t.eps))}</figcaption></figure>"
+        f"<figcaption>{esc(t.label)} → <b>{esc(t.adversarial)}</b> at ε = {esc(eps_label(t.eps))}"
+        f"{_amplified(t.eps)}</figcaption></figure>"
         for t in attack.triptychs)
     body = f"""<h1>{esc(attack.method)} <span class="type">adversarial examples</span></h1>
-<p class="meta">ε in pixel units of [0, 1] (8/255 = 8 steps of an 8-bit image), applied before the model's normalization.</p>
+<p class="meta">ε in pixel units of [0, 1] (8/255 = 8 steps of an 8-bit image), applied before the model's normalization; ε = 0 is the clean accuracy. In the triptychs the perturbation is amplified so that −ε is black, no change grey and +ε white.</p>
 <section class="attack-top">
-<figure class="panel">{curve_svg(attack.eps, attack.accuracy, labels, title)}<figcaption>{esc(title)}</figcaption></figure>
+<figure class="panel">{curve_svg(eps, accuracy, labels, title)}<figcaption>{esc(title)}</figcaption></figure>
 <table class="layers attack"><thead><tr><th scope="col" class="num sym">ε</th><th scope="col" class="num">accuracy</th></tr></thead><tbody>{rows}</tbody></table>
 </section>
 <section class="panel"><h2>Original · perturbation · adversarial</h2><div class="triptychs">{triptychs}</div></section>"""

@@ -41,6 +41,7 @@ class AttackView:
     images: int
     labels_from_dataset: int
     fooled: tuple[Fooled, ...]
+    clean_accuracy: float | None = None  # on the same images, the accuracy at ε = 0
 
 
 class FgsmSweep(Consumer):
@@ -86,4 +87,5 @@ def merged(parts: Sequence[tuple], eps: Sequence[float], triptychs: int = TRIPTY
                       accuracy=tuple(s.adv_accuracy or 0.0 for s in summaries),
                       images=summaries[0].images if summaries else 0,
                       labels_from_dataset=summaries[0].labels_from_dataset if summaries else 0,
-                      fooled=tuple(fooled))
+                      fooled=tuple(fooled),
+                      clean_accuracy=summaries[0].clean_accuracy if summaries else None)
