@@ -157,34 +157,44 @@ def find_plot_text(pixels: np.ndarray, text: str, fontsize: float = 10,
     return None
 
 
-# io/grids.py's layout: 2-px gaps around cells, a 12-px label row under each cell, a 16-px
-# title row on top; cells as large as the largest (scaled) tile.
+# io/grids.py's layout: gaps around cells, a label row under each cell, a title row on top;
+# cells as large as the largest (scaled) tile. The older look (io.figure_style.LEGACY): 2-px
+# gaps, a 12-px label row, a 16-px title row; a FigureStyle gives its own.
 GRID_GAP, GRID_LABEL, GRID_TITLE = 2, 12, 16
 
 
+def _grid_rows(style) -> tuple[int, int, int]:
+    """(gap, label row, title row) of a grid drawn in `style` (None: the older look)."""
+    if style is None:
+        return GRID_GAP, GRID_LABEL, GRID_TITLE
+    return style.gap, style.label_height, style.title_height
+
+
 def grid_cells(pixels: np.ndarray, cell: tuple[int, int], count: int, columns: int, *,
-               labelled: bool = True, titled: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+               labelled: bool = True, titled: bool = True, style=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first `count` cells of a grid image, row by row: (tile pixels, label-row pixels),
     for cells of `cell` = (width, height) px."""
+    gap, label_row, title_row = _grid_rows(style)
     width, height = cell
-    label = GRID_LABEL if labelled else 0
-    top = (GRID_TITLE if titled else 0) + GRID_GAP
+    label = label_row if labelled else 0
+    top = (title_row if titled else 0) + gap
     cells = []
     for n in range(count):
         row, column = divmod(n, columns)
-        x, y = GRID_GAP + column * (width + GRID_GAP), top + row * (height + label + GRID_GAP)
+        x, y = gap + column * (width + gap), top + row * (height + label + gap)
         cells.append((pixels[y:y + height, x:x + width],
                       pixels[y + height:y + height + label, x:x + width]))
     return cells
 
 
 def grid_size(cell: tuple[int, int], count: int, columns: int, *, labelled: bool = True,
-              titled: bool = True) -> tuple[int, int]:
+              titled: bool = True, style=None) -> tuple[int, int]:
     """(width, height) of a grid of `count` cells in `columns` (before a long title widens it)."""
+    gap, label_row, title_row = _grid_rows(style)
     rows = -(-count // columns)
-    width = columns * (cell[0] + GRID_GAP) + GRID_GAP
-    label = GRID_LABEL if labelled else 0
-    height = (GRID_TITLE if titled else 0) + rows * (cell[1] + label + GRID_GAP) + GRID_GAP
+    width = columns * (cell[0] + gap) + gap
+    label = label_row if labelled else 0
+    height = (title_row if titled else 0) + rows * (cell[1] + label + gap) + gap
     return width, height
 
 

@@ -198,7 +198,11 @@ def test_a_hit_whose_image_became_unreadable_is_left_out_with_a_reason(tmp_path)
     drawn, lost = write_top_patches(tmp_path, result, load, title="m conv1", tile_size=32)
     assert [hit.index for hit in drawn] == [0]
     assert lost == ["cannot read image gone.png: no such file"]
-    assert Image.open(tmp_path / "unit_0000.png").getpixel((16, 30))[:3] == (200, 30, 30)
+    from cnntool.io.patches import STYLE
+    from tests.pixels import grid_cells, png
+
+    (tile, _), (hole, _) = grid_cells(png(tmp_path / "unit_0000.png"), (32, 32), 2, 2, style=STYLE)
+    assert tuple(tile[16, 16]) == (200, 30, 30) and tuple(hole[16, 16]) == (255, 255, 255)
 
 
 # --- #21 outputs ---

@@ -20,6 +20,7 @@ from cnntool.tasks.filters import filters
 from cnntool.tasks.top_patches import TopK, original_box, scan, top_patches
 from cnntool.io.figure_style import FRAME
 from cnntool.io.figures import to_uint8
+from cnntool.io.patches import STYLE
 from tests.pixels import (colour_bars, find, find_label, find_styled_text, grid_cells, grid_size, ink_height,
                           png, spread)
 from tests.tiny_models import seeded_tiny_net
@@ -396,20 +397,22 @@ def test_top_patches_cli_outputs_skips_bad_files_and_resumes(tmp_path, monkeypat
     assert sorted({rec["unit"] for rec in records}) == [0, 1, 2, 3, 9]
     assert "skipped 1 unreadable" in r.stderr and "6 images scanned" in r.stderr
     # unit 9's grid: its 3 patches (96 px) labelled with the records' values, best first
+    # drawn in the one figure style (io.figure_style): bold 17-px titles, 15-px labels
+    style, title_rows = STYLE, slice(0, STYLE.title_height)
     unit9 = png(tmp_path / "full" / "unit_0009.png")
-    assert find_label(unit9[:16], "lenet5-mnist conv2 unit 9")
+    assert find_styled_text(unit9[title_rows], "lenet5-mnist conv2 unit 9", 17, bold=True)
     values = [rec["value"] for rec in records if rec["unit"] == 9]
     # one row of K cells (a regular layout whatever the number of hits)
-    for (tile, strip), value in zip(grid_cells(unit9, (96, 96), 3, 3), values):
-        assert spread(tile) > 1 and find_label(strip, f"{value:.3g}"), value
+    for (tile, strip), value in zip(grid_cells(unit9, (96, 96), 3, 3, style=style), values):
+        assert spread(tile) > 1 and find_styled_text(strip, f"{value:.3g}", 15), value
     # the overview: a row of 3 patches (64 px) per unit, the first labelled u0 ... u9
     overview = png(tmp_path / "full" / "overview.png")
-    assert overview.shape[0] == grid_size((64, 64), 15, 3)[1]
-    assert find_label(overview[:16], "lenet5-mnist conv2: top 3 per unit, 5 units")
-    cells = grid_cells(overview, (64, 64), 15, 3)
+    assert overview.shape[0] == grid_size((64, 64), 15, 3, style=style)[1]
+    assert find_styled_text(overview[title_rows], "lenet5-mnist conv2: top 3 per unit, 5 units", 17, bold=True)
+    cells = grid_cells(overview, (64, 64), 15, 3, style=style)
     assert all(spread(tile) > 1 for tile, _ in cells)
     for row, unit in enumerate([0, 1, 2, 3, 9]):
-        assert find_label(cells[3 * row][1], f"u{unit}"), unit
+        assert find_styled_text(cells[3 * row][1], f"u{unit}", 15), unit
     assert not list((tmp_path / "full").glob(".*state*"))
 
     # interrupted after 2 batches (a checkpoint after each), then resumed: the same result
@@ -496,12 +499,13 @@ def test_overview_title_states_k_and_counts_and_tiles_have_gaps(tmp_path, monkey
                               title="m conv", tile_size=32)
     assert titles == ["m conv: top 9 per unit, 2 units, 1 dead"]
     overview = np.asarray(Image.open(tmp_path / "overview.png").convert("RGB"))
-    assert overview.shape[1] >= 9 * 34  # nine cells in a row, not eight
-    # between the first and second tile (cells 32 px, gaps 2 px) a background column
-    rows = slice(16 + 2 + 2, 16 + 2 + 30)
-    assert (overview[rows, 2 + 32] == 255).all() and (overview[rows, 2 + 32 + 1] == 255).all()
-    assert (overview[rows, 2 + 16] == colours[0]).all()  # the tile itself
-    assert tuple(overview[18 + 16, 2]) == patches.BORDER  # bordered
+    gap, top = patches.STYLE.gap, patches.STYLE.title_height + patches.STYLE.gap
+    assert overview.shape[1] >= 9 * (32 + gap)  # nine cells in a row, not eight
+    # between the first and second tile (cells 32 px) a background column as wide as the gap
+    rows = slice(top + 2, top + 30)
+    assert (overview[rows, gap + 32:gap + 32 + gap] == 255).all()
+    assert (overview[rows, gap + 16] == colours[0]).all()  # the tile itself
+    assert tuple(overview[top + 16, gap]) == patches.BORDER  # bordered
 
 
 def test_deep_units_show_distinct_images_cropped_round_their_peak():

@@ -16,10 +16,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cnntool.errors import CnnToolError
+from cnntool.io.figure_style import FigureStyle
 from cnntool.io.grids import colorize, grid, save_grid
 from cnntool.io.writers import save_image
 
 BORDER = (128, 128, 128)
+STYLE = FigureStyle()  # the one look of PIL figures (io.figure_style): DejaVu Sans, gaps, frames
 OVERVIEW_TILE = 64
 OVERLAY_ALPHA = 0.6  # the colour map's weight over the image where the unit is at its peak
 
@@ -100,7 +102,8 @@ def write_top_patches(out: str | Path, result, load: Callable[[int], Image.Image
                           for (hit, _), m in zip(cropped, maps)] + [None] * (top - len(cropped))
                 names += ["map"] * len(cropped) + [""] * (top - len(cropped))
             save_grid(out / f"unit_{unit:04d}.png", tiles, names, columns=top, tile_size=tile_size,
-                      border=BORDER, title=f"{title} unit {unit}" + (f": {count}" if count else ""))
+                      border=BORDER, title=f"{title} unit {unit}" + (f": {count}" if count else ""),
+                      style=STYLE)
         overview.extend([_fit(patch, OVERVIEW_TILE) for _, patch in cropped] + [None] * (top - len(cropped)))
         labels.extend([f"u{unit} {count}".strip()] + [""] * (top - 1))
         drawn.extend(hit for hit, _ in cropped)
@@ -111,7 +114,7 @@ def write_top_patches(out: str | Path, result, load: Callable[[int], Image.Image
     if not any(tile is not None for tile in overview):
         overview[0] = Image.new("RGB", (OVERVIEW_TILE, OVERVIEW_TILE), (255, 255, 255))  # all dead
     save_image(grid(overview, labels, columns=top, tile_size=min(tile_size, OVERVIEW_TILE), border=BORDER,
-                    title=f"{title}: top {top} per unit, {counts}"), out / "overview.png")
+                    title=f"{title}: top {top} per unit, {counts}", style=STYLE), out / "overview.png")
     return drawn, lost
 
 
