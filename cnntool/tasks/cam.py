@@ -52,6 +52,7 @@ from cnntool.core.classes import class_index
 from cnntool.core.hooks import capture
 from cnntool.core.layers import resolve_layer
 from cnntool.core.models import main_output
+from cnntool.core.trace import ForwardObserver, trace_forward
 from cnntool.errors import CnnToolError
 from cnntool.tasks.projection import Target
 
@@ -116,17 +117,13 @@ def upsample_normalized(heat: Tensor, size: Sequence[int]) -> Tensor:
 # the layer
 
 
-class _SpatialOutputs:
+class _SpatialOutputs(ForwardObserver):
     """A core.trace observer: module paths whose output is N×C×H×W with H, W > 1, in exit order."""
+
+    sees_ops = False  # module outputs only
 
     def __init__(self):
         self.names: list[str] = []
-
-    def forward_started(self, x):
-        pass
-
-    def after_op(self, module, func, args, kwargs, out):
-        pass
 
     def module_exited(self, name, module, output):
         if name and isinstance(output, Tensor) and output.dim() == 4 and min(output.shape[2:]) > 1:
@@ -136,8 +133,6 @@ class _SpatialOutputs:
 def default_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
     """The last layer with a spatial output (H, W > 1): the last before global pooling. A
     container (ResNet's `layer4`) is preferred to its last child, which gives the same tensor."""
-    from cnntool.core.trace import trace_forward
-
     (seen,), _ = trace_forward(model, lambda: [_SpatialOutputs()], tuple(input_shape))
     if not seen.names:
         raise CnnToolError("the model has no layer with a spatial output (height and width > 1) "
