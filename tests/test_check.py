@@ -46,11 +46,12 @@ def test_sanity_check_fails_guided_backprop_and_passes_saliency_and_gradcam(lite
     assert hook_count(lite0.module) == 0 and not lite0.module.training
     result = {v.method: v for v in verdicts([part], settings)}
     guided, saliency, gradcam = result["guided"], result["saliency"], result["gradcam"]
-    # measured: guided 0.98, 0.87, 0.48, 0.18 over the 4 stages; saliency ~0.4 from the first
+    # measured: guided 0.96, 0.74, 0.49, 0.18 over the 4 stages (mean 0.59); saliency 0.42, 0.36,
+    # 0.34, 0.07 (0.30); Grad-CAM −0.07, 0.31, 0.23, 0.29 (0.19)
     assert guided.passed is False and saliency.passed and gradcam.passed
     assert guided.rank_correlation[0] > 0.9 > 0.5 > saliency.rank_correlation[0]
     assert guided.mean_correlation > saliency.mean_correlation + 0.2
-    assert guided.mean_correlation > gradcam.mean_correlation + 0.3
+    assert guided.mean_correlation > gradcam.mean_correlation + 0.25
     assert [v.method for v in sorted(result.values(), key=lambda v: v.rank)][-1] == "guided"
     assert len(guided.ssim) == 4 and guided.ssim[0] > saliency.ssim[0]
     assert part.cascade[-1] == "_conv_stem" and len(cascade_stages(lite0.module, 4)) == 4
