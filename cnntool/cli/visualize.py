@@ -13,6 +13,7 @@ _HELP = {
     "maximize": "Synthesize the input that maximizes a unit or class.",
     "cam": "Class activation maps: Grad-CAM, Grad-CAM++, Score-CAM, Layer-CAM, Eigen-CAM, HiResCAM.",
     "occlusion": "Slide a grey square over an image: maps of the class probability, the top class, a unit.",
+    "check": "Which attribution map to trust: deletion/insertion, ROAD, cascading randomization.",
 }
 # subcommand -> (module:attribute, one-line help)
 VISUALIZE_COMMANDS = {name: ("cnntool.cli.visualize_{0}:{0}_command".format(name.replace("-", "_")), text)
