@@ -33,6 +33,7 @@ DATASET_COMMANDS = {
     "embed": ["embed", "lenet5-mnist", "{data}", "--method", "pca"],
     "diagnose": ["diagnose", "lenet5-mnist", "{data}", "--no-correlation"],
     "cam": ["visualize", "cam", "lenet5-mnist", "{data}", "-o", "{out}"],
+    "deconv": ["visualize", "deconv", "lenet5-mnist", "{data}", "--layer", "conv2", "-o", "{out}"],
 }
 
 
@@ -63,6 +64,8 @@ def test_every_scan_skips_and_counts_four_bad_files(command, workers, cnntool, t
     ["visualize", "top-patches", "lenet5-mnist", "mnist-5k", "--layer", "conv1", "--units",
      "0-15", "--top", "4", "--batch-size", "500", "-o", "{out}"],
     ["visualize", "cam", "lenet5-mnist", "mnist-5k", "--limit", "100", "-o", "{out}"],
+    ["visualize", "deconv", "lenet5-mnist", "mnist-5k", "--limit", "100", "--method", "saliency",
+     "-o", "{out}"],
 ], ids=lambda args: args[0] if args[0] != "visualize" else args[1])
 def test_a_closed_pipe_is_a_normal_end(args, tmp_path):
     command = " ".join([sys.executable, "-m", "cnntool", *_fill(args, out=tmp_path), "-q"])

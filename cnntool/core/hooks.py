@@ -370,6 +370,18 @@ def _guided(act: _Rectifier, x: Tensor, _out: Tensor, grad: Tensor) -> Tensor:
     return grad.clamp(min=0) * act.derivative(x)
 
 
+def _guided_from_output(act: _Rectifier, _x: Tensor, out: Tensor, grad: Tensor) -> Tensor:
+    """`_guided` for a rectifier with no negative slope (ReLU, ReLU6, Hardtanh), read from its
+    output: lower < out < upper exactly where lower < x < upper, since it clamps x to
+    [lower, upper]. Two passes (aten's own backward, then the clamp), and an in-place call's
+    input need not be copied in the forward."""
+    if act.upper == math.inf:
+        masked = torch.ops.aten.threshold_backward(grad, out, act.lower)
+    else:
+        masked = torch.ops.aten.hardtanh_backward(grad, out, act.lower, act.upper)
+    return masked.clamp_min_(0)
+
+
 def _deconv(_act: _Rectifier, _x: Tensor, _out: Tensor, grad: Tensor) -> Tensor:
     """Zeiler & Fergus 2014: rectify the backward signal, ignoring the forward's input mask.
 
@@ -399,8 +411,10 @@ class _RuleBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, call: _RectifyingCall, rule: BackwardRule) -> Tensor:
-        # An in-place call overwrites x, so the rule gets a copy of the input it saw.
-        original_input = x.clone() if call.inplace else x
+        # An in-place call overwrites x, so the rule gets a copy of the input it saw (None for
+        # a built-in rule that reads only the output or the gradient).
+        original_input = None if not getattr(rule, "uses_input", True) else \
+            x.clone() if call.inplace else x
         out = call.func(*call.args, **call.kwargs)
         if call.inplace:
             ctx.mark_dirty(x)
@@ -537,6 +551,10 @@ class _SubstitutionMode(TorchFunctionMode):
         rule = self._report.rule
         if callable(rule):
             return rule
+        if activation.negative_slope == 0 and rule in ("guided", "deconv"):
+            built = functools.partial(_guided_from_output if rule == "guided" else _deconv, activation)
+            built.uses_input = False
+            return built
         return functools.partial(_BUILTIN_RULES[rule], activation)
 
 

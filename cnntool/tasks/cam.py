@@ -120,7 +120,7 @@ def upsample_normalized(heat: Tensor, size: Sequence[int]) -> Tensor:
 class _SpatialOutputs(ForwardObserver):
     """A core.trace observer: module paths whose output is N×C×H×W with H, W > 1, in exit order."""
 
-    sees_ops = False  # module outputs only
+    sees_ops = False  # module outputs only: the trace runs without the aten op tap
 
     def __init__(self):
         self.names: list[str] = []

@@ -145,9 +145,9 @@ def baseline_input(spec: str | float | Tensor, x: Tensor, preprocessing=None,
                                "(its mean and std); pass preprocessing= or a baseline tensor")
         if spec == "black":
             pixels = torch.zeros_like(x)
-        else:
-            generator = torch.Generator(device="cpu").manual_seed(seed)
-            pixels = torch.rand(x.shape, generator=generator).to(x)
+        else:  # each image its own draw, as it would get alone
+            pixels = torch.stack([torch.rand(image.shape, generator=torch.Generator(device="cpu")
+                                             .manual_seed(seed)) for image in x]).to(x)
         return preprocessing.normalize(pixels)
     raise CnnToolError(f"unknown baseline '{spec}'; use one of {', '.join(BASELINES)}")
 
@@ -171,8 +171,24 @@ def integrate(scores: Callable[[Tensor], Tensor], x: Tensor, baseline: Tensor,
               settings: IntegratedGradients = IntegratedGradients()) -> tuple[Tensor, Completeness]:
     """Integrated gradients of `scores` (a batch N×… -> its N scalar outputs) at `x` (1×…)
     from `baseline` (same shape): the attribution map (shape of x) and its completeness."""
+    attributions, (completeness,) = integrate_batch(scores, x, baseline, settings)
+    return attributions, completeness
+
+
+def integrate_batch(scores: Callable[[Tensor], Tensor], x: Tensor, baseline: Tensor,
+                    settings: IntegratedGradients = IntegratedGradients(), *,
+                    f_input: Tensor | None = None) -> tuple[Tensor, list[Completeness]]:
+    """Integrated gradients of every image of the batch `x` (N×…) from `baseline` (same shape):
+    the attributions (shape of x) and each image's completeness.
+
+    Each forward takes `settings.batch_size` points of the path for every image, alpha-major
+    (the N images at α_k, then the N at α_k+1…: captum's order, so captum with
+    internal_batch_size = batch_size × N runs the very same batches); `scores` gets such a
+    stack and returns one value per row. `f_input`: the N values F(x) when the caller has
+    them already (then the completeness costs one forward of the N baselines, not 2N)."""
     weights, alphas = quadrature(settings.steps, settings.rule)
     x, baseline = x.detach(), baseline.detach()
+    n = len(x)
     step = x - baseline
     total_grad = torch.zeros_like(x)
     for start in range(0, len(alphas), settings.batch_size):
@@ -181,13 +197,18 @@ def integrate(scores: Callable[[Tensor], Tensor], x: Tensor, baseline: Tensor,
         with torch.enable_grad():
             out = scores(points)
             grads = torch.autograd.grad(out.sum(), points)[0]
-        w = torch.tensor(weights[start:start + len(chunk)], dtype=torch.float32,
-                         device=x.device).view(-1, *([1] * (x.dim() - 1))).to(grads.dtype)
-        total_grad += (grads * w).sum(dim=0, keepdim=True)
+        w = torch.tensor(weights[start:start + len(chunk)], dtype=grads.dtype, device=x.device)
+        total_grad += (grads.view(len(chunk), *x.shape) * w.view(-1, *([1] * x.dim()))).sum(0)
     attributions = total_grad * step
     with torch.no_grad():
-        ends = scores(torch.cat([x, baseline]))
-    completeness = Completeness(f_input=float(ends[0]), f_baseline=float(ends[1]),
-                                total=float(attributions.double().sum()), steps=settings.steps,
-                                rule=settings.rule, baseline=settings.baseline_name)
+        if f_input is None:
+            ends = scores(torch.cat([x, baseline]))
+            f_input, f_baseline = ends[:n], ends[n:]
+        else:
+            f_baseline = scores(baseline)
+    totals = attributions.double().flatten(1).sum(1).tolist()
+    completeness = [Completeness(f_input=float(fx), f_baseline=float(fb), total=total,
+                                 steps=settings.steps, rule=settings.rule,
+                                 baseline=settings.baseline_name)
+                    for fx, fb, total in zip(f_input.tolist(), f_baseline.tolist(), totals)]
     return attributions, completeness

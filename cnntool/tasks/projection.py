@@ -13,8 +13,9 @@ normalized for display): `cnntool.io.overlays` turns them into images.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -23,10 +24,12 @@ from cnntool.core.hooks import capture, substitute_activation_backward
 from cnntool.core.classes import class_index
 from cnntool.core.layers import resolve_layer
 from cnntool.errors import CnnToolError
-from cnntool.tasks.integrated_gradients import Completeness, IntegratedGradients, baseline_input, integrate
+from cnntool.tasks.integrated_gradients import (Completeness, IntegratedGradients, baseline_input,
+                                                integrate_batch)
 
-# method -> the rectifier backward rule it needs (integrated gradients: none, the true gradient)
-METHODS = {"deconv": "deconv", "guided": "guided", "saliency": "plain", "ig": None}
+# method -> the rectifier backward rule it needs; None: the true gradient, plain autograd with no
+# torch function mode at all (saliency, gradient×input, integrated gradients, SmoothGrad of them)
+METHODS = {"deconv": "deconv", "guided": "guided", "saliency": None, "ig": None}
 
 # SmoothGrad and saliency's |·|: of the mean gradient (ours), or of every sample's (captum's
 # NoiseTunnel over Saliency)
@@ -128,20 +131,33 @@ class SmoothGrad:
     noise: float = 0.15
     seed: int = 0
     abs: str = "after-mean"
+    batch: int = 1  # noisy copies of each image per forward (a CPU may prefer larger batches)
 
     def __post_init__(self):
         if self.abs not in SMOOTH_ABS:
             raise CnnToolError(f"unknown SmoothGrad abs '{self.abs}'; use one of {', '.join(SMOOTH_ABS)}")
+        if self.batch < 1:
+            raise CnnToolError("SmoothGrad needs at least 1 noisy copy per forward")
 
     def __call__(self, attribute: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         """Smooth any attribution `attribute(x) -> map` (guided backprop, deconvnet, saliency,
-        or one of your own)."""
-        generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        sigma = self.noise * float(x.max() - x.min())
+        or one of your own) of `x` (N×… or one image). Every image of a batch gets the noise it
+        would get alone (its own generator seeded `seed`, σ from its own range), so a batch
+        gives the maps of its images one at a time."""
+        images = x if x.dim() == 4 else x.unsqueeze(0)
+        generators = [torch.Generator(device="cpu").manual_seed(self.seed) for _ in images]
+        sigmas = [self.noise * float(image.max() - image.min()) for image in images]
         total = None
-        for _ in range(self.samples):
-            noise = torch.randn(x.shape, generator=generator).to(x) * sigma
-            value = attribute(x + noise)
+        scale = torch.tensor(sigmas, dtype=x.dtype).view(1, -1, *([1] * (images.dim() - 1))).to(x.device)
+        for start in range(0, self.samples, self.batch):
+            copies = min(self.batch, self.samples - start)  # sample-major: N images, N images…
+            noisy = torch.empty((copies, *images.shape), dtype=x.dtype)
+            for copy in noisy:
+                for slot, g in zip(copy, generators):
+                    torch.randn(slot.shape, generator=g, out=slot)
+            noisy = noisy.to(x.device).mul_(scale).add_(images)  # in place: no stacked copies
+            value = attribute(noisy.view(-1, *x.shape[1:]) if x.dim() == 4 else noisy[0, 0])
+            value = value.view(copies, *x.shape).sum(0)
             total = value if total is None else total + value
         return total / self.samples
 
@@ -164,6 +180,37 @@ def project(model: nn.Module, x: Tensor, method: str = "guided", target: Target 
     Method "ig" (integrated gradients) integrates from `ig.baseline` (default black, which
     needs the model's `preprocessing`; "0" or a tensor does not) and reports `completeness`;
     it takes neither `times_input` (it already multiplies by x − baseline) nor `smooth`.
+    A batch of images: `project_batch`.
+    """
+    x = x if x.dim() == 4 else x.unsqueeze(0)
+    if x.shape[0] != 1:
+        raise CnnToolError(f"project takes one image (got a batch of {x.shape[0]}); "
+                           "project_batch takes a batch")
+    return project_batch(model, x, method, target, class_names=class_names,
+                         times_input=times_input, smooth=smooth, layer=layer, unit=unit,
+                         position=position, target_class=target_class,
+                         smooth_samples=smooth_samples, smooth_noise=smooth_noise, seed=seed,
+                         ig=ig, preprocessing=preprocessing)[0]
+
+
+def project_batch(model: nn.Module, x: Tensor, method: str = "guided", target: Target | None = None,
+                  *, class_names: Sequence[str] | None = None, times_input: bool = False,
+                  smooth: SmoothGrad | None = None, layer: str | None = None, unit: int | None = None,
+                  position: tuple[int, int] | None = None, target_class: int | str | None = None,
+                  smooth_samples: int = 0, smooth_noise: float = 0.15, seed: int = 0,
+                  ig: IntegratedGradients | None = None, preprocessing=None) -> list[Projection]:
+    """`project` for every image of the batch `x` (N×C×H×W): one Projection per image, each
+    equal to what `project` gives that image alone (to a convolution's rounding, which on a CPU
+    can depend on the batch size).
+
+    The target is resolved per image: the default unit, position or class is each image's
+    own. One forward and one backward serve the whole batch: the gradient of the sum of the
+    images' scores is each image's own gradient, since the images of a batch do not interact
+    (a model in eval mode: a BatchNorm in training mode would mix them).
+
+    Guided backprop and deconvnet run under `core.hooks.substitute_activation_backward`;
+    saliency, gradient×input, integrated gradients and SmoothGrad of them are plain autograd,
+    with no torch function mode (their `substituted` and `uncovered` are empty).
     """
     if target is not None:
         if target.kind == "unit":
@@ -177,37 +224,36 @@ def project(model: nn.Module, x: Tensor, method: str = "guided", target: Target 
     if problem := option_conflict(method, times_input, smooth is not None,
                                   smooth.abs if smooth else "after-mean"):
         raise CnnToolError(problem)
-    x = x if x.dim() == 4 else x.unsqueeze(0)
-    if x.shape[0] != 1:
-        raise CnnToolError("project one image at a time (got a batch of "
-                           f"{x.shape[0]})")
+    if x.dim() != 4:
+        raise CnnToolError(f"project_batch takes an N×C×H×W batch (got {x.dim()} dimensions)")
     if layer is not None:
         layer, _ = resolve_layer(model, layer)
+    wanted = Target("unit", layer=layer, unit=unit, position=position) if layer is not None \
+        else Target("class", class_index=target_class if isinstance(target_class, int) else None,
+                    class_name=target_class if isinstance(target_class, str) else None)
     if method == "ig":
-        return _integrated(model, x, layer, unit, position, target_class, class_names,
-                           ig or IntegratedGradients(), preprocessing)
-    # with SmoothGrad the clean pass only fixes the target: a forward, no backward
-    target, value, grad, report = _backprop(model, x, method, layer, unit, position,
-                                            target_class, class_names, None,
-                                            gradient=smooth is None)
+        return _integrated(model, x, wanted, class_names, ig or IntegratedGradients(), preprocessing)
+    # with SmoothGrad the clean pass only fixes the targets: a forward, no backward
+    targets, values, grad, report = _backprop(model, x, method, wanted, class_names, None,
+                                              gradient=smooth is None)
     per_sample = smooth is not None and smooth.abs == "per-sample"
     if smooth is not None:
-        fixed = target
-
-        def attribute(noisy):
-            grad = _backprop(model, noisy, method, layer, None, None, None, class_names, fixed)[2]
+        def attribute(noisy):  # copies of the batch, sample-major
+            repeated = targets * (len(noisy) // len(targets))
+            grad = _backprop(model, noisy, method, wanted, class_names, repeated)[2]
             return grad.abs() if per_sample else grad
 
         grad = smooth(attribute, x)
     raw = grad * x if times_input else grad
     if method == "saliency" and not times_input:
         raw = raw.abs()  # Simonyan et al.: the magnitude; display takes the max over channels
-    return Projection(method=method, target=target, value=value,
-                      map=raw[0].detach().float().contiguous(),
-                      substituted=dict(report.substituted), uncovered=dict(report.uncovered),
-                      times_input=times_input, smooth_samples=smooth.samples if smooth else 0,
-                      smooth_abs=smooth.abs if smooth and method == "saliency" and not times_input
-                      else None)
+    maps = raw.detach().float().contiguous(memory_format=torch.contiguous_format)
+    smooth_abs = smooth.abs if smooth and method == "saliency" and not times_input else None
+    return [Projection(method=method, target=t, value=v, map=m,
+                       substituted=dict(report.substituted), uncovered=dict(report.uncovered),
+                       times_input=times_input, smooth_samples=smooth.samples if smooth else 0,
+                       smooth_abs=smooth_abs)
+            for t, v, m in zip(targets, values, maps)]
 
 
 def option_conflict(method: str, times_input: bool, smoothing: bool,
@@ -223,38 +269,27 @@ def option_conflict(method: str, times_input: bool, smoothing: bool,
     return None
 
 
-def _integrated(model, x, layer, unit, position, target_class, class_names,
-                settings: IntegratedGradients, preprocessing) -> Projection:
-    """Integrated gradients of the target fixed on the clean input, the plain gradient."""
+def _integrated(model, x, wanted: Target, class_names, settings: IntegratedGradients,
+                preprocessing) -> list[Projection]:
+    """Integrated gradients of each image's target, fixed on the clean input; the plain
+    gradient. F(x) comes from that pass, so the completeness costs one more forward (the
+    baselines)."""
     with torch.no_grad():
-        target, value = _forward_target(model, x, layer, unit, position, target_class, class_names)
+        targets, values = _batch_scores(model, x, wanted, class_names, None)
     baseline = baseline_input(settings.baseline, x, preprocessing, settings.seed)
-    attributions, completeness = integrate(lambda batch: _scores(model, batch, target), x,
-                                           baseline, settings)
-    return Projection(method="ig", target=target, value=value,
-                      map=attributions[0].detach().float().contiguous(), substituted={},
-                      uncovered={}, completeness=completeness)
-
-
-def _forward_target(model, x, layer, unit, position, target_class, class_names):
-    """The target chosen on `x` (1×C×H×W) and its value there (one forward pass)."""
-    if layer is None:
-        logits = _logits(model, x)
-        target = _class_target(logits, target_class, class_names)
-        return target, float(logits[0, target.class_index])
-    with capture(model, [layer], detach=False, stop_early=True) as cap:
-        cap.run(x)
-    target = _unit_target(layer, cap.outputs[layer], unit, position)
-    return target, float(_unit_scores(cap.outputs[layer], target)[0])
+    attributions, completeness = integrate_batch(
+        lambda batch: _batch_scores(model, batch, wanted, class_names,
+                                    targets * (len(batch) // len(targets)))[1],
+        x, baseline, settings, f_input=values)
+    maps = attributions.detach().float().contiguous(memory_format=torch.contiguous_format)
+    return [Projection(method="ig", target=t, value=float(v), map=m, substituted={}, uncovered={},
+                       completeness=c)
+            for t, v, m, c in zip(targets, values.tolist(), maps, completeness)]
 
 
 def _scores(model, batch: Tensor, target: Target) -> Tensor:
     """The target's value for every image of `batch` (N), differentiable."""
-    if target.kind == "class":
-        return _logits(model, batch)[:, target.class_index]
-    with capture(model, [target.layer], detach=False, stop_early=True) as cap:
-        cap.run(batch)
-    return _unit_scores(cap.outputs[target.layer], target)
+    return _batch_scores(model, batch, target, None, [target] * len(batch))[1]
 
 
 def _unit_scores(output: Tensor, target: Target) -> Tensor:
@@ -269,27 +304,57 @@ def _logits(model, x):
     return logits
 
 
-def _backprop(model, x, method, layer, unit, position, target_class, class_names,
-              fixed: Target | None, gradient: bool = True):
-    """One forward under the method's rule and the gradient of the target w.r.t. the input
-    (None without `gradient`: the forward alone, to fix the target)."""
-    x = x.detach().clone().requires_grad_(gradient)
-    with substitute_activation_backward(model, METHODS[method]) as report:
+def _batch_scores(model, x: Tensor, wanted: Target, class_names,
+                  fixed: Sequence[Target] | None) -> tuple[list[Target], Tensor]:
+    """One forward of the batch `x`: each image's target (`fixed`, or chosen on its own
+    output as `wanted` says) and its score (N, attached to the graph when gradients are on)."""
+    rows = torch.arange(len(x), device=x.device)
+    if wanted.kind == "class":
+        logits = _logits(model, x)
+        if fixed is not None:
+            targets = list(fixed)
+        elif wanted.class_index is None and wanted.class_name is None:
+            predicted = logits.detach().argmax(1).tolist()
+            targets = [_class_target(logits[i:i + 1], index, class_names)
+                       for i, index in enumerate(predicted)]
+        else:
+            one = _class_target(logits[:1], wanted.class_index if wanted.class_index is not None
+                                else wanted.class_name, class_names)
+            targets = [one] * len(x)
+        index = torch.tensor([t.class_index for t in targets], device=logits.device)
+        return targets, logits[rows, index]
+    with capture(model, [wanted.layer], detach=False, stop_early=True) as cap:
+        cap.run(x)
+    output = cap.outputs[wanted.layer]
+    targets = list(fixed) if fixed is not None else \
+        [_unit_target(wanted.layer, output[i:i + 1], wanted.unit, wanted.position) for i in range(len(x))]
+    units = torch.tensor([t.unit for t in targets], device=output.device)
+    if targets[0].position is None:
+        return targets, output[rows, units]
+    position = torch.tensor([t.position for t in targets], device=output.device)
+    return targets, output[rows, units, position[:, 0], position[:, 1]]
+
+
+class _NoRule:
+    """What a method with no rectifier rule reports: nothing substituted, nothing uncovered."""
+
+    substituted: dict = {}
+    uncovered: dict = {}
+
+
+def _backprop(model, x, method, wanted: Target, class_names, fixed: Sequence[Target] | None,
+              gradient: bool = True):
+    """One forward of the batch (under the method's rectifier rule, if it has one) and the
+    gradient of each image's target w.r.t. its input (None without `gradient`: the forward
+    alone, to fix the targets). Returns (targets, values, gradient, substitution report)."""
+    x = x.detach().requires_grad_(gradient)  # a new leaf on the same storage: no copy
+    rule = METHODS[method]
+    routing = substitute_activation_backward(model, rule) if rule else contextlib.nullcontext(_NoRule())
+    with routing as report:
         with torch.set_grad_enabled(gradient):
-            if layer is None:
-                logits = _logits(model, x)
-                target = fixed or _class_target(logits, target_class, class_names)
-                score = logits[0, target.class_index]
-            else:
-                with capture(model, [layer], detach=False, stop_early=True) as cap:
-                    cap.run(x)
-                output = cap.outputs[layer]
-                target = fixed or _unit_target(layer, output, unit, position)
-                score = output[0, target.unit]
-                if target.position is not None:
-                    score = score[target.position]
-        grad = torch.autograd.grad(score, x)[0] if gradient else None
-    return target, float(score.detach()), grad, report
+            targets, scores = _batch_scores(model, x, wanted, class_names, fixed)
+        grad = torch.autograd.grad(scores.sum(), x)[0] if gradient else None
+    return targets, scores.detach().double().tolist(), grad, report
 
 
 def _class_target(logits: Tensor, wanted, class_names) -> Target:
@@ -343,14 +408,16 @@ def saliency(model: nn.Module, x: Tensor, target: Target | None = None, **option
     return project(model, x, "saliency", target, **options).map
 
 
-def receptive_boxes(model: nn.Module, input_shape, targets: Sequence[Target]) -> list:
+def receptive_boxes(model: nn.Module, input_shape, targets: Sequence[Target], *,
+                    fields: dict | None = None) -> list:
     """Each target's receptive field in model-input pixels, (y0, x0, y1, x1): None for a class,
-    a unit without a position, a fully connected layer, or a field that spans the whole input."""
+    a unit without a position, a fully connected layer, or a field that spans the whole input.
+    `fields`: core.receptive_field.receptive_fields of the model, when the caller has them."""
     from cnntool.core.receptive_field import receptive_fields
 
     if all(t.position is None for t in targets):
         return [None] * len(targets)
-    fields = receptive_fields(model, input_shape)
+    fields = receptive_fields(model, input_shape) if fields is None else fields
     boxes = []
     for target in targets:
         field = fields.get(target.layer) if target.position is not None else None
@@ -364,9 +431,37 @@ def project_image(loaded, pixels: Tensor, method: str, targets: Sequence[Target]
     """Each target projected from one image of a LoadedModel (`pixels` C×H×W in [0, 1], fed as
     the model is)."""
     x = loaded.preprocessing.normalize(pixels).unsqueeze(0).to(loaded.device)
-    return [project(loaded.module, x, method, target, class_names=loaded.class_names,
-                    times_input=times_input, smooth=smooth, ig=ig,
-                    preprocessing=loaded.preprocessing) for target in targets]
+    return [p for per_image in project_pixels(loaded, x, method, targets, times_input=times_input,
+                                              smooth=smooth, ig=ig) for p in per_image]
+
+
+def project_pixels(loaded, x: Tensor, method: str, targets: Sequence[Target], *,
+                   times_input: bool = False, smooth: SmoothGrad | None = None,
+                   ig: IntegratedGradients | None = None) -> list[list[Projection]]:
+    """Per image of the normalized batch `x`, its projections of `targets` (one batched
+    forward and backward per target)."""
+    per_target = [project_batch(loaded.module, x, method, target, class_names=loaded.class_names,
+                                times_input=times_input, smooth=smooth, ig=ig,
+                                preprocessing=loaded.preprocessing) for target in targets]
+    return [list(row) for row in zip(*per_target)]
+
+
+def projection_batches(session, method: str, targets: Sequence[Target], *,
+                       times_input: bool = False, smooth: SmoothGrad | None = None,
+                       ig: IntegratedGradients | None = None, title: str | None = None
+                       ) -> Iterator[tuple[list[int], Tensor, list[list[Projection]]]]:
+    """The projections of every image of a scan session (core.session): per batch, the
+    dataset indices, the [0, 1] pixels as fed (B×C×H×W, CPU) and per image its projections of
+    `targets`. Progress and unreadable files are the session's."""
+    loaded = session.model
+    keep = [resolve_layer(session.module, t.layer)[0] for t in targets if t.kind == "unit"]
+    with session.prepared(needs_grad=True, keep=keep) as prepared:
+        for batch in session.batches(title or f"{method} {loaded.name}", normalize=False):
+            with prepared.forward():
+                x = loaded.preprocessing.normalize(prepared.inputs(batch.inputs))
+                projections = project_pixels(loaded, x, method, targets, times_input=times_input,
+                                             smooth=smooth, ig=ig)
+            yield batch.indices, batch.inputs.cpu(), projections
 
 
 def integrated_gradients(model: nn.Module, x: Tensor, target: Target | None = None,
