@@ -22,7 +22,7 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh demo-out
 
 # lite0's microscope with feature visualizations (5 layers × 16 units, 128-px MACO thumbnails):
-# about 6-9 minutes on a 2-core CPU, too long for the demo
+# 5.5 min measured on the shared 2-core CPU machine: too long for the 5-minute demo
 showcase: $(STAMP)
 	@mkdir -p showcase-out
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cnntool microscope efficientnet_lite0 imagenet-samples --units 16 \
