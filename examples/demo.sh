@@ -102,7 +102,7 @@ cnntool diagnose examples/broken_lenet.py:broken_lenet5 --trust-code mnist-5k --
 echo "== your own model: a CIFAR-style net trained here for seconds, through every command -> $out/own_model/" >&2
 bash "$(dirname "$0")/own_model/run_all.sh" "$out/own_model"
 
-echo "== the microscope: one offline website per model (lite0 without feature visualizations: they take minutes per layer on a CPU)" >&2
+echo "== the microscope: one offline website per model (lite0 without feature visualizations here: with them it takes about 5 min, make showcase)" >&2
 cnntool microscope "$model" photos --no-maximize -o "$out/microscope_lite0" -q > "$out/microscope_lite0.json"
 cnntool microscope lenet5-mnist mnist-5k --limit 2000 --batch-size 250 --attack 0.05,0.1,0.2,0.3 \
   -o "$out/microscope_lenet5" -q > "$out/microscope_lenet5.json"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,12 @@ def test_planted_dead_unit_gets_its_badge_and_no_empty_card(tmp_path):
     assert bright["visualization_failure"] == "flat"
     assert "did not converge" in cards[0] and "fv-failed" in cards[0]
     assert "did not converge" in (site / "layers/relu/unit_0000.html").read_text(encoding="utf-8")
+    # how the pictures were made is said on stderr and on the layer page (small input: maximize's
+    # own pixel recipe, at the model's input size, the --steps given)
+    recipe = "pixel, the model's input size, 16 steps at lr 0.1"
+    assert f"feature visualizations: {recipe}" in done.stderr
+    assert f"feature visualizations: {recipe}" in unescape(html)
+    assert _read(site / "layers/relu.json")["visualizations"] == recipe
 
 
 def _cards(html: str) -> dict[int, str]:

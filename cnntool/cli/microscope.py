@@ -27,8 +27,11 @@ from cnntool.cli.options import eps_values, limit_option, model_and_data, names_
 @click.option("--top", default=9, show_default=True, type=click.IntRange(1), help="Patches per unit (K).")
 @click.option("--no-maximize", is_flag=True, help="Skip the feature visualizations (slow on a CPU).")
 @click.option("--steps", type=click.IntRange(1),
-              help="Steps per feature visualization (default: maximize's, 256 for colour models, 128 "
-                   "for small).")
+              help="Steps per feature visualization (default: 64 for colour models' thumbnails, 256 "
+                   "with --full-maximize, 128 for small inputs).")
+@click.option("--full-maximize", is_flag=True,
+              help="Feature visualizations with `visualize maximize`'s default recipe (colour models: "
+                   "the model's input size, 256 steps, about 10× slower) instead of the 128-px, 64-step thumbnails.")
 @click.option("--projections", type=click.IntRange(0), default=3, show_default=True, metavar="N",
               help="Guided backprop of each unit on its first N hits (a backward pass each; 0: none).")
 @click.option("--attack", "attack_eps", callback=eps_values(), metavar="EPS,…",
@@ -39,8 +42,8 @@ from cnntool.cli.options import eps_values, limit_option, model_and_data, names_
 @click.option("--checkpoint-every", default=20, show_default=True, type=click.IntRange(1),
               help="Save the resume state every N batches.")
 @shared_options()
-def microscope_command(model, data, out, layers, units, top, no_maximize, steps, projections,
-                       attack_eps, limit, seed, resume, checkpoint_every, model_request, scan):
+def microscope_command(model, data, out, layers, units, top, no_maximize, steps, full_maximize,
+                       projections, attack_eps, limit, seed, resume, checkpoint_every, model_request, scan):
     """Build one static site that opens from file:// and shows what MODEL has learned on DATA.
 
     One pass over DATA measures, for every chosen layer: each unit's top-K patches (cropped to its
@@ -73,28 +76,39 @@ def microscope_command(model, data, out, layers, units, top, no_maximize, steps,
         attacked = fgsm_sweep(session, sorted(set(attack_eps))) if attack_eps else None
         if session.is_main:
             _site(session, plan, result, attacked, report, out, maximize=not no_maximize,
-                  steps=steps, projections=projections, seed=seed,
+                  steps=steps, full=full_maximize, projections=projections, seed=seed,
                   commands=Commands(spelled_model(model, model_request), data))
         files.remove("features.f32")  # every rank, once the site is written
 
 
-def _site(session, plan, result, attacked, report, out, *, commands, **pictures):
+def _site(session, plan, result, attacked, report, out, *, commands, full, **pictures):
     """Rank 0: views layer by layer with their pictures, the map, then every page; the summary."""
     from pathlib import Path
 
     from cnntool.io.microscope import MicroscopeSite, summary_record
     from cnntool.io.patches import lost_warning
     from cnntool.io.records import write_records
+    from cnntool.tasks.maximize import with_overrides
     from cnntool.tasks.microscope import diagnosis, embedding
+    from cnntool.tasks.microscope.pictures import describe_config, visualization_config
     from cnntool.tasks.microscope.run import layer_views, map_labels
     from cnntool.tasks.predict import nonfinite_warning
 
     if result.predictions.nonfinite:
         console.warn(nonfinite_warning(result.predictions.nonfinite, len(result.predictions.index)))
     found = diagnosis(session.module, plan, result, commands)
+    config = with_overrides(visualization_config(session.model.preprocessing, full=full),
+                            steps=pictures["steps"])
+    recipe = describe_config(config)
+    if pictures["maximize"]:
+        console.info(f"feature visualizations: {recipe}"
+                     + ("" if full or config.size is None else
+                        " (thumbnails; --full-maximize: `visualize maximize`'s recipe, "
+                        "at the model's input size, about 10× slower)"))
     site = MicroscopeSite(out, session.model, session.dataset)
-    site.add_layers(layer_views(session, plan, result, found, progress=console.progress, **pictures),
-                    progress=console.progress)
+    site.add_layers(layer_views(session, plan, result, found, progress=console.progress, config=config,
+                                **pictures),
+                    progress=console.progress, recipe=recipe)
     mapped = embedding(result, plan.penultimate, seed=pictures["seed"])
     for note in mapped.notes if mapped else ():
         console.warn(note)

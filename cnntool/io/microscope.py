@@ -52,12 +52,12 @@ class MicroscopeSite:
     # ---- one layer at a time -------------------------------------------------------------------
 
     def add_layer(self, view, *, project: Callable[[Sequence], list] | None = None,
-                  visualizations: Sequence[np.ndarray] | None = None,
+                  visualizations: Sequence[np.ndarray] | None = None, recipe: str | None = None,
                   progress: Callable[[int], None] | None = None) -> LayerPage:
         """The layer's images and records. `project(hits)` gives each hit's raw projection (or
         None); `visualizations` are the units' feature visualizations in the order of
         `view.units` (tasks.microscope.pictures.Visualization, checked, or bare [0, 1] pixels),
-        none drawn for a dead unit;
+        none drawn for a dead unit, and `recipe` how they were made (shown on the pages);
         `progress(1)` is called after each unit."""
         name = view.name
         units = []
@@ -88,17 +88,20 @@ class MicroscopeSite:
         spatial = len(plan.output_shape) == 3
         page = LayerPage(name=name, top=view.top, units=tuple(units),
                          histogram_of="activation at every position" if spatial and plan.output_shape[1:] != (1, 1)
-                         else "activation per image")
+                         else "activation per image",
+                         visualizations=recipe if visualizations is not None else None)
         self.pages.append(page)
         self.summaries.append(self._summary(view, page))
         return page
 
-    def add_layers(self, layers: Iterable[tuple], progress: Callable) -> None:
+    def add_layers(self, layers: Iterable[tuple], progress: Callable, recipe: str | None = None) -> None:
         """`add_layer` for each (view, visualizations, project) (tasks.microscope.run.layer_views),
-        with a bar of its pages (`progress(title, total)` gives `advance(n)`)."""
+        with a bar of its pages (`progress(title, total)` gives `advance(n)`); `recipe`: how
+        the visualizations were made."""
         for view, visualizations, project in layers:
             with progress(f"pages of {view.name}", len(view.units)) as advance:
-                self.add_layer(view, project=project, visualizations=visualizations, progress=advance)
+                self.add_layer(view, project=project, visualizations=visualizations, recipe=recipe,
+                               progress=advance)
 
     def _patch(self, layer: str, unit: int, rank: int, hit, crop, raw) -> Patch | None:
         original = self._original(hit.index)

@@ -235,12 +235,15 @@ class Unit(_Record):
 @dataclass(frozen=True)
 class LayerPage(_Record):
     """A layer's page: the units shown (all, or the ones chosen), `top` = K patches each;
-    `histogram_of` says what the histograms count (e.g. "activation at every position")."""
+    `histogram_of` says what the histograms count (e.g. "activation at every position");
+    `visualizations` how the feature visualizations were made (e.g. "maco, 128×128 px, 64
+    steps at lr 0.2"; None: none were)."""
 
     name: str
     top: int
     units: tuple[Unit, ...]
     histogram_of: str = "activation"
+    visualizations: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -238,6 +238,8 @@ def layer_page(site: Site, page: LayerPage) -> str:
     summary = layer_summary(site, page.name)
     facts = [f"{len(page.units):,} units shown" + (f" of {summary.units:,}" if summary else ""),
              f"top {page.top} patches each"]
+    if page.visualizations:
+        facts.append(f"feature visualizations: {page.visualizations}")
     if summary is not None:
         facts.insert(0, f"output {shape(summary.output_shape)}")
         facts.insert(1, f"receptive field {summary.receptive_field} px, jump {summary.jump}"
@@ -348,7 +350,9 @@ def unit_page(site: Site, page: LayerPage, position: int) -> str:
     elif unit.visualization:
         fv = (f'<figure class="fv-large">{img(unit.visualization, prefix, f"feature visualization of unit {unit.index}", lazy=False)}'
               "<figcaption>What the unit would draw: the input that maximizes it (contrast stretched "
-              "to its 1st–99th percentile).</figcaption></figure>")
+              "to its 1st–99th percentile"
+              + (f"; {esc(page.visualizations)}" if page.visualizations else "")
+              + ").</figcaption></figure>")
     else:
         fv = ""
     rows = [("mean", number(stats.mean)), ("max", number(stats.max)),

@@ -18,7 +18,8 @@ from cnntool.tasks.maximize.config import (PARAMETERIZATIONS, MaximizeConfig, Ob
                                            Synthesized, accentuation_defaults,
                                            data_prior_defaults, imagenet_defaults,
                                            lucid_defaults, maximize_config, objective,
-                                           objective_for, small_defaults, with_overrides)
+                                           objective_for, small_defaults, thumbnail_defaults,
+                                           with_overrides)
 from cnntool.tasks.maximize.judge import (Verdict, default_judge, judge_class_images,
                                           judge_images, unit_records)
 from cnntool.tasks.maximize.optimize import maximize, objective_values
@@ -29,6 +30,7 @@ from cnntool.tasks.maximize.transforms import gaussian_blur, penalized, view
 __all__ = [
     "PARAMETERIZATIONS", "MaximizeConfig", "Objective", "Synthesized", "accentuation_defaults",
     "data_prior_defaults", "imagenet_defaults", "lucid_defaults", "objective", "small_defaults",
+    "thumbnail_defaults",
     "with_overrides", "maximize_config", "objective_for", "Verdict", "default_judge",
     "judge_class_images", "judge_images", "unit_records", "maximize",
     "objective_values", "ImagePrior", "PcaBasis", "spectrum_of", "gaussian_blur", "penalized",

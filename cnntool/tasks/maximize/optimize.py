@@ -33,7 +33,13 @@ def maximize(model: nn.Module, preprocessing: Preprocessing, goal: Objective,
         raise CnnToolError("feature accentuation needs a start image and the fourier "
                            "parameterization")
     device = next(model.parameters()).device
-    shape = (len(goal.units), *preprocessing.input_shape)
+    channels, height, width = preprocessing.input_shape
+    if config.size is not None and (config.size, config.size) != (height, width):
+        if start is not None:
+            raise CnnToolError(f"a start image is the model's input size, {height}×{width}; "
+                               f"an image of side {config.size} cannot start from it")
+        height = width = config.size
+    shape = (len(goal.units), channels, height, width)
     generator = torch.Generator().manual_seed(seed)
     image = build_image(config, shape, start, generator, device, prior)
     optimizer = _Adam(image.param, config.lr)

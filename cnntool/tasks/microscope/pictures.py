@@ -99,16 +99,35 @@ def checked(pictures: Sequence[Visualization], units) -> list[Visualization]:
     return out
 
 
+def visualization_config(preprocessing, steps: int | None = None, *, full: bool = False):
+    """The recipe of the microscope's feature visualizations for this input (a
+    tasks.maximize.MaximizeConfig): maximize's default for small inputs or with `full`, else
+    its thumbnail recipe (MACO at 128 px, 64 steps); `steps` overrides the number of steps."""
+    from cnntool.tasks.maximize import MaximizeConfig, thumbnail_defaults, with_overrides
+
+    config = MaximizeConfig.for_input(preprocessing.input_shape)
+    if not full and config.param == "maco" and min(preprocessing.input_shape[1:]) > thumbnail_defaults().size:
+        config = thumbnail_defaults()
+    return with_overrides(config, steps=steps)
+
+
+def describe_config(config) -> str:
+    """One line on a visualization recipe, for stderr and the site."""
+    side = f"{config.size}×{config.size} px, " if config.size else "the model's input size, "
+    return f"{config.param}, {side}{config.steps} steps at lr {config.lr:g}"
+
+
 def visualize_units(model: nn.Module, preprocessing, layer: str, units: Sequence[int], *,
-                    steps: int | None = None, seed: int = 0,
+                    steps: int | None = None, seed: int = 0, config=None,
                     progress: Callable[[int], None] | None = None) -> list[Visualization]:
     """The input that maximizes each unit (the channel's mean over positions), C×H×W pixels in
-    [0, 1] and the unit's peak on it, optimized VISUALIZATION_BATCH units at a time with
-    tasks.maximize's default recipe for this input (`steps` overrides its number of steps).
-    `progress(n)` counts steps."""
-    from cnntool.tasks.maximize import MaximizeConfig, maximize, objective, with_overrides
+    [0, 1] and the unit's peak on it, optimized VISUALIZATION_BATCH units at a time (all the
+    units of a microscope layer by default: one batch) with `config` (a
+    tasks.maximize.MaximizeConfig; None: `visualization_config`), `steps` overriding its
+    number of steps. `progress(n)` counts steps."""
+    from cnntool.tasks.maximize import maximize, objective, with_overrides
 
-    config = with_overrides(MaximizeConfig.for_input(preprocessing.input_shape), steps=steps)
+    config = with_overrides(config or visualization_config(preprocessing), steps=steps)
     pictures: list[Visualization] = []
     for start in range(0, len(units), VISUALIZATION_BATCH):
         chunk = list(units[start:start + VISUALIZATION_BATCH])
@@ -119,9 +138,7 @@ def visualize_units(model: nn.Module, preprocessing, layer: str, units: Sequence
     return pictures
 
 
-def visualization_steps(preprocessing, steps: int | None, units: int) -> int:
+def visualization_steps(preprocessing, steps: int | None, units: int, config=None) -> int:
     """How many optimization steps `visualize_units` will run for `units` units (progress)."""
-    from cnntool.tasks.maximize import MaximizeConfig
-
-    per_batch = steps or MaximizeConfig.for_input(preprocessing.input_shape).steps
+    per_batch = steps or (config or visualization_config(preprocessing)).steps
     return per_batch * -(-units // VISUALIZATION_BATCH)

@@ -59,21 +59,25 @@ def fgsm_sweep(session: ScanSession, eps) -> AttackView | None:
 
 def layer_views(session: ScanSession, plan: MicroscopePlan, result: ScanResult, found, *,
                 maximize: bool, steps: int | None, projections: int, seed: int,
-                progress: Callable) -> Iterator[tuple[LayerView, list | None, Callable | None]]:
+                progress: Callable, config=None) -> Iterator[tuple[LayerView, list | None, Callable | None]]:
     """Per layer (rank 0, one at a time so that only one layer's pictures are held): its view,
-    its units' feature visualizations (None without `maximize`) and `project(hits)`, the guided
-    backprop of the first `projections` hits (None when 0). `progress(title, total)` is a
-    context manager giving `advance(n)`, as for core.session."""
+    its units' feature visualizations (None without `maximize`; all the layer's units in one
+    batch, with `config`, a tasks.maximize.MaximizeConfig, None: pictures.visualization_config,
+    on the model prepared as for a scan: BatchNorm folded but for the layer's own, channels-last
+    where it pays) and `project(hits)`, the guided backprop of the first `projections` hits
+    (None when 0). `progress(title, total)` is a context manager giving `advance(n)`, as for
+    core.session: one bar per layer."""
     loaded, module = session.model, session.module
     measured = {layer.point.module: layer for layer in found.layers}
     for layer in plan.layers:
         view = layer_view(module, loaded, plan, layer, result, measured.get(layer.name))
         pictures = None
         if maximize:
-            total = visualization_steps(loaded.preprocessing, steps, len(layer.units))
-            with progress(f"visualize {layer.name}", total) as advance:
+            total = visualization_steps(loaded.preprocessing, steps, len(layer.units), config)
+            with progress(f"visualize {layer.name}", total) as advance, \
+                    session.prepared(needs_grad=True, keep=[layer.name]):
                 pictures = visualize_units(module, loaded.preprocessing, layer.name, layer.units,
-                                           steps=steps, seed=seed, progress=advance)
+                                           steps=steps, seed=seed, config=config, progress=advance)
             pictures = checked(pictures, view.units)
         inputs: dict = {}
 
