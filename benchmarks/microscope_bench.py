@@ -45,11 +45,11 @@ def bench(model_name: str, data: str, images: int, batch_size: int, rounds: int,
     from cnntool.core.session import feed
     from cnntool.tasks.diagnose import StatsConsumer
     from cnntool.tasks.features import FeatureConsumer, FeatureSpool
-    from cnntool.tasks.microscope import MicroscopeScan, plan, spread
+    from cnntool.tasks.microscope import MicroscopeScan, plan
     from cnntool.tasks.top_patches import TopPatchConsumer
 
     loaded = load_model(model_name, device=device)
-    dataset = spread(open_data(data), images)
+    dataset = open_data(data).spread(images)
     with BatchStream(dataset, loaded.preprocessing, batch_size=batch_size) as stream:
         batches = [b for b in stream]
     for b in batches:

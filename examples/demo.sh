@@ -43,7 +43,7 @@ out, curves = sys.argv[1], {}
 for name in ("lenet5-mnist", "lenet5-mnist-adv"):
     rows = [json.loads(line) for line in open(f"{out}/sweep_{name}.jsonl")]
     curves[name] = ([r["eps"] for r in rows], [r["adv_accuracy"] for r in rows])
-save_accuracy_plot(f"{out}/mnist_sweep.png", curves, title="FGSM on 5,000 MNIST digits", xlabel="ε (linf)")
+save_accuracy_plot(f"{out}/mnist_sweep.png", curves, title="FGSM on 5,000 MNIST digits")
 PY
 
 echo "== gradcheck: LeNet-5's gradients against finite differences (on a float64 copy)" >&2
