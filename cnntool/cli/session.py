@@ -118,3 +118,27 @@ def say_labels(session: ScanSession):
     if mapping.warning:
         console.warn(mapping.warning)
     return mapping
+
+
+class OrderedRecords:
+    """A scan's per-image records on stdout in dataset order: written at once by a single
+    process; under torchrun kept by each rank and written by rank 0 after the gather."""
+
+    def __init__(self, session: ScanSession, writer) -> None:
+        self.session, self.writer, self.kept = session, writer, []
+
+    def add(self, index: int, record) -> None:
+        if self.session.shard.distributed:
+            self.kept.append((index, record))
+        else:
+            self.writer.write(record)
+
+    def gather(self, counts: tuple[int, ...]) -> tuple[int, ...] | None:
+        """Every rank's `counts` summed (rank 0, after writing the kept records in order);
+        None on the other ranks."""
+        parts = self.session.gather((counts, self.kept))
+        if not self.session.is_main:
+            return None
+        for _, record in sorted((r for _, kept in parts for r in kept), key=lambda item: item[0]):
+            self.writer.write(record)
+        return tuple(map(sum, zip(*(c for c, _ in parts))))

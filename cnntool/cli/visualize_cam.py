@@ -38,7 +38,7 @@ def cam_command(model, data, layer, method, target_class, unit, out, limit, fmt,
     import sys
     from pathlib import Path
 
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.session import OrderedRecords, dataset_scan, finish
     from cnntool.errors import CnnToolError
     from cnntool.io.cam import cam_file_stem, cam_record, save_cam_overlay, save_raw_map
     from cnntool.io.writers import RecordWriter
@@ -58,7 +58,7 @@ def cam_command(model, data, layer, method, target_class, unit, out, limit, fmt,
         name = cam_layer(session.module, layer, session.model.input_shape)
         console.info(f"layer: {name}" + ("" if layer else " (the last spatial layer)"))
         written = flat = 0
-        records = []
+        records = OrderedRecords(session, writer)
         for indices, pixels, maps in cam_batches(session, name, method, target):
             for index, image, cam in zip(indices, pixels, maps):
                 path = session.dataset.paths[index]
@@ -67,18 +67,12 @@ def cam_command(model, data, layer, method, target_class, unit, out, limit, fmt,
                 save_cam_overlay(png, image.numpy(), cam.upsampled(image.shape[1:]).numpy(), cam)
                 save_raw_map(npy, cam.raw.numpy())
                 written, flat = written + 1, flat + cam.flat
-                record = cam_record(path, cam, png, npy)
-                if session.shard.distributed:
-                    records.append((index, record))
-                else:
-                    writer.write(record)
+                records.add(index, cam_record(path, cam, png, npy))
         finish(session)
-        counts = session.gather((written, flat, records))
-        if not session.is_main:
+        counts = records.gather((written, flat))
+        if counts is None:
             return
-    for _, record in sorted((r for part in counts for r in part[2]), key=lambda item: item[0]):
-        writer.write(record)
-    written, flat = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    written, flat = counts
     console.info(f"{written} {method} maps of {name}; wrote {out}/*.png and *.npy")
     if flat:
         console.warn(f"{flat} of {written} maps are flat (nothing left after the ReLU): the titles say "

@@ -89,7 +89,7 @@ def _run(model, model_request, data, scan, limit, method, targets, output, raw, 
     import sys
     from pathlib import Path
 
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.session import OrderedRecords, dataset_scan, finish
     from cnntool.core.receptive_field import receptive_fields
     from cnntool.errors import CnnToolError
     from cnntool.io.cam import cam_file_stem
@@ -112,7 +112,7 @@ def _run(model, model_request, data, scan, limit, method, targets, output, raw, 
                 fields["all"] = receptive_fields(loaded.module, loaded.input_shape)
             return receptive_boxes(loaded.module, loaded.input_shape, chosen, fields=fields.get("all"))
 
-        written, worrying, warned, records = 0, 0, False, []
+        written, worrying, warned, records = 0, 0, False, OrderedRecords(session, writer)
         for indices, pixels, per_image in projection_batches(session, method, targets, times_input=times_input,
                                                              smooth=smooth, ig=ig):
             for index, image, projections in zip(indices, pixels, per_image):
@@ -133,18 +133,12 @@ def _run(model, model_request, data, scan, limit, method, targets, output, raw, 
                     save_raw_maps(raw, projections)
                 written += 1
                 for record in projection_records(projections, boxes, path):
-                    record = record if one_file else {**record, "figure": str(figure)}
-                    if session.shard.distributed:
-                        records.append((index, record))
-                    else:
-                        writer.write(record)
+                    records.add(index, record if one_file else {**record, "figure": str(figure)})
         finish(session)
-        counts = session.gather((written, worrying, records))
-        if not session.is_main:
+        counts = records.gather((written, worrying))
+        if counts is None:
             return
-    for _, record in sorted((r for part in counts for r in part[2]), key=lambda item: item[0]):
-        writer.write(record)
-    written, worrying = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    written, worrying = counts
     if worrying and not one_file:
         console.warn(f"ig: {worrying} map(s) miss completeness by over 5% of |F(x) − F(baseline)|; "
                      "more --ig-steps narrow the gap (the records' ig.relative_gap)")
