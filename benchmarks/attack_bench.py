@@ -9,6 +9,7 @@ normalize-then-model (its `set_normalization_used` means normalized inputs, not 
 
     .venv/bin/python benchmarks/attack_bench.py [--rounds 7] [--device cuda]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,20 @@ CASES = [  # model, data, batch size, batches, ε
 
 def batches(loaded, data, batch_size, count):
     dataset = open_data(data)
-    stream = BatchStream(dataset, loaded.preprocessing, batch_size=batch_size, normalize=False,
-                         indices=range(batch_size * count))
-    return [(b.inputs.to(loaded.device), torch.tensor([dataset.labels[i] for i in b.indices],
-                                                      device=loaded.device)) for b in stream]
+    stream = BatchStream(
+        dataset,
+        loaded.preprocessing,
+        batch_size=batch_size,
+        normalize=False,
+        indices=range(batch_size * count),
+    )
+    return [
+        (
+            b.inputs.to(loaded.device),
+            torch.tensor([dataset.labels[i] for i in b.indices], device=loaded.device),
+        )
+        for b in stream
+    ]
 
 
 def bare_fgsm(pixel_model, images, labels, eps):
@@ -64,8 +75,11 @@ def run_case(name, data, batch_size, count, eps, rounds, device):
             for p, flag in zip(pixel_model.parameters(), flags):
                 p.requires_grad_(flag)
 
-    runners = {"cnntool": lambda x, y: fgsm(loaded, x, y, eps),
-               "torchattacks": attack, "bare": frozen_bare}
+    runners = {
+        "cnntool": lambda x, y: fgsm(loaded, x, y, eps),
+        "torchattacks": attack,
+        "bare": frozen_bare,
+    }
     for runner in runners.values():  # warm-up: allocator, kernels, lazy imports
         runner(*data_batches[0])
     seconds = {key: [] for key in runners}
@@ -78,14 +92,18 @@ def run_case(name, data, batch_size, count, eps, rounds, device):
             _synchronize(loaded.device)
             seconds[key].append(time.perf_counter() - start)
     rate = {key: images / statistics.median(values) for key, values in seconds.items()}
-    print(f"{name:20s} {images:5d} img  batch {batch_size:4d}  "
-          f"cnntool {rate['cnntool']:8.1f}/s  torchattacks {rate['torchattacks']:8.1f}/s  "
-          f"bare {rate['bare']:8.1f}/s  vs torchattacks {rate['cnntool'] / rate['torchattacks']:.3f}×  "
-          f"vs bare {rate['cnntool'] / rate['bare']:.3f}×")
+    print(
+        f"{name:20s} {images:5d} img  batch {batch_size:4d}  "
+        f"cnntool {rate['cnntool']:8.1f}/s  torchattacks {rate['torchattacks']:8.1f}/s  "
+        f"bare {rate['bare']:8.1f}/s  vs torchattacks {rate['cnntool'] / rate['torchattacks']:.3f}×  "
+        f"vs bare {rate['cnntool'] / rate['bare']:.3f}×"
+    )
 
 
 def _synchronize(device):
-    if device.type == "cuda":  # CUDA runs asynchronously: wait for the work before reading the clock
+    if (
+        device.type == "cuda"
+    ):  # CUDA runs asynchronously: wait for the work before reading the clock
         torch.cuda.synchronize(device)
 
 
@@ -94,8 +112,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, {args.device}, "
-          f"{torch.get_num_threads()} CPU threads; median of {args.rounds} interleaved rounds")
+    print(
+        f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, {args.device}, "
+        f"{torch.get_num_threads()} CPU threads; median of {args.rounds} interleaved rounds"
+    )
     for case in CASES:
         run_case(*case, rounds=args.rounds, device=args.device)
 

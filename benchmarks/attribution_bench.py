@@ -28,6 +28,7 @@ Pairs (ours | anchor), all at batch 8:
 - gradcam, gradcam++: cam_maps + upsampled display maps | pytorch-grad-cam's GradCAM /
   GradCAMPlusPlus with ClassifierOutputTarget (its maps come back upsampled and scaled).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from captum.attr import GuidedBackprop, IntegratedGradients as CaptumIG, NoiseTunnel, Occlusion, Saliency  # noqa: E402
+from captum.attr import GuidedBackprop, NoiseTunnel, Occlusion, Saliency  # noqa: E402
+from captum.attr import IntegratedGradients as CaptumIG
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
@@ -64,7 +66,10 @@ def photos(loaded, size, n=8):
 
 
 def rel(ours, theirs):
-    ours, theirs = torch.as_tensor(np.asarray(ours)).double(), torch.as_tensor(np.asarray(theirs)).double()
+    ours, theirs = (
+        torch.as_tensor(np.asarray(ours)).double(),
+        torch.as_tensor(np.asarray(theirs)).double(),
+    )
     return float((ours - theirs).abs().max() / theirs.abs().max().clamp(min=1e-30))
 
 
@@ -89,18 +94,34 @@ def pairs(model, x, args, layer_name):
         return torch.softmax(model(batch), 1)
 
     def ours_occlusion():
-        return [occlusion_maps(model, image, size=args.window, stride=args.window, fill=0.0,
-                               target=target, batch_size=16) for image in x]
+        return [
+            occlusion_maps(
+                model,
+                image,
+                size=args.window,
+                stride=args.window,
+                fill=0.0,
+                target=target,
+                batch_size=16,
+            )
+            for image in x
+        ]
 
     def occlusion_delta(ours, theirs):
         w = args.window
         mine = torch.stack([(m.clean_probability - m.probability).float() for m in ours])
-        sampled = theirs[:, 0, ::w, ::w][:, :mine.shape[1], :mine.shape[2]]
+        sampled = theirs[:, 0, ::w, ::w][:, : mine.shape[1], : mine.shape[2]]
         return rel(mine, sampled)
 
     def ours_cam(method):
-        maps = cam_maps(model, x, layer_name, method, target,
-                        plusplus_eps=1e-6 if method == "gradcam++" else 0.0)
+        maps = cam_maps(
+            model,
+            x,
+            layer_name,
+            method,
+            target,
+            plusplus_eps=1e-6 if method == "gradcam++" else 0.0,
+        )
         return np.stack([m.upsampled(x.shape[2:]).numpy() for m in maps])
 
     def grad_cam(cls):
@@ -108,29 +129,59 @@ def pairs(model, x, args, layer_name):
             return cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(CLASS)] * n)
 
     return {
-        "saliency": (lambda: stack(project_batch(model, x, "saliency", target)),
-                     lambda: Saliency(model).attribute(x.clone(), target=CLASS, abs=True), rel),
-        "guided": (lambda: stack(project_batch(model, x, "guided", target)),
-                   lambda: GuidedBackprop(model).attribute(x.clone(), target=CLASS), rel),
-        "smoothgrad": (lambda: stack(project_batch(model, x, "saliency", target, smooth=smooth)),
-                       lambda: NoiseTunnel(Saliency(model)).attribute(
-                           x.clone(), nt_type="smoothgrad", nt_samples=args.samples, stdevs=0.5,
-                           target=CLASS, nt_samples_batch_size=1),
-                       lambda ours, theirs: rel(ours, smooth_reference(theirs))),
+        "saliency": (
+            lambda: stack(project_batch(model, x, "saliency", target)),
+            lambda: Saliency(model).attribute(x.clone(), target=CLASS, abs=True),
+            rel,
+        ),
+        "guided": (
+            lambda: stack(project_batch(model, x, "guided", target)),
+            lambda: GuidedBackprop(model).attribute(x.clone(), target=CLASS),
+            rel,
+        ),
+        "smoothgrad": (
+            lambda: stack(project_batch(model, x, "saliency", target, smooth=smooth)),
+            lambda: NoiseTunnel(Saliency(model)).attribute(
+                x.clone(),
+                nt_type="smoothgrad",
+                nt_samples=args.samples,
+                stdevs=0.5,
+                target=CLASS,
+                nt_samples_batch_size=1,
+            ),
+            lambda ours, theirs: rel(ours, smooth_reference(theirs)),
+        ),
         "smoothgrad (all S×8 copies in one forward, both)": (
             lambda: stack(project_batch(model, x, "saliency", target, smooth=smooth_all)),
             lambda: NoiseTunnel(Saliency(model)).attribute(
-                x.clone(), nt_type="smoothgrad", nt_samples=args.samples, stdevs=0.5, target=CLASS),
-            lambda ours, theirs: float("nan")),
-        "ig": (lambda: stack(project_batch(model, x, "ig", target, ig=ig)),
-               lambda: CaptumIG(model).attribute(x.clone(), target=CLASS, n_steps=args.steps,
-                                                 method="gausslegendre", internal_batch_size=8 * n,
-                                                 return_convergence_delta=True)[0], rel),
-        "occlusion": (ours_occlusion,
-                      lambda: Occlusion(prob).attribute(x.clone(), sliding_window_shapes=(3, args.window, args.window),
-                                                        strides=(3, args.window, args.window), baselines=0.0,
-                                                        target=CLASS, perturbations_per_eval=16),
-                      occlusion_delta),
+                x.clone(), nt_type="smoothgrad", nt_samples=args.samples, stdevs=0.5, target=CLASS
+            ),
+            lambda ours, theirs: float("nan"),
+        ),
+        "ig": (
+            lambda: stack(project_batch(model, x, "ig", target, ig=ig)),
+            lambda: CaptumIG(model).attribute(
+                x.clone(),
+                target=CLASS,
+                n_steps=args.steps,
+                method="gausslegendre",
+                internal_batch_size=8 * n,
+                return_convergence_delta=True,
+            )[0],
+            rel,
+        ),
+        "occlusion": (
+            ours_occlusion,
+            lambda: Occlusion(prob).attribute(
+                x.clone(),
+                sliding_window_shapes=(3, args.window, args.window),
+                strides=(3, args.window, args.window),
+                baselines=0.0,
+                target=CLASS,
+                perturbations_per_eval=16,
+            ),
+            occlusion_delta,
+        ),
         "gradcam": (lambda: ours_cam("gradcam"), lambda: grad_cam(GradCAM), rel),
         "gradcam++": (lambda: ours_cam("gradcam++"), lambda: grad_cam(GradCAMPlusPlus), rel),
     }
@@ -159,6 +210,7 @@ def main():
         if name == "resnet18":
             torch.manual_seed(0)
             import torchvision
+
             model = torchvision.models.resnet18().eval()
         else:
             model = lite0.module.eval()
@@ -178,8 +230,11 @@ def main():
         for k in cases:
             a, b = statistics.median(times[k][0]), statistics.median(times[k][1])
             rows.append((name, k, a, b, a / b, deltas[k]))
-            print(f"{name:18s} {k:46s} ours {a:7.3f} s  anchor {b:7.3f} s  ratio {a / b:5.2f}  "
-                  f"max|Δ|/max {deltas[k]:.1e}", flush=True)
+            print(
+                f"{name:18s} {k:46s} ours {a:7.3f} s  anchor {b:7.3f} s  ratio {a / b:5.2f}  "
+                f"max|Δ|/max {deltas[k]:.1e}",
+                flush=True,
+            )
     print(f"load after: {os.getloadavg()}")
     print("\n| model | method | ours CPU s | anchor CPU s | ours / anchor | max abs Δ / max |")
     print("|---|---|---|---|---|---|")

@@ -7,6 +7,7 @@ of `cnntool --help` by `python -X importtime`: torch must not be among them.
 
     .venv/bin/python benchmarks/cli_startup_bench.py [--rounds 9]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,20 +29,31 @@ CASES = {
 
 def run_once(args: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
 def slowest_imports(args: list[str], count: int = 8) -> list[tuple[int, str]]:
     """(cumulative µs, module) of the top-level imports `python -X importtime` reports."""
-    done = subprocess.run([sys.executable, "-X", "importtime", *args], cwd=ROOT, check=True,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     rows = []
     for line in done.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        _, cumulative, name = line[len("import time:"):].split("|")
+        _, cumulative, name = line[len("import time:") :].split("|")
         if len(name) - len(name.lstrip()) == 1:  # top level only: its time includes the nested
             rows.append((int(cumulative), name.strip()))
     return sorted(rows, reverse=True)[:count]
@@ -62,7 +74,9 @@ def main() -> None:
     print(f"{'case':26} {'median s':>9} {'min s':>7} {'÷ python':>9} {'÷ import torch':>15}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:26} {median:9.3f} {min(values):7.3f} {median / floor:8.1f}× {median / torch:14.2f}×")
+        print(
+            f"{name:26} {median:9.3f} {min(values):7.3f} {median / floor:8.1f}× {median / torch:14.2f}×"
+        )
     print(f"\nslowest top-level imports of `cnntool --help` ({rounds} rounds above; one run here):")
     for microseconds, name in slowest_imports(CASES["cnntool --help"]):
         print(f"  {microseconds / 1000:8.1f} ms  {name}")

@@ -16,6 +16,7 @@ forward pass of efficientnet_lite0 on the same batch size runs naive (eval, no_g
 channels-last under inference_mode. Ratios: decode images/s over forward images/s (≥ 1: the
 model waits for nobody).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,6 @@ from cnntool.core.models import load_model
 from cnntool.core.samples import photos
 
 
-
 def synthesize(folder: Path, count: int, size: tuple[int, int], seed: int = 0) -> Path:
     """`count` JPEGs of `size` (w, h): random crops (at least half a photo) and flips of the
     sample photos, resized; returns a list file naming them."""
@@ -49,7 +49,9 @@ def synthesize(folder: Path, count: int, size: tuple[int, int], seed: int = 0) -
         crop_h = min(height, max(height // 2, int(crop_w * size[1] / size[0])))
         left = int(rng.integers(0, width - crop_w + 1))
         top = int(rng.integers(0, height - crop_h + 1))
-        image = photo.crop((left, top, left + crop_w, top + crop_h)).resize(size, Image.Resampling.BICUBIC)
+        image = photo.crop((left, top, left + crop_w, top + crop_h)).resize(
+            size, Image.Resampling.BICUBIC
+        )
         if rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         paths.append(folder / f"{size[0]}x{size[1]}_{i:04d}.jpg")
@@ -59,13 +61,21 @@ def synthesize(folder: Path, count: int, size: tuple[int, int], seed: int = 0) -
     return listing
 
 
-def decode_rates(listing: Path, preprocessing, workers: int, draft: bool, rounds: int, batch: int,
-                 device: torch.device) -> tuple[float, float]:
+def decode_rates(
+    listing: Path,
+    preprocessing,
+    workers: int,
+    draft: bool,
+    rounds: int,
+    batch: int,
+    device: torch.device,
+) -> tuple[float, float]:
     """(first round images/s, median images/s of the later rounds) of a BatchStream pass."""
     dataset = open_data(str(listing))
     rates = []
-    with BatchStream(dataset, preprocessing, batch_size=batch, workers=workers, draft=draft,
-                     device=device) as stream:
+    with BatchStream(
+        dataset, preprocessing, batch_size=batch, workers=workers, draft=draft, device=device
+    ) as stream:
         for _ in range(rounds):
             start = time.perf_counter()
             count = 0
@@ -111,7 +121,9 @@ def _sync(device: torch.device) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
@@ -121,22 +133,38 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     model = load_model("efficientnet_lite0")
-    print(f"cores usable: {len(os.sched_getaffinity(0))}, torch threads: {torch.get_num_threads()}, "
-          f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
+    print(
+        f"cores usable: {len(os.sched_getaffinity(0))}, torch threads: {torch.get_num_threads()}, "
+        f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}"
+    )
     forward = forward_rates(model, max(3, 2 * args.rounds), args.batch, device)
-    print(f"lite0 forward, batch {args.batch}: " + ", ".join(f"{k} {v:.1f} img/s" for k, v in forward.items()))
-    print(f"\n{'JPEG':>10} {'draft':>5} {'workers':>7} {'1st round':>10} {'steady':>9} "
-          f"{'/ naive':>8} {'/ channels-last':>16}")
+    print(
+        f"lite0 forward, batch {args.batch}: "
+        + ", ".join(f"{k} {v:.1f} img/s" for k, v in forward.items())
+    )
+    print(
+        f"\n{'JPEG':>10} {'draft':>5} {'workers':>7} {'1st round':>10} {'steady':>9} "
+        f"{'/ naive':>8} {'/ channels-last':>16}"
+    )
     with tempfile.TemporaryDirectory() as folder:
         for size in ((640, 480), (2048, 1536)):
             listing = synthesize(Path(folder), args.images, size)
             for draft in (False, True):
                 for workers in args.workers:
-                    first, steady = decode_rates(listing, model.preprocessing, workers, draft,
-                                                 args.rounds, args.batch, device)
-                    print(f"{size[0]}x{size[1]:<5} {'on' if draft else 'off':>5} {workers:>7} "
-                          f"{first:>7.1f}/s {steady:>7.1f}/s {steady / forward['naive']:>7.2f}x "
-                          f"{steady / forward['channels-last']:>15.2f}x")
+                    first, steady = decode_rates(
+                        listing,
+                        model.preprocessing,
+                        workers,
+                        draft,
+                        args.rounds,
+                        args.batch,
+                        device,
+                    )
+                    print(
+                        f"{size[0]}x{size[1]:<5} {'on' if draft else 'off':>5} {workers:>7} "
+                        f"{first:>7.1f}/s {steady:>7.1f}/s {steady / forward['naive']:>7.2f}x "
+                        f"{steady / forward['channels-last']:>15.2f}x"
+                    )
 
 
 if __name__ == "__main__":

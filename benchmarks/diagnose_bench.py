@@ -11,13 +11,17 @@ Rounds alternate bare and scan; the median of each is reported, with images/s an
 scan time / bare time. The statistics' cost is mostly the co-moments: C² multiply-adds per
 unit position in float64 (`--no-correlation` leaves them out to show the rest).
 """
+
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
 
-CASES = (("lenet5-mnist", "mnist-5k", 2000, 250), ("efficientnet_lite0", "imagenet-samples", 20, 10))
+CASES = (
+    ("lenet5-mnist", "mnist-5k", 2000, 250),
+    ("efficientnet_lite0", "imagenet-samples", 20, 10),
+)
 
 
 def _sync(device) -> None:
@@ -27,8 +31,15 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(model_name: str, data: str, images: int, batch_size: int, rounds: int, device: str,
-          correlation: bool) -> dict:
+def bench(
+    model_name: str,
+    data: str,
+    images: int,
+    batch_size: int,
+    rounds: int,
+    device: str,
+    correlation: bool,
+) -> dict:
     import torch
 
     from cnntool.core.data import BatchStream, open_data
@@ -38,8 +49,12 @@ def bench(model_name: str, data: str, images: int, batch_size: int, rounds: int,
     loaded = load_model(model_name, device=device)
     dataset = open_data(data)
     count = min(images, len(dataset))
-    batches = [b.inputs.to(loaded.device) for b in
-               BatchStream(dataset, loaded.preprocessing, batch_size=batch_size, indices=range(count))]
+    batches = [
+        b.inputs.to(loaded.device)
+        for b in BatchStream(
+            dataset, loaded.preprocessing, batch_size=batch_size, indices=range(count)
+        )
+    ]
     points = default_points(loaded.module)
     bare_times, scan_times = [], []
     for _ in range(rounds + 1):  # the first round warms up and is dropped
@@ -55,9 +70,15 @@ def bench(model_name: str, data: str, images: int, batch_size: int, rounds: int,
         scan_times.append(time.perf_counter() - start)
         del states
     bare, scanned = statistics.median(bare_times[1:]), statistics.median(scan_times[1:])
-    return {"model": model_name, "data": data, "images": count, "points": len(points),
-            "bare_images_per_s": count / bare, "scan_images_per_s": count / scanned,
-            "ratio": scanned / bare}
+    return {
+        "model": model_name,
+        "data": data,
+        "images": count,
+        "points": len(points),
+        "bare_images_per_s": count / bare,
+        "scan_images_per_s": count / scanned,
+        "ratio": scanned / bare,
+    }
 
 
 def main() -> None:
@@ -66,14 +87,20 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-correlation", action="store_true")
     args = parser.parse_args()
-    print(f"{'model':20} {'data':17} {'images':>6} {'points':>6} {'bare img/s':>10} "
-          f"{'scan img/s':>10} {'scan/bare':>9}")
+    print(
+        f"{'model':20} {'data':17} {'images':>6} {'points':>6} {'bare img/s':>10} "
+        f"{'scan img/s':>10} {'scan/bare':>9}"
+    )
     for model_name, data, images, batch_size in CASES:
-        row = bench(model_name, data, images, batch_size, args.rounds, args.device,
-                    not args.no_correlation)
-        print(f"{row['model']:20} {row['data']:17} {row['images']:>6} {row['points']:>6} "
-              f"{row['bare_images_per_s']:>10.1f} {row['scan_images_per_s']:>10.1f} "
-              f"{row['ratio']:>8.2f}×", flush=True)
+        row = bench(
+            model_name, data, images, batch_size, args.rounds, args.device, not args.no_correlation
+        )
+        print(
+            f"{row['model']:20} {row['data']:17} {row['images']:>6} {row['points']:>6} "
+            f"{row['bare_images_per_s']:>10.1f} {row['scan_images_per_s']:>10.1f} "
+            f"{row['ratio']:>8.2f}×",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ batches; rounds interleaved, the fastest round of each (the least disturbed by o
 a shared machine; medians moved by ±20% between runs here). Ratio = bare time / extraction time (1.0: the
 extraction costs nothing beyond the forward; above 1: stopping early saved the layers after it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,10 +49,17 @@ def tsne_row(size: int, engine: str, quality_sample: int) -> dict:
     cpu = _cpu_seconds() - cpu
     start = time.perf_counter()
     figures = quality(points, result.coords, labels, sample=quality_sample)
-    return {"size": size, "engine": engine, "seconds": result.seconds, "cpu": cpu,
-            "load": os.getloadavg()[0], "trust": figures.trustworthiness,
-            "knn": figures.knn_accuracy_2d, "points": figures.points,
-            "quality_s": time.perf_counter() - start}
+    return {
+        "size": size,
+        "engine": engine,
+        "seconds": result.seconds,
+        "cpu": cpu,
+        "load": os.getloadavg()[0],
+        "trust": figures.trustworthiness,
+        "knn": figures.knn_accuracy_2d,
+        "points": figures.points,
+        "quality_s": time.perf_counter() - start,
+    }
 
 
 def _cpu_seconds() -> float:
@@ -61,8 +69,9 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def features_row(model_name: str, data: str, layer: str, batch_size: int, rounds: int,
-                 repeat: int) -> dict:
+def features_row(
+    model_name: str, data: str, layer: str, batch_size: int, rounds: int, repeat: int
+) -> dict:
     import torch
 
     from cnntool.core.data import BatchStream, open_data
@@ -72,7 +81,9 @@ def features_row(model_name: str, data: str, layer: str, batch_size: int, rounds
 
     loaded = load_model(model_name, device="cpu")
     name = resolve_layer(loaded.module, layer)[0]
-    batches = list(BatchStream(open_data(data), loaded.preprocessing, batch_size=batch_size)) * repeat
+    batches = (
+        list(BatchStream(open_data(data), loaded.preprocessing, batch_size=batch_size)) * repeat
+    )
     count = sum(len(b.indices) for b in batches)
 
     def bare():
@@ -93,17 +104,27 @@ def features_row(model_name: str, data: str, layer: str, batch_size: int, rounds
             times[mode].append(time.perf_counter() - start)
     # the fastest round of each: the one least disturbed by other work on a shared machine
     bare_s, features_s = min(times["bare"]), min(times["features"])
-    return {"model": model_name, "layer": name, "images": count, "bare": count / bare_s,
-            "features": count / features_s, "ratio": bare_s / features_s}
+    return {
+        "model": model_name,
+        "layer": name,
+        "images": count,
+        "bare": count / bare_s,
+        "features": count / features_s,
+        "ratio": bare_s / features_s,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 80000])
-    parser.add_argument("--engines", nargs="+", default=["opentsne", "sklearn"],
-                        choices=["opentsne", "sklearn"])
-    parser.add_argument("--sklearn-80k", action="store_true",
-                        help="Also run scikit-learn above 20k points (80k: about 11 minutes).")
+    parser.add_argument(
+        "--engines", nargs="+", default=["opentsne", "sklearn"], choices=["opentsne", "sklearn"]
+    )
+    parser.add_argument(
+        "--sklearn-80k",
+        action="store_true",
+        help="Also run scikit-learn above 20k points (80k: about 11 minutes).",
+    )
     parser.add_argument("--quality-sample", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5, help="Feature extraction rounds.")
     parser.add_argument("--no-features", action="store_true")
@@ -113,8 +134,11 @@ def main() -> None:
     if args.quick:
         args.sizes, args.rounds = [10000], 3
     if not args.no_tsne:
-        print(f"{'points':>7} {'engine':9} {'seconds':>8} {'vs openTSNE':>11} {'CPU s':>7} "
-              f"{'load':>5} {'trust':>6} {'5-NN 2-D':>8} {'on':>5} {'quality s':>9}", flush=True)
+        print(
+            f"{'points':>7} {'engine':9} {'seconds':>8} {'vs openTSNE':>11} {'CPU s':>7} "
+            f"{'load':>5} {'trust':>6} {'5-NN 2-D':>8} {'on':>5} {'quality s':>9}",
+            flush=True,
+        )
         for size in args.sizes:
             opentsne_s = None
             for engine in args.engines:
@@ -125,17 +149,26 @@ def main() -> None:
                 if engine == "opentsne":
                     opentsne_s = row["seconds"]
                 ratio = f"{row['seconds'] / opentsne_s:10.2f}x" if opentsne_s else f"{'':>11}"
-                print(f"{size:7d} {engine:9} {row['seconds']:8.1f} {ratio} {row['cpu']:7.1f} "
-                      f"{row['load']:5.1f} {row['trust']:6.3f} {row['knn']:8.3f} {row['points']:5d} "
-                      f"{row['quality_s']:9.1f}", flush=True)
+                print(
+                    f"{size:7d} {engine:9} {row['seconds']:8.1f} {ratio} {row['cpu']:7.1f} "
+                    f"{row['load']:5.1f} {row['trust']:6.3f} {row['knn']:8.3f} {row['points']:5d} "
+                    f"{row['quality_s']:9.1f}",
+                    flush=True,
+                )
     if not args.no_features:
-        print(f"\n{'model':20} {'layer':14} {'images':>6} {'bare img/s':>10} {'features img/s':>14} "
-              f"{'ratio':>6}", flush=True)
+        print(
+            f"\n{'model':20} {'layer':14} {'images':>6} {'bare img/s':>10} {'features img/s':>14} "
+            f"{'ratio':>6}",
+            flush=True,
+        )
         for model_name, data, layer, batch_size in FEATURE_RUNS:
             repeat = 1 if model_name.startswith("lenet") else 5
             row = features_row(model_name, data, layer, batch_size, args.rounds, repeat)
-            print(f"{row['model']:20} {row['layer']:14} {row['images']:6d} {row['bare']:10.1f} "
-                  f"{row['features']:14.1f} {row['ratio']:6.3f}", flush=True)
+            print(
+                f"{row['model']:20} {row['layer']:14} {row['images']:6d} {row['bare']:10.1f} "
+                f"{row['features']:14.1f} {row['ratio']:6.3f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ to `cnntool features`; other options for the two commands go through --features-
     python3 benchmarks/fc7_80k.py --n 80000 --work /tmp/fc7 --device cuda --batch-size 256 \\
         --workers 14 --summary $OUT/fc7_80k.json --copy-pictures $OUT
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ GOAL_SECONDS = 300
 
 
 # --- 0. synthesize ------------------------------------------------------------------------------
+
 
 def _photo_sources() -> list[str]:
     from cnntool.core.samples import photos
@@ -108,15 +110,19 @@ def synthesize(folder: Path, n: int, workers: int) -> float:
             pass
     seconds = time.perf_counter() - start
     marker.touch()
-    print(f"0. synthesize: {n} JPEGs at {SIZE[0]}×{SIZE[1]} from {len(sources)} sample photos in "
-          f"{seconds:.1f} s ({n / seconds:.0f}/s, {workers} processes)")
+    print(
+        f"0. synthesize: {n} JPEGs at {SIZE[0]}×{SIZE[1]} from {len(sources)} sample photos in "
+        f"{seconds:.1f} s ({n / seconds:.0f}/s, {workers} processes)"
+    )
     return seconds
 
 
 # --- 1. decode and 2. forward, measured in this process ----------------------------------------
 
-def measure_decode(folder: Path, model: str, sample: int, batch_size: int, workers: int,
-                   device: str) -> float:
+
+def measure_decode(
+    folder: Path, model: str, sample: int, batch_size: int, workers: int, device: str
+) -> float:
     """Images/s of the data loader alone over the first `sample` images."""
     from cnntool.core.data import BatchStream, open_data
     from cnntool.core.models import load_model
@@ -132,13 +138,16 @@ def measure_decode(folder: Path, model: str, sample: int, batch_size: int, worke
     seen = sum(len(batch.indices) for batch in stream)
     seconds = time.perf_counter() - start
     rate = seen / seconds
-    print(f"1. decode: {seen} images in {seconds:.1f} s = {rate:.0f} img/s "
-          f"(data loader alone, {workers} workers, batch {batch_size})")
+    print(
+        f"1. decode: {seen} images in {seconds:.1f} s = {rate:.0f} img/s "
+        f"(data loader alone, {workers} workers, batch {batch_size})"
+    )
     return rate
 
 
-def measure_forward(model: str, layer: str, device: str, batch_size: int, precision: str,
-                    batches: int) -> dict[str, float]:
+def measure_forward(
+    model: str, layer: str, device: str, batch_size: int, precision: str, batches: int
+) -> dict[str, float]:
     """Images/s of the model alone up to `layer` on preloaded random batches: naive vs prepared."""
     import torch
 
@@ -168,16 +177,21 @@ def measure_forward(model: str, layer: str, device: str, batch_size: int, precis
             cap.run(x.to(loaded.device, non_blocking=True))
 
     rates = {"naive": timed(naive)}
-    with prepare_for_scan(module, loaded.device, precision=precision,
-                          example_input_shape=shape) as prepared:
+    with prepare_for_scan(
+        module, loaded.device, precision=precision, example_input_shape=shape
+    ) as prepared:
+
         def fast():
             with prepared.forward(), capture(module, [name], stop_early=True) as cap:
                 cap.run(prepared.inputs(x))
+
         rates["prepared"] = timed(fast)
         described = prepared.describe()
-    print(f"2. forward to {name}: naive {rates['naive']:.0f} img/s, prepared ({described}) "
-          f"{rates['prepared']:.0f} img/s = {rates['prepared'] / rates['naive']:.2f}× "
-          f"(model alone, batch {batch_size}, {batches} batches)")
+    print(
+        f"2. forward to {name}: naive {rates['naive']:.0f} img/s, prepared ({described}) "
+        f"{rates['prepared']:.0f} img/s = {rates['prepared'] / rates['naive']:.2f}× "
+        f"(model alone, batch {batch_size}, {batches} batches)"
+    )
     return rates  # the model goes with this frame; main() then empties the CUDA cache
 
 
@@ -190,17 +204,23 @@ def _sync(device) -> None:
 
 # --- 3. features, 4. t-SNE, 5. image map: the CLI as subprocesses ------------------------------
 
+
 def run_cli(args: list[str], log: Path) -> tuple[float, list[tuple[float, str]]]:
     """Run `python -m cnntool ARGS`; (wall seconds, [(seconds since start, stderr line)])."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               PYTHONUNBUFFERED="1", COLUMNS="120")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        PYTHONUNBUFFERED="1",
+        COLUMNS="120",
+    )
     command = [sys.executable, "-m", "cnntool", *args]
     print("   $ " + shlex.join(["cnntool", *args]))
     lines: list[tuple[float, str]] = []
     start = time.perf_counter()
     with open(log, "w") as stdout:
-        process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True,
-                                   env=env, cwd=ROOT)
+        process = subprocess.Popen(
+            command, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+        )
 
         def read() -> None:
             for line in process.stderr:
@@ -240,31 +260,56 @@ def embed_stages(lines, wall: float) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=500, help="images to synthesize and embed")
     parser.add_argument("--work", default="/tmp/cnntool-fc7", help="folder for images and outputs")
     parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--layer", default="penultimate",
-                        help="the fc7-like layer (vgg16/alexnet: fc7; others: penultimate)")
+    parser.add_argument(
+        "--layer",
+        default="penultimate",
+        help="the fc7-like layer (vgg16/alexnet: fc7; others: penultimate)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=None,
-                        help="data loader workers (default: CPU cores - 1, at least 1)")
-    parser.add_argument("--precision", default="fp32",
-                        help="fp32, tf32, bf16 or fp16: the forward-alone stage and `cnntool features`")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data loader workers (default: CPU cores - 1, at least 1)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32, tf32, bf16 or fp16: the forward-alone stage and `cnntool features`",
+    )
     parser.add_argument("--features-args", default="", help="more options for `cnntool features`")
     parser.add_argument("--embed-args", default="", help="more options for `cnntool embed`")
-    parser.add_argument("--decode-sample", type=int, default=2000,
-                        help="images for the decode-alone stage (0: skip it)")
-    parser.add_argument("--forward-batches", type=int, default=10,
-                        help="batches for the forward-alone stage (0: skip it)")
-    parser.add_argument("--quality", action="store_true",
-                        help="let embed also compute its quality figures (off: --quality-sample 0)")
+    parser.add_argument(
+        "--decode-sample",
+        type=int,
+        default=2000,
+        help="images for the decode-alone stage (0: skip it)",
+    )
+    parser.add_argument(
+        "--forward-batches",
+        type=int,
+        default=10,
+        help="batches for the forward-alone stage (0: skip it)",
+    )
+    parser.add_argument(
+        "--quality",
+        action="store_true",
+        help="let embed also compute its quality figures (off: --quality-sample 0)",
+    )
     parser.add_argument("--extrapolate-to", type=int, default=80000)
     parser.add_argument("--summary", help="write the figures to this JSON file")
-    parser.add_argument("--copy-pictures", metavar="FOLDER",
-                        help="copy scatter.png and map.png here (e.g. $OUT on a device machine)")
+    parser.add_argument(
+        "--copy-pictures",
+        metavar="FOLDER",
+        help="copy scatter.png and map.png here (e.g. $OUT on a device machine)",
+    )
     args = parser.parse_args()
 
     cores = os.cpu_count() or 1
@@ -278,45 +323,85 @@ def main() -> None:
     folder = work / f"photos-{args.n}"
     features, plot, image_map = work / "features.npz", work / "scatter.png", work / "map.png"
     work.mkdir(parents=True, exist_ok=True)
-    print(f"fc7 pipeline: {args.n} images, {args.model} {args.layer}, device {device}, "
-          f"batch {args.batch_size}, {workers} workers, {cores} CPU cores")
+    print(
+        f"fc7 pipeline: {args.n} images, {args.model} {args.layer}, device {device}, "
+        f"batch {args.batch_size}, {workers} workers, {cores} CPU cores"
+    )
 
     figures: dict[str, float] = {"n": args.n}
     figures["synthesize"] = synthesize(folder, args.n, workers=max(1, cores))
     if args.decode_sample:
-        figures["decode_img_s"] = measure_decode(folder, args.model, args.decode_sample,
-                                                 args.batch_size, workers, device)
+        figures["decode_img_s"] = measure_decode(
+            folder, args.model, args.decode_sample, args.batch_size, workers, device
+        )
     if args.forward_batches:
-        rates = measure_forward(args.model, args.layer, device, args.batch_size, args.precision,
-                                args.forward_batches)
-        figures["forward_naive_img_s"], figures["forward_prepared_img_s"] = rates["naive"], rates["prepared"]
+        rates = measure_forward(
+            args.model, args.layer, device, args.batch_size, args.precision, args.forward_batches
+        )
+        figures["forward_naive_img_s"], figures["forward_prepared_img_s"] = (
+            rates["naive"],
+            rates["prepared"],
+        )
         if device.startswith("cuda"):
             import torch
 
             torch.cuda.empty_cache()  # leave the GPU's memory to the features subprocess
 
     print("3. features")
-    seconds, _ = run_cli(["features", args.model, str(folder), "--layer", args.layer,
-                          "-o", str(features), "--device", device,
-                          "--batch-size", str(args.batch_size), "--workers", str(workers),
-                          "--precision", args.precision, *shlex.split(args.features_args)],
-                         work / "features.log")
+    seconds, _ = run_cli(
+        [
+            "features",
+            args.model,
+            str(folder),
+            "--layer",
+            args.layer,
+            "-o",
+            str(features),
+            "--device",
+            device,
+            "--batch-size",
+            str(args.batch_size),
+            "--workers",
+            str(workers),
+            "--precision",
+            args.precision,
+            *shlex.split(args.features_args),
+        ],
+        work / "features.log",
+    )
     figures["features"] = seconds
-    print(f"   {seconds:.1f} s = {args.n / seconds:.0f} img/s end to end (start-up and model load included)")
+    print(
+        f"   {seconds:.1f} s = {args.n / seconds:.0f} img/s end to end (start-up and model load included)"
+    )
 
     print("4-5. t-SNE and image map")
     quality = [] if args.quality else ["--quality-sample", "0"]
-    wall, lines = run_cli(["embed", "--features", str(features), "--plot", str(plot),
-                           "--image-map", str(image_map), "-o", str(work / "coords.npz"),
-                           *quality, *shlex.split(args.embed_args)], work / "embed.jsonl")
+    wall, lines = run_cli(
+        [
+            "embed",
+            "--features",
+            str(features),
+            "--plot",
+            str(plot),
+            "--image-map",
+            str(image_map),
+            "-o",
+            str(work / "coords.npz"),
+            *quality,
+            *shlex.split(args.embed_args),
+        ],
+        work / "embed.jsonl",
+    )
     stages = embed_stages(lines, wall)
     figures.update(stages)
     for _, line in lines:
         if "t-SNE" in line or "wrote" in line or "warn" in line.lower():
             print(f"   | {line}")
-    print(f"   t-SNE {stages.get('tsne', float('nan')):.1f} s, pictures (image map, scatter) "
-          f"{stages.get('pictures', float('nan')):.1f} s, the rest of embed (start-up, loading) "
-          f"{stages['embed_other']:.1f} s")
+    print(
+        f"   t-SNE {stages.get('tsne', float('nan')):.1f} s, pictures (image map, scatter) "
+        f"{stages.get('pictures', float('nan')):.1f} s, the rest of embed (start-up, loading) "
+        f"{stages['embed_other']:.1f} s"
+    )
 
     total = figures["features"] + wall
     figures["total"] = total
@@ -330,10 +415,12 @@ def main() -> None:
 
 def report(figures: dict[str, float], args, total: float) -> None:
     n, target = args.n, args.extrapolate_to
-    print(f"\nsummary, {n} images: features {figures['features']:.1f} s + t-SNE "
-          f"{figures.get('tsne', float('nan')):.1f} s + pictures {figures.get('pictures', float('nan')):.1f} s "
-          f"+ embed's rest {figures['embed_other']:.1f} s = {total:.1f} s end to end "
-          f"({'within' if total <= GOAL_SECONDS else 'over'} 5 minutes)")
+    print(
+        f"\nsummary, {n} images: features {figures['features']:.1f} s + t-SNE "
+        f"{figures.get('tsne', float('nan')):.1f} s + pictures {figures.get('pictures', float('nan')):.1f} s "
+        f"+ embed's rest {figures['embed_other']:.1f} s = {total:.1f} s end to end "
+        f"({'within' if total <= GOAL_SECONDS else 'over'} 5 minutes)"
+    )
     if target != n:
         scale = target / n
         # features scale with N (start-up included: an overestimate); openTSNE's FFT gradients
@@ -341,9 +428,11 @@ def report(figures: dict[str, float], args, total: float) -> None:
         tsne = figures.get("tsne", 0.0) * scale * math.log(target) / math.log(max(n, 2))
         pictures = figures.get("pictures", 0.0) * min(target, 10000) / min(n, 10000)
         guess = figures["features"] * scale + tsne + pictures + figures["embed_other"]
-        print(f"extrapolated to {target} images: features {figures['features'] * scale:.0f} s, "
-              f"t-SNE ~{tsne:.0f} s (N log N), pictures ~{pictures:.0f} s (a 10,000-image sample), "
-              f"total ~{guess:.0f} s ({guess / 60:.1f} min)")
+        print(
+            f"extrapolated to {target} images: features {figures['features'] * scale:.0f} s, "
+            f"t-SNE ~{tsne:.0f} s (N log N), pictures ~{pictures:.0f} s (a 10,000-image sample), "
+            f"total ~{guess:.0f} s ({guess / 60:.1f} min)"
+        )
         figures["extrapolated_total"] = guess
 
 

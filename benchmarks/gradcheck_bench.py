@@ -5,6 +5,7 @@ and what torch's full-Jacobian check would cost on ResNet-18.
 
 Prints one line per measurement. Everything runs in float64 on the CPU, random weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,14 +27,17 @@ def resnet18_full_check(size: int, batch: int) -> None:
 
     model = load_model("resnet18", device="cpu").module
     for mode, kwargs, shape in (
-            ("whole model", {"batch": batch}, (3, size, size)),
-            ("per layer", {"batch": 1, "per_layer": True}, (3, 224, 224))):
+        ("whole model", {"batch": batch}, (3, size, size)),
+        ("per layer", {"batch": 1, "per_layer": True}, (3, 224, 224)),
+    ):
         result, seconds = timed(lambda: gradcheck(model, shape, **kwargs))
         checks = sum(len(t.checks) for t in result.tensors)
         undecided = sum(t.count("inconclusive") for t in result.tensors)
-        print(f"resnet18 {mode}, input {kwargs['batch']}x{'x'.join(map(str, shape))}: "
-              f"{len(result.tensors)} tensors, {checks} checks ({undecided} inconclusive), "
-              f"all pass: {result.ok}, {seconds:.1f} s")
+        print(
+            f"resnet18 {mode}, input {kwargs['batch']}x{'x'.join(map(str, shape))}: "
+            f"{len(result.tensors)} tensors, {checks} checks ({undecided} inconclusive), "
+            f"all pass: {result.ok}, {seconds:.1f} s"
+        )
 
 
 class SmallConvNet(nn.Module):
@@ -66,12 +70,18 @@ def against_torch_gradcheck() -> None:
     slow, slow_s = timed(lambda: torch.autograd.gradcheck(call, (x, *params)))
     fast, fast_s = timed(lambda: torch.autograd.gradcheck(call, (x, *params), fast_mode=True))
     print(f"small conv net ({elements} input+parameter elements, 10 outputs per sample):")
-    print(f"  cnntool gradcheck (5 checks per tensor, {len(ours.tensors)} tensors): "
-          f"{ours_s * 1000:.0f} ms, pass {ours.ok}")
-    print(f"  torch.autograd.gradcheck slow (full Jacobian): {slow_s * 1000:.0f} ms, pass {slow}"
-          f" -> {slow_s / ours_s:.1f}x ours")
-    print(f"  torch.autograd.gradcheck fast_mode (one projection): {fast_s * 1000:.0f} ms, "
-          f"pass {fast} -> {fast_s / ours_s:.2f}x ours")
+    print(
+        f"  cnntool gradcheck (5 checks per tensor, {len(ours.tensors)} tensors): "
+        f"{ours_s * 1000:.0f} ms, pass {ours.ok}"
+    )
+    print(
+        f"  torch.autograd.gradcheck slow (full Jacobian): {slow_s * 1000:.0f} ms, pass {slow}"
+        f" -> {slow_s / ours_s:.1f}x ours"
+    )
+    print(
+        f"  torch.autograd.gradcheck fast_mode (one projection): {fast_s * 1000:.0f} ms, "
+        f"pass {fast} -> {fast_s / ours_s:.2f}x ours"
+    )
 
 
 def full_jacobian_estimate() -> None:
@@ -90,17 +100,25 @@ def full_jacobian_estimate() -> None:
     elements = x.numel() + sum(p.numel() for p in model.parameters())
     numerical = 2 * elements * forward_s
     analytical = out.numel() * backward_s
-    print(f"resnet18 at 1x3x224x224 float64: forward {forward_s:.3f} s, one backward "
-          f"{backward_s:.3f} s; {elements:,} input+parameter elements, {out.numel()} outputs")
-    print(f"  torch.autograd.gradcheck full Jacobian, estimated: numerical 2 x {elements:,} "
-          f"forwards = {numerical / 86400:.0f} days, analytical {out.numel()} backwards = "
-          f"{analytical / 60:.0f} min")
+    print(
+        f"resnet18 at 1x3x224x224 float64: forward {forward_s:.3f} s, one backward "
+        f"{backward_s:.3f} s; {elements:,} input+parameter elements, {out.numel()} outputs"
+    )
+    print(
+        f"  torch.autograd.gradcheck full Jacobian, estimated: numerical 2 x {elements:,} "
+        f"forwards = {numerical / 86400:.0f} days, analytical {out.numel()} backwards = "
+        f"{analytical / 60:.0f} min"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--size", type=int, default=64, help="ResNet-18 input size, whole-model mode")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument(
+        "--size", type=int, default=64, help="ResNet-18 input size, whole-model mode"
+    )
     parser.add_argument("--batch", type=int, default=2)
     args = parser.parse_args()
     if args.threads:

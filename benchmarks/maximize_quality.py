@@ -22,6 +22,7 @@ for each model. `--steps` is applied first, so a JSON "steps" wins.
     .venv/bin/python benchmarks/maximize_quality.py [--sets varied,random0] [--digits]
         [--config maco='{"lr": 0.1}'] [--device cpu] [--out DIR] [--threads N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,17 +42,29 @@ from cnntool.core.samples import mnist_5k  # noqa: E402
 from cnntool.core.zoo import BUILTIN_MODELS, load_builtin  # noqa: E402
 from cnntool.io.figures import pixels_to_image  # noqa: E402
 from cnntool.io.grids import save_grid  # noqa: E402
-from cnntool.tasks.maximize import (ImagePrior, MaximizeConfig, PcaBasis,  # noqa: E402
-                                    judge_images, lucid_defaults, maximize, objective,
-                                    small_defaults, spectrum_of, with_overrides)
+from cnntool.tasks.maximize import (  # noqa: E402
+    ImagePrior,
+    MaximizeConfig,
+    PcaBasis,
+    judge_images,
+    lucid_defaults,
+    maximize,
+    objective,
+    small_defaults,
+    spectrum_of,
+    with_overrides,
+)
 
 
 def class_sets() -> dict[str, list[int]]:
     def drawn(seed: int) -> list[int]:
         return torch.randperm(1000, generator=torch.Generator().manual_seed(seed))[:10].tolist()
 
-    return {"varied": [1, 9, 130, 207, 309, 323, 417, 511, 948, 980],
-            "random0": drawn(0), "random1": drawn(1)}
+    return {
+        "varied": [1, 9, 130, 207, 309, 323, 417, 511, 948, 980],
+        "random0": drawn(0),
+        "random1": drawn(1),
+    }
 
 
 class Model:
@@ -64,8 +77,9 @@ class Model:
         self.class_names = entry.class_names()
 
 
-def class_images(model: Model, judge: Model, classes: list[int], config: MaximizeConfig,
-                 seed: int = 0):
+def class_images(
+    model: Model, judge: Model, classes: list[int], config: MaximizeConfig, seed: int = 0
+):
     """(images, judge verdicts, the model's own probabilities, seconds)."""
     goal = objective(model.module, "class", classes)
     began = time.perf_counter()
@@ -81,8 +95,11 @@ def run_classes(args, device: str) -> None:
     model, judge = Model("efficientnet_lite0", device), Model("efficientnet_lite2", device)
     sets = class_sets()
     configs = args.config or {"maco (default)": {}, "fourier (previous default)": None}
-    print("| class set | config | seed | lite2 top-1 | lite2 p (mean) | lite0 p (mean) | seconds |\n"
-          "|---|---|---|---|---|---|---|", flush=True)
+    print(
+        "| class set | config | seed | lite2 top-1 | lite2 p (mean) | lite0 p (mean) | seconds |\n"
+        "|---|---|---|---|---|---|---|",
+        flush=True,
+    )
     began = time.perf_counter()
     for set_name in args.sets.split(","):
         classes = sets[set_name]
@@ -90,21 +107,36 @@ def run_classes(args, device: str) -> None:
             if args.budget and time.perf_counter() - began > args.budget:
                 print(f"| {set_name} | {label} | {seed} | (not run: past --budget) | | | |")
                 continue
-            base = lucid_defaults() if overrides is None else \
-                MaximizeConfig.for_input(model.preprocessing.input_shape)
-            config = dataclasses.replace(with_overrides(base, steps=args.steps), **(overrides or {}))
+            base = (
+                lucid_defaults()
+                if overrides is None
+                else MaximizeConfig.for_input(model.preprocessing.input_shape)
+            )
+            config = dataclasses.replace(
+                with_overrides(base, steps=args.steps), **(overrides or {})
+            )
             images, verdicts, own, seconds = class_images(model, judge, classes, config, seed)
             top1 = sum(v.rank == 1 for v in verdicts)
-            print(f"| {set_name} | {label} | {seed} | {top1}/10 | "
-                  f"{np.mean([v.probability for v in verdicts]):.3f} | "
-                  f"{np.mean([v.probability for v in own]):.3f} | {seconds:.0f} |", flush=True)
+            print(
+                f"| {set_name} | {label} | {seed} | {top1}/10 | "
+                f"{np.mean([v.probability for v in verdicts]):.3f} | "
+                f"{np.mean([v.probability for v in own]):.3f} | {seconds:.0f} |",
+                flush=True,
+            )
             if args.verbose:
-                print("  " + "; ".join(f"{model.class_names[v.target]}: rank {v.rank}"
-                                       for v in verdicts), flush=True)
+                print(
+                    "  "
+                    + "; ".join(f"{model.class_names[v.target]}: rank {v.rank}" for v in verdicts),
+                    flush=True,
+                )
             if args.out:
                 labels = [f"{model.class_names[v.target][:14]} #{v.rank}" for v in verdicts]
-                save_grid(os.path.join(args.out, f"{set_name}_{_slug(label)}_{seed}.jpg"),
-                          images, labels, columns=5)
+                save_grid(
+                    os.path.join(args.out, f"{set_name}_{_slug(label)}_{seed}.jpg"),
+                    images,
+                    labels,
+                    columns=5,
+                )
 
 
 def real_digit_reference(pixels: torch.Tensor, labels: torch.Tensor) -> dict[int, float]:
@@ -127,24 +159,37 @@ def run_digits(args, device: str) -> None:
     labels = torch.from_numpy(labels)
     reference = real_digit_reference(pixels, labels)
     data = pixels.view(-1, 1, 28, 28)
-    prior = ImagePrior(spectrum=spectrum_of([data], decorrelate=False),
-                       basis=PcaBasis.fit(data, MaximizeConfig().components))
-    configs = args.config or {"pca (default with --prior-data)": {"param": "pca"},
-                              "pixel (default without)": None,
-                              "maco, data spectrum": {"param": "maco"}}
-    print("\n| digits | lenet5 p > 0.9 | within real 90th pct | distance / real 90th pct, mean | "
-          "adv. judge top-1 |\n|---|---|---|---|---|", flush=True)
+    prior = ImagePrior(
+        spectrum=spectrum_of([data], decorrelate=False),
+        basis=PcaBasis.fit(data, MaximizeConfig().components),
+    )
+    configs = args.config or {
+        "pca (default with --prior-data)": {"param": "pca"},
+        "pixel (default without)": None,
+        "maco, data spectrum": {"param": "maco"},
+    }
+    print(
+        "\n| digits | lenet5 p > 0.9 | within real 90th pct | distance / real 90th pct, mean | "
+        "adv. judge top-1 |\n|---|---|---|---|---|",
+        flush=True,
+    )
     digits = list(range(10))
     for label, overrides in configs.items():
-        base = small_defaults() if overrides is None else \
-            MaximizeConfig.for_input(lenet.preprocessing.input_shape, prior_data=True)
-        config = dataclasses.replace(with_overrides(base, steps=args.digit_steps), **(overrides or {}))
+        base = (
+            small_defaults()
+            if overrides is None
+            else MaximizeConfig.for_input(lenet.preprocessing.input_shape, prior_data=True)
+        )
+        config = dataclasses.replace(
+            with_overrides(base, steps=args.digit_steps), **(overrides or {})
+        )
         goal = objective(lenet.module, "class", digits)
         results = maximize(lenet.module, lenet.preprocessing, goal, config, prior=prior)
         tiles = [pixels_to_image(r.pixels.numpy()) for r in results]
         own = judge_images(lenet.module, lenet.preprocessing, tiles, digits, lenet.name)
-        judged = judge_images(adversarial.module, adversarial.preprocessing, tiles, digits,
-                              adversarial.name)
+        judged = judge_images(
+            adversarial.module, adversarial.preprocessing, tiles, digits, adversarial.name
+        )
         saved = torch.from_numpy(np.stack([np.asarray(t, dtype=np.float32) / 255 for t in tiles]))
         ratios = []
         for digit in digits:
@@ -152,11 +197,19 @@ def run_digits(args, device: str) -> None:
             ratios.append(float(nearest.topk(5, largest=False).values.mean()) / reference[digit])
         confident = sum(v.probability > 0.9 for v in own)
         inside = sum(r <= 1 for r in ratios)
-        print(f"| {label} | {confident}/10 | {inside}/10 | {np.mean(ratios):.2f} | "
-              f"{sum(v.rank == 1 for v in judged)}/10 |", flush=True)
+        print(
+            f"| {label} | {confident}/10 | {inside}/10 | {np.mean(ratios):.2f} | "
+            f"{sum(v.rank == 1 for v in judged)}/10 |",
+            flush=True,
+        )
         if args.out:
-            save_grid(os.path.join(args.out, f"digits_{_slug(label)}.png"), tiles,
-                      [str(d) for d in digits], columns=10, tile_size=56)
+            save_grid(
+                os.path.join(args.out, f"digits_{_slug(label)}.png"),
+                tiles,
+                [str(d) for d in digits],
+                columns=10,
+                tile_size=56,
+            )
 
 
 def _slug(label: str) -> str:
@@ -165,20 +218,33 @@ def _slug(label: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default="varied,random0",
-                        help="Class sets, comma-separated: varied, random0, random1.")
+    parser.add_argument(
+        "--sets",
+        default="varied,random0",
+        help="Class sets, comma-separated: varied, random0, random1.",
+    )
     parser.add_argument("--steps", type=int, default=256, help="Steps for the class images.")
     parser.add_argument("--seeds", default="0", help="Seeds of the class runs, comma-separated.")
     parser.add_argument("--digit-steps", type=int, default=128)
-    parser.add_argument("--config", action="append", default=[], metavar="NAME=JSON",
-                        help="A configuration: MaximizeConfig overrides as JSON (repeatable).")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="A configuration: MaximizeConfig overrides as JSON (repeatable).",
+    )
     parser.add_argument("--digits", action="store_true", help="Also the LeNet-5 digits.")
     parser.add_argument("--no-classes", action="store_true", help="Only the digits.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", help="Folder for the labelled grids (JPEG for the classes).")
-    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                        help="Start no class run after this many seconds.")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="Start no class run after this many seconds.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -187,14 +253,20 @@ def main() -> None:
     for item in args.config:
         name, _, text = item.partition("=")
         overrides = json.loads(text or "{}")  # null: the previous default
-        configs[name] = None if overrides is None else \
-            {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        configs[name] = (
+            None
+            if overrides is None
+            else {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        )
     args.config = configs
     args.seeds = [int(v) for v in args.seeds.split(",")]
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads; "
-          f"{args.steps} steps (classes), {args.digit_steps} (digits)", flush=True)
+    print(
+        f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads; "
+        f"{args.steps} steps (classes), {args.digit_steps} (digits)",
+        flush=True,
+    )
     if not args.no_classes:
         run_classes(args, args.device)
     if args.digits or args.no_classes:

@@ -18,6 +18,7 @@ Rounds alternate the modes; the median of each is reported with the ratios one p
 separate / one pass. Goals (issue #15): separate / one pass ≥ 2 for 4 layers or more, one pass
 / bare ≤ 1.2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,10 @@ import statistics
 import tempfile
 import time
 
-CASES = (("lenet5-mnist", "mnist-5k", 2000, 250), ("efficientnet_lite0", "imagenet-samples", 20, 10))
+CASES = (
+    ("lenet5-mnist", "mnist-5k", 2000, 250),
+    ("efficientnet_lite0", "imagenet-samples", 20, 10),
+)
 UNITS = "32"
 TOP = 9
 
@@ -37,7 +41,9 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(model_name: str, data: str, images: int, batch_size: int, rounds: int, device: str) -> dict:
+def bench(
+    model_name: str, data: str, images: int, batch_size: int, rounds: int, device: str
+) -> dict:
     import torch
 
     from cnntool.core.data import BatchStream, open_data
@@ -64,29 +70,57 @@ def bench(model_name: str, data: str, images: int, batch_size: int, rounds: int,
 
     def one_pass(scratch):
         with FeatureSpool(scratch) as spool:
-            feed(module, batches, MicroscopeScan(chosen, loaded, dataset, spool).consumers, device=loaded.device)
+            feed(
+                module,
+                batches,
+                MicroscopeScan(chosen, loaded, dataset, spool).consumers,
+                device=loaded.device,
+            )
 
     def separate(scratch):
         for layer in chosen.layers:
-            feed(module, batches, [TopPatchConsumer(layer.name, units=layer.units, top=TOP)], device=loaded.device)
-        feed(module, batches, [StatsConsumer([layer.point for layer in chosen.layers])], device=loaded.device)
+            feed(
+                module,
+                batches,
+                [TopPatchConsumer(layer.name, units=layer.units, top=TOP)],
+                device=loaded.device,
+            )
+        feed(
+            module,
+            batches,
+            [StatsConsumer([layer.point for layer in chosen.layers])],
+            device=loaded.device,
+        )
         with FeatureSpool(scratch) as spool:
-            feed(module, batches, [FeatureConsumer(chosen.penultimate, "avg", spool)], device=loaded.device)
+            feed(
+                module,
+                batches,
+                [FeatureConsumer(chosen.penultimate, "avg", spool)],
+                device=loaded.device,
+            )
 
     times = {"bare": [], "one pass": [], "separate": []}
     with tempfile.TemporaryDirectory(prefix="cnntool-microscope-bench-") as scratch:
         for _ in range(rounds + 1):  # the first round warms up and is dropped
-            for name, run in (("bare", bare), ("one pass", lambda: one_pass(scratch)),
-                              ("separate", lambda: separate(scratch))):
+            for name, run in (
+                ("bare", bare),
+                ("one pass", lambda: one_pass(scratch)),
+                ("separate", lambda: separate(scratch)),
+            ):
                 start = time.perf_counter()
                 run()
                 _sync(loaded.device)
                 times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(values[1:]) for name, values in times.items()}
-    return {"model": model_name, "data": data, "images": len(dataset), "layers": len(chosen.layers),
-            **{f"{name} img/s": len(dataset) / seconds for name, seconds in median.items()},
-            "one pass / bare": median["one pass"] / median["bare"],
-            "separate / one pass": median["separate"] / median["one pass"]}
+    return {
+        "model": model_name,
+        "data": data,
+        "images": len(dataset),
+        "layers": len(chosen.layers),
+        **{f"{name} img/s": len(dataset) / seconds for name, seconds in median.items()},
+        "one pass / bare": median["one pass"] / median["bare"],
+        "separate / one pass": median["separate"] / median["one pass"],
+    }
 
 
 def main() -> None:
@@ -94,13 +128,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"{'model':20} {'data':17} {'images':>6} {'layers':>6} {'bare img/s':>10} {'one pass':>9} "
-          f"{'separate':>9} {'one/bare':>9} {'sep/one':>8}")
+    print(
+        f"{'model':20} {'data':17} {'images':>6} {'layers':>6} {'bare img/s':>10} {'one pass':>9} "
+        f"{'separate':>9} {'one/bare':>9} {'sep/one':>8}"
+    )
     for model_name, data, images, batch_size in CASES:
         row = bench(model_name, data, images, batch_size, args.rounds, args.device)
-        print(f"{row['model']:20} {row['data']:17} {row['images']:>6} {row['layers']:>6} "
-              f"{row['bare img/s']:>10.1f} {row['one pass img/s']:>9.1f} {row['separate img/s']:>9.1f} "
-              f"{row['one pass / bare']:>8.2f}× {row['separate / one pass']:>7.2f}×", flush=True)
+        print(
+            f"{row['model']:20} {row['data']:17} {row['images']:>6} {row['layers']:>6} "
+            f"{row['bare img/s']:>10.1f} {row['one pass img/s']:>9.1f} {row['separate img/s']:>9.1f} "
+            f"{row['one pass / bare']:>8.2f}× {row['separate / one pass']:>7.2f}×",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

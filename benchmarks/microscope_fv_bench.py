@@ -17,6 +17,7 @@ the layer, channels-last where it pays, parameters frozen: core.runtime.prepare_
 Both run in this one process, layer by layer, old then new, so that a load change hits both.
 Prints `uptime`'s load before and after: the machine may be shared.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,13 @@ from cnntool.core.data import BatchStream, open_data  # noqa: E402
 from cnntool.core.hooks import capture  # noqa: E402
 from cnntool.core.models import load_model  # noqa: E402
 from cnntool.core.runtime import prepare_for_scan  # noqa: E402
-from cnntool.tasks.maximize import (imagenet_defaults, maximize, objective,  # noqa: E402
-                                    thumbnail_defaults, with_overrides)
+from cnntool.tasks.maximize import (  # noqa: E402
+    imagenet_defaults,
+    maximize,
+    objective,
+    thumbnail_defaults,
+    with_overrides,
+)
 from cnntool.tasks.maximize.judge import check_picture  # noqa: E402
 
 LAYERS = "_relu0,_blocks.4,_blocks.10,_blocks.15,_avg_pooling"
@@ -49,7 +55,9 @@ def load() -> str:
 def data_maxima(loaded, layers: list[str]) -> dict[str, torch.Tensor]:
     """Each unit's largest activation (any image, any position) over imagenet-samples."""
     best: dict[str, torch.Tensor] = {}
-    with BatchStream(open_data("imagenet-samples"), loaded.preprocessing, batch_size=10, workers=0) as stream:
+    with BatchStream(
+        open_data("imagenet-samples"), loaded.preprocessing, batch_size=10, workers=0
+    ) as stream:
         for batch in stream:
             with capture(loaded.module, layers) as cap:
                 cap.run(batch.inputs)
@@ -65,10 +73,18 @@ def run(loaded, layer: str, units: list[int], config, best) -> tuple[float, list
     goal = objective(loaded.module, "channel", units, layer)
     ends: list[float] = []
     start = time.perf_counter()
-    results = maximize(loaded.module, loaded.preprocessing, goal, config, seed=0,
-                       progress=lambda _: ends.append(time.perf_counter() - start))
+    results = maximize(
+        loaded.module,
+        loaded.preprocessing,
+        goal,
+        config,
+        seed=0,
+        progress=lambda _: ends.append(time.perf_counter() - start),
+    )
     seconds = time.perf_counter() - start
-    passed = sum(check_picture(r.pixels, r.peak, float(best[u])).converged for r, u in zip(results, units))
+    passed = sum(
+        check_picture(r.pixels, r.peak, float(best[u])).converged for r, u in zip(results, units)
+    )
     return seconds, ends, passed
 
 
@@ -77,9 +93,13 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=16)
     parser.add_argument("--layers", default=LAYERS)
     parser.add_argument("--old-steps", type=int, default=8)
-    parser.add_argument("--old-full", default="", help="Comma-separated layers whose old run is done in full.")
+    parser.add_argument(
+        "--old-full", default="", help="Comma-separated layers whose old run is done in full."
+    )
     parser.add_argument("--no-old", action="store_true", help="Only the new recipe.")
-    parser.add_argument("--config", default="{}", help="JSON MaximizeConfig fields over the thumbnail recipe.")
+    parser.add_argument(
+        "--config", default="{}", help="JSON MaximizeConfig fields over the thumbnail recipe."
+    )
     args = parser.parse_args()
     loaded = load_model("efficientnet_lite0")
     layers = args.layers.split(",")
@@ -88,15 +108,28 @@ def main() -> None:
     old = imagenet_defaults()
     best = data_maxima(loaded, layers)
     full_old = set(filter(None, args.old_full.split(",")))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {load()} (1/5/15 min); "
-          f"{args.units} units per layer in one batch")
-    print(f"new: {new.param} {new.size} px, {new.steps} steps, lr {new.lr}; "
-          f"old: {old.param} {old.size or 224} px, {old.steps} steps, lr {old.lr}")
-    print("| layer | old s (256 steps) | new s | old / new | old passes | new passes |\n|---|---|---|---|---|---|")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {load()} (1/5/15 min); "
+        f"{args.units} units per layer in one batch"
+    )
+    print(
+        f"new: {new.param} {new.size} px, {new.steps} steps, lr {new.lr}; "
+        f"old: {old.param} {old.size or 224} px, {old.steps} steps, lr {old.lr}"
+    )
+    print(
+        "| layer | old s (256 steps) | new s | old / new | old passes | new passes |\n|---|---|---|---|---|---|"
+    )
     totals = [0.0, 0.0]
     for layer in layers:
-        with prepare_for_scan(loaded.module, "cpu", needs_grad=True, fold_bn=True, keep=[layer],
-                              inference_mode=False, example_input_shape=loaded.input_shape):
+        with prepare_for_scan(
+            loaded.module,
+            "cpu",
+            needs_grad=True,
+            fold_bn=True,
+            keep=[layer],
+            inference_mode=False,
+            example_input_shape=loaded.input_shape,
+        ):
             old_s, old_passed = float("nan"), "–"
             if not args.no_old:
                 if layer in full_old:
@@ -104,14 +137,19 @@ def main() -> None:
                     old_passed = f"{passed}/{len(units)}"
                 else:
                     k = args.old_steps
-                    seconds, ends, _ = run(loaded, layer, units, with_overrides(old, steps=k), best[layer])
+                    seconds, ends, _ = run(
+                        loaded, layer, units, with_overrides(old, steps=k), best[layer]
+                    )
                     per_step = (ends[-1] - ends[0]) / (k - 1)
                     old_s = per_step * old.steps + (seconds - per_step * k)
             new_s, _, passed = run(loaded, layer, units, new, best[layer])
         totals[0] += old_s
         totals[1] += new_s
-        print(f"| {layer} | {old_s:.0f}{'' if layer in full_old else ' (extrapolated)'} | {new_s:.0f} | "
-              f"{old_s / new_s:.1f}× | {old_passed} | {passed}/{len(units)} |", flush=True)
+        print(
+            f"| {layer} | {old_s:.0f}{'' if layer in full_old else ' (extrapolated)'} | {new_s:.0f} | "
+            f"{old_s / new_s:.1f}× | {old_passed} | {passed}/{len(units)} |",
+            flush=True,
+        )
     print(f"| total | {totals[0]:.0f} | {totals[1]:.0f} | {totals[0] / totals[1]:.1f}× | | |")
     print(f"load after: {load()}")
 

@@ -8,6 +8,7 @@ work itself (#23's goal: ≤ 1.2×).
 
     .venv/bin/python benchmarks/predict_startup_bench.py [--rounds 7] [--images 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PLAIN = '''
+PLAIN = """
 import sys
 from pathlib import Path
 import numpy as np
@@ -39,13 +40,14 @@ x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("L"), np.floa
 with torch.no_grad():
     for f, p in zip(files, net(x).softmax(1)):
         print(f, int(p.argmax()), float(p.max()))
-'''
+"""
 
 
 def run_once(args: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, *args], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return time.perf_counter() - start
 
 
@@ -78,8 +80,10 @@ def main() -> None:
             for name, args in cases.items():
                 times[name].append(run_once(args))
     plain = statistics.median(times["plain PyTorch script"])
-    print(f"{options.images} images, {options.rounds} rounds, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(
+        f"{options.images} images, {options.rounds} rounds, OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
     print(f"{'case':24} {'median s':>9} {'min s':>7} {'÷ plain':>8}")
     for name, values in times.items():
         median = statistics.median(values)

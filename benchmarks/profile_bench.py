@@ -8,6 +8,7 @@ Ours counts on the meta device; fvcore and ptflops run a real forward pass on th
 
     .venv/bin/python benchmarks/profile_bench.py [MODEL ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,18 +61,25 @@ def fvcore_gmacs(model, size):
 
 
 def ptflops_gmacs(model, size):
-    macs, _ = get_model_complexity_info(model, (3, size, size), as_strings=False,
-                                        print_per_layer_stat=False, ost=io.StringIO())
+    macs, _ = get_model_complexity_info(
+        model, (3, size, size), as_strings=False, print_per_layer_stat=False, ost=io.StringIO()
+    )
     return macs / 1e9
 
 
 def bench(name: str) -> dict:
     model, size, meta = build(name)
     result, ours_s = timed(lambda: profile(model, (3, size, size)))
-    row = {"model": name, "size": size, "params": result.total.params,
-           "gmacs": result.total.macs / 1e9, "mode": result.mode, "ours_s": ours_s,
-           "agree": result.total.params == meta["num_params"]
-           and round(result.total.macs / 1e9, 3) == meta["_ops"]}
+    row = {
+        "model": name,
+        "size": size,
+        "params": result.total.params,
+        "gmacs": result.total.macs / 1e9,
+        "mode": result.mode,
+        "ours_s": ours_s,
+        "agree": result.total.params == meta["num_params"]
+        and round(result.total.macs / 1e9, 3) == meta["_ops"],
+    }
     with torch.no_grad():
         if FlopCountAnalysis is not None:
             row["fvcore"], row["fvcore_s"] = timed(lambda: fvcore_gmacs(model, size))
@@ -86,34 +94,44 @@ def cell(row: dict, key: str, fmt: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*",
-                        default=torchvision.models.list_models(module=torchvision.models))
+    parser.add_argument(
+        "models", nargs="*", default=torchvision.models.list_models(module=torchvision.models)
+    )
     names = parser.parse_args().models
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)  # fvcore logs every unsupported op
     torch.set_num_threads(os.cpu_count() or 1)
     profile(torch.nn.Conv2d(3, 3, 3), (3, 8, 8))  # warm-up: imports and rule caches
 
-    print(f"{'model':20} {'size':>4} {'params':>11} {'GMACs':>9} {'agree':>5} {'ours s':>7} "
-          f"{'fvcore':>9} {'fv s':>7} {'ptflops':>9} {'pt s':>7}")
+    print(
+        f"{'model':20} {'size':>4} {'params':>11} {'GMACs':>9} {'agree':>5} {'ours s':>7} "
+        f"{'fvcore':>9} {'fv s':>7} {'ptflops':>9} {'pt s':>7}"
+    )
     rows = []
     for name in names:
         row = bench(name)
         rows.append(row)
-        print(f"{name:20} {row['size']:4d} {row['params']:11d} {row['gmacs']:9.3f} "
-              f"{'yes' if row['agree'] else 'NO':>5} {row['ours_s']:7.3f} "
-              f"{cell(row, 'fvcore', '9.3f')} {cell(row, 'fvcore_s', '7.2f')} "
-              f"{cell(row, 'ptflops', '9.3f')} {cell(row, 'ptflops_s', '7.2f')}", flush=True)
+        print(
+            f"{name:20} {row['size']:4d} {row['params']:11d} {row['gmacs']:9.3f} "
+            f"{'yes' if row['agree'] else 'NO':>5} {row['ours_s']:7.3f} "
+            f"{cell(row, 'fvcore', '9.3f')} {cell(row, 'fvcore_s', '7.2f')} "
+            f"{cell(row, 'ptflops', '9.3f')} {cell(row, 'ptflops_s', '7.2f')}",
+            flush=True,
+        )
     summarize(rows)
 
 
 def summarize(rows: list[dict]) -> None:
     agree = sum(row["agree"] for row in rows)
-    print(f"\nagree with torchvision metadata (params and GMACs): {agree}/{len(rows)}; "
-          f"meta mode: {sum(row['mode'] == 'meta' for row in rows)}/{len(rows)}")
+    print(
+        f"\nagree with torchvision metadata (params and GMACs): {agree}/{len(rows)}; "
+        f"meta mode: {sum(row['mode'] == 'meta' for row in rows)}/{len(rows)}"
+    )
     ours = [row["ours_s"] for row in rows]
-    print(f"ours: total {sum(ours):.1f} s, median {statistics.median(ours) * 1000:.0f} ms, "
-          f"max {max(ours):.2f} s")
+    print(
+        f"ours: total {sum(ours):.1f} s, median {statistics.median(ours) * 1000:.0f} ms, "
+        f"max {max(ours):.2f} s"
+    )
     for tool in ("fvcore", "ptflops"):
         timed_rows = [row for row in rows if tool in row]
         if not timed_rows:
@@ -122,11 +140,13 @@ def summarize(rows: list[dict]) -> None:
         speedups = [row[f"{tool}_s"] / row["ours_s"] for row in timed_rows]
         counts = [row[tool] / row["gmacs"] for row in timed_rows]
         same = sum(abs(c - 1) < 0.005 for c in counts)
-        print(f"{tool}: total {sum(row[f'{tool}_s'] for row in timed_rows):.1f} s; "
-              f"its time / ours: median {statistics.median(speedups):.1f}x "
-              f"(min {min(speedups):.1f}x, max {max(speedups):.1f}x); "
-              f"its count / our MACs: median {statistics.median(counts):.3f} "
-              f"(min {min(counts):.3f}, max {max(counts):.3f}), within 0.5%: {same}/{len(counts)}")
+        print(
+            f"{tool}: total {sum(row[f'{tool}_s'] for row in timed_rows):.1f} s; "
+            f"its time / ours: median {statistics.median(speedups):.1f}x "
+            f"(min {min(speedups):.1f}x, max {max(speedups):.1f}x); "
+            f"its count / our MACs: median {statistics.median(counts):.3f} "
+            f"(min {min(counts):.3f}, max {max(counts):.3f}), within 0.5%: {same}/{len(counts)}"
+        )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ gradient is ~0 moves a pixel by 2ε).
         [--batch 16] [--threads 2] [--rounds 7] [--device cpu] [--precision fp32]
         [--fold-bn] [--workloads predict,features,fgsm]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,9 @@ def pooled_rows(module, layer: str, run, x):
     rows = []
 
     def post(_name, _module, _args, output):
-        rows.append((output.float().mean(dim=(2, 3)) if output.dim() == 4 else output.float()).cpu())
+        rows.append(
+            (output.float().mean(dim=(2, 3)) if output.dim() == 4 else output.float()).cpu()
+        )
 
     with module_hooks({layer: resolve_layer(module, layer)[1]}, post=post):
         run(x)
@@ -70,30 +73,46 @@ def pooled_rows(module, layer: str, run, x):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="resnet50,efficientnet_lite0")
     parser.add_argument("--workloads", default="predict,features,fgsm")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32",
-                        help="for the prepared side; several, comma-separated, run one after another")
-    parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm on the prepared side (predict, features)")
-    parser.add_argument("--compile", action="store_true",
-                        help="instead: torch.compile against the prepared eager forward on a 1,000-image "
-                             "predict scan (cold inductor cache), and whether hooks still fire")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        help="for the prepared side; several, comma-separated, run one after another",
+    )
+    parser.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="fold BatchNorm on the prepared side (predict, features)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="instead: torch.compile against the prepared eager forward on a 1,000-image "
+        "predict scan (cold inductor cache), and whether hooks still fire",
+    )
     parser.add_argument("--images", type=int, default=1000, help="scan size for --compile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     chosen = args.workloads.split(",")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"torch {torch.__version__}, {where}, {args.threads} threads, batch {args.batch}"
-          f"{', BN folded on the prepared side' if args.fold_bn else ''}")
+    print(
+        f"torch {torch.__version__}, {where}, {args.threads} threads, batch {args.batch}"
+        f"{', BN folded on the prepared side' if args.fold_bn else ''}"
+    )
     if device.type == "cuda":
-        print("(the naive side runs with PyTorch's defaults, which let cuDNN use TF32 in float32 "
-              "convolutions; the prepared fp32 side is IEEE float32)")
+        print(
+            "(the naive side runs with PyTorch's defaults, which let cuDNN use TF32 in float32 "
+            "convolutions; the prepared fp32 side is IEEE float32)"
+        )
     for name in args.models.split(","):
         if args.compile:
             compile_probe(name, device, args)
@@ -144,20 +163,28 @@ def compile_probe(name: str, device: torch.device, args) -> None:
     e, c = statistics.median(eager_times), statistics.median(compiled_times)
     batches = args.images / args.batch
     eager_total, compiled_total = batches * e, warm_up + (batches - 1) * c
-    print(f"\n{name}, torch.compile (inductor, freezing), {args.images}-image predict scan, "
-          f"batch {args.batch}:")
-    print(f"  warm-up (first call, empty cache) {warm_up:.1f} s; steady: eager {args.batch / e:.1f} "
-          f"img/s, compiled {args.batch / c:.1f} img/s ({e / c:.2f}×)")
-    print(f"  the scan: eager {eager_total:.0f} s, compiled {compiled_total:.0f} s "
-          f"({'pays' if compiled_total < eager_total else 'does not pay'}); max |Δ| of the logits "
-          f"{float((answer.float() - reference.float()).abs().max()):.2g}")
+    print(
+        f"\n{name}, torch.compile (inductor, freezing), {args.images}-image predict scan, "
+        f"batch {args.batch}:"
+    )
+    print(
+        f"  warm-up (first call, empty cache) {warm_up:.1f} s; steady: eager {args.batch / e:.1f} "
+        f"img/s, compiled {args.batch / c:.1f} img/s ({e / c:.2f}×)"
+    )
+    print(
+        f"  the scan: eager {eager_total:.0f} s, compiled {compiled_total:.0f} s "
+        f"({'pays' if compiled_total < eager_total else 'does not pay'}); max |Δ| of the logits "
+        f"{float((answer.float() - reference.float()).abs().max()):.2g}"
+    )
     layer = resolve_layer(slow.module, "penultimate")[1]
     calls = []
     handle = layer.register_forward_hook(lambda *_: calls.append(1))
     run(compiled)
     handle.remove()
-    print(f"  a forward hook registered after compiling fired {len(calls)} time(s) in one forward "
-          f"(eager: 1)")
+    print(
+        f"  a forward hook registered after compiling fired {len(calls)} time(s) in one forward "
+        f"(eager: 1)"
+    )
 
 
 def bench_model(name: str, device: torch.device, args, chosen, precision: str) -> None:
@@ -185,11 +212,21 @@ def bench_model(name: str, device: torch.device, args, chosen, precision: str) -
     # The prepared side runs on copies, prepared once as a scan does once per command; the
     # naive side keeps the loaded module as it is.
     started = time.perf_counter()
-    fast = prepare_for_scan(copy.deepcopy(module), device, precision=precision,
-                            fold_bn=args.fold_bn, example_input_shape=shape)
+    fast = prepare_for_scan(
+        copy.deepcopy(module),
+        device,
+        precision=precision,
+        fold_bn=args.fold_bn,
+        example_input_shape=shape,
+    )
     prepare_seconds = time.perf_counter() - started
-    fast_grad = prepare_for_scan(copy.deepcopy(module), device, needs_grad=True,
-                                 precision=precision, channels_last=fast.channels_last)
+    fast_grad = prepare_for_scan(
+        copy.deepcopy(module),
+        device,
+        needs_grad=True,
+        precision=precision,
+        channels_last=fast.channels_last,
+    )
     fast_loaded = dataclasses.replace(loaded, module=fast_grad.module)
 
     def prepared_predict():
@@ -204,12 +241,16 @@ def bench_model(name: str, device: torch.device, args, chosen, precision: str) -
         with fast_grad.forward():
             return fgsm(fast_loaded, fast_grad.inputs(pixels), labels.to(device), EPS)
 
-    cases = {"predict": (naive_predict, prepared_predict),
-             "features": (naive_features, prepared_features),
-             "fgsm": (naive_fgsm, prepared_fgsm)}
+    cases = {
+        "predict": (naive_predict, prepared_predict),
+        "features": (naive_features, prepared_features),
+        "fgsm": (naive_fgsm, prepared_fgsm),
+    }
     cases = {k: v for k, v in cases.items() if k in chosen}
-    print(f"\n{name}: {tuple(shape)}, prepared = {fast.describe()} "
-          f"({fast.channels_last_reason}; preparing took {prepare_seconds:.2f} s)")
+    print(
+        f"\n{name}: {tuple(shape)}, prepared = {fast.describe()} "
+        f"({fast.channels_last_reason}; preparing took {prepare_seconds:.2f} s)"
+    )
     if fast.precision_note:
         print(f"  {fast.precision_note}")
     answers = {}
@@ -229,8 +270,10 @@ def bench_model(name: str, device: torch.device, args, chosen, precision: str) -
         ratio = statistics.median(a / b for a, b in zip(naive_times, prepared_times))
         naive_rate = args.batch / statistics.median(naive_times)
         prepared_rate = args.batch / statistics.median(prepared_times)
-        print(f"{key:<10}{naive_rate:>13.1f}{prepared_rate:>16.1f}{ratio:>7.2f}×   "
-              f"{difference(key, *answers[key])}")
+        print(
+            f"{key:<10}{naive_rate:>13.1f}{prepared_rate:>16.1f}{ratio:>7.2f}×   "
+            f"{difference(key, *answers[key])}"
+        )
 
 
 def difference(key: str, naive: torch.Tensor, prepared: torch.Tensor) -> str:
@@ -240,7 +283,11 @@ def difference(key: str, naive: torch.Tensor, prepared: torch.Tensor) -> str:
     if key == "fgsm":
         text += f", {float((delta > 1e-6).float().mean()):.3%} of pixels differ"
     else:
-        same = (prepared.argmax(dim=1) == naive.argmax(dim=1)).float().mean() if key == "predict" else None
+        same = (
+            (prepared.argmax(dim=1) == naive.argmax(dim=1)).float().mean()
+            if key == "predict"
+            else None
+        )
         if same is not None:
             text += f", top-1 agrees on {float(same):.0%}"
     return text

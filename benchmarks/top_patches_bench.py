@@ -12,6 +12,7 @@ Each (model, mode) runs in a fresh process so that its peak RSS (ru_maxrss) is i
 memory, bare and scan interleaved round after round, the median of each.
 The data are imagenet-samples' 20 photos (or --data) listed over and over (a list file) up to --images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,16 @@ import time
 LAYERS = {"efficientnet_lite0": "_blocks.15", "resnet18": "layer4"}
 
 
-def one(model_name: str, mode: str, images: int, batch_size: int, workers: int, top: int,
-        device: str = "cpu", data: str = "imagenet-samples") -> dict:
+def one(
+    model_name: str,
+    mode: str,
+    images: int,
+    batch_size: int,
+    workers: int,
+    top: int,
+    device: str = "cpu",
+    data: str = "imagenet-samples",
+) -> dict:
     import torch
 
     from cnntool.core.data import BatchStream, open_data
@@ -52,13 +61,20 @@ def one(model_name: str, mode: str, images: int, batch_size: int, workers: int, 
     seconds = time.perf_counter() - start
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if loaded.device.type == "cuda" else None
     os.unlink(listing.name)
-    return {"model": model_name, "mode": mode, "images": images, "seconds": seconds,
-            "images_per_s": images / seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_gpu_mb": gpu_mb}
+    return {
+        "model": model_name,
+        "mode": mode,
+        "images": images,
+        "seconds": seconds,
+        "images_per_s": images / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": gpu_mb,
+    }
 
 
-def preloaded(model_name: str, images: int, batch_size: int, top: int, rounds: int, device: str,
-              data: str) -> dict:
+def preloaded(
+    model_name: str, images: int, batch_size: int, top: int, rounds: int, device: str, data: str
+) -> dict:
     """The compute overhead alone: batches decoded once and kept in memory (on the device),
     bare and scan interleaved round after round in one process; the median round of each."""
     import statistics
@@ -94,11 +110,26 @@ def preloaded(model_name: str, images: int, batch_size: int, top: int, rounds: i
     times = {"bare": [], "scan": []}
     for _ in range(rounds):
         times["bare"].append(timed(bare))
-        times["scan"].append(timed(lambda: scan(loaded.module, LAYERS[model_name], batches, units=None,
-                                                top=top, device=loaded.device)))
+        times["scan"].append(
+            timed(
+                lambda: scan(
+                    loaded.module,
+                    LAYERS[model_name],
+                    batches,
+                    units=None,
+                    top=top,
+                    device=loaded.device,
+                )
+            )
+        )
     bare_s, scan_s = statistics.median(times["bare"]), statistics.median(times["scan"])
-    return {"model": model_name, "images": count, "bare_img_s": count / bare_s,
-            "scan_img_s": count / scan_s, "ratio": bare_s / scan_s}
+    return {
+        "model": model_name,
+        "images": count,
+        "bare_img_s": count / bare_s,
+        "scan_img_s": count / scan_s,
+        "ratio": bare_s / scan_s,
+    }
 
 
 def main() -> None:
@@ -110,39 +141,91 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=9)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data", default="imagenet-samples", help="Images to list over and over.")
-    parser.add_argument("--preloaded", type=int, metavar="ROUNDS",
-                        help="Measure the compute overhead alone on in-memory batches, ROUNDS rounds.")
+    parser.add_argument(
+        "--preloaded",
+        type=int,
+        metavar="ROUNDS",
+        help="Measure the compute overhead alone on in-memory batches, ROUNDS rounds.",
+    )
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(*args.one, args.images[0], args.batch_size, args.workers, args.top,
-                             args.device, args.data)))
+        print(
+            json.dumps(
+                one(
+                    *args.one,
+                    args.images[0],
+                    args.batch_size,
+                    args.workers,
+                    args.top,
+                    args.device,
+                    args.data,
+                )
+            )
+        )
         return
     if args.preloaded:
         for model_name in args.models:
-            r = preloaded(model_name, args.images[0], args.batch_size, args.top, args.preloaded,
-                          args.device, args.data)
-            print(f"{model_name:20} {r['images']:6d} preloaded: bare {r['bare_img_s']:.1f} img/s, "
-                  f"scan {r['scan_img_s']:.1f} img/s, ratio {r['ratio']:.3f}", flush=True)
+            r = preloaded(
+                model_name,
+                args.images[0],
+                args.batch_size,
+                args.top,
+                args.preloaded,
+                args.device,
+                args.data,
+            )
+            print(
+                f"{model_name:20} {r['images']:6d} preloaded: bare {r['bare_img_s']:.1f} img/s, "
+                f"scan {r['scan_img_s']:.1f} img/s, ratio {r['ratio']:.3f}",
+                flush=True,
+            )
         return
-    print(f"{'model':20} {'images':>6} {'bare img/s':>10} {'scan img/s':>10} {'ratio':>6} "
-          f"{'bare MB':>8} {'scan MB':>8}")
+    print(
+        f"{'model':20} {'images':>6} {'bare img/s':>10} {'scan img/s':>10} {'ratio':>6} "
+        f"{'bare MB':>8} {'scan MB':>8}"
+    )
     for model_name in args.models:
         for images in args.images:
             rows = {}
             for mode in ("bare", "scan"):
-                out = subprocess.run([sys.executable, __file__, "--one", model_name, mode,
-                                      "--images", str(images), "--batch-size", str(args.batch_size),
-                                      "--workers", str(args.workers), "--top", str(args.top),
-                                      "--device", args.device, "--data", args.data],
-                                     capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--one",
+                        model_name,
+                        mode,
+                        "--images",
+                        str(images),
+                        "--batch-size",
+                        str(args.batch_size),
+                        "--workers",
+                        str(args.workers),
+                        "--top",
+                        str(args.top),
+                        "--device",
+                        args.device,
+                        "--data",
+                        args.data,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 rows[mode] = json.loads(out.stdout.splitlines()[-1])
             bare, scanned = rows["bare"], rows["scan"]
-            print(f"{model_name:20} {images:6d} {bare['images_per_s']:10.1f} {scanned['images_per_s']:10.1f} "
-                  f"{scanned['images_per_s'] / bare['images_per_s']:6.3f} {bare['peak_rss_mb']:8.0f} "
-                  f"{scanned['peak_rss_mb']:8.0f}"
-                  + (f" GPU MB bare {bare['peak_gpu_mb']:.0f} scan {scanned['peak_gpu_mb']:.0f}"
-                     if bare["peak_gpu_mb"] else ""), flush=True)
+            print(
+                f"{model_name:20} {images:6d} {bare['images_per_s']:10.1f} {scanned['images_per_s']:10.1f} "
+                f"{scanned['images_per_s'] / bare['images_per_s']:6.3f} {bare['peak_rss_mb']:8.0f} "
+                f"{scanned['peak_rss_mb']:8.0f}"
+                + (
+                    f" GPU MB bare {bare['peak_gpu_mb']:.0f} scan {scanned['peak_gpu_mb']:.0f}"
+                    if bare["peak_gpu_mb"]
+                    else ""
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

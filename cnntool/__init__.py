@@ -3,6 +3,7 @@
 The public Python API. Names are re-exported lazily so that `import cnntool` (and therefore
 `cnntool --help`) does not import torch.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """`python -m cnntool` runs the command line."""
+
 from cnntool.cli.main import main
 
 main()

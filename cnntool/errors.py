@@ -1,10 +1,11 @@
 """Every mistake a user can make becomes a CnnToolError: one clear sentence, exit code 1."""
+
 from __future__ import annotations
 
 import difflib
 import errno
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class CnnToolError(Exception):
@@ -78,7 +79,9 @@ def os_error_reason(exc: BaseException) -> str:
     return text[:1].lower() + text[1:]
 
 
-def os_error_sentence(exc: OSError, path: str | os.PathLike | None = None, action: str | None = None) -> str:
+def os_error_sentence(
+    exc: OSError, path: str | os.PathLike | None = None, action: str | None = None
+) -> str:
     """The one sentence for a failed file operation: 'cannot write out.npz: the disk is full
     (errno 28)'. `path` defaults to the exception's own file name; `action` to 'write' for the
     errnos only writing meets and 'open' for the others."""
@@ -89,7 +92,9 @@ def os_error_sentence(exc: OSError, path: str | os.PathLike | None = None, actio
     if path is None:
         where = ""  # a write to a stream: 'cannot write: the disk is full (errno 28)'
     else:
-        where = " " + (os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path))
+        where = " " + (
+            os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+        )
     code = f" (errno {exc.errno})" if exc.errno else ""
     return f"cannot {action}{where}: {os_error_reason(exc)}{code}"
 
@@ -110,7 +115,9 @@ def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]
     return hits
 
 
-def unknown_name(kind: str, name: str, candidates: Iterable[str], hint: str = "") -> UnknownNameError:
+def unknown_name(
+    kind: str, name: str, candidates: Iterable[str], hint: str = ""
+) -> UnknownNameError:
     """An UnknownNameError whose sentence names close matches (and where to look)."""
     matches = close_matches(name, candidates)
     msg = f"unknown {kind} '{name}'"

@@ -14,6 +14,7 @@ layer the way training goes wrong:
 - `broken_lenet5`: dead conv2 units and duplicated conv1 filters together.
 The network still runs and still classifies many digits: nothing but a look inside shows it.
 """
+
 import torch
 
 from cnntool.core.zoo import load_builtin

@@ -9,6 +9,7 @@ kind of bug that trains "almost fine" and that no shape check catches. With β =
 invisible, which is why gradcheck checks at the model's real parameter values. Whole-model
 mode sees every tensor upstream of the bug go wrong; --per-layer names the two activations.
 """
+
 import torch
 from torch import nn
 

@@ -11,6 +11,7 @@ and compares.
 
     .venv/bin/python scripts/make_spectrum.py [-o cnntool/data/natural_spectrum.npy]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,12 @@ from cnntool.core.preprocessing import Preprocessing  # noqa: E402
 from cnntool.core.samples import imagenet_samples, photos  # noqa: E402
 from cnntool.tasks.maximize.spectrum import SPECTRUM_SIZE, fold_quadrant, spectrum_of  # noqa: E402
 
-DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "cnntool", "data", "natural_spectrum.npy")
+DEFAULT_OUTPUT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "cnntool",
+    "data",
+    "natural_spectrum.npy",
+)
 
 
 def photo_paths() -> list[str]:
@@ -39,8 +44,9 @@ def photo_paths() -> list[str]:
 
 def natural_spectrum(paths: list[str]) -> np.ndarray:
     """The float16 quadrant (3, 129, 129) of the mean magnitude of `paths`, peak 1."""
-    crop = Preprocessing(crop=(SPECTRUM_SIZE, SPECTRUM_SIZE), resize=SPECTRUM_SIZE,
-                         interpolation="bicubic")
+    crop = Preprocessing(
+        crop=(SPECTRUM_SIZE, SPECTRUM_SIZE), resize=SPECTRUM_SIZE, interpolation="bicubic"
+    )
     images = (crop.to_pixels(load_image(path))[None] for path in paths)
     quadrant = fold_quadrant(spectrum_of(images, decorrelate=True, window=True).double())
     return (quadrant / quadrant.max()).numpy().astype(np.float16)

@@ -3,6 +3,7 @@ tests/test_hooks.py (the rules) and tests/test_projection.py (the projections bu
 seeded torchvision models, a tolerance relative to the largest magnitude, captum's expected
 warnings silenced, and a hand-written autograd function swapped in for F.relu / F.hardtanh
 (where captum silently falls back to the plain gradient)."""
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,15 @@ class HandSwapped(torch.autograd.Function):
 def hand_swapped(monkeypatch, rule):
     """Swap the functions torchvision's GoogLeNet (F.relu) and MobileNetV2 (ReLU6 ->
     F.hardtanh) call for the hand-written reference."""
-    monkeypatch.setattr(torch.nn.functional, "relu",
-                        lambda input, inplace=False: HandSwapped.apply(input, 0.0, math.inf, rule))
-    monkeypatch.setattr(torch.nn.functional, "hardtanh",
-                        lambda input, min_val=-1.0, max_val=1.0, inplace=False:
-                        HandSwapped.apply(input, min_val, max_val, rule))
+    monkeypatch.setattr(
+        torch.nn.functional,
+        "relu",
+        lambda input, inplace=False: HandSwapped.apply(input, 0.0, math.inf, rule),
+    )
+    monkeypatch.setattr(
+        torch.nn.functional,
+        "hardtanh",
+        lambda input, min_val=-1.0, max_val=1.0, inplace=False: HandSwapped.apply(
+            input, min_val, max_val, rule
+        ),
+    )

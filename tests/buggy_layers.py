@@ -8,6 +8,7 @@ Every factory returns a seeded 1x8x8 -> 10 network whose `preprocessing` gives i
 
 fc1, act and square are the hand-written layers; each bug sits in exactly one of them.
 """
+
 import torch
 from torch import nn
 

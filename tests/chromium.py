@@ -4,6 +4,7 @@ no network, as a user opens them. Import the fixtures (`browser`, `tab`) into a 
 use them; one browser serves a whole module. Without Chromium (`apt-get install chromium`;
 CNNTOOL_CHROMIUM names another) the tests that ask for it are skipped with that reason, except
 under CI=true, where they fail instead."""
+
 from __future__ import annotations
 
 import io
@@ -17,8 +18,16 @@ import pytest
 from PIL import Image
 
 CHROMIUM = os.environ.get("CNNTOOL_CHROMIUM", "/usr/bin/chromium")  # another Chromium: set this
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 MAP_BACKGROUND = (0x0F, 0x11, 0x16)
 
 
@@ -44,8 +53,12 @@ def browser(tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh --user-data-dir
     with sync_playwright() as driver:
         context = driver.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS,
-            viewport={"width": 1400, "height": 900})
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 1400, "height": 900},
+        )
         try:
             yield context
         finally:
@@ -57,7 +70,10 @@ class Tab:
 
     def __init__(self, page):
         self.page, self.errors = page, []
-        page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
+        page.on(
+            "console",
+            lambda message: self.errors.append(message.text) if message.type == "error" else None,
+        )
         page.on("pageerror", lambda error: self.errors.append(str(error)))
 
     def open(self, path: Path) -> None:
@@ -72,9 +88,12 @@ class Tab:
             }
             window.scrollTo(0, 0);
         }""")
-        self.page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=20_000)
+        self.page.wait_for_function(
+            "Array.from(document.images).every(i => i.complete)", timeout=20_000
+        )
         return self.page.evaluate(
-            "Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.getAttribute('src'))")
+            "Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.getAttribute('src'))"
+        )
 
 
 @pytest.fixture
@@ -115,7 +134,9 @@ def crawl(tab: Tab, root: Path) -> set[Path]:
         tab.open(page)
         broken = tab.load_images()
         assert not broken, f"{page.relative_to(root)}: images that do not load: {broken}"
-        for url in tab.page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"):
+        for url in tab.page.evaluate(
+            "Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
+        ):
             target = as_file(url)
             assert target is not None, f"{page.relative_to(root)} links outside the site: {url}"
             assert target.is_file(), f"{page.relative_to(root)}: dead link {url}"

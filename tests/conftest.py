@@ -4,6 +4,7 @@ Markers (registered in pyproject.toml): `slow` (over ~10 s on 2 CPU cores), `tor
 (launches torch.distributed.run), `browser` (headless Chromium). `make test` runs them all;
 `pytest -m "not slow and not torchrun"` is the quick loop while editing.
 """
+
 import os
 import sys
 

@@ -2,6 +2,7 @@
 
 Logits are (mean alpha, 1 − mean alpha): class 0 `opaque` for an opaque image, class 1
 `transparent` for a transparent one, whatever the colours show."""
+
 import torch
 from torch import nn
 

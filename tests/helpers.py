@@ -3,6 +3,7 @@
 The `cnntool` and `torchrun` fixtures in conftest.py hand these runners to tests; module-scoped
 fixtures and other helpers may build one directly with `CnnTool()`.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,17 +48,33 @@ class CnnTool:
     env: dict[str, str] = field(default_factory=cli_env)
     timeout: float = 300
 
-    def __call__(self, *args, stdin: str | None = None, threads: int | None = None,
-                 cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    def __call__(
+        self,
+        *args,
+        stdin: str | None = None,
+        threads: int | None = None,
+        cwd: str | os.PathLike | None = None,
+    ) -> subprocess.CompletedProcess:
         return self._run([sys.executable, "-m", "cnntool"], args, stdin, threads, cwd)
 
-    def torchrun(self, *args, nproc: int = 2, cwd: str | os.PathLike | None = None
-                 ) -> subprocess.CompletedProcess:
+    def torchrun(
+        self, *args, nproc: int = 2, cwd: str | os.PathLike | None = None
+    ) -> subprocess.CompletedProcess:
         """`python -m torch.distributed.run --nproc_per_node NPROC -m cnntool ARGS` on this
         machine (gloo on the CPU), one thread per rank; rank 0's stdout is what it prints."""
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                    "-m", "cnntool"]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "cnntool",
+        ]
         return self._run(launcher, args, None, 1, cwd)
 
     def python(self, code: str) -> subprocess.CompletedProcess:
@@ -66,8 +83,15 @@ class CnnTool:
 
     def _run(self, command, args, stdin, threads, cwd) -> subprocess.CompletedProcess:
         env = self.env if threads is None else {**self.env, "OMP_NUM_THREADS": str(threads)}
-        return subprocess.run([*command, *map(str, args)], capture_output=True, text=True,
-                              input=stdin, env=env, timeout=self.timeout, cwd=cwd)
+        return subprocess.run(
+            [*command, *map(str, args)],
+            capture_output=True,
+            text=True,
+            input=stdin,
+            env=env,
+            timeout=self.timeout,
+            cwd=cwd,
+        )
 
 
 def same_records(a, b, *, rel: float, abs: float) -> bool:

@@ -6,6 +6,7 @@ pooling, and a classifier whose logit "bright" is 2 × unit 0 and logit "dark" 2
 On a uniform grey image of level p, unit 0 is max(p − 0.5, 0) at every position, unit 1 is
 max(0.5 − p, 0), and the prediction is "bright" exactly when p > 0.5.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +34,9 @@ class BrightNet(nn.Module):
         with torch.no_grad():
             self.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
             self.conv.bias.copy_(torch.tensor([-0.5, 0.5]))
-            self.fc.weight.copy_(torch.tensor([[0.0, 2.0], [2.0, 0.0]]))  # dark <- unit 1, bright <- unit 0
+            self.fc.weight.copy_(
+                torch.tensor([[0.0, 2.0], [2.0, 0.0]])
+            )  # dark <- unit 1, bright <- unit 0
             self.fc.bias.zero_()
 
     def forward(self, x):

@@ -1,5 +1,6 @@
 """Hand-set user models for the own-model tests: loaded as `tests.own_models:NAME` (this module is
 imported by the tests first, so no --trust-code is needed) or saved to checkpoints."""
+
 import torch
 from torch import nn
 

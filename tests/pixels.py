@@ -10,6 +10,7 @@ the checks here read pixels, never only a file's existence or size:
   sub-pixel position matplotlib draws it at;
 - `colour_mask` and `marks` find plotted marks by their colour.
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,7 +56,9 @@ def marks(mask: np.ndarray, core: int = 5) -> list[tuple[float, float]]:
 def low_res(pixels: np.ndarray, size: int = 25) -> np.ndarray:
     """`pixels` averaged down to size×size (float): to compare pictures drawn at slightly
     different scales or offsets."""
-    small = Image.fromarray(np.asarray(pixels, dtype=np.uint8)).resize((size, size), Image.Resampling.BOX)
+    small = Image.fromarray(np.asarray(pixels, dtype=np.uint8)).resize(
+        (size, size), Image.Resampling.BOX
+    )
     return np.asarray(small, dtype=np.float64)
 
 
@@ -90,20 +93,23 @@ def find(pixels: np.ndarray, pattern: np.ndarray, tolerance: int = 0) -> list[tu
     order = np.argsort(brightness, kind="stable")
     anchors = list(zip(*np.unravel_index(np.concatenate([order[:6], order[-4:]]), (h, w))))
     y, x = anchors[0]
-    first = (np.abs(image[y:y + height - h + 1, x:x + width - w + 1] - patch[y, x]) <= tolerance)
+    first = np.abs(image[y : y + height - h + 1, x : x + width - w + 1] - patch[y, x]) <= tolerance
     ys, xs = np.nonzero(first.all(-1))
     for y, x in anchors[1:]:
         keep = (np.abs(image[ys + y, xs + x] - patch[y, x]) <= tolerance).all(-1)
         ys, xs = ys[keep], xs[keep]
-    return [(int(x), int(y)) for y, x in zip(ys, xs)
-            if np.abs(image[y:y + h, x:x + w] - patch).max() <= tolerance]
+    return [
+        (int(x), int(y))
+        for y, x in zip(ys, xs)
+        if np.abs(image[y : y + h, x : x + w] - patch).max() <= tolerance
+    ]
 
 
 def _ink(canvas: np.ndarray, background) -> np.ndarray:
     """`canvas` cropped to the pixels that differ from `background`."""
     ys, xs = np.nonzero((canvas != np.array(background, dtype=canvas.dtype)).any(-1))
     assert len(xs), "nothing was drawn"
-    return canvas[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    return canvas[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
 
 
 @functools.cache
@@ -117,7 +123,9 @@ def label_pixels(text: str, fill=(0, 0, 0), background=WHITE) -> np.ndarray:
     return _ink(np.asarray(canvas), background)
 
 
-def find_label(pixels: np.ndarray, text: str, fill=(0, 0, 0), background=WHITE) -> list[tuple[int, int]]:
+def find_label(
+    pixels: np.ndarray, text: str, fill=(0, 0, 0), background=WHITE
+) -> list[tuple[int, int]]:
     """Where PIL drew `text` in `pixels`: top-left corners of its ink, exact matches only."""
     return find(pixels, label_pixels(text, fill, background))
 
@@ -137,15 +145,20 @@ def _plot_texts(text: str, fontsize: float) -> tuple[np.ndarray, ...]:
     figure = Figure(figsize=(width / 100, height / 100), dpi=100)
     canvas = FigureCanvasAgg(figure)
     for n, (dx, dy) in enumerate(_OFFSETS):  # figure coordinates count from the bottom
-        figure.text((10 + dx) / width, (height - (n + 1) * row + row / 3 + dy) / height, text,
-                    fontsize=fontsize)
+        figure.text(
+            (10 + dx) / width,
+            (height - (n + 1) * row + row / 3 + dy) / height,
+            text,
+            fontsize=fontsize,
+        )
     canvas.draw()
     drawn = np.asarray(canvas.buffer_rgba())[..., :3]
-    return tuple(_ink(drawn[n * row:(n + 1) * row], WHITE) for n in range(len(_OFFSETS)))
+    return tuple(_ink(drawn[n * row : (n + 1) * row], WHITE) for n in range(len(_OFFSETS)))
 
 
-def find_plot_text(pixels: np.ndarray, text: str, fontsize: float = 10,
-                   tolerance: int = 64) -> tuple[int, int] | None:
+def find_plot_text(
+    pixels: np.ndarray, text: str, fontsize: float = 10, tolerance: int = 64
+) -> tuple[int, int] | None:
     """Where matplotlib drew `text` (default font, black, `fontsize` points at 100 dpi) in
     `pixels`, or None. matplotlib places text at fractions of a pixel, which changes its
     anti-aliasing, so the text is rendered at 8×4 sub-pixel offsets and each is searched with
@@ -170,8 +183,16 @@ def _grid_rows(style) -> tuple[int, int, int]:
     return style.gap, style.label_height, style.title_height
 
 
-def grid_cells(pixels: np.ndarray, cell: tuple[int, int], count: int, columns: int, *,
-               labelled: bool = True, titled: bool = True, style=None) -> list[tuple[np.ndarray, np.ndarray]]:
+def grid_cells(
+    pixels: np.ndarray,
+    cell: tuple[int, int],
+    count: int,
+    columns: int,
+    *,
+    labelled: bool = True,
+    titled: bool = True,
+    style=None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first `count` cells of a grid image, row by row: (tile pixels, label-row pixels),
     for cells of `cell` = (width, height) px."""
     gap, label_row, title_row = _grid_rows(style)
@@ -182,13 +203,24 @@ def grid_cells(pixels: np.ndarray, cell: tuple[int, int], count: int, columns: i
     for n in range(count):
         row, column = divmod(n, columns)
         x, y = gap + column * (width + gap), top + row * (height + label + gap)
-        cells.append((pixels[y:y + height, x:x + width],
-                      pixels[y + height:y + height + label, x:x + width]))
+        cells.append(
+            (
+                pixels[y : y + height, x : x + width],
+                pixels[y + height : y + height + label, x : x + width],
+            )
+        )
     return cells
 
 
-def grid_size(cell: tuple[int, int], count: int, columns: int, *, labelled: bool = True,
-              titled: bool = True, style=None) -> tuple[int, int]:
+def grid_size(
+    cell: tuple[int, int],
+    count: int,
+    columns: int,
+    *,
+    labelled: bool = True,
+    titled: bool = True,
+    style=None,
+) -> tuple[int, int]:
     """(width, height) of a grid of `count` cells in `columns` (before a long title widens it)."""
     gap, label_row, title_row = _grid_rows(style)
     rows = -(-count // columns)
@@ -199,6 +231,7 @@ def grid_size(cell: tuple[int, int], count: int, columns: int, *, labelled: bool
 
 
 # io/figure_style.py's figures (filters, activations, deconv): DejaVu Sans, frames, colour bars
+
 
 def styled_text_pixels(text: str, size: int, bold: bool = False) -> np.ndarray:
     """`text` as io/figure_style draws it (DejaVu Sans at `size` px, black on white), cropped
@@ -212,7 +245,9 @@ def styled_text_pixels(text: str, size: int, bold: bool = False) -> np.ndarray:
     return _ink(np.asarray(canvas), WHITE)
 
 
-def find_styled_text(pixels: np.ndarray, text: str, size: int, bold: bool = False) -> list[tuple[int, int]]:
+def find_styled_text(
+    pixels: np.ndarray, text: str, size: int, bold: bool = False
+) -> list[tuple[int, int]]:
     """Where `text` was drawn in DejaVu Sans at `size` px (anti-aliasing allowed for)."""
     return find(pixels, styled_text_pixels(text, size, bold), tolerance=40)
 
@@ -223,7 +258,9 @@ def ink_height(pixels: np.ndarray) -> int:
     return int(rows.max() - rows.min() + 1) if rows.size else 0
 
 
-def colour_bars(pixels: np.ndarray, cmap: str, min_length: int = 60, tolerance: int = 4) -> list[tuple[int, int, int]]:
+def colour_bars(
+    pixels: np.ndarray, cmap: str, min_length: int = 60, tolerance: int = 4
+) -> list[tuple[int, int, int]]:
     """Vertical colour bars of matplotlib colour map `cmap` in `pixels`: (x, top, bottom) of
     each column holding a run of at least `min_length` px whose colours all lie on the map,
     stepping monotonically from its top end (≥ 97% of the map) down to its bottom end
@@ -244,7 +281,9 @@ def colour_bars(pixels: np.ndarray, cmap: str, min_length: int = 60, tolerance: 
             if stop - start < min_length:
                 continue
             values = index[start:stop]
-            smooth = len(np.unique(values)) >= 0.5 * min(stop - start, 256)  # a ramp, not two blocks
+            smooth = len(np.unique(values)) >= 0.5 * min(
+                stop - start, 256
+            )  # a ramp, not two blocks
             if values[0] >= 248 and values[-1] <= 8 and (np.diff(values) <= 0).all() and smooth:
                 found.append((x, start, stop))
     return found

@@ -16,6 +16,7 @@ photos, so that every number and picture on the pages is measured, not invented:
   backprop gives for a single linear + ReLU unit at its strongest position).
 Each unit's top patches are one per image, the image's strongest position (as in R-CNN).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,9 +30,24 @@ from cnntool.io.grids import grid, side_by_side, symmetric_scale
 from cnntool.io.overlays import projection_image
 from cnntool.io.site import layout
 from cnntool.io.site.images import atlas_slot, save_jpeg, save_patch, save_source, write_atlases
-from cnntool.io.site.model import (Attack, Correlated, DataCard, Embedding, Finding, Histogram, LayerPage,
-                                   LayerSummary, ModelCard, Patch, Point, Site, Triptych, Unit, UnitStats,
-                                   Vote)
+from cnntool.io.site.model import (
+    Attack,
+    Correlated,
+    DataCard,
+    Embedding,
+    Finding,
+    Histogram,
+    LayerPage,
+    LayerSummary,
+    ModelCard,
+    Patch,
+    Point,
+    Site,
+    Triptych,
+    Unit,
+    UnitStats,
+    Vote,
+)
 
 CROP = 64
 CROPS_PER_PHOTO = 20
@@ -45,8 +61,8 @@ class FixtureSite:
     root: Path
     site: Site
     pages: tuple[LayerPage, ...]
-    crops: tuple[str, ...]        # the data: paths of the crop files
-    labels: np.ndarray            # photo index of each crop
+    crops: tuple[str, ...]  # the data: paths of the crop files
+    labels: np.ndarray  # photo index of each crop
     thumbnails: tuple[Image.Image, ...]
 
 
@@ -59,7 +75,9 @@ def load_crops(folder: Path, seed: int = 0) -> tuple[list[str], np.ndarray, list
         names.append(name)
         image = Image.open(source).convert("RGB")
         scale = 160 / min(image.size)
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+        image = image.resize(
+            (round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC
+        )
         for i in range(CROPS_PER_PHOTO):
             x = int(rng.integers(0, image.width - CROP + 1))
             y = int(rng.integers(0, image.height - CROP + 1))
@@ -73,15 +91,22 @@ def load_crops(folder: Path, seed: int = 0) -> tuple[list[str], np.ndarray, list
     return paths, np.array(labels), names, np.stack(pixels)
 
 
-def principal_filters(images: np.ndarray, size: int, count: int, rng, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def principal_filters(
+    images: np.ndarray, size: int, count: int, rng, step: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """The `count` leading principal components of random size×size patches, (count, size, size, 3)
     with unit norm, and the mean patch. With `step` > 1 the components are found on patches
     subsampled by `step` and enlarged back (a 24×24 filter from 12×12 components: 432 dimensions
     instead of 1,728, and as smooth)."""
     n, height, width, _ = images.shape
-    picks = zip(rng.integers(0, n, 4000), rng.integers(0, height - size + 1, 4000),
-                rng.integers(0, width - size + 1, 4000))
-    sample = np.stack([images[i, y:y + size:step, x:x + size:step].reshape(-1) for i, y, x in picks])
+    picks = zip(
+        rng.integers(0, n, 4000),
+        rng.integers(0, height - size + 1, 4000),
+        rng.integers(0, width - size + 1, 4000),
+    )
+    sample = np.stack(
+        [images[i, y : y + size : step, x : x + size : step].reshape(-1) for i, y, x in picks]
+    )
     mean = sample.mean(axis=0)
     centred = sample - mean
     _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
@@ -97,13 +122,22 @@ def principal_filters(images: np.ndarray, size: int, count: int, rng, step: int 
 def unit_stats(values: np.ndarray) -> tuple[UnitStats, Histogram]:
     """Diagnose's figures for one unit's samples (every image and position)."""
     n = values.size
-    mean, mean_sq = float(values.mean()), float((values ** 2).mean())
-    sparsity = (1 - mean ** 2 / mean_sq) / (1 - 1 / n) if mean_sq > 0 else None
+    mean, mean_sq = float(values.mean()), float((values**2).mean())
+    sparsity = (1 - mean**2 / mean_sq) / (1 - 1 / n) if mean_sq > 0 else None
     counts, edges = np.histogram(values, bins=40)
     dead = bool(values.max() <= 0)
-    return (UnitStats(mean=mean, max=float(values.max()), lifetime_sparsity=None if dead else sparsity,
-                      active=float((values > 0).mean()), dead=dead, constant=False, saturated=False),
-            Histogram(edges=tuple(float(e) for e in edges), counts=tuple(int(c) for c in counts)))
+    return (
+        UnitStats(
+            mean=mean,
+            max=float(values.max()),
+            lifetime_sparsity=None if dead else sparsity,
+            active=float((values > 0).mean()),
+            dead=dead,
+            constant=False,
+            saturated=False,
+        ),
+        Histogram(edges=tuple(float(e) for e in edges), counts=tuple(int(c) for c in counts)),
+    )
 
 
 def correlations(samples: np.ndarray) -> np.ndarray:
@@ -112,9 +146,19 @@ def correlations(samples: np.ndarray) -> np.ndarray:
         return np.corrcoef(samples, rowvar=False)
 
 
-def build_layer(root: Path, name: str, maps: np.ndarray, crops: list[str], images: np.ndarray, *,
-                field: int | None, jump: int, visualizations: list[Image.Image],
-                projections=None, votes=None) -> tuple[LayerPage, float | None]:
+def build_layer(
+    root: Path,
+    name: str,
+    maps: np.ndarray,
+    crops: list[str],
+    images: np.ndarray,
+    *,
+    field: int | None,
+    jump: int,
+    visualizations: list[Image.Image],
+    projections=None,
+    votes=None,
+) -> tuple[LayerPage, float | None]:
     """maps: (N, rows, cols, units) activations; returns the page and the layer's mean |r|."""
     n, rows, cols, units = maps.shape
     samples = maps.reshape(-1, units)
@@ -122,7 +166,7 @@ def build_layer(root: Path, name: str, maps: np.ndarray, crops: list[str], image
     off_diagonal = np.abs(r[~np.eye(units, dtype=bool)])
     mean_abs_r = float(np.nanmean(off_diagonal)) if np.isfinite(off_diagonal).any() else None
     per_image = maps.reshape(n, rows * cols, units)
-    best_position = per_image.argmax(axis=1)                  # (N, units)
+    best_position = per_image.argmax(axis=1)  # (N, units)
     best_value = per_image.max(axis=1)
     result = []
     for u in range(units):
@@ -131,7 +175,11 @@ def build_layer(root: Path, name: str, maps: np.ndarray, crops: list[str], image
         patches = []
         for rank, index in enumerate(order):
             row, col = divmod(int(best_position[index, u]), cols)
-            box = (0, 0, CROP, CROP) if field is None else (col * jump, row * jump, col * jump + field, row * jump + field)
+            box = (
+                (0, 0, CROP, CROP)
+                if field is None
+                else (col * jump, row * jump, col * jump + field, row * jump + field)
+            )
             source = Image.open(crops[index])
             patch_path = layout.patch_image(name, u, rank)
             save_patch(source, box, root / patch_path)
@@ -140,20 +188,43 @@ def build_layer(root: Path, name: str, maps: np.ndarray, crops: list[str], image
             projection = None
             if projections is not None:
                 projection = layout.projection_image(name, u, rank)
-                save_jpeg(projections(u, images[index], box).resize((96, 96), Image.Resampling.NEAREST),
-                          root / projection)
-            patches.append(Patch(image=patch_path, value=float(best_value[index, u]), source_index=int(index),
-                                 source_path=crops[index], box=box, source_image=source_path,
-                                 source_size=size, projection=projection))
+                save_jpeg(
+                    projections(u, images[index], box).resize((96, 96), Image.Resampling.NEAREST),
+                    root / projection,
+                )
+            patches.append(
+                Patch(
+                    image=patch_path,
+                    value=float(best_value[index, u]),
+                    source_index=int(index),
+                    source_path=crops[index],
+                    box=box,
+                    source_image=source_path,
+                    source_size=size,
+                    projection=projection,
+                )
+            )
         neighbours = [(v, float(r[u, v])) for v in range(units) if v != u and np.isfinite(r[u, v])]
         neighbours.sort(key=lambda item: -abs(item[1]))
         fv_path = layout.visualization_image(name, u)
         save_jpeg(visualizations[u], root / fv_path)
-        result.append(Unit(index=u, patches=tuple(patches), stats=stats, histogram=histogram,
-                           correlated=tuple(Correlated(v, c) for v, c in neighbours[:4]),
-                           votes=votes(u, stats) if votes else (), visualization=fv_path))
-    return LayerPage(name=name, top=TOP, units=tuple(result),
-                     histogram_of="activation at every position" if field else "activation per image"), mean_abs_r
+        result.append(
+            Unit(
+                index=u,
+                patches=tuple(patches),
+                stats=stats,
+                histogram=histogram,
+                correlated=tuple(Correlated(v, c) for v, c in neighbours[:4]),
+                votes=votes(u, stats) if votes else (),
+                visualization=fv_path,
+            )
+        )
+    return LayerPage(
+        name=name,
+        top=TOP,
+        units=tuple(result),
+        histogram_of="activation at every position" if field else "activation per image",
+    ), mean_abs_r
 
 
 def filter_tile(weights: np.ndarray) -> np.ndarray:
@@ -162,7 +233,9 @@ def filter_tile(weights: np.ndarray) -> np.ndarray:
 
 def enlarge(tile: np.ndarray, side: int = 112, smooth: bool = False) -> Image.Image:
     image = Image.fromarray(np.clip(np.rint(tile * 255), 0, 255).astype(np.uint8))
-    return image.resize((side, side), Image.Resampling.BICUBIC if smooth else Image.Resampling.NEAREST)
+    return image.resize(
+        (side, side), Image.Resampling.BICUBIC if smooth else Image.Resampling.NEAREST
+    )
 
 
 class PcaNet:
@@ -185,7 +258,9 @@ class PcaNet:
 
         conv1 = F.relu(F.conv2d(x, self.w1, self.b1))
         block2 = F.relu(F.conv2d(x, self.w2, self.b2, stride=8))
-        pooled = torch.cat([conv1.mean(dim=(2, 3)), block2.mean(dim=(2, 3)), x.mean(dim=(2, 3))], dim=1)
+        pooled = torch.cat(
+            [conv1.mean(dim=(2, 3)), block2.mean(dim=(2, 3)), x.mean(dim=(2, 3))], dim=1
+        )
         return conv1, block2, pooled
 
     def fc(self, pooled):
@@ -218,8 +293,8 @@ def build_site(root: Path, data_folder: Path, seed: int = 0) -> FixtureSite:
     net = PcaNet(w1, b1, w2, b2, None, 0.0, 1.0, None)
     with torch.no_grad():
         conv1_t, block2_t, pooled_t = net.features(x)
-    conv1 = conv1_t.permute(0, 2, 3, 1).numpy()                       # (N, 58, 58, 8)
-    block2 = block2_t.permute(0, 2, 3, 1).numpy()                     # (N, 6, 6, 8)
+    conv1 = conv1_t.permute(0, 2, 3, 1).numpy()  # (N, 58, 58, 8)
+    block2 = block2_t.permute(0, 2, 3, 1).numpy()  # (N, 6, 6, 8)
     pooled = pooled_t.numpy()
 
     # fc: the standardized pooled features onto the class centroids and 3 random directions,
@@ -229,22 +304,27 @@ def build_site(root: Path, data_folder: Path, seed: int = 0) -> FixtureSite:
     centroids = np.stack([z[labels == c].mean(axis=0) for c in range(classes)])
     w3 = np.concatenate([centroids, rng.standard_normal((3, z.shape[1]))]).astype(np.float32)
     w3 /= np.linalg.norm(w3, axis=1, keepdims=True)
-    fc = np.maximum(z @ w3.T, 0.0)                                   # (N, 12)
+    fc = np.maximum(z @ w3.T, 0.0)  # (N, 12)
     design = np.concatenate([fc, np.ones((n, 1))], axis=1)
-    v = np.linalg.solve(design.T @ design + 0.1 * np.eye(design.shape[1]), design.T @ np.eye(classes)[labels])
+    v = np.linalg.solve(
+        design.T @ design + 0.1 * np.eye(design.shape[1]), design.T @ np.eye(classes)[labels]
+    )
     predictions = (design @ v).argmax(axis=1)
     accuracy = float((predictions == labels).mean())
     net = PcaNet(w1, b1, w2, b2, w3, torch.from_numpy(mean), torch.from_numpy(std), v)
 
     conv1_fv = [enlarge(filter_tile(w1[u])) for u in range(8)]
     block2_fv = [enlarge(filter_tile(w2[u]), smooth=True) for u in range(8)]
-    fc_fv = [enlarge(images[np.argsort(-fc[:, u], kind="stable")[:TOP]].mean(axis=0), smooth=True)
-             for u in range(12)]
+    fc_fv = [
+        enlarge(images[np.argsort(-fc[:, u], kind="stable")[:TOP]].mean(axis=0), smooth=True)
+        for u in range(12)
+    ]
 
     def gradient_times_input(weights):
         def projection(u, image, box):
             x0, y0, x1, y1 = box
             return projection_image((image[y0:y1, x0:x1] * weights[u]).transpose(2, 0, 1), "guided")
+
         return projection
 
     def votes(u, stats):
@@ -253,17 +333,29 @@ def build_site(root: Path, data_folder: Path, seed: int = 0) -> FixtureSite:
 
     pages, mean_r = [], {}
     for name, maps, field, jump, fv, projections, vote in (
-            ("conv1", conv1, 7, 1, conv1_fv, gradient_times_input(w1), None),
-            ("block2", block2, 24, 8, block2_fv, gradient_times_input(w2), None),
-            ("fc", fc[:, None, None, :], None, 1, fc_fv, None, votes)):
-        page, mean_r[name] = build_layer(root, name, maps, crops, images, field=field, jump=jump,
-                                         visualizations=fv, projections=projections, votes=vote)
+        ("conv1", conv1, 7, 1, conv1_fv, gradient_times_input(w1), None),
+        ("block2", block2, 24, 8, block2_fv, gradient_times_input(w2), None),
+        ("fc", fc[:, None, None, :], None, 1, fc_fv, None, votes),
+    ):
+        page, mean_r[name] = build_layer(
+            root,
+            name,
+            maps,
+            crops,
+            images,
+            field=field,
+            jump=jump,
+            visualizations=fv,
+            projections=projections,
+            votes=vote,
+        )
         pages.append(page)
 
     filters_path = layout.filters_image("conv1")
     (root / filters_path).parent.mkdir(parents=True, exist_ok=True)
-    grid([filter_tile(w1[u]) for u in range(8)], [str(u) for u in range(8)], columns=8,
-         tile_size=42).save(root / filters_path)
+    grid(
+        [filter_tile(w1[u]) for u in range(8)], [str(u) for u in range(8)], columns=8, tile_size=42
+    ).save(root / filters_path)
 
     def share_dead(page):
         return sum(u.stats.dead for u in page.units) / len(page.units)
@@ -272,50 +364,143 @@ def build_site(root: Path, data_folder: Path, seed: int = 0) -> FixtureSite:
         return tuple(u.patches[0].image for u in page.units if u.patches and not u.stats.dead)[:6]
 
     summaries = (
-        LayerSummary("conv1", "Conv2d", (8, 58, 58), 8 * 147 + 8, 58 * 58 * 147 * 8, 7, 1, 8,
-                     share_dead(pages[0]), 0.0, mean_r["conv1"], filters_image=filters_path, preview=preview(pages[0])),
-        LayerSummary("block2", "Conv2d", (8, 6, 6), 8 * 1728 + 8, 36 * 1728 * 8, 24, 8, 8,
-                     share_dead(pages[1]), 0.0, mean_r["block2"], preview=preview(pages[1])),
-        LayerSummary("fc", "Linear", (12,), 12 * 19, 12 * 19, None, None, 12,
-                     share_dead(pages[2]), 0.0, mean_r["fc"], preview=preview(pages[2])),
-        LayerSummary("classifier", "Linear", (classes,), 13 * classes, 12 * classes, None, None, classes,
-                     None, None, None, page=False),
+        LayerSummary(
+            "conv1",
+            "Conv2d",
+            (8, 58, 58),
+            8 * 147 + 8,
+            58 * 58 * 147 * 8,
+            7,
+            1,
+            8,
+            share_dead(pages[0]),
+            0.0,
+            mean_r["conv1"],
+            filters_image=filters_path,
+            preview=preview(pages[0]),
+        ),
+        LayerSummary(
+            "block2",
+            "Conv2d",
+            (8, 6, 6),
+            8 * 1728 + 8,
+            36 * 1728 * 8,
+            24,
+            8,
+            8,
+            share_dead(pages[1]),
+            0.0,
+            mean_r["block2"],
+            preview=preview(pages[1]),
+        ),
+        LayerSummary(
+            "fc",
+            "Linear",
+            (12,),
+            12 * 19,
+            12 * 19,
+            None,
+            None,
+            12,
+            share_dead(pages[2]),
+            0.0,
+            mean_r["fc"],
+            preview=preview(pages[2]),
+        ),
+        LayerSummary(
+            "classifier",
+            "Linear",
+            (classes,),
+            13 * classes,
+            12 * classes,
+            None,
+            None,
+            classes,
+            None,
+            None,
+            None,
+            page=False,
+        ),
     )
     params = sum(s.params for s in summaries)
     findings = [
-        Finding("warning", "conv1", f"1 of 8 units (12.5%) never > 0 over {n} images ({n * 58 * 58:,} samples; "
-                f"threshold 10%): unit {DEAD_UNIT}", "bad training: many hidden units ignore the input",
-                f"cnntool visualize top-patches MODEL DATA --layer conv1 --units {DEAD_UNIT}"),
-        Finding("info", None, f"the model has {params:,} parameters (< 50,000)",
-                "compute flops and nr. params -> if too small, make net larger", "cnntool profile MODEL"),
+        Finding(
+            "warning",
+            "conv1",
+            f"1 of 8 units (12.5%) never > 0 over {n} images ({n * 58 * 58:,} samples; "
+            f"threshold 10%): unit {DEAD_UNIT}",
+            "bad training: many hidden units ignore the input",
+            f"cnntool visualize top-patches MODEL DATA --layer conv1 --units {DEAD_UNIT}",
+        ),
+        Finding(
+            "info",
+            None,
+            f"the model has {params:,} parameters (< 50,000)",
+            "compute flops and nr. params -> if too small, make net larger",
+            "cnntool profile MODEL",
+        ),
     ]
     if mean_r["fc"] is not None and mean_r["fc"] >= 0.5:
-        findings.append(Finding("warning", "fc", f"mean |r| {mean_r['fc']:.2f} between units (threshold 0.5)",
-                                "feature maps need to be uncorrelated and have high variance",
-                                "cnntool diagnose MODEL DATA --layers fc"))
+        findings.append(
+            Finding(
+                "warning",
+                "fc",
+                f"mean |r| {mean_r['fc']:.2f} between units (threshold 0.5)",
+                "feature maps need to be uncorrelated and have high variance",
+                "cnntool diagnose MODEL DATA --layers fc",
+            )
+        )
 
     thumbnails = tuple(Image.open(p).convert("RGB") for p in crops)
     atlases = write_atlases(root / layout.ATLASES, thumbnails, THUMB, site_root=root)
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     xy = LinearDiscriminantAnalysis(n_components=2).fit_transform(fc, labels)
-    points = tuple(Point(x=float(xy[i, 0]), y=float(xy[i, 1]), label=int(labels[i]),
-                         prediction=int(predictions[i]), correct=bool(labels[i] == predictions[i]),
-                         path=crops[i], atlas=atlas_slot(i, THUMB)[0], cell=atlas_slot(i, THUMB)[1],
-                         href=Path(crops[i]).as_uri()) for i in range(n))
-    embedding = Embedding(layer="fc", method="LDA", points=points, label_names=tuple(names),
-                          atlases=tuple(atlases))
+    points = tuple(
+        Point(
+            x=float(xy[i, 0]),
+            y=float(xy[i, 1]),
+            label=int(labels[i]),
+            prediction=int(predictions[i]),
+            correct=bool(labels[i] == predictions[i]),
+            path=crops[i],
+            atlas=atlas_slot(i, THUMB)[0],
+            cell=atlas_slot(i, THUMB)[1],
+            href=Path(crops[i]).as_uri(),
+        )
+        for i in range(n)
+    )
+    embedding = Embedding(
+        layer="fc", method="LDA", points=points, label_names=tuple(names), atlases=tuple(atlases)
+    )
 
     site = Site(
-        model=ModelCard(name="pca-net (test fixture)", source="tests/site_fixture.py",
-                        preprocessing="64×64 crops, no resize, pixels in [0, 1], no normalization",
-                        preprocessing_source="the fixture", params=params,
-                        macs=sum(s.macs for s in summaries), classes=classes, class_names=tuple(names)),
-        data=DataCard(name="crops of the sample photos", images=n, skipped=0, labelled=n, accuracy=accuracy),
-        layers=summaries, findings=tuple(findings), embedding=embedding,
-        attack=fgsm_attack(root, net, x, labels, names))
-    return FixtureSite(root=root, site=site, pages=tuple(pages), crops=tuple(crops), labels=labels,
-                       thumbnails=thumbnails)
+        model=ModelCard(
+            name="pca-net (test fixture)",
+            source="tests/site_fixture.py",
+            preprocessing="64×64 crops, no resize, pixels in [0, 1], no normalization",
+            preprocessing_source="the fixture",
+            params=params,
+            macs=sum(s.macs for s in summaries),
+            classes=classes,
+            class_names=tuple(names),
+        ),
+        data=DataCard(
+            name="crops of the sample photos", images=n, skipped=0, labelled=n, accuracy=accuracy
+        ),
+        layers=summaries,
+        findings=tuple(findings),
+        embedding=embedding,
+        attack=fgsm_attack(root, net, x, labels, names),
+    )
+    return FixtureSite(
+        root=root,
+        site=site,
+        pages=tuple(pages),
+        crops=tuple(crops),
+        labels=labels,
+        thumbnails=thumbnails,
+    )
 
 
 def fgsm_attack(root: Path, net: PcaNet, x, labels: np.ndarray, names: list[str]) -> Attack:

@@ -1,4 +1,5 @@
 """The public Python API: every re-export resolves, and `import cnntool` stays light."""
+
 import subprocess
 import sys
 
@@ -33,8 +34,16 @@ def test_every_name_the_readme_uses_resolves():
 
     blocks = "\n".join(_readme_python_blocks())
     names = set(re.findall(r"\bcnntool\.([A-Za-z_][A-Za-z0-9_]*)\b", blocks))
-    assert {"features", "top_patches", "diagnose", "attack_dataset", "layers", "save_checkpoint",
-            "Target", "SmoothGrad"} <= names
+    assert {
+        "features",
+        "top_patches",
+        "diagnose",
+        "attack_dataset",
+        "layers",
+        "save_checkpoint",
+        "Target",
+        "SmoothGrad",
+    } <= names
     for name in names:
         if name in {"tasks", "io", "core"}:
             continue

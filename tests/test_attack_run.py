@@ -1,4 +1,5 @@
 """The tasks behind the thin attack and predict commands: attack_method and PredictionTally."""
+
 import pytest
 import torch
 
@@ -18,7 +19,9 @@ def test_attack_method_is_the_attack_with_its_settings_and_checks_eps():
     ours = attack_method("bim", [0.2], steps=3, step_size=0.05)(lenet, images, labels, 0.2)
     assert torch.equal(ours, bim(lenet, images, labels, 0.2, steps=3, step_size=0.05))
     ours = attack_method("pgd", steps=2, norm="l2", random_start=False)(lenet, images, labels, 1.5)
-    assert torch.equal(ours, pgd(lenet, images, labels, 1.5, steps=2, norm="l2", random_start=False))
+    assert torch.equal(
+        ours, pgd(lenet, images, labels, 1.5, steps=2, norm="l2", random_start=False)
+    )
     with pytest.raises(CnnToolError, match="outside"):
         attack_method("fgsm", [0.1, 1.5])
     attack_method("pgd", [1.5], norm="l2")  # an L2 radius may exceed 1
@@ -28,7 +31,9 @@ def test_attack_method_is_the_attack_with_its_settings_and_checks_eps():
 
 def test_prediction_tally_counts_judged_predictions_and_keeps_the_first():
     def prediction(index, label_index, top):
-        return Prediction(index, f"{index}.png", label_index, label_index, (ClassScore(top, None, 0.9),))
+        return Prediction(
+            index, f"{index}.png", label_index, label_index, (ClassScore(top, None, 0.9),)
+        )
 
     tally = PredictionTally(keep=2)
     tally.add([prediction(0, 1, 1), prediction(1, 2, 0), prediction(2, None, 3)])

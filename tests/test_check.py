@@ -9,6 +9,7 @@
 - SSIM equals scikit-image's, Spearman scipy's;
 - the command line end to end: table, records, figures.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,19 @@ import torch
 from cnntool.core.data import BatchStream, open_data
 from cnntool.core.hooks import hook_count
 from cnntool.core.models import load_model
-from cnntool.tasks.check import (NEIGHBOURS, CheckSettings, attribution_maps, cascade_stages, check_batch,
-                                 deletion_insertion, impute, rise_blur, spearman, ssim, verdicts)
+from cnntool.tasks.check import (
+    NEIGHBOURS,
+    CheckSettings,
+    attribution_maps,
+    cascade_stages,
+    check_batch,
+    deletion_insertion,
+    impute,
+    rise_blur,
+    spearman,
+    ssim,
+    verdicts,
+)
 from tests.pixels import png, spread
 
 
@@ -35,11 +47,15 @@ def lite0():
 def pixels(lite0):
     """The first 2 imagenet-samples photos as lite0 takes them, [0, 1] pixels (224×224)."""
     dataset = open_data("imagenet-samples").head(2)
-    return next(iter(BatchStream(dataset, lite0.preprocessing, batch_size=2, normalize=False))).inputs
+    return next(
+        iter(BatchStream(dataset, lite0.preprocessing, batch_size=2, normalize=False))
+    ).inputs
 
 
 def test_sanity_check_fails_guided_backprop_and_passes_saliency_and_gradcam(lite0, pixels):
-    settings = CheckSettings(methods=("saliency", "guided", "gradcam"), checks=("sanity",), stages=4)
+    settings = CheckSettings(
+        methods=("saliency", "guided", "gradcam"), checks=("sanity",), stages=4
+    )
     before = {k: v.clone() for k, v in lite0.module.state_dict().items()}
     part = check_batch(lite0.module, pixels, [0, 1], settings, lite0.preprocessing)
     assert all(torch.equal(before[k], v) for k, v in lite0.module.state_dict().items())  # a copy
@@ -87,11 +103,17 @@ def test_deletion_and_insertion_equal_torchcam(lite0, pixels, method):
     softmax = lambda logits: torch.softmax(logits, dim=-1)  # noqa: E731
     deletion = DeletionInsertionMetric(_GivenMaps(model, maps), softmax, steps=7)  # zeros
     deletion.update(x)
-    insertion = DeletionInsertionMetric(_GivenMaps(model, maps), softmax, steps=7, baseline=rise_blur)
+    insertion = DeletionInsertionMetric(
+        _GivenMaps(model, maps), softmax, steps=7, baseline=rise_blur
+    )
     insertion.update(x)
     assert ours.fractions.tolist() == pytest.approx([k / 7 for k in range(8)], abs=1e-4)
-    assert float(ours.deletion_auc.mean()) == pytest.approx(deletion.summary()["deletion_auc"], abs=1e-5)
-    assert float(ours.insertion_auc.mean()) == pytest.approx(insertion.summary()["insertion_auc"], abs=1e-5)
+    assert float(ours.deletion_auc.mean()) == pytest.approx(
+        deletion.summary()["deletion_auc"], abs=1e-5
+    )
+    assert float(ours.insertion_auc.mean()) == pytest.approx(
+        insertion.summary()["insertion_auc"], abs=1e-5
+    )
     # and the curves mean something: removing the map's top pixels first hurts more than inserting
     assert float(ours.deletion_auc.mean()) < float(ours.insertion_auc.mean())
 
@@ -103,7 +125,9 @@ def _direct_solve(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
     position = {p: i for i, p in enumerate(where)}
     A, b = np.eye(len(where)), np.zeros((len(where), c))
     for i, (y, x) in enumerate(where):
-        near = [(y + dy, x + dx, wt) for dy, dx, wt in NEIGHBOURS if 0 <= y + dy < h and 0 <= x + dx < w]
+        near = [
+            (y + dy, x + dx, wt) for dy, dx, wt in NEIGHBOURS if 0 <= y + dy < h and 0 <= x + dx < w
+        ]
         total = sum(wt for *_, wt in near)
         for ny, nx, wt in near:
             if removed[ny, nx]:
@@ -127,12 +151,16 @@ def test_road_imputation_is_the_weighted_mean_of_the_neighbours():
     assert torch.equal(out[:, ~removed], image[:, ~removed])
     # each imputed pixel is the weighted mean (1/6 direct, 1/12 diagonal) of its neighbours' final values
     for y, x in np.argwhere(removed.numpy()):
-        near = [(y + dy, x + dx, wt) for dy, dx, wt in NEIGHBOURS if 0 <= y + dy < 6 and 0 <= x + dx < 7]
+        near = [
+            (y + dy, x + dx, wt) for dy, dx, wt in NEIGHBOURS if 0 <= y + dy < 6 and 0 <= x + dx < 7
+        ]
         mean = sum(wt * out[:, ny, nx] for ny, nx, wt in near) / sum(wt for *_, wt in near)
         assert torch.allclose(out[:, y, x], mean, atol=1e-12)
     # with noise: the same solution plus seeded N(0, σ²) on the removed pixels only
     noisy = impute(image, removed, noise=0.05, generator=torch.Generator().manual_seed(1))
-    jitter = torch.randn((3, int(removed.sum())), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    jitter = torch.randn(
+        (3, int(removed.sum())), generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     assert torch.allclose(noisy[:, removed], out[:, removed] + 0.05 * jitter, atol=1e-12)
     assert torch.equal(noisy[:, ~removed], image[:, ~removed])
 
@@ -145,8 +173,9 @@ def test_ssim_and_spearman_equal_the_references():
     for shape in [(32, 40), (64, 64)]:
         a = rng.random(shape)
         b = np.clip(a + 0.3 * rng.standard_normal(shape), 0, 1)
-        reference = structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                          use_sample_covariance=False)
+        reference = structural_similarity(
+            a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
         assert ssim(a, b) == pytest.approx(reference, abs=1e-10)
         b[:4] = 0.5  # ties
         assert spearman(a, b) == pytest.approx(spearmanr(a.ravel(), b.ravel()).statistic, abs=1e-10)
@@ -155,9 +184,25 @@ def test_ssim_and_spearman_equal_the_references():
 
 def test_cli_check_end_to_end(cnntool, tmp_path):
     out = tmp_path / "check"
-    result = cnntool("visualize", "check", "efficientnet_lite0", "imagenet-samples", "--limit", "2",
-                     "--methods", "saliency,guided,gradcam", "--steps", "5", "--road-fractions", "0.5",
-                     "--stages", "3", "-o", out, threads=1)
+    result = cnntool(
+        "visualize",
+        "check",
+        "efficientnet_lite0",
+        "imagenet-samples",
+        "--limit",
+        "2",
+        "--methods",
+        "saliency,guided,gradcam",
+        "--steps",
+        "5",
+        "--road-fractions",
+        "0.5",
+        "--stages",
+        "3",
+        "-o",
+        out,
+        threads=1,
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["rank"] for r in records] == [1, 2, 3]
@@ -167,7 +212,9 @@ def test_cli_check_end_to_end(cnntool, tmp_path):
     for r in records:
         assert r["images"] == 2 and 0 <= r["deletion_auc"] <= 1 and 0 <= r["insertion_auc"] <= 1
         assert len(r["curves"]["deletion"]) == 6 and r["road"]["fraction"] == [0.5]
-        assert len(r["sanity"]["rank_correlation"]) == 3 and r["sanity"]["stages"][-1] == "_conv_stem"
+        assert (
+            len(r["sanity"]["rank_correlation"]) == 3 and r["sanity"]["stages"][-1] == "_conv_stem"
+        )
     assert "Which attribution to trust on efficientnet_lite0" in result.stderr
     assert "FAIL" in result.stderr and "Adebayo" in result.stderr
     cascade, curves = png(out / "cascade.png"), png(out / "curves.png")

@@ -1,6 +1,7 @@
 """The command line as a user and a shell pipeline see it: stdout, stderr, exit codes.
 
 How fast `--help` answers is measured by benchmarks/cli_startup_bench.py, not asserted here."""
+
 import json
 
 import pytest
@@ -10,20 +11,22 @@ from PIL import Image
 def test_help_has_an_example_everywhere_and_does_not_import_torch(cnntool):
     """Every command and every subcommand of a group (attack, visualize) answers --help with a
     runnable example, without importing torch."""
-    code = ("import sys, click\nfrom click.testing import CliRunner\nfrom cnntool.cli.main import cli\n"
-            "def walk(group, path):\n"
-            "    for name in group.list_commands(None):\n"
-            "        command = group.get_command(None, name)\n"
-            "        yield path + [name]\n"
-            "        if isinstance(command, click.Group):\n"
-            "            yield from walk(command, path + [name])\n"
-            "paths = [[]] + list(walk(cli, []))\n"
-            "assert len(paths) > 15, paths\n"
-            "for path in paths:\n"
-            "    result = CliRunner().invoke(cli, path + ['--help'])\n"
-            "    assert result.exit_code == 0, (path, result.output)\n"
-            "    assert 'Example' in result.output, path\n"
-            "assert 'torch' not in sys.modules, 'help imported torch'\n")
+    code = (
+        "import sys, click\nfrom click.testing import CliRunner\nfrom cnntool.cli.main import cli\n"
+        "def walk(group, path):\n"
+        "    for name in group.list_commands(None):\n"
+        "        command = group.get_command(None, name)\n"
+        "        yield path + [name]\n"
+        "        if isinstance(command, click.Group):\n"
+        "            yield from walk(command, path + [name])\n"
+        "paths = [[]] + list(walk(cli, []))\n"
+        "assert len(paths) > 15, paths\n"
+        "for path in paths:\n"
+        "    result = CliRunner().invoke(cli, path + ['--help'])\n"
+        "    assert result.exit_code == 0, (path, result.output)\n"
+        "    assert 'Example' in result.output, path\n"
+        "assert 'torch' not in sys.modules, 'help imported torch'\n"
+    )
     result = cnntool.python(code)
     assert result.returncode == 0, result.stderr
     top = cnntool("--help")
@@ -35,7 +38,10 @@ def test_predict_lite0_on_imagenet_samples_jsonl(cnntool):
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 20
-    assert all(len(r["classes"]) == 3 and r["classes"][0]["prob"] >= r["classes"][1]["prob"] for r in records)
+    assert all(
+        len(r["classes"]) == 3 and r["classes"][0]["prob"] >= r["classes"][1]["prob"]
+        for r in records
+    )
     assert sum(r["correct"] for r in records) >= 16
     assert "top-1 accuracy" in result.stderr
 
@@ -86,8 +92,13 @@ def test_models_lists_builtins_first(cnntool):
     result = cnntool("models", "--format", "jsonl")
     records = [json.loads(line) for line in result.stdout.splitlines()]
     names = [record["name"] for record in records]
-    assert names[:5] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
-                         "lenet5-mnist", "lenet5-mnist-adv"]
+    assert names[:5] == [
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+        "lenet5-mnist",
+        "lenet5-mnist-adv",
+    ]
     kinds = [record["kind"] for record in records]
     assert kinds == sorted(kinds, key=lambda kind: kind != "built-in")  # every built-in first
     assert "resnet50" in names and "vit_b_16" in names
@@ -96,10 +107,20 @@ def test_models_lists_builtins_first(cnntool):
 def test_layers_lists_containers_with_their_children_params(cnntool):
     result = cnntool("layers", "resnet18", "--format", "jsonl")
     records = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
-    assert records["layer4"]["type"] == "Sequential" and records["layer4"]["output_shape"] == [1, 512, 7, 7]
+    assert records["layer4"]["type"] == "Sequential" and records["layer4"]["output_shape"] == [
+        1,
+        512,
+        7,
+        7,
+    ]
     assert records["layer4"]["params"] == sum(
-        r["params"] for name, r in records.items() if name.startswith("layer4.") and name.count(".") == 1)
-    assert records["avgpool"]["aliases"] == ["penultimate"] and records["fc"]["aliases"] == ["logits"]
+        r["params"]
+        for name, r in records.items()
+        if name.startswith("layer4.") and name.count(".") == 1
+    )
+    assert records["avgpool"]["aliases"] == ["penultimate"] and records["fc"]["aliases"] == [
+        "logits"
+    ]
 
 
 @pytest.mark.slow
@@ -111,10 +132,15 @@ def test_profile_jsonl_csv_and_too_small_input(cnntool):
     assert total["name"] == "total" and total["params"] == 61_100_840
     assert round(total["macs"] / 1e9, 3) == 0.714 and total["flops"] > 2 * total["macs"]
     pool5 = next(r for r in records if r["name"] == "features.12")
-    assert pool5["receptive_field"]["size"] == [195, 195] and pool5["receptive_field"]["jump"] == [32, 32]
+    assert pool5["receptive_field"]["size"] == [195, 195] and pool5["receptive_field"]["jump"] == [
+        32,
+        32,
+    ]
     assert "meta device" in result.stderr and "2 per MAC" in result.stderr
 
-    csv_out = cnntool("profile", "lenet5-mnist", "--format", "csv", "--batch", "4").stdout.splitlines()
+    csv_out = cnntool(
+        "profile", "lenet5-mnist", "--format", "csv", "--batch", "4"
+    ).stdout.splitlines()
     assert csv_out[0].startswith("name,type,output_shape,params,macs,flops")
     assert csv_out[-1].startswith("total,LeNet5,4x10,")
 

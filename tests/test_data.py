@@ -1,4 +1,5 @@
 """DATA specs, image conversion, and scans that survive bad files."""
+
 import io
 
 import numpy as np
@@ -68,7 +69,10 @@ def test_folder_labels_and_bad_files_are_skipped_and_counted(tmp_path):
     stream = BatchStream(dataset, RGB_224, batch_size=3)
     seen = [i for batch in stream for i in batch.indices]
     assert len(seen) == 6
-    assert sorted(p.rsplit("/", 1)[-1] for p, _ in stream.skipped) == ["broken.jpg", "truncated.png"]
+    assert sorted(p.rsplit("/", 1)[-1] for p, _ in stream.skipped) == [
+        "broken.jpg",
+        "truncated.png",
+    ]
     assert all("cannot read image" in reason for _, reason in stream.skipped)
 
 
@@ -100,9 +104,14 @@ def test_sample_sets():
     mnist = open_data("mnist-5k")
     assert len(mnist) == 5000 and set(mnist.labels) == set(range(10))
     first = next(iter(BatchStream(mnist, GRAY_28, batch_size=4)))
-    assert first.inputs.shape == (4, 1, 28, 28) and 0.0 <= first.inputs.min() <= first.inputs.max() <= 1.0
+    assert (
+        first.inputs.shape == (4, 1, 28, 28)
+        and 0.0 <= first.inputs.min() <= first.inputs.max() <= 1.0
+    )
     faces = open_data("faces")
-    assert len(faces) == 200 and faces.label_name(0) == "face" and faces.label_name(199) == "non-face"
+    assert (
+        len(faces) == 200 and faces.label_name(0) == "face" and faces.label_name(199) == "non-face"
+    )
     photos = open_data("photos")
     assert len(photos) >= 8
     for index in (len(photos), -1):  # -1 would silently be the last image

@@ -1,5 +1,6 @@
 """diagnose: streaming statistics vs stored activations, planted pathologies found in the right
 layer, no unverified alarms on the trained built-ins, the CLI, and torchrun = one process."""
+
 import json
 import os
 
@@ -35,6 +36,7 @@ MNIST_IMAGES = 500
 # ---------------------------------------------------------------------------------------------
 # streaming statistics against a reference computed from stored activations
 
+
 def _activations(seed=0, shape=(37, 6, 5, 4)):
     """ReLU6-like maps with a dead unit (0), a constant unit (2.5) and a copy (unit 4 = 2·unit 3)."""
     g = torch.Generator().manual_seed(seed)
@@ -50,15 +52,23 @@ def _reference(x: torch.Tensor, bounds: Bounds):
     mean, var = samples.mean(0), samples.var(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.corrcoef(samples, rowvar=False)
-        second = (samples ** 2).mean(0)
-        lifetime = (1 - mean ** 2 / second) / (1 - 1 / len(samples))
+        second = (samples**2).mean(0)
+        lifetime = (1 - mean**2 / second) / (1 - 1 / len(samples))
         units = samples.shape[1]
-        per_sample = (1 - (samples.mean(1) ** 2) / (samples ** 2).mean(1)) / (1 - 1 / units)
+        per_sample = (1 - (samples.mean(1) ** 2) / (samples**2).mean(1)) / (1 - 1 / units)
     heard = (samples > 0).any(1)
-    return dict(mean=mean, var=var, corr=corr, active=(samples > 0).sum(0), lifetime=lifetime,
-                minimum=samples.min(0), maximum=samples.max(0),
-                at_bound=(samples >= bounds.upper - bounds.margin).sum(0),
-                population=per_sample[heard].mean(), silent=int((~heard).sum()))
+    return dict(
+        mean=mean,
+        var=var,
+        corr=corr,
+        active=(samples > 0).sum(0),
+        lifetime=lifetime,
+        minimum=samples.min(0),
+        maximum=samples.max(0),
+        at_bound=(samples >= bounds.upper - bounds.margin).sum(0),
+        population=per_sample[heard].mean(),
+        silent=int((~heard).sum()),
+    )
 
 
 def _check(stats: RunningStats, ref: dict):
@@ -112,10 +122,14 @@ def test_wide_layers_keep_variances_without_correlation():
 # ---------------------------------------------------------------------------------------------
 # where to measure
 
+
 def test_default_points_follow_each_layer_to_its_activation():
     lenet = load_model("lenet5-mnist", device="cpu").module
     assert [(p.layer, p.module, p.activation.kind) for p in default_points(lenet)] == [
-        ("conv1", "relu1", "relu"), ("conv2", "relu2", "relu"), ("linear1", "relu3", "relu")]
+        ("conv1", "relu1", "relu"),
+        ("conv2", "relu2", "relu"),
+        ("linear1", "relu3", "relu"),
+    ]
     import torchvision
 
     resnet = torchvision.models.resnet18()
@@ -137,8 +151,9 @@ def test_in_place_activation_does_not_overwrite_a_measured_pre_activation():
     with torch.no_grad():
         reference = net[0](x)
     assert stats.minimum.min() < 0  # the values before the in-place ReLU
-    np.testing.assert_allclose(stats.mean.numpy(), reference.double().mean(dim=(0, 2, 3)).numpy(),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        stats.mean.numpy(), reference.double().mean(dim=(0, 2, 3)).numpy(), rtol=1e-5, atol=1e-7
+    )
     assert hook_count(net) == 0
 
 
@@ -183,6 +198,7 @@ def test_saturated_and_constant_units_are_found():
 # ---------------------------------------------------------------------------------------------
 # filters
 
+
 def test_noise_score_and_redundancy_definitions():
     # 3×3: the four diagonal bins are above 0.4 cycles/pixel, so white noise scores 4/9
     assert int(high_frequency_mask((3, 3)).sum()) == 4
@@ -209,6 +225,7 @@ def test_noise_score_and_redundancy_definitions():
 
 # ---------------------------------------------------------------------------------------------
 # planted pathologies in the trained LeNet-5, and the clean one
+
 
 @pytest.fixture(scope="module")
 def mnist():
@@ -241,13 +258,17 @@ def _example_module():
     return module
 
 
-@pytest.mark.parametrize("factory, expected, layer", [
-    ("dead_conv2", {"dead"}, "conv2"),
-    ("duplicated_conv1", {"duplicate-units", "duplicate-filters"}, "conv1"),
-    ("noisy_conv2", {"noisy-filters"}, "conv2"),
-])
-def test_planted_pathologies_are_found_in_the_right_layer(mnist, clean_lenet, factory, expected,
-                                                          layer):
+@pytest.mark.parametrize(
+    "factory, expected, layer",
+    [
+        ("dead_conv2", {"dead"}, "conv2"),
+        ("duplicated_conv1", {"duplicate-units", "duplicate-filters"}, "conv1"),
+        ("noisy_conv2", {"noisy-filters"}, "conv2"),
+    ],
+)
+def test_planted_pathologies_are_found_in_the_right_layer(
+    mnist, clean_lenet, factory, expected, layer
+):
     _, broken = _diagnose(f"{BROKEN}:{factory}", mnist)
     new = _kinds(broken) - _kinds(clean_lenet[1])  # what the planted fault added
     assert {(kind, layer) for kind in expected} <= new, new
@@ -255,8 +276,12 @@ def test_planted_pathologies_are_found_in_the_right_layer(mnist, clean_lenet, fa
     measured = {x.point.layer: x for x in broken.layers}
     if factory == "dead_conv2":
         assert measured["conv2"].dead == _example_module().DEAD_UNITS
-        assert any(f.severity == "error" and "50% of units dead (32 of 64" in f.message
-                   and "over 500 images" in f.message for f in broken.findings)
+        assert any(
+            f.severity == "error"
+            and "50% of units dead (32 of 64" in f.message
+            and "over 500 images" in f.message
+            for f in broken.findings
+        )
     if factory == "duplicated_conv1":
         assert measured["conv1"].high_r_pairs == 16
         assert measured["conv1"].top_pairs[0][2] == pytest.approx(1.0)
@@ -276,10 +301,15 @@ def _stored(model, dataset, layers, indices, preprocessing):
 
 def _verify_alarms(loaded, dataset, diagnosis, indices):
     """Every dead-unit and duplicate-unit finding is true on the stored activations."""
-    alarmed = [x for x in diagnosis.layers if (x.dead and any(
-        f.kind == "dead" and f.layer == x.name for f in diagnosis.findings)) or x.high_r_pairs]
-    stored = _stored(loaded.module, dataset, [x.point.module for x in alarmed], indices,
-                     loaded.preprocessing)
+    alarmed = [
+        x
+        for x in diagnosis.layers
+        if (x.dead and any(f.kind == "dead" and f.layer == x.name for f in diagnosis.findings))
+        or x.high_r_pairs
+    ]
+    stored = _stored(
+        loaded.module, dataset, [x.point.module for x in alarmed], indices, loaded.preprocessing
+    )
     for layer in alarmed:
         values = stored[layer.point.module].movedim(1, -1).reshape(-1, layer.units).double()
         if layer.dead:
@@ -309,18 +339,25 @@ def test_lite0_alarms_only_what_is_true():
     loaded = load_model("efficientnet_lite0", device="cpu")
     points = default_points(loaded.module)
     stream = BatchStream(dataset, loaded.preprocessing, batch_size=3, indices=images)
-    diagnosis = diagnose(loaded.module, points, scan(loaded.module, points, stream),
-                         Commands("efficientnet_lite0", "imagenet-samples"))
+    diagnosis = diagnose(
+        loaded.module,
+        points,
+        scan(loaded.module, points, stream),
+        Commands("efficientnet_lite0", "imagenet-samples"),
+    )
     assert len(diagnosis.layers) == 49 and diagnosis.images == len(images)
     assert _verify_alarms(loaded, dataset, diagnosis, images)  # there are some
     # vanished filters are real: their weights are (almost) zero
     for finding in (f for f in diagnosis.findings if f.kind == "vanishing-filters"):
-        report = next(x.filters for x in diagnosis.layers if x.filters and x.filters.layer == finding.layer)
+        report = next(
+            x.filters for x in diagnosis.layers if x.filters and x.filters.layer == finding.layer
+        )
         assert min(report.norms) < 0.01 * sorted(report.norms)[len(report.norms) // 2]
 
 
 # ---------------------------------------------------------------------------------------------
 # gradients folded in
+
 
 def test_gradcheck_verdict_becomes_a_finding():
     from cnntool.tasks.gradcheck import gradcheck
@@ -329,8 +366,10 @@ def test_gradcheck_verdict_becomes_a_finding():
     good = gradient_finding(gradcheck(seeded_tiny_net(), (3, 6, 6)), commands)
     assert good.severity == "info" and "agree" in good.message
     buggy = load_model(f"{ROOT}/examples/buggy_layer.py:buggy_net", device="cpu", trust_code=True)
-    bad = gradient_finding(gradcheck(buggy.module, buggy.input_shape, params=False, directions=1,
-                                     coordinates=0), commands)
+    bad = gradient_finding(
+        gradcheck(buggy.module, buggy.input_shape, params=False, directions=1, coordinates=0),
+        commands,
+    )
     assert bad.severity == "error" and "wrong gradients" in bad.message
     assert bad.command == "cnntool gradcheck tiny --per-layer"
 
@@ -338,9 +377,20 @@ def test_gradcheck_verdict_becomes_a_finding():
 # ---------------------------------------------------------------------------------------------
 # the command
 
+
 def test_cli_writes_jsonl_figures_and_the_report(tmp_path, cnntool):
-    done = cnntool("diagnose", f"{BROKEN}:broken_lenet5", "mnist-5k", "--trust-code", "--limit", "200",
-                   "-o", str(tmp_path), threads=1, cwd=ROOT)
+    done = cnntool(
+        "diagnose",
+        f"{BROKEN}:broken_lenet5",
+        "mnist-5k",
+        "--trust-code",
+        "--limit",
+        "200",
+        "-o",
+        str(tmp_path),
+        threads=1,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["layer"] for r in records] == ["conv1", "conv2", "linear1", None]
@@ -351,8 +401,12 @@ def test_cli_writes_jsonl_figures_and_the_report(tmp_path, cnntool):
     assert_unit_bars_show(png(tmp_path / "units.png"), layers)
     worst = max(layers, key=lambda r: r["mean_abs_r"])
     heat = png(tmp_path / "correlation.png")
-    assert find_plot_text(heat, f"broken_lenet5 {worst['layer']} (at {worst['measured_at']}): r between "
-                                f"units, mean |r| {worst['mean_abs_r']:.2f}", fontsize=9)
+    assert find_plot_text(
+        heat,
+        f"broken_lenet5 {worst['layer']} (at {worst['measured_at']}): r between "
+        f"units, mean |r| {worst['mean_abs_r']:.2f}",
+        fontsize=9,
+    )
     r = read_heat_map(heat, worst["units"])
     off_diagonal = ~np.eye(worst["units"], dtype=bool)
     assert (np.diag(r) > 0.9).all() and np.abs(r - r.T).max() < 0.1
@@ -368,10 +422,15 @@ def assert_unit_bars_show(pixels: np.ndarray, layers: list[dict]) -> None:
     assert find_plot_text(pixels, "broken_lenet5: unit health over 200 images")
     left, top, right, bottom = axes_frame(pixels)
     plot = pixels[top:bottom]
-    for colour, shares in (((31, 119, 180), [layer["dead"] for layer in layers]),
-                           ((214, 39, 40), [1 - layer["mean_active"] for layer in layers])):
+    for colour, shares in (
+        ((31, 119, 180), [layer["dead"] for layer in layers]),
+        ((214, 39, 40), [1 - layer["mean_active"] for layer in layers]),
+    ):
         mask = colour_mask(plot, colour, 10)
-        lengths = [mask[(start + stop) // 2].sum() / (right - left) for start, stop in runs(mask.any(axis=1))]
+        lengths = [
+            mask[(start + stop) // 2].sum() / (right - left)
+            for start, stop in runs(mask.any(axis=1))
+        ]
         assert lengths == pytest.approx([share for share in shares if share], abs=0.01), colour
 
 
@@ -383,10 +442,14 @@ def read_heat_map(pixels: np.ndarray, units: int) -> np.ndarray:
     rows = runs(coloured[:, x0:x1].any(axis=1))
     y0, y1 = rows[0][0], rows[-1][1]
     bar_rows = runs(coloured[:, b0:b1].any(axis=1))
-    bar = pixels[bar_rows[0][0]:bar_rows[-1][1], (b0 + b1) // 2].astype(int)
+    bar = pixels[bar_rows[0][0] : bar_rows[-1][1], (b0 + b1) // 2].astype(int)
     centres = (np.arange(units) + 0.5) / units
-    cells = pixels[(y0 + centres * (y1 - y0)).astype(int)][:, (x0 + centres * (x1 - x0)).astype(int)]
-    nearest = ((cells[:, :, None, :].astype(int) - bar[None, None]) ** 2).sum(axis=-1).argmin(axis=-1)
+    cells = pixels[(y0 + centres * (y1 - y0)).astype(int)][
+        :, (x0 + centres * (x1 - x0)).astype(int)
+    ]
+    nearest = (
+        ((cells[:, :, None, :].astype(int) - bar[None, None]) ** 2).sum(axis=-1).argmin(axis=-1)
+    )
     return np.linspace(1, -1, len(bar))[nearest]
 
 
@@ -419,7 +482,9 @@ def test_correlation_over_fewer_samples_than_units_is_not_judged():
     generator = torch.Generator().manual_seed(0)
     net = nn.Sequential(nn.Linear(32, 16), nn.Tanh()).eval()
     with torch.no_grad():
-        net[0].weight.copy_(torch.randn(16, 32, generator=generator) / 32 ** 0.5 / 2)  # tanh unsaturated
+        net[0].weight.copy_(
+            torch.randn(16, 32, generator=generator) / 32**0.5 / 2
+        )  # tanh unsaturated
         net[0].bias.zero_()
     points = named_points(net, ["1"])
     commands = Commands("net.py:net", "data")
@@ -427,8 +492,15 @@ def test_correlation_over_fewer_samples_than_units_is_not_judged():
     layer_few = diagnose(net, points, few, commands)
     assert layer_few.layers[0].mean_abs_r == pytest.approx(1.0, abs=1e-9)
     assert [(f.severity, f.kind) for f in layer_few.findings] == [("info", "too-few-samples")]
-    assert "2 sample(s)" in layer_few.findings[0].message and "at least 30" in layer_few.findings[0].message
+    assert (
+        "2 sample(s)" in layer_few.findings[0].message
+        and "at least 30" in layer_few.findings[0].message
+    )
     many = scan(net, points, [torch.randn(300, 32, generator=generator)])
     layer_many = diagnose(net, points, many, commands)
     assert layer_many.layers[0].mean_abs_r < 0.3
-    assert not {f.kind for f in layer_many.findings} & {"too-few-samples", "correlated", "duplicate-units"}
+    assert not {f.kind for f in layer_many.findings} & {
+        "too-few-samples",
+        "correlated",
+        "duplicate-units",
+    }

@@ -1,4 +1,5 @@
 """`cnntool embed`: t-SNE/PCA maps of real features, quality figures, pictures, the command line."""
+
 import csv
 import io
 import json
@@ -44,8 +45,16 @@ def mnist():
 def mnist_npz(mnist, tmp_path_factory):
     path = tmp_path_factory.mktemp("mnist") / "mnist.npz"
     with open(path, "wb") as handle:
-        npz.write_npz(handle, mnist.features, mnist.paths, mnist.labels, mnist.label_names,
-                        model=mnist.model, layer=mnist.layer, pooling=mnist.pooling)
+        npz.write_npz(
+            handle,
+            mnist.features,
+            mnist.paths,
+            mnist.labels,
+            mnist.label_names,
+            model=mnist.model,
+            layer=mnist.layer,
+            pooling=mnist.pooling,
+        )
     return path
 
 
@@ -65,10 +74,17 @@ def test_lenet5_mnist_map_keeps_the_digits_apart(mnist):
     assert mnist.features.shape == (5000, 200) and mnist.layer == "relu3"
     result = emb.embed(mnist.features, FAST)
     assert result.coords.shape == (5000, 2) and result.coords.dtype == np.float32
-    assert (result.method, result.engine, result.perplexity, result.pca_dims) == ("tsne", "opentsne", 30.0, 50)
+    assert (result.method, result.engine, result.perplexity, result.pca_dims) == (
+        "tsne",
+        "opentsne",
+        30.0,
+        50,
+    )
     figures = emb.quality(mnist.features, result.coords, mnist.labels)
-    print(f"MNIST LeNet-5 relu3: trustworthiness {figures.trustworthiness:.4f}, 5-NN 2-D "
-          f"{figures.knn_accuracy_2d:.4f}, features {figures.knn_accuracy_features:.4f}")
+    print(
+        f"MNIST LeNet-5 relu3: trustworthiness {figures.trustworthiness:.4f}, 5-NN 2-D "
+        f"{figures.knn_accuracy_2d:.4f}, features {figures.knn_accuracy_features:.4f}"
+    )
     assert figures.points == 5000 and figures.classes == 10
     assert figures.knn_accuracy_2d >= 0.9
     assert figures.knn_accuracy_features >= 0.95
@@ -79,11 +95,16 @@ def test_lenet5_mnist_map_keeps_the_digits_apart(mnist):
 def test_lite0_faces_and_non_faces_separate():
     faces = extract_set("efficientnet_lite0", "faces", "penultimate", 50)
     assert faces.features.shape == (200, 1280) and faces.layer == "_avg_pooling"
-    assert faces.label_names == ["non-face", "face"] and sorted(set(faces.labels.tolist())) == [0, 1]
+    assert faces.label_names == ["non-face", "face"] and sorted(set(faces.labels.tolist())) == [
+        0,
+        1,
+    ]
     result = emb.embed(faces.features, FAST)
     figures = emb.quality(faces.features, result.coords, faces.labels)
-    print(f"faces lite0 _avg_pooling: trustworthiness {figures.trustworthiness:.4f}, 5-NN 2-D "
-          f"{figures.knn_accuracy_2d:.4f}, features {figures.knn_accuracy_features:.4f}")
+    print(
+        f"faces lite0 _avg_pooling: trustworthiness {figures.trustworthiness:.4f}, 5-NN 2-D "
+        f"{figures.knn_accuracy_2d:.4f}, features {figures.knn_accuracy_features:.4f}"
+    )
     assert figures.knn_accuracy_2d >= 0.9
 
 
@@ -91,17 +112,23 @@ def test_lite0_faces_and_non_faces_separate():
 # the embedding
 
 
-@pytest.mark.parametrize("engine, threads", [("opentsne", 1),
-                                             pytest.param("opentsne", 2, marks=pytest.mark.slow),
-                                             pytest.param("sklearn", 2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "engine, threads",
+    [
+        ("opentsne", 1),
+        pytest.param("opentsne", 2, marks=pytest.mark.slow),
+        pytest.param("sklearn", 2, marks=pytest.mark.slow),
+    ],
+)
 def test_same_seed_same_map(engine, threads):
     points, _ = blobs(1000)  # openTSNE's approximate neighbour search starts at 1,000 points
     settings = emb.EmbedSettings(engine=engine, iterations=50, n_jobs=threads)
     first = emb.embed(points, settings).coords
     np.testing.assert_array_equal(first, emb.embed(points, settings).coords)
     if engine == "opentsne":  # scikit-learn uses the seed only for a random initialization
-        other = emb.embed(points, emb.EmbedSettings(engine=engine, iterations=50, n_jobs=threads,
-                                                    seed=1)).coords
+        other = emb.embed(
+            points, emb.EmbedSettings(engine=engine, iterations=50, n_jobs=threads, seed=1)
+        ).coords
         assert not np.array_equal(first, other)
 
 
@@ -126,7 +153,9 @@ def test_pca_method_is_the_first_two_principal_components():
     # variance 100 along x + y, 1 along x - y, 0.01 elsewhere
     base = rng.normal(size=(400, 3)) * [10.0, 1.0, 0.1]
     points = np.stack([base[:, 0] + base[:, 1], base[:, 0] - base[:, 1], base[:, 2], base[:, 2]], 1)
-    result = emb.embed(points.astype(np.float32), emb.EmbedSettings(method="pca", standardize=False))
+    result = emb.embed(
+        points.astype(np.float32), emb.EmbedSettings(method="pca", standardize=False)
+    )
     assert result.method == "pca" and result.engine is None
     first = np.abs(np.corrcoef(result.coords[:, 0], base[:, 0])[0, 1])
     second = np.abs(np.corrcoef(result.coords[:, 1], base[:, 1])[0, 1])
@@ -159,7 +188,9 @@ def test_quality_without_labels_and_on_a_subsample():
 # pictures
 
 
-CLASS_RGB = [tuple(round(v * 255) for v in class_rgb(k)) for k in range(10)]  # the site's map colours too
+CLASS_RGB = [
+    tuple(round(v * 255) for v in class_rgb(k)) for k in range(10)
+]  # the site's map colours too
 UNLABELLED = tuple(round(v * 255) for v in rgb(UNKNOWN))
 
 
@@ -168,7 +199,7 @@ def assert_classes_drawn_where_they_are(pixels, coords, labels, names) -> None:
     its points are (the same order left to right and, reversed, top to bottom), and a legend
     entry with each name when there are two classes or more."""
     left, top, right, bottom = axes_frame(pixels)
-    plot = pixels[top + 2:bottom - 1, left + 2:right - 1]
+    plot = pixels[top + 2 : bottom - 1, left + 2 : right - 1]
     classes = sorted(set(labels.tolist()))
     drawn, placed = [], []
     for label in classes:
@@ -189,15 +220,21 @@ def test_scatter_has_a_legend_for_classes_and_none_for_one_class(tmp_path):
     figure = maps.scatter_figure(points, labels, ["a", "b", "c"])
     legend = figure.axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["a", "b", "c"]
-    assert maps.scatter_figure(points, np.zeros(60, dtype=int), ["only"]).axes[0].get_legend() is None
+    assert (
+        maps.scatter_figure(points, np.zeros(60, dtype=int), ["only"]).axes[0].get_legend() is None
+    )
     assert maps.scatter_figure(points, None, []).axes[0].get_legend() is None
-    assert maps.save_scatter(tmp_path / "one.png", points, np.zeros(60, dtype=int), ["only"]) is False
+    assert (
+        maps.save_scatter(tmp_path / "one.png", points, np.zeros(60, dtype=int), ["only"]) is False
+    )
     assert maps.save_scatter(tmp_path / "three.png", points, labels, ["a", "b", "c"]) is True
     one, three = png(tmp_path / "one.png"), png(tmp_path / "three.png")
     assert one.shape == three.shape == (800, 800, 3)
     assert_classes_drawn_where_they_are(three, points, labels, ["a", "b", "c"])
     assert_classes_drawn_where_they_are(one, points, np.zeros(60, dtype=int), [])
-    assert not find_plot_text(one, "only", fontsize=8) and not colour_mask(one, CLASS_RGB[1], 10).any()
+    assert (
+        not find_plot_text(one, "only", fontsize=8) and not colour_mask(one, CLASS_RGB[1], 10).any()
+    )
 
 
 @pytest.mark.parametrize("count", [1, 7, 500, 2500])
@@ -242,9 +279,23 @@ def test_image_pictures_stay_within_the_pixel_budget():
 
 def test_cli_features_file_to_csv_plots_and_summary(mnist_npz, tmp_path, cnntool):
     """PCA keeps it quick; stdout is only the CSV records."""
-    result = cnntool("embed", "--features", str(mnist_npz), "--method", "pca", "--format", "csv",
-                 "--plot", str(tmp_path / "scatter.png"), "--image-grid", str(tmp_path / "grid.png"),
-                 "--summary", str(tmp_path / "summary.json"), "-o", str(tmp_path / "coords.npz"))
+    result = cnntool(
+        "embed",
+        "--features",
+        str(mnist_npz),
+        "--method",
+        "pca",
+        "--format",
+        "csv",
+        "--plot",
+        str(tmp_path / "scatter.png"),
+        "--image-grid",
+        str(tmp_path / "grid.png"),
+        "--summary",
+        str(tmp_path / "summary.json"),
+        "-o",
+        str(tmp_path / "coords.npz"),
+    )
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert len(rows) == 5000 and list(rows[0]) == ["path", "label", "x", "y"]
@@ -259,7 +310,11 @@ def test_cli_features_file_to_csv_plots_and_summary(mnist_npz, tmp_path, cnntool
     assert Image.open(tmp_path / "grid.png").size == (71 * 57, 71 * 57)
     # every digit in a cell of its own (non-blank), the 41 cells left over in the background
     grid = png(tmp_path / "grid.png")
-    filled = [spread(grid[r * 57:(r + 1) * 57, c * 57:(c + 1) * 57]) > 0 for r in range(71) for c in range(71)]
+    filled = [
+        spread(grid[r * 57 : (r + 1) * 57, c * 57 : (c + 1) * 57]) > 0
+        for r in range(71)
+        for c in range(71)
+    ]
     assert sum(filled) == 5000
     scatter = png(tmp_path / "scatter.png")
     assert find_plot_text(scatter, "lenet5-mnist relu3: PCA, 5000 images")
@@ -272,8 +327,19 @@ def test_cli_features_file_to_csv_plots_and_summary(mnist_npz, tmp_path, cnntool
 
 def test_cli_model_data_tsne_jsonl_with_lowered_perplexity(tmp_path, cnntool):
     """MODEL DATA: features extracted in-process; 10 photos, so the perplexity is lowered."""
-    result = cnntool("embed", "lenet5-mnist", "photos", "--layer", "relu3", "--iterations", "100",
-                 "--image-map", str(tmp_path / "map.png"), "--plot", str(tmp_path / "plot.png"))
+    result = cnntool(
+        "embed",
+        "lenet5-mnist",
+        "photos",
+        "--layer",
+        "relu3",
+        "--iterations",
+        "100",
+        "--image-map",
+        str(tmp_path / "map.png"),
+        "--plot",
+        str(tmp_path / "plot.png"),
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) >= 5 and set(records[0]) == {"path", "label", "x", "y"}
@@ -288,7 +354,10 @@ def test_cli_model_data_tsne_jsonl_with_lowered_perplexity(tmp_path, cnntool):
     placed = np.array(sorted((r["x"], r["y"]) for r in records))  # x order is kept on the page
     for axis, sign in ((0, 1), (1, -1)):  # image rows grow downwards
         fit = np.polyfit(placed[:, axis], drawn[:, axis], 1)
-        assert np.sign(fit[0]) == sign and np.abs(np.polyval(fit, placed[:, axis]) - drawn[:, axis]).max() < 2
+        assert (
+            np.sign(fit[0]) == sign
+            and np.abs(np.polyval(fit, placed[:, axis]) - drawn[:, axis]).max() < 2
+        )
     # the image map: the photos' thumbnails on the photos' own background colour
     picture = png(tmp_path / "map.png")
     assert picture.shape[0] == picture.shape[1] >= 64 and spread(picture) > 30
@@ -304,8 +373,16 @@ def test_cli_errors(tmp_path, cnntool):
     bad = np.ones((8, 3), dtype=np.float32)
     bad[[2, 5]] = np.nan
     with open(tmp_path / "nan.npz", "wb") as handle:
-        npz.write_npz(handle, bad, [f"img{i}.png" for i in range(8)], np.full(8, -1), [],
-                        model="", layer="", pooling="")
+        npz.write_npz(
+            handle,
+            bad,
+            [f"img{i}.png" for i in range(8)],
+            np.full(8, -1),
+            [],
+            model="",
+            layer="",
+            pooling="",
+        )
     nan = cnntool("embed", "--features", str(tmp_path / "nan.npz"))
     assert nan.returncode == 1 and "Traceback" not in nan.stderr
     assert "2 image(s) have NaN or infinite features: img2.png, img5.png" in nan.stderr
@@ -321,8 +398,12 @@ def test_empty_cells_take_the_images_background():
     assert background_colour(lambda i: digit, 5) == (0, 0, 0)
     picture, layout = image_grid(np.random.default_rng(0).random((5, 2)), lambda i: digit, thumb=16)
     occupied = {(int(r), int(c)) for r, c in layout.cells}
-    empty = [(r, c) for r in range(layout.rows) for c in range(layout.columns) if (r, c) not in occupied]
+    empty = [
+        (r, c) for r in range(layout.rows) for c in range(layout.columns) if (r, c) not in occupied
+    ]
     assert empty  # 5 images on a larger grid
     for r, c in empty:  # drawn in the images' background, not as white holes
-        assert picture.crop((c * 16, r * 16, c * 16 + 16, r * 16 + 16)).convert("L").getextrema() == (0, 0)
+        assert picture.crop((c * 16, r * 16, c * 16 + 16, r * 16 + 16)).convert(
+            "L"
+        ).getextrema() == (0, 0)
     assert background_colour(lambda i: digit, 0) == (255, 255, 255)

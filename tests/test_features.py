@@ -1,4 +1,5 @@
 """`cnntool features`: pooling, chunked spooling, assembly across ranks, the .npz, NaN detection."""
+
 import json
 import threading
 
@@ -33,17 +34,30 @@ def _batches(values, batch_size):
     """Batches of 1x2x2 inputs: image i is [[1, 2], [3, 4]] * values[i]."""
     base = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     inputs = torch.stack([base * v for v in values])[:, None]
-    return [Batch(indices=list(range(s, min(s + batch_size, len(values)))),
-                  inputs=inputs[s:s + batch_size], sizes=[(2, 2)] * len(inputs[s:s + batch_size]))
-            for s in range(0, len(values), batch_size)]
+    return [
+        Batch(
+            indices=list(range(s, min(s + batch_size, len(values)))),
+            inputs=inputs[s : s + batch_size],
+            sizes=[(2, 2)] * len(inputs[s : s + batch_size]),
+        )
+        for s in range(0, len(values), batch_size)
+    ]
 
 
-@pytest.mark.parametrize("pooling, expected", [
-    ("avg", [[5.0, -2.5], [-5.0, 2.5]]),
-    ("max", [[8.0, -1.0], [-2.0, 4.0]]),
-    ("flatten", [[2.0, 4.0, 6.0, 8.0, -1.0, -2.0, -3.0, -4.0],
-                 [-2.0, -4.0, -6.0, -8.0, 1.0, 2.0, 3.0, 4.0]]),
-])
+@pytest.mark.parametrize(
+    "pooling, expected",
+    [
+        ("avg", [[5.0, -2.5], [-5.0, 2.5]]),
+        ("max", [[8.0, -1.0], [-2.0, 4.0]]),
+        (
+            "flatten",
+            [
+                [2.0, 4.0, 6.0, 8.0, -1.0, -2.0, -3.0, -4.0],
+                [-2.0, -4.0, -6.0, -8.0, 1.0, 2.0, 3.0, 4.0],
+            ],
+        ),
+    ],
+)
 def test_pooling_modes_give_exact_numbers_and_stop_at_the_layer(tmp_path, pooling, expected):
     model = TwoChannels().eval()
     with feats.FeatureSpool(tmp_path) as spool:
@@ -83,8 +97,9 @@ def test_nonfinite_rows_are_found_and_named(tmp_path):
     with pytest.raises(CnnToolError) as error:
         feats.check_finite(features, paths)
     message = str(error.value)
-    assert message.startswith("4 image(s) have NaN or infinite features: img1.png, img2.png, "
-                              "img4.png and 1 more")
+    assert message.startswith(
+        "4 image(s) have NaN or infinite features: img1.png, img2.png, img4.png and 1 more"
+    )
     feats.check_finite(np.ones((3, 2), dtype=np.float32), paths[:3])  # finite: no error
 
 
@@ -115,7 +130,7 @@ def test_assemble_across_two_fake_ranks_in_small_chunks(tmp_path, monkeypatch):
             with feats.FeatureSpool(tmp_path) as spool, feats.FeatureSpool(tmp_path) as merged:
                 for i in shard.indices(11):
                     if i not in skipped:
-                        spool.append([i], rows[i:i + 1])
+                        spool.append([i], rows[i : i + 1])
                 out = feats.assemble(spool, shard, merged)
                 results[r] = None if out is None else (list(out.indices), np.array(out.rows()))
         except Exception as exc:  # noqa: BLE001 - reported below
@@ -147,8 +162,18 @@ def test_features_cli_writes_the_npz_of_an_in_memory_forward(tmp_path, cnntool):
     """lenet5-mnist relu3 of the faces set (200 images) in batches of 7: the file equals one
     forward pass of all images at once, labels and names from the sample set."""
     out = tmp_path / "sub" / "faces.npz"
-    result = cnntool("features", "lenet5-mnist", "faces", "--layer", "penultimate", "-o", str(out),
-                     "--batch-size", "7", threads=1)
+    result = cnntool(
+        "features",
+        "lenet5-mnist",
+        "faces",
+        "--layer",
+        "penultimate",
+        "-o",
+        str(out),
+        "--batch-size",
+        "7",
+        threads=1,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert "200 images × 200 features of lenet5-mnist relu3" in result.stderr
@@ -160,8 +185,17 @@ def test_features_cli_writes_the_npz_of_an_in_memory_forward(tmp_path, cnntool):
     inputs = next(iter(BatchStream(dataset, loaded.preprocessing, batch_size=200))).inputs
     with torch.no_grad():
         module = loaded.module
-        expected = module.relu3(module.linear1(module.flatten(module.maxpool2(module.relu2(
-            module.conv2(module.maxpool1(module.relu1(module.conv1(inputs)))))))))
+        expected = module.relu3(
+            module.linear1(
+                module.flatten(
+                    module.maxpool2(
+                        module.relu2(
+                            module.conv2(module.maxpool1(module.relu1(module.conv1(inputs))))
+                        )
+                    )
+                )
+            )
+        )
     saved = npz.read_npz(out)
     np.testing.assert_allclose(saved.features, expected.numpy(), rtol=1e-5, atol=1e-5)
     assert saved.features.dtype == np.float32
@@ -169,13 +203,28 @@ def test_features_cli_writes_the_npz_of_an_in_memory_forward(tmp_path, cnntool):
     assert saved.label_names == ["non-face", "face"]
     assert (saved.model, saved.layer, saved.pooling) == ("lenet5-mnist", "relu3", "avg")
     with np.load(out, allow_pickle=False) as raw:  # plain arrays: no pickle needed
-        assert set(raw.files) == {"features", "paths", "labels", "label_names", "model", "layer",
-                                  "pooling"}
+        assert set(raw.files) == {
+            "features",
+            "paths",
+            "labels",
+            "label_names",
+            "model",
+            "layer",
+            "pooling",
+        }
 
 
 def test_features_cli_errors_are_one_sentence(tmp_path, cnntool):
-    result = cnntool("features", "lenet5-mnist", "faces", "--layer", "relu33", "-o", str(tmp_path / "f.npz"),
-                     threads=1)
+    result = cnntool(
+        "features",
+        "lenet5-mnist",
+        "faces",
+        "--layer",
+        "relu33",
+        "-o",
+        str(tmp_path / "f.npz"),
+        threads=1,
+    )
     assert result.returncode == 1
     assert "did you mean 'relu3'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "f.npz").exists()
@@ -199,8 +248,17 @@ def test_torchrun_two_cpu_ranks_write_the_same_file_as_one_process(tmp_path, cnn
     (tmp_path / "bad.png").write_bytes(b"not an image")
     paths = open_data("imagenet-samples").paths
     listing.write_text("\n".join(paths[:7] + [str(tmp_path / "bad.png")] + paths[7:]))
-    args = ["features", "lenet5-mnist", str(listing), "--layer", "conv2", "--pooling", "flatten",
-            "--batch-size", "1"]
+    args = [
+        "features",
+        "lenet5-mnist",
+        str(listing),
+        "--layer",
+        "conv2",
+        "--pooling",
+        "flatten",
+        "--batch-size",
+        "1",
+    ]
     single = cnntool(*args, "-o", str(tmp_path / "one.npz"), threads=1)
     assert single.returncode == 0, single.stderr
     double = cnntool.torchrun(*args, "-o", str(tmp_path / "two.npz"))
@@ -211,5 +269,10 @@ def test_torchrun_two_cpu_ranks_write_the_same_file_as_one_process(tmp_path, cnn
     for key in one.files:
         np.testing.assert_array_equal(one[key], two[key], err_msg=key)
     assert str(tmp_path / "bad.png") not in one["paths"].tolist()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png", "list.txt", "one.npz", "two.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bad.png",
+        "list.txt",
+        "one.npz",
+        "two.npz",
+    ]
     assert json.loads(json.dumps(one["labels"].tolist())) == [-1] * 20

@@ -10,6 +10,7 @@ The commands run in this process (click's runner) with 120 columns and no colour
 also runs through a real pipe to show that both give the same bytes. The models have random
 weights (torchvision's alexnet and resnet18): counting does not depend on them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,12 @@ GOLDEN = Path(__file__).parent / "golden"
 REGENERATE = os.environ.get("CNNTOOL_REGENERATE_GOLDEN") == "1"
 WIDTH = {"COLUMNS": "120", "NO_COLOR": "1"}
 MODELS = ["lenet5-mnist", "alexnet", "resnet18"]
-CASES = [(command, model, fmt) for command in ("profile", "layers") for model in MODELS
-         for fmt in ("table", "csv")]
+CASES = [
+    (command, model, fmt)
+    for command in ("profile", "layers")
+    for model in MODELS
+    for fmt in ("table", "csv")
+]
 
 
 def golden_path(command: str, model: str, fmt: str) -> Path:
@@ -58,7 +63,9 @@ def test_output_equals_the_golden_file(command, model, fmt):
 def test_a_real_pipe_prints_the_same_bytes(cnntool):
     piped = cnntool("profile", "lenet5-mnist", "--format", "table", "-q")
     assert piped.returncode == 0, piped.stderr
-    assert piped.stdout == golden_path("profile", "lenet5-mnist", "table").read_text(encoding="utf-8")
+    assert piped.stdout == golden_path("profile", "lenet5-mnist", "table").read_text(
+        encoding="utf-8"
+    )
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -1,6 +1,7 @@
 """gradcheck: no false alarms on real models, planted bugs caught and localized, kinks and
 rounding reported as inconclusive, torch.autograd.gradcheck's verdicts matched, the CLI's
 exit codes and records."""
+
 import json
 from pathlib import Path
 
@@ -29,8 +30,9 @@ def one_thread():
 
 
 def _summary(result) -> str:
-    return "; ".join(f"{t.path}: {t.verdict} {t.max_rel_err}" for t in result.failures) \
-        or ", ".join(result.warnings)
+    return "; ".join(
+        f"{t.path}: {t.verdict} {t.max_rel_err}" for t in result.failures
+    ) or ", ".join(result.warnings)
 
 
 # --- no false alarms on real models ------------------------------------------------------------
@@ -49,9 +51,14 @@ REAL_MODELS = [
 ]
 
 
-@pytest.mark.parametrize("spec,size,kwargs", REAL_MODELS,
-                         ids=[f"{s}-{'per-layer' if k.get('per_layer') else 'model'}-{i}"
-                              for i, (s, _, k) in enumerate(REAL_MODELS)])
+@pytest.mark.parametrize(
+    "spec,size,kwargs",
+    REAL_MODELS,
+    ids=[
+        f"{s}-{'per-layer' if k.get('per_layer') else 'model'}-{i}"
+        for i, (s, _, k) in enumerate(REAL_MODELS)
+    ],
+)
 def test_real_models_pass_without_false_alarms(spec, size, kwargs):
     torch.manual_seed(0)  # torchvision's random weights: the same draw whatever ran before
     loaded = load_model(spec, device="cpu")
@@ -179,8 +186,12 @@ def test_same_seed_same_result_other_seed_other_numbers():
 def test_layer_loss_checks_only_what_reaches_the_layer():
     result = gradcheck(B.net_with_transposed_weight_grad(), (1, 8, 8), layer="act")
     assert result.ok  # the bug sits after `act`
-    assert {s.path for s in result.skipped} == {"square.weight", "square.bias", "head.weight",
-                                                 "head.bias"}
+    assert {s.path for s in result.skipped} == {
+        "square.weight",
+        "square.bias",
+        "head.weight",
+        "head.bias",
+    }
     assert "act" in result.loss
 
 
@@ -215,18 +226,36 @@ def _cli(monkeypatch, capsys, *args):
 
 
 def test_cli_exits_1_and_names_the_buggy_module(monkeypatch, capsys):
-    code, out, err = _cli(monkeypatch, capsys, "gradcheck", f"{FIXTURES}:net_with_dropped_term",
-                          "--trust-code", "--per-layer")
+    code, out, err = _cli(
+        monkeypatch,
+        capsys,
+        "gradcheck",
+        f"{FIXTURES}:net_with_dropped_term",
+        "--trust-code",
+        "--per-layer",
+    )
     assert code == 1
     records = [json.loads(line) for line in out.splitlines()]
-    assert [(r["module"], r["tensor"]) for r in records if r["verdict"] == "fail"] == [("act", "input")]
+    assert [(r["module"], r["tensor"]) for r in records if r["verdict"] == "fail"] == [
+        ("act", "input")
+    ]
     assert "float64 copy" in err and "wrong gradients: act.input" in err and "FAIL" in err
     assert "Traceback" not in err
 
 
 def test_cli_exits_0_when_all_pass_and_writes_csv(monkeypatch, capsys):
-    code, out, err = _cli(monkeypatch, capsys, "gradcheck", "lenet5-mnist", "--params",
-                          "--format", "csv", "-q", "--device", "cpu")
+    code, out, err = _cli(
+        monkeypatch,
+        capsys,
+        "gradcheck",
+        "lenet5-mnist",
+        "--params",
+        "--format",
+        "csv",
+        "-q",
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("module,tensor,shape,verdict") and len(lines) == 1 + 8
@@ -236,6 +265,7 @@ def test_cli_exits_0_when_all_pass_and_writes_csv(monkeypatch, capsys):
 def test_cli_user_errors_exit_1_without_traceback(monkeypatch, capsys):
     code, _, err = _cli(monkeypatch, capsys, "gradcheck", f"{FIXTURES}:correct_net")
     assert code == 1 and "--trust-code" in err and "Traceback" not in err
-    code, _, err = _cli(monkeypatch, capsys, "gradcheck", "lenet5-mnist", "--layer", "conv1",
-                        "--per-layer")
+    code, _, err = _cli(
+        monkeypatch, capsys, "gradcheck", "lenet5-mnist", "--layer", "conv1", "--per-layer"
+    )
     assert code == 1 and "one or the other" in err

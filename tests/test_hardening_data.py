@@ -2,6 +2,7 @@
 scan hang or eat the memory. Each test first shows the failure with real files (a PNG whose
 header claims 100000×100000 pixels, a truncated JPEG, a FIFO, a dangling link, link loops),
 then the promised behaviour."""
+
 from __future__ import annotations
 
 import json
@@ -38,13 +39,17 @@ def no_warnings(function, *args, **kwargs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = function(*args, **kwargs)
-    shown = [w for w in caught if not (issubclass(w.category, DeprecationWarning)
-                                       and "multiprocessing" in w.filename)]
+    shown = [
+        w
+        for w in caught
+        if not (issubclass(w.category, DeprecationWarning) and "multiprocessing" in w.filename)
+    ]
     assert [str(w.message) for w in shown] == []
     return result
 
 
 # --- 1. decompression bombs -----------------------------------------------------------------
+
 
 def test_a_bomb_png_is_a_data_error_sentence(tmp_path):
     bomb = write_bomb(tmp_path / "bomb.png")
@@ -90,19 +95,32 @@ def test_max_pixels_moves_the_limit_without_touching_pillows_global(tmp_path, mo
 
 # --- 2. decoding bounded by what the model needs ---------------------------------------------
 
+
 def test_crop_region_resampling_equals_resize_then_crop():
     from cnntool.core.images import crop_pixels
 
     rng = np.random.default_rng(0)
     for interpolation in ("bilinear", "bicubic", "nearest"):
-        for crop, resize, channels in [((224, 224), 256, 3), ((28, 28), 28, 1), ((240, 200), 300, 3),
-                                       ((224, 224), 200, 3)]:  # the last pads with black
-            preprocessing = Preprocessing(crop=crop, resize=resize, interpolation=interpolation,
-                                          channels=channels, mean=(0.5,) * channels, std=(0.5,) * channels)
+        for crop, resize, channels in [
+            ((224, 224), 256, 3),
+            ((28, 28), 28, 1),
+            ((240, 200), 300, 3),
+            ((224, 224), 200, 3),
+        ]:  # the last pads with black
+            preprocessing = Preprocessing(
+                crop=crop,
+                resize=resize,
+                interpolation=interpolation,
+                channels=channels,
+                mean=(0.5,) * channels,
+                std=(0.5,) * channels,
+            )
             for _ in range(6):
                 width, height = (int(v) for v in rng.integers(1, 700, 2))
                 image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-                assert torch.equal(crop_pixels(image, preprocessing), preprocessing.to_pixels(image))
+                assert torch.equal(
+                    crop_pixels(image, preprocessing), preprocessing.to_pixels(image)
+                )
 
 
 def test_window_resampling_stays_within_two_gray_levels_on_photos():
@@ -126,7 +144,9 @@ def test_window_resampling_stays_within_two_gray_levels_on_photos():
 
 def test_a_1x5000_strip_is_never_resized_to_256x1280000(tmp_path, monkeypatch):
     strip = tmp_path / "strip.png"
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (5000, 1, 3), dtype=np.uint8)).save(strip)
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (5000, 1, 3), dtype=np.uint8)).save(
+        strip
+    )
     # the failure: resize-then-crop makes the whole 983 MB image first (2.26 GB predict peak)
     assert RGB_224.resized_size(1, 5000) == (256, 1_280_000)
 
@@ -153,7 +173,9 @@ def _big_jpegs(folder: Path, factor: float) -> list[Path]:
     files = []
     for i, path in enumerate(samples.photos()[:5]):
         photo = load_image(path)
-        big = photo.resize((int(photo.width * factor), int(photo.height * factor)), Image.Resampling.BICUBIC)
+        big = photo.resize(
+            (int(photo.width * factor), int(photo.height * factor)), Image.Resampling.BICUBIC
+        )
         files.append(folder / f"{i}.jpg")
         big.save(files[-1], quality=90)
     return files
@@ -163,7 +185,9 @@ def test_draft_decodes_big_jpegs_smaller_and_stays_close_to_full_decoding(tmp_pa
     from cnntool.core import samples
     from cnntool.core.images import _draft
 
-    lite0 = Preprocessing(crop=(224, 224), resize=256, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3)
+    lite0 = Preprocessing(
+        crop=(224, 224), resize=256, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3
+    )
     small = Preprocessing(crop=(32, 32), resize=36)
     cases = [(lite0, p) for p in _big_jpegs(tmp_path, 4)]
     cases += [(small, Path(p)) for p in samples.photos() if p.endswith(".jpg")]
@@ -184,9 +208,11 @@ def test_draft_decodes_big_jpegs_smaller_and_stays_close_to_full_decoding(tmp_pa
 
 # --- 3. only regular files; links that go nowhere are counted ---------------------------------
 
+
 def test_a_fifo_in_a_path_list_is_skipped_not_waited_on(tmp_path):
     fifo = tmp_path / "pipe.jpg"
     os.mkfifo(fifo)
+
     # the failure: opening a FIFO blocks until someone writes to it
     def open_it():
         with pytest.raises(Image.UnidentifiedImageError):  # once released: an empty "image"
@@ -240,16 +266,27 @@ def test_a_folder_counts_fifos_dangling_links_and_loops(tmp_path):
 
     dataset = open_data(str(root))
     names = sorted(Path(p).relative_to(root).as_posix() for p in dataset.paths)
-    assert names == ["cats/bomb.png", "cats/cut.jpg", "cats/good0.png", "cats/good1.png",
-                     "linked/bomb.png", "linked/cut.jpg", "linked/good0.png", "linked/good1.png"]
+    assert names == [
+        "cats/bomb.png",
+        "cats/cut.jpg",
+        "cats/good0.png",
+        "cats/good1.png",
+        "linked/bomb.png",
+        "linked/cut.jpg",
+        "linked/good0.png",
+        "linked/good1.png",
+    ]
     listing_reasons = {Path(p).relative_to(root).as_posix(): r for p, r in dataset.skipped}
     assert listing_reasons == {
-        "cats/gone.jpg": "dangling symbolic link", "cats/self.png": "symbolic link loop",
+        "cats/gone.jpg": "dangling symbolic link",
+        "cats/self.png": "symbolic link loop",
         "cats/pipe.jpg": "not a regular file (a FIFO)",
         "cats/up": "symbolic link loop (links back to a folder above it)",
-        "linked/gone.jpg": "dangling symbolic link", "linked/self.png": "symbolic link loop",
+        "linked/gone.jpg": "dangling symbolic link",
+        "linked/self.png": "symbolic link loop",
         "linked/pipe.jpg": "not a regular file (a FIFO)",
-        "linked/up": "symbolic link loop (links back to a folder above it)"}
+        "linked/up": "symbolic link loop (links back to a folder above it)",
+    }
     stream = BatchStream(dataset, RGB_224, batch_size=3)
     assert len([i for b in stream for i in b.indices]) == 4
     report = dataset.all_skipped(stream.skipped)  # what a scan's report counts
@@ -259,16 +296,21 @@ def test_a_folder_counts_fifos_dangling_links_and_loops(tmp_path):
 
 def test_a_folder_of_nothing_readable_says_why(tmp_path):
     (tmp_path / "a.jpg").symlink_to(tmp_path / "missing.jpg")
-    with pytest.raises(DataError, match=r"no readable image files \(1 skipped, e\.g\. .*a\.jpg: dangling"):
+    with pytest.raises(
+        DataError, match=r"no readable image files \(1 skipped, e\.g\. .*a\.jpg: dangling"
+    ):
         open_data(str(tmp_path))
 
 
 # --- 4. index ranges are checked, never expanded ---------------------------------------------
 
+
 def test_a_huge_range_is_checked_arithmetically():
     tracemalloc.start()
     try:
-        with pytest.raises(CnnToolError, match=r"^unit 999999999 does not exist: there are 64 \(0-63\)$"):
+        with pytest.raises(
+            CnnToolError, match=r"^unit 999999999 does not exist: there are 64 \(0-63\)$"
+        ):
             parse_indices("0-999999999", 64, what="unit")
         with pytest.raises(CnnToolError, match="names 1,000,000,000 unit numbers"):
             parse_indices("0-999999999", what="unit")
@@ -311,8 +353,12 @@ with atomic_path(folder / "result.npz") as temp:
 
 
 def test_sigkill_leftovers_are_recognized_and_cleaned(tmp_path):
-    run = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(tmp_path)], stdout=subprocess.PIPE,
-                           text=True, cwd=Path(__file__).resolve().parents[1])
+    run = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_RUN, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     try:
         part, spool = (Path(p) for p in run.stdout.readline().split())
         assert clean_stale(tmp_path) == []  # the run is alive: its files are left alone
@@ -329,7 +375,8 @@ def test_sigkill_leftovers_are_recognized_and_cleaned(tmp_path):
     kept.write_text("an output")
     removed = clean_stale(tmp_path)
     assert [(r.path, r.reason) for r in removed] == sorted(
-        [(part, f"process {run.pid} is gone"), (spool, f"process {run.pid} is gone")])
+        [(part, f"process {run.pid} is gone"), (spool, f"process {run.pid} is gone")]
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
@@ -352,7 +399,8 @@ def test_clean_stale_goes_by_age_for_other_hosts_and_old_names(tmp_path):
         removed = clean_stale(tmp_path)
         assert live.exists()
     assert [(r.path.name, r.size, r.reason) for r in removed] == sorted(
-        [(p.name, 10, "older than a day") for p in (other_host, legacy_spool, legacy_part)])
+        [(p.name, 10, "older than a day") for p in (other_host, legacy_spool, legacy_part)]
+    )
     assert fresh_other_host.exists() and not_ours.exists()
     assert clean_stale(tmp_path / "missing") == []
 
@@ -375,7 +423,6 @@ def test_a_scratch_name_fits_whatever_the_output_name(tmp_path):
     assert os.listdir(tmp_path) == ["n" * 246 + ".npz"]
 
 
-
 def test_an_output_that_is_a_device_or_fifo_is_written_in_place_not_replaced(tmp_path):
     """`-o /dev/null` or a FIFO: renaming a finished scratch file onto it would replace the
     device (root may), so such an output is written where it is."""
@@ -395,7 +442,9 @@ def test_an_output_that_is_a_device_or_fifo_is_written_in_place_not_replaced(tmp
     assert received == ["hello\n"]
     assert stat_module.S_ISFIFO(os.stat(fifo).st_mode) and os.listdir(tmp_path) == ["out.jsonl"]
 
+
 # --- 5b. names that cannot be opened: one mechanism -------------------------------------------
+
 
 def test_a_path_list_keeps_undecodable_names_and_counts_a_nul_byte(tmp_path):
     """A path list is bytes: a name that is not UTF-8 opens its file (it used to be 'replaced'
@@ -407,17 +456,25 @@ def test_a_path_list_keeps_undecodable_names_and_counts_a_nul_byte(tmp_path):
     odd = os.fsencode(tmp_path) + b"/caf\xe9.png"  # Latin-1 'café'
     Image.new("RGB", (40, 30), (10, 200, 30)).save(odd)
     listing = tmp_path / "list.txt"
-    listing.write_bytes(b"\n".join([os.fsencode(good[0]), b"x\x00y.png", odd, os.fsencode(good[1])]))
+    listing.write_bytes(
+        b"\n".join([os.fsencode(good[0]), b"x\x00y.png", odd, os.fsencode(good[1])])
+    )
     dataset = open_data(str(listing))
-    assert [os.fsencode(p) for p in dataset.paths] == [os.fsencode(good[0]), odd, os.fsencode(good[1])]
+    assert [os.fsencode(p) for p in dataset.paths] == [
+        os.fsencode(good[0]),
+        odd,
+        os.fsencode(good[1]),
+    ]
     assert dataset.skipped == [("x\x00y.png", "the name contains a NUL byte")]
     stream = BatchStream(dataset, RGB_224, batch_size=4)
     assert [i for b in stream for i in b.indices] == [0, 1, 2] and stream.skipped == []
     assert len(dataset_fingerprint(dataset)) == 64
     # one wording for every name that cannot be opened, whether listed or loaded
-    for name, reason in (("a\x00b.png", "the name contains a NUL byte"),
-                         ("n" * 300 + ".png", "the name is too long"),
-                         ("\ud800.png", "the name is not valid in the file system's encoding")):
+    for name, reason in (
+        ("a\x00b.png", "the name contains a NUL byte"),
+        ("n" * 300 + ".png", "the name is too long"),
+        ("\ud800.png", "the name is not valid in the file system's encoding"),
+    ):
         with pytest.raises(DataError, match=f"^cannot read image .*: {reason}$"):
             load_image(tmp_path / name)
 
@@ -426,10 +483,13 @@ def test_a_path_list_keeps_undecodable_names_and_counts_a_nul_byte(tmp_path):
     from cnntool.io.writers import write_json
 
     write_json(tmp_path / "names.json", {"path": os.fsdecode(odd)})
-    assert json.loads((tmp_path / "names.json").read_text(encoding="utf-8"))["path"] == os.fsdecode(odd)
+    assert json.loads((tmp_path / "names.json").read_text(encoding="utf-8"))["path"] == os.fsdecode(
+        odd
+    )
 
 
 # --- 6. the DataLoader keeps up ----------------------------------------------------------------
+
 
 def test_automatic_workers():
     assert auto_workers(100, cores=1) == 0  # one core: decoding stays in the main process
@@ -467,6 +527,7 @@ def test_pinned_memory_only_for_cuda():
 
 
 # --- 7. NaN pixels are quantized without numpy's raw warning ----------------------------------
+
 
 def test_nan_pixels_become_black_without_a_warning():
     from cnntool.io.figures import pixels_to_image
@@ -513,8 +574,8 @@ def test_a_fork_during_an_open_leaves_the_child_a_free_lock_and_pillows_limit(tm
         child = os.fork()
         if child == 0:  # the child: it can open images, and Pillow's limit is back
             signal.alarm(30)  # a deadlocked child dies instead of hanging the test run
-            ok = images.load_image(path).size == (8, 8) and Image.MAX_IMAGE_PIXELS == limit
+            ok = images.load_image(path).size == (8, 8) and limit == Image.MAX_IMAGE_PIXELS
             os._exit(0 if ok else 1)
         _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert Image.MAX_IMAGE_PIXELS == limit
+    assert limit == Image.MAX_IMAGE_PIXELS

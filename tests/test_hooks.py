@@ -4,6 +4,7 @@ Hand-set tiny nets give exact numbers; torchvision models with random weights cr
 against captum (where captum is right) and against a hand-swapped autograd function (where
 captum silently falls back to the plain gradient: functional F.relu, ReLU6).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -16,7 +17,11 @@ from torch import nn
 from torchvision.models.googlenet import BasicConv2d
 
 from cnntool.core.hooks import (
-    capture, hook_count, module_hooks, preserved_state, substitute_activation_backward,
+    capture,
+    hook_count,
+    module_hooks,
+    preserved_state,
+    substitute_activation_backward,
 )
 from cnntool.errors import CnnToolError, UnknownNameError
 from tests.backward_reference import hand_swapped, make, norm_close, quiet_captum
@@ -172,29 +177,25 @@ def test_stop_early_ends_the_forward_after_the_last_requested_layer():
 
 def test_a_stop_passes_through_other_captures_to_its_own():
     model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(), Tripwire())
-    with capture(model, ["1"], stop_early=True) as outer:
-        with capture(model, ["0"]) as inner:
-            model(X)
+    with capture(model, ["1"], stop_early=True) as outer, capture(model, ["0"]) as inner:
+        model(X)
     assert torch.equal(outer.activations["1"], inner.activations["0"].relu())
     assert hook_count(model) == 0
 
 
 def test_errors_in_a_capture_block_propagate():
     model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(), Tripwire())
-    with pytest.raises(KeyError):
-        with capture(model, ["0"], stop_early=True) as cap:
-            cap.run(X)
-            raise KeyError("not ours to swallow")
-    with pytest.raises(UnknownNameError, match="did you mean"):
-        with capture(model, ["00"]):
-            pass
+    with pytest.raises(KeyError), capture(model, ["0"], stop_early=True) as cap:
+        cap.run(X)
+        raise KeyError("not ours to swallow")
+    with pytest.raises(UnknownNameError, match="did you mean"), capture(model, ["00"]):
+        pass
     with pytest.raises(ValueError, match="not submodules"):
         with capture(model, {"stranger": nn.ReLU()}):
             pass
     lstm = nn.Sequential(nn.LSTM(2, 2))
-    with pytest.raises(CnnToolError, match="not a tensor"):
-        with capture(lstm, ["0"]):
-            lstm(torch.zeros(1, 1, 2))
+    with pytest.raises(CnnToolError, match="not a tensor"), capture(lstm, ["0"]):
+        lstm(torch.zeros(1, 1, 2))
     assert hook_count(model) == 0 and hook_count(lstm) == 0
 
 
@@ -231,18 +232,35 @@ EXPECTED = {
 }
 FORMS = {
     "relu": [
-        nn.ReLU(), nn.ReLU(inplace=True), F.relu, lambda h: F.relu(h, inplace=True),
-        lambda h: F.relu(input=h), torch.relu, torch.relu_, F.relu_, lambda h: h.relu(),
-        lambda h: h.relu_(), lambda h: h.clamp(min=0), lambda h: torch.clamp(h, 0),
-        lambda h: h.clamp_(min=0), lambda h: h.clamp_min(0), lambda h: torch.clip(h, min=0),
+        nn.ReLU(),
+        nn.ReLU(inplace=True),
+        F.relu,
+        lambda h: F.relu(h, inplace=True),
+        lambda h: F.relu(input=h),
+        torch.relu,
+        torch.relu_,
+        F.relu_,
+        lambda h: h.relu(),
+        lambda h: h.relu_(),
+        lambda h: h.clamp(min=0),
+        lambda h: torch.clamp(h, 0),
+        lambda h: h.clamp_(min=0),
+        lambda h: h.clamp_min(0),
+        lambda h: torch.clip(h, min=0),
     ],
     "relu6": [
-        nn.ReLU6(), nn.ReLU6(inplace=True), F.relu6, lambda h: F.relu6(h, inplace=True),
-        nn.Hardtanh(0.0, 6.0), lambda h: F.hardtanh(h, 0.0, 6.0, True),
+        nn.ReLU6(),
+        nn.ReLU6(inplace=True),
+        F.relu6,
+        lambda h: F.relu6(h, inplace=True),
+        nn.Hardtanh(0.0, 6.0),
+        lambda h: F.hardtanh(h, 0.0, 6.0, True),
         lambda h: F.hardtanh_(h, 0.0, 6.0),
     ],
     "leaky_relu": [
-        nn.LeakyReLU(0.1), nn.LeakyReLU(0.1, inplace=True), lambda h: F.leaky_relu(h, 0.1),
+        nn.LeakyReLU(0.1),
+        nn.LeakyReLU(0.1, inplace=True),
+        lambda h: F.leaky_relu(h, 0.1),
         lambda h: F.leaky_relu_(h, negative_slope=0.1),
     ],
 }
@@ -279,8 +297,11 @@ def test_hardtanh_gates_guided_gradients_on_its_own_range():
             (model(x * 1) * weights).sum().backward()
         grads[rule], x.grad = x.grad.tolist(), None
         assert sub.substituted == Counter({"hardtanh": 1})
-    assert grads == {"plain": [0.0, -1.0, 1.0, 0.0], "guided": [0.0, 0.0, 1.0, 0.0],
-                     "deconv": [1.0, 0.0, 1.0, 1.0]}
+    assert grads == {
+        "plain": [0.0, -1.0, 1.0, 0.0],
+        "guided": [0.0, 0.0, 1.0, 0.0],
+        "deconv": [1.0, 0.0, 1.0, 1.0],
+    }
 
 
 def test_a_callable_rule_sees_the_pre_activation_input_of_an_inplace_relu():
@@ -295,7 +316,7 @@ def test_a_callable_rule_sees_the_pre_activation_input_of_an_inplace_relu():
     with substitute_activation_backward(model, tenfold) as sub:
         model(x).sum().backward()
     assert x.grad.tolist() == [20.0, 170.0]
-    (inp, out, grad), = seen
+    ((inp, out, grad),) = seen
     assert inp.tolist() == [1.0, 2.0, -1.0, 8.0]
     assert out.tolist() == [1.0, 2.0, 0.0, 8.0]
     assert grad.tolist() == [2.0, -3.0, 4.0, 5.0]
@@ -303,8 +324,9 @@ def test_a_callable_rule_sees_the_pre_activation_input_of_an_inplace_relu():
 
 
 def test_smooth_activations_are_reported_and_left_alone():
-    model = nn.Sequential(nn.Linear(3, 3), nn.SiLU(), nn.GELU(), nn.Sigmoid(), nn.Tanh(),
-                          nn.Hardswish())
+    model = nn.Sequential(
+        nn.Linear(3, 3), nn.SiLU(), nn.GELU(), nn.Sigmoid(), nn.Tanh(), nn.Hardswish()
+    )
     x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
     (plain,) = torch.autograd.grad(model(x).sum(), x)
     with substitute_activation_backward(model, "guided") as sub:
@@ -366,12 +388,16 @@ def test_matches_captum_where_captum_is_right(name, relu_calls):
 
 @pytest.mark.slow
 @quiet_captum
-@pytest.mark.parametrize("name,kind,activation", [
-    ("googlenet", "relu", BasicConv2d),  # ends in F.relu
-    ("mobilenet_v2", "relu6", nn.ReLU6),
-])
-def test_covers_functional_relu_and_relu6_where_captum_does_not(monkeypatch, name, kind,
-                                                                activation):
+@pytest.mark.parametrize(
+    "name,kind,activation",
+    [
+        ("googlenet", "relu", BasicConv2d),  # ends in F.relu
+        ("mobilenet_v2", "relu6", nn.ReLU6),
+    ],
+)
+def test_covers_functional_relu_and_relu6_where_captum_does_not(
+    monkeypatch, name, kind, activation
+):
     model, x, target = make(name), images(1), torch.tensor([5])
     calls = sum(isinstance(m, activation) for m in model.modules())  # each runs once
     plain, _ = input_gradient(model, x, target)
@@ -426,27 +452,31 @@ def mixed_state(model: nn.Module):
 def test_no_leak_when_the_forward_raises(name):
     model = Exploding()
     before = mixed_state(model)
-    with pytest.raises(ValueError, match="boom"):
-        with CONTEXTS[name](model):
-            model.eval().requires_grad_(True)  # what an analysis might do inside
-            model(torch.ones(1, 1, 2, 2))
+    with pytest.raises(ValueError, match="boom"), CONTEXTS[name](model):
+        model.eval().requires_grad_(True)  # what an analysis might do inside
+        model(torch.ones(1, 1, 2, 2))
     assert hook_count(model) == 0
     assert mode_stack() == []
-    assert ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]) \
-        == before
+    assert (
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+    ) == before
 
 
 def test_no_leak_from_nested_contexts_or_module_hooks():
     model = Exploding()
     before = mixed_state(model)
-    with pytest.raises(ValueError, match="boom"):
-        with substitute_activation_backward(model, "guided"), \
-                capture(model, ["relu", "head"], stop_early=True), \
-                module_hooks({"conv": model.conv}, pre=lambda *a: None, post=lambda *a: None):
-            model(torch.ones(1, 1, 2, 2))
+    with (
+        pytest.raises(ValueError, match="boom"), substitute_activation_backward(model, "guided"),
+        capture(model, ["relu", "head"], stop_early=True),
+        module_hooks({"conv": model.conv}, pre=lambda *a: None, post=lambda *a: None),
+    ):
+        model(torch.ones(1, 1, 2, 2))
     assert hook_count(model) == 0 and mode_stack() == []
-    assert ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]) \
-        == before
+    assert (
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+    ) == before
 
 
 def test_an_error_in_a_rule_during_backward_propagates():

@@ -1,6 +1,7 @@
 """Integrated gradients (`visualize deconv --method ig`) against captum's IntegratedGradients and
 against models whose answer is known by hand; SmoothGrad's captum convention
 (`--smooth-abs per-sample`) against captum's NoiseTunnel(Saliency) given the same noise."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,12 @@ from cnntool.core.data import BatchStream, open_data
 from cnntool.core.hooks import capture, hook_count
 from cnntool.core.models import load_model
 from cnntool.errors import CnnToolError
-from cnntool.tasks.integrated_gradients import (IntegratedGradients, baseline_input, integrate,
-                                                quadrature)
+from cnntool.tasks.integrated_gradients import (
+    IntegratedGradients,
+    baseline_input,
+    integrate,
+    quadrature,
+)
 from cnntool.tasks.projection import SmoothGrad, project
 from tests.backward_reference import make, norm_close, quiet_captum
 from tests.pixels import png
@@ -52,13 +57,25 @@ def test_ig_equals_captum_and_so_does_its_completeness_gap(name, lite0, photos):
     captum = CaptumIG(model)
     for x, wanted in zip(photos, (7, None)):
         x = x[None]
-        ours = project(model, x, "ig", target_class=wanted, preprocessing=lite0.preprocessing,
-                       ig=IntegratedGradients(steps=STEPS, baseline=baseline_name, batch_size=CHUNK))
+        ours = project(
+            model,
+            x,
+            "ig",
+            target_class=wanted,
+            preprocessing=lite0.preprocessing,
+            ig=IntegratedGradients(steps=STEPS, baseline=baseline_name, batch_size=CHUNK),
+        )
         target = ours.target.class_index
         baseline = torch.full_like(x, -1.0) if name == "lite0" else None  # None: captum's zero
-        theirs, delta = captum.attribute(x, baselines=baseline, target=target, n_steps=STEPS,
-                                         method="gausslegendre", internal_batch_size=CHUNK,
-                                         return_convergence_delta=True)
+        theirs, delta = captum.attribute(
+            x,
+            baselines=baseline,
+            target=target,
+            n_steps=STEPS,
+            method="gausslegendre",
+            internal_batch_size=CHUNK,
+            return_convergence_delta=True,
+        )
         scale = float(theirs.abs().max())
         # |Δ| relative to the map's largest magnitude (the maps' values are ~1e-2 to 1e-1)
         assert (ours.map - theirs[0]).abs().max() <= 1e-5 * scale, name
@@ -68,8 +85,9 @@ def test_ig_equals_captum_and_so_does_its_completeness_gap(name, lite0, photos):
         # captum sums the map in float32, ours in float64
         tolerance = 1e-5 * max(1.0, abs(c.difference))
         assert c.gap == pytest.approx(abs(float(delta)), abs=tolerance)
-        recomputed = captum.compute_convergence_delta(ours.map[None], baseline if baseline is not None
-                                                      else 0.0, x, target=target)
+        recomputed = captum.compute_convergence_delta(
+            ours.map[None], baseline if baseline is not None else 0.0, x, target=target
+        )
         assert c.delta == pytest.approx(float(recomputed), abs=tolerance)
         assert c.f_input == pytest.approx(ours.value, rel=1e-5)
         assert c.relative_gap == pytest.approx(c.gap / abs(c.f_input - c.f_baseline))
@@ -80,7 +98,10 @@ def test_ig_equals_captum_and_so_does_its_completeness_gap(name, lite0, photos):
 
 @quiet_captum
 def test_ig_of_a_unit_equals_captum_on_the_unit_as_a_model():
-    model, x = make("resnet18"), torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    model, x = (
+        make("resnet18"),
+        torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2)),
+    )
     ours = project(model, x, "ig", layer="layer3", ig=IntegratedGradients(steps=8, baseline="0"))
     target = ours.target
     assert target.layer == "layer3" and target.position is not None
@@ -91,7 +112,9 @@ def test_ig_of_a_unit_equals_captum_on_the_unit_as_a_model():
             cap.run(batch)
         return cap.outputs["layer3"][:, target.unit, row, col, None]
 
-    theirs, delta = CaptumIG(wrapped).attribute(x, target=0, n_steps=8, return_convergence_delta=True)
+    theirs, delta = CaptumIG(wrapped).attribute(
+        x, target=0, n_steps=8, return_convergence_delta=True
+    )
     assert (ours.map - theirs[0]).abs().max() <= 1e-5 * theirs.abs().max()
     assert ours.completeness.gap == pytest.approx(abs(float(delta)), abs=1e-5)
     assert hook_count(model) == 0
@@ -106,16 +129,24 @@ class Linear(nn.Module):
         return ((x * self.weight).flatten(1).sum(1) + self.bias)[:, None]
 
 
-@pytest.mark.parametrize("rule,steps", [("gausslegendre", 50), ("riemann_left", 1), ("riemann_trapezoid", 7)])
+@pytest.mark.parametrize(
+    "rule,steps", [("gausslegendre", 50), ("riemann_left", 1), ("riemann_trapezoid", 7)]
+)
 def test_a_linear_model_gets_x_minus_baseline_times_w_and_no_gap(rule, steps):
     generator = torch.Generator().manual_seed(3)
     w, x, b = (torch.randn(1, 2, 4, 4, generator=generator) for _ in range(3))
-    result = project(Linear(w), x, "ig", target_class=0,
-                     ig=IntegratedGradients(steps=steps, rule=rule, baseline=b, batch_size=4))
+    result = project(
+        Linear(w),
+        x,
+        "ig",
+        target_class=0,
+        ig=IntegratedGradients(steps=steps, rule=rule, baseline=b, batch_size=4),
+    )
     assert torch.allclose(result.map, ((x - b) * w)[0], atol=1e-6)
     assert result.completeness.gap <= 1e-5 and result.completeness.baseline == "tensor"
     assert result.completeness.f_input - result.completeness.f_baseline == pytest.approx(
-        float(((x - b) * w).sum()), abs=1e-5)
+        float(((x - b) * w).sum()), abs=1e-5
+    )
 
 
 def test_a_relu_unit_gets_its_hand_computed_ig_and_the_gap_shrinks_with_steps():
@@ -133,20 +164,31 @@ def test_a_relu_unit_gets_its_hand_computed_ig_and_the_gap_shrinks_with_steps():
     gaps = {}
     for rule in ("riemann_middle", "gausslegendre"):
         for steps in (4, 16, 64, 256):
-            ig, completeness = integrate(score, x, torch.zeros_like(x),
-                                         IntegratedGradients(steps=steps, rule=rule, baseline=0.0))
+            ig, completeness = integrate(
+                score,
+                x,
+                torch.zeros_like(x),
+                IntegratedGradients(steps=steps, rule=rule, baseline=0.0),
+            )
             assert completeness.difference == pytest.approx(dot - theta)
             widest = max(quadrature(steps, rule)[0])
             assert ((ig[0] - exact).abs() <= (x[0] * w).abs() * widest + 1e-6).all(), (rule, steps)
             assert completeness.gap <= dot * widest + 1e-6
             gaps[rule, steps] = completeness.gap
     assert [gaps["riemann_middle", n] for n in (4, 16, 64, 256)] == pytest.approx(
-        [0.25, 0.0625, 0.015625, 0.00390625], abs=1e-6)  # (1 − α*)... off by 1/n of a step
+        [0.25, 0.0625, 0.015625, 0.00390625], abs=1e-6
+    )  # (1 − α*)... off by 1/n of a step
     assert gaps["gausslegendre", 256] < gaps["gausslegendre", 4] / 10
 
 
 def test_quadrature_rules_and_baselines(lite0):
-    for rule in ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right"):
+    for rule in (
+        "gausslegendre",
+        "riemann_trapezoid",
+        "riemann_middle",
+        "riemann_left",
+        "riemann_right",
+    ):
         weights, alphas = quadrature(9, rule)
         assert sum(weights) == pytest.approx(1.0) and all(0 <= a <= 1 for a in alphas)
         # exact for α² with the Gauss-Legendre nodes, close for the others
@@ -186,13 +228,18 @@ def test_smoothgrad_per_sample_equals_captum_noisetunnel_with_the_same_noise(lit
     SmoothGrad(samples, 0.15, seed)(lambda noisy: drawn.append(noisy - x) or noisy, x)
     assert torch.allclose(torch.cat(drawn), captum_noise, atol=1e-6)
 
-    ours = project(model, x, "saliency", target_class=7, smooth=SmoothGrad(samples, 0.15, seed, "per-sample"))
+    ours = project(
+        model, x, "saliency", target_class=7, smooth=SmoothGrad(samples, 0.15, seed, "per-sample")
+    )
     torch.manual_seed(seed)
-    theirs = NoiseTunnel(Saliency(model)).attribute(x, nt_type="smoothgrad", nt_samples=samples,
-                                                     stdevs=sigma, target=7, nt_samples_batch_size=1)[0]
+    theirs = NoiseTunnel(Saliency(model)).attribute(
+        x, nt_type="smoothgrad", nt_samples=samples, stdevs=sigma, target=7, nt_samples_batch_size=1
+    )[0]
     assert norm_close(ours.map, theirs)
     assert ours.to_record()["smooth_abs"] == "per-sample"
-    ours_default = project(model, x, "saliency", target_class=7, smooth=SmoothGrad(samples, 0.15, seed))
+    ours_default = project(
+        model, x, "saliency", target_class=7, smooth=SmoothGrad(samples, 0.15, seed)
+    )
     assert ours_default.to_record()["smooth_abs"] == "after-mean"
     assert not norm_close(ours_default.map, theirs, 1e-2)  # |mean| ≤ mean |·|, and it shows
     assert (ours_default.map <= ours.map + 1e-6).all()
@@ -210,8 +257,9 @@ def test_smoothgrad_fixes_the_target_with_one_forward_and_no_extra_backward():
 
         def forward(self, x):
             counts["forward"] += 1
-            x.register_hook(lambda g: counts.__setitem__("backward", counts["backward"] + 1)) \
-                if x.requires_grad else None
+            x.register_hook(
+                lambda g: counts.__setitem__("backward", counts["backward"] + 1)
+            ) if x.requires_grad else None
             return self.linear(x.flatten(1))
 
     project(Counted(), torch.ones(1, 1, 2, 2), "saliency", smooth=SmoothGrad(5))
@@ -223,8 +271,9 @@ def test_cli_ig_writes_the_figure_and_the_completeness_gap(cnntool, tmp_path):
 
     photo, _ = imagenet_samples()[0]
     out = tmp_path / "ig.png"
-    result = cnntool("visualize", "deconv", "efficientnet_lite0", photo, "--method", "ig", "-o", out,
-                     threads=1)
+    result = cnntool(
+        "visualize", "deconv", "efficientnet_lite0", photo, "--method", "ig", "-o", out, threads=1
+    )
     assert result.returncode == 0, result.stderr
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
     ig = record["ig"]
@@ -236,6 +285,16 @@ def test_cli_ig_writes_the_figure_and_the_completeness_gap(cnntool, tmp_path):
     pixels = png(out)
     assert pixels.shape[1] > 2 * 224  # the signed map and the overlay, side by side
     assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 50  # not blank
-    bad = cnntool("visualize", "deconv", "efficientnet_lite0", photo, "--method", "ig", "--smooth", "4",
-                  "-o", out)
+    bad = cnntool(
+        "visualize",
+        "deconv",
+        "efficientnet_lite0",
+        photo,
+        "--method",
+        "ig",
+        "--smooth",
+        "4",
+        "-o",
+        out,
+    )
     assert bad.returncode == 2 and "not integrated gradients" in bad.stderr

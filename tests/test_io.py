@@ -1,4 +1,5 @@
 """Outputs are written atomically: all or nothing, with ordinary permissions."""
+
 import os
 
 import pytest
@@ -11,10 +12,9 @@ def test_atomic_write_is_all_or_nothing(tmp_path):
     with open_output(target) as handle:
         handle.write("first\n")
     assert target.read_text() == "first\n"
-    with pytest.raises(RuntimeError):
-        with open_output(target) as handle:
-            handle.write("half of a second version")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), open_output(target) as handle:
+        handle.write("half of a second version")
+        raise RuntimeError("interrupted")
     assert target.read_text() == "first\n"  # the old file is intact
     assert sorted(p.name for p in target.parent.iterdir()) == ["result.jsonl"]  # no temp left
 

@@ -2,6 +2,7 @@
 fixed magnitude, the PCA prior, accentuation), the transforms and regularizers, the judge, the
 labelled grids and the command line. Step counts are cut to keep this fast; the quality goals
 themselves are measured by benchmarks/maximize_quality.py."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,16 @@ from cnntool.core.images import load_image
 from cnntool.core.models import load_model
 from cnntool.core.samples import mnist_5k, photos
 from cnntool.errors import CnnToolError
-from cnntool.tasks.maximize import (MaximizeConfig, gaussian_blur, imagenet_defaults, maximize,
-                                    objective, objective_values, small_defaults, with_overrides)
+from cnntool.tasks.maximize import (
+    MaximizeConfig,
+    gaussian_blur,
+    imagenet_defaults,
+    maximize,
+    objective,
+    objective_values,
+    small_defaults,
+    with_overrides,
+)
 from cnntool.tasks.maximize.optimize import _Adam
 from tests.helpers import cli_env
 
@@ -40,10 +49,11 @@ def lite0():
 def test_lenet_class_logits_give_images_of_their_class(lenet):
     classes = [0, 3, 7, 8]
     goal = objective(lenet.module, "class", classes)
-    results = maximize(lenet.module, lenet.preprocessing, goal,
-                       with_overrides(small_defaults(), steps=64), seed=1)
+    results = maximize(
+        lenet.module, lenet.preprocessing, goal, with_overrides(small_defaults(), steps=64), seed=1
+    )
     batch = torch.stack([r.pixels for r in results])
-    assert batch.shape == (4, 1, 28, 28) and 0 <= batch.min() and batch.max() <= 1
+    assert batch.shape == (4, 1, 28, 28) and batch.min() >= 0 and batch.max() <= 1
     with torch.no_grad():
         probs = torch.softmax(lenet.module(lenet.preprocessing.normalize(batch)), 1)
     assert (probs[range(4), classes] > 0.9).all(), probs[range(4), classes]
@@ -59,8 +69,9 @@ def test_lite0_channels_beat_their_best_activation_on_the_sample_photos(lite0):
         cap.run(x)
     best_on_photos = cap.activations[layer].flatten(2).mean(2).amax(0)[units]
     goal = objective(lite0.module, "channel", units, layer)
-    results = maximize(lite0.module, lite0.preprocessing, goal,
-                       with_overrides(imagenet_defaults(), steps=24))
+    results = maximize(
+        lite0.module, lite0.preprocessing, goal, with_overrides(imagenet_defaults(), steps=24)
+    )
     values = torch.tensor([r.value for r in results])
     assert (values > best_on_photos).all(), (values, best_on_photos)
 
@@ -68,22 +79,39 @@ def test_lite0_channels_beat_their_best_activation_on_the_sample_photos(lite0):
 def test_fourier_start_image_is_reproduced_and_neuron_objective(lite0):
     start = lite0.preprocessing.to_pixels(load_image(photos()[1]))[:, :64, :64]
     small = type(lite0.preprocessing)(crop=(64, 64), resize=64, mean=(0.5,) * 3, std=(0.5,) * 3)
-    still = MaximizeConfig(steps=1, lr=1e-12, pad=0, jitter=0, scales=(1.0, 1.0), rotate=0.0,
-                           param="fourier")
+    still = MaximizeConfig(
+        steps=1, lr=1e-12, pad=0, jitter=0, scales=(1.0, 1.0), rotate=0.0, param="fourier"
+    )
     goal = objective(lite0.module, "neuron", [2], "_blocks.3", position=(1, 1))
     for param in ("fourier", "pixel"):
-        result = maximize(lite0.module, small, goal, with_overrides(still, param=param),
-                          start=start)[0]
+        result = maximize(
+            lite0.module, small, goal, with_overrides(still, param=param), start=start
+        )[0]
         inside = (start > 0.02) & (start < 0.98)
         assert torch.allclose(result.pixels[inside], start[inside], atol=1e-4), param
     with pytest.raises(CnnToolError, match="outside layer"):
-        maximize(lite0.module, small, objective(lite0.module, "neuron", [2], "_blocks.3",
-                                                position=(99, 0)), still)
+        maximize(
+            lite0.module,
+            small,
+            objective(lite0.module, "neuron", [2], "_blocks.3", position=(99, 0)),
+            still,
+        )
 
 
 def test_transforms_and_regularizers_run_and_are_seeded(lenet):
-    config = MaximizeConfig(param="pixel", steps=6, lr=0.1, pad=3, jitter=2, scales=(0.8, 1.2),
-                            rotate=20.0, l2=0.01, tv=0.01, blur_every=2, blur_sigma=1.0)
+    config = MaximizeConfig(
+        param="pixel",
+        steps=6,
+        lr=0.1,
+        pad=3,
+        jitter=2,
+        scales=(0.8, 1.2),
+        rotate=20.0,
+        l2=0.01,
+        tv=0.01,
+        blur_every=2,
+        blur_sigma=1.0,
+    )
     goal = objective(lenet.module, "channel", [1, 2], "conv2")
     a = maximize(lenet.module, lenet.preprocessing, goal, config, seed=4)
     b = maximize(lenet.module, lenet.preprocessing, goal, config, seed=4)
@@ -104,36 +132,57 @@ def test_defaults_follow_the_input_size_and_mistakes_are_errors(lenet):
     with pytest.raises(CnnToolError, match="unknown parameterization"):
         MaximizeConfig.for_input((3, 224, 224), param="wavelet")
     from cnntool.tasks.maximize import PcaBasis
+
     with pytest.raises(CnnToolError, match="small inputs"):
         PcaBasis.fit(torch.zeros(2, 3, 65, 64), 4)
     with pytest.raises(CnnToolError, match="prior data"):
-        maximize(lenet.module, lenet.preprocessing, objective(lenet.module, "class", [1]),
-                 with_overrides(small_defaults(), param="pca", steps=1))
+        maximize(
+            lenet.module,
+            lenet.preprocessing,
+            objective(lenet.module, "class", [1]),
+            with_overrides(small_defaults(), param="pca", steps=1),
+        )
     with pytest.raises(CnnToolError, match="needs a layer"):
         objective(lenet.module, "channel", [0])
     from cnntool.tasks.maximize import objective_for
-    for layer, units, classes, says in [(None, [], [], "say what to maximize"), ("conv2", [0], [3], "say what"),
-                                        ("conv2", [], [], "at least one --unit")]:
+
+    for layer, units, classes, says in [
+        (None, [], [], "say what to maximize"),
+        ("conv2", [0], [3], "say what"),
+        ("conv2", [], [], "at least one --unit"),
+    ]:
         with pytest.raises(CnnToolError, match=says):
             objective_for(lenet, layer, units, classes)
     with pytest.raises(CnnToolError, match="out of range"):
-        maximize(lenet.module, lenet.preprocessing, objective(lenet.module, "class", [10]),
-                 with_overrides(small_defaults(), steps=1))
+        maximize(
+            lenet.module,
+            lenet.preprocessing,
+            objective(lenet.module, "class", [10]),
+            with_overrides(small_defaults(), steps=1),
+        )
 
 
 def _maximize_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnntool", "visualize", "maximize", *args],
-                          capture_output=True, text=True, env=ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cnntool", "visualize", "maximize", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+    )
 
 
 def test_cli_writes_grid_unit_images_and_records(tmp_path):
     out = tmp_path / "digits.png"
-    result = _maximize_cli("lenet5-mnist", "--class", "3", "--class", "8", "--steps", "48",
-                           "-o", str(out))
+    result = _maximize_cli(
+        "lenet5-mnist", "--class", "3", "--class", "8", "--steps", "48", "-o", str(out)
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [(r["unit"], r["name"], r["param"]) for r in records] == [(3, "3", "pixel"),
-                                                                      (8, "8", "pixel")]
+    assert [(r["unit"], r["name"], r["param"]) for r in records] == [
+        (3, "3", "pixel"),
+        (8, "8", "pixel"),
+    ]
     assert all(r["value"] > 5 for r in records)
     assert {r["judge"] for r in records} == {"lenet5-mnist-adv"}
     # two 84-px tiles (28 px shown 3x), 2-px gaps, a 12-px label strip under each
@@ -153,9 +202,10 @@ def test_hand_written_penalty_gradient_equals_autograd():
     (penalized(pixels, config) * weights).sum().backward()
     ours = pixels.grad.clone()
     pixels.grad = None
-    reference = (0.3 * ((pixels - 0.5) ** 2).sum()
-                 + 0.07 * ((pixels[:, :, 1:] - pixels[:, :, :-1]).abs().sum()
-                           + (pixels[..., 1:] - pixels[..., :-1]).abs().sum()))
+    reference = 0.3 * ((pixels - 0.5) ** 2).sum() + 0.07 * (
+        (pixels[:, :, 1:] - pixels[:, :, :-1]).abs().sum()
+        + (pixels[..., 1:] - pixels[..., :-1]).abs().sum()
+    )
     (reference + (pixels * weights).sum()).backward()
     assert torch.allclose(ours, pixels.grad, atol=1e-12)
 
@@ -166,7 +216,9 @@ def test_blur_equals_a_separable_convolution():
     x = torch.rand(2, 3, 12, 10, dtype=torch.float64)
     for sigma in (0.5, 1.0, 1.7):
         radius = int(math.ceil(2 * sigma))
-        taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
+        taps = torch.exp(
+            -0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2
+        )
         taps = taps / taps.sum()
         padded = F.pad(x, (radius,) * 4, mode="reflect")
         rows = F.conv2d(padded, taps.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
@@ -206,6 +258,7 @@ def test_our_adam_is_torch_adam():
 
 # --- MACO: the natural spectrum and the fixed magnitude -----------------------------------------
 
+
 @pytest.mark.slow
 def test_natural_spectrum_is_reproduced_by_its_script(tmp_path):
     """cnntool/data/natural_spectrum.npy is what scripts/make_spectrum.py computes from the
@@ -213,8 +266,13 @@ def test_natural_spectrum_is_reproduced_by_its_script(tmp_path):
     from cnntool.tasks.maximize.spectrum import natural_quadrant
 
     out = tmp_path / "spectrum.npy"
-    subprocess.run([sys.executable, "scripts/make_spectrum.py", "-o", str(out)], check=True,
-                   capture_output=True, timeout=300, env=ENV)
+    subprocess.run(
+        [sys.executable, "scripts/make_spectrum.py", "-o", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env=ENV,
+    )
     rebuilt = np.load(out)
     packaged = natural_quadrant().numpy()
     assert rebuilt.shape == packaged.shape == (3, 129, 129) and rebuilt.dtype == np.float16
@@ -233,13 +291,18 @@ def test_maco_keeps_the_magnitude_fixed_whatever_the_phase():
     for height, width in [(224, 224), (29, 30), (16, 9)]:
         target = natural_magnitude(3, height, width).double()
         # any phase the optimizer may reach (float64, to see the exact property)
-        phase = torch.randn((2, 3, height, width // 2 + 1), generator=generator,
-                            dtype=torch.float64) * 3
+        phase = (
+            torch.randn((2, 3, height, width // 2 + 1), generator=generator, dtype=torch.float64)
+            * 3
+        )
         image = MacoImage(phase.requires_grad_(), target, (2, 3, height, width))
         float32 = MacoImage.create((2, 3, height, width), None, generator, "cpu", target)
         spectrum32 = torch.fft.rfft2(float32.decorrelated(), norm="ortho").abs()
-        assert torch.allclose(spectrum32, float32.magnitude.expand_as(spectrum32),
-                              atol=1e-5 * float(float32.magnitude.max()))
+        assert torch.allclose(
+            spectrum32,
+            float32.magnitude.expand_as(spectrum32),
+            atol=1e-5 * float(float32.magnitude.max()),
+        )
         decorrelated = image.decorrelated()  # the image before the colour transform
         magnitude = torch.fft.rfft2(decorrelated, norm="ortho").abs()
         assert torch.allclose(magnitude, image.magnitude.expand_as(magnitude), atol=1e-5)
@@ -254,8 +317,8 @@ def test_maco_keeps_the_magnitude_fixed_whatever_the_phase():
 def test_maco_optimizes_and_its_transparency_map_marks_what_mattered(lenet):
     """On LeNet-5 (fast): maco with the magnitude of real digits raises the logit, and the
     transparency map is large where the gradient was, i.e. not uniform."""
-    from cnntool.tasks.maximize import ImagePrior, spectrum_of
     from cnntool.core.samples import mnist_5k
+    from cnntool.tasks.maximize import ImagePrior, spectrum_of
 
     digits = torch.from_numpy(mnist_5k()[0][:500, None].astype(np.float32) / 255)
     prior = ImagePrior(spectrum=spectrum_of([digits], decorrelate=False))
@@ -269,6 +332,7 @@ def test_maco_optimizes_and_its_transparency_map_marks_what_mattered(lenet):
 
 
 # --- the data prior (PCA) and feature accentuation ----------------------------------------------
+
 
 @pytest.mark.slow
 def test_pca_prior_gives_digits_near_real_ones(lenet):
@@ -309,8 +373,9 @@ def test_accentuation_stays_near_the_photo_and_moves_toward_the_class(lite0):
         before = float(lite0.module(small.normalize(photo)[None])[0, 1])
     config = with_overrides(accentuation_defaults(), steps=16)
     near = maximize(lite0.module, small, goal, config, start=photo)[0]
-    free = maximize(lite0.module, small, goal, with_overrides(config, closeness=0.0),
-                    start=photo)[0]
+    free = maximize(lite0.module, small, goal, with_overrides(config, closeness=0.0), start=photo)[
+        0
+    ]
     assert near.value > before + 1
     assert (near.pixels - photo).abs().mean() < (free.pixels - photo).abs().mean()
     with pytest.raises(CnnToolError, match="start image"):
@@ -319,26 +384,33 @@ def test_accentuation_stays_near_the_photo_and_moves_toward_the_class(lite0):
 
 # --- each regularizer changes the result ---------------------------------------------------------
 
+
 def _total_variation(x: torch.Tensor) -> float:
     return float(x.diff(dim=-1).abs().mean() + x.diff(dim=-2).abs().mean())
 
 
-@pytest.mark.parametrize("change, check", [
-    ({"l2": 0.05}, lambda on, off: (on - 0.5).abs().mean() < (off - 0.5).abs().mean()),
-    ({"tv": 0.02}, lambda on, off: _total_variation(on) < _total_variation(off)),
-    ({"blur_every": 1, "blur_sigma": 1.0},
-     lambda on, off: _total_variation(on) < _total_variation(off)),
-    ({"jitter": 2, "pad": 2}, lambda on, off: not torch.equal(on, off)),
-    ({"scales": (0.8, 1.2)}, lambda on, off: not torch.equal(on, off)),
-    ({"rotate": 15.0}, lambda on, off: not torch.equal(on, off)),
-    ({"crop": (0.6, 1.0)}, lambda on, off: not torch.equal(on, off)),
-    ({"noise": 0.1}, lambda on, off: not torch.equal(on, off)),
-])
+@pytest.mark.parametrize(
+    "change, check",
+    [
+        ({"l2": 0.05}, lambda on, off: (on - 0.5).abs().mean() < (off - 0.5).abs().mean()),
+        ({"tv": 0.02}, lambda on, off: _total_variation(on) < _total_variation(off)),
+        (
+            {"blur_every": 1, "blur_sigma": 1.0},
+            lambda on, off: _total_variation(on) < _total_variation(off),
+        ),
+        ({"jitter": 2, "pad": 2}, lambda on, off: not torch.equal(on, off)),
+        ({"scales": (0.8, 1.2)}, lambda on, off: not torch.equal(on, off)),
+        ({"rotate": 15.0}, lambda on, off: not torch.equal(on, off)),
+        ({"crop": (0.6, 1.0)}, lambda on, off: not torch.equal(on, off)),
+        ({"noise": 0.1}, lambda on, off: not torch.equal(on, off)),
+    ],
+)
 def test_each_regularizer_changes_the_result(lenet, change, check):
     """LeNet-5, pixels, 12 steps, the same seed with and without one regularizer; where its
     effect has a direction (towards grey, smoother) the result moves that way."""
-    bare = MaximizeConfig(param="pixel", steps=12, lr=0.1, pad=0, jitter=0, scales=(1.0, 1.0),
-                          rotate=0.0)
+    bare = MaximizeConfig(
+        param="pixel", steps=12, lr=0.1, pad=0, jitter=0, scales=(1.0, 1.0), rotate=0.0
+    )
     goal = objective(lenet.module, "class", [4, 9])
     off = torch.stack([r.pixels for r in maximize(lenet.module, lenet.preprocessing, goal, bare)])
     config = with_overrides(bare, **change)
@@ -356,21 +428,24 @@ def test_the_gaussian_prior_pulls_the_pca_coordinates_in(lenet):
     distances = []
     for weight in (0.0, 2.0):
         config = with_overrides(data_prior_defaults(), steps=24, prior=weight)
-        image = maximize(lenet.module, lenet.preprocessing, goal, config,
-                         prior=ImagePrior(basis=basis))[0].pixels
+        image = maximize(
+            lenet.module, lenet.preprocessing, goal, config, prior=ImagePrior(basis=basis)
+        )[0].pixels
         distances.append(float(basis.coordinates(image[None]).norm()))
     assert distances[1] < 0.7 * distances[0], distances
 
 
 # --- the judge and the labels -----------------------------------------------------------------
 
+
 def test_the_judge_ranks_the_saved_png_as_it_reads_it_back(tmp_path):
     """A record's judge rank and probability are the judge's own on the PNG re-read from disk."""
     from cnntool.core.zoo import BUILTIN_MODELS, load_builtin
 
     out = tmp_path / "j.png"
-    result = _maximize_cli("lenet5-mnist", "--class", "2", "--class", "6", "--steps", "3",
-                           "-o", str(out))
+    result = _maximize_cli(
+        "lenet5-mnist", "--class", "2", "--class", "6", "--steps", "3", "-o", str(out)
+    )
     assert result.returncode == 0, result.stderr
     judge = load_builtin("lenet5-mnist-adv")
     prep = BUILTIN_MODELS["lenet5-mnist-adv"].preprocessing
@@ -382,7 +457,8 @@ def test_the_judge_ranks_the_saved_png_as_it_reads_it_back(tmp_path):
         assert record["judge"] == "lenet5-mnist-adv"
         assert record["judge_rank"] == order.index(record["unit"]) + 1
         assert record["judge_probability"] == pytest.approx(
-            float(torch.softmax(logits, 0)[record["unit"]]), abs=1e-6)
+            float(torch.softmax(logits, 0)[record["unit"]]), abs=1e-6
+        )
         assert record["judge_top"] == str(order[0])
 
 
@@ -394,9 +470,13 @@ def test_judge_verdict_on_a_real_photo():
     assert default_judge("efficientnet_lite0") == "efficientnet_lite2"
     assert default_judge("lenet5-mnist") == "lenet5-mnist-adv" and default_judge("resnet18") is None
     path, label = imagenet_samples()[0]
-    verdict = judge_images(load_builtin("efficientnet_lite2"),
-                           BUILTIN_MODELS["efficientnet_lite2"].preprocessing,
-                           [Image.open(path)], [label], "efficientnet_lite2")[0]
+    verdict = judge_images(
+        load_builtin("efficientnet_lite2"),
+        BUILTIN_MODELS["efficientnet_lite2"].preprocessing,
+        [Image.open(path)],
+        [label],
+        "efficientnet_lite2",
+    )[0]
     assert (verdict.rank, verdict.top) == (1, label)  # bull mastiff, p 0.44
     assert verdict.probability == verdict.top_probability > 0.3
 
@@ -417,11 +497,11 @@ def test_every_grid_tile_carries_its_label():
     picture = np.asarray(grid(tiles, labels, columns=3).convert("L"))
     for k, label in enumerate(labels[:2]):
         x = 2 + k * 42
-        strip = picture[22:34, x:x + 40]
+        strip = picture[22:34, x : x + 40]
         expected = Image.new("L", (40, 12), 255)
         ImageDraw.Draw(expected).text((0, 0), label, fill=0, font=ImageFont.load_default())
         assert np.array_equal(strip < 128, np.asarray(expected) < 128), label
-    long_strip = picture[22:34, 2 + 2 * 42: 2 + 3 * 42]
+    long_strip = picture[22:34, 2 + 2 * 42 : 2 + 3 * 42]
     assert _dark_columns(long_strip).size and _dark_columns(long_strip).max() < 42
     assert np.asarray(grid(tiles, columns=3).convert("L")).shape == (24, 2 + 3 * 42)  # no strip
     # rows of panels (deconv) carry theirs above each row
@@ -429,7 +509,7 @@ def test_every_grid_tile_carries_its_label():
     column = np.asarray(stacked(rows, gap=4, labels=["unit 5", "unit 9"]).convert("L"))
     assert column.shape == (2 * (12 + 10) + 4, 60)
     for top in (0, 12 + 10 + 4):
-        assert _dark_columns(column[top:top + 12]).size > 5
+        assert _dark_columns(column[top : top + 12]).size > 5
 
 
 @pytest.mark.slow
@@ -437,8 +517,18 @@ def test_cli_grid_has_labels_and_maco_writes_its_transparency_map(tmp_path):
     """lite0 (a few steps): the grid's tiles are image | importance over a checkerboard, each
     labelled; the raw map is saved beside it."""
     out = tmp_path / "m.png"
-    result = _maximize_cli("efficientnet_lite0", "--class", "goldfish", "--steps", "2",
-                           "--judge", "none", "-o", str(out), timeout=300)
+    result = _maximize_cli(
+        "efficientnet_lite0",
+        "--class",
+        "goldfish",
+        "--steps",
+        "2",
+        "--judge",
+        "none",
+        "-o",
+        str(out),
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["param"] == "maco" and "judge" not in record
@@ -446,7 +536,7 @@ def test_cli_grid_has_labels_and_maco_writes_its_transparency_map(tmp_path):
     assert importance.shape == (224, 224) and importance.dtype == np.float32
     picture = np.asarray(Image.open(out).convert("L"))
     assert picture.shape == (2 + 224 + 12 + 2, 2 + 224 * 2 + 2 + 2)
-    assert _dark_columns(picture[2 + 224:2 + 224 + 12]).size > 20  # "goldfish" written
+    assert _dark_columns(picture[2 + 224 : 2 + 224 + 12]).size > 20  # "goldfish" written
     view = np.asarray(Image.open(tmp_path / "m_unit1_importance.png").convert("L"), dtype=float)
     assert view.shape == (224, 224) and view.std() > 0
 
@@ -458,19 +548,28 @@ def test_unit_files_keep_the_whole_output_stem(tmp_path):
 
     image = Image.new("RGB", (16, 16), (200, 40, 40))
     importance = np.arange(256, dtype=np.float64).reshape(16, 16)
-    written = save_pictures(tmp_path / "acc_0.1.png",
-                            [UnitPicture(3, image, "goldfish", importance, start=image)])
+    written = save_pictures(
+        tmp_path / "acc_0.1.png", [UnitPicture(3, image, "goldfish", importance, start=image)]
+    )
     names = sorted(p.name for p in written)
-    assert names == ["acc_0.1.png", "acc_0.1_unit3.png", "acc_0.1_unit3_importance.npy",
-                     "acc_0.1_unit3_importance.png"]
-    assert np.array_equal(np.load(tmp_path / "acc_0.1_unit3_importance.npy"),
-                          importance.astype(np.float32))
+    assert names == [
+        "acc_0.1.png",
+        "acc_0.1_unit3.png",
+        "acc_0.1_unit3_importance.npy",
+        "acc_0.1_unit3_importance.png",
+    ]
+    assert np.array_equal(
+        np.load(tmp_path / "acc_0.1_unit3_importance.npy"), importance.astype(np.float32)
+    )
     view = np.asarray(Image.open(tmp_path / "acc_0.1_unit3_importance.png"), dtype=float)
-    assert view[0, 0, 0] == 235 and view[-1, -1, 0] == 200  # importance 0: the board; top: the image
+    assert (
+        view[0, 0, 0] == 235 and view[-1, -1, 0] == 200
+    )  # importance 0: the board; top: the image
 
 
 # ---------------------------------------------------------------------------------------------
 # the check before a picture is shown (#22): flat, or below the data's best -> "did not converge"
+
 
 def test_flat_detector_on_hand_made_and_real_pictures(lite0):
     from cnntool.tasks.maximize.judge import FLAT_CONTRAST, check_picture, contrast, is_flat
@@ -483,8 +582,12 @@ def test_flat_detector_on_hand_made_and_real_pictures(lite0):
     assert contrast(ramp) == pytest.approx(0.098, abs=1e-3) and is_flat(ramp)
     # a real MACO picture of a lite0 channel, at 64 px and 4 steps
     small = type(lite0.preprocessing)(crop=(64, 64), resize=64, mean=(0.5,) * 3, std=(0.5,) * 3)
-    real = maximize(lite0.module, small, objective(lite0.module, "channel", [3], "_blocks.5"),
-                    with_overrides(imagenet_defaults(), steps=4))[0]
+    real = maximize(
+        lite0.module,
+        small,
+        objective(lite0.module, "channel", [3], "_blocks.5"),
+        with_overrides(imagenet_defaults(), steps=4),
+    )[0]
     assert contrast(real.pixels) > 5 * FLAT_CONTRAST and not is_flat(real.pixels)
     assert real.peak >= real.value  # the peak over positions, what a scan ranks hits by
     assert check_picture(real.pixels, 2.0, 1.0).converged
@@ -500,14 +603,24 @@ def test_lenet_relu1_no_flat_picture_is_shown_unmarked(tmp_path):
 
     units = list(range(8))
     out = tmp_path / "relu1.png"
-    result = _maximize_cli("lenet5-mnist", "--layer", "relu1", *[f"--unit={u}" for u in units],
-                           "--data", "mnist-5k", "-o", str(out))
+    result = _maximize_cli(
+        "lenet5-mnist",
+        "--layer",
+        "relu1",
+        *[f"--unit={u}" for u in units],
+        "--data",
+        "mnist-5k",
+        "-o",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     for r in records:
         flat = r["contrast"] < FLAT_CONTRAST
         assert r["converged"] == (not flat and r["relative"] > 1), r
-        assert r["failure"] == ("flat" if flat else None if r["relative"] > 1 else "below the data's best")
+        assert r["failure"] == (
+            "flat" if flat else None if r["relative"] > 1 else "below the data's best"
+        )
         saved = np.asarray(Image.open(tmp_path / f"relu1_unit{r['unit']}.png"), dtype=float) / 255
         assert (np.percentile(saved, 99) - np.percentile(saved, 1) < FLAT_CONTRAST) == flat
     assert any(not r["converged"] for r in records) and any(r["converged"] for r in records)
@@ -516,7 +629,7 @@ def test_lenet_relu1_no_flat_picture_is_shown_unmarked(tmp_path):
     for k, r in enumerate(records):
         row, col = divmod(k, columns)
         x, y = 2 + col * (84 + 2), 2 + row * (84 + 12 + 2)
-        tile = grid[y:y + 84, x:x + 84]
+        tile = grid[y : y + 84, x : x + 84]
         vermillion = (np.abs(tile - np.array(MARK_COLOUR)).sum(-1) < 30).sum()
         assert (vermillion > 200) == (not r["converged"]), (r, vermillion)
 
@@ -543,7 +656,11 @@ def test_microscope_thumbnail_recipe_is_smaller_seeded_and_chosen_by_input(lite0
     from cnntool.tasks.microscope.pictures import describe_config, visualization_config
 
     thumb = visualization_config(lite0.preprocessing)
-    assert thumb == thumbnail_defaults() and (thumb.size, thumb.steps, thumb.param) == (128, 64, "maco")
+    assert thumb == thumbnail_defaults() and (thumb.size, thumb.steps, thumb.param) == (
+        128,
+        64,
+        "maco",
+    )
     assert visualization_config(lite0.preprocessing, full=True) == imagenet_defaults()
     assert MaximizeConfig.for_input(lite0.input_shape) == imagenet_defaults()  # visualize maximize
     assert visualization_config(lenet.preprocessing) == small_defaults()
@@ -551,7 +668,9 @@ def test_microscope_thumbnail_recipe_is_smaller_seeded_and_chosen_by_input(lite0
     assert describe_config(thumb) == "maco, 128×128 px, 64 steps at lr 0.2"
     goal = objective(lite0.module, "channel", [0, 5], "_blocks.1")
     config = with_overrides(thumb, steps=3)
-    first, again = (maximize(lite0.module, lite0.preprocessing, goal, config, seed=4) for _ in range(2))
+    first, again = (
+        maximize(lite0.module, lite0.preprocessing, goal, config, seed=4) for _ in range(2)
+    )
     assert [tuple(r.pixels.shape) for r in first] == [(3, 128, 128)] * 2
     assert all(torch.equal(a.pixels, b.pixels) for a, b in zip(first, again))
     with pytest.raises(CnnToolError, match="start"):
@@ -573,8 +692,15 @@ def test_thumbnails_on_the_prepared_model_equal_the_plain_model(lite0):
     config = with_overrides(thumbnail_defaults(), steps=4)
     before = {k: v.clone() for k, v in lite0.module.state_dict().items()}
     plain = maximize(lite0.module, lite0.preprocessing, goal, config)
-    with prepare_for_scan(lite0.module, "cpu", needs_grad=True, fold_bn=True, keep=[layer],
-                          inference_mode=False, example_input_shape=lite0.input_shape) as prepared:
+    with prepare_for_scan(
+        lite0.module,
+        "cpu",
+        needs_grad=True,
+        fold_bn=True,
+        keep=[layer],
+        inference_mode=False,
+        example_input_shape=lite0.input_shape,
+    ) as prepared:
         assert prepared.folded
         folded = maximize(lite0.module, lite0.preprocessing, goal, config)
     for a, b in zip(plain, folded):

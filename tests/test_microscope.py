@@ -2,6 +2,7 @@
 is known in advance, agreement with the single-purpose commands (top-patches, diagnose,
 predict, attack) on the same data, resume, torchrun = one process, and a real site in
 headless Chromium."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,9 @@ from cnntool.errors import CnnToolError
 from cnntool.tasks.microscope import UnitHistograms, chosen_units, default_layers, merged_histograms
 from cnntool.tasks.microscope.analysis import shown_box
 from cnntool.tasks.microscope.histogram import FINEST
+from tests import chromium
 from tests.helpers import ROOT, CnnTool
 from tests.microscope_models import CLASSES, LEVELS, MISLABELLED, write_grey_images
-from tests import chromium
 
 DIGITS_PER_CLASS = 6
 TOP = 4
@@ -31,6 +32,7 @@ UNITS = 8
 
 # ---------------------------------------------------------------------------------------------
 # streaming histograms
+
 
 def _activations(seed: int = 0) -> torch.Tensor:
     """(50, 4, 3, 3): a wide unit, a narrow one far from 0, a constant one, a ReLU-like one."""
@@ -49,10 +51,10 @@ def test_histograms_equal_numpy_whatever_the_batches_and_shards():
     whole.update(data)
     batched = UnitHistograms(4)
     for start in range(0, 50, 7):
-        batched.update(data[start:start + 7])
+        batched.update(data[start : start + 7])
     shards = [UnitHistograms(4), UnitHistograms(4), UnitHistograms(4)]
     for n, start in enumerate(range(0, 50, 5)):  # strided 5-image batches over 3 "ranks"
-        shards[n % 3].update(data[start:start + 5])
+        shards[n % 3].update(data[start : start + 5])
     merged = merged_histograms([None, *(s.state_dict() for s in shards)])
     for unit in range(4):
         edges, counts = whole.unit(unit)
@@ -67,7 +69,7 @@ def test_histograms_equal_numpy_whatever_the_batches_and_shards():
     # the narrow unit far from 0: bins no finer than float32 can tell apart at 1000
     assert np.diff(whole.unit(1)[0])[0] == 2.0 ** (9 - 24)
     # the constant unit: one bin at the finest width
-    assert whole.unit(2) == ((0.25, 0.25 + 2.0 ** FINEST), (450,))
+    assert whole.unit(2) == ((0.25, 0.25 + 2.0**FINEST), (450,))
 
 
 def test_histograms_set_non_finite_values_apart():
@@ -81,6 +83,7 @@ def test_histograms_set_non_finite_values_apart():
 # ---------------------------------------------------------------------------------------------
 # what is shown
 
+
 def test_default_layers_spread_over_the_depth():
     import torchvision
 
@@ -88,10 +91,26 @@ def test_default_layers_spread_over_the_depth():
 
     assert default_layers(load_model("lenet5-mnist").module) == ["relu1", "relu2", "relu3"]
     assert default_layers(load_model("efficientnet_lite0").module) == [
-        "_relu0", "_blocks.4", "_blocks.10", "_blocks.15", "_avg_pooling"]
-    assert default_layers(torchvision.models.resnet18()) == ["relu", "layer2.0", "layer3.0", "layer4.1", "avgpool"]
+        "_relu0",
+        "_blocks.4",
+        "_blocks.10",
+        "_blocks.15",
+        "_avg_pooling",
+    ]
+    assert default_layers(torchvision.models.resnet18()) == [
+        "relu",
+        "layer2.0",
+        "layer3.0",
+        "layer4.1",
+        "avgpool",
+    ]
     assert default_layers(torchvision.models.mobilenet_v2()) == [
-        "features.0.2", "features.6", "features.11", "features.17", "features.18.2"]
+        "features.0.2",
+        "features.6",
+        "features.11",
+        "features.17",
+        "features.18.2",
+    ]
 
 
 def test_units_are_the_first_n_all_or_a_list():
@@ -124,14 +143,28 @@ def test_a_patch_shows_its_field_but_no_more_than_the_image_the_model_sees():
 # ---------------------------------------------------------------------------------------------
 # a hand-set model: the site is known in advance
 
+
 @pytest.fixture(scope="module")
 def bright_site(tmp_path_factory):
     base = tmp_path_factory.mktemp("bright")
     images = write_grey_images(base / "data")
     (base / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    done = CnnTool()("microscope", f"{ROOT}/tests/microscope_models.py:bright_net", "--trust-code",
-                     "--classes", base / "classes.txt", base / "data", "-o", base / "site",
-                     "--steps", "32", "--top", "9", threads=1, cwd=ROOT)
+    done = CnnTool()(
+        "microscope",
+        f"{ROOT}/tests/microscope_models.py:bright_net",
+        "--trust-code",
+        "--classes",
+        base / "classes.txt",
+        base / "data",
+        "-o",
+        base / "site",
+        "--steps",
+        "32",
+        "--top",
+        "9",
+        threads=1,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     return base / "site", images, json.loads(done.stdout)
 
@@ -150,7 +183,9 @@ def test_hand_set_model_bright_unit_fires_only_on_bright_images(bright_site):
         order = sorted(np.flatnonzero(response > 0), key=lambda i: -response[i])  # where it is on
         assert len(order) == 6
         assert [p["source_index"] for p in record["patches"]] == order
-        assert [p["value"] for p in record["patches"]] == pytest.approx(response[order].tolist(), abs=1e-6)
+        assert [p["value"] for p in record["patches"]] == pytest.approx(
+            response[order].tolist(), abs=1e-6
+        )
         assert all(p["box"] == [0, 0, 1, 1] for p in record["patches"])  # a 1×1 field at (0, 0)
         assert [p["source_path"] for p in record["patches"]] == [str(images[i][0]) for i in order]
         stats = record["stats"]
@@ -158,7 +193,7 @@ def test_hand_set_model_bright_unit_fires_only_on_bright_images(bright_site):
         assert stats["max"] == pytest.approx(response.max(), rel=1e-5)
         assert stats["active"] == pytest.approx((response > 0).mean())
         n = 12 * 64
-        treves_rolls = (1 - response.mean() ** 2 / (response ** 2).mean()) / (1 - 1 / n)
+        treves_rolls = (1 - response.mean() ** 2 / (response**2).mean()) / (1 - 1 / n)
         assert stats["lifetime_sparsity"] == pytest.approx(treves_rolls, rel=1e-5)
         assert not (stats["dead"] or stats["constant"] or stats["saturated"])
         edges, counts = record["histogram"]["edges"], record["histogram"]["counts"]
@@ -168,9 +203,15 @@ def test_hand_set_model_bright_unit_fires_only_on_bright_images(bright_site):
         assert record["correlated"] == [{"unit": 1 - unit, "r": pytest.approx(r, abs=1e-6)}]
         # the classifier's logit of the unit's class is 2 × the unit: it votes 2 × its mean for it
         votes = [(v["name"], v["score"]) for v in record["votes"]]
-        assert votes == [(CLASSES[1 - unit], pytest.approx(2 * response.mean(), rel=1e-5)), (CLASSES[unit], 0.0)]
+        assert votes == [
+            (CLASSES[1 - unit], pytest.approx(2 * response.mean(), rel=1e-5)),
+            (CLASSES[unit], 0.0),
+        ]
         # what it would draw: a bright image for the bright unit, a dark one for the dark unit
-        drawn = np.asarray(Image.open(site / record["visualization"]).convert("L"), dtype=float).mean() / 255
+        drawn = (
+            np.asarray(Image.open(site / record["visualization"]).convert("L"), dtype=float).mean()
+            / 255
+        )
         assert drawn > 0.7 if unit == 0 else drawn < 0.3
     pooled = _read(site / "layers/pool/unit_0000.json")
     # sees the whole image; only the 6 bright images are hits (a zero is not listed, #22)
@@ -183,9 +224,20 @@ def test_planted_dead_unit_gets_its_badge_and_no_empty_card(tmp_path):
     show no picture and no "Top 0 patches"; the bright unit's uniform white picture is flat and
     is marked "did not converge", not shown as a result."""
     images = write_grey_images(tmp_path / "data")
-    done = CnnTool()("microscope", f"{ROOT}/tests/microscope_models.py:dead_net", "--trust-code",
-                     tmp_path / "data", "-o", tmp_path / "site", "--steps", "16", "--top", "4",
-                     threads=1, cwd=ROOT)
+    done = CnnTool()(
+        "microscope",
+        f"{ROOT}/tests/microscope_models.py:dead_net",
+        "--trust-code",
+        tmp_path / "data",
+        "-o",
+        tmp_path / "site",
+        "--steps",
+        "16",
+        "--top",
+        "4",
+        threads=1,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     assert len(images) == 12
     site = tmp_path / "site"
@@ -195,7 +247,11 @@ def test_planted_dead_unit_gets_its_badge_and_no_empty_card(tmp_path):
     assert ">dead: never fires on DATA<" in dead
     assert "<img" not in dead and 'class="patches"' not in dead and "card-body" not in dead
     page = (site / "layers/relu/unit_0002.html").read_text(encoding="utf-8")
-    assert "Top 0 patches" not in page and "dead: never fires on DATA" in page and 'class="fv' not in page
+    assert (
+        "Top 0 patches" not in page
+        and "dead: never fires on DATA" in page
+        and 'class="fv' not in page
+    )
     record = _read(site / "layers/relu/unit_0002.json")
     assert record["stats"]["dead"] and record["visualization"] is None and record["patches"] == []
     # unit 0 ("bright"): its best input is a uniform white square, which has nothing to show
@@ -213,8 +269,10 @@ def test_planted_dead_unit_gets_its_badge_and_no_empty_card(tmp_path):
 
 def _cards(html: str) -> dict[int, str]:
     """A layer page's unit cards by unit index."""
-    return {int(re.search(r'data-unit="(\d+)"', card).group(1)): card
-            for card in re.findall(r'<a class="unit-card.*?</a>', html, flags=re.S)}
+    return {
+        int(re.search(r'data-unit="(\d+)"', card).group(1)): card
+        for card in re.findall(r'<a class="unit-card.*?</a>', html, flags=re.S)
+    }
 
 
 def test_hand_set_model_index_and_accuracy(bright_site):
@@ -223,8 +281,13 @@ def test_hand_set_model_index_and_accuracy(bright_site):
     labelled_bright = [level > 127 and level != MISLABELLED for level in LEVELS]
     predicted_bright = [level > 127 for level in LEVELS]
     correct = sum(a == b for a, b in zip(labelled_bright, predicted_bright))
-    assert index["data"] == {"name": str(site.parent / "data"), "images": 12, "skipped": 0, "labelled": 12,
-                             "accuracy": pytest.approx(correct / 12)}
+    assert index["data"] == {
+        "name": str(site.parent / "data"),
+        "images": 12,
+        "skipped": 0,
+        "labelled": 12,
+        "accuracy": pytest.approx(correct / 12),
+    }
     assert correct == 11
     layers = {layer["name"]: layer for layer in index["layers"]}
     assert layers["relu"]["type"] == "Conv2d → ReLU" and layers["relu"]["output_shape"] == [2, 8, 8]
@@ -244,6 +307,7 @@ def test_hand_set_model_index_and_accuracy(bright_site):
 # ---------------------------------------------------------------------------------------------
 # a real site of LeNet-5: the same numbers as the single-purpose commands
 
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> Path:
     """60 MNIST digits as PNG files in class folders (6 of each class)."""
@@ -257,35 +321,94 @@ def digits(tmp_path_factory) -> Path:
     return folder
 
 
-SITE_ARGS = ("--units", str(UNITS), "--top", str(TOP), "--batch-size", "16", "--projections", "2", "-q")
+SITE_ARGS = (
+    "--units",
+    str(UNITS),
+    "--top",
+    str(TOP),
+    "--batch-size",
+    "16",
+    "--projections",
+    "2",
+    "-q",
+)
 
 
 @pytest.fixture(scope="module")
 def lenet_site(digits, tmp_path_factory):
     site = tmp_path_factory.mktemp("lenet") / "site"
-    done = CnnTool()("microscope", "lenet5-mnist", digits, "-o", site, *SITE_ARGS, "--steps", "8",
-                     "--attack", "0.1,0.3", threads=1, cwd=ROOT)
+    done = CnnTool()(
+        "microscope",
+        "lenet5-mnist",
+        digits,
+        "-o",
+        site,
+        *SITE_ARGS,
+        "--steps",
+        "8",
+        "--attack",
+        "0.1,0.3",
+        threads=1,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     return site
 
 
 def test_top_patches_equal_visualize_top_patches(lenet_site, digits, tmp_path):
-    done = CnnTool()("visualize", "top-patches", "lenet5-mnist", digits, "--layer", "relu2", "--units",
-                     f"0-{UNITS - 1}", "--top", str(TOP), "--batch-size", "16", "-o", tmp_path, "-q",
-                     threads=1, cwd=ROOT)
+    done = CnnTool()(
+        "visualize",
+        "top-patches",
+        "lenet5-mnist",
+        digits,
+        "--layer",
+        "relu2",
+        "--units",
+        f"0-{UNITS - 1}",
+        "--top",
+        str(TOP),
+        "--batch-size",
+        "16",
+        "-o",
+        tmp_path,
+        "-q",
+        threads=1,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     expected = [json.loads(line) for line in done.stdout.splitlines()]
     page = _read(lenet_site / "layers/relu2.json")
-    shown = [{"unit": u["index"], "rank": rank, "path": p["source_path"], "box": p["box"],
-              "value": p["value"], "index": p["source_index"]}
-             for u in page["units"] for rank, p in enumerate(u["patches"])]
+    shown = [
+        {
+            "unit": u["index"],
+            "rank": rank,
+            "path": p["source_path"],
+            "box": p["box"],
+            "value": p["value"],
+            "index": p["source_index"],
+        }
+        for u in page["units"]
+        for rank, p in enumerate(u["patches"])
+    ]
     assert len(shown) == UNITS * TOP
-    assert shown == [{k: r[k] for k in ("unit", "rank", "path", "box", "value", "index")} for r in expected]
+    assert shown == [
+        {k: r[k] for k in ("unit", "rank", "path", "box", "value", "index")} for r in expected
+    ]
 
 
 def test_statistics_equal_diagnose(lenet_site, digits):
-    done = CnnTool()("diagnose", "lenet5-mnist", digits, "--layers", "relu1,relu2,relu3",
-                     "--batch-size", "16", "-q", threads=1, cwd=ROOT)
+    done = CnnTool()(
+        "diagnose",
+        "lenet5-mnist",
+        digits,
+        "--layers",
+        "relu1,relu2,relu3",
+        "--batch-size",
+        "16",
+        "-q",
+        threads=1,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     records = {r["measured_at"]: r for r in map(json.loads, done.stdout.splitlines()) if r["layer"]}
     index = {layer["name"]: layer for layer in _read(lenet_site / "index.json")["layers"]}
@@ -299,7 +422,9 @@ def test_statistics_equal_diagnose(lenet_site, digits):
             assert stats["max"] == pytest.approx(record["unit_max"][u], rel=1e-6)
             assert stats["active"] == pytest.approx(record["unit_active"][u], rel=1e-6)
             sparsity = record["unit_lifetime_sparsity"][u]
-            assert stats["lifetime_sparsity"] == (None if sparsity is None else pytest.approx(sparsity, rel=1e-6))
+            assert stats["lifetime_sparsity"] == (
+                None if sparsity is None else pytest.approx(sparsity, rel=1e-6)
+            )
             assert stats["dead"] == (u in record["dead_units"])
             if unit["patches"]:  # the top hit is the unit's maximum
                 assert unit["patches"][0]["value"] == pytest.approx(record["unit_max"][u], rel=1e-5)
@@ -321,7 +446,9 @@ def test_accuracy_equals_predict(lenet_site, digits):
 
 
 def test_attack_page_equals_the_attack_sweep(lenet_site, digits):
-    done = CnnTool()("attack", "fgsm", "lenet5-mnist", digits, "--eps", "0.1,0.3", "-q", threads=1, cwd=ROOT)
+    done = CnnTool()(
+        "attack", "fgsm", "lenet5-mnist", digits, "--eps", "0.1,0.3", "-q", threads=1, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     sweep = [json.loads(line) for line in done.stdout.splitlines()]
     attack = _read(lenet_site / "attack.json")
@@ -342,18 +469,31 @@ def test_site_records_and_size(lenet_site):
         assert [u.index for u in page.units] == list(range(UNITS)) and page.top == TOP
         cards = _cards((lenet_site / f"layers/{name}.html").read_text(encoding="utf-8"))
         for unit in page.units:
-            assert (unit.visualization is None) == unit.stats.dead  # a dead unit has nothing to draw
+            assert (
+                unit.visualization is None
+            ) == unit.stats.dead  # a dead unit has nothing to draw
             assert (lenet_site / f"layers/{name}/unit_{unit.index:04d}.html").is_file()
             # a picture that failed its check is marked on its card, never shown as a result
-            assert ("did not converge" in cards[unit.index]) == (unit.visualization_failure is not None)
+            assert ("did not converge" in cards[unit.index]) == (
+                unit.visualization_failure is not None
+            )
             if unit.visualization is not None and unit.visualization_failure is None:
-                shown = np.asarray(Image.open(lenet_site / unit.visualization).convert("L"), dtype=float) / 255
-                assert np.percentile(shown, 99) - np.percentile(shown, 1) > 0.5  # stretched, not flat
+                shown = (
+                    np.asarray(
+                        Image.open(lenet_site / unit.visualization).convert("L"), dtype=float
+                    )
+                    / 255
+                )
+                assert (
+                    np.percentile(shown, 99) - np.percentile(shown, 1) > 0.5
+                )  # stretched, not flat
             if unit.stats.dead:  # never on: no top patches, no votes
                 assert unit.patches == () and unit.votes == ()
                 continue
             assert 1 <= len(unit.patches) <= TOP and all(p.value > 0 for p in unit.patches)
-            assert [p.projection is not None for p in unit.patches] == [True, True, False, False][:len(unit.patches)]
+            assert [p.projection is not None for p in unit.patches] == [True, True, False, False][
+                : len(unit.patches)
+            ]
         assert any(u.votes for u in page.units) == (name == "relu3")  # only relu3 feeds the logits
     assert any(u["stats"]["dead"] for u in _read(lenet_site / "layers/relu3.json")["units"])
     assert (lenet_site / "index.html").stat().st_size < 2_000_000
@@ -363,15 +503,26 @@ def test_site_records_and_size(lenet_site):
 # ---------------------------------------------------------------------------------------------
 # resume and torchrun
 
+
 def _site_json(site: Path) -> dict:
-    return {str(p.relative_to(site)): json.loads(p.read_text()) for p in sorted(site.rglob("*.json"))}
+    return {
+        str(p.relative_to(site)): json.loads(p.read_text()) for p in sorted(site.rglob("*.json"))
+    }
 
 
 def test_an_interrupted_scan_resumes_to_the_same_site(digits, tmp_path, monkeypatch):
     from cnntool.cli.main import main
     from cnntool.core.session import ScanSession
 
-    args = ["microscope", "lenet5-mnist", str(digits), *SITE_ARGS, "--no-maximize", "--checkpoint-every", "1"]
+    args = [
+        "microscope",
+        "lenet5-mnist",
+        str(digits),
+        *SITE_ARGS,
+        "--no-maximize",
+        "--checkpoint-every",
+        "1",
+    ]
     with pytest.raises(SystemExit) as fresh:
         main([*args, "-o", str(tmp_path / "fresh")])
     assert fresh.value.code == 0
@@ -404,8 +555,17 @@ def test_torchrun_two_cpu_ranks_write_the_site_one_process_writes(digits, tmp_pa
     and t-SNE magnifies a last-bit difference in the features into another map. With every
     image alone in its forward, the ranks' features are the one process's, bit for bit, and
     what is left to compare is the merge: top-K, moments, histograms, predictions, attack."""
-    args = ["microscope", "lenet5-mnist", digits, *SITE_ARGS, "--batch-size", "1", "--no-maximize",
-            "--attack", "0.2"]
+    args = [
+        "microscope",
+        "lenet5-mnist",
+        digits,
+        *SITE_ARGS,
+        "--batch-size",
+        "1",
+        "--no-maximize",
+        "--attack",
+        "0.2",
+    ]
     single = cnntool(*args, "-o", tmp_path / "one", threads=1, cwd=ROOT)
     assert single.returncode == 0, single.stderr
     double = cnntool.torchrun(*args, "-o", tmp_path / "two", cwd=ROOT)
@@ -459,19 +619,26 @@ def test_real_site_cards_map_and_screenshots(browser_site, tab):
 
     tab.open(browser_site / "layers/relu2.html")
     counts = tab.page.evaluate(
-        "Array.from(document.querySelectorAll('.unit-card')).map(c => c.querySelectorAll('img.patch').length)")
+        "Array.from(document.querySelectorAll('.unit-card')).map(c => c.querySelectorAll('img.patch').length)"
+    )
     assert counts == [TOP] * UNITS
     open_map(tab, browser_site / "embedding.html")
     pixels = screenshot_array(tab.page.locator("#map"))
-    assert (np.abs(pixels - MAP_BACKGROUND).sum(axis=2) > 30).mean() > 0.02, "the map is (almost) blank"
+    assert (np.abs(pixels - MAP_BACKGROUND).sum(axis=2) > 30).mean() > 0.02, (
+        "the map is (almost) blank"
+    )
     x, y = tab.page.evaluate("window.cnntoolMap.screenPosition(0)")
     tab.page.mouse.move(x, y)
     tab.page.locator("#tip").wait_for(state="visible")
     assert "/0/" in tab.page.locator("#tip").inner_text()  # the first image is a 0
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for name, page in {"index": "index.html", "layer": "layers/relu2.html",
-                       "unit": "layers/relu3/unit_0001.html", "map": "embedding.html",
-                       "attack": "attack.html"}.items():
+    for name, page in {
+        "index": "index.html",
+        "layer": "layers/relu2.html",
+        "unit": "layers/relu3/unit_0001.html",
+        "map": "embedding.html",
+        "attack": "attack.html",
+    }.items():
         if name == "map":
             open_map(tab, browser_site / page)
         else:
@@ -481,6 +648,8 @@ def test_real_site_cards_map_and_screenshots(browser_site, tab):
             assert tab.page.locator("table.attack thead th").first.inner_text() == "ε"
         path = ARTIFACTS / f"{name}.png"
         tab.page.screenshot(path=str(path), full_page=name != "map")
-        assert np.asarray(Image.open(path).convert("L"), dtype=np.float64).std() > 20, f"{name}.png is blank"
+        assert np.asarray(Image.open(path).convert("L"), dtype=np.float64).std() > 20, (
+            f"{name}.png is blank"
+        )
     print(f"\nscreenshots of the LeNet-5 microscope: {ARTIFACTS}")
     assert not tab.errors

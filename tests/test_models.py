@@ -1,4 +1,5 @@
 """Loading models from every kind of MODEL spec, safely, with diagnostics instead of tracebacks."""
+
 import contextlib
 from pathlib import Path
 
@@ -47,7 +48,9 @@ def test_gpu_saved_checkpoint_loads_on_cpu(tmp_path):
     assert next(loaded.module.parameters()).device.type == "cpu"
 
 
-@pytest.mark.parametrize("wrap", ["bare", "state_dict", "model_state_dict", "model", "module.", "_orig_mod.module."])
+@pytest.mark.parametrize(
+    "wrap", ["bare", "state_dict", "model_state_dict", "model", "module.", "_orig_mod.module."]
+)
 def test_checkpoint_layouts(tmp_path, wrap):
     net = torchvision.models.resnet18()
     state = net.state_dict()
@@ -77,7 +80,11 @@ def test_safetensors_and_user_class_names(tmp_path):
 
     named = tmp_path / "named.pt"
     torch.save({"model": net.state_dict(), "classes": ["cat", "dog", "fox"]}, named)
-    assert load_model(str(named), arch="tests.tiny_models:TinyNet", device="cpu").class_names == ["cat", "dog", "fox"]
+    assert load_model(str(named), arch="tests.tiny_models:TinyNet", device="cpu").class_names == [
+        "cat",
+        "dog",
+        "fox",
+    ]
 
 
 def test_torchscript_archive(tmp_path):
@@ -103,7 +110,9 @@ class _Marker:
 def test_untrusted_pickle_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"state_dict": seeded_tiny_net().state_dict(), "payload": _Marker(str(marker))}, path)
+    torch.save(
+        {"state_dict": seeded_tiny_net().state_dict(), "payload": _Marker(str(marker))}, path
+    )
     with pytest.raises(UntrustedCodeError, match="--trust-code"):
         load_model(str(path), arch="tests.tiny_models:TinyNet", device="cpu")
     assert not marker.exists()

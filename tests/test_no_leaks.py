@@ -1,4 +1,5 @@
 """Every library entry point leaves the model as it found it, also when the forward raises."""
+
 import pytest
 import torch
 from torch import nn
@@ -20,7 +21,9 @@ class Boom(nn.Module):
 
 
 def broken_model() -> nn.Module:
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), Boom(), nn.Flatten(), nn.Linear(2, 2))
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), Boom(), nn.Flatten(), nn.Linear(2, 2)
+    )
     model.train()
     model[0].weight.requires_grad_(False)
     return model
@@ -29,13 +32,21 @@ def broken_model() -> nn.Module:
 def _dataset(n=3) -> DataSet:
     import numpy as np
 
-    return DataSet(name="zeros", paths=[f"z/{i}" for i in range(n)], labels=[None] * n,
-                   arrays=np.zeros((n, 8, 8), dtype=np.uint8))
+    return DataSet(
+        name="zeros",
+        paths=[f"z/{i}" for i in range(n)],
+        labels=[None] * n,
+        arrays=np.zeros((n, 8, 8), dtype=np.uint8),
+    )
 
 
 ENTRY_POINTS = {
-    "predict": lambda m: list(predict(LoadedModel(m, "broken", PREP, None, "test", torch.device("cpu")),
-                                      BatchStream(_dataset(), PREP, batch_size=2))),
+    "predict": lambda m: list(
+        predict(
+            LoadedModel(m, "broken", PREP, None, "test", torch.device("cpu")),
+            BatchStream(_dataset(), PREP, batch_size=2),
+        )
+    ),
     "profile": lambda m: profile(m, input_shape=(1, 8, 8), device="cpu"),
     "capture": lambda m: _within(capture(m, ["0", "1"], gradients=True, detach=False), m),
     "capture_stop_early": lambda m: _within(capture(m, ["4"], stop_early=True), m),

@@ -1,6 +1,7 @@
 """A user's own model, end to end at the core level: the example's CIFAR-style SmallNet trained
 for seconds on built-in data and saved three ways (examples/own_model/train.py), and the rules
 for importing user code (--trust-code)."""
+
 import json
 import os
 import subprocess
@@ -29,8 +30,12 @@ FACTORY = f"{EXAMPLE / 'model.py'}:small_net"
 def trained(tmp_path_factory):
     """The example script's output folder (it trains for a few seconds on one thread)."""
     out = tmp_path_factory.mktemp("own_model")
-    done = subprocess.run([sys.executable, str(EXAMPLE / "train.py"), str(out)], capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE / "train.py"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     accuracy = float(done.stderr.split("classes: ")[1].split("%")[0]) / 100
     return out, accuracy
@@ -43,7 +48,9 @@ def _by_hand(module, folder: Path, prep: dict) -> float:
     correct = total = 0
     for label, name in enumerate(names):
         files = sorted((folder / name).glob("*.png"))
-        pixels = np.stack([np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255 for f in files])
+        pixels = np.stack(
+            [np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255 for f in files]
+        )
         x = torch.from_numpy(((pixels - mean) / std).astype(np.float32)).permute(0, 3, 1, 2)
         with torch.no_grad():
             correct += int((module(x).argmax(1) == label).sum())
@@ -65,25 +72,42 @@ def test_every_saved_form_gives_the_accuracy_computed_by_hand(trained):
     assert reported > 0.4  # 8 classes: chance is 12.5% (measured: 63%)
     forms = {
         "state dict + --preprocessing + --classes": load_model(
-            str(out / "small_net.pth"), arch=FACTORY, trust_code=True, device="cpu",
+            str(out / "small_net.pth"),
+            arch=FACTORY,
+            trust_code=True,
+            device="cpu",
             preprocessing=PreprocessingOptions(file=str(out / "preprocessing.json")),
-            classes=str(out / "classes.txt")),
-        "save_checkpoint": load_model(str(out / "small_net_cnntool.pt"), arch=FACTORY, trust_code=True, device="cpu"),
-        "safetensors": load_model(str(out / "small_net.safetensors"), arch=FACTORY, trust_code=True, device="cpu"),
+            classes=str(out / "classes.txt"),
+        ),
+        "save_checkpoint": load_model(
+            str(out / "small_net_cnntool.pt"), arch=FACTORY, trust_code=True, device="cpu"
+        ),
+        "safetensors": load_model(
+            str(out / "small_net.safetensors"), arch=FACTORY, trust_code=True, device="cpu"
+        ),
         "lightning + --preprocessing": load_model(
-            FACTORY, weights=str(out / "small_net_lightning.ckpt"), trust_code=True, device="cpu",
-            preprocessing=PreprocessingOptions(file=str(out / "preprocessing.json"))),
+            FACTORY,
+            weights=str(out / "small_net_lightning.ckpt"),
+            trust_code=True,
+            device="cpu",
+            preprocessing=PreprocessingOptions(file=str(out / "preprocessing.json")),
+        ),
     }
     expected = _by_hand(forms["save_checkpoint"].module, test, prep)
     assert expected == pytest.approx(reported, abs=1e-9)
     for form, loaded in forms.items():
         assert not loaded.preprocessing_guessed, form
-        assert loaded.preprocessing.describe().startswith("3×32×32, resize 32 bilinear, mean (0.486, 0.373, 0.328)")
+        assert loaded.preprocessing.describe().startswith(
+            "3×32×32, resize 32 bilinear, mean (0.486, 0.373, 0.328)"
+        )
         assert loaded.class_names[:2] == ["astronaut", "chelsea"], form
         assert check_forward(loaded) == 8
         accuracy, judged = _predict_accuracy(loaded, test)
         assert judged == 200 and accuracy == pytest.approx(expected, abs=1e-9), form
-    assert forms["lightning + --preprocessing"].class_names_source == "the checkpoint (hyper_parameters.class_names)"
+    assert (
+        forms["lightning + --preprocessing"].class_names_source
+        == "the checkpoint (hyper_parameters.class_names)"
+    )
     assert "stripped the prefix 'model.' from 20 keys" in forms["lightning + --preprocessing"].notes
 
 
@@ -93,7 +117,9 @@ def test_without_its_preprocessing_the_model_is_fed_a_guess_and_says_so(trained)
     assert guessed.preprocessing_guessed and guessed.preprocessing.input_shape == (3, 224, 224)
     assert "a guess from the first convolution (3 input channels)" in guessed.preprocessing_line()
     assert guessed.class_names is None  # and predict maps the folders in ImageFolder order:
-    stream = BatchStream(open_data(str(out / "data" / "test")), guessed.preprocessing, batch_size=100)
+    stream = BatchStream(
+        open_data(str(out / "data" / "test")), guessed.preprocessing, batch_size=100
+    )
     first = next(predict(guessed, stream))
     assert first.label == "astronaut" and first.label_index == 0
 
@@ -110,8 +136,11 @@ net = lambda: torch.nn.Conv2d(3, 3, 1)
 
 def _cnntool(args, cwd, env_extra=None, module=True):
     env = {**os.environ, **(env_extra or {})}
-    command = [sys.executable, "-m", "cnntool", *args] if module else [
-        str(Path(sys.executable).with_name("cnntool")), *args]
+    command = (
+        [sys.executable, "-m", "cnntool", *args]
+        if module
+        else [str(Path(sys.executable).with_name("cnntool")), *args]
+    )
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -128,7 +157,9 @@ def test_a_module_in_the_current_folder_is_not_imported_without_trust(evil_folde
     assert "--trust-code" in done.stderr and "Traceback" not in done.stderr
     assert not (evil_folder / "imported-evilmod").exists()
     if Path(sys.executable).with_name("cnntool").exists():  # the console script, PYTHONPATH=.
-        done = _cnntool(["predict", "evilmod:net", "x.png"], evil_folder, {"PYTHONPATH": "."}, module=False)
+        done = _cnntool(
+            ["predict", "evilmod:net", "x.png"], evil_folder, {"PYTHONPATH": "."}, module=False
+        )
         assert done.returncode == 1 and "--trust-code" in done.stderr
         assert not (evil_folder / "imported-evilmod").exists()
 
@@ -186,7 +217,8 @@ def test_a_model_file_can_import_its_sibling(tmp_path):
     (tmp_path / "blocks_for_test.py").write_text("WIDTH = 6\n")
     (tmp_path / "netfile.py").write_text(
         "import torch\nfrom blocks_for_test import WIDTH\n"
-        "def make():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, WIDTH, 1), torch.nn.AdaptiveAvgPool2d(1))\n")
+        "def make():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, WIDTH, 1), torch.nn.AdaptiveAvgPool2d(1))\n"
+    )
     before = list(sys.path)
     try:
         loaded = load_model(f"{tmp_path / 'netfile.py'}:make", device="cpu", trust_code=True)

@@ -4,6 +4,7 @@ checkpoint, safetensors and a Lightning checkpoint, fed its own 32-px images and
 
 Each answer is checked against what the test computes itself with the same preprocessing:
 accuracy by hand, FGSM against torchattacks, top-patch boxes against the receptive field."""
+
 import json
 import subprocess
 import sys
@@ -25,8 +26,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("own_model")
-    done = subprocess.run([sys.executable, str(EXAMPLE / "train.py"), str(out)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE / "train.py"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     return out
 
@@ -44,7 +49,9 @@ def _accuracy_by_hand(out: Path) -> float:
     correct = total = 0
     for label, name in enumerate(sorted(p.name for p in folder.iterdir())):
         files = sorted((folder / name).glob("*.png"))
-        pixels = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255 for f in files])
+        pixels = np.stack(
+            [np.asarray(Image.open(f).convert("RGB"), np.float32) / 255 for f in files]
+        )
         x = torch.from_numpy(((pixels - np.array(MEAN)) / np.array(STD)).astype(np.float32))
         with torch.no_grad():
             correct += int((model(x.permute(0, 3, 1, 2)).argmax(1) == label).sum())
@@ -54,13 +61,28 @@ def _accuracy_by_hand(out: Path) -> float:
 
 def _forms(out: Path) -> dict[str, list[str]]:
     """MODEL and its loading options for each way the training script saved the model."""
-    return {"state dict + JSON": [out / "small_net.pth", "--arch", ARCH, "--trust-code",
-                                  "--preprocessing", out / "preprocessing.json",
-                                  "--classes", out / "classes.txt"],
-            "cnntool checkpoint": [out / "small_net_cnntool.pt", "--arch", ARCH, "--trust-code"],
-            "safetensors": [out / "small_net.safetensors", "--arch", ARCH, "--trust-code"],
-            "lightning": [out / "small_net_lightning.ckpt", "--arch", ARCH, "--trust-code",
-                          "--preprocessing", out / "preprocessing.json"]}
+    return {
+        "state dict + JSON": [
+            out / "small_net.pth",
+            "--arch",
+            ARCH,
+            "--trust-code",
+            "--preprocessing",
+            out / "preprocessing.json",
+            "--classes",
+            out / "classes.txt",
+        ],
+        "cnntool checkpoint": [out / "small_net_cnntool.pt", "--arch", ARCH, "--trust-code"],
+        "safetensors": [out / "small_net.safetensors", "--arch", ARCH, "--trust-code"],
+        "lightning": [
+            out / "small_net_lightning.ckpt",
+            "--arch",
+            ARCH,
+            "--trust-code",
+            "--preprocessing",
+            out / "preprocessing.json",
+        ],
+    }
 
 
 def test_predict_equals_the_accuracy_computed_by_hand_for_every_saved_form(trained, cnntool):
@@ -77,8 +99,15 @@ def test_predict_equals_the_accuracy_computed_by_hand_for_every_saved_form(train
 
 
 def test_a_state_dict_without_its_preprocessing_is_a_guess_and_says_so(trained, cnntool):
-    result = cnntool("predict", trained / "small_net.pth", "--arch", ARCH, "--trust-code",
-                     trained / "data" / "test", "-q")
+    result = cnntool(
+        "predict",
+        trained / "small_net.pth",
+        "--arch",
+        ARCH,
+        "--trust-code",
+        trained / "data" / "test",
+        "-q",
+    )
     assert result.returncode == 0, result.stderr
     assert "warning: preprocessing: 3×224×224" in result.stderr
     assert "--input-size" in result.stderr and "--preprocessing" in result.stderr
@@ -86,8 +115,18 @@ def test_a_state_dict_without_its_preprocessing_is_a_guess_and_says_so(trained, 
 
 
 def test_input_size_alone_resizes_to_it(trained, cnntool):
-    result = cnntool("profile", trained / "small_net.pth", "--arch", ARCH, "--trust-code",
-                     "--input-size", "32", "--summary", "--format", "jsonl")
+    result = cnntool(
+        "profile",
+        trained / "small_net.pth",
+        "--arch",
+        ARCH,
+        "--trust-code",
+        "--input-size",
+        "32",
+        "--summary",
+        "--format",
+        "jsonl",
+    )
     assert result.returncode == 0, result.stderr
     assert "input 3×32×32 — from the command line" in result.stderr
     total = json.loads(result.stdout)
@@ -100,26 +139,47 @@ def test_fgsm_is_bit_identical_to_torchattacks_on_the_normalized_model(trained):
     import cnntool
     from cnntool.tasks.attack import PixelModel
 
-    model = cnntool.load_model(str(trained / "small_net_cnntool.pt"), arch=ARCH, trust_code=True,
-                               device="cpu")
+    model = cnntool.load_model(
+        str(trained / "small_net_cnntool.pt"), arch=ARCH, trust_code=True, device="cpu"
+    )
     attacked, summaries = cnntool.attack_dataset(
-        model, str(trained / "data" / "test"), "fgsm", eps=2 / 255, workers=0)
+        model, str(trained / "data" / "test"), "fgsm", eps=2 / 255, workers=0
+    )
     clean = torch.stack([a.clean for a in attacked])
     labels = torch.tensor([a.label for a in attacked])
     # the same batches of 32 as the scan: a CPU convolution may pick another algorithm for another
     # batch size and round differently, and a gradient at rounding level then flips one pixel's
     # sign (seen on an AMD EPYC: 1 pixel of 614,400 against one batch of 200)
     fgsm = torchattacks.FGSM(PixelModel(model), eps=2 / 255)
-    theirs = torch.cat([fgsm(clean[i:i + 32], labels[i:i + 32]) for i in range(0, len(clean), 32)])
+    theirs = torch.cat(
+        [fgsm(clean[i : i + 32], labels[i : i + 32]) for i in range(0, len(clean), 32)]
+    )
     assert torch.equal(torch.stack([a.adversarial for a in attacked]), theirs)
     assert summaries[0].images == len(attacked) == 200
     assert summaries[0].adv_accuracy < summaries[0].clean_accuracy
 
 
-def test_top_patch_boxes_are_receptive_fields_in_32_px_image_coordinates(trained, cnntool, tmp_path):
-    result = cnntool("visualize", "top-patches", trained / "small_net_cnntool.pt", "--arch", ARCH,
-                     "--trust-code", trained / "data" / "test", "--layer", "features.1",
-                     "--units", "0-3", "--top", "4", "-o", tmp_path, "-q")
+def test_top_patch_boxes_are_receptive_fields_in_32_px_image_coordinates(
+    trained, cnntool, tmp_path
+):
+    result = cnntool(
+        "visualize",
+        "top-patches",
+        trained / "small_net_cnntool.pt",
+        "--arch",
+        ARCH,
+        "--trust-code",
+        trained / "data" / "test",
+        "--layer",
+        "features.1",
+        "--units",
+        "0-3",
+        "--top",
+        "4",
+        "-o",
+        tmp_path,
+        "-q",
+    )
     assert result.returncode == 0, result.stderr
     hits = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(hits) == 16
@@ -139,17 +199,36 @@ def test_top_patch_boxes_are_receptive_fields_in_32_px_image_coordinates(trained
 def test_deconv_features_embed_and_diagnose_run_on_its_own_images(trained, cnntool, tmp_path):
     model = _forms(trained)["lightning"]
     image = sorted((trained / "data" / "test").rglob("*.png"))[0]
-    deconv = cnntool("visualize", "deconv", *model, image, "--layer", "features.2", "-o",
-                     tmp_path / "deconv.png", "-q")
+    deconv = cnntool(
+        "visualize",
+        "deconv",
+        *model,
+        image,
+        "--layer",
+        "features.2",
+        "-o",
+        tmp_path / "deconv.png",
+        "-q",
+    )
     assert deconv.returncode == 0, deconv.stderr
     record = json.loads(deconv.stdout)
     assert record["target"]["layer"] == "features.2" and len(record["box"]) == 4
     assert Image.open(tmp_path / "deconv.png").height >= 96
 
-    features = cnntool("features", *model, trained / "data" / "test", "-o", tmp_path / "f.npz", "-q")
+    features = cnntool(
+        "features", *model, trained / "data" / "test", "-o", tmp_path / "f.npz", "-q"
+    )
     assert features.returncode == 0, features.stderr
-    embed = cnntool("embed", "--features", tmp_path / "f.npz", "--summary", tmp_path / "s.json",
-                    "--perplexity", "20", "-q")
+    embed = cnntool(
+        "embed",
+        "--features",
+        tmp_path / "f.npz",
+        "--summary",
+        tmp_path / "s.json",
+        "--perplexity",
+        "20",
+        "-q",
+    )
     assert embed.returncode == 0, embed.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["images"] == 200 and summary["dims"] == 64
@@ -178,8 +257,19 @@ def test_a_four_channel_model_is_fed_the_alpha_plane_through_every_step(cnntool,
     assert predicted.returncode == 0, predicted.stderr
     assert "preprocessing: 4×16×16" in predicted.stderr
     assert [json.loads(line)["correct"] for line in predicted.stdout.splitlines()] == [True] * 6
-    attacked = cnntool("attack", "fgsm", *model, tmp_path / "data", "--eps", "0.6", "-o",
-                       tmp_path / "adv", "-q", "--workers", "0")
+    attacked = cnntool(
+        "attack",
+        "fgsm",
+        *model,
+        tmp_path / "data",
+        "--eps",
+        "0.6",
+        "-o",
+        tmp_path / "adv",
+        "-q",
+        "--workers",
+        "0",
+    )
     assert attacked.returncode == 0, attacked.stderr
     records = [json.loads(line) for line in attacked.stdout.splitlines()]
     # ε = 0.6 moves alpha 1 -> 0.4 and 0 -> 0.6: every image flips, and stays flipped as a PNG

@@ -8,6 +8,7 @@ Every result computed here also passes `assert_adds_up` (through the `profile` w
 rows are each module's own work, so they add up to the total. How fast profiling is belongs to
 benchmarks/profile_bench.py, not to these tests.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,13 +40,19 @@ def assert_adds_up(result: ProfileResult, model: nn.Module) -> None:
       which is less only when modules share one (tied weights).
     """
     rows = result.layers
-    assert len({row.name for row in rows}) == len(rows) and "total" not in {row.name for row in rows}
+    assert len({row.name for row in rows}) == len(rows) and "total" not in {
+        row.name for row in rows
+    }
     for key in ("macs", "flops", "activation_bytes"):
         assert sum(getattr(row, key) for row in rows) == getattr(result.total, key), key
     assert all(row.macs >= 0 and row.flops >= 2 * row.macs for row in rows)
-    own = {name: sum(p.numel() for p in module.parameters(recurse=False))
-           for name, module in model.named_modules()}
-    assert {row.name: row.params for row in rows if row.params} == {n: p for n, p in own.items() if p}
+    own = {
+        name: sum(p.numel() for p in module.parameters(recurse=False))
+        for name, module in model.named_modules()
+    }
+    assert {row.name: row.params for row in rows if row.params} == {
+        n: p for n, p in own.items() if p
+    }
     distinct = sum(p.numel() for p in model.parameters())
     assert result.total.params == distinct <= sum(row.params for row in rows)
     if distinct == sum(own.values()):  # nothing shared
@@ -76,8 +83,10 @@ def weights_on_meta():
     def buffer(self, name, tensor, persistent=True):
         register_buffer(self, name, None if tensor is None else tensor.to("meta"), persistent)
 
-    with mock.patch.object(nn.Module, "register_parameter", parameter), \
-            mock.patch.object(nn.Module, "register_buffer", buffer):
+    with (
+        mock.patch.object(nn.Module, "register_parameter", parameter),
+        mock.patch.object(nn.Module, "register_buffer", buffer),
+    ):
         yield
 
 
@@ -102,8 +111,9 @@ CASES = torchvision_cases()
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-@pytest.mark.parametrize("name, crop, kwargs, num_params, gmacs", CASES,
-                         ids=[f"{case[0]}-{case[1]}" for case in CASES])
+@pytest.mark.parametrize(
+    "name, crop, kwargs, num_params, gmacs", CASES, ids=[f"{case[0]}-{case[1]}" for case in CASES]
+)
 def test_matches_torchvision_metadata(name, crop, kwargs, num_params, gmacs):
     with weights_on_meta():
         model = torchvision.models.get_model(name, weights=None, **kwargs)
@@ -119,8 +129,14 @@ def test_every_torchvision_classifier_is_covered():
     assert len(names) == len(torchvision.models.list_models(module=torchvision.models)) >= 80
 
 
-@pytest.mark.parametrize("name, params, gmacs", [
-    ("alexnet", 61_100_840, 0.714), ("vgg16", 138_357_544, 15.47), ("resnet50", 25_557_032, 4.089)])
+@pytest.mark.parametrize(
+    "name, params, gmacs",
+    [
+        ("alexnet", 61_100_840, 0.714),
+        ("vgg16", 138_357_544, 15.47),
+        ("resnet50", 25_557_032, 4.089),
+    ],
+)
 def test_reference_figures(name, params, gmacs):
     with torch.device("meta"):
         model = torchvision.models.get_model(name)
@@ -210,8 +226,14 @@ def test_reused_module_counts_params_once_and_macs_at_each_call():
 
 
 def test_elementwise_norm_and_pooling_rules():
-    model = nn.Sequential(nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2),   # 2×6×6 -> 2×3×3
-                          nn.AvgPool2d(3, stride=1), nn.Flatten(), nn.LayerNorm(2))
+    model = nn.Sequential(
+        nn.BatchNorm2d(2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 2×6×6 -> 2×3×3
+        nn.AvgPool2d(3, stride=1),
+        nn.Flatten(),
+        nn.LayerNorm(2),
+    )
     result = profile(model, (2, 6, 6))
     flops = {row.name: row.flops for row in result.layers}
     assert flops == {"0": 2 * 72, "1": 72, "2": 18 * (4 - 1), "3": 2 * 9, "4": 0, "5": 5 * 2}
@@ -259,8 +281,9 @@ def test_meta_model_that_meta_cannot_run_is_a_clear_error():
 
 def test_too_small_input_names_the_layer():
     model = torchvision.models.alexnet()
-    message = ("input 3×16×16 is too small for AlexNet: the output of features.5 (MaxPool2d) "
-               "would be 0×0")
+    message = (
+        "input 3×16×16 is too small for AlexNet: the output of features.5 (MaxPool2d) would be 0×0"
+    )
     with pytest.raises(InputSizeError) as meta_error:
         profile(model, (3, 16, 16))
     with pytest.raises(InputSizeError) as real_error:
@@ -286,16 +309,25 @@ def test_user_model_is_not_modified(device):
     assert [m.training for m in model.modules()] == modes
     assert not model.fc.weight.requires_grad and model.fc.bias.requires_grad
     after = model.state_dict()
-    assert all(after[k].device.type == "cpu" and torch.equal(after[k], v)
-               for k, v in before.items())
+    assert all(
+        after[k].device.type == "cpu" and torch.equal(after[k], v) for k, v in before.items()
+    )
 
 
 def test_records_are_json_ready_and_end_with_the_total():
     result = profile(torchvision.models.alexnet())
     records = json.loads(json.dumps(result.to_records()))
     assert records[-1]["name"] == "total" and records[-1]["params"] == 61_100_840
-    assert {"name", "type", "params", "macs", "flops", "output_shape", "receptive_field",
-            "activation_bytes"} <= set(records[0])
+    assert {
+        "name",
+        "type",
+        "params",
+        "macs",
+        "flops",
+        "output_shape",
+        "receptive_field",
+        "activation_bytes",
+    } <= set(records[0])
     pool5 = next(r for r in records if r["name"] == "features.12")
     assert pool5["receptive_field"] == {"size": [195, 195], "jump": [32, 32], "start": [31.0, 31.0]}
     assert pool5["output_shape"] == [1, 256, 6, 6]
@@ -363,8 +395,10 @@ def test_unexecuted_modules_are_listed_with_their_params():
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-@pytest.mark.parametrize("to_torchscript", [
-    torch.jit.script, lambda model: torch.jit.trace(model, torch.zeros(1, 3, 10, 10))])
+@pytest.mark.parametrize(
+    "to_torchscript",
+    [torch.jit.script, lambda model: torch.jit.trace(model, torch.zeros(1, 3, 10, 10))],
+)
 def test_torchscript_work_is_counted_at_the_root(to_torchscript):
     model = to_torchscript(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()).eval())
     result = profile(model, (3, 10, 10))

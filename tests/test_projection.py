@@ -5,6 +5,7 @@ gradient×input, SmoothGrad, the images and the command line.
 tests/test_hooks.py already checks the backward rules themselves on full-size inputs; here the
 inputs are small (64–112 px) and the targets go through `project`'s unit/class selection.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,9 @@ from cnntool.core.hooks import capture, hook_count
 from cnntool.core.models import load_model
 from cnntool.errors import CnnToolError, UnknownNameError
 from cnntool.io import overlays
+from cnntool.io.figures import to_uint8
 from cnntool.tasks.projection import Target, deconv, guided_backprop, project, saliency
 from tests.backward_reference import hand_swapped, make, norm_close, quiet_captum
-from cnntool.io.figures import to_uint8
 from tests.pixels import colour_bars, colour_mask, find, find_styled_text, png
 
 CAPTUM = {"guided": GuidedBackprop, "deconv": Deconvolution, "saliency": Saliency}
@@ -67,7 +68,9 @@ def test_unit_projection_at_its_strongest_position_equals_captum():
         model(x)
     act = cap.activations["features.8"][0, 10]
     assert result.target.layer == "features.8"
-    assert act[result.target.position] == act.max() and result.value == pytest.approx(float(act.max()))
+    assert act[result.target.position] == act.max() and result.value == pytest.approx(
+        float(act.max())
+    )
     for method, captum_cls in CAPTUM.items():
         wrapped = UnitModel(model, "features.8", 10, result.target.position)
         theirs = captum_cls(wrapped).attribute(x.clone(), target=0)[0]
@@ -81,9 +84,14 @@ def _lite0() -> nn.Module:
 
 # Units chosen in mid-network layers; each model's rectifiers are functional or ReLU6, which
 # captum does not hook.
-@pytest.mark.parametrize("name,layer,size", [
-    ("googlenet", "inception4a", 112), ("mobilenet_v2", "features.10", 112),
-    ("lite0", "_blocks.8", 112)])
+@pytest.mark.parametrize(
+    "name,layer,size",
+    [
+        ("googlenet", "inception4a", 112),
+        ("mobilenet_v2", "features.10", 112),
+        ("lite0", "_blocks.8", 112),
+    ],
+)
 def test_functional_relu_and_relu6_models_equal_a_hand_reference(monkeypatch, name, layer, size):
     model = _lite0() if name == "lite0" else make(name)
     x = image(size)
@@ -115,8 +123,9 @@ def test_api_returns_raw_maps_and_gradient_times_input_and_smoothgrad():
     plain = torch.autograd.grad(model(xg)[0, 3], xg)[0][0]
     assert torch.allclose(times.map, plain * x[0], atol=1e-7)
     assert torch.allclose(saliency(model, x, target_class=3), plain.abs(), atol=1e-7)
-    assert torch.equal(guided_backprop(model, x, target_class=3),
-                       project(model, x, "guided", target_class=3).map)
+    assert torch.equal(
+        guided_backprop(model, x, target_class=3), project(model, x, "guided", target_class=3).map
+    )
     assert deconv(model, x, target_class=3).shape == (3, 64, 64)
     smooth = project(model, x, "guided", target_class=3, smooth_samples=3, seed=5)
     again = project(model, x, "guided", target_class=3, smooth_samples=3, seed=5)
@@ -140,18 +149,31 @@ def test_target_mistakes_are_one_sentence_errors():
         project(loaded.module, x, target_class="3.", class_names=loaded.class_names)
     lite0 = load_model("efficientnet_lite0")
     with pytest.raises(UnknownNameError, match="goldfish"):
-        project(lite0.module, torch.zeros(1, 3, 64, 64), target_class="goldfsh",
-                class_names=lite0.class_names)
-    named = project(lite0.module, torch.zeros(1, 3, 64, 64), "saliency", target_class="Goldfish",
-                    class_names=lite0.class_names)
+        project(
+            lite0.module,
+            torch.zeros(1, 3, 64, 64),
+            target_class="goldfsh",
+            class_names=lite0.class_names,
+        )
+    named = project(
+        lite0.module,
+        torch.zeros(1, 3, 64, 64),
+        "saliency",
+        target_class="Goldfish",
+        class_names=lite0.class_names,
+    )
     assert named.target.class_index == 1 and named.target.class_name == "goldfish"
 
 
 def test_the_command_line_targets_are_units_of_a_layer_or_one_class():
-    assert Target.chosen("conv2", [3, 5], (1, 2)) == [Target.unit_of("conv2", 3, (1, 2)),
-                                                       Target.unit_of("conv2", 5, (1, 2))]
+    assert Target.chosen("conv2", [3, 5], (1, 2)) == [
+        Target.unit_of("conv2", 3, (1, 2)),
+        Target.unit_of("conv2", 5, (1, 2)),
+    ]
     assert Target.chosen("conv2") == [Target.unit_of("conv2")]  # its most active unit
-    assert Target.chosen(None, class_="7") == [Target.logit(7)] and Target.chosen(None) == [Target.logit()]
+    assert Target.chosen(None, class_="7") == [Target.logit(7)] and Target.chosen(None) == [
+        Target.logit()
+    ]
     with pytest.raises(CnnToolError, match="need --layer"):
         Target.chosen(None, [3])
     with pytest.raises(CnnToolError, match="not both"):
@@ -176,8 +198,24 @@ def test_cli_writes_panel_raw_maps_and_records(tmp_path, cnntool):
     digits, labels = mnist_5k()
     Image.fromarray(np.asarray(digits[0]).squeeze().astype(np.uint8)).save(tmp_path / "d.png")
     out, raw = tmp_path / "p.png", tmp_path / "p.npy"
-    result = cnntool("visualize", "deconv", "lenet5-mnist", tmp_path / "d.png", "--layer", "conv2",
-                     "--unit", "3", "--unit", "7", "--method", "deconv", "-o", out, "--raw", raw)
+    result = cnntool(
+        "visualize",
+        "deconv",
+        "lenet5-mnist",
+        tmp_path / "d.png",
+        "--layer",
+        "conv2",
+        "--unit",
+        "3",
+        "--unit",
+        "7",
+        "--method",
+        "deconv",
+        "-o",
+        out,
+        "--raw",
+        raw,
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["target"]["unit"] for r in records] == [3, 7]
@@ -200,10 +238,12 @@ def test_cli_writes_panel_raw_maps_and_records(tmp_path, cnntool):
         px, py = hits[0]
         crop = projection[0, y0:y1, x0:x1]
         limit = np.percentile(np.abs(crop[crop != 0]), 99)
-        shown = np.kron(to_uint8(np.clip(crop / (2 * limit) + 0.5, 0, 1))[..., None], block).repeat(3, axis=2)
-        left = find(pixels[py:py + patch.shape[0]], shown, tolerance=1)
+        shown = np.kron(to_uint8(np.clip(crop / (2 * limit) + 0.5, 0, 1))[..., None], block).repeat(
+            3, axis=2
+        )
+        left = find(pixels[py : py + patch.shape[0]], shown, tolerance=1)
         assert len(left) == 1 and left[0][0] < px, record  # the projection, to the patch's left
-        whole = pixels[py:py + 224, px + patch.shape[1]:]
+        whole = pixels[py : py + 224, px + patch.shape[1] :]
         ys, xs = np.nonzero(colour_mask(whole, (255, 220, 0), 30))
         assert ys.max() - ys.min() + 1 == (y1 - y0) * 8 and xs.max() - xs.min() + 1 == (x1 - x0) * 8
         assert find_styled_text(pixels[:py], f"unit {record['target']['unit']} at", 15)
@@ -212,8 +252,10 @@ def test_cli_writes_panel_raw_maps_and_records(tmp_path, cnntool):
     bars = colour_bars(pixels, "gray")
     assert len({top for _, top, _ in bars}) == 2  # one colour bar per row, with its numbers
     x, top, bottom = bars[-1]
-    assert (pixels[top:bottom, x + 4:].min(axis=-1) < 100).sum() > 50
-    bad = cnntool("visualize", "deconv", "lenet5-mnist", tmp_path / "d.png", "--class", "ten", "-o", out)
+    assert (pixels[top:bottom, x + 4 :].min(axis=-1) < 100).sum() > 50
+    bad = cnntool(
+        "visualize", "deconv", "lenet5-mnist", tmp_path / "d.png", "--class", "ten", "-o", out
+    )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
 
 
@@ -228,25 +270,69 @@ def test_deconv_figure_has_no_black_padding_and_keeps_a_class_whole(tmp_path, cn
     grey = (np.asarray(digits[0]).squeeze().astype(np.float32) * 0.5 + 100).astype(np.uint8)
     Image.fromarray(grey).save(tmp_path / "g.png")
     out = tmp_path / "p.png"
-    result = cnntool("visualize", "deconv", "lenet5-mnist", tmp_path / "g.png", "--layer", "conv2", "--unit", "3",
-                     "--position", "0,0", "-o", out)
+    result = cnntool(
+        "visualize",
+        "deconv",
+        "lenet5-mnist",
+        tmp_path / "g.png",
+        "--layer",
+        "conv2",
+        "--unit",
+        "3",
+        "--position",
+        "0,0",
+        "-o",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["box"][0] < 0  # the field reaches past the top
     pixels = png(out)
     assert (pixels.max(axis=-1) == 0).mean() < 0.05
     twice = tmp_path / "p2.png"
-    assert cnntool("visualize", "deconv", "lenet5-mnist", tmp_path / "g.png", "--layer", "conv2", "--unit", "3",
-                   "--position", "0,0", "--scale", "2", "-o", twice).returncode == 0
+    assert (
+        cnntool(
+            "visualize",
+            "deconv",
+            "lenet5-mnist",
+            tmp_path / "g.png",
+            "--layer",
+            "conv2",
+            "--unit",
+            "3",
+            "--position",
+            "0,0",
+            "--scale",
+            "2",
+            "-o",
+            twice,
+        ).returncode
+        == 0
+    )
     assert abs(png(twice).shape[0] - 2 * pixels.shape[0]) <= 4
-    assert cnntool("visualize", "deconv", "lenet5-mnist", tmp_path / "g.png", "--method", "saliency",
-                   "-o", out).returncode == 0
+    assert (
+        cnntool(
+            "visualize",
+            "deconv",
+            "lenet5-mnist",
+            tmp_path / "g.png",
+            "--method",
+            "saliency",
+            "-o",
+            out,
+        ).returncode
+        == 0
+    )
     pixels = png(out)
-    assert len(find(pixels, np.kron(grey[..., None], np.ones((8, 8, 1), np.uint8)).repeat(3, axis=2))) == 1
+    assert (
+        len(find(pixels, np.kron(grey[..., None], np.ones((8, 8, 1), np.uint8)).repeat(3, axis=2)))
+        == 1
+    )
     assert colour_bars(pixels, "inferno") and find_styled_text(pixels[:60], "image", 17, bold=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # batches (#23)
+
 
 @pytest.fixture(scope="module")
 def four_photos():
@@ -254,7 +340,9 @@ def four_photos():
     from cnntool.core.data import BatchStream, open_data
 
     lite0 = load_model("efficientnet_lite0")
-    x = next(iter(BatchStream(open_data("imagenet-samples").head(4), lite0.preprocessing, batch_size=4))).inputs
+    x = next(
+        iter(BatchStream(open_data("imagenet-samples").head(4), lite0.preprocessing, batch_size=4))
+    ).inputs
     return lite0, nn.functional.interpolate(x, size=(112, 112), mode="bilinear", antialias=True)
 
 
@@ -262,13 +350,21 @@ def _batch_cases():
     from cnntool.tasks.integrated_gradients import IntegratedGradients
     from cnntool.tasks.projection import SmoothGrad
 
-    return [("guided", {}), ("deconv", {}), ("saliency", {}), ("saliency", {"times_input": True}),
-            ("saliency", {"smooth": SmoothGrad(3, abs="per-sample")}), ("guided", {"smooth": SmoothGrad(3)}),
-            ("ig", {"ig": IntegratedGradients(steps=6, baseline="0", batch_size=1)})]
+    return [
+        ("guided", {}),
+        ("deconv", {}),
+        ("saliency", {}),
+        ("saliency", {"times_input": True}),
+        ("saliency", {"smooth": SmoothGrad(3, abs="per-sample")}),
+        ("guided", {"smooth": SmoothGrad(3)}),
+        ("ig", {"ig": IntegratedGradients(steps=6, baseline="0", batch_size=1)}),
+    ]
 
 
 def _relative(batch, single):
-    return max(float((b.map - s.map).abs().max() / s.map.abs().max()) for b, s in zip(batch, single))
+    return max(
+        float((b.map - s.map).abs().max() / s.map.abs().max()) for b, s in zip(batch, single)
+    )
 
 
 @pytest.mark.parametrize("name", ["lite0", "resnet18"])
@@ -289,7 +385,10 @@ def test_a_batch_gives_the_maps_of_its_images_one_at_a_time(name, four_photos):
     for method, options in _batch_cases():
         if name == "resnet18" and ("smooth" in options or method == "ig"):
             continue
-        for target in (Target.logit(), Target.unit_of("_blocks.8" if name == "lite0" else "layer3")):
+        for target in (
+            Target.logit(),
+            Target.unit_of("_blocks.8" if name == "lite0" else "layer3"),
+        ):
             batch = project_batch(model, x, method, target, **options)
             single = [project(model, image[None], method, target, **options) for image in x]
             assert [b.target for b in batch] == [s.target for s in single]
@@ -303,7 +402,8 @@ def test_a_batch_gives_the_maps_of_its_images_one_at_a_time(name, four_photos):
 def test_plain_gradient_methods_run_without_the_rectifier_routing(monkeypatch, four_photos):
     """Saliency, gradient×input, IG and SmoothGrad of saliency are plain autograd: the
     routing mode is never entered (a spy), and the maps still equal captum's on a batch."""
-    from captum.attr import InputXGradient, IntegratedGradients as CaptumIG
+    from captum.attr import InputXGradient
+    from captum.attr import IntegratedGradients as CaptumIG
 
     from cnntool.core import hooks
     from cnntool.tasks.integrated_gradients import IntegratedGradients
@@ -311,20 +411,25 @@ def test_plain_gradient_methods_run_without_the_rectifier_routing(monkeypatch, f
 
     entered = []
     original = hooks._SubstitutionMode.__enter__
-    monkeypatch.setattr(hooks._SubstitutionMode, "__enter__",
-                        lambda self: entered.append(self) or original(self))
+    monkeypatch.setattr(
+        hooks._SubstitutionMode, "__enter__", lambda self: entered.append(self) or original(self)
+    )
     model, x = make("resnet18"), four_photos[1]
     saliency_maps = project_batch(model, x, "saliency", Target.logit(7))
     times = project_batch(model, x, "saliency", Target.logit(7), times_input=True)
-    ig = project_batch(model, x, "ig", Target.logit(7),
-                       ig=IntegratedGradients(steps=4, baseline="0", batch_size=4))
-    smooth = project_batch(model, x, "saliency", Target.logit(7), smooth=SmoothGrad(2, abs="per-sample"))
+    ig = project_batch(
+        model, x, "ig", Target.logit(7), ig=IntegratedGradients(steps=4, baseline="0", batch_size=4)
+    )
+    smooth = project_batch(
+        model, x, "saliency", Target.logit(7), smooth=SmoothGrad(2, abs="per-sample")
+    )
     assert entered == [] and saliency_maps[0].substituted == {} and ig[0].uncovered == {}
     stack = lambda projections: torch.stack([p.map for p in projections])  # noqa: E731
     assert norm_close(stack(saliency_maps), Saliency(model).attribute(x.clone(), target=7))
     assert norm_close(stack(times), InputXGradient(model).attribute(x.clone(), target=7))
-    theirs = CaptumIG(model).attribute(x.clone(), target=7, n_steps=4, method="gausslegendre",
-                                       internal_batch_size=16)
+    theirs = CaptumIG(model).attribute(
+        x.clone(), target=7, n_steps=4, method="gausslegendre", internal_batch_size=16
+    )
     assert (stack(ig) - theirs).abs().max() <= 1e-5 * theirs.abs().max()
     drawn = []
     SmoothGrad(2, abs="per-sample")(lambda noisy: drawn.append(noisy) or noisy, x)
@@ -346,23 +451,52 @@ def test_cli_over_a_folder_writes_a_figure_and_a_record_per_image(tmp_path, cnnt
         Image.fromarray(np.asarray(digits[i]).squeeze().astype(np.uint8)).save(data / f"d{i}.png")
     (data / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "figures"
-    result = cnntool("visualize", "deconv", "lenet5-mnist", data, "--layer", "relu3", "--unit", "3",
-                     "-o", out, "--batch-size", "2")
+    result = cnntool(
+        "visualize",
+        "deconv",
+        "lenet5-mnist",
+        data,
+        "--layer",
+        "relu3",
+        "--unit",
+        "3",
+        "-o",
+        out,
+        "--batch-size",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(records) == 5 and sorted(p.name for p in out.glob("*.png")) == \
-        sorted(Path(r["figure"]).name for r in records)
+    assert len(records) == 5 and sorted(p.name for p in out.glob("*.png")) == sorted(
+        Path(r["figure"]).name for r in records
+    )
     assert [Path(r["image"]).name for r in records] == [f"d{i}.png" for i in range(5)]
     assert all(r["target"] == {"kind": "unit", "layer": "relu3", "unit": 3} for r in records)
     assert "skipped 1 unreadable image(s) of 6" in result.stderr
     # the maps equal the one-image command's
-    single = cnntool("visualize", "deconv", "lenet5-mnist", data / "d2.png", "--layer", "relu3",
-                     "--unit", "3", "-o", tmp_path / "one.png")
+    single = cnntool(
+        "visualize",
+        "deconv",
+        "lenet5-mnist",
+        data / "d2.png",
+        "--layer",
+        "relu3",
+        "--unit",
+        "3",
+        "-o",
+        tmp_path / "one.png",
+    )
     assert single.returncode == 0, single.stderr
     assert json.loads(single.stdout)["stats"] == pytest.approx(records[2]["stats"], rel=1e-5)
     inside = cnntool("visualize", "deconv", "lenet5-mnist", data, "-o", data / "out")
-    assert inside.returncode == 1 and "inside DATA" in inside.stderr and "Traceback" not in inside.stderr
+    assert (
+        inside.returncode == 1
+        and "inside DATA" in inside.stderr
+        and "Traceback" not in inside.stderr
+    )
     many = cnntool("visualize", "deconv", "lenet5-mnist", data, "-o", tmp_path / "x.png")
     assert many.returncode == 1 and "give -o a folder" in many.stderr
-    raw = cnntool("visualize", "deconv", "lenet5-mnist", data, "-o", out, "--raw", tmp_path / "r.npy")
+    raw = cnntool(
+        "visualize", "deconv", "lenet5-mnist", data, "-o", out, "--raw", tmp_path / "r.npy"
+    )
     assert raw.returncode == 2 and "--raw" in raw.stderr

@@ -1,4 +1,5 @@
 """TensorBoard projector export: every file parsed back, the sprite checked by its pixels."""
+
 from __future__ import annotations
 
 import re
@@ -26,7 +27,11 @@ def parse_pbtxt(text: str) -> dict:
                 position += 1
                 raw = tokens[position]
                 position += 1
-                value = raw[1:-1].replace('\\"', '"').replace("\\\\", "\\") if raw.startswith('"') else int(raw)
+                value = (
+                    raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+                    if raw.startswith('"')
+                    else int(raw)
+                )
             else:
                 assert tokens[position] == "{"
                 position += 1
@@ -56,7 +61,9 @@ def test_files_parse_back_and_each_thumbnail_lands_in_its_row_major_cell(tmp_pat
 
     config = parse_pbtxt((tmp_path / "projector_config.pbtxt").read_text(encoding="utf-8"))
     embedding = config["embeddings"][0]
-    assert embedding["tensor_path"] == ["tensors.tsv"] and embedding["metadata_path"] == ["metadata.tsv"]
+    assert embedding["tensor_path"] == ["tensors.tsv"] and embedding["metadata_path"] == [
+        "metadata.tsv"
+    ]
     assert embedding["tensor_shape"] == [count, 5]
     assert embedding["sprite"] == [{"image_path": ["sprite.png"], "single_image_dim": [28, 28]}]
 
@@ -64,8 +71,10 @@ def test_files_parse_back_and_each_thumbnail_lands_in_its_row_major_cell(tmp_pat
     assert sprite.shape == (7 * 28, 7 * 28)  # ceil(sqrt(37)) = 7 cells a side, square
     for i in range(count):
         row, column = divmod(i, 7)
-        np.testing.assert_array_equal(sprite[row * 28:(row + 1) * 28, column * 28:(column + 1) * 28], digits[i])
-    assert sprite[6 * 28:, 2 * 28:].max() == 0  # the unused cells: the digits' black background
+        np.testing.assert_array_equal(
+            sprite[row * 28 : (row + 1) * 28, column * 28 : (column + 1) * 28], digits[i]
+        )
+    assert sprite[6 * 28 :, 2 * 28 :].max() == 0  # the unused cells: the digits' black background
 
 
 def test_one_column_has_no_header_and_cells_stay_on_their_line(tmp_path):
@@ -81,12 +90,14 @@ def test_sprite_cells_shrink_to_stay_within_8192_px():
     assert sprite_layout(100_000, 64) == (317, 25)  # 317 × 25 = 7925 px
     assert sprite_layout(4, 8192) == (2, 4096)
     with pytest.raises(ValueError):
-        sprite_layout(8193 ** 2, 1)
+        sprite_layout(8193**2, 1)
 
 
 def test_more_points_than_the_projector_loads_is_said(tmp_path):
     export = write_projector(tmp_path, np.zeros((PROJECTOR_POINT_LIMIT + 1, 1)), [], [])
-    assert export.warnings == ("TensorBoard's projector loads only the first 100,000 of the 100,001 points written",)
+    assert export.warnings == (
+        "TensorBoard's projector loads only the first 100,000 of the 100,001 points written",
+    )
     assert sum(1 for _ in open(tmp_path / "tensors.tsv")) == PROJECTOR_POINT_LIMIT + 1
 
 
@@ -100,8 +111,18 @@ def test_embed_writes_the_projector_files_of_its_features(cnntool, tmp_path):
     for i in range(0, 400, 20):
         (folder / str(labels[i])).mkdir(parents=True, exist_ok=True)
         Image.fromarray(digits[i]).save(folder / str(labels[i]) / f"{i:04d}.png")
-    result = cnntool("embed", "lenet5-mnist", folder, "--layer", "relu3", "--method", "pca",
-                     "--projector", tmp_path / "proj", "-q")
+    result = cnntool(
+        "embed",
+        "lenet5-mnist",
+        folder,
+        "--layer",
+        "relu3",
+        "--method",
+        "pca",
+        "--projector",
+        tmp_path / "proj",
+        "-q",
+    )
     assert result.returncode == 0, result.stderr
     tensors = np.loadtxt(tmp_path / "proj" / "tensors.tsv", delimiter="\t")
     meta = (tmp_path / "proj" / "metadata.tsv").read_text().splitlines()
@@ -112,4 +133,4 @@ def test_embed_writes_the_projector_files_of_its_features(cnntool, tmp_path):
     side = int(np.ceil(np.sqrt(20)))  # 5 × 5 cells of 28 px
     assert sprite.shape == (side * 28, side * 28)
     third = np.asarray(Image.open(paths[2]).convert("L"))
-    assert np.array_equal(sprite[0:28, 2 * 28:3 * 28], third)
+    assert np.array_equal(sprite[0:28, 2 * 28 : 3 * 28], third)

@@ -5,6 +5,7 @@ every path carries gradient, so the input pixels with a nonzero gradient of one 
 exactly that unit's receptive field (clipped to the image). Max pooling routes gradient to one
 element per window only, so the probe swaps it for average pooling of the same geometry.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -22,12 +23,15 @@ def meta_model(name):
         return torchvision.models.get_model(name)
 
 
-@pytest.mark.parametrize("name, layer, size", [
-    ("alexnet", "features.10", 163),  # conv5
-    ("alexnet", "features.12", 195),  # pool5: "each pool5 unit has a 195×195 receptive field"
-    ("vgg16", "features.28", 196),  # conv5_3
-    ("vgg16", "features.30", 212),  # pool5
-])
+@pytest.mark.parametrize(
+    "name, layer, size",
+    [
+        ("alexnet", "features.10", 163),  # conv5
+        ("alexnet", "features.12", 195),  # pool5: "each pool5 unit has a 195×195 receptive field"
+        ("vgg16", "features.28", 196),  # conv5_3
+        ("vgg16", "features.30", 212),  # pool5
+    ],
+)
 def test_published_figures(name, layer, size):
     assert receptive_fields(meta_model(name))[layer].size == (size, size)
 
@@ -74,8 +78,9 @@ class Branchy(nn.Module):
         super().__init__()
         self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)
         self.a = nn.Conv2d(4, 4, 1)
-        self.b = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-                               nn.Conv2d(4, 4, 3, padding=2, dilation=2))
+        self.b = nn.Sequential(
+            nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=2, dilation=2)
+        )
         self.c = nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1), nn.Conv2d(4, 4, 1))
         self.d = nn.Conv2d(4, 4, 5)
         self.mix = nn.Conv2d(16, 8, 3, padding=1)
@@ -92,8 +97,9 @@ class Branchy(nn.Module):
 
 def test_multi_branch_fields_are_the_union_over_paths():
     fields = receptive_fields(Branchy(), (3, 64, 64))
-    assert {name: fields[name].size[0] for name in ("stem", "a", "b.0", "b.2", "c", "d", "mix")} \
-        == {"stem": 3, "a": 3, "b.0": 7, "b.2": 15, "c": 7, "d": 11, "mix": 21}
+    assert {
+        name: fields[name].size[0] for name in ("stem", "a", "b.0", "b.2", "c", "d", "mix")
+    } == {"stem": 3, "a": 3, "b.0": 7, "b.2": 15, "c": 7, "d": 11, "mix": 21}
     assert fields["d"].start == (4.0, 4.0)
     assert fields["mix"] == ReceptiveField(size=(21, 21), jump=(2, 2), start=(1.0, 1.0))
     assert fields["mlp"] == fields["mix"] == fields[""]  # the per-position Linear keeps it
@@ -128,8 +134,15 @@ def alexnet_with_average_pools() -> nn.Module:
     return positive_weights(model)
 
 
-@pytest.mark.parametrize("layer, unit", [("features.10", (7, 7)), ("features.10", (0, 0)),
-                                         ("features.12", (3, 3)), ("features.12", (0, 6))])
+@pytest.mark.parametrize(
+    "layer, unit",
+    [
+        ("features.10", (7, 7)),
+        ("features.10", (0, 0)),
+        ("features.12", (3, 3)),
+        ("features.12", (0, 6)),
+    ],
+)
 def test_alexnet_fields_match_a_gradient_probe(alexnet_with_average_pools, layer, unit):
     model, shape = alexnet_with_average_pools, (3, 256, 256)
     field = receptive_fields(model, shape)[layer]

@@ -1,12 +1,19 @@
 """The command line's shared options as values (core.requests, core.option_values): parsing them,
 and spelling a request back as flags that parse to the same request."""
+
 from dataclasses import asdict
 
 import click
 import pytest
 from click.testing import CliRunner
 
-from cnntool.core.option_values import parse_floats, parse_names, parse_position, parse_resize, parse_size
+from cnntool.core.option_values import (
+    parse_floats,
+    parse_names,
+    parse_position,
+    parse_resize,
+    parse_size,
+)
 from cnntool.core.requests import ModelRequest
 from cnntool.core.session import ScanReport, report_warnings
 
@@ -18,9 +25,13 @@ def test_option_values_parse_to_numbers():
     assert parse_resize("256") == 256 and parse_position("3x5") == (3, 5)
     assert parse_names(" conv1, layer2.0,,fc ") == ["conv1", "layer2.0", "fc"]
     assert parse_names(" , ") is None and parse_names(None) is None  # no name: the default layers
-    for parse, text, says in [(parse_size, "0,32", "below 1 pixel"), (parse_size, "1x2x3x4", "not a size"),
-                              (parse_resize, "0", "at least 1"), (parse_floats, "a,b", "comma list"),
-                              (parse_position, "3", "not a position")]:
+    for parse, text, says in [
+        (parse_size, "0,32", "below 1 pixel"),
+        (parse_size, "1x2x3x4", "not a size"),
+        (parse_resize, "0", "at least 1"),
+        (parse_floats, "a,b", "comma list"),
+        (parse_position, "3", "not a position"),
+    ]:
         with pytest.raises(ValueError, match=says):
             parse(text)
 
@@ -29,9 +40,19 @@ def test_flags_parse_back_to_the_same_request():
     from cnntool.cli.followups import request_flags
     from cnntool.cli.options import model_options
 
-    request = ModelRequest(arch="resnet18", weights="my weights.pt", input_size=(1, 28, 28),
-                           resize="none", mean=(0.1307,), std=(0.3081,), interpolation="bicubic",
-                           classes="names.txt", num_classes=10, use_ema=True, trust_code=True)
+    request = ModelRequest(
+        arch="resnet18",
+        weights="my weights.pt",
+        input_size=(1, 28, 28),
+        resize="none",
+        mean=(0.1307,),
+        std=(0.3081,),
+        interpolation="bicubic",
+        classes="names.txt",
+        num_classes=10,
+        use_ema=True,
+        trust_code=True,
+    )
     seen = []
 
     @click.command()
@@ -46,8 +67,9 @@ def test_flags_parse_back_to_the_same_request():
 
 
 def test_report_warnings_name_the_first_unreadable_image_and_the_enlargement():
-    report = ScanReport(total=10, read=8, skipped=(("a.png", "a.png: truncated"), ("b.png", "empty")),
-                        upscale=8.0)
+    report = ScanReport(
+        total=10, read=8, skipped=(("a.png", "a.png: truncated"), ("b.png", "empty")), upscale=8.0
+    )
     skipped, enlarged = report_warnings(report, (3, 224, 224))
     assert skipped == "skipped 2 unreadable image(s) of 10, e.g. a.png: truncated"
     assert "enlarged 8.0× on average" in enlarged and "(3×224×224)" in enlarged

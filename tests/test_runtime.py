@@ -1,5 +1,6 @@
 """core.runtime: a prepared model gives the naive path's numbers (logits, hooked activations,
 input gradients) to float rounding, and the user's module comes back exactly as it was."""
+
 import pytest
 import torch
 import torchvision
@@ -33,8 +34,13 @@ def _resnet18():
 
 # name -> (model factory, input shape, a hooked layer, a BatchNorm, the convolution before it)
 MODELS = {
-    "lite0": (lambda: load_builtin("efficientnet_lite0"), (3, 96, 96), "_blocks.5",
-              "_blocks.5._bn2", "_blocks.5._project_conv"),
+    "lite0": (
+        lambda: load_builtin("efficientnet_lite0"),
+        (3, 96, 96),
+        "_blocks.5",
+        "_blocks.5._bn2",
+        "_blocks.5._project_conv",
+    ),
     "lenet5": (lambda: load_builtin("lenet5-mnist"), (1, 28, 28), "relu2", None, "conv2"),
     "resnet18": (_resnet18, (3, 64, 64), "layer3", "layer2.0.bn2", "layer2.0.conv2"),
 }
@@ -55,11 +61,23 @@ def _close(a, b, rel=1e-4):
 def _state(model):
     """Everything restore() must put back, compared by identity and by value."""
     return {
-        "tensors": [(name, t, t.data.data_ptr(), t.dtype, t.device, t.stride(), t.requires_grad,
-                     t.detach().clone()) for name, t in
-                    [*model.named_parameters(), *model.named_buffers()]],
+        "tensors": [
+            (
+                name,
+                t,
+                t.data.data_ptr(),
+                t.dtype,
+                t.device,
+                t.stride(),
+                t.requires_grad,
+                t.detach().clone(),
+            )
+            for name, t in [*model.named_parameters(), *model.named_buffers()]
+        ],
         "params": {name: list(m._parameters.items()) for name, m in model.named_modules()},
-        "modules": [(name, m, m.training, "forward" in m.__dict__) for name, m in model.named_modules()],
+        "modules": [
+            (name, m, m.training, "forward" in m.__dict__) for name, m in model.named_modules()
+        ],
         "hooks": hook_count(model),
     }
 
@@ -69,10 +87,12 @@ def _assert_same_state(before, after):
     assert after["modules"] == before["modules"]
     assert after["params"].keys() == before["params"].keys()
     for name in before["params"]:
-        assert [(k, v is None) for k, v in after["params"][name]] == \
-            [(k, v is None) for k, v in before["params"][name]]
-    for (n0, t0, p0, d0, dev0, s0, r0, v0), (n1, t1, p1, d1, dev1, s1, r1, v1) in \
-            zip(before["tensors"], after["tensors"], strict=True):
+        assert [(k, v is None) for k, v in after["params"][name]] == [
+            (k, v is None) for k, v in before["params"][name]
+        ]
+    for (n0, t0, p0, d0, dev0, s0, r0, v0), (n1, t1, p1, d1, dev1, s1, r1, v1) in zip(
+        before["tensors"], after["tensors"], strict=True
+    ):
         assert (n1, p1, d1, dev1, s1, r1) == (n0, p0, d0, dev0, s0, r0), n0
         assert t1 is t0
         assert torch.equal(v1, v0), n0
@@ -108,8 +128,11 @@ def test_hooked_activations_equal_the_naive_ones(case):
     with torch.no_grad(), capture(model, [layer]) as cap:
         model(x)
     naive = cap.activations[layer]
-    with prepare_for_scan(model, CPU, fold_bn=True, example_input_shape=shape) as prepared, \
-            prepared.forward(), capture(prepared.module, [layer]) as cap:
+    with (
+        prepare_for_scan(model, CPU, fold_bn=True, example_input_shape=shape) as prepared,
+        prepared.forward(),
+        capture(prepared.module, [layer]) as cap,
+    ):
         prepared(prepared.inputs(x))
         _close(cap.activations[layer], naive)
 
@@ -129,7 +152,9 @@ def test_folding_keeps_bn_outputs_and_the_kept_convolutions(case):
         with prepared.forward(), capture(model, [bn]) as cap:
             prepared(prepared.inputs(x))
         _close(cap.activations[bn], naive[bn])
-    with prepare_for_scan(model, CPU, fold_bn=True, keep=[conv], example_input_shape=shape) as prepared:
+    with prepare_for_scan(
+        model, CPU, fold_bn=True, keep=[conv], example_input_shape=shape
+    ) as prepared:
         assert conv not in {p.conv for p in prepared.folded}
         with prepared.forward(), capture(model, [conv, bn]) as cap:
             prepared(prepared.inputs(x))
@@ -162,8 +187,9 @@ def test_fgsm_input_gradient_equals_the_naive_one(case):
     # Per image, relative L2. A pre-activation within rounding of a ReLU6 kink may land on the
     # other side (lite0, seed 1: one of 17,280 values at _blocks.8._bn0 is −1.1e-6 naive and
     # +8.1e-7 channels-last), which moves that image's gradient by ~1%: allowed for one image.
-    per_image = ((fast_gradient - naive_gradient).flatten(1).norm(dim=1)
-                 / naive_gradient.flatten(1).norm(dim=1))
+    per_image = (fast_gradient - naive_gradient).flatten(1).norm(dim=1) / naive_gradient.flatten(
+        1
+    ).norm(dim=1)
     assert float(per_image.median()) < 1e-4
     assert int((per_image > 1e-4).sum()) <= 1 and float(per_image.max()) < 0.05
     flipped = (fast_adversarial - naive_adversarial).abs() > 1e-6
@@ -179,10 +205,12 @@ def test_restore_puts_back_every_tensor_flag_and_mode():
     model.conv1.weight.data = model.conv1.weight.data.contiguous(memory_format=torch.channels_last)
     model.fc.register_forward_hook(lambda *a: None)
     before = _state(model)
-    prepared = prepare_for_scan(model, CPU, needs_grad=True, fold_bn=True,
-                                example_input_shape=(3, 64, 64))
+    prepared = prepare_for_scan(
+        model, CPU, needs_grad=True, fold_bn=True, example_input_shape=(3, 64, 64)
+    )
     assert not model.training and model.layer2[0].conv1.weight.is_contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     assert "forward" in model.layer2[0].bn1.__dict__  # folded (training BN counts as eval here)
     prepared.restore()
     prepared.restore()  # idempotent
@@ -192,9 +220,11 @@ def test_restore_puts_back_every_tensor_flag_and_mode():
 def test_restore_after_a_failing_forward():
     model = _resnet18()
     before = _state(model)
-    with pytest.raises(RuntimeError), \
-            prepare_for_scan(model, CPU, fold_bn=True, example_input_shape=(3, 64, 64)) as p, \
-            p.forward():
+    with (
+        pytest.raises(RuntimeError),
+        prepare_for_scan(model, CPU, fold_bn=True, example_input_shape=(3, 64, 64)) as p,
+        p.forward(),
+    ):
         p(torch.rand(2, 5, 64, 64))  # wrong channel count
     _assert_same_state(before, _state(model))
 
@@ -206,7 +236,10 @@ def test_hooks_registered_before_preparing_still_fire():
     x = _batch((1, 28, 28))
     with torch.no_grad():
         model(x)
-    with prepare_for_scan(model, CPU, example_input_shape=(1, 28, 28)) as prepared, prepared.forward():
+    with (
+        prepare_for_scan(model, CPU, example_input_shape=(1, 28, 28)) as prepared,
+        prepared.forward(),
+    ):
         prepared(prepared.inputs(x))
     handle.remove()
     assert len(seen) == 2
@@ -220,6 +253,7 @@ def test_states_made_in_the_scan_merge_under_its_grad_context():
 
     model = load_builtin("lenet5-mnist")
     with prepare_for_scan(model, CPU, example_input_shape=(1, 28, 28)) as prepared:
+
         def scanned(seed):
             with prepared.forward(), capture(model, ["relu2"]) as cap:
                 prepared(prepared.inputs(_batch((1, 28, 28), seed=seed)))
@@ -248,6 +282,7 @@ def test_grad_modes():
 
 # --- channels-last rule ----------------------------------------------------------------------
 
+
 class PatchThenDense(nn.Module):
     """A ViT-like net: a 3×3 single-channel convolution on 4×4, then a 16 -> 100 Linear."""
 
@@ -266,18 +301,24 @@ def test_convolution_share_counts_multiply_adds():
     # LeNet-5: conv1 28·28·32·9, conv2 14·14·64·32·9; linear1 200·3136, linear2 10·200
     conv = 28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9
     linear = 200 * 3136 + 10 * 200
-    assert convolution_share(load_builtin("lenet5-mnist"), (1, 28, 28)) == \
-        pytest.approx(conv / (conv + linear))
+    assert convolution_share(load_builtin("lenet5-mnist"), (1, 28, 28)) == pytest.approx(
+        conv / (conv + linear)
+    )
 
 
 def test_channels_last_rule():
     assert choose_channels_last(PatchThenDense(), CPU, "auto", (1, 4, 4))[0] is False
-    assert choose_channels_last(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), CPU, "auto",
-                                (1, 2, 2)) == (False, "no 2-D convolution")
+    assert choose_channels_last(
+        nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), CPU, "auto", (1, 2, 2)
+    ) == (False, "no 2-D convolution")
     assert choose_channels_last(load_builtin("lenet5-mnist"), CPU, "auto", (1, 28, 28))[0]
     assert choose_channels_last(PatchThenDense(), CPU, True, (1, 4, 4)) == (True, "asked for")
-    assert choose_channels_last(load_builtin("lenet5-mnist"), torch.device("mps"), "auto",
-                                (1, 28, 28))[0] is False
+    assert (
+        choose_channels_last(
+            load_builtin("lenet5-mnist"), torch.device("mps"), "auto", (1, 28, 28)
+        )[0]
+        is False
+    )
 
 
 def test_a_predict_run_imports_no_dynamo(tmp_path):
@@ -293,9 +334,11 @@ def test_a_predict_run_imports_no_dynamo(tmp_path):
 
     for i, digit in enumerate(open_data("mnist-5k").spread(3).arrays):
         Image.fromarray(digit).save(tmp_path / f"{i}.png")
-    code = ("import atexit, sys; atexit.register(lambda: print(sorted(m for m in sys.modules if "
-            "m in ('torch._dynamo', 'sympy')), file=sys.stderr)); from cnntool.cli.main import main; "
-            f"main(['predict', 'lenet5-mnist', {str(tmp_path)!r}, '-q'])")
+    code = (
+        "import atexit, sys; atexit.register(lambda: print(sorted(m for m in sys.modules if "
+        "m in ('torch._dynamo', 'sympy')), file=sys.stderr)); from cnntool.cli.main import main; "
+        f"main(['predict', 'lenet5-mnist', {str(tmp_path)!r}, '-q'])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 3
@@ -303,6 +346,7 @@ def test_a_predict_run_imports_no_dynamo(tmp_path):
 
 
 # --- BatchNorm folding ------------------------------------------------------------------------
+
 
 def _conv_bn(branch: bool = False, inplace_between: bool = False):
     class ConvBN(nn.Module):
@@ -333,8 +377,10 @@ def test_fold_batchnorm_by_hand():
     assert weight.flatten().tolist() == [3.0, -2.0]
     assert bias.tolist() == [-1.0, -2.0]
     x = torch.tensor([[[[1.0, 2.0]]]])
-    with prepare_for_scan(model, CPU, fold_bn=True, example_input_shape=(1, 1, 2)) as prepared, \
-            prepared.forward():
+    with (
+        prepare_for_scan(model, CPU, fold_bn=True, example_input_shape=(1, 1, 2)) as prepared,
+        prepared.forward(),
+    ):
         assert [(p.conv, p.bn) for p in prepared.folded] == [("conv", "bn")]
         assert prepared(x).flatten().tolist() == [2.0, 5.0, -4.0, -6.0]
     assert model.conv.bias is None and "forward" not in model.bn.__dict__
@@ -342,7 +388,9 @@ def test_fold_batchnorm_by_hand():
 
 def test_no_fold_when_the_convolution_output_is_used_elsewhere():
     with_branch = _conv_bn(branch=True)
-    with prepare_for_scan(with_branch, CPU, fold_bn=True, example_input_shape=(1, 2, 2)) as prepared:
+    with prepare_for_scan(
+        with_branch, CPU, fold_bn=True, example_input_shape=(1, 2, 2)
+    ) as prepared:
         assert prepared.folded == ()
         assert "differed" in prepared.describe()
     changed_in_place = _conv_bn(inplace_between=True)
@@ -370,10 +418,14 @@ def test_folding_undo_alone():
 
 # --- precision --------------------------------------------------------------------------------
 
+
 def test_precision_errors_are_one_sentence():
     model = load_builtin("lenet5-mnist")
-    for precision, words in [("fp16", "needs a CUDA device"), ("tf32", "needs a CUDA device"),
-                             ("fp8", "unknown precision")]:
+    for precision, words in [
+        ("fp16", "needs a CUDA device"),
+        ("tf32", "needs a CUDA device"),
+        ("fp8", "unknown precision"),
+    ]:
         with pytest.raises(CnnToolError, match=words):
             prepare_for_scan(model, CPU, precision=precision)
     if not cpu_has_native_bf16():
@@ -387,7 +439,9 @@ def test_bf16_on_the_cpu_is_close_and_says_so():
     x = _batch((3, 96, 96), n=8)
     with torch.no_grad():
         naive = model(x)
-    with prepare_for_scan(model, CPU, precision="bf16", example_input_shape=(3, 96, 96)) as prepared:
+    with prepare_for_scan(
+        model, CPU, precision="bf16", example_input_shape=(3, 96, 96)
+    ) as prepared:
         with prepared.forward():
             logits = prepared(prepared.inputs(x))
         assert logits.dtype == torch.bfloat16
@@ -405,14 +459,18 @@ def _tf32_switches():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("precision,rel", [("fp32", 1e-4), ("tf32", 2e-2), ("bf16", 0.1), ("fp16", 2e-2)])
+@pytest.mark.parametrize(
+    "precision,rel", [("fp32", 1e-4), ("tf32", 2e-2), ("bf16", 0.1), ("fp16", 2e-2)]
+)
 def test_cuda_precisions(precision, rel):
     model = load_builtin("efficientnet_lite0")
     x = _batch((3, 96, 96), n=8)
     with torch.no_grad():
         naive = model(x)  # on the CPU: the reference
     before = _tf32_switches()
-    with prepare_for_scan(model, "cuda", precision=precision, example_input_shape=(3, 96, 96)) as prepared:
+    with prepare_for_scan(
+        model, "cuda", precision=precision, example_input_shape=(3, 96, 96)
+    ) as prepared:
         assert next(model.parameters()).is_cuda
         with prepared.forward():
             logits = prepared(prepared.inputs(x))

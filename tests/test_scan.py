@@ -1,4 +1,5 @@
 """Sharded scans: shards, merging, and top-patches under torchrun equal to one process."""
+
 import json
 
 import pytest
@@ -23,8 +24,21 @@ def test_single_process_gather_is_the_object_itself():
 @pytest.mark.slow
 @pytest.mark.torchrun
 def test_torchrun_two_cpu_ranks_equal_one_process(tmp_path, cnntool):
-    args = ["visualize", "top-patches", "lenet5-mnist", "imagenet-samples", "--layer", "conv2",
-            "--units", "0-5", "--top", "4", "--batch-size", "3", "-q"]
+    args = [
+        "visualize",
+        "top-patches",
+        "lenet5-mnist",
+        "imagenet-samples",
+        "--layer",
+        "conv2",
+        "--units",
+        "0-5",
+        "--top",
+        "4",
+        "--batch-size",
+        "3",
+        "-q",
+    ]
     single = cnntool(*args, "-o", tmp_path / "one", threads=1)
     assert single.returncode == 0, single.stderr
     loud = [a for a in args if a != "-q"]  # rank 0's progress shows its shard: 10 of 20 images

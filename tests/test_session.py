@@ -1,6 +1,7 @@
 """The one scan session (core.session): several analyses share one forward pass per batch, the
 report counts every unreadable file once, and the commands that go through it give under
 torchrun (2 gloo ranks) exactly what one process gives, attack included."""
+
 import json
 
 import numpy as np
@@ -65,22 +66,35 @@ def test_consumers_share_one_forward_per_batch_and_see_the_same_tensors():
     assert module.batches == [1, 4, 4, 2]
     assert report.read == 10 and not report.skipped
     assert logits.outputs == relu.outputs == 3  # one consumer needs the output: all get it
-    pixels = torch.stack([Preprocessing(crop=(4, 4), resize=4, mean=(0.0,), std=(1.0,),
-                                        channels=1).to_pixels(dataset.load(i)) for i in range(10)])
+    pixels = torch.stack(
+        [
+            Preprocessing(crop=(4, 4), resize=4, mean=(0.0,), std=(1.0,), channels=1).to_pixels(
+                dataset.load(i)
+            )
+            for i in range(10)
+        ]
+    )
     assert conv.total == pytest.approx(0.0, abs=1e-4)  # the two channels cancel
     assert relu.total == pytest.approx(float(pixels.sum()), rel=1e-5)  # only +x survives
 
 
-def test_the_report_counts_listing_and_reading_skips_once_and_a_second_pass_reads_nothing_new(tmp_path):
+def test_the_report_counts_listing_and_reading_skips_once_and_a_second_pass_reads_nothing_new(
+    tmp_path,
+):
     folder = bad_folder(tmp_path / "data", good=3)
-    with ScanSession.open(_loaded(_Counting()), open_data(str(folder)), batch_size=2,
-                          workers=0) as session:
+    with ScanSession.open(
+        _loaded(_Counting()), open_data(str(folder)), batch_size=2, workers=0
+    ) as session:
         session.run([_Sums("relu")], "first")
         session.run([_Sums("relu")], "again")  # e.g. the microscope's attack pass
         report = session.finish()
     assert (report.total, report.read, len(report.skipped)) == (7, 3, 4)
-    assert [p.rsplit("/", 1)[1] for p, _ in report.skipped] == \
-        ["bomb.png", "dangling.jpg", "pipe.png", "truncated.jpg"]
+    assert [p.rsplit("/", 1)[1] for p, _ in report.skipped] == [
+        "bomb.png",
+        "dangling.jpg",
+        "pipe.png",
+        "truncated.jpg",
+    ]
 
 
 def test_nothing_readable_is_one_sentence(tmp_path):
@@ -95,14 +109,32 @@ def test_nothing_readable_is_one_sentence(tmp_path):
 
 @pytest.mark.torchrun
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [
-    ["attack", "fgsm", "lenet5-mnist", "{data}", "--eps", "0.1,0.3", "--batch-size", "7"],
-    ["attack", "pgd", "lenet5-mnist", "{data}", "--eps", "0.2", "--steps", "3", "--batch-size", "7",
-     "--no-random-start"],
-    ["predict", "lenet5-mnist", "{data}", "--batch-size", "7"],
-], ids=["fgsm-sweep", "pgd", "predict"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["attack", "fgsm", "lenet5-mnist", "{data}", "--eps", "0.1,0.3", "--batch-size", "7"],
+        [
+            "attack",
+            "pgd",
+            "lenet5-mnist",
+            "{data}",
+            "--eps",
+            "0.2",
+            "--steps",
+            "3",
+            "--batch-size",
+            "7",
+            "--no-random-start",
+        ],
+        ["predict", "lenet5-mnist", "{data}", "--batch-size", "7"],
+    ],
+    ids=["fgsm-sweep", "pgd", "predict"],
+)
 def test_two_ranks_write_what_one_process_writes(args, cnntool, tmp_path):
-    digits, labels = open_data("mnist-5k").spread(40).arrays, open_data("mnist-5k").spread(40).labels
+    digits, labels = (
+        open_data("mnist-5k").spread(40).arrays,
+        open_data("mnist-5k").spread(40).labels,
+    )
     data = tmp_path / "digits"
     for i, (digit, label) in enumerate(zip(digits, labels)):
         (data / str(label)).mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ Every page must fit a 390-px phone and a 1280-px desktop without sideways scroll
 Screenshots of the index, a layer page, a unit page and the map, at both widths, are written to
 .pytest-artifacts/site/ (the test prints where): look at them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,11 +18,21 @@ import pytest
 from PIL import Image
 
 from cnntool.core.samples import mnist_5k
-from cnntool.io.palette import CLASS_COLOURS, rgb
 from cnntool.io.image_map import thumbnail
-from cnntool.io.site import (DataCard, Embedding, ModelCard, Point, Site, atlas_slot, write_assets,
-                             write_atlases, write_embedding, write_site)
-from cnntool.io.site import layout
+from cnntool.io.palette import CLASS_COLOURS, rgb
+from cnntool.io.site import (
+    DataCard,
+    Embedding,
+    ModelCard,
+    Point,
+    Site,
+    atlas_slot,
+    layout,
+    write_assets,
+    write_atlases,
+    write_embedding,
+    write_site,
+)
 from tests import chromium
 from tests.chromium import MAP_BACKGROUND, crawl, open_map, screenshot_array
 from tests.site_fixture import THUMB, TOP, shared_site
@@ -51,18 +62,42 @@ def many_classes(browser, tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     labels = np.arange(count) % MANY_CLASSES
     angle = labels / MANY_CLASSES * 2 * np.pi
-    xy = np.stack([np.cos(angle), np.sin(angle)], axis=1) * 10 + rng.normal(scale=0.6, size=(count, 2))
-    atlases = write_atlases(root / layout.ATLASES, [Image.fromarray(d) for d in digits[:count]], 28, site_root=root)
+    xy = np.stack([np.cos(angle), np.sin(angle)], axis=1) * 10 + rng.normal(
+        scale=0.6, size=(count, 2)
+    )
+    atlases = write_atlases(
+        root / layout.ATLASES, [Image.fromarray(d) for d in digits[:count]], 28, site_root=root
+    )
     long_folder = "/home/someone/datasets/a_rather_long_folder_name_without_any_spaces/train"
-    points = tuple(Point(x=float(xy[i, 0]), y=float(xy[i, 1]), label=int(labels[i]), prediction=int(labels[i]),
-                         correct=True, path=f"{long_folder}/class_{labels[i]:02d}/image_{i:05d}.png",
-                         atlas=atlas_slot(i, 28)[0], cell=atlas_slot(i, 28)[1]) for i in range(count))
+    points = tuple(
+        Point(
+            x=float(xy[i, 0]),
+            y=float(xy[i, 1]),
+            label=int(labels[i]),
+            prediction=int(labels[i]),
+            correct=True,
+            path=f"{long_folder}/class_{labels[i]:02d}/image_{i:05d}.png",
+            atlas=atlas_slot(i, 28)[0],
+            cell=atlas_slot(i, 28)[1],
+        )
+        for i in range(count)
+    )
     names = tuple(f"class_{c:02d}_with_a_long_name" for c in range(MANY_CLASSES))
-    site = Site(model=ModelCard("a-model-with-a-long-name", f"{long_folder}/../models/my_network_definition.py:build_net",
-                                "28×28 grey, pixels in [0, 1]", "the model file", 1_234_567, 98_765_432,
-                                MANY_CLASSES, class_names=names),
-                data=DataCard(long_folder, count, 0, count, 1.0), layers=(),
-                embedding=Embedding("features.final_block.pool", "t-SNE", points, names, tuple(atlases)))
+    site = Site(
+        model=ModelCard(
+            "a-model-with-a-long-name",
+            f"{long_folder}/../models/my_network_definition.py:build_net",
+            "28×28 grey, pixels in [0, 1]",
+            "the model file",
+            1_234_567,
+            98_765_432,
+            MANY_CLASSES,
+            class_names=names,
+        ),
+        data=DataCard(long_folder, count, 0, count, 1.0),
+        layers=(),
+        embedding=Embedding("features.final_block.pool", "t-SNE", points, names, tuple(atlases)),
+    )
     write_site(root, site, [])
     return root
 
@@ -84,10 +119,15 @@ def test_every_page_fits_a_phone_and_a_desktop_without_sideways_scrolling(built,
             tab.open(page)
             width = tab.page.evaluate("document.documentElement.scrollWidth")
             if width > viewport["width"]:
-                culprits = tab.page.evaluate("""(limit) => Array.from(document.querySelectorAll('body *'))
+                culprits = tab.page.evaluate(
+                    """(limit) => Array.from(document.querySelectorAll('body *'))
                     .filter(e => e.getBoundingClientRect().right > limit + 0.5)
-                    .slice(0, 4).map(e => e.tagName.toLowerCase() + '.' + e.className)""", viewport["width"])
-                too_wide.append(f"{page.name} at {viewport['width']} px: {width} px wide ({culprits})")
+                    .slice(0, 4).map(e => e.tagName.toLowerCase() + '.' + e.className)""",
+                    viewport["width"],
+                )
+                too_wide.append(
+                    f"{page.name} at {viewport['width']} px: {width} px wide ({culprits})"
+                )
     assert not too_wide, "\n".join(too_wide)
     assert not tab.errors
 
@@ -98,7 +138,9 @@ def test_layer_table_on_a_phone_stacks_its_rows_with_the_patches_on_a_row_of_the
     tab.page.set_viewport_size(PHONE)
     tab.open(built.root / "index.html")
     tab.load_images()
-    wrap = tab.page.evaluate("(e => [e.scrollWidth, e.clientWidth])(document.querySelector('.table-wrap'))")
+    wrap = tab.page.evaluate(
+        "(e => [e.scrollWidth, e.clientWidth])(document.querySelector('.table-wrap'))"
+    )
     assert wrap[0] <= wrap[1], f"the layer table scrolls inside its box: {wrap}"
     rows = tab.page.evaluate("""Array.from(document.querySelectorAll('table.layer-list tbody tr')).map(tr => {
         const box = e => e.getBoundingClientRect();
@@ -112,11 +154,18 @@ def test_layer_table_on_a_phone_stacks_its_rows_with_the_patches_on_a_row_of_the
     for row in rows:
         assert row["label"] == '"type"', row  # each cell says which column it is
         if row["strip"]:
-            assert row["strip"]["top"] >= row["cellsBottom"] - 0.5, row  # below the numbers, not beside
-            assert abs(row["strip"]["left"] - row["rowLeft"]) < 2 and row["strip"]["right"] <= 390, row
+            assert row["strip"]["top"] >= row["cellsBottom"] - 0.5, (
+                row
+            )  # below the numbers, not beside
+            assert (
+                abs(row["strip"]["left"] - row["rowLeft"]) < 2 and row["strip"]["right"] <= 390
+            ), row
     assert sum(r["strip"] is not None for r in rows) == 3
     tab.page.set_viewport_size(DESKTOP)
-    assert tab.page.evaluate("getComputedStyle(document.querySelector('table.layer-list')).display") == "table"
+    assert (
+        tab.page.evaluate("getComputedStyle(document.querySelector('table.layer-list')).display")
+        == "table"
+    )
     assert not tab.errors
 
 
@@ -125,10 +174,16 @@ def test_map_legend_lies_outside_the_map(built, many_classes, tab, viewport):
     """The legend never covers a point: it is beside the canvas (below it on a phone), inside
     the window's width, and lists every class."""
     tab.page.set_viewport_size(viewport)
-    for root, classes in ((built.root, len(built.site.embedding.label_names)), (many_classes, MANY_CLASSES)):
+    for root, classes in (
+        (built.root, len(built.site.embedding.label_names)),
+        (many_classes, MANY_CLASSES),
+    ):
         open_map(tab, root / "embedding.html")
         canvas, legend = (tab.page.locator(s).bounding_box() for s in ("#map", "#legend"))
-        apart = (legend["x"] >= canvas["x"] + canvas["width"] or legend["y"] >= canvas["y"] + canvas["height"])
+        apart = (
+            legend["x"] >= canvas["x"] + canvas["width"]
+            or legend["y"] >= canvas["y"] + canvas["height"]
+        )
         assert apart, f"the legend {legend} overlaps the map {canvas}"
         assert legend["x"] + legend["width"] <= viewport["width"]
         assert tab.page.locator("#legend li").count() == classes
@@ -150,10 +205,14 @@ def test_map_of_24_classes_draws_24_distinct_colours_from_the_shared_palette(man
     colours = np.asarray(pixels, dtype=np.int32).reshape(-1, 4)[:, :3]
     values, counts = np.unique(colours, axis=0, return_counts=True)
     drawn = {tuple(v) for v, n in zip(values, counts) if n >= 20}
-    palette = [tuple(round(c * 255) for c in rgb(colour)) for colour in CLASS_COLOURS[:MANY_CLASSES]]
+    palette = [
+        tuple(round(c * 255) for c in rgb(colour)) for colour in CLASS_COLOURS[:MANY_CLASSES]
+    ]
     shown = [colour for colour in palette if colour in drawn]
     assert len(set(palette)) == MANY_CLASSES
-    assert len(shown) == MANY_CLASSES, f"{MANY_CLASSES - len(shown)} classes' colours are not on the map"
+    assert len(shown) == MANY_CLASSES, (
+        f"{MANY_CLASSES - len(shown)} classes' colours are not on the map"
+    )
     # and the page's data carries the colours from Python: map.js has no palette of its own
     script = (Path(cnntool_assets()) / "map.js").read_text(encoding="utf-8")
     assert not any(colour in script.lower() for colour in CLASS_COLOURS)
@@ -176,18 +235,21 @@ def test_every_page_opens_cleanly_and_every_link_and_image_resolves(built, tab):
 def test_layer_page_shows_k_patches_per_card_sorts_and_filters(built, tab):
     tab.open(built.root / "layers/block2.html")
     counts = tab.page.evaluate(
-        "Array.from(document.querySelectorAll('.unit-card')).map(c => c.querySelectorAll('img.patch').length)")
+        "Array.from(document.querySelectorAll('.unit-card')).map(c => c.querySelectorAll('img.patch').length)"
+    )
     assert counts == [TOP] * 8
     tab.page.select_option("#sort", "max")
     shown = tab.page.evaluate(
-        "Array.from(document.querySelectorAll('.unit-card')).map(c => Number(c.dataset.unit))")
+        "Array.from(document.querySelectorAll('.unit-card')).map(c => Number(c.dataset.unit))"
+    )
     by_max = sorted(built.pages[1].units, key=lambda u: (-u.stats.max, u.index))
     assert shown == [u.index for u in by_max]
 
     tab.open(built.root / "layers/conv1.html")
     tab.page.check("#hide-dead")
     hidden = tab.page.evaluate(
-        "Array.from(document.querySelectorAll('.unit-card')).filter(c => c.hidden).map(c => Number(c.dataset.unit))")
+        "Array.from(document.querySelectorAll('.unit-card')).filter(c => c.hidden).map(c => Number(c.dataset.unit))"
+    )
     assert hidden == [5]
     assert tab.page.inner_text("#shown") == "7 of 8 units"
     assert not tab.errors
@@ -230,9 +292,13 @@ def test_map_draws_points_and_hover_shows_the_thumbnail(built, tab):
         assert embedding.points[i].path in text
         shown = screenshot_array(tab.page.locator("#tip-thumb"), (128, 128))
         # the atlas cell of point i, as drawn: the thumbnail at THUMB px, enlarged to 128
-        expected = np.asarray(thumbnail(built.thumbnails[i], THUMB).resize((128, 128), Image.Resampling.NEAREST),
-                              dtype=np.float64)
-        other = np.asarray(thumbnail(built.thumbnails[(i + 90) % 180], THUMB).resize((128, 128)), dtype=np.float64)
+        expected = np.asarray(
+            thumbnail(built.thumbnails[i], THUMB).resize((128, 128), Image.Resampling.NEAREST),
+            dtype=np.float64,
+        )
+        other = np.asarray(
+            thumbnail(built.thumbnails[(i + 90) % 180], THUMB).resize((128, 128)), dtype=np.float64
+        )
         error, other_error = np.abs(shown - expected).mean(), np.abs(shown - other).mean()
         print(f"tip thumbnail {i}: mean error {error:.1f} (another image: {other_error:.1f})")
         assert error < 20 and other_error > 2 * error  # measured: about 5-10 against 50-90
@@ -252,12 +318,30 @@ def test_map_of_100k_points_draws_every_point_quickly(tmp_path, tab):
     xy = centres[labels] + rng.normal(size=(count, 2))
     wrong = rng.random(count) < 0.03
     predictions = np.where(wrong, (labels + 1) % 10, labels)
-    atlases = write_atlases(tmp_path / layout.ATLASES, [Image.fromarray(d) for d in digits], 28, site_root=tmp_path)
-    points = tuple(Point(x=float(xy[i, 0]), y=float(xy[i, 1]), label=int(labels[i]), prediction=int(predictions[i]),
-                         correct=not wrong[i], path=f"mnist-5k/{i % len(digits):05d}", atlas=atlas_slot(i % 5000, 28)[0],
-                         cell=atlas_slot(i % 5000, 28)[1]) for i in range(count))
-    site = Site(model=ModelCard("lenet", "test", "28×28", "test", 1, 1, 10), data=DataCard("digits", count, 0, count, 0.97),
-                layers=(), embedding=Embedding("relu3", "t-SNE", points, tuple(str(d) for d in range(10)), tuple(atlases)))
+    atlases = write_atlases(
+        tmp_path / layout.ATLASES, [Image.fromarray(d) for d in digits], 28, site_root=tmp_path
+    )
+    points = tuple(
+        Point(
+            x=float(xy[i, 0]),
+            y=float(xy[i, 1]),
+            label=int(labels[i]),
+            prediction=int(predictions[i]),
+            correct=not wrong[i],
+            path=f"mnist-5k/{i % len(digits):05d}",
+            atlas=atlas_slot(i % 5000, 28)[0],
+            cell=atlas_slot(i % 5000, 28)[1],
+        )
+        for i in range(count)
+    )
+    site = Site(
+        model=ModelCard("lenet", "test", "28×28", "test", 1, 1, 10),
+        data=DataCard("digits", count, 0, count, 0.97),
+        layers=(),
+        embedding=Embedding(
+            "relu3", "t-SNE", points, tuple(str(d) for d in range(10)), tuple(atlases)
+        ),
+    )
     write_assets(tmp_path)
     write_embedding(tmp_path, site)
     open_map(tab, tmp_path / "embedding.html")
@@ -291,8 +375,12 @@ def test_screenshots_for_people(built, tab, viewport):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     tab.page.set_viewport_size(viewport)
     device = "phone" if viewport is PHONE else "desktop"
-    shots = {"index": "index.html", "layer": "layers/conv1.html", "unit": "layers/block2/unit_0001.html",
-             "map": "embedding.html"}
+    shots = {
+        "index": "index.html",
+        "layer": "layers/conv1.html",
+        "unit": "layers/block2/unit_0001.html",
+        "map": "embedding.html",
+    }
     for name, page in shots.items():
         if name == "map":
             open_map(tab, built.root / page)
@@ -303,6 +391,8 @@ def test_screenshots_for_people(built, tab, viewport):
         tab.page.screenshot(path=str(path), full_page=name != "map")
         pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
         assert pixels.std() > 20, f"{path.name} looks blank"
-        assert Image.open(path).width == viewport["width"], f"{path.name}: the page is wider than the window"
+        assert Image.open(path).width == viewport["width"], (
+            f"{path.name}: the page is wider than the window"
+        )
     print(f"\nscreenshots of the microscope site: {ARTIFACTS}")
     assert not tab.errors

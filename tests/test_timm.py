@@ -1,5 +1,6 @@
 """timm models: built offline with pretrained=False, preprocessed exactly as timm's own eval
 transform (resolve_data_config + create_transform), heads resized for fine-tuned weights."""
+
 import socket
 
 import pytest
@@ -17,6 +18,7 @@ from timm.data import create_transform, resolve_data_config  # noqa: E402
 @pytest.fixture()
 def no_network(monkeypatch):
     """Any attempt to open a connection fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a network connection was attempted")
 
@@ -24,19 +26,31 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-@pytest.mark.parametrize("name, resize, interpolation, mean", [
-    ("vit_tiny_patch16_224", 248, "bicubic", (0.5, 0.5, 0.5)),       # crop_pct 0.9
-    ("resnet18", 235, "bicubic", (0.485, 0.456, 0.406)),            # crop_pct 0.95
-])
-def test_logits_equal_timms_own_eval_pipeline(tmp_path, no_network, name, resize, interpolation, mean):
+@pytest.mark.parametrize(
+    "name, resize, interpolation, mean",
+    [
+        ("vit_tiny_patch16_224", 248, "bicubic", (0.5, 0.5, 0.5)),  # crop_pct 0.9
+        ("resnet18", 235, "bicubic", (0.485, 0.456, 0.406)),  # crop_pct 0.95
+    ],
+)
+def test_logits_equal_timms_own_eval_pipeline(
+    tmp_path, no_network, name, resize, interpolation, mean
+):
     torch.manual_seed(0)
     reference = timm.create_model(name, pretrained=False, num_classes=10).eval()
     weights = tmp_path / f"{name}.pth"
     torch.save(reference.state_dict(), weights)
     loaded = load_model(f"timm:{name}", weights=str(weights), device="cpu")
-    assert loaded.preprocessing_source == "timm's pretrained_cfg" and not loaded.preprocessing_guessed
+    assert (
+        loaded.preprocessing_source == "timm's pretrained_cfg" and not loaded.preprocessing_guessed
+    )
     prep = loaded.preprocessing
-    assert (prep.crop, prep.resize, prep.interpolation, prep.mean) == ((224, 224), resize, interpolation, mean)
+    assert (prep.crop, prep.resize, prep.interpolation, prep.mean) == (
+        (224, 224),
+        resize,
+        interpolation,
+        mean,
+    )
     assert any("rebuilt the classifier" in note and "10 outputs" in note for note in loaded.notes)
     transform = create_transform(**resolve_data_config({}, model=reference))
     images = [Image.open(path).convert("RGB") for path in photos()[:3]]
@@ -62,7 +76,10 @@ def test_nothing_is_downloaded_and_pretrained_is_false(monkeypatch, no_network):
     assert loaded.random_weights and loaded.module.fc.out_features == 5
     assert loaded.class_names is None  # 5 outputs: not ImageNet's names
     imagenet = load_model("timm:resnet18", device="cpu")
-    assert imagenet.class_names[0] == "tench" and imagenet.class_names_source == "timm's ImageNet-1k classes"
+    assert (
+        imagenet.class_names[0] == "tench"
+        and imagenet.class_names_source == "timm's ImageNet-1k classes"
+    )
     import os
 
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -78,7 +95,11 @@ def test_timm_names_and_listing():
     with pytest.raises(UnknownNameError, match="resnet18"):
         load_model("timm:resnet181", device="cpu")
     record = [r for r in list_models() if r["kind"] == "timm"]
-    assert record and record[0]["available"] and record[0]["weights"].startswith(f"timm {timm.__version__}")
+    assert (
+        record
+        and record[0]["available"]
+        and record[0]["weights"].startswith(f"timm {timm.__version__}")
+    )
 
 
 def test_a_timm_hub_folder_loads_with_its_config(tmp_path):
@@ -89,10 +110,22 @@ def test_a_timm_hub_folder_loads_with_its_config(tmp_path):
     torch.manual_seed(1)
     reference = timm.create_model("resnet18", pretrained=False, num_classes=3).eval()
     save_file(reference.state_dict(), str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps({
-        "architecture": "resnet18", "num_classes": 3, "label_names": ["a", "b", "c"],
-        "pretrained_cfg": {"input_size": [3, 160, 160], "crop_pct": 1.0, "interpolation": "bilinear",
-                           "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": "resnet18",
+                "num_classes": 3,
+                "label_names": ["a", "b", "c"],
+                "pretrained_cfg": {
+                    "input_size": [3, 160, 160],
+                    "crop_pct": 1.0,
+                    "interpolation": "bilinear",
+                    "mean": [0.5, 0.5, 0.5],
+                    "std": [0.5, 0.5, 0.5],
+                },
+            }
+        )
+    )
     loaded = load_model(str(tmp_path), device="cpu")
     assert loaded.class_names == ["a", "b", "c"]
     assert (loaded.preprocessing.crop, loaded.preprocessing.resize) == ((160, 160), 160)

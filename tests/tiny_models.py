@@ -1,4 +1,5 @@
 """Small hand-built models the tests load through every MODEL spec form."""
+
 import torch
 from torch import nn
 

@@ -1,4 +1,5 @@
 """`cnntool attack fgsm|bim|pgd MODEL DATA`: adversarial examples in [0, 1] pixel space."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,15 +7,25 @@ from pathlib import Path
 import click
 
 from cnntool.cli import console
-from cnntool.cli.options import eps_values, format_option, given, model_and_data, shared_options, stacked
+from cnntool.cli.options import (
+    eps_values,
+    format_option,
+    given,
+    model_and_data,
+    shared_options,
+    stacked,
+)
 
 
-@click.group("attack", epilog="""\b
+@click.group(
+    "attack",
+    epilog="""\b
 Examples:
   cnntool attack fgsm efficientnet_lite0 imagenet-samples --eps 2/255 -o adv/
   cnntool attack fgsm lenet5-mnist mnist-5k --eps 0,0.1,0.2,0.3 --batch-size 500 -o sweep/
   cnntool attack pgd lenet5-mnist-adv mnist-5k --eps 0.3 --steps 40 --step-size 0.01
-""")
+""",
+)
 def attack_group():
     """Adversarial examples: FGSM (Goodfellow et al. 2015) and its iterative relatives BIM
     (Kurakin et al.) and PGD (Madry et al.), untargeted or targeted. ε is in [0, 1] pixel units
@@ -23,34 +34,77 @@ def attack_group():
 
 
 _attack_options = stacked(  # MODEL DATA and the options of every attack, after its own
-    model_and_data, shared_options(format_option()),
-    click.option("--eps", default="8/255", show_default=True, callback=eps_values(), metavar="EPS[,EPS…]",
-                 help="Perturbation size in pixel units: 0.007, 8/255, or a comma list for a sweep."),
-    click.option("--target", metavar="CLASS",
-                 help="Targeted attack toward a class index, a class name, or 'least-likely'."),
-    click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
-                 help="Folder for adversarial PNGs (re-classified after saving), triptychs, the sweep plot."),
-    click.option("--triptychs", default=8, show_default=True, type=click.IntRange(0),
-                 help="With -o: original | perturbation | adversarial figures for the first N images."),
-    click.option("--scale", default=1, show_default=True, type=click.IntRange(1, 4),
-                 help="With -o: figure scale (2: twice the pixels and text, for print)."),
-    click.option("--full-res", is_flag=True,
-                 help="With -o: also upsample the perturbation onto the original photo, save "
-                      "that PNG and re-classify it through the model's resize and crop."))
+    model_and_data,
+    shared_options(format_option()),
+    click.option(
+        "--eps",
+        default="8/255",
+        show_default=True,
+        callback=eps_values(),
+        metavar="EPS[,EPS…]",
+        help="Perturbation size in pixel units: 0.007, 8/255, or a comma list for a sweep.",
+    ),
+    click.option(
+        "--target",
+        metavar="CLASS",
+        help="Targeted attack toward a class index, a class name, or 'least-likely'.",
+    ),
+    click.option(
+        "-o",
+        "--out",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Folder for adversarial PNGs (re-classified after saving), triptychs, the sweep plot.",
+    ),
+    click.option(
+        "--triptychs",
+        default=8,
+        show_default=True,
+        type=click.IntRange(0),
+        help="With -o: original | perturbation | adversarial figures for the first N images.",
+    ),
+    click.option(
+        "--scale",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1, 4),
+        help="With -o: figure scale (2: twice the pixels and text, for print).",
+    ),
+    click.option(
+        "--full-res",
+        is_flag=True,
+        help="With -o: also upsample the perturbation onto the original photo, save "
+        "that PNG and re-classify it through the model's resize and crop.",
+    ),
+)
 _iterative_options = stacked(
-    click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Gradient steps."),
-    click.option("--step-size", callback=eps_values("step size"), metavar="SIZE",
-                 help="Size of each step (default 2.5·ε/steps, Madry et al.)."),
-    click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True,
-                 help="The ball the perturbation stays in (ε is its radius)."))
+    click.option(
+        "--steps", default=10, show_default=True, type=click.IntRange(1), help="Gradient steps."
+    ),
+    click.option(
+        "--step-size",
+        callback=eps_values("step size"),
+        metavar="SIZE",
+        help="Size of each step (default 2.5·ε/steps, Madry et al.).",
+    ),
+    click.option(
+        "--norm",
+        type=click.Choice(["linf", "l2"]),
+        default="linf",
+        show_default=True,
+        help="The ball the perturbation stays in (ε is its radius).",
+    ),
+)
 
 
-@attack_group.command("fgsm", epilog="""\b
+@attack_group.command(
+    "fgsm",
+    epilog="""\b
 Examples:
   cnntool attack fgsm efficientnet_lite0 imagenet-samples --eps 2/255 -o adv/
   cnntool attack fgsm efficientnet_lite0 cat.jpg --target 'giant panda' --eps 8/255
   find photos/ -name '*.jpg' | cnntool attack fgsm resnet18 - --weights r18.pth | jq -c 'select(.success)'
-""")
+""",
+)
 @_attack_options
 def fgsm_command(model, data, **options):
     """Fast gradient sign method: x + ε·sign(∇ₓ loss), clamped to [0, 1]; one gradient per
@@ -59,10 +113,13 @@ def fgsm_command(model, data, **options):
     _run("fgsm", model, data, norm="linf", **options)
 
 
-@attack_group.command("bim", epilog="""\b
+@attack_group.command(
+    "bim",
+    epilog="""\b
 Example:
   cnntool attack bim lenet5-mnist mnist-5k --eps 0.3 --steps 10 --batch-size 500
-""")
+""",
+)
 @_iterative_options
 @_attack_options
 def bim_command(model, data, **options):
@@ -71,15 +128,27 @@ def bim_command(model, data, **options):
     _run("bim", model, data, **options)
 
 
-@attack_group.command("pgd", epilog="""\b
+@attack_group.command(
+    "pgd",
+    epilog="""\b
 Example:
   cnntool attack pgd lenet5-mnist-adv mnist-5k --eps 0.3 --steps 40 --step-size 0.01 --seed 1
-""")
+""",
+)
 @_iterative_options
-@click.option("--random-start/--no-random-start", default=True, show_default=True,
-              help="Begin at a random point of the ε-ball.")
-@click.option("--seed", default=0, show_default=True, type=int,
-              help="Seed of the random start: same seed, same inputs, same output.")
+@click.option(
+    "--random-start/--no-random-start",
+    default=True,
+    show_default=True,
+    help="Begin at a random point of the ε-ball.",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Seed of the random start: same seed, same inputs, same output.",
+)
 @_attack_options
 def pgd_command(model, data, **options):
     """Projected gradient descent (Madry et al. 2018): BIM from a random start in the ε-ball,
@@ -87,8 +156,26 @@ def pgd_command(model, data, **options):
     _run("pgd", model, data, **options)
 
 
-def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, scale, fmt, model_request,
-         scan, steps=10, step_size=None, random_start=True, seed=None) -> None:
+def _run(
+    method,
+    model,
+    data,
+    *,
+    norm,
+    eps,
+    target,
+    out,
+    triptychs,
+    full_res,
+    scale,
+    fmt,
+    model_request,
+    scan,
+    steps=10,
+    step_size=None,
+    random_start=True,
+    seed=None,
+) -> None:
     from cnntool.cli.session import dataset_scan, finish, say_labels
     from cnntool.errors import CnnToolError
     from cnntool.io import attack_report as report
@@ -97,8 +184,9 @@ def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, sc
     from cnntool.tasks.predict import nonfinite_warning
 
     try:  # before the (slow) model loading: a bad ε is a usage error (exit 2)
-        attack = attack_method(method, eps, steps=steps, step_size=step_size, norm=norm,
-                               random_start=random_start)
+        attack = attack_method(
+            method, eps, steps=steps, step_size=step_size, norm=norm, random_start=random_start
+        )
     except CnnToolError as exc:
         raise click.BadParameter(str(exc), param_hint="--eps") from None
     sweep = len(eps) > 1
@@ -107,11 +195,25 @@ def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, sc
             raise click.UsageError(f"{name} needs -o DIR and a single ε")
     with dataset_scan(model, model_request, data, scan, folders={"-o": out}) as session:
         say_labels(session)
-        records = None if sweep else report.ImageRecords(fmt, streaming=not session.shard.distributed)
-        files = AdversarialFiles(out, triptychs, norm=norm, scale=scale) if out is not None and not sweep else None
-        run = run_attack(session, attack, eps, target, title=f"{method} {session.model.name}",
-                         seed=seed, files=files, full_res=full_res,
-                         keep=records.add if records else None)
+        records = (
+            None if sweep else report.ImageRecords(fmt, streaming=not session.shard.distributed)
+        )
+        files = (
+            AdversarialFiles(out, triptychs, norm=norm, scale=scale)
+            if out is not None and not sweep
+            else None
+        )
+        run = run_attack(
+            session,
+            attack,
+            eps,
+            target,
+            title=f"{method} {session.model.name}",
+            seed=seed,
+            files=files,
+            full_res=full_res,
+            keep=records.add if records else None,
+        )
         finish(session)
         if not session.is_main:
             return
@@ -119,10 +221,21 @@ def _run(method, model, data, *, norm, eps, target, out, triptychs, full_res, sc
         if nonfinite:
             console.warn(nonfinite_warning(nonfinite, run.summaries[0].images))
     if sweep:
-        report.write_sweep(method, norm, session.model.name, session.dataset.name, run.summaries,
-                           fmt, out, show=console.show_table, info=console.info, scale=scale)
+        report.write_sweep(
+            method,
+            norm,
+            session.model.name,
+            session.dataset.name,
+            run.summaries,
+            fmt,
+            out,
+            show=console.show_table,
+            info=console.info,
+            scale=scale,
+        )
         return
     records.finish(run.kept)
-    for line in report.summary_lines(run.summaries[0], method, norm, target is not None, files,
-                                     run.extras, full_res):
+    for line in report.summary_lines(
+        run.summaries[0], method, norm, target is not None, files, run.extras, full_res
+    ):
         console.info(line)

@@ -11,13 +11,14 @@ Our own styling stays ours: the `warning:`/`error:` prefixes here, and a caller 
 of a message passes a rich `Text` it built (`Text.assemble`, styles given as arguments, user
 strings as plain parts) instead of a markup string.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 from cnntool.io.records import table
 from cnntool.io.untrusted import printable
@@ -76,7 +77,9 @@ def _literal(message, prefix: tuple[str, str] | None = None):
 
     if isinstance(message, Text):
         text = message.copy()
-        if printable(text.plain) != text.plain:  # a user string inside: keep the words, not the styles
+        if (
+            printable(text.plain) != text.plain
+        ):  # a user string inside: keep the words, not the styles
             text = Text(printable(text.plain))
     else:
         text = Text(printable(message))
@@ -114,9 +117,16 @@ def progress(description: str, total: int | None) -> Iterator:
     from rich import progress as bars
 
     # the description names files and layers: plain text, not markup
-    bar = bars.Progress(bars.TextColumn("{task.description}", markup=False), bars.BarColumn(), bars.MofNCompleteColumn(),
-                        bars.TimeElapsedColumn(), bars.TimeRemainingColumn(), console=console(),
-                        disable=_quiet, transient=False)
+    bar = bars.Progress(
+        bars.TextColumn("{task.description}", markup=False),
+        bars.BarColumn(),
+        bars.MofNCompleteColumn(),
+        bars.TimeElapsedColumn(),
+        bars.TimeRemainingColumn(),
+        console=console(),
+        disable=_quiet,
+        transient=False,
+    )
     with bar:
         task = bar.add_task(printable(description), total=total)
         yield lambda n=1: bar.advance(task, n)

@@ -1,10 +1,11 @@
 """The cnntool commands that dig deeper into a diagnose finding, spelled with the user's own
 MODEL (and its loading options) and DATA, ready to paste."""
+
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -16,12 +17,16 @@ class Commands:
 
     def top_patches(self, layer: str, units: Sequence[int]) -> str:
         listed = ",".join(str(u) for u in list(units)[:8]) or "0-7"
-        return (f"cnntool visualize top-patches {self.model} {shlex.quote(self.data)} "
-                f"--layer {layer} --units {listed} -o top-{layer}/")
+        return (
+            f"cnntool visualize top-patches {self.model} {shlex.quote(self.data)} "
+            f"--layer {layer} --units {listed} -o top-{layer}/"
+        )
 
     def activations(self, layer: str) -> str:
-        return (f"cnntool visualize activations {self.model} {shlex.quote(self.data)} "
-                f"--layer {layer} -o maps-{layer}.png")
+        return (
+            f"cnntool visualize activations {self.model} {shlex.quote(self.data)} "
+            f"--layer {layer} -o maps-{layer}.png"
+        )
 
     def filters(self, layer: str) -> str:
         return f"cnntool visualize filters {self.model} --layer {layer} --format jsonl -o filters-{layer}.png"
@@ -41,15 +46,24 @@ def spelled_model(spec: str, request) -> str:
 def request_flags(request) -> list[str]:
     """The command-line words that ask for this request (`--arch NAME`, `--use-ema`…): what
     a follow-up command needs to load MODEL as this one did."""
+
     def listed(values, form="{}"):
         return values and ",".join(form.format(v) for v in values if v is not None)
 
-    options = [("--arch", request.arch), ("--weights", request.weights),
-               ("--preprocessing", request.preprocessing_file), ("--classes", request.classes),
-               ("--input-size", listed(request.input_size)), ("--mean", listed(request.mean, "{:g}")),
-               ("--std", listed(request.std, "{:g}")), ("--resize", request.resize),
-               ("--interpolation", request.interpolation), ("--num-classes", request.num_classes),
-               ("--use-ema", request.use_ema), ("--trust-code", request.trust_code)]
+    options = [
+        ("--arch", request.arch),
+        ("--weights", request.weights),
+        ("--preprocessing", request.preprocessing_file),
+        ("--classes", request.classes),
+        ("--input-size", listed(request.input_size)),
+        ("--mean", listed(request.mean, "{:g}")),
+        ("--std", listed(request.std, "{:g}")),
+        ("--resize", request.resize),
+        ("--interpolation", request.interpolation),
+        ("--num-classes", request.num_classes),
+        ("--use-ema", request.use_ema),
+        ("--trust-code", request.trust_code),
+    ]
     words: list[str] = []
     for flag, value in options:
         if value is True:

@@ -1,5 +1,6 @@
 """The `cnntool` entry point: a lazy click group. `cnntool --help` imports neither torch nor any
 command module: the one-line help of each command is kept here, next to where its module lives."""
+
 from __future__ import annotations
 
 import importlib
@@ -14,17 +15,50 @@ from cnntool.errors import CnnToolError, close_matches, os_error_sentence
 
 # command name -> (module:attribute, one-line help shown by `cnntool --help`)
 COMMANDS = {
-    "models": ("cnntool.cli.models:models_command", "List the built-in models and torchvision architectures."),
-    "layers": ("cnntool.cli.models:layers_command", "List every layer of a model: type, output shape, params, aliases."),
-    "predict": ("cnntool.cli.predict:predict_command", "Classify images: top-k classes per image as JSON Lines."),
-    "profile": ("cnntool.cli.profile:profile_command", "Count params, MACs/FLOPs, activation memory and receptive fields per layer."),
-    "attack": ("cnntool.cli.attack:attack_group", "Adversarial examples: FGSM, BIM and PGD in pixel space, targeted or not, with ε sweeps."),
-    "visualize": ("cnntool.cli.visualize:visualize_group", "Filters, feature maps, top patches, deconv/guided backprop, activation maximization."),
-    "gradcheck": ("cnntool.cli.gradcheck:gradcheck_command", "Check a model's gradients against finite differences; exit 1 if any is wrong."),
-    "diagnose": ("cnntool.cli.diagnose:diagnose_command", "Dead, saturated and correlated units, noisy and duplicated filters: what to fix first."),
-    "features": ("cnntool.cli.features:features_command", "A layer's features for a dataset, streamed to an .npz (paths, labels, features)."),
-    "embed": ("cnntool.cli.embed:embed_command", "Map a dataset's features to 2-D (t-SNE or PCA): scatter plot, image map, quality figures."),
-    "microscope": ("cnntool.cli.microscope:microscope_command", "One offline website of what a model has learned on DATA: layers, units, map, findings."),
+    "models": (
+        "cnntool.cli.models:models_command",
+        "List the built-in models and torchvision architectures.",
+    ),
+    "layers": (
+        "cnntool.cli.models:layers_command",
+        "List every layer of a model: type, output shape, params, aliases.",
+    ),
+    "predict": (
+        "cnntool.cli.predict:predict_command",
+        "Classify images: top-k classes per image as JSON Lines.",
+    ),
+    "profile": (
+        "cnntool.cli.profile:profile_command",
+        "Count params, MACs/FLOPs, activation memory and receptive fields per layer.",
+    ),
+    "attack": (
+        "cnntool.cli.attack:attack_group",
+        "Adversarial examples: FGSM, BIM and PGD in pixel space, targeted or not, with ε sweeps.",
+    ),
+    "visualize": (
+        "cnntool.cli.visualize:visualize_group",
+        "Filters, feature maps, top patches, deconv/guided backprop, activation maximization.",
+    ),
+    "gradcheck": (
+        "cnntool.cli.gradcheck:gradcheck_command",
+        "Check a model's gradients against finite differences; exit 1 if any is wrong.",
+    ),
+    "diagnose": (
+        "cnntool.cli.diagnose:diagnose_command",
+        "Dead, saturated and correlated units, noisy and duplicated filters: what to fix first.",
+    ),
+    "features": (
+        "cnntool.cli.features:features_command",
+        "A layer's features for a dataset, streamed to an .npz (paths, labels, features).",
+    ),
+    "embed": (
+        "cnntool.cli.embed:embed_command",
+        "Map a dataset's features to 2-D (t-SNE or PCA): scatter plot, image map, quality figures.",
+    ),
+    "microscope": (
+        "cnntool.cli.microscope:microscope_command",
+        "One offline website of what a model has learned on DATA: layers, units, map, findings.",
+    ),
 }
 
 
@@ -69,8 +103,11 @@ class LazyGroup(click.Group):
         return super().resolve_command(ctx, args)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog="Example: cnntool profile alexnet --format table")
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Example: cnntool profile alexnet --format table",
+)
 @click.version_option(__version__, prog_name="cnntool")
 @click.option("--debug", is_flag=True, help="Show the full traceback when something fails.")
 def cli(debug: bool) -> None:
@@ -91,11 +128,15 @@ def main(argv=None) -> None:
     try:
         result = cli.main(args=argv, prog_name="cnntool", standalone_mode=False)
     except (click.exceptions.Exit, click.ClickException) as exc:
-        if isinstance(exc, click.ClickException):  # it quotes the command line: no control characters
+        if isinstance(
+            exc, click.ClickException
+        ):  # it quotes the command line: no control characters
             exc.show(file=console.PrintableStream(sys.stderr))
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
-        sys.stderr.write("aborted\n" if isinstance(exc, click.exceptions.Abort) else "interrupted\n")
+        sys.stderr.write(
+            "aborted\n" if isinstance(exc, click.exceptions.Abort) else "interrupted\n"
+        )
         sys.exit(130)
     except (BrokenPipeError, PipeClosed):
         _quiet_stdout()
@@ -109,7 +150,9 @@ def main(argv=None) -> None:
         elif isinstance(exc, OSError):  # a full disk, a read-only folder… wherever it happened
             console.error(os_error_sentence(exc))
         else:
-            console.error(f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
+            console.error(
+                f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)"
+            )
         sys.exit(exc.exit_code if known else 1)
     try:
         sys.stdout.flush()  # a pipe closed after the last write fails here, not at exit

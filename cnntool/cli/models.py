@@ -1,4 +1,5 @@
 """`cnntool models` and `cnntool layers MODEL`."""
+
 from __future__ import annotations
 
 import click
@@ -22,11 +23,14 @@ def models_command(fmt):
     write_records(list_models(), fmt, table_columns=MODELS_TABLE, title="models")
 
 
-@click.command("layers", epilog="""\b
+@click.command(
+    "layers",
+    epilog="""\b
 Examples:
   cnntool layers alexnet
   cnntool layers lenet5-mnist --format jsonl | jq -r .name
-""")
+""",
+)
 @click.argument("model", default=DEFAULT_MODEL)
 @shared_options(format_option(default="auto"), data=False)
 def layers_command(model, fmt, model_request):
@@ -39,5 +43,9 @@ def layers_command(model, fmt, model_request):
 
     loaded = model_request.load(model, weights_matter=False, images=False)
     shape = loaded.input_shape
-    write_records(layers(loaded.module, shape), fmt, table_columns=LAYERS_TABLE,
-                  title=f"{loaded.name}: input {'×'.join(map(str, shape))}")
+    write_records(
+        layers(loaded.module, shape),
+        fmt,
+        table_columns=LAYERS_TABLE,
+        title=f"{loaded.name}: input {'×'.join(map(str, shape))}",
+    )

@@ -5,12 +5,13 @@ a progress bar, and report unreadable images in one wording (core.session does t
         session.run([consumer], f"predict {session.model.name}")
         report = finish(session)  # collective; rank 0 warns, then `if session.is_main:` writes
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cnntool.cli import console
 from cnntool.cli.options import ModelRequest, ScanOptions
@@ -24,9 +25,17 @@ from cnntool.io.writers import check_writable
 
 
 @contextlib.contextmanager
-def dataset_scan(spec: str, request: ModelRequest, data: str, options: ScanOptions, *,
-                 limit: int | None = None, loaded=None, files: Outputs | None = None,
-                 folders: Outputs | None = None) -> Iterator[ScanSession]:
+def dataset_scan(
+    spec: str,
+    request: ModelRequest,
+    data: str,
+    options: ScanOptions,
+    *,
+    limit: int | None = None,
+    loaded=None,
+    files: Outputs | None = None,
+    folders: Outputs | None = None,
+) -> Iterator[ScanSession]:
     """A ScanSession for a command (`loaded`: a model the command already loaded).
 
     `files` and `folders` name what the command writes (option -> path, None: not given). Before
@@ -53,19 +62,29 @@ def dataset_scan(spec: str, request: ModelRequest, data: str, options: ScanOptio
         if loaded is None:
             loaded = request.load(spec)
         try:
-            with ScanSession.open(loaded, dataset.spread(limit), batch_size=options.batch_size,
-                                  workers=options.workers, precision=options.precision,
-                                  fold_bn=options.fold_bn, dist_timeout=options.dist_timeout,
-                                  progress=console.progress, announce=console.say) as session:
+            with ScanSession.open(
+                loaded,
+                dataset.spread(limit),
+                batch_size=options.batch_size,
+                workers=options.workers,
+                precision=options.precision,
+                fold_bn=options.fold_bn,
+                dist_timeout=options.dist_timeout,
+                progress=console.progress,
+                announce=console.say,
+            ) as session:
                 yield session
         except DistributedError as exc:
             if exc.waited is None:
                 raise
-            raise DistributedError(f"{exc} (--dist-timeout or CNNTOOL_DIST_TIMEOUT sets the wait)",
-                                   exc.waited) from exc
+            raise DistributedError(
+                f"{exc} (--dist-timeout or CNNTOOL_DIST_TIMEOUT sets the wait)", exc.waited
+            ) from exc
 
 
-def guard(inputs: InputFiles, *, files: Outputs | None = None, folders: Outputs | None = None) -> None:
+def guard(
+    inputs: InputFiles, *, files: Outputs | None = None, folders: Outputs | None = None
+) -> None:
     """For a command without a dataset scan: refuse outputs inside DATA or on an input
     (io.outputs.check_outputs), then remove the stale scratch files where it writes."""
     check_outputs(inputs, files=files or {}, folders=folders or {})
@@ -82,8 +101,10 @@ def locked(folder) -> Iterator[None]:
     with lock:
         if lock.replaced:
             host, pid = lock.replaced
-            console.warn(f"took over the lock {lock.path} of cnntool process {pid} on {host}, "
-                         "which is no longer running")
+            console.warn(
+                f"took over the lock {lock.path} of cnntool process {pid} on {host}, "
+                "which is no longer running"
+            )
         yield
 
 

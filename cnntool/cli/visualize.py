@@ -1,4 +1,5 @@
 """`cnntool visualize …`: a lazy group; subcommand NAME lives in cli/visualize_NAME.py."""
+
 from __future__ import annotations
 
 import click
@@ -16,12 +17,18 @@ _HELP = {
     "check": "Which attribution map to trust: deletion/insertion, ROAD, cascading randomization.",
 }
 # subcommand -> (module:attribute, one-line help)
-VISUALIZE_COMMANDS = {name: ("cnntool.cli.visualize_{0}:{0}_command".format(name.replace("-", "_")), text)
-                      for name, text in _HELP.items()}
+VISUALIZE_COMMANDS = {
+    name: ("cnntool.cli.visualize_{0}:{0}_command".format(name.replace("-", "_")), text)
+    for name, text in _HELP.items()
+}
 
 
-@click.group("visualize", cls=LazyGroup, commands_table=VISUALIZE_COMMANDS,
-             epilog="Example: cnntool visualize filters alexnet -o conv1.png")
+@click.group(
+    "visualize",
+    cls=LazyGroup,
+    commands_table=VISUALIZE_COMMANDS,
+    epilog="Example: cnntool visualize filters alexnet -o conv1.png",
+)
 def visualize_group():
     """What has a layer learned? Filters, feature maps, top-activating patches, projections
     back to pixels, and synthesized inputs."""

@@ -1,4 +1,5 @@
 """`cnntool visualize cam MODEL DATA`: class activation maps (Grad-CAM and relatives) per image."""
+
 from __future__ import annotations
 
 import click
@@ -7,29 +8,54 @@ from cnntool.cli import console
 from cnntool.cli.options import limit_option, model_and_data, records_format_option, shared_options
 
 
-@click.command("cam", epilog="""\b
+@click.command(
+    "cam",
+    epilog="""\b
 Examples:
   cnntool visualize cam efficientnet_lite0 imagenet-samples -o cams/
   cnntool visualize cam resnet18 photos/ --weights r18.pth --method gradcam++ --class 'tabby cat' -o cams/
   cnntool visualize cam efficientnet_lite0 photo.jpg --method scorecam --layer _blocks.10 -o cams/
-""")
+""",
+)
 @model_and_data
-@click.option("--layer", metavar="NAME",
-              help="Layer whose maps are weighed (default: the last layer with a spatial output, before global pooling).")
-@click.option("--method", type=click.Choice(["gradcam", "gradcam++", "scorecam", "layercam", "eigencam", "hirescam"]),
-              default="gradcam", show_default=True,
-              help="Grad-CAM (Selvaraju 2017), Grad-CAM++ (Chattopadhay 2018), Score-CAM (Wang 2020; one "
-                   "forward pass per channel: slow), Layer-CAM (Jiang 2021), Eigen-CAM (Muhammad 2020; no "
-                   "target), HiResCAM (Draelos 2020).")
-@click.option("--class", "target_class", metavar="INDEX|NAME",
-              help="Explain this class's pre-softmax logit (default: each image's top prediction).")
-@click.option("--unit", metavar="LAYER:UNIT", help="Explain a unit instead: its mean activation (e.g. layer4:17).")
-@click.option("-o", "--out", required=True, metavar="DIR",
-              help="Folder for NNNNN_NAME.png (overlay, colour bar, class in the title) and NNNNN_NAME.npy "
-                   "(the raw map: h×w float32 at the layer's resolution, before the ReLU).")
+@click.option(
+    "--layer",
+    metavar="NAME",
+    help="Layer whose maps are weighed (default: the last layer with a spatial output, before global pooling).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["gradcam", "gradcam++", "scorecam", "layercam", "eigencam", "hirescam"]),
+    default="gradcam",
+    show_default=True,
+    help="Grad-CAM (Selvaraju 2017), Grad-CAM++ (Chattopadhay 2018), Score-CAM (Wang 2020; one "
+    "forward pass per channel: slow), Layer-CAM (Jiang 2021), Eigen-CAM (Muhammad 2020; no "
+    "target), HiResCAM (Draelos 2020).",
+)
+@click.option(
+    "--class",
+    "target_class",
+    metavar="INDEX|NAME",
+    help="Explain this class's pre-softmax logit (default: each image's top prediction).",
+)
+@click.option(
+    "--unit",
+    metavar="LAYER:UNIT",
+    help="Explain a unit instead: its mean activation (e.g. layer4:17).",
+)
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    metavar="DIR",
+    help="Folder for NNNNN_NAME.png (overlay, colour bar, class in the title) and NNNNN_NAME.npy "
+    "(the raw map: h×w float32 at the layer's resolution, before the ReLU).",
+)
 @limit_option
 @shared_options(records_format_option)
-def cam_command(model, data, layer, method, target_class, unit, out, limit, fmt, model_request, scan):
+def cam_command(
+    model, data, layer, method, target_class, unit, out, limit, fmt, model_request, scan
+):
     """Class activation maps of DATA's images: where, at LAYER, the evidence for a class (or a
     unit) lies. The map is upsampled to the model input and scaled to [0, 1] per image, as
     pytorch-grad-cam does; it is drawn over the photo as the model sees it. One record per
@@ -54,7 +80,9 @@ def cam_command(model, data, layer, method, target_class, unit, out, limit, fmt,
     except CnnToolError as exc:
         raise click.BadParameter(str(exc), param_hint="--unit") from None
     writer = RecordWriter(sys.stdout, fmt)
-    with dataset_scan(model, model_request, data, scan, limit=limit, folders={"-o": out}) as session:
+    with dataset_scan(
+        model, model_request, data, scan, limit=limit, folders={"-o": out}
+    ) as session:
         name = cam_layer(session.module, layer, session.model.input_shape)
         console.info(f"layer: {name}" + ("" if layer else " (the last spatial layer)"))
         written = flat = 0
@@ -75,5 +103,7 @@ def cam_command(model, data, layer, method, target_class, unit, out, limit, fmt,
     written, flat = counts
     console.info(f"{written} {method} maps of {name}; wrote {out}/*.png and *.npy")
     if flat:
-        console.warn(f"{flat} of {written} maps are flat (nothing left after the ReLU): the titles say "
-                     "FLAT; try another --layer or --method")
+        console.warn(
+            f"{flat} of {written} maps are flat (nothing left after the ReLU): the titles say "
+            "FLAT; try another --layer or --method"
+        )

@@ -9,6 +9,7 @@ An architecture is one of
 `Built` carries the module with what the architecture itself says about its input and classes;
 core/models.py ranks those against the checkpoint, the module's attributes and the command line.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,7 +39,9 @@ class Built:
     name: str
     source: str
     sources: list[Source] = field(default_factory=list)  # preprocessing, lowest rank first
-    class_names: list[tuple[str, list[str]]] = field(default_factory=list)  # (from, names), best first
+    class_names: list[tuple[str, list[str]]] = field(
+        default_factory=list
+    )  # (from, names), best first
     trained_on: str | None = None
     random_weights: bool = False
     checkpoint: Checkpoint | None = None
@@ -64,8 +67,9 @@ def is_code_spec(spec: str) -> bool:
     return ":" in spec and not spec.startswith(TIMM_PREFIX) and not Path(spec).exists()
 
 
-def build(spec: str, *, num_classes: int | None, trust_code: bool,
-          checkpoint: Checkpoint | None = None) -> Built:
+def build(
+    spec: str, *, num_classes: int | None, trust_code: bool, checkpoint: Checkpoint | None = None
+) -> Built:
     """The architecture `spec`, randomly initialized (a built-in one too: its packaged weights
     are `load_builtin_weights`'s job). `num_classes` (explicit) or the checkpoint's classifier
     width (torchvision only: its constructors take it) sizes the head."""
@@ -74,25 +78,33 @@ def build(spec: str, *, num_classes: int | None, trust_code: bool,
     if spec in BUILTIN_MODELS:
         return _builtin(spec, num_classes)
     if spec.startswith(TIMM_PREFIX):
-        return _timm(spec[len(TIMM_PREFIX):], num_classes, checkpoint)
+        return _timm(spec[len(TIMM_PREFIX) :], num_classes, checkpoint)
     if is_code_spec(spec):
         return _user_code(spec, num_classes, trust_code)
     if spec in torchvision_classifiers():
         width = checkpoint.classifier_width if checkpoint is not None else None
         return _torchvision(spec, num_classes or width)
     names = [*BUILTIN_MODELS, *torchvision_classifiers()]
-    raise unknown_name("architecture", spec, names, hint="`cnntool models` lists them; "
-                       "timm:NAME and FILE.py:NAME work too")
+    raise unknown_name(
+        "architecture",
+        spec,
+        names,
+        hint="`cnntool models` lists them; timm:NAME and FILE.py:NAME work too",
+    )
 
 
 def _builtin(name: str, num_classes: int | None) -> Built:
     from cnntool.core.zoo import BUILTIN_MODELS
 
     entry = BUILTIN_MODELS[name]
-    built = Built(module=entry.build(), name=name, source=name,
-                  sources=[Source.of("the built-in entry", entry.preprocessing)],
-                  class_names=[("the built-in entry", entry.class_names())],
-                  trained_on=entry.trained_on)
+    built = Built(
+        module=entry.build(),
+        name=name,
+        source=name,
+        sources=[Source.of("the built-in entry", entry.preprocessing)],
+        class_names=[("the built-in entry", entry.class_names())],
+        trained_on=entry.trained_on,
+    )
     if num_classes is not None:
         set_num_classes(built, num_classes, name)
     return built
@@ -103,8 +115,9 @@ def load_builtin_weights(built: Built) -> None:
 
     entry = BUILTIN_MODELS[built.name]
     path = entry.weights_path()
-    checkpoints.load_state_dict_strictly(built.module, checkpoints.read_weights(path),
-                                         f"built-in model '{built.name}'")
+    checkpoints.load_state_dict_strictly(
+        built.module, checkpoints.read_weights(path), f"built-in model '{built.name}'"
+    )
     built.source = f"built-in {built.name}: {path}"
 
 
@@ -113,12 +126,18 @@ def _torchvision(name: str, num_classes: int | None) -> Built:
 
     meta = tvm.get_model_weights(name).DEFAULT
     imagenet_names = list(meta.meta["categories"])
-    kwargs = {"num_classes": num_classes} if num_classes and num_classes != len(imagenet_names) else {}
+    kwargs = (
+        {"num_classes": num_classes} if num_classes and num_classes != len(imagenet_names) else {}
+    )
     module = tvm.get_model(name, weights=None, **_torchvision_kwargs(name), **kwargs)
-    return Built(module=module, name=name, source=f"torchvision {name}, random init",
-                 sources=[Source.of("torchvision's weight metadata", torchvision_preprocessing(meta))],
-                 class_names=[] if kwargs else [("torchvision's weight metadata", imagenet_names)],
-                 random_weights=True)
+    return Built(
+        module=module,
+        name=name,
+        source=f"torchvision {name}, random init",
+        sources=[Source.of("torchvision's weight metadata", torchvision_preprocessing(meta))],
+        class_names=[] if kwargs else [("torchvision's weight metadata", imagenet_names)],
+        random_weights=True,
+    )
 
 
 def _torchvision_kwargs(name: str) -> dict:
@@ -132,8 +151,14 @@ def torchvision_preprocessing(weights) -> Preprocessing:
     transform = weights.transforms()
     crop = transform.crop_size[0]
     resize = transform.resize_size[0]
-    return Preprocessing(crop=(crop, crop), resize=resize, interpolation=str(transform.interpolation.value),
-                         mean=tuple(transform.mean), std=tuple(transform.std), channels=3)
+    return Preprocessing(
+        crop=(crop, crop),
+        resize=resize,
+        interpolation=str(transform.interpolation.value),
+        mean=tuple(transform.mean),
+        std=tuple(transform.std),
+        channels=3,
+    )
 
 
 def _timm(name: str, num_classes: int | None, checkpoint: Checkpoint | None) -> Built:
@@ -154,11 +179,20 @@ def _user_code(spec: str, num_classes: int | None, trust_code: bool) -> Built:
     if not target or not attr:
         raise ModelLoadError(f"'{spec}' is not FILE.py:NAME or package.module:NAME")
     is_file = target.endswith(".py")
-    module = import_python_file(Path(target), trust_code) if is_file else import_module_spec(target, trust_code)
+    module = (
+        import_python_file(Path(target), trust_code)
+        if is_file
+        else import_module_spec(target, trust_code)
+    )
     factory = getattr(module, attr, None)
     if factory is None:
-        candidates = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-                      and (isinstance(v, type) and issubclass(v, nn.Module) or not isinstance(v, type))]
+        candidates = [
+            n
+            for n, v in vars(module).items()
+            if callable(v)
+            and not n.startswith("_")
+            and (isinstance(v, type) and issubclass(v, nn.Module) or not isinstance(v, type))
+        ]
         raise unknown_name(f"name in {target}", attr, candidates)
     takes_num_classes = num_classes is not None and _accepts(factory, "num_classes")
     try:
@@ -179,8 +213,9 @@ def _accepts(factory, argument: str) -> bool:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
-    return argument in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD
-                                         for p in parameters.values())
+    return argument in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 def last_classifier(module) -> tuple[str, Any] | None:
@@ -202,38 +237,52 @@ def set_num_classes(built: Built, num_classes: int, what: str) -> None:
         raise ModelLoadError(f"--num-classes {num_classes} must be at least 1")
     found = last_classifier(built.module)
     if found is None:
-        raise ModelLoadError(f"cannot give {what} {num_classes} classes: it takes no num_classes "
-                             "argument and has no Linear classifier to replace")
+        raise ModelLoadError(
+            f"cannot give {what} {num_classes} classes: it takes no num_classes "
+            "argument and has no Linear classifier to replace"
+        )
     name, old = found
     if old.out_features == num_classes:
         return
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     checkpoints.replace_module(built.module, name, new.to(old.weight.device, old.weight.dtype))
     built.class_names = [entry for entry in built.class_names if len(entry[1]) == num_classes]
-    built.notes.append(f"replaced the classifier {name} ({old.in_features}→{old.out_features}) "
-                       f"with a new one for {num_classes} classes")
+    built.notes.append(
+        f"replaced the classifier {name} ({old.in_features}→{old.out_features}) "
+        f"with a new one for {num_classes} classes"
+    )
 
 
-def load_checkpoint_into(built: Built, checkpoint: Checkpoint, what: str, *, use_ema: bool,
-                         rebuild_head: bool) -> None:
+def load_checkpoint_into(
+    built: Built, checkpoint: Checkpoint, what: str, *, use_ema: bool, rebuild_head: bool
+) -> None:
     """Load `checkpoint`'s weights (or its EMA weights) into `built.module`, strictly."""
     if checkpoint.module is not None:
-        raise ModelLoadError(f"{checkpoint.path} holds a whole model, not weights for {what}; "
-                             "load it directly as the MODEL argument")
+        raise ModelLoadError(
+            f"{checkpoint.path} holds a whole model, not weights for {what}; "
+            "load it directly as the MODEL argument"
+        )
     state, prefix_ema = checkpoint.state, use_ema
     if checkpoint.ema_state is not None:
         key = checkpoint.ema_key
         if use_ema or state is None:
             state, prefix_ema = checkpoint.ema_state, False
-            built.notes.append(f"loaded the EMA weights ({key})" if use_ema else
-                               f"the checkpoint holds only EMA weights ({key}); loaded those")
+            built.notes.append(
+                f"loaded the EMA weights ({key})"
+                if use_ema
+                else f"the checkpoint holds only EMA weights ({key}); loaded those"
+            )
         else:
-            built.notes.append(f"the checkpoint also holds EMA weights ({key}): --use-ema "
-                               "loads them")
+            built.notes.append(
+                f"the checkpoint also holds EMA weights ({key}): --use-ema loads them"
+            )
     if state is None:
         raise ModelLoadError(f"{checkpoint.path} holds no weights")
     built.notes.extend(checkpoint.notes)
-    built.notes.extend(checkpoints.load_state_dict_strictly(
-        built.module, state, what, use_ema=prefix_ema, rebuild_head=rebuild_head))
+    built.notes.extend(
+        checkpoints.load_state_dict_strictly(
+            built.module, state, what, use_ema=prefix_ema, rebuild_head=rebuild_head
+        )
+    )
     built.checkpoint = checkpoint
     built.random_weights = False

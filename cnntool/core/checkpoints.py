@@ -15,6 +15,7 @@ What a checkpoint may hold besides the weights (`read_checkpoint`):
 - for a `.safetensors` file, the last two as JSON strings in its metadata;
 - for a folder, `model.safetensors` (or `pytorch_model.bin`) and `config.json` beside it.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,10 @@ import tempfile
 import warnings
 import zipfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cnntool.core.class_names import config_class_names, names_from, stored_class_names
 from cnntool.errors import ModelLoadError, UntrustedCodeError
@@ -46,14 +48,14 @@ class Checkpoint:
     """What a weight file (or a model folder) holds, taken apart."""
 
     path: str
-    state: dict | None = None          # the weights, tensors by key
-    ema_state: dict | None = None      # EMA weights kept beside them
+    state: dict | None = None  # the weights, tensors by key
+    ema_state: dict | None = None  # EMA weights kept beside them
     ema_key: str | None = None
-    module: Any = None                 # a whole pickled nn.Module (read only with trust_code)
+    module: Any = None  # a whole pickled nn.Module (read only with trust_code)
     class_names: list[str] | None = None
     class_names_from: str | None = None  # e.g. "class_to_idx", "config.json's id2label"
-    preprocessing: Any = None          # the stored schema dict (or JSON text), as found
-    config: dict | None = None         # config.json of a model folder
+    preprocessing: Any = None  # the stored schema dict (or JSON text), as found
+    config: dict | None = None  # config.json of a model folder
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -63,6 +65,7 @@ class Checkpoint:
 
 # --- reading -------------------------------------------------------------------------------------
 
+
 def is_torchscript(path: Path) -> bool:
     """TorchScript archives are zip files with a `code/` folder and `constants.pkl`."""
     path = Path(path)
@@ -71,7 +74,8 @@ def is_torchscript(path: Path) -> bool:
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     return any(n.split("/", 1)[-1].startswith("code/") for n in names) and any(
-        n.endswith("constants.pkl") for n in names)
+        n.endswith("constants.pkl") for n in names
+    )
 
 
 def read_weights(path: str | Path, trust_code: bool = False) -> Any:
@@ -96,15 +100,20 @@ def _torch_load(path: Path, trust_code: bool) -> Any:
         # A torch.save file (sniffed above) that the safe unpickler refuses: it holds Python
         # objects, or uses pickle opcodes it does not know (protocol 4 framing).
         if not trust_code:
-            what = ("contains pickled Python objects" if "global" in str(exc).lower()
-                    else "uses pickle features that the safe loader refuses")
+            what = (
+                "contains pickled Python objects"
+                if "global" in str(exc).lower()
+                else "uses pickle features that the safe loader refuses"
+            )
             raise UntrustedCodeError(
                 f"{path} {what} ({_weights_only_reason(exc)}), and unpickling it fully can run "
                 "arbitrary code; pass --trust-code only if you trust this file, or save a "
-                "state_dict instead") from None
+                "state_dict instead"
+            ) from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, zipfile errors… for bad files
-        raise ModelLoadError(f"cannot read {path}: it is truncated or corrupt "
-                             f"({_first_line(exc)})") from None
+        raise ModelLoadError(
+            f"cannot read {path}: it is truncated or corrupt ({_first_line(exc)})"
+        ) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -125,8 +134,10 @@ def _sniff(path: Path) -> None:
         raise ModelLoadError(f"cannot read {path}: it is a truncated or damaged zip archive")
     if head[:1] == b"\x80" and _LEGACY_MAGIC in head[:32]:
         return
-    raise ModelLoadError(f"cannot read {path}: it is not a PyTorch checkpoint (neither a "
-                         "torch.save archive nor a safetensors file)")
+    raise ModelLoadError(
+        f"cannot read {path}: it is not a PyTorch checkpoint (neither a "
+        "torch.save archive nor a safetensors file)"
+    )
 
 
 def _weights_only_reason(exc: BaseException) -> str:
@@ -144,26 +155,32 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
         from safetensors import safe_open
         from safetensors.torch import load_file
     except ImportError:
-        raise ModelLoadError("reading .safetensors files needs the package 'safetensors' "
-                             "(pip install safetensors)") from None
+        raise ModelLoadError(
+            "reading .safetensors files needs the package 'safetensors' (pip install safetensors)"
+        ) from None
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
         return load_file(str(path), device="cpu"), metadata
     except Exception as exc:
-        raise ModelLoadError(f"cannot read {path}: it is truncated or not a safetensors file "
-                             f"({_first_line(exc)})") from None
+        raise ModelLoadError(
+            f"cannot read {path}: it is truncated or not a safetensors file ({_first_line(exc)})"
+        ) from None
 
 
 def load_torchscript(path: Path):
     import torch
 
     try:
-        with warnings.catch_warnings():  # TorchScript is deprecated upstream, but users have archives
+        with (
+            warnings.catch_warnings()
+        ):  # TorchScript is deprecated upstream, but users have archives
             warnings.simplefilter("ignore")
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        raise ModelLoadError(f"cannot load TorchScript archive {path}: {_first_line(exc)}") from None
+        raise ModelLoadError(
+            f"cannot load TorchScript archive {path}: {_first_line(exc)}"
+        ) from None
 
 
 def read_checkpoint(path: str | Path, trust_code: bool = False) -> Checkpoint:
@@ -230,18 +247,23 @@ def _take_apart(path: Path, obj: Any) -> Checkpoint:
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if checkpoint.ema_state is None and len(tensors) * 2 <= len(obj):
             keys = ", ".join(sorted(map(str, obj))[:8])
-            raise ModelLoadError(f"the checkpoint {path} holds no state dict (looked for "
-                                 f"{', '.join(STATE_DICT_KEYS)}; found keys: {keys})")
+            raise ModelLoadError(
+                f"the checkpoint {path} holds no state dict (looked for "
+                f"{', '.join(STATE_DICT_KEYS)}; found keys: {keys})"
+            )
         if tensors:
             checkpoint.state = tensors
-            checkpoint.notes.append(f"{path}: took its {len(tensors)} tensors as the weights "
-                                    f"and ignored {len(obj) - len(tensors)} other entries")
+            checkpoint.notes.append(
+                f"{path}: took its {len(tensors)} tensors as the weights "
+                f"and ignored {len(obj) - len(tensors)} other entries"
+            )
     found = stored_class_names(obj, str(path))
     if found:
         checkpoint.class_names, checkpoint.class_names_from = found
     hyper = obj.get("hyper_parameters")
-    checkpoint.preprocessing = obj.get("preprocessing", hyper.get("preprocessing")
-                                       if isinstance(hyper, Mapping) else None)
+    checkpoint.preprocessing = obj.get(
+        "preprocessing", hyper.get("preprocessing") if isinstance(hyper, Mapping) else None
+    )
     return checkpoint
 
 
@@ -260,8 +282,9 @@ def _tensor_dict_inside(value) -> dict | None:
 def _read_folder(folder: Path, trust_code: bool) -> Checkpoint:
     weights = next((folder / n for n in FOLDER_WEIGHTS if (folder / n).is_file()), None)
     if weights is None:
-        raise ModelLoadError(f"folder {folder} holds no model weights (looked for "
-                             f"{', '.join(FOLDER_WEIGHTS)})")
+        raise ModelLoadError(
+            f"folder {folder} holds no model weights (looked for {', '.join(FOLDER_WEIGHTS)})"
+        )
     checkpoint = read_checkpoint(weights, trust_code)
     config_path = folder / "config.json"
     if config_path.is_file():
@@ -284,8 +307,10 @@ def _read_folder(folder: Path, trust_code: bool) -> Checkpoint:
 def split_checkpoint(obj: Any) -> tuple[Any, list[str] | None]:
     """(state dict or module, class names if stored) from whatever a checkpoint file held."""
     checkpoint = _take_apart(Path("the checkpoint"), obj)
-    return (checkpoint.module if checkpoint.module is not None else checkpoint.state,
-            checkpoint.class_names)
+    return (
+        checkpoint.module if checkpoint.module is not None else checkpoint.state,
+        checkpoint.class_names,
+    )
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:
@@ -307,6 +332,7 @@ def classifier_width(state) -> int | None:
 
 # --- fitting a state dict to a model ---------------------------------------------------------------
 
+
 def strip_wrapper_prefixes(state_dict: Mapping[str, Any], expected: set[str]) -> dict[str, Any]:
     """Remove `module.` / `_orig_mod.` (also nested, e.g. `_orig_mod.module.`) when present."""
     state = dict(state_dict)
@@ -315,7 +341,7 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, Any], expected: set[str]) ->
         changed = False
         for prefix in WRAPPER_PREFIXES:
             if state and all(k.startswith(prefix) for k in state) and not (set(state) & expected):
-                state = {k[len(prefix):]: v for k, v in state.items()}
+                state = {k[len(prefix) :]: v for k, v in state.items()}
                 changed = True
     return state
 
@@ -325,14 +351,24 @@ def mismatch_report(model, state_dict: Mapping[str, Any]) -> tuple[list[str], li
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    wrong = [f"{k}: checkpoint {list(state_dict[k].shape)} vs model {list(v.shape)}"
-             for k, v in expected.items()
-             if k in state_dict and hasattr(state_dict[k], "shape") and tuple(state_dict[k].shape) != tuple(v.shape)]
+    wrong = [
+        f"{k}: checkpoint {list(state_dict[k].shape)} vs model {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict
+        and hasattr(state_dict[k], "shape")
+        and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
     return missing, unexpected, wrong
 
 
-def load_state_dict_strictly(model, state_dict: Mapping[str, Any], what: str, *,
-                             use_ema: bool = False, rebuild_head: bool = False) -> list[str]:
+def load_state_dict_strictly(
+    model,
+    state_dict: Mapping[str, Any],
+    what: str,
+    *,
+    use_ema: bool = False,
+    rebuild_head: bool = False,
+) -> list[str]:
     """Load every key, or raise one sentence naming the first few problems and their counts.
 
     Wrapper prefixes are stripped; a prefix such as Lightning's `model.` is stripped when that
@@ -346,8 +382,10 @@ def load_state_dict_strictly(model, state_dict: Mapping[str, Any], what: str, *,
     if set(state) != expected:
         state = _strip_fitting_prefix(state, expected, use_ema, notes)
     elif use_ema:
-        raise ModelLoadError(f"the checkpoint for {what} holds no EMA weights (looked for "
-                             f"{', '.join(EMA_KEYS)} and an '…ema…' key prefix)")
+        raise ModelLoadError(
+            f"the checkpoint for {what} holds no EMA weights (looked for "
+            f"{', '.join(EMA_KEYS)} and an '…ema…' key prefix)"
+        )
     missing, unexpected, wrong = mismatch_report(model, state)
     if rebuild_head and wrong and not missing and not unexpected:
         rebuilt = _rebuild_classifier(model, state)
@@ -356,7 +394,11 @@ def load_state_dict_strictly(model, state_dict: Mapping[str, Any], what: str, *,
             missing, unexpected, wrong = mismatch_report(model, state)
     if missing or unexpected or wrong:
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", wrong)):
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrongly shaped", wrong),
+        ):
             if keys:
                 shown = "; ".join(keys[:3]) + ("; …" if len(keys) > 3 else "")
                 parts.append(f"{len(keys)} {label} ({shown})")
@@ -375,15 +417,18 @@ def _strip_fitting_prefix(state: dict, expected: set[str], use_ema: bool, notes:
                 counts[".".join(parts[:cut]) + "."] += 1
     fits = {}
     for prefix, _ in counts.most_common():
-        inner = strip_wrapper_prefixes({k[len(prefix):]: v for k, v in state.items()
-                                        if k.startswith(prefix)}, expected)
+        inner = strip_wrapper_prefixes(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, expected
+        )
         if set(inner) == expected:
             fits[prefix] = inner
     ema = [p for p in fits if "ema" in p.lower()]
     plain = [p for p in fits if p not in ema]
     if use_ema and not ema:
-        raise ModelLoadError("the checkpoint holds no EMA weights (looked for "
-                             f"{', '.join(EMA_KEYS)} and an '…ema…' key prefix)")
+        raise ModelLoadError(
+            "the checkpoint holds no EMA weights (looked for "
+            f"{', '.join(EMA_KEYS)} and an '…ema…' key prefix)"
+        )
     chosen = (ema if use_ema else plain or ema)[:1]
     if not chosen:
         if use_ema:
@@ -398,7 +443,9 @@ def _strip_fitting_prefix(state: dict, expected: set[str], use_ema: bool, notes:
         text += f" and ignored {ignored} other keys ({', '.join(others[:3])}{', …' if ignored > 3 else ''})"
     notes.append(text)
     if ema and prefix in plain:
-        notes.append(f"the checkpoint also holds EMA weights (under '{ema[0]}'): --use-ema loads them")
+        notes.append(
+            f"the checkpoint also holds EMA weights (under '{ema[0]}'): --use-ema loads them"
+        )
     return inner
 
 
@@ -408,7 +455,9 @@ def _rebuild_classifier(model, state: Mapping[str, Any]) -> str | None:
     from torch import nn
 
     expected = model.state_dict()
-    wrong = [k for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    wrong = [
+        k for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     owners = {k.rsplit(".", 1)[0] for k in wrong}
     if len(owners) != 1:
         return None
@@ -421,14 +470,24 @@ def _rebuild_classifier(model, state: Mapping[str, Any]) -> str | None:
         new = nn.Linear(old.in_features, outputs, bias=old.bias is not None)
         before = old.out_features
     elif isinstance(old, nn.Conv2d) and tuple(weight.shape[1:]) == tuple(old.weight.shape[1:]):
-        new = nn.Conv2d(old.in_channels, outputs, old.kernel_size, old.stride, old.padding,
-                        old.dilation, old.groups, old.bias is not None)
+        new = nn.Conv2d(
+            old.in_channels,
+            outputs,
+            old.kernel_size,
+            old.stride,
+            old.padding,
+            old.dilation,
+            old.groups,
+            old.bias is not None,
+        )
         before = old.out_channels
     else:
         return None
     replace_module(model, name, new.to(device=old.weight.device, dtype=old.weight.dtype))
-    return (f"rebuilt the classifier '{name}' with the checkpoint's {outputs} outputs (the "
-            f"model defines {before})")
+    return (
+        f"rebuilt the classifier '{name}' with the checkpoint's {outputs} outputs (the "
+        f"model defines {before})"
+    )
 
 
 def replace_module(model, name: str, new) -> None:
@@ -438,6 +497,7 @@ def replace_module(model, name: str, new) -> None:
 
 
 # --- checks and writing --------------------------------------------------------------------------
+
 
 def nonfinite_tensors(module) -> list[str]:
     """'conv1.weight (3 NaN)' for every parameter or buffer holding NaN or inf."""
@@ -450,13 +510,16 @@ def nonfinite_tensors(module) -> list[str]:
             continue
         nan = int(torch.isnan(tensor).sum())
         inf = int(torch.isinf(tensor).sum())
-        counts = ", ".join(part for part in (f"{nan} NaN" if nan else "", f"{inf} inf" if inf else "") if part)
+        counts = ", ".join(
+            part for part in (f"{nan} NaN" if nan else "", f"{inf} inf" if inf else "") if part
+        )
         found.append(f"{name} ({counts})")
     return found
 
 
-def save_checkpoint(model, path: str | Path, *, preprocessing=None, class_names=None,
-                    **extra: Any) -> Path:
+def save_checkpoint(
+    model, path: str | Path, *, preprocessing=None, class_names=None, **extra: Any
+) -> Path:
     """Write `model`'s weights with its preprocessing and class names, so that loading it later
     (`cnntool … PATH --arch …`, or `--weights PATH`) needs no options.
 
@@ -467,7 +530,6 @@ def save_checkpoint(model, path: str | Path, *, preprocessing=None, class_names=
     state dict; `preprocessing` a Preprocessing or a schema dict; `class_names` a list or a
     {name: index} dict.
     """
-    import torch
 
     from cnntool.core.preprocessing import Preprocessing
 
@@ -476,14 +538,18 @@ def save_checkpoint(model, path: str | Path, *, preprocessing=None, class_names=
     state = {k: v.detach().cpu() for k, v in state.items()}
     prep = None
     if preprocessing is not None:
-        prep = (preprocessing if isinstance(preprocessing, Preprocessing)
-                else Preprocessing.from_dict(preprocessing, "save_checkpoint's preprocessing")).to_dict()
+        prep = (
+            preprocessing
+            if isinstance(preprocessing, Preprocessing)
+            else Preprocessing.from_dict(preprocessing, "save_checkpoint's preprocessing")
+        ).to_dict()
     names = None
     if class_names is not None:
         names = names_from(class_names, "save_checkpoint's class_names")
         if names is None:
-            raise ModelLoadError("save_checkpoint's class_names must be a list of names or a "
-                                 "{name: index} dict")
+            raise ModelLoadError(
+                "save_checkpoint's class_names must be a list of names or a {name: index} dict"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     # a new file (O_EXCL, random name) beside the target: never a link planted at a fixed name
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -513,7 +579,9 @@ def _save_as(path: Path, temporary: Path, state, prep, names, extra) -> None:
         if names is not None:
             metadata["class_names"] = json.dumps(names)
         # safetensors refuses tensors that share memory (tied weights): store copies.
-        save_file({k: v.contiguous().clone() for k, v in state.items()}, str(temporary), metadata=metadata)
+        save_file(
+            {k: v.contiguous().clone() for k, v in state.items()}, str(temporary), metadata=metadata
+        )
     else:
         record = {"state_dict": state, "cnntool_format": FORMAT_VERSION, **extra}
         if prep is not None:

@@ -6,17 +6,27 @@
   `id2label`, and the same inside Lightning's `hyper_parameters`;
 - an HF-style `config.json`: `id2label`, or timm's `label_names`.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cnntool.errors import CnnToolError
 
 # Checked in this order; the first that holds names wins.
-CHECKPOINT_KEYS = ("class_names", "classes", "categories", "labels", "class_to_idx",
-                   "idx_to_class", "id2label", "label_names")
+CHECKPOINT_KEYS = (
+    "class_names",
+    "classes",
+    "categories",
+    "labels",
+    "class_to_idx",
+    "idx_to_class",
+    "id2label",
+    "label_names",
+)
 
 
 class ClassNamesError(CnnToolError):
@@ -37,12 +47,16 @@ def read_class_names_file(path: str | Path) -> list[str]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ClassNamesError(f"--classes file {path} looks like JSON but is not valid "
-                                  f"({exc.msg} at line {exc.lineno})") from None
+            raise ClassNamesError(
+                f"--classes file {path} looks like JSON but is not valid "
+                f"({exc.msg} at line {exc.lineno})"
+            ) from None
         names = names_from(value, f"--classes file {path}")
         if names is None:
-            raise ClassNamesError(f"--classes file {path} holds no class names (a JSON list of "
-                                  "names, or a {name: index} dict)")
+            raise ClassNamesError(
+                f"--classes file {path} holds no class names (a JSON list of "
+                "names, or a {name: index} dict)"
+            )
         return names
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
@@ -71,9 +85,13 @@ def names_from(value: Any, what: str) -> list[str] | None:
     expected = list(range(len(by_index)))
     if sorted(by_index) != expected:
         missing = sorted(set(expected) - set(by_index))
-        detail = f"index {missing[0]} is missing" if missing else f"indices go up to {max(by_index)}"
-        raise ClassNamesError(f"{what} does not number its {len(by_index)} classes 0 to "
-                              f"{len(by_index) - 1} ({detail})")
+        detail = (
+            f"index {missing[0]} is missing" if missing else f"indices go up to {max(by_index)}"
+        )
+        raise ClassNamesError(
+            f"{what} does not number its {len(by_index)} classes 0 to "
+            f"{len(by_index) - 1} ({detail})"
+        )
     return [by_index[i] for i in expected]
 
 

@@ -1,13 +1,15 @@
 """A class named on the command line: by index ("207") or by name ("golden retriever")."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from cnntool.errors import CnnToolError, unknown_name
 
 
-def class_index(spec: str | int, class_names: Sequence[str] | None,
-                num_classes: int | None = None) -> int:
+def class_index(
+    spec: str | int, class_names: Sequence[str] | None, num_classes: int | None = None
+) -> int:
     """The class index for `spec`: a digit string is an index (for MNIST, whose class names are
     the digits, both readings agree); a name is matched case-insensitively, close names are
     suggested."""

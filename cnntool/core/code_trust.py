@@ -16,6 +16,7 @@ The decision is made before anything is imported: `importlib.util.find_spec` of 
 name locates it without executing it (for a dotted name it would import the parents, so only
 the top-level name is looked up).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,17 +42,23 @@ def import_module_spec(target: str, trust_code: bool) -> ModuleType:
     top = target.split(".", 1)[0]
     folder = untrusted_folder(top)
     if folder is not None and not trust_code:
-        where = "the current folder" if Path(folder) == Path.cwd().resolve() else "a folder on the import path"
+        where = (
+            "the current folder"
+            if Path(folder) == Path.cwd().resolve()
+            else "a folder on the import path"
+        )
         raise UntrustedCodeError(
             f"'{target}' would be imported from {folder} ({where}), which is not an installed "
-            "package; importing it runs its code, so pass --trust-code if you trust it")
+            "package; importing it runs its code, so pass --trust-code if you trust it"
+        )
     try:
         return importlib.import_module(target)
     except ImportError as exc:
         raise ModelLoadError(f"cannot import '{target}': {exc}") from None
     except Exception as exc:
-        raise ModelLoadError(f"importing '{target}' failed: {type(exc).__name__}: "
-                             f"{_first_line(exc)}") from exc
+        raise ModelLoadError(
+            f"importing '{target}' failed: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
 
 
 def untrusted_folder(top: str) -> str | None:
@@ -118,8 +125,9 @@ def import_python_file(path: Path, trust_code: bool) -> ModuleType:
     """Run a `.py` file as a module (only with trust_code). Its folder is on sys.path while it
     runs, so `import helpers` of a sibling file works."""
     if not trust_code:
-        raise UntrustedCodeError(f"loading {path} runs the Python code in it; pass "
-                                 "--trust-code if you trust that file")
+        raise UntrustedCodeError(
+            f"loading {path} runs the Python code in it; pass --trust-code if you trust that file"
+        )
     if not path.is_file():
         raise ModelLoadError(f"Python file {path} does not exist")
     name = f"cnntool_user_{path.stem}_{abs(hash(str(path.resolve())))}"
@@ -131,8 +139,9 @@ def import_python_file(path: Path, trust_code: bool) -> ModuleType:
             spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[name]
-            raise ModelLoadError(f"running {path} failed: {type(exc).__name__}: "
-                                 f"{_first_line(exc)}") from exc
+            raise ModelLoadError(
+                f"running {path} failed: {type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
     return module
 
 

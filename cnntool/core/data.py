@@ -10,22 +10,30 @@ images of one pass that could not be read (broken, truncated, over `max_pixels`,
 file). A report over a whole scan is `dataset.skipped + (every rank's) stream.skipped`, the
 former counted once, not once per rank: see `DataSet.all_skipped`.
 """
+
 from __future__ import annotations
 
 import functools
 import os
 import stat
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 from PIL import Image
 
 from cnntool.core import samples
-from cnntool.core.images import (crop_pixels, file_kind, is_image_file, load_image, load_pixels,
-                                 unopenable_reason)
+from cnntool.core.images import (
+    crop_pixels,
+    file_kind,
+    is_image_file,
+    load_image,
+    load_pixels,
+    unopenable_reason,
+)
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.errors import CnnToolError, DataError, unknown_name
 
@@ -54,7 +62,7 @@ class DataSet:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def spread(self, count: int | None) -> "DataSet":
+    def spread(self, count: int | None) -> DataSet:
         """`count` images spread evenly over the set (every len/count-th, in order), or all of
         it: the head of a sorted set (mnist-5k is sorted by digit) would show only a few
         classes, so this is what `--limit N` takes."""
@@ -62,10 +70,14 @@ class DataSet:
             return self
         picks = [i * len(self) // count for i in range(count)]
         arrays = None if self.arrays is None else self.arrays[picks]
-        return replace(self, paths=[self.paths[i] for i in picks],
-                       labels=[self.labels[i] for i in picks], arrays=arrays)
+        return replace(
+            self,
+            paths=[self.paths[i] for i in picks],
+            labels=[self.labels[i] for i in picks],
+            arrays=arrays,
+        )
 
-    def head(self, count: int | None) -> "DataSet":
+    def head(self, count: int | None) -> DataSet:
         """The first `count` images (all of them for None)."""
         if count is None or count >= len(self):
             return self
@@ -74,8 +86,10 @@ class DataSet:
 
     def _check(self, index: int) -> None:
         if not 0 <= index < len(self):  # a negative index would silently count from the end
-            raise CnnToolError(f"image {index} is past the end of {self.name} ({len(self)} images, "
-                               "numbered from 0)")
+            raise CnnToolError(
+                f"image {index} is past the end of {self.name} ({len(self)} images, "
+                "numbered from 0)"
+            )
 
     def load(self, index: int) -> Image.Image:
         """The whole image (a DataError sentence when it cannot be read)."""
@@ -84,15 +98,18 @@ class DataSet:
             return Image.fromarray(self.arrays[index], mode="L")
         return load_image(self.paths[index], self.max_pixels)
 
-    def load_pixels(self, index: int, preprocessing: Preprocessing,
-                    draft: bool = True) -> tuple["torch.Tensor", tuple[int, int]]:
+    def load_pixels(
+        self, index: int, preprocessing: Preprocessing, draft: bool = True
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
         """The model input in [0, 1] (C, H, W) and the original (w, h), decoding no more than
         the model needs (core.images.load_pixels)."""
         self._check(index)
         if self.arrays is not None:
             image = Image.fromarray(self.arrays[index], mode="L")
             return crop_pixels(image, preprocessing), image.size
-        return load_pixels(self.paths[index], preprocessing, max_pixels=self.max_pixels, draft=draft)
+        return load_pixels(
+            self.paths[index], preprocessing, max_pixels=self.max_pixels, draft=draft
+        )
 
     def all_skipped(self, unreadable: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
         """This DATA's listing-time skips and `unreadable` (e.g. the merged `stream.skipped` of
@@ -103,7 +120,11 @@ class DataSet:
         label = self.labels[index]
         if label is None:
             return None
-        if self.label_names is not None and isinstance(label, int) and 0 <= label < len(self.label_names):
+        if (
+            self.label_names is not None
+            and isinstance(label, int)
+            and 0 <= label < len(self.label_names)
+        ):
             return self.label_names[label]
         return str(label)
 
@@ -129,15 +150,21 @@ def _open_data(spec: str, stdin: TextIO | None) -> DataSet:
     if not path.exists() and os.path.islink(path):
         raise DataError(f"DATA '{spec}' is a dangling symbolic link")
     if "/" not in spec and "." not in spec:
-        raise unknown_name("sample set or path", spec, samples.SAMPLE_SETS,
-                           hint="built-in sample sets: " + ", ".join(samples.SAMPLE_SETS))
+        raise unknown_name(
+            "sample set or path",
+            spec,
+            samples.SAMPLE_SETS,
+            hint="built-in sample sets: " + ", ".join(samples.SAMPLE_SETS),
+        )
     raise DataError(f"DATA '{spec}' is not a folder, an image, a list file, '-' or a sample set")
 
 
 def _from_folder(root: Path) -> DataSet:
     files, skipped = walk_images(root)
     if not files:
-        detail = f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        detail = (
+            f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        )
         raise DataError(f"folder {root} contains no readable image files{detail}")
     # `root/class/xxx.jpg` -> label 'class' (the first folder under root); files at the top: none
     labels: list[int | str | None] = [
@@ -179,7 +206,9 @@ def walk_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
             if stat.S_ISDIR(info.st_mode):
                 key = (info.st_dev, info.st_ino)
                 if key in above:
-                    skipped.append((str(path), "symbolic link loop (links back to a folder above it)"))
+                    skipped.append(
+                        (str(path), "symbolic link loop (links back to a folder above it)")
+                    )
                 else:
                     pending.append((path, above | {key}))
             elif stat.S_ISREG(info.st_mode):
@@ -214,26 +243,40 @@ def _from_list(name: str, lines: Sequence[str]) -> DataSet:
     paths = [entry for entry in entries if "\x00" not in entry]
     skipped = [(entry, "the name contains a NUL byte") for entry in entries if "\x00" in entry]
     if not paths:
-        raise DataError(f"the path list {name} names no file that could exist "
-                        f"({len(skipped)} entries with a NUL byte)")
+        raise DataError(
+            f"the path list {name} names no file that could exist "
+            f"({len(skipped)} entries with a NUL byte)"
+        )
     return DataSet(name=name, paths=paths, labels=[None] * len(paths), skipped=sorted(skipped))
 
 
 def _sample_set(name: str) -> DataSet:
     if name == "imagenet-samples":
         items = samples.imagenet_samples()
-        return DataSet(name=name, paths=[p for p, _ in items], labels=[lab for _, lab in items],
-                       label_names=_imagenet_categories())
+        return DataSet(
+            name=name,
+            paths=[p for p, _ in items],
+            labels=[lab for _, lab in items],
+            label_names=_imagenet_categories(),
+        )
     if name == "mnist-5k":
         images, labels = samples.mnist_5k()
-        return DataSet(name=name, paths=[f"mnist-5k/{i:05d}" for i in range(len(images))],
-                       labels=[int(v) for v in labels], label_names=[str(d) for d in range(10)],
-                       arrays=images)
+        return DataSet(
+            name=name,
+            paths=[f"mnist-5k/{i:05d}" for i in range(len(images))],
+            labels=[int(v) for v in labels],
+            label_names=[str(d) for d in range(10)],
+            arrays=images,
+        )
     if name == "faces":
         images, labels = samples.faces()
-        return DataSet(name=name, paths=[f"faces/{i:03d}" for i in range(len(images))],
-                       labels=[int(v) for v in labels], label_names=list(samples.FACE_LABELS),
-                       arrays=images)
+        return DataSet(
+            name=name,
+            paths=[f"faces/{i:03d}" for i in range(len(images))],
+            labels=[int(v) for v in labels],
+            label_names=list(samples.FACE_LABELS),
+            arrays=images,
+        )
     paths = samples.photos()
     return DataSet(name=name, paths=paths, labels=[None] * len(paths))
 
@@ -247,15 +290,16 @@ def _imagenet_categories() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Batches
 
+
 @dataclass
 class Batch:
     """A preprocessed batch: `inputs` (B, C, H, W) and, per item, its index and original size."""
 
     indices: list[int]
-    inputs: "torch.Tensor"
+    inputs: torch.Tensor
     sizes: list[tuple[int, int]]
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """The batch with `inputs` in page-locked memory. The DataLoader calls this (it pins
         only tensors and the types that have this method) when it runs with pin_memory."""
         return replace(self, inputs=self.inputs.pin_memory())
@@ -303,8 +347,11 @@ class BatchStream:
         """Whether batches come in page-locked memory (a CUDA target)."""
         import torch
 
-        return self.device is not None and torch.device(self.device).type == "cuda" \
+        return (
+            self.device is not None
+            and torch.device(self.device).type == "cuda"
             and torch.cuda.is_available()
+        )
 
     def __iter__(self) -> Iterator[Batch]:
         del self.skipped[:]  # in place: a reference taken before the pass sees this pass's
@@ -317,7 +364,7 @@ class BatchStream:
         """Stop the loader processes (a later pass starts new ones)."""
         self._loader = None  # the DataLoader's iterator shuts its workers down when released
 
-    def __enter__(self) -> "BatchStream":
+    def __enter__(self) -> BatchStream:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -332,10 +379,19 @@ class BatchStream:
         if self.indices is not None:
             items = Subset(items, list(self.indices))
         workers = self.worker_count
-        options = dict(persistent_workers=True, prefetch_factor=_prefetch(workers)) if workers else {}
+        options = (
+            dict(persistent_workers=True, prefetch_factor=_prefetch(workers)) if workers else {}
+        )
         collate = functools.partial(_collate, self.preprocessing if self.normalize else None)
-        loader = DataLoader(items, batch_size=self.batch_size, num_workers=workers,
-                            collate_fn=collate, shuffle=False, pin_memory=self.pin_memory, **options)
+        loader = DataLoader(
+            items,
+            batch_size=self.batch_size,
+            num_workers=workers,
+            collate_fn=collate,
+            shuffle=False,
+            pin_memory=self.pin_memory,
+            **options,
+        )
         if workers:
             self._loader = loader  # its worker processes serve the next pass too
         return loader

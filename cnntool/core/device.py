@@ -1,4 +1,5 @@
 """`--device auto|cpu|cuda|cuda:N|mps` means the same in every command."""
+
 from __future__ import annotations
 
 from cnntool.errors import CnnToolError
@@ -21,13 +22,19 @@ def resolve_device(spec: str = "auto"):
         raise CnnToolError(f"unknown device '{spec}'; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise CnnToolError(f"device '{spec}' was requested but CUDA is not available on this machine")
+            raise CnnToolError(
+                f"device '{spec}' was requested but CUDA is not available on this machine"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise CnnToolError(f"device '{spec}' does not exist: this machine has "
-                               f"{torch.cuda.device_count()} CUDA device(s)")
+            raise CnnToolError(
+                f"device '{spec}' does not exist: this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
     elif device.type == "mps":
         if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
-            raise CnnToolError("device 'mps' was requested but MPS is not available on this machine")
+            raise CnnToolError(
+                "device 'mps' was requested but MPS is not available on this machine"
+            )
     elif device.type != "cpu":
         raise CnnToolError(f"unsupported device '{spec}'; use auto, cpu, cuda, cuda:N or mps")
     return device

@@ -1,8 +1,9 @@
 """A dataset's features as arrays: one row per image, with its path and label."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -28,10 +29,14 @@ class FeatureSet:
         return self.label_names[label] if label < len(self.label_names) else str(label)
 
 
-def integer_labels(labels: Sequence, label_names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
+def integer_labels(
+    labels: Sequence, label_names: Sequence[str] | None
+) -> tuple[np.ndarray, list[str]]:
     """A DataSet's labels (ints with names, folder names, or None) -> (int array with -1 for
     none, names). Folder names are numbered in sorted order."""
-    if label_names is not None and all(lab is None or isinstance(lab, (int, np.integer)) for lab in labels):
+    if label_names is not None and all(
+        lab is None or isinstance(lab, (int, np.integer)) for lab in labels
+    ):
         names = [str(n) for n in label_names]
         ints = [-1 if lab is None else int(lab) for lab in labels]
         known = max(ints, default=-1)
@@ -39,4 +44,6 @@ def integer_labels(labels: Sequence, label_names: Sequence[str] | None) -> tuple
         return np.array(ints, dtype=np.int64), names
     names = sorted({str(lab) for lab in labels if lab is not None})
     number = {name: i for i, name in enumerate(names)}
-    return np.array([-1 if lab is None else number[str(lab)] for lab in labels], dtype=np.int64), names
+    return np.array(
+        [-1 if lab is None else number[str(lab)] for lab in labels], dtype=np.int64
+    ), names

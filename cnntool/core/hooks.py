@@ -13,14 +13,16 @@ early-stop signal, and none relies on `__del__`.
   intercepting torch functions instead of hooking modules (hooking only `nn.ReLU` modules is why
   captum's guided backprop silently equals the plain gradient on GoogLeNet and MobileNetV2).
 """
+
 from __future__ import annotations
 
 import contextlib
 import functools
 import math
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,11 +72,15 @@ def module_hooks(
                 continue
             seen.add(id(module))
             if pre is not None:
-                handles.append(module.register_forward_pre_hook(
-                    lambda mod, args, _n=name: pre(_n, mod, args)))
+                handles.append(
+                    module.register_forward_pre_hook(lambda mod, args, _n=name: pre(_n, mod, args))
+                )
             if post is not None:
-                handles.append(module.register_forward_hook(
-                    lambda mod, args, out, _n=name: post(_n, mod, args, out)))
+                handles.append(
+                    module.register_forward_hook(
+                        lambda mod, args, out, _n=name: post(_n, mod, args, out)
+                    )
+                )
         yield
     finally:
         for handle in handles:
@@ -85,8 +91,12 @@ def hook_count(model: nn.Module) -> int:
     """How many forward/backward hooks are registered on any module of `model` (tests use it)."""
     total = 0
     for module in model.modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                     "_backward_pre_hooks"):
+        for attr in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+        ):
             total += len(getattr(module, attr, {}) or {})
     return total
 
@@ -134,8 +144,15 @@ class Capture:
     all_outputs: dict[str, list[Tensor]]
     all_gradients: dict[str, list[Tensor | None]]
 
-    def __init__(self, model: nn.Module, names: Sequence[str], *, gradients: bool,
-                 detach: bool, stop_early: bool):
+    def __init__(
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        *,
+        gradients: bool,
+        detach: bool,
+        stop_early: bool,
+    ):
         self._model = model
         self._names = tuple(names)
         self._want_gradients = gradients
@@ -185,8 +202,10 @@ class Capture:
     def _record(self, names: Sequence[str], output: object) -> None:
         """Forward hook body: keep a clone of `output` under each of the module's names."""
         if not isinstance(output, Tensor):
-            raise CnnToolError(f"layer '{names[0]}' returns a {type(output).__name__}, not a "
-                               "tensor; capture a layer whose output is a tensor")
+            raise CnnToolError(
+                f"layer '{names[0]}' returns a {type(output).__name__}, not a "
+                "tensor; capture a layer whose output is a tensor"
+            )
         kept = output.clone() if self._keep_outputs else output.detach().clone()
         for name in names:
             self.all_activations[name].append(kept.detach())
@@ -215,8 +234,9 @@ class Capture:
         self._tensor_hooks.append(output.register_hook(keep))
 
 
-def _resolve_layers(model: nn.Module,
-                    layers: Mapping[str, nn.Module] | Sequence[str] | str) -> dict[str, nn.Module]:
+def _resolve_layers(
+    model: nn.Module, layers: Mapping[str, nn.Module] | Sequence[str] | str
+) -> dict[str, nn.Module]:
     """Names -> modules of `model`; plain names are module paths (aliases are layers.py's job)."""
     if isinstance(layers, Mapping):
         members = {id(m) for m in model.modules()}
@@ -255,13 +275,15 @@ def capture(
     names_of: dict[int, list[str]] = {}
     for name, module in modules.items():
         names_of.setdefault(id(module), []).append(name)
-    cap = Capture(model, list(modules), gradients=gradients, detach=detach,
-                  stop_early=stop_early)
+    cap = Capture(model, list(modules), gradients=gradients, detach=detach, stop_early=stop_early)
     try:
-        with preserved_state(model), \
-                module_hooks({"": model}, pre=lambda *_: cap._clear()), \
-                module_hooks(modules, post=lambda _n, mod, _a, out: cap._record(
-                    names_of[id(mod)], out)):
+        with (
+            preserved_state(model),
+            module_hooks({"": model}, pre=lambda *_: cap._clear()),
+            module_hooks(
+                modules, post=lambda _n, mod, _a, out: cap._record(names_of[id(mod)], out)
+            ),
+        ):
             yield cap
     except _StopForward as stop:
         if stop.capture is not cap:
@@ -300,8 +322,9 @@ class Observer:
 
 
 @contextlib.contextmanager
-def observe(model: nn.Module, callbacks: Mapping[str, Sequence[Observation]], *,
-            stop_early: bool = False) -> Iterator[Observer]:
+def observe(
+    model: nn.Module, callbacks: Mapping[str, Sequence[Observation]], *, stop_early: bool = False
+) -> Iterator[Observer]:
     """Hand each call's output of the named layers (module paths) to their callbacks, inside the
     forward hook.
 
@@ -320,8 +343,10 @@ def observe(model: nn.Module, callbacks: Mapping[str, Sequence[Observation]], *,
     def post(_name, module, _inputs, output):
         names = names_of[id(module)]
         if not isinstance(output, Tensor):
-            raise CnnToolError(f"layer '{names[0]}' returns a {type(output).__name__}, not a "
-                               "tensor; pick a layer whose output is a tensor")
+            raise CnnToolError(
+                f"layer '{names[0]}' returns a {type(output).__name__}, not a "
+                "tensor; pick a layer whose output is a tensor"
+            )
         for name in names:
             for callback in callbacks[name]:
                 callback(output)
@@ -413,8 +438,9 @@ class _RuleBackward(torch.autograd.Function):
     def forward(ctx, x: Tensor, call: _RectifyingCall, rule: BackwardRule) -> Tensor:
         # An in-place call overwrites x, so the rule gets a copy of the input it saw (None for
         # a built-in rule that reads only the output or the gradient).
-        original_input = None if not getattr(rule, "uses_input", True) else \
-            x.clone() if call.inplace else x
+        original_input = (
+            None if not getattr(rule, "uses_input", True) else x.clone() if call.inplace else x
+        )
         out = call.func(*call.args, **call.kwargs)
         if call.inplace:
             ctx.mark_dirty(x)
@@ -484,13 +510,28 @@ _RECTIFYING: dict[Callable, tuple[Callable[[dict], _Rectifier | None], dict, boo
 
 # Activations that are not rectifiers: their gradients are left alone, their use is reported.
 _SMOOTH: dict[Callable, str] = {
-    F.silu: "silu", F.gelu: "gelu", F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid",
-    F.mish: "mish", F.elu: "elu", F.elu_: "elu", F.selu: "selu", F.celu: "celu",
-    F.softplus: "softplus", F.logsigmoid: "logsigmoid", F.prelu: "prelu", F.rrelu: "rrelu",
+    F.silu: "silu",
+    F.gelu: "gelu",
+    F.hardswish: "hardswish",
+    F.hardsigmoid: "hardsigmoid",
+    F.mish: "mish",
+    F.elu: "elu",
+    F.elu_: "elu",
+    F.selu: "selu",
+    F.celu: "celu",
+    F.softplus: "softplus",
+    F.logsigmoid: "logsigmoid",
+    F.prelu: "prelu",
+    F.rrelu: "rrelu",
     F.threshold: "threshold",
-    torch.sigmoid: "sigmoid", torch.sigmoid_: "sigmoid", Tensor.sigmoid: "sigmoid",
+    torch.sigmoid: "sigmoid",
+    torch.sigmoid_: "sigmoid",
+    Tensor.sigmoid: "sigmoid",
     Tensor.sigmoid_: "sigmoid",  # F.sigmoid calls Tensor.sigmoid
-    torch.tanh: "tanh", torch.tanh_: "tanh", Tensor.tanh: "tanh", Tensor.tanh_: "tanh",
+    torch.tanh: "tanh",
+    torch.tanh_: "tanh",
+    Tensor.tanh: "tanh",
+    Tensor.tanh_: "tanh",
 }
 
 
@@ -505,8 +546,9 @@ def _rectifying_call(func: Callable, args: tuple, kwargs: dict) -> _RectifyingCa
     activation = family(bound)
     if activation is None or not isinstance(x, Tensor) or not x.is_floating_point():
         return None
-    return _RectifyingCall(func, args, kwargs, x, activation,
-                           inplace_by_name or bool(bound.get("inplace")))
+    return _RectifyingCall(
+        func, args, kwargs, x, activation, inplace_by_name or bool(bound.get("inplace"))
+    )
 
 
 @dataclass
@@ -552,7 +594,9 @@ class _SubstitutionMode(TorchFunctionMode):
         if callable(rule):
             return rule
         if activation.negative_slope == 0 and rule in ("guided", "deconv"):
-            built = functools.partial(_guided_from_output if rule == "guided" else _deconv, activation)
+            built = functools.partial(
+                _guided_from_output if rule == "guided" else _deconv, activation
+            )
             built.uses_input = False
             return built
         return functools.partial(_BUILTIN_RULES[rule], activation)
@@ -574,8 +618,9 @@ def substitute_activation_backward(
     Yields a `Substitution` that counts substituted and uncovered (smooth) activations.
     """
     if not callable(rule) and rule not in _BUILTIN_RULES:
-        raise ValueError(f"unknown backward rule {rule!r}; use one of "
-                         f"{sorted(_BUILTIN_RULES)} or a callable")
+        raise ValueError(
+            f"unknown backward rule {rule!r}; use one of {sorted(_BUILTIN_RULES)} or a callable"
+        )
     report = Substitution(rule)
     with preserved_state(model), _SubstitutionMode(report):
         yield report

@@ -15,6 +15,7 @@ sideways with a tag that says so), here and nowhere else: sizes, boxes, crops an
 are all in the upright image's pixels. The bounded decode asks the JPEG decoder for the stored
 (sideways) size, then turns the reduced image.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,9 @@ import os
 import stat
 import struct
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -40,8 +42,17 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 # What Pillow raises on broken or hostile files (besides OSError for truncated data).
-_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError,
-                  struct.error, Image.DecompressionBombError, MemoryError)
+_DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    struct.error,
+    Image.DecompressionBombError,
+    MemoryError,
+)
 
 # Pillow reads its bomb limit from a module global at every open. We switch its own check off
 # for the duration of one open-and-decode (and apply ours, with the caller's limit), under a
@@ -125,8 +136,13 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
         return to_standard_mode(upright(image, _orientation(image)))
 
 
-def load_pixels(path: str | Path, preprocessing: "Preprocessing", *, max_pixels: int | None = None,
-                draft: bool = True) -> tuple["torch.Tensor", tuple[int, int]]:
+def load_pixels(
+    path: str | Path,
+    preprocessing: Preprocessing,
+    *,
+    max_pixels: int | None = None,
+    draft: bool = True,
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """The model input in [0, 1] (C, H, W) for an image file, and the file's original (w, h).
 
     `preprocessing.to_pixels(load_image(path))`, decoded only as far as needed: with `draft`, a
@@ -170,15 +186,18 @@ def upright(image: Image.Image, orientation: int | None = None) -> Image.Image:
     return image if turned is None else turned
 
 
-def _draft(image: Image.Image, preprocessing: "Preprocessing", sideways: bool = False) -> float:
+def _draft(image: Image.Image, preprocessing: Preprocessing, sideways: bool = False) -> float:
     """Ask a JPEG decoder for a reduced DCT scale that leaves at least DRAFT_MARGIN times the
     resized size; return how many original pixels one decoded pixel spans (1.0 when nothing was
     reduced). `sideways`: the file stores the image turned by 90° (EXIF orientation 5-8), so the
     decoder is asked for the resized size turned the same way."""
     width, height = image.size[::-1] if sideways else image.size  # upright
     resized_width, resized_height = preprocessing.resized_size(width, height)
-    if (image.format != "JPEG" or width < 2 * DRAFT_MARGIN * resized_width
-            or height < 2 * DRAFT_MARGIN * resized_height):  # 1/2 scale at least, or nothing
+    if (
+        image.format != "JPEG"
+        or width < 2 * DRAFT_MARGIN * resized_width
+        or height < 2 * DRAFT_MARGIN * resized_height
+    ):  # 1/2 scale at least, or nothing
         return 1.0
     stored_width = image.size[0]
     wanted = (DRAFT_MARGIN * resized_width, DRAFT_MARGIN * resized_height)
@@ -214,9 +233,11 @@ def opened_image(path: str | Path, max_pixels: int | None = None) -> Iterator[Im
 def _check_size(path: Path, size: tuple[int, int], limit: int | None) -> None:
     width, height = size
     if limit is not None and width * height > limit:
-        raise DataError(f"cannot read image {path}: its header claims {width}×{height} = "
-                        f"{width * height:,} pixels, more than the limit of {limit:,} "
-                        "(a decompression bomb?; --max-pixels raises the limit)")
+        raise DataError(
+            f"cannot read image {path}: its header claims {width}×{height} = "
+            f"{width * height:,} pixels, more than the limit of {limit:,} "
+            "(a decompression bomb?; --max-pixels raises the limit)"
+        )
 
 
 @contextlib.contextmanager
@@ -249,9 +270,13 @@ def _regular_file(path: Path) -> Iterator:
 
 def file_kind(mode: int) -> str:
     """'a FIFO', 'a socket', … for an st_mode that is not a regular file."""
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISDIR, "a folder")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    ):
         if test(mode):
             return name
     return "not a plain file"
@@ -285,9 +310,14 @@ FULL_RESIZE_PIXELS = 4 * 2**20
 _SUPPORT = {"nearest": 0.5, "bilinear": 1.0, "bicubic": 2.0}
 
 
-def crop_pixels(image: Image.Image, preprocessing: "Preprocessing",
-                original: tuple[int, int] | None = None, scale: float = 1.0, *,
-                full_resize_pixels: int = FULL_RESIZE_PIXELS) -> "torch.Tensor":
+def crop_pixels(
+    image: Image.Image,
+    preprocessing: Preprocessing,
+    original: tuple[int, int] | None = None,
+    scale: float = 1.0,
+    *,
+    full_resize_pixels: int = FULL_RESIZE_PIXELS,
+) -> torch.Tensor:
     """`preprocessing.to_pixels(image)` ([0, 1], C×H×W), resampling little more than the crop.
 
     `image` may be a reduced decode (draft) of an original of size `original` (w, h), one of
@@ -311,8 +341,14 @@ def crop_pixels(image: Image.Image, preprocessing: "Preprocessing",
             image = image.resize(resized, resample, box=(0, 0, width / scale, height / scale))
         region = image.crop(box)  # Pillow fills the part outside the image with zeros
     else:
-        region = _resample_window(image, resized, box, resample, _SUPPORT[preprocessing.interpolation],
-                                  (width / scale, height / scale))
+        region = _resample_window(
+            image,
+            resized,
+            box,
+            resample,
+            _SUPPORT[preprocessing.interpolation],
+            (width / scale, height / scale),
+        )
     array = np.asarray(region, dtype=np.float32) / 255.0
     if array.ndim == 2:
         array = array[:, :, None]
@@ -320,8 +356,14 @@ def crop_pixels(image: Image.Image, preprocessing: "Preprocessing",
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
-def _resample_window(image: Image.Image, resized: tuple[int, int], box: tuple[int, int, int, int],
-                     resample, support: float, extent: tuple[float, float]) -> Image.Image:
+def _resample_window(
+    image: Image.Image,
+    resized: tuple[int, int],
+    box: tuple[int, int, int, int],
+    resample,
+    support: float,
+    extent: tuple[float, float],
+) -> Image.Image:
     """The crop `box` (in resized pixels, possibly past the border) of `image` resized to
     `resized`, computing only the crop: horizontal pass, then vertical, as Pillow's full resize
     does, each on a window of the source that holds the filter's whole reach."""
@@ -343,20 +385,26 @@ def _resample_window(image: Image.Image, resized: tuple[int, int], box: tuple[in
         window = Image.fromarray(np.asarray(window)[pick_y][:, pick_x])
     else:
         # horizontal pass (box spans every row: Pillow skips the vertical pass), then vertical
-        window = window.resize((x1 - x0, window.height), resample,
-                               box=(columns[2], 0, columns[3], window.height))
-        window = window.resize((x1 - x0, y1 - y0), resample, box=(0, rows[2], window.width, rows[3]))
+        window = window.resize(
+            (x1 - x0, window.height), resample, box=(columns[2], 0, columns[3], window.height)
+        )
+        window = window.resize(
+            (x1 - x0, y1 - y0), resample, box=(0, rows[2], window.width, rows[3])
+        )
     canvas.paste(window, (x0 - box[0], y0 - box[1]))
     return canvas
 
 
-def _nearest(first: int, last: int, resized: int, extent: float, start: int, size: int) -> np.ndarray:
+def _nearest(
+    first: int, last: int, resized: int, extent: float, start: int, size: int
+) -> np.ndarray:
     centers = (np.arange(first, last, dtype=np.float64) + 0.5) * (extent / resized)
     return np.clip(np.floor(centers).astype(np.int64) - start, 0, size - 1)
 
 
-def _window(first: int, last: int, resized: int, extent: float, size: int,
-            support: float) -> tuple[int, int, float, float]:
+def _window(
+    first: int, last: int, resized: int, extent: float, size: int, support: float
+) -> tuple[int, int, float, float]:
     """Along one axis: the source pixels [start, stop) that output pixels [first, last) of a
     resize of `extent` source pixels to `resized` read, and where those outputs' span lies
     inside that window (start-relative source coordinates)."""

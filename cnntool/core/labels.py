@@ -14,10 +14,11 @@ wrong one). Folder names that are not the model's class names (some of them, or 
 when the sorted order is used instead) also give a `warning`: the accuracy rests on a guess,
 or leaves those images out.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from cnntool.core.data import DataSet
 
@@ -43,8 +44,9 @@ class LabelMapping:
         return sum(label is not None for label in self.labels)
 
 
-def map_labels(dataset: DataSet, class_names: Sequence[str] | None,
-               num_outputs: int | None = None) -> LabelMapping:
+def map_labels(
+    dataset: DataSet, class_names: Sequence[str] | None, num_outputs: int | None = None
+) -> LabelMapping:
     """How `dataset`'s labels map onto a model with `class_names` and `num_outputs` outputs."""
     labels = dataset.labels
     names = list(class_names) if class_names is not None else None
@@ -57,8 +59,9 @@ def map_labels(dataset: DataSet, class_names: Sequence[str] | None,
     return _integers(dataset, names, count)
 
 
-def _folder_names(labels, folders: list[str], names: list[str] | None,
-                  count: int | None) -> LabelMapping:
+def _folder_names(
+    labels, folders: list[str], names: list[str] | None, count: int | None
+) -> LabelMapping:
     if names is not None:
         by_name = {name: i for i, name in reversed(list(enumerate(names)))}
         folded = {name.lower(): i for i, name in reversed(list(enumerate(names)))}
@@ -66,45 +69,60 @@ def _folder_names(labels, folders: list[str], names: list[str] | None,
         matched = [f for f in folders if index[f] is not None]
         if matched:
             unmatched = [f for f in folders if index[f] is None]
-            text = (f"labels: {len(matched)} of {len(folders)} folder names matched to the "
-                    "model's class names")
+            text = (
+                f"labels: {len(matched)} of {len(folders)} folder names matched to the "
+                "model's class names"
+            )
             warning = None
             if unmatched:
                 text += f" (not: {_few(unmatched)})"
-                warning = (f"{len(unmatched)} of {len(folders)} folder names are not the model's "
-                           f"class names ({_few(unmatched)}; the model's: {_few(names)}): their "
-                           "images are left out of the accuracy; rename the folders or give "
-                           "--classes FILE")
-            return LabelMapping(tuple(index.get(label) if isinstance(label, str) else None
-                                      for label in labels), text, warning)
+                warning = (
+                    f"{len(unmatched)} of {len(folders)} folder names are not the model's "
+                    f"class names ({_few(unmatched)}; the model's: {_few(names)}): their "
+                    "images are left out of the accuracy; rename the folders or give "
+                    "--classes FILE"
+                )
+            return LabelMapping(
+                tuple(index.get(label) if isinstance(label, str) else None for label in labels),
+                text,
+                warning,
+            )
         if count != len(folders):
-            return LabelMapping((None,) * len(labels),
-                                f"labels: no folder name ({', '.join(folders[:3])}…) is one of "
-                                "the model's class names, so no accuracy",
-                                f"no folder name is one of the model's class names (folders "
-                                f"{_few(folders)}; the model's: {_few(names)}), so no accuracy; "
-                                "rename the folders or give --classes FILE")
+            return LabelMapping(
+                (None,) * len(labels),
+                f"labels: no folder name ({', '.join(folders[:3])}…) is one of "
+                "the model's class names, so no accuracy",
+                f"no folder name is one of the model's class names (folders "
+                f"{_few(folders)}; the model's: {_few(names)}), so no accuracy; "
+                "rename the folders or give --classes FILE",
+            )
         reason = "no folder name is one of the model's class names, but"
     else:
         if count is None or count != len(folders):
             outputs = "an unknown number of" if count is None else str(count)
-            return LabelMapping((None,) * len(labels),
-                                f"labels: {len(folders)} folders, the model has no class names "
-                                f"and {outputs} outputs, so no accuracy (give --classes FILE)")
+            return LabelMapping(
+                (None,) * len(labels),
+                f"labels: {len(folders)} folders, the model has no class names "
+                f"and {outputs} outputs, so no accuracy (give --classes FILE)",
+            )
         reason = "the model has no class names, and"
     position = {f: i for i, f in enumerate(folders)}
     order = f"{folders[0]} = 0 … {folders[-1]} = {len(folders) - 1}"
     warning = None
     if names is not None:
         pairs = ", ".join(f"{f} = {names[i]}" for i, f in enumerate(folders[:3]))
-        warning = (f"the folder names are not the model's class names (folders {_few(folders)}; "
-                   f"the model's: {_few(names)}): the accuracy takes the folders in sorted order "
-                   f"as class indices ({pairs}…), a guess that holds only if the model was trained "
-                   "on these folders; rename them or give --classes FILE if not")
+        warning = (
+            f"the folder names are not the model's class names (folders {_few(folders)}; "
+            f"the model's: {_few(names)}): the accuracy takes the folders in sorted order "
+            f"as class indices ({pairs}…), a guess that holds only if the model was trained "
+            "on these folders; rename them or give --classes FILE if not"
+        )
     return LabelMapping(
         tuple(position[label] if isinstance(label, str) else None for label in labels),
         f"labels: {reason} its {count} outputs match the {len(folders)} folders, taken in "
-        f"sorted order as torchvision's ImageFolder numbers them ({order})", warning)
+        f"sorted order as torchvision's ImageFolder numbers them ({order})",
+        warning,
+    )
 
 
 def _few(names: Sequence[str], shown: int = 3) -> str:
@@ -114,20 +132,31 @@ def _few(names: Sequence[str], shown: int = 3) -> str:
 
 def _integers(dataset: DataSet, names: list[str] | None, count: int | None) -> LabelMapping:
     labels, label_names = dataset.labels, dataset.label_names
-    same = (names is None or label_names is None or list(label_names) == names)
+    same = names is None or label_names is None or list(label_names) == names
     if label_names is not None and names is not None and not same:
         by_name = {name: i for i, name in reversed(list(enumerate(names)))}
-        mapped = tuple(by_name.get(label_names[label]) if isinstance(label, int)
-                       and 0 <= label < len(label_names) else None for label in labels)
+        mapped = tuple(
+            by_name.get(label_names[label])
+            if isinstance(label, int) and 0 <= label < len(label_names)
+            else None
+            for label in labels
+        )
         if any(m is not None for m in mapped):
-            return LabelMapping(mapped, f"labels: {dataset.name}'s class names matched to the "
-                                        "model's")
-        return LabelMapping((None,) * len(labels), f"labels: {dataset.name}'s classes are not "
-                                                   "the model's, so no accuracy")
+            return LabelMapping(
+                mapped, f"labels: {dataset.name}'s class names matched to the model's"
+            )
+        return LabelMapping(
+            (None,) * len(labels),
+            f"labels: {dataset.name}'s classes are not the model's, so no accuracy",
+        )
     if count is None:
-        return LabelMapping((None,) * len(labels), "labels: the model's number of outputs is "
-                                                   "unknown, so labels are not compared")
-    mapped = tuple(label if isinstance(label, int) and 0 <= label < count else None
-                   for label in labels)
-    return LabelMapping(mapped, f"labels: {dataset.name}'s class indices are the model's "
-                                f"({count} outputs)")
+        return LabelMapping(
+            (None,) * len(labels),
+            "labels: the model's number of outputs is unknown, so labels are not compared",
+        )
+    mapped = tuple(
+        label if isinstance(label, int) and 0 <= label < count else None for label in labels
+    )
+    return LabelMapping(
+        mapped, f"labels: {dataset.name}'s class indices are the model's ({count} outputs)"
+    )

@@ -7,6 +7,7 @@ Aliases from the literature:
 - VGG: `convB_N` per block (`conv5_3`), `convB` for a block's last convolution, `pool1`…`pool5`,
   `fc6`, `fc7`, `fc8`, `relu6`, `relu7`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -64,12 +65,18 @@ def _classic_aliases(model) -> dict[str, str]:
             block, conv_in_block = block + 1, 0
         last_kind = name
     fc = 6
-    linear_paths = [f"classifier.{i}" for i, m in enumerate(classifier) if type(m).__name__ == "Linear"]
+    linear_paths = [
+        f"classifier.{i}" for i, m in enumerate(classifier) if type(m).__name__ == "Linear"
+    ]
     for i, module in enumerate(classifier):
         if type(module).__name__ == "Linear":
             aliases[f"fc{fc}"] = f"classifier.{i}"
             fc += 1
-        elif type(module).__name__ == "ReLU" and fc - 1 >= 6 and f"classifier.{i - 1}" in linear_paths:
+        elif (
+            type(module).__name__ == "ReLU"
+            and fc - 1 >= 6
+            and f"classifier.{i - 1}" in linear_paths
+        ):
             aliases[f"relu{fc - 1}"] = f"classifier.{i}"
     return aliases
 
@@ -82,5 +89,9 @@ def resolve_layer(model, name: str) -> tuple[str, Any]:
     aliases = layer_aliases(model)
     if name in aliases:
         return aliases[name], layers[aliases[name]]
-    raise unknown_name("layer", name, list(layers) + list(aliases),
-                       hint="`cnntool layers MODEL` lists every layer and alias")
+    raise unknown_name(
+        "layer",
+        name,
+        list(layers) + list(aliases),
+        hint="`cnntool layers MODEL` lists every layer and alias",
+    )

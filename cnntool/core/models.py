@@ -15,28 +15,56 @@ Preprocessing is ranked by core/preprocessing_sources.py; class names, highest f
 `classes` file, the checkpoint, the module's `class_names` attribute, the architecture's own
 (built-in, torchvision's or timm's ImageNet names, when the classifier has as many outputs).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cnntool.core import checkpoints
-from cnntool.core.architectures import (TIMM_PREFIX, Built, build, imagenet_class_names,
-                                        is_code_spec, last_classifier, load_builtin_weights,
-                                        load_checkpoint_into, torchvision_classifiers)
+from cnntool.core.architectures import (
+    TIMM_PREFIX,
+    Built,
+    build,
+    imagenet_class_names,
+    is_code_spec,
+    last_classifier,
+    load_builtin_weights,
+    load_checkpoint_into,
+    torchvision_classifiers,
+)
 from cnntool.core.class_names import names_from, read_class_names_file
 from cnntool.core.device import resolve_device
 from cnntool.core.preprocessing import Preprocessing
-from cnntool.core.preprocessing_sources import (Chosen, PreprocessingOptions, Source, choose,
-                                                guess_for_channels)
-from cnntool.core.timm_models import INSTALL_HINT, timm_available, timm_crop_mode, timm_preprocessing, timm_version
+from cnntool.core.preprocessing_sources import (
+    Chosen,
+    PreprocessingOptions,
+    Source,
+    choose,
+    guess_for_channels,
+)
+from cnntool.core.timm_models import (
+    INSTALL_HINT,
+    timm_available,
+    timm_crop_mode,
+    timm_preprocessing,
+    timm_version,
+)
 from cnntool.errors import CnnToolError, ModelLoadError, unknown_name
 
 IMAGENET = Preprocessing(crop=(224, 224), resize=256)
-__all__ = ["LoadedModel", "load_model", "check_forward", "list_models", "torchvision_classifiers",
-           "PreprocessingOptions", "IMAGENET"]
+__all__ = [
+    "LoadedModel",
+    "load_model",
+    "check_forward",
+    "list_models",
+    "torchvision_classifiers",
+    "PreprocessingOptions",
+    "IMAGENET",
+]
 
 
 class ForwardError(CnnToolError):
@@ -61,7 +89,9 @@ class LoadedModel:
     source: str
     device: Any
     trained_on: str | None = None
-    random_weights: bool = False  # an architecture without trained weights (torchvision's, no --weights)
+    random_weights: bool = (
+        False  # an architecture without trained weights (torchvision's, no --weights)
+    )
     preprocessing_source: str = "the caller"
     preprocessing_guessed: bool = False
     class_names_source: str | None = None
@@ -100,26 +130,57 @@ def list_models() -> list[dict]:
 
     from cnntool.core.zoo import BUILTIN_MODELS
 
-    records = [{"name": m.name, "kind": "built-in", "trained_on": m.trained_on,
-                "weights": "shipped (trained)", "description": m.description}
-               for m in BUILTIN_MODELS.values()]
+    records = [
+        {
+            "name": m.name,
+            "kind": "built-in",
+            "trained_on": m.trained_on,
+            "weights": "shipped (trained)",
+            "description": m.description,
+        }
+        for m in BUILTIN_MODELS.values()
+    ]
     for name in torchvision_classifiers():
         meta = get_model_weights(name).DEFAULT.meta
-        records.append({"name": name, "kind": "torchvision", "trained_on": "ImageNet-1k (with --weights)",
-                        "weights": "random init unless --weights", "num_params": meta.get("num_params"),
-                        "gmacs": meta.get("_ops")})
+        records.append(
+            {
+                "name": name,
+                "kind": "torchvision",
+                "trained_on": "ImageNet-1k (with --weights)",
+                "weights": "random init unless --weights",
+                "num_params": meta.get("num_params"),
+                "gmacs": meta.get("_ops"),
+            }
+        )
     version = timm_version()
-    records.append({"name": "timm:NAME", "kind": "timm", "trained_on": None,
-                    "available": version is not None,
-                    "weights": (f"timm {version}: any timm architecture, random init unless --weights"
-                                if version else f"timm is not installed ({INSTALL_HINT})")})
+    records.append(
+        {
+            "name": "timm:NAME",
+            "kind": "timm",
+            "trained_on": None,
+            "available": version is not None,
+            "weights": (
+                f"timm {version}: any timm architecture, random init unless --weights"
+                if version
+                else f"timm is not installed ({INSTALL_HINT})"
+            ),
+        }
+    )
     return records
 
 
-def load_model(spec: str, *, arch: str | None = None, weights: str | None = None,
-               device: str = "auto", trust_code: bool = False,
-               preprocessing: PreprocessingOptions | None = None, classes: str | None = None,
-               num_classes: int | None = None, use_ema: bool = False) -> LoadedModel:
+def load_model(
+    spec: str,
+    *,
+    arch: str | None = None,
+    weights: str | None = None,
+    device: str = "auto",
+    trust_code: bool = False,
+    preprocessing: PreprocessingOptions | None = None,
+    classes: str | None = None,
+    num_classes: int | None = None,
+    use_ema: bool = False,
+) -> LoadedModel:
     """Resolve a MODEL spec (see the module docstring) and return it ready for analysis.
 
     `preprocessing` holds the command line's input options (they win field by field);
@@ -133,8 +194,14 @@ def load_model(spec: str, *, arch: str | None = None, weights: str | None = None
     if num_classes is not None and num_classes < 1:
         raise ModelLoadError(f"--num-classes {num_classes} must be at least 1")
     target = resolve_device(device)
-    built = _resolve(spec, arch=arch, weights=weights, trust_code=trust_code,
-                     num_classes=num_classes, use_ema=use_ema)
+    built = _resolve(
+        spec,
+        arch=arch,
+        weights=weights,
+        trust_code=trust_code,
+        num_classes=num_classes,
+        use_ema=use_ema,
+    )
     extra = []
     if from_file:
         extra.append(Source(f"--preprocessing {options.file}", from_file))
@@ -148,6 +215,7 @@ def load_model(spec: str, *, arch: str | None = None, weights: str | None = None
 
 # --- resolving the spec ------------------------------------------------------------------------------
 
+
 def _resolve(spec: str, *, arch, weights, trust_code, num_classes, use_ema) -> Built:
     from cnntool.core.zoo import BUILTIN_MODELS
 
@@ -156,31 +224,45 @@ def _resolve(spec: str, *, arch, weights, trust_code, num_classes, use_ema) -> B
     path = Path(spec)
     if path.is_dir() or path.suffix.lower() in checkpoints.WEIGHT_SUFFIXES or path.is_file():
         if weights:
-            raise ModelLoadError(f"{spec} is already a weight file; --weights is for an "
-                                 "architecture given by name or FILE.py:NAME")
+            raise ModelLoadError(
+                f"{spec} is already a weight file; --weights is for an "
+                "architecture given by name or FILE.py:NAME"
+            )
         return _weight_file(path, arch, trust_code, num_classes, use_ema)
     if spec in torchvision_classifiers():
         return _architecture(spec, arch, weights, trust_code, num_classes, use_ema)
     names = [*BUILTIN_MODELS, *torchvision_classifiers()]
-    raise unknown_name("model", spec, names, hint="`cnntool models` lists them; a file path must exist")
+    raise unknown_name(
+        "model", spec, names, hint="`cnntool models` lists them; a file path must exist"
+    )
 
 
 def _architecture(spec, arch, weights, trust_code, num_classes, use_ema) -> Built:
     from cnntool.core.zoo import BUILTIN_MODELS
 
     if arch:
-        raise ModelLoadError(f"--arch names the architecture of a weight file, and {spec} is "
-                             "already one; give its weights with --weights")
+        raise ModelLoadError(
+            f"--arch names the architecture of a weight file, and {spec} is "
+            "already one; give its weights with --weights"
+        )
     checkpoint = checkpoints.read_checkpoint(weights, trust_code) if weights else None
     if spec in BUILTIN_MODELS and num_classes is not None and checkpoint is None:
-        raise ModelLoadError(f"--num-classes needs --weights for the built-in {spec}: its "
-                             "packaged weights have their own classifier")
+        raise ModelLoadError(
+            f"--num-classes needs --weights for the built-in {spec}: its "
+            "packaged weights have their own classifier"
+        )
     built = build(spec, num_classes=num_classes, trust_code=trust_code, checkpoint=checkpoint)
     if checkpoint is not None:
-        load_checkpoint_into(built, checkpoint, spec, use_ema=use_ema, rebuild_head=num_classes is None)
-        built.source = (f"{spec} architecture, weights from {weights}" if spec in BUILTIN_MODELS
-                        else f"torchvision {spec}, weights from {weights}" if spec in torchvision_classifiers()
-                        else f"{spec} with weights from {weights}")
+        load_checkpoint_into(
+            built, checkpoint, spec, use_ema=use_ema, rebuild_head=num_classes is None
+        )
+        built.source = (
+            f"{spec} architecture, weights from {weights}"
+            if spec in BUILTIN_MODELS
+            else f"torchvision {spec}, weights from {weights}"
+            if spec in torchvision_classifiers()
+            else f"{spec} with weights from {weights}"
+        )
     elif use_ema:
         raise ModelLoadError("--use-ema needs a checkpoint (a weight file, or --weights)")
     elif spec in BUILTIN_MODELS:
@@ -194,22 +276,32 @@ def _weight_file(path: Path, arch, trust_code, num_classes, use_ema) -> Built:
     if path.is_file() and checkpoints.is_torchscript(path):
         module = checkpoints.load_torchscript(path)
         base = build(arch, num_classes=None, trust_code=trust_code) if arch else None
-        return Built(module=module, name=path.stem, source=f"TorchScript {path}",
-                     sources=base.sources if base else [],
-                     class_names=base.class_names if base else [])
+        return Built(
+            module=module,
+            name=path.stem,
+            source=f"TorchScript {path}",
+            sources=base.sources if base else [],
+            class_names=base.class_names if base else [],
+        )
     checkpoint = checkpoints.read_checkpoint(path, trust_code)
     if checkpoint.module is not None:  # a whole pickled module (only reachable with trust_code)
-        return Built(module=checkpoint.module, name=path.stem, source=f"pickled module {path}",
-                     checkpoint=checkpoint)
+        return Built(
+            module=checkpoint.module,
+            name=path.stem,
+            source=f"pickled module {path}",
+            checkpoint=checkpoint,
+        )
     notes = []
     if not arch:
         arch = _architecture_in_config(checkpoint)
         if arch:
             notes.append(f"architecture {arch} from {path}/config.json")
     if not arch:
-        raise ModelLoadError(f"{path} holds a state dict (weights only); name its architecture "
-                             "with --arch (e.g. --arch resnet18, --arch timm:resnet18, or --arch "
-                             "my_model.py:Net)")
+        raise ModelLoadError(
+            f"{path} holds a state dict (weights only); name its architecture "
+            "with --arch (e.g. --arch resnet18, --arch timm:resnet18, or --arch "
+            "my_model.py:Net)"
+        )
     built = build(arch, num_classes=num_classes, trust_code=trust_code, checkpoint=checkpoint)
     load_checkpoint_into(built, checkpoint, arch, use_ema=use_ema, rebuild_head=num_classes is None)
     built.notes[:0] = notes
@@ -226,13 +318,16 @@ def _architecture_in_config(checkpoint: checkpoints.Checkpoint) -> str | None:
     name = config.get("architecture")
     if isinstance(name, str) and name:
         if not timm_available():
-            raise ModelLoadError(f"{checkpoint.path} is a timm model ({name}); reading it needs "
-                                 f"timm ({INSTALL_HINT}), or name its architecture with --arch")
+            raise ModelLoadError(
+                f"{checkpoint.path} is a timm model ({name}); reading it needs "
+                f"timm ({INSTALL_HINT}), or name its architecture with --arch"
+            )
         return TIMM_PREFIX + name
     return None
 
 
 # --- what the model gets: preprocessing, class names, checks ---------------------------------------------
+
 
 def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedModel:
     module = built.module
@@ -243,8 +338,10 @@ def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedMod
     if timm_dict is not None:
         sources.append(Source.of("timm's pretrained_cfg", timm_dict))
         if timm_crop_mode(module) != "center":
-            notes.append(f"timm's crop_mode '{timm_crop_mode(module)}' is approximated by a "
-                         "resize of the shorter side and a center crop")
+            notes.append(
+                f"timm's crop_mode '{timm_crop_mode(module)}' is approximated by a "
+                "resize of the shorter side and a center crop"
+            )
     own = _attribute(module, "preprocessing")
     if isinstance(own, (Preprocessing, Mapping)):
         sources.append(Source.of("the module's preprocessing attribute", own))
@@ -262,20 +359,34 @@ def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedMod
         raise ModelLoadError(
             f"the input has {prep.channels} channel{'s' if prep.channels != 1 else ''} (from "
             f"{chosen.source}) but the model's first convolution {first[0] or '(the model)'} takes "
-            f"{first[1]}; set --input-size {first[1]},H,W or the preprocessing's input_size")
+            f"{first[1]}; set --input-size {first[1]},H,W or the preprocessing's input_size"
+        )
     names, names_source = _class_names(built, module, class_file)
-    loaded = LoadedModel(module=module, name=built.name, preprocessing=prep, class_names=names,
-                         source=built.source, device=None, trained_on=built.trained_on,
-                         random_weights=built.random_weights, preprocessing_source=chosen.source,
-                         preprocessing_guessed=chosen.guessed, class_names_source=names_source,
-                         notes=notes, first_conv=first, preprocessing_choice=chosen)
+    loaded = LoadedModel(
+        module=module,
+        name=built.name,
+        preprocessing=prep,
+        class_names=names,
+        source=built.source,
+        device=None,
+        trained_on=built.trained_on,
+        random_weights=built.random_weights,
+        preprocessing_source=chosen.source,
+        preprocessing_guessed=chosen.guessed,
+        class_names_source=names_source,
+        notes=notes,
+        first_conv=first,
+        preprocessing_choice=chosen,
+    )
     loaded.nonfinite = tuple(checkpoints.nonfinite_tensors(module))
     if loaded.nonfinite:
         shown = ", ".join(loaded.nonfinite[:4]) + (", …" if len(loaded.nonfinite) > 4 else "")
         count = len(loaded.nonfinite)
-        loaded.warnings.append(f"{count} tensor{'s' if count != 1 else ''} of the model hold "
-                               f"NaN or inf values: {shown}; results computed with "
-                               f"{'them' if count != 1 else 'it'} are meaningless")
+        loaded.warnings.append(
+            f"{count} tensor{'s' if count != 1 else ''} of the model hold "
+            f"NaN or inf values: {shown}; results computed with "
+            f"{'them' if count != 1 else 'it'} are meaningless"
+        )
     return loaded
 
 
@@ -288,7 +399,9 @@ def _attribute(module, name: str):
 
 def _guess(first: tuple[str, int] | None) -> Source:
     if first is None:
-        return Source("a guess (no convolution found, so RGB)", _fields(guess_for_channels(3)), guess=True)
+        return Source(
+            "a guess (no convolution found, so RGB)", _fields(guess_for_channels(3)), guess=True
+        )
     channels = first[1]
     name = f"a guess from the first convolution ({channels} input channel{'s' if channels != 1 else ''})"
     return Source(name, _fields(guess_for_channels(channels)), guess=True)
@@ -331,14 +444,23 @@ def _class_names(built: Built, module, class_file) -> tuple[list[str] | None, st
     checkpoint = built.checkpoint
     if checkpoint is not None and checkpoint.class_names:
         where = checkpoint.class_names_from or "class_names"
-        candidates.append((f"the checkpoint ({where})" if where != "config.json"
-                           else f"{Path(checkpoint.path).parent / 'config.json'}", checkpoint.class_names))
+        candidates.append(
+            (
+                f"the checkpoint ({where})"
+                if where != "config.json"
+                else f"{Path(checkpoint.path).parent / 'config.json'}",
+                checkpoint.class_names,
+            )
+        )
     own = names_from(_attribute(module, "class_names"), "the module's class_names attribute")
     if own:
         candidates.append(("the module's class_names attribute", own))
     outputs = _classifier_outputs(module)
-    fitting = [(where, names) for where, names in built.class_names
-               if outputs is None or len(names) == outputs]
+    fitting = [
+        (where, names)
+        for where, names in built.class_names
+        if outputs is None or len(names) == outputs
+    ]
     candidates.extend(fitting)
     if timm_preprocessing(module) is not None and outputs == 1000 and not fitting:
         candidates.append(("timm's ImageNet-1k classes", imagenet_class_names()))
@@ -366,8 +488,10 @@ def check_forward(loaded: LoadedModel, input_shape: tuple[int, ...] | None = Non
         with torch.no_grad():
             output = loaded.module(x)
     except Exception as exc:
-        raise ForwardError(f"the model failed on a {text} input ({_torch_reason(exc)}); set its "
-                           "input with --input-size or --preprocessing") from exc
+        raise ForwardError(
+            f"the model failed on a {text} input ({_torch_reason(exc)}); set its "
+            "input with --input-size or --preprocessing"
+        ) from exc
     logits = main_output(output)
     if logits is None:
         loaded.num_outputs = None
@@ -376,15 +500,19 @@ def check_forward(loaded: LoadedModel, input_shape: tuple[int, ...] | None = Non
     if not bool(torch.isfinite(logits).all()):
         if loaded.nonfinite:
             shown = ", ".join(loaded.nonfinite[:3]) + (", …" if len(loaded.nonfinite) > 3 else "")
-            raise ForwardError(f"the model's output is NaN or inf because {len(loaded.nonfinite)} "
-                               f"of its tensors hold NaN or inf ({shown}); every result would "
-                               "be meaningless")
+            raise ForwardError(
+                f"the model's output is NaN or inf because {len(loaded.nonfinite)} "
+                f"of its tensors hold NaN or inf ({shown}); every result would "
+                "be meaningless"
+            )
         loaded.warnings.append(f"the model's output on an all-zero {text} input is NaN or inf")
     names = loaded.class_names
     if names is not None and len(names) != loaded.num_outputs:
-        loaded.warnings.append(f"the model has {loaded.num_outputs} outputs but {len(names)} "
-                               f"class names (from {loaded.class_names_source}); names past "
-                               "either end are not shown")
+        loaded.warnings.append(
+            f"the model has {loaded.num_outputs} outputs but {len(names)} "
+            f"class names (from {loaded.class_names_source}); names past "
+            "either end are not shown"
+        )
     return loaded.num_outputs
 
 

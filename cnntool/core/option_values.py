@@ -1,5 +1,6 @@
 """The text of command-line option values -> values: sizes, number lists, resize, names, positions.
 Each parser takes None to None and raises ValueError with one sentence for anything else."""
+
 from __future__ import annotations
 
 import math
@@ -76,7 +77,9 @@ def parse_eps(text: str | None, one: str | None = None):
     except OverflowError:
         raise ValueError(f"'{text}' is too large a number") from None
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"'{text}' is not a number like 0.007 or 8/255, or a comma list of them") from None
+        raise ValueError(
+            f"'{text}' is not a number like 0.007 or 8/255, or a comma list of them"
+        ) from None
     if one and len(values) != 1:
         raise ValueError(f"give one {one}")
     return values[0] if one else values

@@ -13,11 +13,13 @@ The JSON form (`to_dict`/`from_dict`, the `--preprocessing FILE.json` schema and
 input size). `crop_pct` is accepted instead of `resize`, as timm defines it:
 resize = floor(input size / crop_pct).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from PIL import Image
 
@@ -66,32 +68,40 @@ class Preprocessing:
     # --- the JSON schema ---------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], what: str = "the preprocessing") -> "Preprocessing":
+    def from_dict(cls, data: Mapping[str, Any], what: str = "the preprocessing") -> Preprocessing:
         """A Preprocessing from the JSON schema (see the module docstring). `input_size` is
         required; a missing `resize` means "resize to the input size" (no margin), a missing
         `interpolation` bilinear, and missing `mean`/`std` no normalization (0 and 1)."""
         fields = parse_fields(data, what)
         if "size" not in fields:
-            raise PreprocessingError(f"{what} has no input_size (e.g. \"input_size\": [3, 32, 32])")
+            raise PreprocessingError(f'{what} has no input_size (e.g. "input_size": [3, 32, 32])')
         channels = fields.get("channels", 3)
         size = fields["size"]
-        return cls(crop=size, resize=_resize_from(fields, size, default=max(size)),
-                   interpolation=fields.get("interpolation", "bilinear"),
-                   mean=broadcast(fields.get("mean", (0.0,)), channels, "mean", what),
-                   std=broadcast(fields.get("std", (1.0,)), channels, "std", what),
-                   channels=channels)
+        return cls(
+            crop=size,
+            resize=_resize_from(fields, size, default=max(size)),
+            interpolation=fields.get("interpolation", "bilinear"),
+            mean=broadcast(fields.get("mean", (0.0,)), channels, "mean", what),
+            std=broadcast(fields.get("std", (1.0,)), channels, "std", what),
+            channels=channels,
+        )
 
     def to_dict(self) -> dict:
         """The JSON schema form; `from_dict(p.to_dict()) == p`."""
-        return {"input_size": [self.channels, *self.crop],
-                "resize": "none" if self.resize is None else self.resize,
-                "interpolation": self.interpolation,
-                "mean": list(self.mean), "std": list(self.std)}
+        return {
+            "input_size": [self.channels, *self.crop],
+            "resize": "none" if self.resize is None else self.resize,
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
 
     def describe(self) -> str:
         """'3×32×32, resize 32 bilinear, mean (0.491, 0.482, 0.447), std (0.247, 0.243, 0.261)'."""
         size = "×".join(str(v) for v in self.input_shape)
-        resize = "no resize" if self.resize is None else f"resize {self.resize} {self.interpolation}"
+        resize = (
+            "no resize" if self.resize is None else f"resize {self.resize} {self.interpolation}"
+        )
         return f"{size}, {resize}, mean {_numbers(self.mean)}, std {_numbers(self.std)}"
 
     # --- geometry ----------------------------------------------------------------------------
@@ -113,7 +123,8 @@ class Preprocessing:
         if mode is None:
             raise PreprocessingError(
                 f"the model takes {self.channels}-channel input, and images give 1 (grayscale), "
-                "3 (RGB) or 4 (RGBA) channels; such a model can be profiled, not fed images")
+                "3 (RGB) or 4 (RGBA) channels; such a model can be profiled, not fed images"
+            )
         return mode
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
@@ -212,23 +223,33 @@ def _numbers(values) -> str:
 
 # --- validation and the schema's fields ---------------------------------------------------------
 
-def validate(channels, crop, resize, interpolation, mean, std, what: str = "the preprocessing") -> None:
+
+def validate(
+    channels, crop, resize, interpolation, mean, std, what: str = "the preprocessing"
+) -> None:
     """Raise a PreprocessingError (one sentence) for values no image pipeline can use."""
     if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 64:
         raise PreprocessingError(f"{what}: {channels!r} is not a number of input channels")
     check_size(crop, what)
     if resize is not None:
         if not _is_int(resize) or resize < 1:
-            raise PreprocessingError(f"{what}: resize {resize!r} is not a positive number of pixels")
+            raise PreprocessingError(
+                f"{what}: resize {resize!r} is not a positive number of pixels"
+            )
         if resize > MAX_SIDE:
-            raise PreprocessingError(f"{what}: resize {resize} is too large (at most {MAX_SIDE} px)")
+            raise PreprocessingError(
+                f"{what}: resize {resize} is too large (at most {MAX_SIDE} px)"
+            )
     if interpolation not in _PIL_FILTERS:
-        raise PreprocessingError(f"{what}: unknown interpolation '{interpolation}' (use "
-                                 f"{', '.join(INTERPOLATIONS)})")
+        raise PreprocessingError(
+            f"{what}: unknown interpolation '{interpolation}' (use {', '.join(INTERPOLATIONS)})"
+        )
     for name, values in (("mean", mean), ("std", std)):
         if len(values) != channels:
-            raise PreprocessingError(f"{what}: {name} has {len(values)} values but the input has "
-                                     f"{channels} channel{'s' if channels != 1 else ''}")
+            raise PreprocessingError(
+                f"{what}: {name} has {len(values)} values but the input has "
+                f"{channels} channel{'s' if channels != 1 else ''}"
+            )
         if not all(math.isfinite(v) for v in values):
             raise PreprocessingError(f"{what}: {name} {_numbers(values)} is not finite")
     if any(v <= 0 for v in std):
@@ -245,7 +266,8 @@ def check_size(size, what: str = "the preprocessing") -> None:
     if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
         raise PreprocessingError(
             f"{what}: an input of {height}×{width} pixels is too large (at most {MAX_SIDE} px a "
-            f"side and {int(math.sqrt(MAX_PIXELS))}×{int(math.sqrt(MAX_PIXELS))} pixels in all)")
+            f"side and {int(math.sqrt(MAX_PIXELS))}×{int(math.sqrt(MAX_PIXELS))} pixels in all)"
+        )
 
 
 def _is_int(value) -> bool:
@@ -258,8 +280,10 @@ def broadcast(values, channels: int, name: str, what: str) -> tuple[float, ...]:
     if len(values) == 1 and channels != 1:
         return values * channels
     if len(values) != channels:
-        raise PreprocessingError(f"{what}: {name} has {len(values)} values but the input has "
-                                 f"{channels} channel{'s' if channels != 1 else ''}")
+        raise PreprocessingError(
+            f"{what}: {name} has {len(values)} values but the input has "
+            f"{channels} channel{'s' if channels != 1 else ''}"
+        )
     return values
 
 
@@ -270,14 +294,21 @@ def parse_fields(data: Mapping[str, Any], what: str) -> dict:
         raise PreprocessingError(f"{what} is not a JSON object with {', '.join(SCHEMA_KEYS)}")
     unknown = sorted(str(k) for k in data if k not in SCHEMA_KEYS)
     if unknown:
-        raise PreprocessingError(f"{what} has unknown keys {', '.join(unknown)} (known: "
-                                 f"{', '.join(SCHEMA_KEYS)})")
+        raise PreprocessingError(
+            f"{what} has unknown keys {', '.join(unknown)} (known: {', '.join(SCHEMA_KEYS)})"
+        )
     fields: dict[str, Any] = {}
     if data.get("input_size") is not None:
         size = data["input_size"]
         size = [size] if _is_int(size) else list(size) if isinstance(size, (list, tuple)) else size
-        if not isinstance(size, list) or not 1 <= len(size) <= 3 or not all(_is_int(v) for v in size):
-            raise PreprocessingError(f"{what}: input_size {size!r} is not [C, H, W], [H, W] or a number")
+        if (
+            not isinstance(size, list)
+            or not 1 <= len(size) <= 3
+            or not all(_is_int(v) for v in size)
+        ):
+            raise PreprocessingError(
+                f"{what}: input_size {size!r} is not [C, H, W], [H, W] or a number"
+            )
         if len(size) == 1:
             size = size * 2
         if len(size) == 3:
@@ -292,11 +323,16 @@ def parse_fields(data: Mapping[str, Any], what: str) -> dict:
         elif _is_int(resize) and 1 <= resize <= MAX_SIDE:
             fields["resize"] = resize
         else:
-            raise PreprocessingError(f"{what}: resize {resize!r} is not a number of pixels "
-                                     f"(1 to {MAX_SIDE}) or \"none\"")
+            raise PreprocessingError(
+                f'{what}: resize {resize!r} is not a number of pixels (1 to {MAX_SIDE}) or "none"'
+            )
     if data.get("crop_pct") is not None:
         crop_pct = data["crop_pct"]
-        if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) or not 0.05 <= crop_pct <= 1:
+        if (
+            isinstance(crop_pct, bool)
+            or not isinstance(crop_pct, (int, float))
+            or not 0.05 <= crop_pct <= 1
+        ):
             raise PreprocessingError(f"{what}: crop_pct {crop_pct!r} is not a fraction in (0, 1]")
         if "resize" in fields:
             raise PreprocessingError(f"{what} gives both resize and crop_pct; keep one")
@@ -304,14 +340,18 @@ def parse_fields(data: Mapping[str, Any], what: str) -> dict:
     if data.get("interpolation") is not None:
         interpolation = str(data["interpolation"]).lower()
         if interpolation not in _PIL_FILTERS:
-            raise PreprocessingError(f"{what}: unknown interpolation '{data['interpolation']}' "
-                                     f"(use {', '.join(INTERPOLATIONS)})")
+            raise PreprocessingError(
+                f"{what}: unknown interpolation '{data['interpolation']}' "
+                f"(use {', '.join(INTERPOLATIONS)})"
+            )
         fields["interpolation"] = interpolation
     for name in ("mean", "std"):
         if data.get(name) is not None:
             fields[name] = _floats(data[name], name, what)
     if "std" in fields and any(v <= 0 for v in fields["std"]):
-        raise PreprocessingError(f"{what}: std {_numbers(fields['std'])} must be positive (it divides)")
+        raise PreprocessingError(
+            f"{what}: std {_numbers(fields['std'])} must be positive (it divides)"
+        )
     return fields
 
 
@@ -322,12 +362,18 @@ def _floats(values, name: str, what: str) -> tuple[float, ...]:
         numbers = tuple(float(v) for v in values if not isinstance(v, bool))
     except (TypeError, ValueError):
         numbers = ()
-    if not numbers or len(numbers) != len(list(values)) or not all(math.isfinite(v) for v in numbers):
+    if (
+        not numbers
+        or len(numbers) != len(list(values))
+        or not all(math.isfinite(v) for v in numbers)
+    ):
         raise PreprocessingError(f"{what}: {name} {values!r} is not a list of finite numbers")
     return numbers
 
 
-def _resize_from(fields: Mapping[str, Any], size: tuple[int, int], default: int | None) -> int | None:
+def _resize_from(
+    fields: Mapping[str, Any], size: tuple[int, int], default: int | None
+) -> int | None:
     """`resize` as given, or from `crop_pct` as timm computes it, or `default`."""
     if "resize" in fields:
         return fields["resize"]

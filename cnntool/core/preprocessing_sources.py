@@ -16,20 +16,32 @@ partial override sensible:
   to that size" (a user model trained on 32-px images gets no 224/256-style margin);
 - a new channel count over guessed mean/std re-guesses them for that count.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from cnntool.core.preprocessing import (Preprocessing, PreprocessingError, broadcast, parse_fields,
-                                        resize_for_crop_pct)
+from cnntool.core.preprocessing import (
+    Preprocessing,
+    PreprocessingError,
+    broadcast,
+    parse_fields,
+    resize_for_crop_pct,
+)
 
 # The option that sets each field, for the sentence a guess prints.
-OPTION_OF_FIELD = {"size": "--input-size", "resize": "--resize", "mean": "--mean", "std": "--std",
-                   "interpolation": "--interpolation"}
+OPTION_OF_FIELD = {
+    "size": "--input-size",
+    "resize": "--resize",
+    "mean": "--mean",
+    "std": "--std",
+    "interpolation": "--interpolation",
+}
 # Guessed fields worth a warning (a guessed interpolation alone is not).
 _GUESS_MATTERS = ("size", "resize", "mean", "std")
 _FIELD_WORDS = {"size": "input size", "resize": "resize", "mean": "mean", "std": "std"}
@@ -51,26 +63,44 @@ class PreprocessingOptions:
     file: str | None = None
 
     @classmethod
-    def parse(cls, *, input_size: str | None = None, resize: str | None = None,
-              interpolation: str | None = None, mean: str | None = None, std: str | None = None,
-              file: str | None = None) -> "PreprocessingOptions":
+    def parse(
+        cls,
+        *,
+        input_size: str | None = None,
+        resize: str | None = None,
+        interpolation: str | None = None,
+        mean: str | None = None,
+        std: str | None = None,
+        file: str | None = None,
+    ) -> PreprocessingOptions:
         """From the command line's strings: input size '32', '32x32', '3,32,32' or '1x28x28';
         resize '256' or 'none'; mean/std '0.5' or '0.49,0.48,0.45'. The file is read now, so a
         bad one fails before any model is loaded."""
-        options = cls(input_size=parse_input_size(input_size) if input_size else None,
-                      resize=_parse_resize(resize) if resize is not None else None,
-                      interpolation=interpolation.lower() if interpolation else None,
-                      mean=_parse_numbers(mean, "--mean") if mean is not None else None,
-                      std=_parse_numbers(std, "--std") if std is not None else None,
-                      file=file)
+        options = cls(
+            input_size=parse_input_size(input_size) if input_size else None,
+            resize=_parse_resize(resize) if resize is not None else None,
+            interpolation=interpolation.lower() if interpolation else None,
+            mean=_parse_numbers(mean, "--mean") if mean is not None else None,
+            std=_parse_numbers(std, "--std") if std is not None else None,
+            file=file,
+        )
         options.command_line_fields()
         options.file_fields()
         return options
 
     @property
     def given(self) -> bool:
-        return any(v is not None for v in (self.input_size, self.resize, self.interpolation,
-                                           self.mean, self.std, self.file))
+        return any(
+            v is not None
+            for v in (
+                self.input_size,
+                self.resize,
+                self.interpolation,
+                self.mean,
+                self.std,
+                self.file,
+            )
+        )
 
     def command_line_fields(self) -> dict:
         """The fields set by --input-size, --resize, --interpolation, --mean and --std."""
@@ -124,8 +154,9 @@ def _parse_numbers(text: str, option: str) -> tuple[float, ...]:
     except ValueError:
         numbers = ()
     if not numbers or not all(math.isfinite(v) for v in numbers):
-        raise PreprocessingError(f"{option} '{text}' is not a list of numbers like 0.5 or "
-                                 "0.485,0.456,0.406")
+        raise PreprocessingError(
+            f"{option} '{text}' is not a list of numbers like 0.5 or 0.485,0.456,0.406"
+        )
     return numbers
 
 
@@ -139,11 +170,13 @@ def read_json(path: str | Path, option: str) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise PreprocessingError(f"cannot read {option} file {path}: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise PreprocessingError(f"{option} file {path} is not valid JSON ({exc.msg} at line "
-                                 f"{exc.lineno})") from None
+        raise PreprocessingError(
+            f"{option} file {path} is not valid JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
 
 
 # --- sources and their merge ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Source:
@@ -155,7 +188,7 @@ class Source:
     guess: bool = False
 
     @classmethod
-    def of(cls, name: str, value: "Preprocessing | Mapping[str, Any]") -> "Source":
+    def of(cls, name: str, value: Preprocessing | Mapping[str, Any]) -> Source:
         """A source from a Preprocessing (every field) or a schema dict (what it sets)."""
         if isinstance(value, Preprocessing):
             return cls(name, fields_of(value))
@@ -163,8 +196,14 @@ class Source:
 
 
 def fields_of(prep: Preprocessing) -> dict:
-    return {"channels": prep.channels, "size": tuple(prep.crop), "resize": prep.resize,
-            "interpolation": prep.interpolation, "mean": prep.mean, "std": prep.std}
+    return {
+        "channels": prep.channels,
+        "size": tuple(prep.crop),
+        "resize": prep.resize,
+        "interpolation": prep.interpolation,
+        "mean": prep.mean,
+        "std": prep.std,
+    }
 
 
 def guess_for_channels(channels: int) -> Preprocessing:
@@ -175,10 +214,20 @@ def guess_for_channels(channels: int) -> Preprocessing:
     if channels == 3:
         return Preprocessing(crop=(224, 224), resize=256)
     if channels == 4:
-        return Preprocessing(crop=(224, 224), resize=256, mean=(0.485, 0.456, 0.406, 0.0),
-                             std=(0.229, 0.224, 0.225, 1.0), channels=4)
-    return Preprocessing(crop=(224, 224), resize=256, mean=(0.0,) * channels,
-                         std=(1.0,) * channels, channels=channels)
+        return Preprocessing(
+            crop=(224, 224),
+            resize=256,
+            mean=(0.485, 0.456, 0.406, 0.0),
+            std=(0.229, 0.224, 0.225, 1.0),
+            channels=4,
+        )
+    return Preprocessing(
+        crop=(224, 224),
+        resize=256,
+        mean=(0.0,) * channels,
+        std=(1.0,) * channels,
+        channels=channels,
+    )
 
 
 @dataclass(frozen=True)
@@ -200,15 +249,20 @@ class Chosen:
         if not self.guessed:
             return f"{text} — from {self.source}"
         if self.source == self.guess_name:
-            options = ", ".join(OPTION_OF_FIELD[f] for f in ("size", "resize", "mean", "std",
-                                                             "interpolation"))
-            return (f"{text} — {self.guess_name}, not from the model: if it was trained "
-                    f"otherwise, set {options} or --preprocessing FILE.json")
+            options = ", ".join(
+                OPTION_OF_FIELD[f] for f in ("size", "resize", "mean", "std", "interpolation")
+            )
+            return (
+                f"{text} — {self.guess_name}, not from the model: if it was trained "
+                f"otherwise, set {options} or --preprocessing FILE.json"
+            )
         words = " and ".join(_FIELD_WORDS[f] for f in self.guessed_fields)
         options = " and ".join(OPTION_OF_FIELD[f] for f in self.guessed_fields)
         verb = "is" if len(self.guessed_fields) == 1 else "are"
-        return (f"{text} — from {self.source}; its {words} {verb} {self.guess_name}: set "
-                f"{options} (or --preprocessing FILE.json)")
+        return (
+            f"{text} — from {self.source}; its {words} {verb} {self.guess_name}: set "
+            f"{options} (or --preprocessing FILE.json)"
+        )
 
 
 def choose(sources: Sequence[Source]) -> Chosen:
@@ -231,14 +285,23 @@ def choose(sources: Sequence[Source]) -> Chosen:
     channels = values["channels"]
     mean = broadcast(values["mean"], channels, "mean", sources[owner["mean"]].name)
     std = broadcast(values["std"], channels, "std", sources[owner["std"]].name)
-    prep = Preprocessing(crop=values["size"], resize=values["resize"],
-                         interpolation=values["interpolation"], mean=mean, std=std,
-                         channels=channels)
+    prep = Preprocessing(
+        crop=values["size"],
+        resize=values["resize"],
+        interpolation=values["interpolation"],
+        mean=mean,
+        std=std,
+        channels=channels,
+    )
     guess_index = next((i for i, s in enumerate(sources) if s.guess), None)
-    guessed = tuple(f for f in _GUESS_MATTERS if guess_index is not None and owner[f] == guess_index)
+    guessed = tuple(
+        f for f in _GUESS_MATTERS if guess_index is not None and owner[f] == guess_index
+    )
     real = sorted({i for i in owner.values() if not sources[i].guess}, reverse=True)
     source = " over ".join(sources[i].name for i in real) if real else top.name
-    return Chosen(prep, source, guessed, sources[guess_index].name if guess_index is not None else "")
+    return Chosen(
+        prep, source, guessed, sources[guess_index].name if guess_index is not None else ""
+    )
 
 
 def _new_channel_count(fields, values, owner, sources, index) -> None:
@@ -255,7 +318,8 @@ def _new_channel_count(fields, values, owner, sources, index) -> None:
             raise PreprocessingError(
                 f"{sources[index].name} gives {channels}-channel input but the {name} "
                 f"{tuple(round(v, 3) for v in values[name])} from {below.name} has "
-                f"{len(values[name])} values; give --mean and --std for {channels} channels")
+                f"{len(values[name])} values; give --mean and --std for {channels} channels"
+            )
 
 
 def _resize_for_new_size(size, values, owner, sources) -> int | None:

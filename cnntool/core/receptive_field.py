@@ -23,20 +23,28 @@ every aten op, and every tensor carries the field of its units:
 
 The forward pass itself is `core.trace.trace_forward`, shared with the profile task.
 """
+
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from cnntool.core.trace import (WINDOW_OPS, ForwardObserver, Window, bound_arguments,
-                                trace_forward, window_of)
+from cnntool.core.trace import (
+    WINDOW_OPS,
+    ForwardObserver,
+    Window,
+    bound_arguments,
+    trace_forward,
+    window_of,
+)
 
 aten = torch.ops.aten
 
@@ -49,8 +57,9 @@ class ReceptiveField:
     jump: tuple[int, int]
     start: tuple[float, float]
 
-    def input_box(self, i: int, j: int,
-                  clip_to: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+    def input_box(
+        self, i: int, j: int, clip_to: tuple[int, int] | None = None
+    ) -> tuple[int, int, int, int]:
         """The input box (y0, x0, y1, x1), half-open, seen by the unit at output row i, column j.
 
         Unclipped, the box can reach past the image (padding): crop it with zero padding, or
@@ -66,8 +75,12 @@ class ReceptiveField:
         return y0, x0, y1, x1
 
 
-def receptive_fields(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224), *,
-                     device: str | torch.device = "meta") -> dict[str, ReceptiveField]:
+def receptive_fields(
+    model: nn.Module,
+    input_shape: Sequence[int] = (3, 224, 224),
+    *,
+    device: str | torch.device = "meta",
+) -> dict[str, ReceptiveField]:
     """name -> field of that module's output, for every module on a convolutional path.
 
     Names are module paths as in named_modules ("" is the model itself, for a fully
@@ -79,6 +92,7 @@ def receptive_fields(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224
 
 
 # --- per-tensor fields ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Local:
@@ -102,16 +116,16 @@ NONLOCAL = "nonlocal"  # depends on the whole input, or on a geometry we do not 
 def _locate(shape: Sequence[int], field: _Local) -> int | None:
     """The index of the height dim in `shape`, or None when height and width are not dims."""
     for h in range(len(shape) - 2, -1, -1):
-        if tuple(shape[h:h + 2]) == field.hw and math.prod(shape[h + 2:]) == field.inner:
+        if tuple(shape[h : h + 2]) == field.hw and math.prod(shape[h + 2 :]) == field.inner:
             return h
     return None
 
 
 def _place(field, shape: Sequence[int], h: int):
     """`field` for a tensor of `shape` whose height is dim h (NONLOCAL if it is not there)."""
-    if field == NONLOCAL or not 0 <= h < len(shape) - 1 or tuple(shape[h:h + 2]) != field.hw:
+    if field == NONLOCAL or not 0 <= h < len(shape) - 1 or tuple(shape[h : h + 2]) != field.hw:
         return NONLOCAL
-    return replace(field, inner=math.prod(shape[h + 2:]))
+    return replace(field, inner=math.prod(shape[h + 2 :]))
 
 
 def _union(fields: Sequence):
@@ -186,6 +200,7 @@ def _window_rule(packet):
         if field == NONLOCAL or window is None:
             return NONLOCAL, None
         return _windowed(field, window, out.shape[2:]), 2
+
     return rule
 
 
@@ -206,17 +221,19 @@ def _constant_pad(a, tracked, out):
     before = {x.dim() - 1 - i: a["pad"][2 * i] for i in range(len(a["pad"]) // 2)}
     shift = (before.get(h, 0), before.get(h + 1, 0))
     unit = Window((1, 1), (1, 1), (0, 0), (1, 1))
-    return _windowed(field, unit, out.shape[h:h + 2], shift), h
+    return _windowed(field, unit, out.shape[h : h + 2], shift), h
 
 
 def _dim_rule(move: Callable[[dict, int, int], int | None]):
     """Ops on one tensor that move or drop a dim: `move(a, rank, h)` gives the new h or None."""
+
     def rule(a, tracked, out):
         x, field, h = _the_input(tracked, a)
         if h is None:
             return NONLOCAL, None
         new_h = move(a, x.dim(), h)
         return (NONLOCAL, None) if new_h is None else (field, new_h)
+
     return rule
 
 
@@ -262,6 +279,7 @@ def _layer_norm_keeps(a, rank, h):
 
 def _joined(stacked: bool):
     """cat / stack: the union of the inputs, joined along a dim other than height and width."""
+
     def rule(a, tracked, out):
         placed = []
         for t, f in tracked:
@@ -271,6 +289,7 @@ def _joined(stacked: bool):
             new_h = h + (a["dim"] % out.dim() <= h) if stacked else h
             placed.append(_place(f, out.shape, new_h))
         return _union(placed), None
+
     return rule
 
 
@@ -280,6 +299,7 @@ def _matmul(left_name: str):
     With the left operand's layout [outer][H][W][inner] and K = its last dim, the product keeps
     positions apart when K divides `inner`; a tracked right operand (attention's keys) mixes them.
     """
+
     def rule(a, tracked, out):
         left = a[left_name]
         if len(tracked) != 1 or tracked[0][0] is not left or tracked[0][1] == NONLOCAL:
@@ -288,6 +308,7 @@ def _matmul(left_name: str):
         if field.inner % k:
             return NONLOCAL, None
         return replace(field, inner=field.inner // k * out.shape[-1]), None
+
     return rule
 
 
@@ -298,12 +319,31 @@ def _copy_into(a, tracked, out):
 
 
 _RULES: dict[Any, Rule] = {
-    **{op: _same_layout for op in (
-        aten.view, aten._unsafe_view, aten._reshape_alias, aten.alias, aten.detach, aten.clone,
-        aten._to_copy, aten.lift_fresh, aten.squeeze, aten.unsqueeze)},
-    **{op: _elementwise for op in (
-        aten.expand, aten.native_batch_norm, aten._native_batch_norm_legit,
-        aten._native_batch_norm_legit_no_training, aten.native_dropout)},
+    **{
+        op: _same_layout
+        for op in (
+            aten.view,
+            aten._unsafe_view,
+            aten._reshape_alias,
+            aten.alias,
+            aten.detach,
+            aten.clone,
+            aten._to_copy,
+            aten.lift_fresh,
+            aten.squeeze,
+            aten.unsqueeze,
+        )
+    },
+    **{
+        op: _elementwise
+        for op in (
+            aten.expand,
+            aten.native_batch_norm,
+            aten._native_batch_norm_legit,
+            aten._native_batch_norm_legit_no_training,
+            aten.native_dropout,
+        )
+    },
     aten.copy_: _copy_into,
     aten.constant_pad_nd: _constant_pad,
     aten._adaptive_avg_pool2d: _adaptive_pool,

@@ -3,11 +3,13 @@
 `ModelRequest`: how MODEL is to be loaded and fed (`load_model`'s options in one object), the
 flags that contradict MODEL, and the lines that say how the loaded model is fed, handed to a
 `say(text, warning)` callback. `ScanOptions`: how a dataset scan reads and batches its images."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from cnntool.errors import ModelLoadError
 
@@ -51,14 +53,23 @@ class ModelRequest:
         path = Path(spec)
         is_file = path.suffix.lower() in WEIGHT_SUFFIXES or path.is_file() or path.is_dir()
         if self.weights and is_file:
-            return (f"MODEL {spec} is a weight file already; --weights is for an architecture "
-                    "named by MODEL (resnet18, FILE.py:NAME)")
+            return (
+                f"MODEL {spec} is a weight file already; --weights is for an architecture "
+                "named by MODEL (resnet18, FILE.py:NAME)"
+            )
         if self.arch and not is_file:
             return f"--arch names the architecture of a weight file, and MODEL {spec} is not one; drop --arch"
         return None
 
-    def load(self, spec: str, *, weights_matter: bool = True, images: bool = True,
-             run: bool | None = None, say: Say | None = None) -> "LoadedModel":
+    def load(
+        self,
+        spec: str,
+        *,
+        weights_matter: bool = True,
+        images: bool = True,
+        run: bool | None = None,
+        say: Say | None = None,
+    ) -> LoadedModel:
         """Load MODEL as asked and `say` how its input is fed and where that came from.
 
         `weights_matter`: warn when the answer describes random weights. `images`: the caller
@@ -73,13 +84,24 @@ class ModelRequest:
         problem = self.conflict(spec)
         if problem:
             raise self.refuse(problem)
-        loaded = load_model(spec, arch=self.arch, weights=self.weights, device=self.device,
-                            trust_code=self.trust_code, classes=self.classes,
-                            num_classes=self.num_classes, use_ema=self.use_ema,
-                            preprocessing=PreprocessingOptions(
-                                input_size=self.input_size, resize=self.resize,
-                                interpolation=self.interpolation, mean=self.mean, std=self.std,
-                                file=self.preprocessing_file))
+        loaded = load_model(
+            spec,
+            arch=self.arch,
+            weights=self.weights,
+            device=self.device,
+            trust_code=self.trust_code,
+            classes=self.classes,
+            num_classes=self.num_classes,
+            use_ema=self.use_ema,
+            preprocessing=PreprocessingOptions(
+                input_size=self.input_size,
+                resize=self.resize,
+                interpolation=self.interpolation,
+                mean=self.mean,
+                std=self.std,
+                file=self.preprocessing_file,
+            ),
+        )
         for note in loaded.notes:
             say(note, False)
         if images:
@@ -91,19 +113,25 @@ class ModelRequest:
         for warning in loaded.warnings:
             say(warning, True)
         if weights_matter and loaded.random_weights:
-            say(f"{loaded.name} has random weights (torchvision's architectures come without "
+            say(
+                f"{loaded.name} has random weights (torchvision's architectures come without "
                 "trained ones here): the results describe an untrained network; give --weights "
-                "FILE for a trained one", True)
+                "FILE for a trained one",
+                True,
+            )
         return loaded
 
 
-def input_line(loaded: "LoadedModel") -> tuple[str, bool]:
+def input_line(loaded: LoadedModel) -> tuple[str, bool]:
     """The input size of a model that is not fed images, and whether it is a guess (a warning)."""
     shape = "×".join(map(str, loaded.input_shape))
     choice = loaded.preprocessing_choice
     if choice is not None and "size" in choice.guessed_fields:
-        return (f"input {shape} — {choice.guess_name}, not from the model: set --input-size "
-                "(or --preprocessing FILE.json) if it takes another", True)
+        return (
+            f"input {shape} — {choice.guess_name}, not from the model: set --input-size "
+            "(or --preprocessing FILE.json) if it takes another",
+            True,
+        )
     return f"input {shape} — from {loaded.preprocessing_source}", False
 
 
@@ -116,4 +144,6 @@ class ScanOptions:
     max_pixels: int | None = None  # None: Pillow's limit
     precision: str = "fp32"
     fold_bn: bool = True
-    dist_timeout: float = 600.0  # seconds a rank waits for the others (core.sharding.DEFAULT_TIMEOUT)
+    dist_timeout: float = (
+        600.0  # seconds a rank waits for the others (core.sharding.DEFAULT_TIMEOUT)
+    )

@@ -7,6 +7,7 @@
 | faces              | 100 faces and 100 non-faces, 25×25 (LFW)    | face / non-face   | scikit-image |
 | photos             | natural photos (cat, coffee, rocket, …)     | none              | scikit-image, scikit-learn, matplotlib |
 """
+
 from __future__ import annotations
 
 import gzip

@@ -4,6 +4,7 @@ A list is parsed into ranges first and checked arithmetically: '0-999999999' cos
 integers, never a billion-item list. Only a list known to fit (inside `count`, or small) is
 expanded.
 """
+
 from __future__ import annotations
 
 from cnntool.errors import CnnToolError
@@ -30,14 +31,18 @@ def parse_ranges(text: str | None, what: str = "index") -> tuple[tuple[int, int]
                 raise ValueError
             ranges.append((low, high))
     except ValueError:
-        raise CnnToolError(f"'{text}' is not a list of indices like 0-15,42 (ranges go from low "
-                           "to high; numbers start at 0)") from None
+        raise CnnToolError(
+            f"'{text}' is not a list of indices like 0-15,42 (ranges go from low "
+            "to high; numbers start at 0)"
+        ) from None
     if not ranges:
         raise CnnToolError(f"the {what} list '{text}' is empty")
     return tuple(ranges)
 
 
-def parse_indices(text: str | None, count: int | None = None, what: str = "index") -> list[int] | None:
+def parse_indices(
+    text: str | None, count: int | None = None, what: str = "index"
+) -> list[int] | None:
     """'0-15,42' -> [0, …, 15, 42]: unique indices in the order first named; 'all' or None ->
     None (every one).
 
@@ -56,8 +61,9 @@ def parse_indices(text: str | None, count: int | None = None, what: str = "index
     else:
         named = sum(high - low + 1 for low, high in ranges)
         if named > MAX_UNCHECKED:
-            raise CnnToolError(f"'{text}' names {named:,} {what} numbers; at most "
-                               f"{MAX_UNCHECKED:,} can be chosen")
+            raise CnnToolError(
+                f"'{text}' names {named:,} {what} numbers; at most {MAX_UNCHECKED:,} can be chosen"
+            )
     # every range now lies inside [0, count) (or the total is small): expanding is bounded
     chosen: dict[int, None] = {}
     for low, high in ranges:

@@ -20,11 +20,13 @@ hook (no clone is kept; see core.hooks.observe), and whether it needs the model'
 no consumer needs the output, the forward stops after the last observed layer. A consumer with
 neither (an attack, which runs its own forward and backward) just gets each batch.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager
 
 from cnntool.core.data import Batch, BatchStream, DataSet
 from cnntool.core.sharding import DEFAULT_TIMEOUT, Shard, distributed, gather
@@ -54,7 +56,7 @@ class Consumer:
     def begin(self, batch: Batch) -> None:
         """Before the batch's forward pass."""
 
-    def observe(self, layer: str, output: "torch.Tensor") -> None:
+    def observe(self, layer: str, output: torch.Tensor) -> None:
         """One call's output of one of `layers`."""
 
     def end(self, batch: Batch, output: Any) -> None:
@@ -80,7 +82,7 @@ def _no_progress(_title: str, _total: int):
 class ScanSession:
     """One process's part of a dataset scan. Build it with `ScanSession.open`."""
 
-    model: "LoadedModel"
+    model: LoadedModel
     dataset: DataSet
     shard: Shard = field(default_factory=Shard)
     batch_size: int = 32
@@ -99,8 +101,14 @@ class ScanSession:
 
     @classmethod
     @contextlib.contextmanager
-    def open(cls, model: "LoadedModel", dataset: DataSet, *, dist_timeout: float = DEFAULT_TIMEOUT,
-             **options) -> Iterator["ScanSession"]:
+    def open(
+        cls,
+        model: LoadedModel,
+        dataset: DataSet,
+        *,
+        dist_timeout: float = DEFAULT_TIMEOUT,
+        **options,
+    ) -> Iterator[ScanSession]:
         """A session over `dataset`: the whole of it, or under torchrun this rank's shard (the
         process group lives as long as the block; CUDA ranks use cuda:LOCAL_RANK; a rank waits
         `dist_timeout` seconds for the others before a DistributedError)."""
@@ -128,10 +136,16 @@ class ScanSession:
 
     def stream(self, *, start: int = 0, normalize: bool = True) -> BatchStream:
         """Preprocessed batches of this shard (after its first `start` images), in index order."""
-        return BatchStream(self.dataset, self.model.preprocessing, batch_size=self.batch_size,
-                           workers=self.workers, normalize=normalize,
-                           indices=self.shard.indices(len(self.dataset), start),
-                           device=self.device, **self.stream_options)
+        return BatchStream(
+            self.dataset,
+            self.model.preprocessing,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            normalize=normalize,
+            indices=self.shard.indices(len(self.dataset), start),
+            device=self.device,
+            **self.stream_options,
+        )
 
     def batches(self, title: str, *, start: int = 0, normalize: bool = True) -> Iterator[Batch]:
         """This shard's batches with a progress bar that also counts the unreadable images;
@@ -139,8 +153,10 @@ class ScanSession:
         an attack after a scan, reads the same images again)."""
         first = not self._passes  # a later pass (an attack after a scan) reads the same images
         self._passes += 1
-        with self.stream(start=start, normalize=normalize) as stream, \
-                self.progress(title, stream.total) as advance:
+        with (
+            self.stream(start=start, normalize=normalize) as stream,
+            self.progress(title, stream.total) as advance,
+        ):
             counted = 0
             for batch in stream:
                 fresh = len(stream.skipped) - counted
@@ -166,11 +182,17 @@ class ScanSession:
         an attack's backward) inside `prepared.forward()`."""
         from cnntool.core.runtime import prepare_for_scan
 
-        with prepare_for_scan(self.module, self.device, needs_grad=needs_grad,
-                              precision=self.precision, channels_last=self.channels_last,
-                              fold_bn=self.fold_bn, keep=keep,
-                              inference_mode=False,  # consumers' states stay ordinary tensors
-                              example_input_shape=self.model.input_shape) as prepared:
+        with prepare_for_scan(
+            self.module,
+            self.device,
+            needs_grad=needs_grad,
+            precision=self.precision,
+            channels_last=self.channels_last,
+            fold_bn=self.fold_bn,
+            keep=keep,
+            inference_mode=False,  # consumers' states stay ordinary tensors
+            example_input_shape=self.model.input_shape,
+        ) as prepared:
             if not self._announced:
                 self._announced = True
                 self.announce(f"forward pass: {prepared.describe()}", False)
@@ -178,12 +200,25 @@ class ScanSession:
                     self.announce(prepared.precision_note, True)
             yield prepared
 
-    def run(self, consumers: Sequence[Consumer], title: str, *, start: int = 0,
-            normalize: bool = True, on_batch: Callable[[Batch], None] | None = None) -> None:
+    def run(
+        self,
+        consumers: Sequence[Consumer],
+        title: str,
+        *,
+        start: int = 0,
+        normalize: bool = True,
+        on_batch: Callable[[Batch], None] | None = None,
+    ) -> None:
         """Feed every batch of this shard (after its first `start` images) to `consumers`."""
         with self.prepared(keep=[layer for c in consumers for layer in c.layers]) as prepared:
-            feed(self.module, self.batches(title, start=start, normalize=normalize), consumers,
-                 device=self.device, on_batch=on_batch, prepared=prepared)
+            feed(
+                self.module,
+                self.batches(title, start=start, normalize=normalize),
+                consumers,
+                device=self.device,
+                on_batch=on_batch,
+                prepared=prepared,
+            )
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's `obj`, in rank order (collective). Keep it small: states, not maps."""
@@ -196,9 +231,12 @@ class ScanSession:
         read = sum(part[0] for part in parts)
         # the listing's own skips (dangling links, FIFOs…) are the same on every rank: once
         unreadable = (item for part in parts for item in part[2])
-        report = ScanReport(total=len(self.dataset) + len(self.dataset.skipped), read=read,
-                            skipped=tuple(self.dataset.all_skipped(unreadable)),
-                            upscale=sum(part[1] for part in parts) / read if read else 1.0)
+        report = ScanReport(
+            total=len(self.dataset) + len(self.dataset.skipped),
+            read=read,
+            skipped=tuple(self.dataset.all_skipped(unreadable)),
+            upscale=sum(part[1] for part in parts) / read if read else 1.0,
+        )
         if report.read == 0 and report.total:
             raise DataError(none_readable(report.total, self.dataset.name))
         return report
@@ -219,16 +257,27 @@ def report_warnings(report: ScanReport, input_shape: Sequence[int]) -> list[str]
     if report.skipped:
         path, reason = report.skipped[0]
         example = reason if path in reason else f"{path}: {reason}"
-        lines.append(f"skipped {len(report.skipped)} unreadable image(s) of {report.total}, e.g. {example}")
+        lines.append(
+            f"skipped {len(report.skipped)} unreadable image(s) of {report.total}, e.g. {example}"
+        )
     if report.upscale > UPSCALE_WARNING:
-        lines.append(f"the images were enlarged {report.upscale:.1f}× on average to reach the model's "
-                     f"input ({'×'.join(map(str, input_shape))}): is that the input the model was "
-                     "trained on? Set it with --input-size/--resize or --preprocessing")
+        lines.append(
+            f"the images were enlarged {report.upscale:.1f}× on average to reach the model's "
+            f"input ({'×'.join(map(str, input_shape))}): is that the input the model was "
+            "trained on? Set it with --input-size/--resize or --preprocessing"
+        )
     return lines
 
 
-def feed(module, batches: Iterable[Batch], consumers: Sequence[Consumer], *, device=None,
-         on_batch: Callable[[Batch], None] | None = None, prepared=None) -> None:
+def feed(
+    module,
+    batches: Iterable[Batch],
+    consumers: Sequence[Consumer],
+    *,
+    device=None,
+    on_batch: Callable[[Batch], None] | None = None,
+    prepared=None,
+) -> None:
     """The scan loop: each batch to every consumer, with one forward pass (no grad) when any of
     them observes a layer or needs the output; it stops after the last observed layer when
     none needs the output. A module called several times per forward (ResNet's shared `relu`)

@@ -14,17 +14,18 @@ order the dataset has, and a merge that orders results by (value, dataset index)
 what one process would. Under torchrun the process group uses gloo on CPU and NCCL on CUDA;
 each rank picks `cuda:LOCAL_RANK`.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from cnntool.core.data import BatchStream, DataSet
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.errors import DistributedError
-
 
 # How long a rank waits for the others (to join, and at every collective) before it gives up.
 # torch's default is 30 minutes: under torchrun its agent stops the survivors of a dead rank at
@@ -93,8 +94,10 @@ def distributed(device, timeout: float = DEFAULT_TIMEOUT) -> Iterator[Shard]:
     created = not dist.is_initialized()
     if created:
         with _peers(os.environ.get("RANK", "?"), timeout, joining=True):
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
-                                    timeout=datetime.timedelta(seconds=timeout))
+            dist.init_process_group(
+                backend="nccl" if device.type == "cuda" else "gloo",
+                timeout=datetime.timedelta(seconds=timeout),
+            )
     try:
         yield Shard(dist.get_rank(), dist.get_world_size(), device, timeout)
     finally:
@@ -111,24 +114,45 @@ def _peers(rank, timeout: float, joining: bool = False) -> Iterator[None]:
     except RuntimeError as exc:  # torch.distributed's DistError and gloo's errors are RuntimeErrors
         text = str(exc).lower()
         if "timed out" in text or "timeout" in text:
-            raise DistributedError(f"rank {rank} waited {timeout:g} s for the other ranks; one of "
-                                   "them may have died", timeout) from exc
-        if any(words in text for words in ("closed by peer", "reset by peer", "broken pipe",
-                                           "connection refused")):
-            raise DistributedError(f"rank {rank} lost its connection to the other ranks; one of "
-                                   "them may have died") from exc
+            raise DistributedError(
+                f"rank {rank} waited {timeout:g} s for the other ranks; one of them may have died",
+                timeout,
+            ) from exc
+        if any(
+            words in text
+            for words in ("closed by peer", "reset by peer", "broken pipe", "connection refused")
+        ):
+            raise DistributedError(
+                f"rank {rank} lost its connection to the other ranks; one of them may have died"
+            ) from exc
         if joining and type(exc).__name__.startswith("Dist"):  # DistNetworkError: EADDRINUSE…
             where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DistributedError(f"rank {rank} could not join the other ranks at {where} ({first})") from exc
+            raise DistributedError(
+                f"rank {rank} could not join the other ranks at {where} ({first})"
+            ) from exc
         raise
 
 
-def shard_stream(dataset: DataSet, preprocessing: Preprocessing, shard: Shard, *,
-                 batch_size: int, workers: int, start: int = 0, normalize: bool = True) -> BatchStream:
+def shard_stream(
+    dataset: DataSet,
+    preprocessing: Preprocessing,
+    shard: Shard,
+    *,
+    batch_size: int,
+    workers: int,
+    start: int = 0,
+    normalize: bool = True,
+) -> BatchStream:
     """Preprocessed batches of this shard's images (after its first `start`), in index order."""
-    return BatchStream(dataset, preprocessing, batch_size=batch_size, workers=workers,
-                       normalize=normalize, indices=shard.indices(len(dataset), start))
+    return BatchStream(
+        dataset,
+        preprocessing,
+        batch_size=batch_size,
+        workers=workers,
+        normalize=normalize,
+        indices=shard.indices(len(dataset), start),
+    )
 
 
 def gather(obj: Any, shard: Shard) -> list[Any]:

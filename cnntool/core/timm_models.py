@@ -8,11 +8,13 @@ Any timm model (also one built by user code, `timm.models:resnet18`) carries a p
 `timm.data.resolve_data_config` turns it into timm's own eval preprocessing (input size,
 interpolation, mean/std, crop_pct), which core/preprocessing_sources.py ranks as source 5.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from cnntool.errors import ModelLoadError, unknown_name
 
@@ -44,13 +46,20 @@ def _timm():
     return timm
 
 
-def create_timm_model(name: str, num_classes: int | None = None,
-                      pretrained_cfg_overlay: Mapping[str, Any] | None = None):
+def create_timm_model(
+    name: str,
+    num_classes: int | None = None,
+    pretrained_cfg_overlay: Mapping[str, Any] | None = None,
+):
     """timm's architecture `name`, randomly initialized (never downloaded)."""
     timm = _timm()
     if not timm.is_model(name):
-        raise unknown_name("timm model", name, timm.list_models(),
-                           hint="`python -c 'import timm; print(timm.list_models())'` lists them")
+        raise unknown_name(
+            "timm model",
+            name,
+            timm.list_models(),
+            hint="`python -c 'import timm; print(timm.list_models())'` lists them",
+        )
     kwargs: dict[str, Any] = {"pretrained": False}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
@@ -59,8 +68,10 @@ def create_timm_model(name: str, num_classes: int | None = None,
     try:
         return timm.create_model(name, **kwargs)
     except Exception as exc:
-        raise ModelLoadError(f"timm could not build {name}: {type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+        raise ModelLoadError(
+            f"timm could not build {name}: {type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        ) from exc
 
 
 def is_timm_model(module) -> bool:
@@ -77,9 +88,13 @@ def timm_preprocessing(module) -> dict | None:
     from timm.data import resolve_data_config
 
     config = resolve_data_config({}, model=module)
-    return {"input_size": list(config["input_size"]), "interpolation": config["interpolation"],
-            "mean": list(config["mean"]), "std": list(config["std"]),
-            "crop_pct": config.get("crop_pct") or 0.875}
+    return {
+        "input_size": list(config["input_size"]),
+        "interpolation": config["interpolation"],
+        "mean": list(config["mean"]),
+        "std": list(config["std"]),
+        "crop_pct": config.get("crop_pct") or 0.875,
+    }
 
 
 def timm_crop_mode(module) -> str:

@@ -6,12 +6,14 @@ run there. Observers see every aten op (a TorchDispatchMode) together with the i
 running it (forward hooks from `core.hooks` keep a stack of module names). The geometry of
 windowed ops (convolution, pooling) is read from their aten arguments here too.
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +27,7 @@ aten = torch.ops.aten
 
 
 # --- the tracing harness ----------------------------------------------------------------------
+
 
 class ForwardObserver:
     """What a traced forward pass reports: its input, each aten op, each module's output.
@@ -45,9 +48,14 @@ class ForwardObserver:
         """The module reached under `name` returned `output`."""
 
 
-def trace_forward(model: nn.Module, make_observers: Callable[[], Sequence[ForwardObserver]],
-                  input_shape: Sequence[int], *, batch: int = 1,
-                  device: str | torch.device = "meta") -> tuple[Sequence[ForwardObserver], str]:
+def trace_forward(
+    model: nn.Module,
+    make_observers: Callable[[], Sequence[ForwardObserver]],
+    input_shape: Sequence[int],
+    *,
+    batch: int = 1,
+    device: str | torch.device = "meta",
+) -> tuple[Sequence[ForwardObserver], str]:
     """Run one forward pass of a (batch, *input_shape) input, reporting to fresh observers.
 
     device "meta" runs a meta copy of the model: no weight is copied, nothing is allocated, and
@@ -78,7 +86,8 @@ def trace_forward(model: nn.Module, make_observers: Callable[[], Sequence[Forwar
     except _ForwardFailed as failure:
         raise InputSizeError(
             f"the forward pass of {type(model).__name__} on a {_fmt(shape[1:])} input failed in "
-            f"{failure.where}: {failure.error}") from failure.error
+            f"{failure.where}: {failure.error}"
+        ) from failure.error
 
 
 class _ForwardFailed(Exception):
@@ -97,8 +106,12 @@ class _EmptyOutput(Exception):
         self.size = size
 
 
-def _observed_run(model: nn.Module, original: nn.Module, shape: tuple[int, ...],
-                  observers: Sequence[ForwardObserver]) -> Sequence[ForwardObserver]:
+def _observed_run(
+    model: nn.Module,
+    original: nn.Module,
+    shape: tuple[int, ...],
+    observers: Sequence[ForwardObserver],
+) -> Sequence[ForwardObserver]:
     """One forward pass of `model` with module hooks and the op tap; errors name the module.
 
     The root is not hooked: it is at the bottom of the stack throughout, and its output is
@@ -106,8 +119,11 @@ def _observed_run(model: nn.Module, original: nn.Module, shape: tuple[int, ...],
     goes to the innermost Python module, the root for a scripted model).
     """
     stack: list[tuple[str, nn.Module]] = [("", model)]
-    submodules = {name: module for name, module in model.named_modules()
-                  if name and not isinstance(module, torch.jit.ScriptModule)}
+    submodules = {
+        name: module
+        for name, module in model.named_modules()
+        if name and not isinstance(module, torch.jit.ScriptModule)
+    }
 
     def entered(name, module, args):
         stack.append((name, module))
@@ -120,16 +136,24 @@ def _observed_run(model: nn.Module, original: nn.Module, shape: tuple[int, ...],
     x = _example_input(model, shape)
     for observer in observers:
         observer.forward_started(x)
-    tap = _OpTap(stack, observers) if any(o.sees_ops for o in observers) else contextlib.nullcontext()
-    with preserved_state(model), module_hooks(submodules, entered, exited), torch.no_grad(), \
-            _mha_fastpath_disabled(), tap:
+    tap = (
+        _OpTap(stack, observers) if any(o.sees_ops for o in observers) else contextlib.nullcontext()
+    )
+    with (
+        preserved_state(model),
+        module_hooks(submodules, entered, exited),
+        torch.no_grad(),
+        _mha_fastpath_disabled(),
+        tap,
+    ):
         model.eval()
         try:
             output = model(x)
         except _EmptyOutput as empty:
             raise InputSizeError(
                 f"input {_fmt(shape[1:])} is too small for {type(original).__name__}: the output "
-                f"of {_where(*stack[-1])} would be {_fmt(empty.size)}") from None
+                f"of {_where(*stack[-1])} would be {_fmt(empty.size)}"
+            ) from None
         except Exception as error:  # noqa: BLE001 - re-raised with the module's name
             raise _ForwardFailed(_where(*stack[-1]), error) from error
     for observer in observers:
@@ -140,8 +164,9 @@ def _observed_run(model: nn.Module, original: nn.Module, shape: tuple[int, ...],
 class _OpTap(TorchDispatchMode):
     """Sees every aten op; refuses empty conv/pool outputs; tells observers what ran where."""
 
-    def __init__(self, stack: list[tuple[str, nn.Module]],
-                 observers: Sequence[ForwardObserver]) -> None:
+    def __init__(
+        self, stack: list[tuple[str, nn.Module]], observers: Sequence[ForwardObserver]
+    ) -> None:
         super().__init__()
         self.stack, self.observers = stack, observers
 
@@ -175,8 +200,11 @@ def _copy_to(model: nn.Module, device: torch.device) -> nn.Module:
     """
     memo: dict[int, Any] = {}
     for tensor in [*model.parameters(), *model.buffers()]:
-        moved = torch.empty_like(tensor, device=device) if device.type == "meta" \
+        moved = (
+            torch.empty_like(tensor, device=device)
+            if device.type == "meta"
             else tensor.detach().to(device)
+        )
         if isinstance(tensor, nn.Parameter):
             moved = nn.Parameter(moved, requires_grad=tensor.requires_grad)
         memo[id(tensor)] = moved
@@ -186,8 +214,10 @@ def _copy_to(model: nn.Module, device: torch.device) -> nn.Module:
 def _example_input(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
     """A seeded random input on the model's device, in its floating dtype."""
     home = device_of(model)
-    dtype = next((t.dtype for t in [*model.parameters(), *model.buffers()]
-                  if t.is_floating_point()), torch.float32)
+    dtype = next(
+        (t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()),
+        torch.float32,
+    )
     if home.type == "meta":
         return torch.empty(shape, dtype=dtype, device=home)
     generator = torch.Generator().manual_seed(0)
@@ -197,8 +227,10 @@ def _example_input(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
 def _checked_shape(input_shape: Sequence[int], batch: int) -> tuple[int, ...]:
     shape = (batch, *input_shape)
     if not all(isinstance(n, int) and n > 0 for n in shape):
-        raise InputSizeError("the input shape and batch must be positive integers (like "
-                             f"3×224×224, batch 1), got {tuple(input_shape)}, batch {batch}")
+        raise InputSizeError(
+            "the input shape and batch must be positive integers (like "
+            f"3×224×224, batch 1), got {tuple(input_shape)}, batch {batch}"
+        )
     return shape
 
 
@@ -214,8 +246,15 @@ def _where(name: str, module: nn.Module) -> str:
 
 _CONV_OPS = {aten.convolution, aten._convolution}  # the second in traced TorchScript
 _POOL_OPS = {  # op -> number of spatial dims
-    aten.max_pool1d: 1, aten.max_pool2d: 2, aten.max_pool3d: 3, aten.max_pool2d_with_indices: 2,
-    aten.max_pool3d_with_indices: 3, aten.avg_pool1d: 1, aten.avg_pool2d: 2, aten.avg_pool3d: 3}
+    aten.max_pool1d: 1,
+    aten.max_pool2d: 2,
+    aten.max_pool3d: 3,
+    aten.max_pool2d_with_indices: 2,
+    aten.max_pool3d_with_indices: 3,
+    aten.avg_pool1d: 1,
+    aten.avg_pool2d: 2,
+    aten.avg_pool3d: 3,
+}
 WINDOW_OPS = _CONV_OPS | set(_POOL_OPS)
 
 
@@ -265,13 +304,21 @@ def window_of(packet, a: dict[str, Any]) -> Window | None:
         if a["transposed"]:
             return None
         dims = a["weight"].dim() - 2
-        return Window(tuple(a["weight"].shape[2:]), _per_dim(a["stride"], dims),
-                       _per_dim(a["padding"], dims), _per_dim(a["dilation"], dims))
+        return Window(
+            tuple(a["weight"].shape[2:]),
+            _per_dim(a["stride"], dims),
+            _per_dim(a["padding"], dims),
+            _per_dim(a["dilation"], dims),
+        )
     dims = _POOL_OPS[packet]
     kernel = _per_dim(a["kernel_size"], dims)
-    return Window(kernel, _per_dim(a["stride"] or kernel, dims),
-                   _per_dim(a.get("padding", 0), dims), _per_dim(a.get("dilation", 1), dims),
-                   bool(a.get("ceil_mode", False)))
+    return Window(
+        kernel,
+        _per_dim(a["stride"] or kernel, dims),
+        _per_dim(a.get("padding", 0), dims),
+        _per_dim(a.get("dilation", 1), dims),
+        bool(a.get("ceil_mode", False)),
+    )
 
 
 def _check_not_empty(func, args: tuple, kwargs: dict) -> None:
@@ -279,6 +326,6 @@ def _check_not_empty(func, args: tuple, kwargs: dict) -> None:
     window = window_of(func.overloadpacket, a)
     if window is None:
         return
-    size = window.output_size(a.get("input", a.get("self")).shape[-len(window.kernel):])
+    size = window.output_size(a.get("input", a.get("self")).shape[-len(window.kernel) :])
     if min(size) <= 0:
         raise _EmptyOutput(tuple(max(n, 0) for n in size))

@@ -1,10 +1,11 @@
 """The files of an attack with `-o DIR`: adversarial images as lossless 8-bit PNGs (read back, so
 that what is judged is what was saved), original | perturbation | adversarial triptychs, and
 perturbations carried onto the full-size photos."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image
 
@@ -32,8 +33,10 @@ class AdversarialFiles:
         The record fields each image adds: file, success_after_save[, full_res_*]."""
         saved = self.save(outcomes)
         predictions = judge([image for _, image in saved], False)
-        records = [{"file": str(file), "success_after_save": o.succeeded(pred)}
-                   for (file, _), pred, o in zip(saved, predictions, outcomes)]
+        records = [
+            {"file": str(file), "success_after_save": o.succeeded(pred)}
+            for (file, _), pred, o in zip(saved, predictions, outcomes)
+        ]
         if full_res is not None:
             photos = self.save_full_res(outcomes, [full_res(o) for o in outcomes])
             predictions = judge([image for _, image in photos], True)
@@ -45,8 +48,11 @@ class AdversarialFiles:
         return records
 
     def counts(self) -> dict:
-        return {"triptychs": self.triptych_count, "full_res": self.full_res_count,
-                "full_res_successes": self.full_res_successes}
+        return {
+            "triptychs": self.triptych_count,
+            "full_res": self.full_res_count,
+            "full_res_successes": self.full_res_successes,
+        }
 
     @staticmethod
     def name(outcome) -> str:
@@ -64,7 +70,9 @@ class AdversarialFiles:
                 self._triptych(outcome)
         return saved
 
-    def save_full_res(self, outcomes, images: Sequence[Image.Image]) -> list[tuple[Path, Image.Image]]:
+    def save_full_res(
+        self, outcomes, images: Sequence[Image.Image]
+    ) -> list[tuple[Path, Image.Image]]:
         """Save each full-size adversarial photo; return each file with the image read back."""
         saved = []
         for outcome, image in zip(outcomes, images):
@@ -74,13 +82,18 @@ class AdversarialFiles:
         return saved
 
     def _triptych(self, outcome) -> None:
-        save_triptych(self.triptych_folder / self.name(outcome),
-                      outcome.clean.cpu().numpy(), outcome.adversarial.cpu().numpy(),
-                      eps=outcome.eps, norm=self.norm, scale=self.scale,
-                      clean_title=f"original: {class_label(outcome.clean_name, outcome.clean_pred)}\n"
-                                  f"{outcome.clean_conf:.1%} confidence",
-                      adversarial_title=f"adversarial: {class_label(outcome.adv_name, outcome.adv_pred)}\n"
-                                        f"{outcome.adv_conf:.1%} confidence")
+        save_triptych(
+            self.triptych_folder / self.name(outcome),
+            outcome.clean.cpu().numpy(),
+            outcome.adversarial.cpu().numpy(),
+            eps=outcome.eps,
+            norm=self.norm,
+            scale=self.scale,
+            clean_title=f"original: {class_label(outcome.clean_name, outcome.clean_pred)}\n"
+            f"{outcome.clean_conf:.1%} confidence",
+            adversarial_title=f"adversarial: {class_label(outcome.adv_name, outcome.adv_pred)}\n"
+            f"{outcome.adv_conf:.1%} confidence",
+        )
         self.triptychs_left -= 1
         self.triptych_count += 1
 

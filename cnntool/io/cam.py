@@ -5,10 +5,11 @@ Per image, `visualize cam -o DIR` writes DIR/NNNNN_STEM.png (the map over the ph
 the model) and DIR/NNNNN_STEM.npy (the raw map: h×w float32 at the layer's resolution, before
 the ReLU and any scaling), NNNNN being the image's index in DATA, so that names never collide.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -16,8 +17,14 @@ from cnntool.io.figures import new_figure, save_figure
 from cnntool.io.writers import atomic_path
 
 CAM_COLORMAP = "inferno"  # perceptually uniform, colour-blind safe; dark = no evidence
-NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM",
-         "layercam": "Layer-CAM", "eigencam": "Eigen-CAM", "hirescam": "HiResCAM"}
+NAMES = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "scorecam": "Score-CAM",
+    "layercam": "Layer-CAM",
+    "eigencam": "Eigen-CAM",
+    "hirescam": "HiResCAM",
+}
 
 
 def target_label(target) -> str:
@@ -26,8 +33,11 @@ def target_label(target) -> str:
         return "first principal component (no target)"
     if target.kind == "unit":
         return f"{target.layer} unit {target.unit}"
-    return f"{target.class_name} ({target.class_index})" if target.class_name else \
-        f"class {target.class_index}"
+    return (
+        f"{target.class_name} ({target.class_index})"
+        if target.class_name
+        else f"class {target.class_index}"
+    )
 
 
 def _gray(pixels: np.ndarray) -> np.ndarray:
@@ -35,8 +45,9 @@ def _gray(pixels: np.ndarray) -> np.ndarray:
     return pixels[0] if pixels.shape[0] == 1 else pixels[:3].mean(axis=0)
 
 
-def save_cam_overlay(path: str | Path, pixels: np.ndarray, heat: np.ndarray, cam, *,
-                     alpha: float = 0.55) -> None:
+def save_cam_overlay(
+    path: str | Path, pixels: np.ndarray, heat: np.ndarray, cam, *, alpha: float = 0.55
+) -> None:
     """The photo as fed to the model (`pixels` C×H×W in [0, 1]) in grey, the [0, 1] map `heat`
     (H×W) painted over it through CAM_COLORMAP, a colour bar, and a title naming the class,
     the method, the layer and the score. A flat map is drawn as the bare photo and said so."""
@@ -44,28 +55,38 @@ def save_cam_overlay(path: str | Path, pixels: np.ndarray, heat: np.ndarray, cam
     axes = figure.add_axes((0.03, 0.04, 0.74, 0.76))
     bar_axes = figure.add_axes((0.82, 0.04, 0.04, 0.76))
     axes.imshow(_gray(pixels), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    shown = axes.imshow(heat, cmap=CAM_COLORMAP, vmin=0, vmax=1, interpolation="nearest",
-                        alpha=0.0 if cam.flat else alpha)
+    shown = axes.imshow(
+        heat,
+        cmap=CAM_COLORMAP,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+        alpha=0.0 if cam.flat else alpha,
+    )
     axes.axis("off")
     bar = figure.colorbar(shown, cax=bar_axes)
     bar.solids.set_alpha(1.0)
     bar.set_label("relevance (this map's min → max)", fontsize=9)
     bar.ax.tick_params(labelsize=8)
-    score = "" if cam.score is None else \
-        f", {'logit' if cam.target.kind == 'class' else 'mean activation'} {cam.score:.3g}"
+    score = (
+        ""
+        if cam.score is None
+        else f", {'logit' if cam.target.kind == 'class' else 'mean activation'} {cam.score:.3g}"
+    )
     figure.text(0.03, 0.955, target_label(cam.target), fontsize=12, weight="bold", va="top")
     subtitle = f"{NAMES[cam.method]} of {cam.layer}{score}"
     if cam.flat:
         subtitle += " — FLAT: nothing left after the ReLU"
-    figure.text(0.03, 0.875, subtitle, fontsize=9, va="top", color="firebrick" if cam.flat else "black")
+    figure.text(
+        0.03, 0.875, subtitle, fontsize=9, va="top", color="firebrick" if cam.flat else "black"
+    )
     save_figure(figure, path)
 
 
 def save_raw_map(path: str | Path, raw: np.ndarray) -> None:
     """A raw map as a float32 .npy, atomically."""
-    with atomic_path(path) as temp:
-        with open(temp, "wb") as handle:
-            np.save(handle, np.asarray(raw, dtype=np.float32))
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
+        np.save(handle, np.asarray(raw, dtype=np.float32))
 
 
 def cam_file_stem(index: int, path: str) -> str:
@@ -106,17 +127,30 @@ def save_occlusion_figure(path: str | Path, pixels: np.ndarray, result, *, image
     rgb = np.transpose(pixels, (1, 2, 0)) if pixels.shape[0] == 3 else pixels[0]
 
     axes = figure.add_subplot(1, panels, 1)
-    axes.imshow(rgb, cmap="gray" if rgb.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    axes.add_patch(Rectangle((-0.5, -0.5), result.size, result.size, facecolor=result.fill_rgb,
-                             edgecolor="yellow", linewidth=1.5))
-    axes.set_title(f"{image_name}\noccluder {result.size} px, stride {result.stride}, fill {result.fill}",
-                   fontsize=10)
+    axes.imshow(
+        rgb, cmap="gray" if rgb.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest"
+    )
+    axes.add_patch(
+        Rectangle(
+            (-0.5, -0.5),
+            result.size,
+            result.size,
+            facecolor=result.fill_rgb,
+            edgecolor="yellow",
+            linewidth=1.5,
+        )
+    )
+    axes.set_title(
+        f"{image_name}\noccluder {result.size} px, stride {result.stride}, fill {result.fill}",
+        fontsize=10,
+    )
     axes.axis("off")
 
     def heat_panel(column, values, title, label, cmap="viridis", vmin=None, vmax=None):
         ax = figure.add_subplot(1, panels, column)
-        drawn = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent,
-                          interpolation="nearest")
+        drawn = ax.imshow(
+            values, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest"
+        )
         _frame(ax, width, height)
         ax.set_title(title, fontsize=10)
         bar = figure.colorbar(drawn, ax=ax, fraction=0.046, pad=0.03)
@@ -124,9 +158,12 @@ def save_occlusion_figure(path: str | Path, pixels: np.ndarray, result, *, image
         bar.ax.tick_params(labelsize=8)
         return ax
 
-    heat_panel(2, result.probability.numpy(),
-               f"p({target_label(result.target)})\nunoccluded: {result.clean_probability:.3f}",
-               "probability of the class, occluder centred here")
+    heat_panel(
+        2,
+        result.probability.numpy(),
+        f"p({target_label(result.target)})\nunoccluded: {result.clean_probability:.3f}",
+        "probability of the class, occluder centred here",
+    )
 
     classes = result.top_classes()
     palette = colormaps["tab10" if len(classes) <= 10 else "tab20"]
@@ -134,18 +171,27 @@ def save_occlusion_figure(path: str | Path, pixels: np.ndarray, result, *, image
     codes = {c: i for i, (c, _, _) in enumerate(classes)}
     coded = np.vectorize(codes.get)(result.top_class.numpy())
     ax = figure.add_subplot(1, panels, 3)
-    drawn = ax.imshow(coded, cmap=colours, norm=BoundaryNorm(np.arange(len(classes) + 1) - 0.5, len(classes)),
-                      extent=extent, interpolation="nearest")
+    drawn = ax.imshow(
+        coded,
+        cmap=colours,
+        norm=BoundaryNorm(np.arange(len(classes) + 1) - 0.5, len(classes)),
+        extent=extent,
+        interpolation="nearest",
+    )
     _frame(ax, width, height)
     ax.set_title("most probable class, occluder centred here", fontsize=10)
     bar = figure.colorbar(drawn, ax=ax, fraction=0.046, pad=0.03, ticks=range(len(classes)))
-    bar.ax.set_yticklabels([_short(name or f"class {c}") + f" {share:.0%}" for c, name, share in classes],
-                           fontsize=8)
+    bar.ax.set_yticklabels(
+        [_short(name or f"class {c}") + f" {share:.0%}" for c, name, share in classes], fontsize=8
+    )
 
     if result.unit_map is not None:
-        heat_panel(4, result.unit_map.numpy(),
-                   f"{target_label(result.unit)}\nunoccluded: {result.unit_clean:.3g}",
-                   "mean activation, occluder centred here")
+        heat_panel(
+            4,
+            result.unit_map.numpy(),
+            f"{target_label(result.unit)}\nunoccluded: {result.unit_clean:.3g}",
+            "mean activation, occluder centred here",
+        )
     figure.tight_layout()
     save_figure(figure, path)
 
@@ -159,19 +205,21 @@ def _frame(axes, width: int, height: int) -> None:
 
 
 def _short(name: str, limit: int = 22) -> str:
-    return name if len(name) <= limit else name[:limit - 1] + "…"
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def save_occlusion_maps(path: str | Path, result) -> None:
     """The occlusion maps as an .npz: probability, top_class, top_probability (positions ×
     positions), rows and cols (the occluders' top-left corners in model-input pixels), and
     unit (when a unit was measured)."""
-    arrays = {"probability": result.probability.numpy().astype(np.float32),
-              "top_class": result.top_class.numpy().astype(np.int64),
-              "top_probability": result.top_probability.numpy().astype(np.float32),
-              "rows": np.asarray(result.rows), "cols": np.asarray(result.cols)}
+    arrays = {
+        "probability": result.probability.numpy().astype(np.float32),
+        "top_class": result.top_class.numpy().astype(np.int64),
+        "top_probability": result.top_probability.numpy().astype(np.float32),
+        "rows": np.asarray(result.rows),
+        "cols": np.asarray(result.cols),
+    }
     if result.unit_map is not None:
         arrays["unit"] = result.unit_map.numpy().astype(np.float32)
-    with atomic_path(path) as temp:
-        with open(temp, "wb") as handle:
-            np.savez(handle, **arrays)
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
+        np.savez(handle, **arrays)

@@ -1,10 +1,11 @@
 """What `visualize check` writes: the ranking table's columns, the cascading-randomization figure
 (Adebayo et al. 2018, Fig. 2: rows are methods, columns the original map then each stage) and
 the deletion/insertion curves (Petsiuk et al. 2018, Fig. 3)."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -20,23 +21,41 @@ def _number(value, digits: int = 3) -> str:
 
 def table_rows(verdicts: Sequence) -> list[dict]:
     """One row per method (tasks.check.MethodVerdict), in rank order, for console.show_table."""
-    return [{"rank": str(v.rank), "method": v.method, "deletion": _number(v.deletion_auc),
-             "insertion": _number(v.insertion_auc), "road": _number(v.road_gap),
-             "last": _number(v.last_correlation), "mean": _number(v.mean_correlation),
-             "verdict": {None: "—", True: "pass", False: "FAIL"}[v.passed]} for v in verdicts]
+    return [
+        {
+            "rank": str(v.rank),
+            "method": v.method,
+            "deletion": _number(v.deletion_auc),
+            "insertion": _number(v.insertion_auc),
+            "road": _number(v.road_gap),
+            "last": _number(v.last_correlation),
+            "mean": _number(v.mean_correlation),
+            "verdict": {None: "—", True: "pass", False: "FAIL"}[v.passed],
+        }
+        for v in verdicts
+    ]
 
 
-TABLE_COLUMNS = [Column("#", "rank", right=True), Column("method", "method"),
-                 Column("deletion AUC ↓", "deletion", right=True),
-                 Column("insertion AUC ↑", "insertion", right=True),
-                 Column("ROAD LeRF−MoRF ↑", "road", right=True),
-                 Column("rank corr. last ↓", "last", right=True),
-                 Column("rank corr. mean ↓", "mean", right=True),
-                 Column("sanity", "verdict")]
+TABLE_COLUMNS = [
+    Column("#", "rank", right=True),
+    Column("method", "method"),
+    Column("deletion AUC ↓", "deletion", right=True),
+    Column("insertion AUC ↑", "insertion", right=True),
+    Column("ROAD LeRF−MoRF ↑", "road", right=True),
+    Column("rank corr. last ↓", "last", right=True),
+    Column("rank corr. mean ↓", "mean", right=True),
+    Column("sanity", "verdict"),
+]
 
 
-def save_cascade_figure(path: str | Path, pixels: np.ndarray, maps: Mapping[str, Sequence[np.ndarray]],
-                        stages: Sequence[str], *, title: str) -> None:
+def save_cascade_figure(
+    path: str | Path,
+    pixels: np.ndarray,
+    maps: Mapping[str, Sequence[np.ndarray]],
+    stages: Sequence[str],
+    *,
+    title: str,
+) -> None:
     """Rows: methods; columns: the image, the original |map|, then the map after each cascade
     stage (labelled by the lowest module randomized). Each map is |map| divided by its 99th
     percentile and clipped to 1 (a few peaks would leave a pixel map black), grey scale from
@@ -44,8 +63,14 @@ def save_cascade_figure(path: str | Path, pixels: np.ndarray, maps: Mapping[str,
     columns = 2 + len(stages)
     rows = len(maps)
     figure = new_figure(width=1.55 * columns + 0.9, height=1.65 * rows + 0.9)
-    figure.subplots_adjust(left=0.07, right=0.9, bottom=0.03, top=1 - 0.55 / (1.65 * rows + 0.9),
-                           wspace=0.06, hspace=0.32)
+    figure.subplots_adjust(
+        left=0.07,
+        right=0.9,
+        bottom=0.03,
+        top=1 - 0.55 / (1.65 * rows + 0.9),
+        wspace=0.06,
+        hspace=0.32,
+    )
     image = np.clip(np.transpose(np.asarray(pixels, dtype=np.float32), (1, 2, 0)), 0, 1)
     if image.shape[2] == 1:
         image = image[:, :, 0]
@@ -56,12 +81,19 @@ def save_cascade_figure(path: str | Path, pixels: np.ndarray, maps: Mapping[str,
             axes.set_xticks([])
             axes.set_yticks([])
             if column == 0:
-                axes.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+                axes.imshow(
+                    image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest"
+                )
                 axes.set_ylabel(plot_text(method), fontsize=11)
                 label = "input"
             else:
-                shown = axes.imshow(_display(series[column - 1]), cmap="gray", vmin=0, vmax=1,
-                                    interpolation="nearest")
+                shown = axes.imshow(
+                    _display(series[column - 1]),
+                    cmap="gray",
+                    vmin=0,
+                    vmax=1,
+                    interpolation="nearest",
+                )
                 label = "original" if column == 1 else f"→ {stages[column - 2]}"
             if row == 0:
                 axes.set_title(plot_text(label), fontsize=8)
@@ -84,17 +116,22 @@ def save_curves_plot(path: str | Path, verdicts: Sequence, *, title: str) -> Non
     """Deletion and insertion curves side by side, one line per method (mean over the images):
     the share of pixels changed (%) against the target class's probability (%)."""
     figure = new_figure(width=10.0, height=4.2)
-    for column, (kind, better) in enumerate((("deletion", "lower AUC is better"),
-                                             ("insertion", "higher AUC is better")), start=1):
+    for column, (kind, better) in enumerate(
+        (("deletion", "lower AUC is better"), ("insertion", "higher AUC is better")), start=1
+    ):
         axes = figure.add_subplot(1, 2, column)
         for i, v in enumerate(verdicts):
             curve = v.deletion_curve if kind == "deletion" else v.insertion_curve
             auc = v.deletion_auc if kind == "deletion" else v.insertion_auc
             if not curve:
                 continue
-            axes.plot(100 * np.asarray(v.fractions), 100 * np.asarray(curve),
-                      color=CLASS_COLOURS[i % len(CLASS_COLOURS)], marker=".",
-                      label=plot_text(f"{v.method} (AUC {auc:.3f})"))
+            axes.plot(
+                100 * np.asarray(v.fractions),
+                100 * np.asarray(curve),
+                color=CLASS_COLOURS[i % len(CLASS_COLOURS)],
+                marker=".",
+                label=plot_text(f"{v.method} (AUC {auc:.3f})"),
+            )
         axes.set_xlabel("pixels " + ("removed" if kind == "deletion" else "inserted") + " (%)")
         axes.set_ylabel("target-class probability (%)")
         axes.set_xlim(0, 100)

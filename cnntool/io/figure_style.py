@@ -7,6 +7,7 @@ pixel-level images (a 3×3 kernel stays nine sharp squares; nothing is smoothed)
 `FigureStyle(truetype=False)` is the older look (PIL's bitmap font, 2-px gaps, no frames) that
 the grids of other commands still use until they opt in.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,10 @@ def font(size: int, bold: bool = False):
     try:
         from matplotlib import font_manager
 
-        path = font_manager.findfont(font_manager.FontProperties(
-            family="DejaVu Sans", weight="bold" if bold else "normal"), fallback_to_default=True)
+        path = font_manager.findfont(
+            font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal"),
+            fallback_to_default=True,
+        )
         return ImageFont.truetype(path, size)
     except Exception:  # no matplotlib, or a broken font cache: still a scalable font
         return ImageFont.load_default(size)
@@ -109,8 +112,10 @@ def enlarged(image: Image.Image, longest: int) -> Image.Image:
             return image
         return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     ratio = longest / size
-    return image.resize((max(1, round(image.width * ratio)), max(1, round(image.height * ratio))),
-                        Image.Resampling.BOX)
+    return image.resize(
+        (max(1, round(image.width * ratio)), max(1, round(image.height * ratio))),
+        Image.Resampling.BOX,
+    )
 
 
 def block_factor(size: int, target: int) -> int:
@@ -124,8 +129,16 @@ def number(value: float) -> str:
     return text.replace("-", "−")
 
 
-def colorbar(cmap: str, low: float, high: float, *, height: int, style: FigureStyle,
-             label: str = "", ticks: list[tuple[float, str]] | None = None) -> Image.Image:
+def colorbar(
+    cmap: str,
+    low: float,
+    high: float,
+    *,
+    height: int,
+    style: FigureStyle,
+    label: str = "",
+    ticks: list[tuple[float, str]] | None = None,
+) -> Image.Image:
     """A vertical colour bar `height` px tall: the colour map from `low` (bottom) to `high`
     (top) in a dark frame, tick labels (default: low, high and 0 when it lies between) to its
     right, and `label` written upwards beside them."""
@@ -166,7 +179,9 @@ def _vertical_text(text: str, style: FigureStyle) -> Image.Image:
     return line.rotate(90, expand=True)
 
 
-def titled(image: Image.Image, title: str, style: FigureStyle, *, margin: int | None = None) -> Image.Image:
+def titled(
+    image: Image.Image, title: str, style: FigureStyle, *, margin: int | None = None
+) -> Image.Image:
     """`image` under a bold `title` (the canvas widens rather than clip the title)."""
     margin = style.gap if margin is None else margin
     f = style.title_font
@@ -177,7 +192,9 @@ def titled(image: Image.Image, title: str, style: FigureStyle, *, margin: int | 
     return canvas
 
 
-def beside(images, style: FigureStyle, *, gap: int | None = None, align: str = "top") -> Image.Image:
+def beside(
+    images, style: FigureStyle, *, gap: int | None = None, align: str = "top"
+) -> Image.Image:
     """Images in one row on white (`align` "top" or "center")."""
     gap = style.gap * 2 if gap is None else gap
     width = sum(im.width for im in images) + gap * (len(images) - 1)

@@ -5,12 +5,13 @@ object API with the Agg canvas: no pyplot, no global state, no display needed. E
 can hold a user string (a class name, a path, a model or layer name) goes through
 io.untrusted.plot_text: drawn as typed, never as math text.
 """
+
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -63,9 +64,17 @@ def perturbation_pixels(delta: np.ndarray, bound: float) -> tuple[np.ndarray, fl
     return np.clip(0.5 + delta * amplification, 0, 1), amplification
 
 
-def save_triptych(path: str | Path, clean: np.ndarray, adversarial: np.ndarray, *, eps: float,
-                  clean_title: str, adversarial_title: str, norm: str = "linf",
-                  scale: int = 1) -> TriptychLayout:
+def save_triptych(
+    path: str | Path,
+    clean: np.ndarray,
+    adversarial: np.ndarray,
+    *,
+    eps: float,
+    clean_title: str,
+    adversarial_title: str,
+    norm: str = "linf",
+    scale: int = 1,
+) -> TriptychLayout:
     """Original | perturbation | adversarial, laid out as Goodfellow et al. 2015, Fig. 1 (x + ε·
     sign(∇) = x̃): each panel titled, the perturbation amplified so that ±ε (L∞; for L2 its
     largest change) spans black to white, with the factor in its title. `clean` and
@@ -81,16 +90,29 @@ def save_triptych(path: str | Path, clean: np.ndarray, adversarial: np.ndarray, 
     factor = enlargement(height, width)
     panel_w, panel_h = width * factor, height * factor
     eps_text = f"ε = {eps_label(eps)}" + ("" if norm == "linf" else f" ({norm})")
-    mapping = f"−{eps_label(bound)} black · 0 grey · +{eps_label(bound)} white" if bound > 0 else "no change"
-    titles = [_wrap(clean_title, panel_w),
-              [f"perturbation ×{amplification:.3g}, {eps_text}" if bound > 0 else f"perturbation, {eps_text}",
-               mapping],
-              _wrap(adversarial_title, panel_w)]
+    mapping = (
+        f"−{eps_label(bound)} black · 0 grey · +{eps_label(bound)} white"
+        if bound > 0
+        else "no change"
+    )
+    titles = [
+        _wrap(clean_title, panel_w),
+        [
+            f"perturbation ×{amplification:.3g}, {eps_text}"
+            if bound > 0
+            else f"perturbation, {eps_text}",
+            mapping,
+        ],
+        _wrap(adversarial_title, panel_w),
+    ]
     line_px = FONT * _LINE * 100 / 72
     band = int(np.ceil(max(len(t) for t in titles) * line_px)) + 8
     fig_w, fig_h = 2 * _MARGIN + 3 * panel_w + 2 * _GAP, band + panel_h + _MARGIN + 2
-    figure = new_figure(width=(fig_w * scale + 0.25) / (100 * scale),
-                        height=(fig_h * scale + 0.25) / (100 * scale), scale=scale)
+    figure = new_figure(
+        width=(fig_w * scale + 0.25) / (100 * scale),
+        height=(fig_h * scale + 0.25) / (100 * scale),
+        scale=scale,
+    )
     figure.patch.set_facecolor("white")
     boxes = []
     for column, (pixels, title) in enumerate(zip((clean, shown, adversarial), titles)):
@@ -98,14 +120,32 @@ def save_triptych(path: str | Path, clean: np.ndarray, adversarial: np.ndarray, 
         rgb = to_uint8(pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2))
         top = band
         # figimage puts the array's pixels on the canvas one to one, from the bottom-left corner
-        figure.figimage(enlarge(rgb, factor * scale), xo=left * scale,
-                        yo=(fig_h - top - panel_h) * scale, origin="upper", resize=False)
+        figure.figimage(
+            enlarge(rgb, factor * scale),
+            xo=left * scale,
+            yo=(fig_h - top - panel_h) * scale,
+            origin="upper",
+            resize=False,
+        )
         boxes.append((left * scale, top * scale, (left + panel_w) * scale, (top + panel_h) * scale))
-        figure.text((left + panel_w / 2) / fig_w, 1 - 4 / fig_h, "\n".join(plot_text(t) for t in title),
-                    ha="center", va="top", fontsize=FONT, linespacing=_LINE)
+        figure.text(
+            (left + panel_w / 2) / fig_w,
+            1 - 4 / fig_h,
+            "\n".join(plot_text(t) for t in title),
+            ha="center",
+            va="top",
+            fontsize=FONT,
+            linespacing=_LINE,
+        )
         if column:
-            figure.text((left - _GAP / 2) / fig_w, 1 - (top + panel_h / 2) / fig_h,
-                        "+" if column == 1 else "=", ha="center", va="center", fontsize=2 * FONT)
+            figure.text(
+                (left - _GAP / 2) / fig_w,
+                1 - (top + panel_h / 2) / fig_h,
+                "+" if column == 1 else "=",
+                ha="center",
+                va="center",
+                fontsize=2 * FONT,
+            )
     save_figure(figure, path)
     return TriptychLayout(tuple(boxes), factor * scale, amplification, bound)
 
@@ -119,9 +159,15 @@ def _wrap(text: str, width_px: int, lines: int = 3) -> list[str]:
     return out[:lines]
 
 
-def save_accuracy_plot(path: str | Path, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-                       *, title: str, norm: str = "linf", scale: int = 1,
-                       clean: float | None = None) -> dict[str, tuple[list[float], list[float]]]:
+def save_accuracy_plot(
+    path: str | Path,
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    norm: str = "linf",
+    scale: int = 1,
+    clean: float | None = None,
+) -> dict[str, tuple[list[float], list[float]]]:
     """Accuracy (%) against ε, one line per curve name, ε on a true numeric axis (x proportional
     to ε, never evenly spaced). `curves` hold ε in [0, 1] pixel units and accuracies as
     fractions. When every ε is a whole number of 8-bit steps that reads better as k/255 (2/255,
@@ -134,8 +180,11 @@ def save_accuracy_plot(path: str | Path, curves: Mapping[str, tuple[Sequence[flo
     steps = all(e == 0 or "/255" in eps_label(e) for e in every)
     unit = 255.0 if steps else 1.0
     norm_name = {"linf": "L∞", "l2": "L2"}.get(norm, norm)
-    xlabel = (f"ε ({norm_name}, in 1/255 steps of the 0–1 pixel scale)" if steps
-              else f"ε ({norm_name}, pixel scale 0–1)")
+    xlabel = (
+        f"ε ({norm_name}, in 1/255 steps of the 0–1 pixel scale)"
+        if steps
+        else f"ε ({norm_name}, pixel scale 0–1)"
+    )
     drawn = {}
     for name, (eps_values, values) in curves.items():
         points = sorted(zip(eps_values, values))
@@ -147,8 +196,14 @@ def save_accuracy_plot(path: str | Path, curves: Mapping[str, tuple[Sequence[flo
         drawn[name] = (xs, ys)
     first = next(iter(drawn.values()), None)
     if first and first[0] and first[0][0] == 0 and clean is not None:
-        axes.annotate(f"clean {first[1][0]:.1f}%", (0, first[1][0]), xytext=(6, -22),
-                      textcoords="offset points", fontsize=FONT - 1, va="top")
+        axes.annotate(
+            f"clean {first[1][0]:.1f}%",
+            (0, first[1][0]),
+            xytext=(6, -22),
+            textcoords="offset points",
+            fontsize=FONT - 1,
+            va="top",
+        )
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=steps, min_n_ticks=3))

@@ -3,11 +3,12 @@
 PIL only; a matplotlib colormap is used when matplotlib is installed (else gray). Tiles are
 upscaled with nearest neighbour so that a 3x3 kernel stays visibly 3x3.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -22,15 +23,21 @@ _BACKGROUND = (255, 255, 255)
 def symmetric_scale(array: np.ndarray, limit: float | None = None) -> np.ndarray:
     """Signed values -> [0, 1] with 0 at mid-gray: x / (2·max|x|) + 0.5 (filters)."""
     limit = float(np.abs(array).max()) if limit is None else limit
-    return np.full_like(array, 0.5, dtype=np.float32) if limit == 0 else \
-        np.clip(array / (2 * limit) + 0.5, 0, 1).astype(np.float32)
+    return (
+        np.full_like(array, 0.5, dtype=np.float32)
+        if limit == 0
+        else np.clip(array / (2 * limit) + 0.5, 0, 1).astype(np.float32)
+    )
 
 
 def minmax_scale(array: np.ndarray) -> np.ndarray:
     """Values -> [0, 1] by min and max (feature maps; a constant map becomes 0)."""
     low, high = float(array.min()), float(array.max())
-    return np.zeros_like(array, dtype=np.float32) if high <= low else \
-        ((array - low) / (high - low)).astype(np.float32)
+    return (
+        np.zeros_like(array, dtype=np.float32)
+        if high <= low
+        else ((array - low) / (high - low)).astype(np.float32)
+    )
 
 
 def colorize(array: np.ndarray, cmap: str = "viridis") -> np.ndarray:
@@ -57,9 +64,16 @@ def to_image(tile) -> Image.Image:
     return Image.fromarray(to_uint8(tile)).convert("RGB")
 
 
-def grid(tiles: Sequence, labels: Sequence[str] | None = None, *, columns: int | None = None,
-         tile_size: int | None = None, title: str | None = None,
-         border: tuple[int, int, int] | None = None, style: FigureStyle | None = None) -> Image.Image:
+def grid(
+    tiles: Sequence,
+    labels: Sequence[str] | None = None,
+    *,
+    columns: int | None = None,
+    tile_size: int | None = None,
+    title: str | None = None,
+    border: tuple[int, int, int] | None = None,
+    style: FigureStyle | None = None,
+) -> Image.Image:
     """Tiles in a grid, each scaled to `tile_size` px on its longer side (nearest neighbour;
     default: the largest tile's size) in cells as wide and tall as the largest scaled tile
     (square tiles: square cells), a label under each, cut with '…' to the cell's width.
@@ -74,8 +88,11 @@ def grid(tiles: Sequence, labels: Sequence[str] | None = None, *, columns: int |
     images = [None if t is None else to_image(t) for t in tiles]
     if not any(im is not None for im in images):
         raise ValueError("a grid needs at least one tile")
-    size = tile_size * (style.scale if style.truetype else 1) if tile_size else \
-        max(max(im.size) for im in images if im is not None)
+    size = (
+        tile_size * (style.scale if style.truetype else 1)
+        if tile_size
+        else max(max(im.size) for im in images if im is not None)
+    )
     shown = [None if image is None else _scaled(image, size) for image in images]
     cell_w = max(im.width for im in shown if im is not None)
     cell_h = max(im.height for im in shown if im is not None)
@@ -91,7 +108,9 @@ def grid(tiles: Sequence, labels: Sequence[str] | None = None, *, columns: int |
     canvas = Image.new("RGB", (width, height), _BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((gap, 2 if not style.truetype else style.px(3)), title, fill=(0, 0, 0), font=title_font)
+        draw.text(
+            (gap, 2 if not style.truetype else style.px(3)), title, fill=(0, 0, 0), font=title_font
+        )
     for n, image in enumerate(shown):
         row, column = divmod(n, columns)
         x = gap + column * (cell_w + gap)
@@ -102,11 +121,19 @@ def grid(tiles: Sequence, labels: Sequence[str] | None = None, *, columns: int |
             if border is not None:
                 draw.rectangle((x, y, x + cell_w - 1, y + cell_h - 1), outline=border)
             elif style.frame is not None:
-                draw.rectangle((left - 1, top - 1, left + image.width, top + image.height), outline=style.frame)
+                draw.rectangle(
+                    (left - 1, top - 1, left + image.width, top + image.height), outline=style.frame
+                )
         if labels:
             text = fitted(str(labels[n]), cell_w, font)
             if style.truetype:
-                draw.text((x + cell_w // 2, y + cell_h + style.px(2)), text, fill=(0, 0, 0), font=font, anchor="mt")
+                draw.text(
+                    (x + cell_w // 2, y + cell_h + style.px(2)),
+                    text,
+                    fill=(0, 0, 0),
+                    font=font,
+                    anchor="mt",
+                )
             else:
                 draw.text((x, y + cell_h), text, fill=(0, 0, 0), font=font)
     return canvas
@@ -116,8 +143,10 @@ def _scaled(image: Image.Image, size: int) -> Image.Image:
     scale = size / max(image.size)
     if scale == 1:
         return image
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                        Image.Resampling.NEAREST)
+    return image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+        Image.Resampling.NEAREST,
+    )
 
 
 def over_checkerboard(image: Image.Image, alpha: np.ndarray, square: int = 8) -> Image.Image:
@@ -135,8 +164,11 @@ def quantile_scale(array: np.ndarray, quantile: float = 0.99) -> np.ndarray:
     """Non-negative values -> [0, 1], with the `quantile` (and all above it) at 1: a few
     extreme values do not turn the rest dark (importance maps)."""
     top = float(np.quantile(array, quantile))
-    return np.zeros_like(array, dtype=np.float32) if top <= 0 else \
-        np.clip(array / top, 0, 1).astype(np.float32)
+    return (
+        np.zeros_like(array, dtype=np.float32)
+        if top <= 0
+        else np.clip(array / top, 0, 1).astype(np.float32)
+    )
 
 
 def side_by_side(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:
@@ -150,8 +182,12 @@ def side_by_side(images: Sequence[Image.Image], gap: int = 8) -> Image.Image:
     return canvas
 
 
-def stacked(images: Sequence[Image.Image], gap: int = 8,
-            labels: Sequence[str] | None = None, style: FigureStyle | None = None) -> Image.Image:
+def stacked(
+    images: Sequence[Image.Image],
+    gap: int = 8,
+    labels: Sequence[str] | None = None,
+    style: FigureStyle | None = None,
+) -> Image.Image:
     """Images in one column, left aligned (e.g. one row of panels per unit), each under its
     label when `labels` are given (in `style`'s font)."""
     style = style or LEGACY

@@ -16,12 +16,13 @@ Pixel budget: the grid has about √N × √N cells of `thumb_size(N)` pixels, 1
 the picture stays within `MAX_SIDE` (4096) px a side: a 10k-image map is 100 × 100 thumbnails of
 40 px, still readable when zoomed. `image_map` uses the same canvas as the grid.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -41,8 +42,14 @@ _UNLABELLED = rgb(UNKNOWN)
 # scatter plot
 
 
-def scatter_figure(coords: np.ndarray, labels: np.ndarray | None, label_names: Sequence[str],
-                   *, title: str = "", seed: int = 0):
+def scatter_figure(
+    coords: np.ndarray,
+    labels: np.ndarray | None,
+    label_names: Sequence[str],
+    *,
+    title: str = "",
+    seed: int = 0,
+):
     """A matplotlib Figure (Agg) of the map; `figure.axes[0].get_legend()` is None when no
     legend is drawn. Points are drawn in a seeded random order, so no class hides another."""
     from cnntool.io.figures import new_figure
@@ -53,37 +60,57 @@ def scatter_figure(coords: np.ndarray, labels: np.ndarray | None, label_names: S
     labels = np.full(count, -1) if labels is None else np.asarray(labels)
     classes = sorted(int(c) for c in np.unique(labels) if c >= 0)
     colour_of = {label: class_rgb(label) for label in classes}  # the microscope map's colours too
-    point_colours = np.array([colour_of.get(int(lab), _UNLABELLED) for lab in labels]).reshape(-1, 3)
+    point_colours = np.array([colour_of.get(int(lab), _UNLABELLED) for lab in labels]).reshape(
+        -1, 3
+    )
     order = np.random.default_rng(seed).permutation(count)
     figure = new_figure(width=8.0, height=8.0)
     axes = figure.add_subplot(1, 1, 1)
     size = float(np.clip(20000.0 / max(count, 1), 2.0, 30.0))
-    axes.scatter(coords[order, 0], coords[order, 1], c=point_colours[order], s=size,
-                 linewidths=0, rasterized=count > 20000)
+    axes.scatter(
+        coords[order, 0],
+        coords[order, 1],
+        c=point_colours[order],
+        s=size,
+        linewidths=0,
+        rasterized=count > 20000,
+    )
     axes.set_xticks([])
     axes.set_yticks([])
     axes.set_aspect("equal", adjustable="datalim")
     if title:
         axes.set_title(plot_text(title), fontsize=10)
     groups = len(classes) + int((labels < 0).any())
-    if 2 <= groups and len(classes) <= MAX_LEGEND_CLASSES:
+    if groups >= 2 and len(classes) <= MAX_LEGEND_CLASSES:
         from matplotlib.lines import Line2D
 
         def name(label: int) -> str:
             return plot_text(label_names[label] if 0 <= label < len(label_names) else label)
 
-        handles = [Line2D([], [], marker="o", linestyle="", color=colour_of[c], label=name(c))
-                   for c in classes]
+        handles = [
+            Line2D([], [], marker="o", linestyle="", color=colour_of[c], label=name(c))
+            for c in classes
+        ]
         if (labels < 0).any():
-            handles.append(Line2D([], [], marker="o", linestyle="", color=_UNLABELLED, label="unlabelled"))
-        axes.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-                    frameon=False)
+            handles.append(
+                Line2D([], [], marker="o", linestyle="", color=_UNLABELLED, label="unlabelled")
+            )
+        axes.legend(
+            handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False
+        )
     figure.tight_layout()
     return figure
 
 
-def save_scatter(path: str | Path, coords: np.ndarray, labels: np.ndarray | None,
-                 label_names: Sequence[str], *, title: str = "", seed: int = 0) -> bool:
+def save_scatter(
+    path: str | Path,
+    coords: np.ndarray,
+    labels: np.ndarray | None,
+    label_names: Sequence[str],
+    *,
+    title: str = "",
+    seed: int = 0,
+) -> bool:
     """Write the scatter PNG atomically; True if it has a legend."""
     from cnntool.io.figures import save_figure
 
@@ -125,7 +152,9 @@ class GridLayout:
     cells: np.ndarray  # (N, 2) int: row, column
 
 
-def grid_layout(coords: np.ndarray, columns: int | None = None, rows: int | None = None) -> GridLayout:
+def grid_layout(
+    coords: np.ndarray, columns: int | None = None, rows: int | None = None
+) -> GridLayout:
     """Snap points to a columns × rows grid (default: grid_shape) without sharing a cell,
     keeping each point as near its own position as the assignment can (see module docstring)."""
     points = normalized(coords)
@@ -141,8 +170,15 @@ def grid_layout(coords: np.ndarray, columns: int | None = None, rows: int | None
     return GridLayout(columns, rows, cells)
 
 
-def _assign(scaled: np.ndarray, which: np.ndarray, col0: int, col1: int, row0: int, row1: int,
-            cells: np.ndarray) -> None:
+def _assign(
+    scaled: np.ndarray,
+    which: np.ndarray,
+    col0: int,
+    col1: int,
+    row0: int,
+    row1: int,
+    cells: np.ndarray,
+) -> None:
     """Give the points `which` distinct cells of the block [col0, col1) × [row0, row1)."""
     width, height = col1 - col0, row1 - row0
     if len(which) == 0:
@@ -180,7 +216,9 @@ def _assign_exactly(scaled, which, col0, col1, row0, row1, cells) -> None:
     if len(which) > 1:  # stretch the points over the block, so that its corners get used too
         low, high = points.min(axis=0), points.max(axis=0)
         span = np.where(high > low, high - low, 1.0)
-        points = np.array([col0, row0]) + (points - low) / span * np.array([col1 - col0, row1 - row0])
+        points = np.array([col0, row0]) + (points - low) / span * np.array(
+            [col1 - col0, row1 - row0]
+        )
     cost = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
     chosen_points, chosen_cells = linear_sum_assignment(cost)
     cells[which[chosen_points], 0] = rows.ravel()[chosen_cells]
@@ -212,8 +250,9 @@ def background_colour(load: Callable[[int], Image.Image], count: int, sample: in
     return tuple(int(v) for v in np.median(np.array(corners), axis=0))
 
 
-def image_grid(coords: np.ndarray, load: Callable[[int], Image.Image], *,
-               thumb: int | None = None) -> tuple[Image.Image, GridLayout]:
+def image_grid(
+    coords: np.ndarray, load: Callable[[int], Image.Image], *, thumb: int | None = None
+) -> tuple[Image.Image, GridLayout]:
     """Thumbnails of point i (`load(i)`) on the grid cells of `grid_layout`; and the layout."""
     layout = grid_layout(coords)
     size = thumb or thumb_size(len(coords))
@@ -224,8 +263,9 @@ def image_grid(coords: np.ndarray, load: Callable[[int], Image.Image], *,
     return canvas, layout
 
 
-def image_map(coords: np.ndarray, load: Callable[[int], Image.Image], *,
-              thumb: int | None = None) -> Image.Image:
+def image_map(
+    coords: np.ndarray, load: Callable[[int], Image.Image], *, thumb: int | None = None
+) -> Image.Image:
     """Thumbnails pasted at their points' positions (y up), on the canvas the grid would use;
     later points are drawn over earlier ones."""
     count = len(coords)
@@ -267,8 +307,10 @@ def check_thumb(count: int, thumb: int | None) -> None:
         if side > 4 * MAX_SIDE:
             from cnntool.errors import CnnToolError
 
-            raise CnnToolError(f"{count} thumbnails of {thumb} px make a picture {side} px wide; "
-                               "use a smaller --thumb or --max-images")
+            raise CnnToolError(
+                f"{count} thumbnails of {thumb} px make a picture {side} px wide; "
+                "use a smaller --thumb or --max-images"
+            )
 
 
 def tolerant(load: Callable[[int], Image.Image], failed: list) -> Callable[[int], Image.Image]:
@@ -286,10 +328,16 @@ def tolerant(load: Callable[[int], Image.Image], failed: list) -> Callable[[int]
     return load_or_gray
 
 
-def save_image_maps(coords: np.ndarray, load: Callable[[int], Image.Image], *,
-                    image_map: str | Path | None = None, image_grid: str | Path | None = None,
-                    thumb: int | None = None, max_images: int = 10_000,
-                    seed: int = 0) -> tuple[int, list[str]]:
+def save_image_maps(
+    coords: np.ndarray,
+    load: Callable[[int], Image.Image],
+    *,
+    image_map: str | Path | None = None,
+    image_grid: str | Path | None = None,
+    thumb: int | None = None,
+    max_images: int = 10_000,
+    seed: int = 0,
+) -> tuple[int, list[str]]:
     """The image map and/or grid of a 2-D map's images (a seeded sample of `max_images` when
     there are more); an unreadable image is a gray tile. Returns (images shown, the reasons of
     the unreadable ones)."""

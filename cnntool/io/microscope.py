@@ -6,13 +6,14 @@ under the names io/site/layout.py gives them, then the records and pages (io/sit
 dataset are re-read from DATA for the crops (the scan keeps boxes, not pixels); one that cannot
 be read any more is left out and counted in `lost`.
 """
+
 from __future__ import annotations
 
 import math
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -23,11 +24,35 @@ from cnntool.io.grids import grid, side_by_side, symmetric_scale
 from cnntool.io.image_map import LazyImages, tolerant
 from cnntool.io.overlays import projection_image
 from cnntool.io.site import layout
-from cnntool.io.site.images import (PATCH_MAX_SIDE, PATCH_MIN_SIDE, atlas_slot, atlas_thumb_size, fit,
-                                    save_jpeg, save_patch, save_source, write_atlases)
-from cnntool.io.site.model import (Attack, Correlated, DataCard, Embedding, Finding, Histogram, LayerPage,
-                                   LayerSummary, ModelCard, Patch, Point, Site, Triptych, Unit, UnitStats,
-                                   Vote)
+from cnntool.io.site.images import (
+    PATCH_MAX_SIDE,
+    PATCH_MIN_SIDE,
+    atlas_slot,
+    atlas_thumb_size,
+    fit,
+    save_jpeg,
+    save_patch,
+    save_source,
+    write_atlases,
+)
+from cnntool.io.site.model import (
+    Attack,
+    Correlated,
+    DataCard,
+    Embedding,
+    Finding,
+    Histogram,
+    LayerPage,
+    LayerSummary,
+    ModelCard,
+    Patch,
+    Point,
+    Site,
+    Triptych,
+    Unit,
+    UnitStats,
+    Vote,
+)
 from cnntool.io.site.write import write_site
 from cnntool.io.synthesized import stretched
 from cnntool.io.writers import atomic_path
@@ -51,9 +76,15 @@ class MicroscopeSite:
 
     # ---- one layer at a time -------------------------------------------------------------------
 
-    def add_layer(self, view, *, project: Callable[[Sequence], list] | None = None,
-                  visualizations: Sequence[np.ndarray] | None = None, recipe: str | None = None,
-                  progress: Callable[[int], None] | None = None) -> LayerPage:
+    def add_layer(
+        self,
+        view,
+        *,
+        project: Callable[[Sequence], list] | None = None,
+        visualizations: Sequence[np.ndarray] | None = None,
+        recipe: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> LayerPage:
         """The layer's images and records. `project(hits)` gives each hit's raw projection (or
         None); `visualizations` are the units' feature visualizations in the order of
         `view.units` (tasks.microscope.pictures.Visualization, checked, or bare [0, 1] pixels),
@@ -62,10 +93,17 @@ class MicroscopeSite:
         name = view.name
         units = []
         for position, unit in enumerate(view.units):
-            projections = project(unit.hits) if project is not None and unit.hits else [None] * len(unit.hits)
-            patches = [p for p in (self._patch(name, unit.index, rank, hit, crop, raw)
-                                   for rank, (hit, crop, raw) in enumerate(zip(unit.hits, unit.crops, projections)))
-                       if p is not None]
+            projections = (
+                project(unit.hits) if project is not None and unit.hits else [None] * len(unit.hits)
+            )
+            patches = [
+                p
+                for p in (
+                    self._patch(name, unit.index, rank, hit, crop, raw)
+                    for rank, (hit, crop, raw) in enumerate(zip(unit.hits, unit.crops, projections))
+                )
+                if p is not None
+            ]
             visualization, failure = None, None
             if visualizations is not None and not unit.dead:  # a dead unit has nothing to draw
                 visualization = layout.visualization_image(name, unit.index)
@@ -75,33 +113,55 @@ class MicroscopeSite:
                 # a result is shown stretched (1st–99th percentile, as its thumbnail's contrast);
                 # a failed one as it came out, under its mark
                 picture = pixels_to_image(pixels if failure else stretched(pixels))
-                save_jpeg(fit(picture, VISUALIZATION_SIDE, 2 * VISUALIZATION_SIDE), self.folder / visualization)
-            units.append(Unit(index=unit.index, patches=tuple(patches), stats=_stats(unit),
-                              histogram=_histogram(unit.histogram),
-                              correlated=tuple(Correlated(u, r) for u, r in unit.correlated),
-                              votes=tuple(Vote(c, n, s) for c, n, s in unit.votes),
-                              visualization=visualization, visualization_failure=failure))
+                save_jpeg(
+                    fit(picture, VISUALIZATION_SIDE, 2 * VISUALIZATION_SIDE),
+                    self.folder / visualization,
+                )
+            units.append(
+                Unit(
+                    index=unit.index,
+                    patches=tuple(patches),
+                    stats=_stats(unit),
+                    histogram=_histogram(unit.histogram),
+                    correlated=tuple(Correlated(u, r) for u, r in unit.correlated),
+                    votes=tuple(Vote(c, n, s) for c, n, s in unit.votes),
+                    visualization=visualization,
+                    visualization_failure=failure,
+                )
+            )
             if progress is not None:
                 progress(1)
         self._open.clear()
         plan = view.plan
         spatial = len(plan.output_shape) == 3
-        page = LayerPage(name=name, top=view.top, units=tuple(units),
-                         histogram_of="activation at every position" if spatial and plan.output_shape[1:] != (1, 1)
-                         else "activation per image",
-                         visualizations=recipe if visualizations is not None else None)
+        page = LayerPage(
+            name=name,
+            top=view.top,
+            units=tuple(units),
+            histogram_of="activation at every position"
+            if spatial and plan.output_shape[1:] != (1, 1)
+            else "activation per image",
+            visualizations=recipe if visualizations is not None else None,
+        )
         self.pages.append(page)
         self.summaries.append(self._summary(view, page))
         return page
 
-    def add_layers(self, layers: Iterable[tuple], progress: Callable, recipe: str | None = None) -> None:
+    def add_layers(
+        self, layers: Iterable[tuple], progress: Callable, recipe: str | None = None
+    ) -> None:
         """`add_layer` for each (view, visualizations, project) (tasks.microscope.run.layer_views),
         with a bar of its pages (`progress(title, total)` gives `advance(n)`); `recipe`: how
         the visualizations were made."""
         for view, visualizations, project in layers:
             with progress(f"pages of {view.name}", len(view.units)) as advance:
-                self.add_layer(view, project=project, visualizations=visualizations, recipe=recipe,
-                               progress=advance)
+                self.add_layer(
+                    view,
+                    project=project,
+                    visualizations=visualizations,
+                    recipe=recipe,
+                    progress=advance,
+                )
 
     def _patch(self, layer: str, unit: int, rank: int, hit, crop, raw) -> Patch | None:
         original = self._original(hit.index)
@@ -115,9 +175,16 @@ class MicroscopeSite:
             projection = layout.projection_image(layer, unit, rank)
             shown = fit(projection_image(raw, "guided"), PATCH_MIN_SIDE, PATCH_MAX_SIDE)
             save_jpeg(shown, self.folder / projection)
-        return Patch(image=image, value=float(hit.value), source_index=int(hit.index),
-                     source_path=self.dataset.paths[hit.index], box=tuple(int(v) for v in hit.box),
-                     source_image=source, source_size=size, projection=projection)
+        return Patch(
+            image=image,
+            value=float(hit.value),
+            source_index=int(hit.index),
+            source_path=self.dataset.paths[hit.index],
+            box=tuple(int(v) for v in hit.box),
+            source_image=source,
+            source_size=size,
+            projection=projection,
+        )
 
     def _original(self, index: int) -> Image.Image | None:
         if index in self._open:
@@ -144,15 +211,24 @@ class MicroscopeSite:
         plan, diagnosis = view.plan, view.diagnosis
         field = plan.field
         filters_image = self._filters(view) if view.filters is not None else None
-        preview = tuple(u.patches[0].image for u in page.units if u.patches and not u.stats.dead)[:PREVIEWS]
+        preview = tuple(u.patches[0].image for u in page.units if u.patches and not u.stats.dead)[
+            :PREVIEWS
+        ]
         return LayerSummary(
-            name=plan.name, type=plan.kind, output_shape=plan.output_shape, params=plan.params,
-            macs=plan.macs, receptive_field=None if field is None else max(field.size),
-            jump=None if field is None else max(field.jump), units=plan.channels,
+            name=plan.name,
+            type=plan.kind,
+            output_shape=plan.output_shape,
+            params=plan.params,
+            macs=plan.macs,
+            receptive_field=None if field is None else max(field.size),
+            jump=None if field is None else max(field.jump),
+            units=plan.channels,
             dead=None if diagnosis is None else diagnosis.share(diagnosis.dead),
             constant=None if diagnosis is None else diagnosis.share(diagnosis.constant),
             mean_abs_r=None if diagnosis is None else _round(diagnosis.mean_abs_r),
-            filters_image=filters_image, preview=preview)
+            filters_image=filters_image,
+            preview=preview,
+        )
 
     def _filters(self, view) -> str:
         """The first convolution's filters as a PNG grid: RGB tiles for 3 input channels, else
@@ -164,8 +240,12 @@ class MicroscopeSite:
         else:
             tiles = [symmetric_scale(w.mean(axis=0)) for w in weights]
         path = layout.filters_image(view.name)
-        picture = grid(tiles, [str(i) for i in range(outputs)], columns=min(outputs, 16),
-                       tile_size=max(32, 8 * max(kh, kw)))
+        picture = grid(
+            tiles,
+            [str(i) for i in range(outputs)],
+            columns=min(outputs, 16),
+            tile_size=max(32, 8 * max(kh, kw)),
+        )
         with atomic_path(self.folder / path) as temp:
             picture.save(temp, format="PNG")
         return path
@@ -178,8 +258,12 @@ class MicroscopeSite:
         rows = {int(i): k for k, i in enumerate(predictions.index)}
         thumb = atlas_thumb_size(len(view.indices))
         # read on demand; an image that cannot be read any more is a gray square
-        thumbnails = LazyImages(tolerant(lambda row: self.dataset.load(view.indices[row]), []), len(view.indices))
-        atlases = write_atlases(self.folder / layout.ATLASES, thumbnails, thumb, site_root=self.folder)
+        thumbnails = LazyImages(
+            tolerant(lambda row: self.dataset.load(view.indices[row]), []), len(view.indices)
+        )
+        atlases = write_atlases(
+            self.folder / layout.ATLASES, thumbnails, thumb, site_root=self.folder
+        )
         points = []
         for row, (index, (x, y)) in enumerate(zip(view.indices, view.coords.tolist())):
             k = rows.get(index)
@@ -187,12 +271,26 @@ class MicroscopeSite:
             predicted = None if k is None else int(predictions.predicted[k])
             atlas, cell = atlas_slot(row, thumb)
             path = self.dataset.paths[index]
-            points.append(Point(x=float(x), y=float(y), label=label, prediction=predicted,
-                                correct=None if label is None or predicted is None else label == predicted,
-                                path=path, atlas=atlas, cell=cell,
-                                href=Path(path).resolve().as_uri() if os.path.isfile(path) else None))
-        return Embedding(layer=view.layer, method=view.method, points=tuple(points),
-                         label_names=tuple(label_names), atlases=tuple(atlases))
+            points.append(
+                Point(
+                    x=float(x),
+                    y=float(y),
+                    label=label,
+                    prediction=predicted,
+                    correct=None if label is None or predicted is None else label == predicted,
+                    path=path,
+                    atlas=atlas,
+                    cell=cell,
+                    href=Path(path).resolve().as_uri() if os.path.isfile(path) else None,
+                )
+            )
+        return Embedding(
+            layer=view.layer,
+            method=view.method,
+            points=tuple(points),
+            label_names=tuple(label_names),
+            atlases=tuple(atlases),
+        )
 
     def attack(self, view) -> Attack:
         """The curve, and a triptych (original | amplified perturbation | adversarial) of each
@@ -202,50 +300,108 @@ class MicroscopeSite:
             clean, adversarial = fooled.clean.numpy(), fooled.adversarial.numpy()
             # ±ε (FGSM's L∞ step) spans black to white, as in the attack command's triptychs
             shown, _ = perturbation_pixels(adversarial - clean, fooled.eps)
-            panels = [fit(pixels_to_image(np.clip(p, 0, 1)), 160, 224) for p in (clean, shown, adversarial)]
+            panels = [
+                fit(pixels_to_image(np.clip(p, 0, 1)), 160, 224)
+                for p in (clean, shown, adversarial)
+            ]
             path = f"attack/triptych_{fooled.index:07d}.jpg"
             save_jpeg(side_by_side(panels), self.folder / path)
-            triptychs.append(Triptych(image=path, eps=fooled.eps, label=self._class(fooled.label),
-                                      adversarial=self._class(fooled.adversarial_class)))
-        return Attack(method=view.method, eps=view.eps, accuracy=view.accuracy, triptychs=tuple(triptychs),
-                      clean_accuracy=view.clean_accuracy)
+            triptychs.append(
+                Triptych(
+                    image=path,
+                    eps=fooled.eps,
+                    label=self._class(fooled.label),
+                    adversarial=self._class(fooled.adversarial_class),
+                )
+            )
+        return Attack(
+            method=view.method,
+            eps=view.eps,
+            accuracy=view.accuracy,
+            triptychs=tuple(triptychs),
+            clean_accuracy=view.clean_accuracy,
+        )
 
     def _class(self, index: int) -> str:
         return self.model.class_name(index) or f"class {index}"
 
     # ---- the whole site --------------------------------------------------------------------------
 
-    def finish(self, *, plan, findings, data: DataCard, embedding: Embedding | None = None,
-               attack: Attack | None = None, generator: str = "cnntool microscope") -> Site:
+    def finish(
+        self,
+        *,
+        plan,
+        findings,
+        data: DataCard,
+        embedding: Embedding | None = None,
+        attack: Attack | None = None,
+        generator: str = "cnntool microscope",
+    ) -> Site:
         """index.html and every page (and their JSON); returns the Site record."""
         model = self.model
         layers = list(self.summaries)
         classifier = plan.classifier
         if classifier is not None and classifier.name not in {s.name for s in layers}:
-            layers.append(LayerSummary(classifier.name, classifier.kind, classifier.output_shape,
-                                       classifier.params, classifier.macs, None, None,
-                                       classifier.output_shape[0], None, None, None, page=False))
+            layers.append(
+                LayerSummary(
+                    classifier.name,
+                    classifier.kind,
+                    classifier.output_shape,
+                    classifier.params,
+                    classifier.macs,
+                    None,
+                    None,
+                    classifier.output_shape[0],
+                    None,
+                    None,
+                    None,
+                    page=False,
+                )
+            )
         classes = classifier.output_shape[0] if classifier is not None else model.num_outputs
         site = Site(
-            model=ModelCard(name=model.name, source=model.source,
-                            preprocessing=model.preprocessing.describe(),
-                            preprocessing_source=model.preprocessing_source, params=plan.params,
-                            macs=plan.macs, classes=classes,
-                            class_names=tuple(model.class_names) if model.class_names else None),
-            data=data, layers=tuple(layers),
-            findings=tuple(Finding(f.severity, f.layer, f.message, f.advice, f.command or "")
-                           for f in findings),
-            embedding=embedding, attack=attack, generator=generator)
+            model=ModelCard(
+                name=model.name,
+                source=model.source,
+                preprocessing=model.preprocessing.describe(),
+                preprocessing_source=model.preprocessing_source,
+                params=plan.params,
+                macs=plan.macs,
+                classes=classes,
+                class_names=tuple(model.class_names) if model.class_names else None,
+            ),
+            data=data,
+            layers=tuple(layers),
+            findings=tuple(
+                Finding(f.severity, f.layer, f.message, f.advice, f.command or "") for f in findings
+            ),
+            embedding=embedding,
+            attack=attack,
+            generator=generator,
+        )
         write_site(self.folder, site, self.pages)
         return site
 
-    def finish_scan(self, *, plan, findings, report, predictions, embedding=None,
-                    label_names: Sequence[str] = (), attack=None) -> Site:
+    def finish_scan(
+        self,
+        *,
+        plan,
+        findings,
+        report,
+        predictions,
+        embedding=None,
+        label_names: Sequence[str] = (),
+        attack=None,
+    ) -> Site:
         """`finish` from the scan's ScanReport and Predictions, and the map and attack views of
         tasks.microscope (None: no such page)."""
-        return self.finish(plan=plan, findings=findings, data=data_card(self.dataset, report, predictions),
-                           embedding=self.embedding(embedding, predictions, label_names) if embedding else None,
-                           attack=self.attack(attack) if attack else None)
+        return self.finish(
+            plan=plan,
+            findings=findings,
+            data=data_card(self.dataset, report, predictions),
+            embedding=self.embedding(embedding, predictions, label_names) if embedding else None,
+            attack=self.attack(attack) if attack else None,
+        )
 
 
 def check_site_folder(folder: str | Path) -> None:
@@ -256,24 +412,43 @@ def check_site_folder(folder: str | Path) -> None:
 
 def data_card(dataset, report, predictions) -> DataCard:
     """The data card of a scan: its ScanReport (core.session) and its merged Predictions."""
-    return DataCard(name=dataset.name, images=report.read, skipped=len(report.skipped),
-                    labelled=predictions.labelled, accuracy=predictions.accuracy)
+    return DataCard(
+        name=dataset.name,
+        images=report.read,
+        skipped=len(report.skipped),
+        labelled=predictions.labelled,
+        accuracy=predictions.accuracy,
+    )
 
 
 def summary_record(index: Path, site: Site, plan) -> dict:
     """The one JSON record `cnntool microscope` prints: where the site is, and what it holds."""
     data = site.data
-    return {"site": str(index), "model": site.model.name, "data": data.name,
-            "images": data.images, "skipped": data.skipped, "accuracy": data.accuracy,
-            "layers": [layer.name for layer in plan.layers],
-            "units": sum(len(layer.units) for layer in plan.layers),
-            "findings": len(site.findings), "map": site.embedding is not None,
-            "attack": site.attack is not None}
+    return {
+        "site": str(index),
+        "model": site.model.name,
+        "data": data.name,
+        "images": data.images,
+        "skipped": data.skipped,
+        "accuracy": data.accuracy,
+        "layers": [layer.name for layer in plan.layers],
+        "units": sum(len(layer.units) for layer in plan.layers),
+        "findings": len(site.findings),
+        "map": site.embedding is not None,
+        "attack": site.attack is not None,
+    }
 
 
 def _stats(unit) -> UnitStats:
-    return UnitStats(mean=unit.mean, max=unit.max, lifetime_sparsity=unit.lifetime_sparsity,
-                     active=unit.active, dead=unit.dead, constant=unit.constant, saturated=unit.saturated)
+    return UnitStats(
+        mean=unit.mean,
+        max=unit.max,
+        lifetime_sparsity=unit.lifetime_sparsity,
+        active=unit.active,
+        dead=unit.dead,
+        constant=unit.constant,
+        saturated=unit.saturated,
+    )
 
 
 def _histogram(histogram) -> Histogram | None:

@@ -1,19 +1,39 @@
 """The tables and CSV rows of `cnntool models`, `cnntool layers` and `cnntool profile`."""
+
 from __future__ import annotations
 
 from cnntool.io.records import Column, human
 
-MODELS_TABLE = [Column("name", "name"), Column("kind", "kind"),
-                Column("trained on / weights",
-                       lambda r: r["trained_on"] if r["kind"] == "built-in" else r["weights"]),
-                Column("params", lambda r: f"{r['num_params']:,}" if r.get("num_params") else "", right=True),
-                Column("GMACs", lambda r: r.get("gmacs") or "", right=True)]
-LAYERS_TABLE = [Column("name", "name"), Column("type", "type"),
-                Column("output shape", lambda r: "×".join(map(str, r["output_shape"] or []))),
-                Column("params", lambda r: f"{r['params']:,}", right=True),
-                Column("aliases", lambda r: ", ".join(r["aliases"]))]
-PROFILE_CSV_COLUMNS = ["name", "type", "output_shape", "params", "macs", "flops",
-                       "activation_bytes", "rf_size", "rf_jump", "rf_start", "calls"]
+MODELS_TABLE = [
+    Column("name", "name"),
+    Column("kind", "kind"),
+    Column(
+        "trained on / weights",
+        lambda r: r["trained_on"] if r["kind"] == "built-in" else r["weights"],
+    ),
+    Column("params", lambda r: f"{r['num_params']:,}" if r.get("num_params") else "", right=True),
+    Column("GMACs", lambda r: r.get("gmacs") or "", right=True),
+]
+LAYERS_TABLE = [
+    Column("name", "name"),
+    Column("type", "type"),
+    Column("output shape", lambda r: "×".join(map(str, r["output_shape"] or []))),
+    Column("params", lambda r: f"{r['params']:,}", right=True),
+    Column("aliases", lambda r: ", ".join(r["aliases"])),
+]
+PROFILE_CSV_COLUMNS = [
+    "name",
+    "type",
+    "output_shape",
+    "params",
+    "macs",
+    "flops",
+    "activation_bytes",
+    "rf_size",
+    "rf_jump",
+    "rf_start",
+    "calls",
+]
 
 
 def _pair(values) -> str:
@@ -25,13 +45,16 @@ def _field(layer) -> str:
     return "" if rf is None else f"{_pair(rf.size)} / {_pair(rf.jump)}"
 
 
-PROFILE_TABLE = [Column("layer", lambda layer: layer.name), Column("type", lambda layer: layer.type),
-                 Column("output", lambda layer: "×".join(map(str, layer.output_shape or []))),
-                 Column("params", lambda layer: f"{layer.params:,}", right=True),
-                 Column("MACs", lambda layer: human(layer.macs), right=True),
-                 Column("FLOPs", lambda layer: human(layer.flops), right=True),
-                 Column("act. mem", lambda layer: human(layer.activation_bytes, "B"), right=True),
-                 Column("RF size/jump", _field, right=True)]
+PROFILE_TABLE = [
+    Column("layer", lambda layer: layer.name),
+    Column("type", lambda layer: layer.type),
+    Column("output", lambda layer: "×".join(map(str, layer.output_shape or []))),
+    Column("params", lambda layer: f"{layer.params:,}", right=True),
+    Column("MACs", lambda layer: human(layer.macs), right=True),
+    Column("FLOPs", lambda layer: human(layer.flops), right=True),
+    Column("act. mem", lambda layer: human(layer.activation_bytes, "B"), right=True),
+    Column("RF size/jump", _field, right=True),
+]
 
 
 def profile_records(layers, fmt: str) -> list:

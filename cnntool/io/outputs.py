@@ -12,29 +12,34 @@ launch mode: a single process takes it, and under torchrun rank 0 takes it for i
 the process group forms; when rank 0 cannot, it exits and torchrun stops the others), so a
 torchrun run and a single-process run into one folder collide as two single runs do.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from cnntool.errors import CnnToolError
 from cnntool.io.resume import ScanLock
 
 LOCK_NAME = ".cnntool.lock"
 
-Outputs = Mapping[str, "str | os.PathLike | None"]  # option name -> the path it names (None: not given)
+Outputs = Mapping[
+    str, "str | os.PathLike | None"
+]  # option name -> the path it names (None: not given)
 
 
 class InputFiles:
     """What a command reads: the DATA folders (`roots`) and every input file, resolved."""
 
-    def __add__(self, other: "InputFiles") -> "InputFiles":
+    def __add__(self, other: InputFiles) -> InputFiles:
         both = InputFiles()
         both.roots, both.files = self.roots + other.roots, self.files + other.files
         return both
 
-    def __init__(self, roots: Iterable[str | os.PathLike] = (), files: Iterable[str | os.PathLike] = ()):
+    def __init__(
+        self, roots: Iterable[str | os.PathLike] = (), files: Iterable[str | os.PathLike] = ()
+    ):
         self.roots = [_resolved(root) for root in roots]
         parents: dict[str, str] = {}  # one realpath per folder: a dataset has few, and many files
         self.files: list[tuple[str, str]] = []  # (as given, resolved)
@@ -49,7 +54,7 @@ class InputFiles:
             self.files.append((text, resolved))
 
     @classmethod
-    def of_data(cls, spec: str, dataset=None) -> "InputFiles":
+    def of_data(cls, spec: str, dataset=None) -> InputFiles:
         """The inputs of a DATA spec opened as `dataset` (core.data.DataSet; None: not opened
         yet, the folder or file of the spec only): a folder is a root; a list file is an input
         too; an array-backed sample set has no files."""
@@ -75,13 +80,17 @@ def check_outputs(inputs: InputFiles, *, files: Outputs = (), folders: Outputs =
         target = _resolved(path)
         root = next((r for r in inputs.roots if _inside(target, r)), None)
         if root is not None:
-            raise CnnToolError(f"{option} {path} is inside DATA ({root}): a later scan would read "
-                               "the outputs back and a written file could replace an input; "
-                               "choose a folder outside DATA")
+            raise CnnToolError(
+                f"{option} {path} is inside DATA ({root}): a later scan would read "
+                "the outputs back and a written file could replace an input; "
+                "choose a folder outside DATA"
+            )
         held = next((given for given, resolved in inputs.files if _inside(resolved, target)), None)
         if held is not None:
-            raise CnnToolError(f"{option} {path} holds input files (e.g. {held}), which its outputs "
-                               "could replace; choose a folder that holds no input")
+            raise CnnToolError(
+                f"{option} {path} holds input files (e.g. {held}), which its outputs "
+                "could replace; choose a folder that holds no input"
+            )
     for option, path in dict(files).items():
         if path is None or os.fspath(path) == "-":
             continue
@@ -90,12 +99,16 @@ def check_outputs(inputs: InputFiles, *, files: Outputs = (), folders: Outputs =
         # link is not: a write renames a new file onto the name and leaves the input's inode)
         same = next((given for given, resolved in inputs.files if resolved == target), None)
         if same is not None:
-            raise CnnToolError(f"{option} {path} is an input file ({same}); writing it would "
-                               "replace the input: choose another file name")
+            raise CnnToolError(
+                f"{option} {path} is an input file ({same}); writing it would "
+                "replace the input: choose another file name"
+            )
         root = next((r for r in inputs.roots if _inside(target, r)), None)
         if root is not None:
-            raise CnnToolError(f"{option} {path} is inside DATA ({root}): a later scan would read "
-                               "it back as an input; choose a path outside DATA")
+            raise CnnToolError(
+                f"{option} {path} is inside DATA ({root}): a later scan would read "
+                "it back as an input; choose a path outside DATA"
+            )
 
 
 def folder_lock(folder: str | os.PathLike) -> ScanLock:

@@ -1,15 +1,25 @@
 """Projections and synthesized inputs as images: normalized maps, receptive-field crops and
 the Zeiler & Fergus layout of `visualize deconv` (PIL only; numpy arrays in, PIL images out). Grids are
 cnntool.io.grids; [0, 1] pixels to images is cnntool.io.figures.pixels_to_image."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cnntool.io.figure_style import (BACKGROUND, INK, FigureStyle, colorbar, enlarged, fitted,
-                                     padded, style_for, titled)
+from cnntool.io.figure_style import (
+    BACKGROUND,
+    INK,
+    FigureStyle,
+    colorbar,
+    enlarged,
+    fitted,
+    padded,
+    style_for,
+    titled,
+)
 from cnntool.io.figures import pixels_to_image
 from cnntool.io.grids import colorize, symmetric_scale, to_image
 from cnntool.io.untrusted import printable
@@ -45,8 +55,9 @@ def _gray(values: np.ndarray) -> Image.Image:
     return pixels_to_image(values[None])
 
 
-def crop_box(pixels: np.ndarray, box: tuple[int, int, int, int] | None,
-             fill: float = 0.0) -> np.ndarray:
+def crop_box(
+    pixels: np.ndarray, box: tuple[int, int, int, int] | None, fill: float = 0.0
+) -> np.ndarray:
     """The part of C×H×W `pixels` under box (y0, x0, y1, x1), zero (black) outside the image,
     as receptive fields near a border reach into the padding. None: the whole image.
     `fill` is the value outside (0.5: mid-grey, the zero of a signed projection)."""
@@ -57,7 +68,7 @@ def crop_box(pixels: np.ndarray, box: tuple[int, int, int, int] | None,
     out = np.full((channels, y1 - y0, x1 - x0), fill, dtype=pixels.dtype)
     sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y1, height), min(x1, width)
     if sy1 > sy0 and sx1 > sx0:
-        out[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = pixels[:, sy0:sy1, sx0:sx1]
+        out[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = pixels[:, sy0:sy1, sx0:sx1]
     return out
 
 
@@ -69,11 +80,14 @@ def outline(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.
     y0, x0, y1, x1 = box
     ImageDraw.Draw(image).rectangle(
         [max(x0, 0), max(y0, 0), min(x1, image.width) - 1, min(y1, image.height) - 1],
-        outline=(255, 220, 0))
+        outline=(255, 220, 0),
+    )
     return image
 
 
-def visible_box(box: tuple[int, int, int, int] | None, height: int, width: int) -> tuple[int, int, int, int]:
+def visible_box(
+    box: tuple[int, int, int, int] | None, height: int, width: int
+) -> tuple[int, int, int, int]:
     """The part of a receptive-field box (y0, x0, y1, x1) inside an H×W image (fields near a
     border, or deeper than the image is wide, reach past it); None: the whole image."""
     if box is None:
@@ -96,8 +110,13 @@ def stretched(raw: np.ndarray, style: str) -> tuple[np.ndarray, str, float, floa
     if style == "saliency":
         magnitude = np.abs(raw).max(axis=0)
         top = _percentile(magnitude)
-        return (colorize(np.clip(magnitude / top, 0, 1), "inferno"), "inferno", 0.0, top,
-                f"|grad|, {STRETCH_PERCENTILE:g}th pct = top")
+        return (
+            colorize(np.clip(magnitude / top, 0, 1), "inferno"),
+            "inferno",
+            0.0,
+            top,
+            f"|grad|, {STRETCH_PERCENTILE:g}th pct = top",
+        )
     limit = _percentile(np.abs(raw))
     shown = symmetric_scale(raw, limit).transpose(1, 2, 0)
     shown = np.repeat(shown, 3, axis=2) if shown.shape[2] == 1 else shown
@@ -110,8 +129,9 @@ def _percentile(magnitude: np.ndarray) -> float:
     return top if top > 0 else 1.0
 
 
-def projection_row(raw_map: np.ndarray, pixels: np.ndarray, box, style: str,
-                   figure: FigureStyle) -> tuple[list[Image.Image], Image.Image]:
+def projection_row(
+    raw_map: np.ndarray, pixels: np.ndarray, box, style: str, figure: FigureStyle
+) -> tuple[list[Image.Image], Image.Image]:
     """One row of `visualize deconv` as Zeiler & Fergus (2014, Fig. 2) show it: the projection
     cropped to the unit's receptive field (the part inside the image) and stretched on its own,
     the image patch under the same box, and — for a unit — the whole image with the box
@@ -121,13 +141,18 @@ def projection_row(raw_map: np.ndarray, pixels: np.ndarray, box, style: str,
     y0, x0, y1, x1 = visible_box(box, height, width)
     shown, cmap, low, high, label = stretched(raw_map[:, y0:y1, x0:x1], style)
     target = figure.px(224)
-    panels = [enlarged(to_image(shown), target), enlarged(pixels_to_image(pixels[:, y0:y1, x0:x1]), target)]
+    panels = [
+        enlarged(to_image(shown), target),
+        enlarged(pixels_to_image(pixels[:, y0:y1, x0:x1]), target),
+    ]
     if box is not None:
         whole = enlarged(pixels_to_image(pixels).convert("RGB"), target)
         k = whole.width / width
         ImageDraw.Draw(whole).rectangle(
             [round(x0 * k), round(y0 * k), round(x1 * k) - 1, round(y1 * k) - 1],
-            outline=(255, 220, 0), width=figure.px(2))
+            outline=(255, 220, 0),
+            width=figure.px(2),
+        )
         panels.append(whole)
     bar = colorbar(cmap, low, high, height=panels[0].height, style=figure, label=label)
     return panels, bar
@@ -139,8 +164,10 @@ def uncovered_warning(projection, method: str) -> str | None:
     if not projection.uncovered or method == "saliency":
         return None
     kinds = ", ".join(f"{k} ×{n}" for k, n in sorted(projection.uncovered.items()))
-    return (f"{method}: the model also has smooth activations ({kinds}) that no rectifier rule "
-            "covers; they backprop their ordinary gradient")
+    return (
+        f"{method}: the model also has smooth activations ({kinds}) that no rectifier rule "
+        "covers; they backprop their ordinary gradient"
+    )
 
 
 def completeness_line(projection, worrying: float = 0.05) -> tuple[str, bool] | None:
@@ -150,29 +177,43 @@ def completeness_line(projection, worrying: float = 0.05) -> tuple[str, bool] | 
     if c is None:
         return None
     subtracted = f"({c.f_baseline:.6g})" if c.f_baseline < 0 else f"{c.f_baseline:.6g}"
-    line = (f"ig ({c.steps} steps {c.rule}, {c.baseline} baseline): Σ attributions {c.total:.6g}, "
-            f"F(x) − F(baseline) = {c.f_input:.6g} − {subtracted} = {c.difference:.6g}; "
-            f"completeness gap {c.gap:.3g} ({c.relative_gap:.2%})")
+    line = (
+        f"ig ({c.steps} steps {c.rule}, {c.baseline} baseline): Σ attributions {c.total:.6g}, "
+        f"F(x) − F(baseline) = {c.f_input:.6g} − {subtracted} = {c.difference:.6g}; "
+        f"completeness gap {c.gap:.3g} ({c.relative_gap:.2%})"
+    )
     worry = c.relative_gap > worrying
     return (line + "; more --ig-steps narrow it" if worry else line), worry
 
 
-def projections_figure(projections: Sequence, pixels: np.ndarray, boxes: Sequence,
-                       method: str, times_input: bool = False, *, title: str | None = None,
-                       scale: int = 1) -> Image.Image:
+def projections_figure(
+    projections: Sequence,
+    pixels: np.ndarray,
+    boxes: Sequence,
+    method: str,
+    times_input: bool = False,
+    *,
+    title: str | None = None,
+    scale: int = 1,
+) -> Image.Image:
     """`visualize deconv`'s figure: a row per tasks.projection.Projection (projection_row)
     under its label ('unit 5 at (3, 4)', 'class 207 …'), column titles on top, each row's
     colour bar on its right; saliency maps are drawn as heat unless multiplied by the input."""
     figure = style_for(scale)
     style = "saliency" if method == "saliency" and not times_input else method
-    rows = [projection_row(p.map.cpu().numpy(), pixels, box, style, figure)
-            for p, box in zip(projections, boxes)]
+    rows = [
+        projection_row(p.map.cpu().numpy(), pixels, box, style, figure)
+        for p, box in zip(projections, boxes)
+    ]
     columns = max(len(panels) for panels, _ in rows)
     widths = [max(panels[c].width for panels, _ in rows if c < len(panels)) for c in range(columns)]
     bar_w = max(bar.width for _, bar in rows)
     gap, label_h = figure.gap * 2, figure.label_height
-    names = ["projection", "image patch" if any(b is not None for b in boxes) else "image",
-             "receptive field"][:columns]
+    names = [
+        "projection",
+        "image patch" if any(b is not None for b in boxes) else "image",
+        "receptive field",
+    ][:columns]
     width = sum(widths) + gap * columns + bar_w
     height = label_h + sum(label_h + max(p.height for p in panels) + gap for panels, _ in rows)
     canvas = Image.new("RGB", (width, height), BACKGROUND)
@@ -183,8 +224,12 @@ def projections_figure(projections: Sequence, pixels: np.ndarray, boxes: Sequenc
         x += w + gap
     y = label_h
     for (panels, bar), projection in zip(rows, projections):
-        draw.text((0, y + figure.px(2)), fitted(row_label(projection.target), width, figure.label_font),
-                  fill=INK, font=figure.label_font)
+        draw.text(
+            (0, y + figure.px(2)),
+            fitted(row_label(projection.target), width, figure.label_font),
+            fill=INK,
+            font=figure.label_font,
+        )
         y += label_h
         x = 0
         for panel, w in zip(panels, widths):
@@ -196,15 +241,21 @@ def projections_figure(projections: Sequence, pixels: np.ndarray, boxes: Sequenc
     return padded(titled(canvas, printable(title), figure, margin=0) if title else canvas, figure)
 
 
-METHOD_NAMES = {"guided": "guided backprop (Springenberg et al. 2015)",
-                "deconv": "deconvnet (Zeiler & Fergus 2014)",
-                "saliency": "saliency (Simonyan et al. 2014)",
-                "ig": "integrated gradients (Sundararajan et al. 2017)"}
+METHOD_NAMES = {
+    "guided": "guided backprop (Springenberg et al. 2015)",
+    "deconv": "deconvnet (Zeiler & Fergus 2014)",
+    "saliency": "saliency (Simonyan et al. 2014)",
+    "ig": "integrated gradients (Sundararajan et al. 2017)",
+}
 
 
-def figure_title(model_name: str, projections: Sequence, method: str, times_input: bool = False) -> str:
+def figure_title(
+    model_name: str, projections: Sequence, method: str, times_input: bool = False
+) -> str:
     """'efficientnet_lite0 _blocks.10 · guided backprop (Springenberg et al. 2015)'."""
-    layers = sorted({p.target.layer for p in projections if p.target.kind != "class" and p.target.layer})
+    layers = sorted(
+        {p.target.layer for p in projections if p.target.kind != "class" and p.target.layer}
+    )
     what = METHOD_NAMES.get(method, method) + (" × input" if times_input else "")
     return " ".join([model_name, *layers, "·", what])
 
@@ -212,8 +263,12 @@ def figure_title(model_name: str, projections: Sequence, method: str, times_inpu
 def row_label(target) -> str:
     """'unit 5 at (3, 4)' or 'class 207 golden retriever' (user text made printable)."""
     if target.kind == "class":
-        return printable(f"class {target.class_index}" + (f" {target.class_name}" if target.class_name else ""))
-    where = f" at ({target.position[0]}, {target.position[1]})" if target.position is not None else ""
+        return printable(
+            f"class {target.class_index}" + (f" {target.class_name}" if target.class_name else "")
+        )
+    where = (
+        f" at ({target.position[0]}, {target.position[1]})" if target.position is not None else ""
+    )
     return f"unit {target.unit}{where}"
 
 

@@ -13,14 +13,36 @@ full severity). No 20-colour set stays apart for colour-blind viewers; past the 
 classes apart by the legend and the hover text. Past 24 classes, hues spaced by the golden
 angle follow: still distinct from their neighbours in index, but close to some other class.
 """
+
 from __future__ import annotations
 
 import colorsys
 
 CLASS_COLOURS = (
-    "#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#24ecb3",
-    "#e5b6fa", "#827cee", "#83c144", "#958502", "#fcb99b", "#a455b2", "#ff8171", "#91d8e6",
-    "#c74666", "#cf89f7", "#5fc0a5", "#bed593", "#ba8d6a", "#528da4", "#fd8ac2", "#a36a57",
+    "#e69f00",
+    "#56b4e9",
+    "#009e73",
+    "#f0e442",
+    "#0072b2",
+    "#d55e00",
+    "#cc79a7",
+    "#24ecb3",
+    "#e5b6fa",
+    "#827cee",
+    "#83c144",
+    "#958502",
+    "#fcb99b",
+    "#a455b2",
+    "#ff8171",
+    "#91d8e6",
+    "#c74666",
+    "#cf89f7",
+    "#5fc0a5",
+    "#bed593",
+    "#ba8d6a",
+    "#528da4",
+    "#fd8ac2",
+    "#a36a57",
 )
 UNKNOWN = "#8a919e"  # no label: a grey none of the class colours is near
 # right / wrong predictions: Okabe & Ito's bluish green and vermillion, apart for colour-blind

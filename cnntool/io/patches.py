@@ -7,10 +7,11 @@ the number of hits. A unit's hits fill its row from the left (an image that cann
 more is left out and the rest close up, counted under the unit), so a short row means fewer
 positive hits ("3 of 9") and an empty one a dead unit.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -55,8 +56,16 @@ def overlay(pixels: np.ndarray, activation: np.ndarray, box=None) -> Image.Image
     import torch.nn.functional as F
 
     height, width = pixels.shape[1:]
-    heat = F.interpolate(torch.as_tensor(activation, dtype=torch.float32)[None, None], size=(height, width),
-                         mode="bilinear", align_corners=False)[0, 0].clamp(min=0).numpy()
+    heat = (
+        F.interpolate(
+            torch.as_tensor(activation, dtype=torch.float32)[None, None],
+            size=(height, width),
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0]
+        .clamp(min=0)
+        .numpy()
+    )
     peak = float(heat.max())
     heat = heat / peak if peak > 0 else heat
     image = np.repeat(pixels, 3, axis=0) if pixels.shape[0] == 1 else pixels[:3]
@@ -78,9 +87,15 @@ def counter(shown: int, top: int, lost: int = 0) -> str:
     return "" if shown == top and not lost else f"{shown} of {top}{note}"
 
 
-def write_top_patches(out: str | Path, result, load: Callable[[int], Image.Image], *, title: str,
-                      tile_size: int, overlays: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None
-                      ) -> tuple[list, list[str]]:
+def write_top_patches(
+    out: str | Path,
+    result,
+    load: Callable[[int], Image.Image],
+    *,
+    title: str,
+    tile_size: int,
+    overlays: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> tuple[list, list[str]]:
     """unit_NNNN.png per unit with a hit and overview.png in `out` for a TopPatches `result`;
     `overlays` (dataset index -> (model-input pixels C×H×W, the units' maps U×h×w in the order
     of `result.units`), tasks.top_patches.hit_maps) adds the overlay row. Returns the hits that
@@ -98,13 +113,24 @@ def write_top_patches(out: str | Path, result, load: Callable[[int], Image.Image
             names = [f"{hit.value:.3g}" for hit, _ in cropped] + [""] * (top - len(cropped))
             if overlays is not None:
                 maps = [overlays.get(hit.index) for hit, _ in cropped]
-                tiles += [None if m is None else _fit(overlay(m[0], m[1][row], hit.input_box), tile_size)
-                          for (hit, _), m in zip(cropped, maps)] + [None] * (top - len(cropped))
+                tiles += [
+                    None if m is None else _fit(overlay(m[0], m[1][row], hit.input_box), tile_size)
+                    for (hit, _), m in zip(cropped, maps)
+                ] + [None] * (top - len(cropped))
                 names += ["map"] * len(cropped) + [""] * (top - len(cropped))
-            save_grid(out / f"unit_{unit:04d}.png", tiles, names, columns=top, tile_size=tile_size,
-                      border=BORDER, title=f"{title} unit {unit}" + (f": {count}" if count else ""),
-                      style=STYLE)
-        overview.extend([_fit(patch, OVERVIEW_TILE) for _, patch in cropped] + [None] * (top - len(cropped)))
+            save_grid(
+                out / f"unit_{unit:04d}.png",
+                tiles,
+                names,
+                columns=top,
+                tile_size=tile_size,
+                border=BORDER,
+                title=f"{title} unit {unit}" + (f": {count}" if count else ""),
+                style=STYLE,
+            )
+        overview.extend(
+            [_fit(patch, OVERVIEW_TILE) for _, patch in cropped] + [None] * (top - len(cropped))
+        )
         labels.extend([f"u{unit} {count}".strip()] + [""] * (top - 1))
         drawn.extend(hit for hit, _ in cropped)
     dead = len(result.dead)
@@ -113,19 +139,31 @@ def write_top_patches(out: str | Path, result, load: Callable[[int], Image.Image
         counts += f", {len(lost)} patches left out (unreadable)"
     if not any(tile is not None for tile in overview):
         overview[0] = Image.new("RGB", (OVERVIEW_TILE, OVERVIEW_TILE), (255, 255, 255))  # all dead
-    save_image(grid(overview, labels, columns=top, tile_size=min(tile_size, OVERVIEW_TILE), border=BORDER,
-                    title=f"{title}: top {top} per unit, {counts}", style=STYLE), out / "overview.png")
+    save_image(
+        grid(
+            overview,
+            labels,
+            columns=top,
+            tile_size=min(tile_size, OVERVIEW_TILE),
+            border=BORDER,
+            title=f"{title}: top {top} per unit, {counts}",
+            style=STYLE,
+        ),
+        out / "overview.png",
+    )
     return drawn, lost
 
 
-def write_top_patch_files(out: str | Path, result, dataset, *, title: str, tile_size: int,
-                          overlays=None) -> list[str]:
+def write_top_patch_files(
+    out: str | Path, result, dataset, *, title: str, tile_size: int, overlays=None
+) -> list[str]:
     """The pictures in `out` (write_top_patches) and a JSON Lines record per hit drawn on stdout;
     the reasons of the patches left out."""
     from cnntool.io.records import write_records
 
-    drawn, lost = write_top_patches(out, result, dataset.load, title=title, tile_size=tile_size,
-                                    overlays=overlays)
+    drawn, lost = write_top_patches(
+        out, result, dataset.load, title=title, tile_size=tile_size, overlays=overlays
+    )
     write_records(top_patch_records(drawn, dataset.paths), "jsonl")
     return lost
 
@@ -137,5 +175,15 @@ def lost_warning(lost: list[str]) -> str:
 
 def top_patch_records(hits, paths):
     """One record per hit drawn: unit, rank, the image's path, box, value, index, position."""
-    return ({"unit": hit.unit, "rank": hit.rank, "path": paths[hit.index], "box": hit.box,
-             "value": hit.value, "index": hit.index, "position": hit.position} for hit in hits)
+    return (
+        {
+            "unit": hit.unit,
+            "rank": hit.rank,
+            "path": paths[hit.index],
+            "box": hit.box,
+            "value": hit.value,
+            "index": hit.index,
+            "position": hit.position,
+        }
+        for hit in hits
+    )

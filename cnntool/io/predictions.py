@@ -1,17 +1,22 @@
 """What `cnntool predict` writes: its records (CSV: the top class in columns of its own), the
 table for people and the summary sentence."""
+
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from cnntool.io.records import Column, short_path, write_records
 from cnntool.io.writers import RecordWriter
 
 TABLE_ROWS = 25  # on stderr; --format table shows every row
 CSV_COLUMNS = ["path", "label", "top1", "top1_name", "top1_prob", "classes"]
-TABLE = [Column("path", "path", fold=True), Column("label", "label", fold=True),
-         Column("prediction", "prediction", fold=True), Column("prob", "prob")]
+TABLE = [
+    Column("path", "path", fold=True),
+    Column("label", "label", fold=True),
+    Column("prediction", "prediction", fold=True),
+    Column("prob", "prob"),
+]
 
 
 class PredictionRecords:
@@ -33,17 +38,29 @@ def record(prediction, fmt: str) -> dict:
     if fmt != "csv":
         return record
     top1 = record["classes"][0]
-    return {"path": record["path"], "label": record.get("label"), "top1": top1["index"],
-            "top1_name": top1["name"], "top1_prob": top1["prob"], "classes": record["classes"]}
+    return {
+        "path": record["path"],
+        "label": record.get("label"),
+        "top1": top1["index"],
+        "top1_name": top1["name"],
+        "top1_prob": top1["prob"],
+        "classes": record["classes"],
+    }
 
 
 def write_table(predictions, model_name: str, dataset, fmt: str, *, show: Callable) -> None:
     """The predictions' table (the top class, ✓ or ✗ where the label is known): with `table` on
     stdout, else to `show(title, columns, rows)` (stderr)."""
-    rows = [{"path": short_path(p.path), "label": dataset.label_name(p.index) or "",
-             "prediction": f"{p.classes[0].name or p.classes[0].index}"
-                           + ("" if p.correct is None else (" ✓" if p.correct else " ✗")),
-             "prob": f"{p.classes[0].prob:.3f}"} for p in predictions]
+    rows = [
+        {
+            "path": short_path(p.path),
+            "label": dataset.label_name(p.index) or "",
+            "prediction": f"{p.classes[0].name or p.classes[0].index}"
+            + ("" if p.correct is None else (" ✓" if p.correct else " ✗")),
+            "prob": f"{p.classes[0].prob:.3f}",
+        }
+        for p in predictions
+    ]
     title = f"{model_name} on {dataset.name}"
     if fmt == "table":
         write_records(rows, "table", title=title, table_columns=TABLE)
@@ -57,7 +74,9 @@ def summary(tally, total: int, table_on_stdout: bool, labels=None) -> str:
     (`labels`: a core.labels.LabelMapping) and how much of it the stderr table shows."""
     line = f"{tally.count} of {total} images classified"
     if tally.judged:
-        line += f"; top-1 accuracy {tally.correct}/{tally.judged} = {tally.correct / tally.judged:.1%}"
+        line += (
+            f"; top-1 accuracy {tally.correct}/{tally.judged} = {tally.correct / tally.judged:.1%}"
+        )
         if tally.nonfinite:
             line += f" ({tally.nonfinite} with non-finite logits counted wrong)"
         if labels is not None:

@@ -9,12 +9,13 @@ Point TensorBoard at DIR (`tensorboard --logdir DIR`, the Projector tab) and it 
 - `projector_config.pbtxt`: where those files are (paths relative to DIR) and the cell size.
 The projector loads at most its first 100,000 points; a larger export says so in a warning.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -25,7 +26,12 @@ from cnntool.io.writers import atomic_path, open_output
 PROJECTOR_POINT_LIMIT = 100_000
 MAX_SPRITE_SIDE = 8192
 DEFAULT_THUMB = 64
-TENSORS, METADATA, SPRITE, CONFIG = "tensors.tsv", "metadata.tsv", "sprite.png", "projector_config.pbtxt"
+TENSORS, METADATA, SPRITE, CONFIG = (
+    "tensors.tsv",
+    "metadata.tsv",
+    "sprite.png",
+    "projector_config.pbtxt",
+)
 _ROWS_PER_WRITE = 4096  # tensors.tsv is written in slices, never as one big string
 
 
@@ -50,9 +56,16 @@ def sprite_layout(count: int, thumb: int) -> tuple[int, int]:
     return side, size
 
 
-def write_projector(folder: str | Path, features, metadata_rows: Sequence, metadata_columns: Sequence[str],
-                    thumbnails: Sequence[Image.Image] | None = None, *, thumb_size: int | None = None,
-                    tensor_name: str = "features") -> ProjectorExport:
+def write_projector(
+    folder: str | Path,
+    features,
+    metadata_rows: Sequence,
+    metadata_columns: Sequence[str],
+    thumbnails: Sequence[Image.Image] | None = None,
+    *,
+    thumb_size: int | None = None,
+    tensor_name: str = "features",
+) -> ProjectorExport:
     """Write the projector's four files into `folder` (created if needed).
 
     features: (N, D) numbers. metadata_rows: N rows of len(metadata_columns) values (with one
@@ -72,12 +85,14 @@ def write_projector(folder: str | Path, features, metadata_rows: Sequence, metad
         raise ValueError(f"{len(thumbnails)} thumbnails for {count} feature rows")
     warnings = []
     if count > PROJECTOR_POINT_LIMIT:
-        warnings.append(f"TensorBoard's projector loads only the first {PROJECTOR_POINT_LIMIT:,} of the "
-                        f"{count:,} points written")
+        warnings.append(
+            f"TensorBoard's projector loads only the first {PROJECTOR_POINT_LIMIT:,} of the "
+            f"{count:,} points written"
+        )
 
     with open_output(folder / TENSORS) as handle:
         for start in range(0, count, _ROWS_PER_WRITE):
-            np.savetxt(handle, values[start:start + _ROWS_PER_WRITE], fmt="%.8g", delimiter="\t")
+            np.savetxt(handle, values[start : start + _ROWS_PER_WRITE], fmt="%.8g", delimiter="\t")
     if columns:
         _write_metadata(folder / METADATA, metadata_rows, columns)
     thumb = None
@@ -86,7 +101,9 @@ def write_projector(folder: str | Path, features, metadata_rows: Sequence, metad
         thumb = _write_sprite(folder / SPRITE, thumbnails, wanted)
     with open_output(folder / CONFIG) as handle:
         handle.write(_config(tensor_name, count, dims, bool(columns), thumb))
-    return ProjectorExport(folder=str(folder), count=count, dims=dims, thumb=thumb, warnings=tuple(warnings))
+    return ProjectorExport(
+        folder=str(folder), count=count, dims=dims, thumb=thumb, warnings=tuple(warnings)
+    )
 
 
 def _cell(value) -> str:
@@ -101,7 +118,9 @@ def _write_metadata(path: Path, rows: Sequence, columns: list[str]) -> None:
         for row in rows:
             cells = row if len(columns) > 1 or isinstance(row, (list, tuple)) else (row,)
             if len(cells) != len(columns):
-                raise ValueError(f"a metadata row has {len(cells)} values for {len(columns)} columns")
+                raise ValueError(
+                    f"a metadata row has {len(cells)} values for {len(columns)} columns"
+                )
             handle.write("\t".join(_cell(c) for c in cells) + "\n")
 
 
@@ -119,12 +138,22 @@ def _write_sprite(path: Path, thumbnails: Sequence[Image.Image], wanted: int) ->
 
 def _config(tensor_name: str, count: int, dims: int, metadata: bool, thumb: int | None) -> str:
     quoted = tensor_name.replace("\\", "\\\\").replace('"', '\\"')
-    lines = ["embeddings {", f'  tensor_name: "{quoted}"', f'  tensor_path: "{TENSORS}"',
-             f"  tensor_shape: {count}", f"  tensor_shape: {dims}"]
+    lines = [
+        "embeddings {",
+        f'  tensor_name: "{quoted}"',
+        f'  tensor_path: "{TENSORS}"',
+        f"  tensor_shape: {count}",
+        f"  tensor_shape: {dims}",
+    ]
     if metadata:
         lines.append(f'  metadata_path: "{METADATA}"')
     if thumb is not None:
-        lines += ["  sprite {", f'    image_path: "{SPRITE}"', f"    single_image_dim: {thumb}",
-                  f"    single_image_dim: {thumb}", "  }"]
+        lines += [
+            "  sprite {",
+            f'    image_path: "{SPRITE}"',
+            f"    single_image_dim: {thumb}",
+            f"    single_image_dim: {thumb}",
+            "  }",
+        ]
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -6,11 +6,13 @@ rich is imported only when a table is drawn. A table shows its title, caption an
 are (no rich markup, no control characters): a cell that is styled on purpose is a rich Text
 (`styled`).
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from cnntool.io.untrusted import printable
 
@@ -46,31 +48,56 @@ def _literal(value, style: str | None = None):
     return value if isinstance(value, Text) else Text(printable(value), style=style or "")
 
 
-def table(title: str | None, columns: Sequence[Column], records: Iterable[Mapping], *,
-          caption: str | None = None, compact: bool = False,
-          styles: Callable[[Mapping], str | None] | None = None):
+def table(
+    title: str | None,
+    columns: Sequence[Column],
+    records: Iterable[Mapping],
+    *,
+    caption: str | None = None,
+    compact: bool = False,
+    styles: Callable[[Mapping], str | None] | None = None,
+):
     """A rich Table of `records` (compact: no vertical rules, tight padding)."""
     from rich import box
     from rich.table import Table
 
-    extra = dict(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True) \
-        if compact else {}
-    result = Table(title=None if title is None else _literal(title, "table.title"),
-                   title_justify="left", caption_justify="left",
-                   caption=None if caption is None else _literal(caption, "table.caption"), **extra)
+    extra = (
+        dict(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
+        if compact
+        else {}
+    )
+    result = Table(
+        title=None if title is None else _literal(title, "table.title"),
+        title_justify="left",
+        caption_justify="left",
+        caption=None if caption is None else _literal(caption, "table.caption"),
+        **extra,
+    )
     for column in columns:
-        result.add_column(_literal(column.header), justify="right" if column.right else "left",
-                          overflow="fold" if column.fold else "ellipsis", no_wrap=column.no_wrap)
+        result.add_column(
+            _literal(column.header),
+            justify="right" if column.right else "left",
+            overflow="fold" if column.fold else "ellipsis",
+            no_wrap=column.no_wrap,
+        )
     for record in records:
-        result.add_row(*(_literal(column.cell(record)) for column in columns),
-                       style=styles(record) if styles else None)
+        result.add_row(
+            *(_literal(column.cell(record)) for column in columns),
+            style=styles(record) if styles else None,
+        )
     return result
 
 
-def write_records(records: Iterable[Mapping], fmt: str | None, *, columns: Sequence[str] | None = None,
-                  title: str | None = None, table_columns: Sequence[Column] | None = None,
-                  caption: str | None = None,
-                  styles: Callable[[Mapping], str | None] | None = None) -> None:
+def write_records(
+    records: Iterable[Mapping],
+    fmt: str | None,
+    *,
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+    table_columns: Sequence[Column] | None = None,
+    caption: str | None = None,
+    styles: Callable[[Mapping], str | None] | None = None,
+) -> None:
     """Records on stdout as JSON Lines, CSV (with `columns`, else the first record's keys) or,
     for `table`, a table for people (`table_columns`); nothing when fmt is None."""
     from cnntool.io.writers import RecordWriter
@@ -84,7 +111,8 @@ def write_records(records: Iterable[Mapping], fmt: str | None, *, columns: Seque
 
         width = None if sys.stdout.isatty() else 200  # a pipe or file: wide enough not to fold rows
         Console(file=sys.stdout, highlight=False, emoji=False, width=width).print(
-            table(title, table_columns, list(records), caption=caption, styles=styles))
+            table(title, table_columns, list(records), caption=caption, styles=styles)
+        )
         return
     RecordWriter(sys.stdout, fmt, columns).write_all(records)
 

@@ -10,6 +10,7 @@ changed, instead of merging stale hits (the files are checked first). The lock i
 created exclusively beside the state, holding the owner's host and PID; a lock whose owner is
 gone (another boot, a dead PID) is taken over.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +53,7 @@ class ScanLock:
         self.held = False
         self.replaced: tuple[str, int] | None = None  # (host, PID) of a dead owner taken over
 
-    def __enter__(self) -> "ScanLock":
+    def __enter__(self) -> ScanLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
@@ -62,7 +63,8 @@ class ScanLock:
                 if owner is not None and _alive(*owner):
                     raise CnnToolError(
                         f"another cnntool run (PID {owner[1]} on {owner[0]}) is scanning into "
-                        f"{self.path.parent}; wait for it to finish, or write to another -o") from None
+                        f"{self.path.parent}; wait for it to finish, or write to another -o"
+                    ) from None
                 self.path.unlink(missing_ok=True)  # its owner is gone: take it over
                 self.replaced = owner or ("?", 0)
                 continue
@@ -70,8 +72,9 @@ class ScanLock:
                 file.write(f"{socket.gethostname()}\n{os.getpid()}\n")
             self.held = True
             return self
-        raise CnnToolError(f"cannot lock {self.path}; remove it if no cnntool run is using "
-                           f"{self.path.parent}")
+        raise CnnToolError(
+            f"cannot lock {self.path}; remove it if no cnntool run is using {self.path.parent}"
+        )
 
     def __exit__(self, *exc) -> None:
         if self.held:
@@ -110,11 +113,17 @@ def _alive(host: str, pid: int) -> bool:
 STATE_FORMAT = 2
 
 # How a changed field of a key is named to the user (other fields: "the FIELD changed")
-_FIELD_NAMES = {"weights": "the weights changed", "preprocessing": "the preprocessing changed",
-                "precision": "the precision changed", "fold_bn": "BatchNorm folding changed",
-                "max_pixels": "--max-pixels changed", "class_names": "the class names changed",
-                "images": "the number of images changed", "world": "the number of ranks changed",
-                "data": "the data changed"}
+_FIELD_NAMES = {
+    "weights": "the weights changed",
+    "preprocessing": "the preprocessing changed",
+    "precision": "the precision changed",
+    "fold_bn": "BatchNorm folding changed",
+    "max_pixels": "--max-pixels changed",
+    "class_names": "the class names changed",
+    "images": "the number of images changed",
+    "world": "the number of ranks changed",
+    "data": "the data changed",
+}
 
 
 def what_changed(saved: dict, now: dict) -> str:
@@ -127,9 +136,11 @@ def what_changed(saved: dict, now: dict) -> str:
             continue
         name = _FIELD_NAMES.get(field, f"the {field.replace('_', ' ')} changed")
         if isinstance(old, dict) and isinstance(new, dict):
-            inner = [f"{k} {_shown(old.get(k, _ABSENT))} -> {_shown(new.get(k, _ABSENT))}"
-                     for k in [*new, *(k for k in old if k not in new)]
-                     if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+            inner = [
+                f"{k} {_shown(old.get(k, _ABSENT))} -> {_shown(new.get(k, _ABSENT))}"
+                for k in [*new, *(k for k in old if k not in new)]
+                if old.get(k, _ABSENT) != new.get(k, _ABSENT)
+            ]
             parts.append(f"{name} ({', '.join(inner)})")
         elif field == "weights" and isinstance(old, str) and isinstance(new, str):
             parts.append(f"{name} (digest {old[:12]}… -> {new[:12]}…)")
@@ -177,22 +188,32 @@ class StateFile:
         try:
             saved = torch.load(self.path, weights_only=True)
         except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
-            raise CnnToolError(f"the resume state {self.path} is empty or corrupt ({type(exc).__name__}); "
-                               "remove it, or drop --resume to start afresh") from None
+            raise CnnToolError(
+                f"the resume state {self.path} is empty or corrupt ({type(exc).__name__}); "
+                "remove it, or drop --resume to start afresh"
+            ) from None
         if not isinstance(saved, dict) or "key" not in saved or "state" not in saved:
-            raise CnnToolError(f"{self.path} is not a cnntool resume state; remove it, or drop "
-                               "--resume to start afresh")
+            raise CnnToolError(
+                f"{self.path} is not a cnntool resume state; remove it, or drop "
+                "--resume to start afresh"
+            )
         if saved.get("format", 1) != STATE_FORMAT:
-            raise CnnToolError(f"{self.path} was saved by another version of cnntool (state format "
-                               f"{saved.get('format', 1)}, this one reads {STATE_FORMAT}); drop "
-                               "--resume to start afresh")
+            raise CnnToolError(
+                f"{self.path} was saved by another version of cnntool (state format "
+                f"{saved.get('format', 1)}, this one reads {STATE_FORMAT}); drop "
+                "--resume to start afresh"
+            )
         if saved.get("fingerprint") != self.fingerprint:
-            raise CnnToolError(f"{self.path} was saved for other files: the dataset's images "
-                               "changed since (size, time or list); drop --resume to scan afresh")
+            raise CnnToolError(
+                f"{self.path} was saved for other files: the dataset's images "
+                "changed since (size, time or list); drop --resume to scan afresh"
+            )
         if saved["key"] != self.key:
-            raise CnnToolError(f"{self.path} was saved by a scan with other settings: "
-                               f"{what_changed(saved['key'], self.key)}; drop --resume to start "
-                               "afresh (the new scan replaces this state)")
+            raise CnnToolError(
+                f"{self.path} was saved by a scan with other settings: "
+                f"{what_changed(saved['key'], self.key)}; drop --resume to start "
+                "afresh (the new scan replaces this state)"
+            )
         return saved["state"]
 
     def save(self, state: Any) -> None:
@@ -201,8 +222,15 @@ class StateFile:
         from cnntool.io.writers import atomic_path
 
         with atomic_path(self.path) as temp:
-            torch.save({"format": STATE_FORMAT, "key": self.key, "fingerprint": self.fingerprint,
-                        "state": state}, temp)
+            torch.save(
+                {
+                    "format": STATE_FORMAT,
+                    "key": self.key,
+                    "fingerprint": self.fingerprint,
+                    "state": state,
+                },
+                temp,
+            )
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -222,7 +250,7 @@ class ResumeFiles:
         part, ext = name.rsplit(".", 1)
         return self.folder / f".{self.stem}{'-' + part if part else ''}{self.suffix}.{ext}"
 
-    def state(self, key: dict, dataset) -> "StateFile":
+    def state(self, key: dict, dataset) -> StateFile:
         """The state file of the scan `key` over `dataset` (fingerprinted)."""
         return StateFile(self.folder, self.path("state.pt").name, key, dataset_fingerprint(dataset))
 

@@ -11,6 +11,7 @@ a file that another live run is still writing. `clean_stale(folder)` removes the
 anything of ours older than a day (a run on another host sharing the folder, a recycled PID),
 and says what it removed, for the command to name in a warning.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,9 @@ FEATURES_STEM = "cnntool-features"
 
 # mkstemp's random part: 8 characters of [a-z0-9_]
 _RANDOM = r"[a-z0-9_]{8}"
-_OWNED = re.compile(rf"^\.(?P<stem>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.{_RANDOM}(?P<suffix>\.part|\.f32)$")
+_OWNED = re.compile(
+    rf"^\.(?P<stem>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.{_RANDOM}(?P<suffix>\.part|\.f32)$"
+)
 # names from before scratch files carried their owner: removed by age only
 _UNOWNED = re.compile(rf"^\.(?:.+\.{_RANDOM}\.part|{FEATURES_STEM}\.{_RANDOM}\.f32)$")
 
@@ -50,8 +53,11 @@ def scratch_file(folder: str | Path | None, stem: str, suffix: str) -> tuple[int
         raise ValueError(f"scratch files end in {' or '.join(SCRATCH_SUFFIXES)}, not {suffix}")
     owner = f".{os.getpid()}@{host_name()}."
     room = name_max(folder) - len(f".{owner}{'x' * 8}{suffix}")  # mkstemp adds 8 characters
-    handle, name = tempfile.mkstemp(prefix=f".{_shortened(stem, room)}{owner}", suffix=suffix,
-                                    dir=None if folder is None else str(folder))
+    handle, name = tempfile.mkstemp(
+        prefix=f".{_shortened(stem, room)}{owner}",
+        suffix=suffix,
+        dir=None if folder is None else str(folder),
+    )
     return handle, Path(name)
 
 
@@ -84,8 +90,9 @@ def open_fixed(path: str | Path, *, reuse: bool) -> int:
     raise CnnToolError(f"cannot create the scratch file {path}: another process keeps making it")
 
 
-def _refuse_unless_plain(path: Path, info: os.stat_result, exc: OSError | None = None,
-                         force: bool = False) -> None:
+def _refuse_unless_plain(
+    path: Path, info: os.stat_result, exc: OSError | None = None, force: bool = False
+) -> None:
     if stat.S_ISLNK(info.st_mode):
         kind = "a symbolic link"
     elif not stat.S_ISREG(info.st_mode):
@@ -96,8 +103,10 @@ def _refuse_unless_plain(path: Path, info: os.stat_result, exc: OSError | None =
         kind = "not usable"
     else:
         return
-    raise CnnToolError(f"the scratch file {path} is {kind}; cnntool never writes through it (its "
-                       "target stays untouched): remove it and run again")
+    raise CnnToolError(
+        f"the scratch file {path} is {kind}; cnntool never writes through it (its "
+        "target stays untouched): remove it and run again"
+    )
 
 
 def name_max(folder: str | Path | None) -> int:
@@ -118,7 +127,7 @@ def _shortened(stem: str, room: int) -> str:
         size += len(os.fsencode(character))
         if size > room:
             break
-    return stem[:max(end, 1)]
+    return stem[: max(end, 1)]
 
 
 @dataclass(frozen=True)
@@ -149,8 +158,13 @@ class Removed:
     reason: str  # "process 4711 is gone" or "older than a day"
 
 
-def clean_stale(folder: str | Path, *, max_age: float = MAX_AGE, now: float | None = None,
-                recursive: bool = False) -> list[Removed]:
+def clean_stale(
+    folder: str | Path,
+    *,
+    max_age: float = MAX_AGE,
+    now: float | None = None,
+    recursive: bool = False,
+) -> list[Removed]:
     """Remove the scratch files in `folder` that no live run owns: those whose owner PID no
     longer runs on this host, and any older than `max_age` seconds. Files of live processes,
     other people's files and links are left alone; so is a folder that does not exist.
@@ -196,12 +210,16 @@ def clean_outputs(outputs, *, folders: bool = False) -> str | None:
     removed: list[Removed] = []
     for output in outputs:
         if output is not None and str(output) != "-":
-            removed += clean_stale(Path(output) if folders else Path(output).parent, recursive=folders)
+            removed += clean_stale(
+                Path(output) if folders else Path(output).parent, recursive=folders
+            )
     if not removed:
         return None
     size = sum(item.size for item in removed) / 2**20
-    return (f"removed {len(removed)} scratch file(s) ({size:.1f} MiB) that interrupted runs left "
-            f"behind, e.g. {removed[0].path} ({removed[0].reason})")
+    return (
+        f"removed {len(removed)} scratch file(s) ({size:.1f} MiB) that interrupted runs left "
+        f"behind, e.g. {removed[0].path} ({removed[0].reason})"
+    )
 
 
 def _stale(name: str, mtime: float, now: float, max_age: float) -> str | None:

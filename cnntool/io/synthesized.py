@@ -12,11 +12,12 @@ For OUTPUT `out.png` and unit N:
   as a result: its tile is struck through with "did not converge" and the reason written on it
   (`marked`), and its label says so too.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -107,8 +108,9 @@ def tile_label(record: dict) -> str:
     """A grid label from a unit's record: the class name or layer:unit, then "did not converge"
     when its picture failed the check, else the judge's rank or the value relative to the
     data's best."""
-    name = record.get("name") or (f"{record['layer']}:{record['unit']}" if "layer" in record
-                                  else str(record["unit"]))
+    name = record.get("name") or (
+        f"{record['layer']}:{record['unit']}" if "layer" in record else str(record["unit"])
+    )
     if record.get("failure"):
         return f"{name} · not converged"
     if "judge_rank" in record:
@@ -118,13 +120,25 @@ def tile_label(record: dict) -> str:
     return name
 
 
-def pictures(images: Sequence[Image.Image], records: Sequence[dict],
-             importance: Sequence, start: Image.Image | None = None) -> list[UnitPicture]:
+def pictures(
+    images: Sequence[Image.Image],
+    records: Sequence[dict],
+    importance: Sequence,
+    start: Image.Image | None = None,
+) -> list[UnitPicture]:
     """The UnitPictures of a run: one per image with its record's label (importance maps as
     arrays or CPU tensors, or None)."""
-    return [UnitPicture(record["unit"], image, tile_label(record),
-                        None if imp is None else np.asarray(imp), start, record.get("failure"))
-            for image, record, imp in zip(images, records, importance)]
+    return [
+        UnitPicture(
+            record["unit"],
+            image,
+            tile_label(record),
+            None if imp is None else np.asarray(imp),
+            start,
+            record.get("failure"),
+        )
+        for image, record, imp in zip(images, records, importance)
+    ]
 
 
 def table_columns(kind: str, records: Sequence[dict]) -> list:
@@ -137,11 +151,17 @@ def table_columns(kind: str, records: Sequence[dict]) -> list:
         columns.append(Column("class", "name"))
     columns.append(Column("value", "value", right=True))
     if any("judge" in r for r in records):
-        columns += [Column("judge", "judge"), Column("rank", "judge_rank", right=True),
-                    Column("p", "judge_probability", right=True), Column("judge's top", "judge_top")]
+        columns += [
+            Column("judge", "judge"),
+            Column("rank", "judge_rank", right=True),
+            Column("p", "judge_probability", right=True),
+            Column("judge's top", "judge_top"),
+        ]
     if any("relative" in r for r in records):
-        columns += [Column("best on DATA", "best_on_data", right=True),
-                    Column("relative", "relative", right=True)]
+        columns += [
+            Column("best on DATA", "best_on_data", right=True),
+            Column("relative", "relative", right=True),
+        ]
     if any("contrast" in r for r in records):
         columns += [Column("contrast", "contrast", right=True), Column("failure", "failure")]
     return columns

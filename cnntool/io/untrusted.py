@@ -14,6 +14,7 @@ data, never an instruction to whatever shows it:
 - `plot_text`: for matplotlib. `$` is escaped, so a name like `$\\frac{0}{$` is drawn as typed
   instead of being parsed as math text (and failing); control characters go.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,9 +22,11 @@ import re
 # an escape sequence, whole: CSI (ESC [ ... final byte), a string sequence (OSC ESC ], DCS ESC P,
 # SOS ESC X, PM ESC ^, APC ESC _ ... up to BEL or ST, or to the end of the text when it is not
 # ended), or a two-character escape (ESC and one more); then any other control character
-_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]?"
-                       r"|\x1b[\]PX^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
-                       r"|\x1b[\s\S]?")
+_SEQUENCE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]?"
+    r"|\x1b[\]PX^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[\s\S]?"
+)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf|nan)")

@@ -3,6 +3,7 @@
 A file is written to a temporary name in the same folder and renamed into place, so an
 interrupted run never leaves a half-written output behind. `-` means stdout.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,9 @@ import os
 import re
 import stat
 import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Mapping, Sequence
+from typing import IO
 
 from cnntool.errors import OutputError, os_error_sentence
 from cnntool.io.scratch import name_max, scratch_file
@@ -99,7 +101,9 @@ def _names(exc: OSError, temp: Path) -> bool:
     """Whether `exc` is about `temp` (or about no file in particular: a write)."""
     if exc.filename is None:
         return True
-    return isinstance(exc.filename, (str, bytes, os.PathLike)) and os.fsdecode(exc.filename) == str(temp)
+    return isinstance(exc.filename, (str, bytes, os.PathLike)) and os.fsdecode(exc.filename) == str(
+        temp
+    )
 
 
 def _umask() -> int:
@@ -117,9 +121,8 @@ def open_output(path: str | Path, mode: str = "w") -> Iterator[IO]:
     # text: a file name that is not UTF-8 ('\\udcff.png') is written as '\\udcff', so that a
     # page, a JSON or a CSV file stays UTF-8 (in JSON that is the escape of the same character)
     text = {"encoding": "utf-8", "errors": "backslashreplace", "newline": ""}
-    with atomic_path(path) as temp:
-        with open(temp, mode, **({} if "b" in mode else text)) as handle:
-            yield handle
+    with atomic_path(path) as temp, open(temp, mode, **({} if "b" in mode else text)) as handle:
+        yield handle
 
 
 def save_image(image, path: str | Path) -> None:
@@ -158,7 +161,9 @@ def _json(value, **options) -> str:
     """JSON text without a raw control character: json escapes C0 itself; DEL and C1 (which
     a terminal may obey, e.g. U+009B, a CSI) are escaped here too. Lossless: a reader gets the
     same strings back."""
-    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False, **options))
+    return _C1.sub(
+        lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False, **options)
+    )
 
 
 def _cell(value) -> str:

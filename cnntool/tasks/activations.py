@@ -1,8 +1,9 @@
 """Feature maps of one layer for one image (Zeiler & Fergus 2014)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -24,8 +25,15 @@ class FeatureMaps:
     total_channels: int
 
 
-def feature_maps(model, inputs: torch.Tensor, layer: str, *, channels: Sequence[int] | None = None,
-                 top: int | None = None, at_most: int | None = None) -> FeatureMaps:
+def feature_maps(
+    model,
+    inputs: torch.Tensor,
+    layer: str,
+    *,
+    channels: Sequence[int] | None = None,
+    top: int | None = None,
+    at_most: int | None = None,
+) -> FeatureMaps:
     """Run one preprocessed image (C, H, W) and return `layer`'s maps: `channels`, or the `top`
     channels with the largest mean activation (most active first), or all of them — but only
     the `at_most` most active when there are more."""
@@ -42,7 +50,9 @@ def feature_maps(model, inputs: torch.Tensor, layer: str, *, channels: Sequence[
     if channels is not None:
         bad = [c for c in channels if not 0 <= c < count]
         if bad:
-            raise CnnToolError(f"channel {bad[0]} does not exist: layer '{name}' has {count} (0-{count - 1})")
+            raise CnnToolError(
+                f"channel {bad[0]} does not exist: layer '{name}' has {count} (0-{count - 1})"
+            )
         chosen = list(channels)
     elif top is not None or (at_most is not None and count > at_most):
         top = top if top is not None else at_most
@@ -51,5 +61,11 @@ def feature_maps(model, inputs: torch.Tensor, layer: str, *, channels: Sequence[
     else:
         chosen = list(range(count))
     maps = output[chosen]
-    return FeatureMaps(name, tuple(chosen), maps, tuple(means[chosen].tolist()),
-                       tuple(maps.amax(dim=(1, 2)).tolist()), count)
+    return FeatureMaps(
+        name,
+        tuple(chosen),
+        maps,
+        tuple(means[chosen].tolist()),
+        tuple(maps.amax(dim=(1, 2)).tolist()),
+        count,
+    )

@@ -39,10 +39,11 @@ Intended differences from pytorch-grad-cam:
   `.backward()`, so no `.grad` accumulates on the user's weights), and the model's train/eval
   mode and requires_grad flags are restored.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,9 +59,14 @@ from cnntool.tasks.projection import Target
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "layercam", "eigencam", "hirescam")
 GRADIENT_METHODS = frozenset({"gradcam", "gradcam++", "layercam", "hirescam"})
-PAPERS = {"gradcam": "Selvaraju et al. 2017", "gradcam++": "Chattopadhay et al. 2018",
-          "scorecam": "Wang et al. 2020", "layercam": "Jiang et al. 2021",
-          "eigencam": "Muhammad & Yeasin 2020", "hirescam": "Draelos & Carin 2020"}
+PAPERS = {
+    "gradcam": "Selvaraju et al. 2017",
+    "gradcam++": "Chattopadhay et al. 2018",
+    "scorecam": "Wang et al. 2020",
+    "layercam": "Jiang et al. 2021",
+    "eigencam": "Muhammad & Yeasin 2020",
+    "hirescam": "Draelos & Carin 2020",
+}
 
 
 @dataclass(frozen=True)
@@ -94,8 +100,12 @@ class CamMap:
         return upsample_normalized(self.map, size)
 
     def to_record(self) -> dict:
-        record = {"method": self.method, "layer": self.layer,
-                  "map_shape": list(self.raw.shape), "flat": self.flat}
+        record = {
+            "method": self.method,
+            "layer": self.layer,
+            "map_shape": list(self.raw.shape),
+            "flat": self.flat,
+        }
         if self.target is not None:
             record["target"] = self.target.to_record()
         if self.score is not None:
@@ -105,8 +115,9 @@ class CamMap:
 
 def upsample_normalized(heat: Tensor, size: Sequence[int]) -> Tensor:
     """h×w -> H×W (bilinear, half-pixel centres), then min-max to [0, 1] (zeros when constant)."""
-    up = F.interpolate(heat[None, None].double(), size=tuple(size), mode="bilinear",
-                       align_corners=False)[0, 0]
+    up = F.interpolate(
+        heat[None, None].double(), size=tuple(size), mode="bilinear", align_corners=False
+    )[0, 0]
     low, high = up.min(), up.max()
     if high <= low:
         return torch.zeros_like(up, dtype=torch.float32)
@@ -135,8 +146,10 @@ def default_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
     container (ResNet's `layer4`) is preferred to its last child, which gives the same tensor."""
     (seen,), _ = trace_forward(model, lambda: [_SpatialOutputs()], tuple(input_shape))
     if not seen.names:
-        raise CnnToolError("the model has no layer with a spatial output (height and width > 1) "
-                           "at its input size; give --layer")
+        raise CnnToolError(
+            "the model has no layer with a spatial output (height and width > 1) "
+            "at its input size; give --layer"
+        )
     return seen.names[-1]
 
 
@@ -180,11 +193,15 @@ def class_target(wanted: Target, logits: Tensor, row: int, class_names) -> Targe
 def _unit_scores(output: Tensor, target: Target) -> Tensor:
     """A unit's mean activation per image (N) from its layer's output (N×C[×H×W])."""
     if output.dim() not in (2, 4):
-        raise CnnToolError(f"layer '{target.layer}' gives a {output.dim()}-d output; pick a "
-                           "convolutional (N×C×H×W) or fully connected (N×C) layer")
+        raise CnnToolError(
+            f"layer '{target.layer}' gives a {output.dim()}-d output; pick a "
+            "convolutional (N×C×H×W) or fully connected (N×C) layer"
+        )
     if not 0 <= target.unit < output.shape[1]:
-        raise CnnToolError(f"unit {target.unit} is out of range; layer '{target.layer}' has "
-                           f"{output.shape[1]} channels (0 to {output.shape[1] - 1})")
+        raise CnnToolError(
+            f"unit {target.unit} is out of range; layer '{target.layer}' has "
+            f"{output.shape[1]} channels (0 to {output.shape[1] - 1})"
+        )
     unit = output[:, target.unit]
     return unit.flatten(1).mean(1) if unit.dim() > 1 else unit
 
@@ -201,15 +218,23 @@ class _Scorer:
     def layers(self) -> list[str]:
         return [self.target.layer] if self.target.kind == "unit" else []
 
-    def scores(self, cap, output, fixed: Sequence[Target] | None = None) -> tuple[Tensor, list[Target]]:
+    def scores(
+        self, cap, output, fixed: Sequence[Target] | None = None
+    ) -> tuple[Tensor, list[Target]]:
         if self.target.kind == "unit":
             values = _unit_scores(cap.outputs[self.target.layer], self.target)
             return values, [self.target] * len(values)
         logits = main_output(output)
         if logits is None or logits.dim() != 2:
             raise CnnToolError("the model's output is not N×classes logits; give --unit LAYER:UNIT")
-        chosen = list(fixed) if fixed is not None else \
-            [class_target(self.target, logits, row, self.class_names) for row in range(len(logits))]
+        chosen = (
+            list(fixed)
+            if fixed is not None
+            else [
+                class_target(self.target, logits, row, self.class_names)
+                for row in range(len(logits))
+            ]
+        )
         index = torch.tensor([t.class_index for t in chosen], device=logits.device)
         return logits.gather(1, index[:, None])[:, 0], chosen
 
@@ -218,9 +243,17 @@ class _Scorer:
 # the maps
 
 
-def cam_maps(model: nn.Module, x: Tensor, layer: str, method: str = "gradcam",
-             target: Target | None = None, *, class_names: Sequence[str] | None = None,
-             score_batch: int = 32, plusplus_eps: float = 0.0) -> list[CamMap]:
+def cam_maps(
+    model: nn.Module,
+    x: Tensor,
+    layer: str,
+    method: str = "gradcam",
+    target: Target | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    score_batch: int = 32,
+    plusplus_eps: float = 0.0,
+) -> list[CamMap]:
     """The `method` map of `layer` for each image of the batch `x` (N×C×H×W, normalized model
     input; C×H×W for one image).
 
@@ -245,14 +278,17 @@ def cam_maps(model: nn.Module, x: Tensor, layer: str, method: str = "gradcam",
                 raise CnnToolError(f"layer '{layer}' did not run in the forward pass")
             activations = cap.activations[layer]
             _check_maps(layer, activations)
-            scores, targets = (None, [None] * len(x)) if method == "eigencam" else \
-                scorer.scores(cap, output)
+            scores, targets = (
+                (None, [None] * len(x)) if method == "eigencam" else scorer.scores(cap, output)
+            )
             if needs_grad:
                 torch.autograd.grad(scores.sum(), inputs, allow_unused=True)
                 grads = cap.gradients.get(layer)
                 if grads is None:
-                    raise CnnToolError(f"the score does not depend on layer '{layer}' (does "
-                                       f"'{scorer.target.layer}' run before it?)")
+                    raise CnnToolError(
+                        f"the score does not depend on layer '{layer}' (does "
+                        f"'{scorer.target.layer}' run before it?)"
+                    )
     A = activations.detach().double()
     if method == "eigencam":
         raw = _eigen(A)
@@ -267,8 +303,10 @@ def cam_maps(model: nn.Module, x: Tensor, layer: str, method: str = "gradcam",
 
 def _check_maps(layer: str, activations: Tensor) -> None:
     if activations.dim() != 4:
-        raise CnnToolError(f"layer '{layer}' gives a {activations.dim()}-d output, not feature "
-                           "maps (N×C×H×W); pick a convolutional layer")
+        raise CnnToolError(
+            f"layer '{layer}' gives a {activations.dim()}-d output, not feature "
+            "maps (N×C×H×W); pick a convolutional layer"
+        )
 
 
 def _gradient_map(method: str, A: Tensor, g: Tensor, plusplus_eps: float) -> Tensor:
@@ -310,11 +348,11 @@ def _score_weights(model, x, A, scorer: _Scorer, targets: list[Target], batch: i
     with torch.no_grad(), capture(model, scorer.layers()) as cap:
         for image in range(n):
             for start in range(0, k, batch):
-                chunk = masks[image, start:start + batch].to(x)
+                chunk = masks[image, start : start + batch].to(x)
                 masked = x[image][None] * chunk[:, None]
                 output = model(masked)
                 values, _ = scorer.scores(_Detached(cap), output, [targets[image]] * len(masked))
-                weights[image, start:start + len(masked)] = values.double().cpu()
+                weights[image, start : start + len(masked)] = values.double().cpu()
     return torch.softmax(weights, dim=1).to(A)
 
 
@@ -329,9 +367,15 @@ class _Detached:
 # a dataset
 
 
-def cam_batches(session, layer: str, method: str, target: Target | None = None, *,
-                title: str | None = None, plusplus_eps: float = 0.0
-                ) -> Iterator[tuple[list[int], Tensor, list[CamMap]]]:
+def cam_batches(
+    session,
+    layer: str,
+    method: str,
+    target: Target | None = None,
+    *,
+    title: str | None = None,
+    plusplus_eps: float = 0.0,
+) -> Iterator[tuple[list[int], Tensor, list[CamMap]]]:
     """The maps of every image of a scan session (core.session): per batch, the dataset indices,
     the [0, 1] pixels as fed (B×C×H×W, CPU) and the maps. Progress and unreadable files are
     the session's."""
@@ -340,8 +384,14 @@ def cam_batches(session, layer: str, method: str, target: Target | None = None, 
         for batch in session.batches(title or f"{method} {loaded.name}", normalize=False):
             with prepared.forward():
                 x = loaded.preprocessing.normalize(prepared.inputs(batch.inputs))
-                maps = cam_maps(loaded.module, x, layer, method, target,
-                                class_names=loaded.class_names, score_batch=session.batch_size,
-                                plusplus_eps=plusplus_eps)
+                maps = cam_maps(
+                    loaded.module,
+                    x,
+                    layer,
+                    method,
+                    target,
+                    class_names=loaded.class_names,
+                    score_batch=session.batch_size,
+                    plusplus_eps=plusplus_eps,
+                )
             yield batch.indices, batch.inputs.cpu(), maps
-

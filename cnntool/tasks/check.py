@@ -38,12 +38,13 @@ gradient×input, integrated gradients, guided backprop and deconvnet the sum ove
 (signed: positive evidence first); SmoothGrad the saliency of the mean gradient; the CAM methods
 their map after the ReLU, bilinearly upsampled to the input (half-pixel centres).
 """
+
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -56,18 +57,42 @@ from cnntool.errors import CnnToolError
 
 GRADIENT_METHODS = {"saliency": None, "gradxinput": None, "guided": "guided", "deconv": "deconv"}
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam")
-METHODS = ("saliency", "gradxinput", "guided", "ig", "gradcam", "deconv", "smoothgrad", *CAM_METHODS[1:])
+METHODS = (
+    "saliency",
+    "gradxinput",
+    "guided",
+    "ig",
+    "gradcam",
+    "deconv",
+    "smoothgrad",
+    *CAM_METHODS[1:],
+)
 DEFAULT_METHODS = ("saliency", "gradxinput", "guided", "ig", "gradcam")
 CHECKS = ("deletion", "road", "sanity")
-PAPERS = {"saliency": "Simonyan et al. 2014", "gradxinput": "Shrikumar et al. 2016",
-          "guided": "Springenberg et al. 2015", "ig": "Sundararajan et al. 2017",
-          "gradcam": "Selvaraju et al. 2017", "deconv": "Zeiler & Fergus 2014",
-          "smoothgrad": "Smilkov et al. 2017", "gradcam++": "Chattopadhay et al. 2018",
-          "layercam": "Jiang et al. 2021", "hirescam": "Draelos & Carin 2020"}
+PAPERS = {
+    "saliency": "Simonyan et al. 2014",
+    "gradxinput": "Shrikumar et al. 2016",
+    "guided": "Springenberg et al. 2015",
+    "ig": "Sundararajan et al. 2017",
+    "gradcam": "Selvaraju et al. 2017",
+    "deconv": "Zeiler & Fergus 2014",
+    "smoothgrad": "Smilkov et al. 2017",
+    "gradcam++": "Chattopadhay et al. 2018",
+    "layercam": "Jiang et al. 2021",
+    "hirescam": "Draelos & Carin 2020",
+}
 
 # ROAD's neighbour weights (Rong et al. 2022): direct neighbours 1/6, diagonal ones 1/12
-NEIGHBOURS = ((-1, -1, 1 / 12), (-1, 0, 1 / 6), (-1, 1, 1 / 12), (0, -1, 1 / 6), (0, 1, 1 / 6),
-              (1, -1, 1 / 12), (1, 0, 1 / 6), (1, 1, 1 / 12))
+NEIGHBOURS = (
+    (-1, -1, 1 / 12),
+    (-1, 0, 1 / 6),
+    (-1, 1, 1 / 12),
+    (0, -1, 1 / 6),
+    (0, 1, 1 / 6),
+    (1, -1, 1 / 12),
+    (1, 0, 1 / 6),
+    (1, 1, 1 / 12),
+)
 
 
 @dataclass(frozen=True)
@@ -117,9 +142,16 @@ class CheckSettings:
 # the maps
 
 
-def attribution_maps(model: nn.Module, x: Tensor, method: str, targets: Tensor, *,
-                     layer: str | None = None, preprocessing=None,
-                     settings: CheckSettings = CheckSettings()) -> Tensor:
+def attribution_maps(
+    model: nn.Module,
+    x: Tensor,
+    method: str,
+    targets: Tensor,
+    *,
+    layer: str | None = None,
+    preprocessing=None,
+    settings: CheckSettings = CheckSettings(),
+) -> Tensor:
     """The 2-D maps (N×H×W float32, x's device) of `method` for the batch `x` (normalized model
     input) and the classes `targets` (N), as the module docstring defines them."""
     if method in GRADIENT_METHODS:
@@ -131,21 +163,36 @@ def attribution_maps(model: nn.Module, x: Tensor, method: str, targets: Tensor, 
         from cnntool.tasks.projection import SmoothGrad
 
         smooth = SmoothGrad(samples=settings.smooth_samples, seed=settings.seed)
-        maps = [smooth(lambda noisy, i=i: _input_gradient(model, noisy, targets[i:i + 1], None),
-                       x[i:i + 1]) for i in range(len(x))]
+        maps = [
+            smooth(
+                lambda noisy, i=i: _input_gradient(model, noisy, targets[i : i + 1], None),
+                x[i : i + 1],
+            )
+            for i in range(len(x))
+        ]
         return torch.cat(maps).abs().amax(1)
     if method == "ig":
-        from cnntool.tasks.integrated_gradients import IntegratedGradients, baseline_input, integrate
+        from cnntool.tasks.integrated_gradients import (
+            IntegratedGradients,
+            baseline_input,
+            integrate,
+        )
 
-        ig = IntegratedGradients(steps=settings.ig_steps, baseline=settings.ig_baseline,
-                                 batch_size=settings.batch_size, seed=settings.seed)
+        ig = IntegratedGradients(
+            steps=settings.ig_steps,
+            baseline=settings.ig_baseline,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+        )
         maps = []
         with preserved_state(model):
             model.eval()
             for i in range(len(x)):
-                one, target = x[i:i + 1], int(targets[i])
+                one, target = x[i : i + 1], int(targets[i])
                 baseline = baseline_input(ig.baseline, one, preprocessing, ig.seed)
-                attributions, _ = integrate(lambda b: main_output(model(b))[:, target], one, baseline, ig)
+                attributions, _ = integrate(
+                    lambda b: main_output(model(b))[:, target], one, baseline, ig
+                )
                 maps.append(attributions.sum(1))
         return torch.cat(maps).float()
     if method in CAM_METHODS:
@@ -155,9 +202,13 @@ def attribution_maps(model: nn.Module, x: Tensor, method: str, targets: Tensor, 
         name = cam_layer(model, layer, tuple(x.shape[1:]))
         maps = []
         for i in range(len(x)):
-            (cam,) = cam_maps(model, x[i:i + 1], name, method, Target.logit(int(targets[i])))
-            up = F.interpolate(cam.map[None, None].double(), size=tuple(x.shape[2:]), mode="bilinear",
-                               align_corners=False)[0]
+            (cam,) = cam_maps(model, x[i : i + 1], name, method, Target.logit(int(targets[i])))
+            up = F.interpolate(
+                cam.map[None, None].double(),
+                size=tuple(x.shape[2:]),
+                mode="bilinear",
+                align_corners=False,
+            )[0]
             maps.append(up.float())
         return torch.cat(maps).to(x.device)
     raise CnnToolError(f"unknown method '{method}'; use some of {', '.join(METHODS)}")
@@ -178,16 +229,17 @@ def _input_gradient(model: nn.Module, x: Tensor, targets: Tensor, rule: str | No
         return torch.autograd.grad(score, x)[0].detach()
 
 
-def _probabilities(model: nn.Module, inputs: Tensor, targets: Tensor, batch_size: int,
-                   top: bool = False):
+def _probabilities(
+    model: nn.Module, inputs: Tensor, targets: Tensor, batch_size: int, top: bool = False
+):
     """Softmax probability of each input's target class (float64, CPU); with `top`, also
     whether the top class is the target (bool, CPU)."""
     probs_out, kept_out = [], []
     with preserved_state(model), torch.no_grad():
         model.eval()
         for start in range(0, len(inputs), batch_size):
-            logits = main_output(model(inputs[start:start + batch_size])).float()
-            wanted = targets[start:start + batch_size].to(logits.device)
+            logits = main_output(model(inputs[start : start + batch_size])).float()
+            wanted = targets[start : start + batch_size].to(logits.device)
             probs = torch.softmax(logits, dim=1)
             probs_out.append(probs.gather(1, wanted[:, None])[:, 0])
             kept_out.append(logits.argmax(1) == wanted)
@@ -200,7 +252,7 @@ def _top_classes(model: nn.Module, inputs: Tensor, batch_size: int) -> Tensor:
     with preserved_state(model), torch.no_grad():
         model.eval()
         for start in range(0, len(inputs), batch_size):
-            out.append(main_output(model(inputs[start:start + batch_size])).argmax(1).cpu())
+            out.append(main_output(model(inputs[start : start + batch_size])).argmax(1).cpu())
     return torch.cat(out)
 
 
@@ -216,7 +268,7 @@ def rise_blur(x: Tensor) -> Tensor:
     kernel = (kernel / kernel.sum()).to(x)
     c = x.shape[1]
     pad = min(5, min(x.shape[-2:]) - 1)
-    kernel = kernel[5 - pad:6 + pad] / kernel[5 - pad:6 + pad].sum()
+    kernel = kernel[5 - pad : 6 + pad] / kernel[5 - pad : 6 + pad].sum()
     out = F.pad(x, (pad, pad, pad, pad), mode="reflect")
     out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
     return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
@@ -252,14 +304,26 @@ class Curves:
         return torch.trapezoid(self.insertion, self.fractions, dim=1)
 
 
-def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Tensor, *, steps: int = 20,
-                       deletion_baseline: Tensor | None = None, insertion_baseline: Tensor | None = None,
-                       batch_size: int = 32) -> Curves:
+def deletion_insertion(
+    model: nn.Module,
+    x: Tensor,
+    maps: Tensor,
+    targets: Tensor,
+    *,
+    steps: int = 20,
+    deletion_baseline: Tensor | None = None,
+    insertion_baseline: Tensor | None = None,
+    batch_size: int = 32,
+) -> Curves:
     """Deletion and insertion curves of `maps` (N×H×W) on `x` (N×C×H×W, normalized) for `targets`
     (N). Baselines: zeros (deletion) and `rise_blur(x)` (insertion) unless given."""
     n, _, h, w = x.shape
-    deletion_baseline = torch.zeros_like(x) if deletion_baseline is None else deletion_baseline.expand_as(x)
-    insertion_baseline = rise_blur(x) if insertion_baseline is None else insertion_baseline.expand_as(x)
+    deletion_baseline = (
+        torch.zeros_like(x) if deletion_baseline is None else deletion_baseline.expand_as(x)
+    )
+    insertion_baseline = (
+        rise_blur(x) if insertion_baseline is None else insertion_baseline.expand_as(x)
+    )
     ranks = pixel_ranks(maps.to(x.device)).view(n, 1, h, w)
     counts = step_counts(h * w, steps)
     fractions = torch.tensor(counts, dtype=torch.float64) / (h * w)
@@ -270,10 +334,14 @@ def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Tenso
         # deletion's first point and insertion's last are the clean image
         deleted = [torch.where(ranks[i] < k, deletion_baseline[i], x[i]) for k in counts[1:]]
         inserted = [torch.where(ranks[i] < k, x[i], insertion_baseline[i]) for k in counts[:-1]]
-        probs = _probabilities(model, torch.stack(deleted + inserted), targets[i].repeat(2 * len(counts) - 2),
-                               batch_size)
-        deletion[i] = torch.cat([original[i:i + 1], probs[:len(counts) - 1]])
-        insertion[i] = torch.cat([probs[len(counts) - 1:], original[i:i + 1]])
+        probs = _probabilities(
+            model,
+            torch.stack(deleted + inserted),
+            targets[i].repeat(2 * len(counts) - 2),
+            batch_size,
+        )
+        deletion[i] = torch.cat([original[i : i + 1], probs[: len(counts) - 1]])
+        insertion[i] = torch.cat([probs[len(counts) - 1 :], original[i : i + 1]])
     return Curves(fractions, deletion, insertion)
 
 
@@ -281,8 +349,9 @@ def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Tenso
 # ROAD
 
 
-def impute(pixels: Tensor, removed: Tensor, noise: float = 0.0,
-           generator: torch.Generator | None = None) -> Tensor:
+def impute(
+    pixels: Tensor, removed: Tensor, noise: float = 0.0, generator: torch.Generator | None = None
+) -> Tensor:
     """ROAD's noisy linear imputation: `pixels` (C×H×W) with the pixels where `removed` (H×W bool)
     replaced by the solution of "each removed pixel = the weighted mean of its in-image 8
     neighbours" (1/6 direct, 1/12 diagonal, renormalized), plus N(0, noise²) on each of them."""
@@ -317,8 +386,10 @@ def impute(pixels: Tensor, removed: Tensor, noise: float = 0.0,
         data.append(-share[unknown])
         known = inside & ~unknown
         rhs[known] += share[known, None] * values[:, neighbour[known]].T
-    matrix = sparse.csc_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
-                               shape=(len(flat), len(flat)))
+    matrix = sparse.csc_matrix(
+        (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(len(flat), len(flat)),
+    )
     solved = splu(matrix).solve(rhs)  # (removed, C)
     out = values.copy()
     out[:, flat] = solved.T
@@ -342,9 +413,18 @@ class Road:
     lerf_kept: Tensor
 
 
-def road(model: nn.Module, pixels: Tensor, maps: Tensor, targets: Tensor, normalize, *,
-         fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), noise: float = 0.01,
-         seed: int = 0, batch_size: int = 32) -> Road:
+def road(
+    model: nn.Module,
+    pixels: Tensor,
+    maps: Tensor,
+    targets: Tensor,
+    normalize,
+    *,
+    fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+    noise: float = 0.01,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> Road:
     """ROAD on `pixels` (N×C×H×W in [0, 1]) ranked by `maps` (N×H×W); `normalize` turns pixels
     into model input."""
     n, _, h, w = pixels.shape
@@ -371,8 +451,11 @@ def road(model: nn.Module, pixels: Tensor, maps: Tensor, targets: Tensor, normal
 
 def parameterized_modules(model: nn.Module) -> list[str]:
     """The module paths with parameters of their own, from the output down (reverse registration)."""
-    names = [name for name, module in model.named_modules()
-             if any(True for _ in module.parameters(recurse=False))]
+    names = [
+        name
+        for name, module in model.named_modules()
+        if any(True for _ in module.parameters(recurse=False))
+    ]
     return names[::-1]
 
 
@@ -425,7 +508,9 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0, sigma: float = 1
     var_b = blur(b * b) - mu_b * mu_b
     cov = blur(a * b) - mu_a * mu_b
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
     pad = int(3.5 * sigma + 0.5)
     return float(s[pad:-pad, pad:-pad].mean())
 
@@ -469,8 +554,15 @@ class BatchCheck:
     maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
-def check_batch(model: nn.Module, pixels: Tensor, indices: Sequence[int], settings: CheckSettings,
-                preprocessing, *, keep_maps: bool = False) -> BatchCheck:
+def check_batch(
+    model: nn.Module,
+    pixels: Tensor,
+    indices: Sequence[int],
+    settings: CheckSettings,
+    preprocessing,
+    *,
+    keep_maps: bool = False,
+) -> BatchCheck:
     """The checks of `settings.checks` for every method on one batch: `pixels` (N×C×H×W in
     [0, 1], the model's device), `indices` the images' dataset indices. The targets are the
     model's top classes on the clean images. `model` is left as it was (the cascade runs on a
@@ -478,20 +570,51 @@ def check_batch(model: nn.Module, pixels: Tensor, indices: Sequence[int], settin
     road_check, sanity_check = "road" in settings.checks, "sanity" in settings.checks
     x = preprocessing.normalize(pixels)
     targets = _top_classes(model, x, settings.batch_size).to(x.device)
-    maps = {m: attribution_maps(model, x, m, targets, layer=settings.layer, preprocessing=preprocessing,
-                                settings=settings) for m in settings.methods}
-    curves = {m: deletion_insertion(model, x, maps[m], targets, steps=settings.steps,
-                                    batch_size=settings.batch_size) if "deletion" in settings.checks
-              else None for m in settings.methods}
-    roads = {m: road(model, pixels, maps[m], targets, preprocessing.normalize,
-                     fractions=settings.road_fractions, noise=settings.road_noise, seed=settings.seed,
-                     batch_size=settings.batch_size) if road_check else None
-             for m in settings.methods}
+    maps = {
+        m: attribution_maps(
+            model,
+            x,
+            m,
+            targets,
+            layer=settings.layer,
+            preprocessing=preprocessing,
+            settings=settings,
+        )
+        for m in settings.methods
+    }
+    curves = {
+        m: deletion_insertion(
+            model, x, maps[m], targets, steps=settings.steps, batch_size=settings.batch_size
+        )
+        if "deletion" in settings.checks
+        else None
+        for m in settings.methods
+    }
+    roads = {
+        m: road(
+            model,
+            pixels,
+            maps[m],
+            targets,
+            preprocessing.normalize,
+            fractions=settings.road_fractions,
+            noise=settings.road_noise,
+            seed=settings.seed,
+            batch_size=settings.batch_size,
+        )
+        if road_check
+        else None
+        for m in settings.methods
+    }
     groups = cascade_stages(model, settings.stages) if sanity_check else []
     correlation = {m: [[] for _ in x] for m in settings.methods}
     similarity = {m: [[] for _ in x] for m in settings.methods}
-    kept = {m: [unit_scaled(maps[m][0].cpu().numpy())] for m in settings.methods} if keep_maps else {}
-    original = {m: [unit_scaled(maps[m][i].cpu().numpy()) for i in range(len(x))] for m in settings.methods}
+    kept = (
+        {m: [unit_scaled(maps[m][0].cpu().numpy())] for m in settings.methods} if keep_maps else {}
+    )
+    original = {
+        m: [unit_scaled(maps[m][i].cpu().numpy()) for i in range(len(x))] for m in settings.methods
+    }
     if groups:
         copied = copy.deepcopy(model)
         modules = dict(copied.named_modules())
@@ -499,8 +622,15 @@ def check_batch(model: nn.Module, pixels: Tensor, indices: Sequence[int], settin
             for offset, name in enumerate(group):
                 randomize(modules[name], settings.seed * 100_003 + stage * 1_009 + offset)
             for m in settings.methods:
-                randomized = attribution_maps(copied, x, m, targets, layer=settings.layer,
-                                              preprocessing=preprocessing, settings=settings)
+                randomized = attribution_maps(
+                    copied,
+                    x,
+                    m,
+                    targets,
+                    layer=settings.layer,
+                    preprocessing=preprocessing,
+                    settings=settings,
+                )
                 for i in range(len(x)):
                     after = unit_scaled(randomized[i].cpu().numpy())
                     correlation[m][i].append(spearman(original[m][i], after))
@@ -511,21 +641,30 @@ def check_batch(model: nn.Module, pixels: Tensor, indices: Sequence[int], settin
     results = {}
     for m in settings.methods:
         c, r = curves[m], roads[m]
-        results[m] = [ImageResult(
-            index=int(indices[i]), target=int(targets[i]),
-            deletion=c.deletion[i].tolist() if c else [], insertion=c.insertion[i].tolist() if c else [],
-            road_morf=r.morf[i].tolist() if r else [], road_lerf=r.lerf[i].tolist() if r else [],
-            road_morf_kept=r.morf_kept[i].tolist() if r else [],
-            road_lerf_kept=r.lerf_kept[i].tolist() if r else [],
-            rank_correlation=correlation[m][i], ssim=similarity[m][i]) for i in range(len(x))]
+        results[m] = [
+            ImageResult(
+                index=int(indices[i]),
+                target=int(targets[i]),
+                deletion=c.deletion[i].tolist() if c else [],
+                insertion=c.insertion[i].tolist() if c else [],
+                road_morf=r.morf[i].tolist() if r else [],
+                road_lerf=r.lerf[i].tolist() if r else [],
+                road_morf_kept=r.morf_kept[i].tolist() if r else [],
+                road_lerf_kept=r.lerf_kept[i].tolist() if r else [],
+                rank_correlation=correlation[m][i],
+                ssim=similarity[m][i],
+            )
+            for i in range(len(x))
+        ]
     fractions = step_counts(x.shape[2] * x.shape[3], settings.steps)
     fractions = [k / (x.shape[2] * x.shape[3]) for k in fractions]
     labels = [f"{g[-1]}" for g in groups]
     return BatchCheck(fractions, labels, results, kept)
 
 
-RANKING = ("methods that pass the sanity check first, then by insertion AUC − deletion AUC "
-           "(highest first)")
+RANKING = (
+    "methods that pass the sanity check first, then by insertion AUC − deletion AUC (highest first)"
+)
 
 
 @dataclass(frozen=True)
@@ -581,23 +720,43 @@ class MethodVerdict:
         return self.insertion_auc - self.deletion_auc
 
     def to_record(self) -> dict:
-        return {"method": self.method, "paper": PAPERS[self.method], "rank": self.rank,
-                "verdict": {None: "not checked", True: "pass", False: "fail"}[self.passed],
-                "images": self.images,
-                "deletion_auc": self.deletion_auc, "insertion_auc": self.insertion_auc,
-                "curves": {"fraction": self.fractions, "deletion": self.deletion_curve,
-                           "insertion": self.insertion_curve},
-                "road": {"fraction": self.road_fractions, "morf": self.road_morf, "lerf": self.road_lerf,
-                         "morf_accuracy": self.road_morf_accuracy, "lerf_accuracy": self.road_lerf_accuracy,
-                         "gap": self.road_gap},
-                "sanity": {"stages": self.cascade, "rank_correlation": self.rank_correlation,
-                           "ssim": self.ssim, "last_rank_correlation": self.last_correlation,
-                           "mean_rank_correlation": self.mean_correlation, "rule": pass_rule(self.max_correlation)}}
+        return {
+            "method": self.method,
+            "paper": PAPERS[self.method],
+            "rank": self.rank,
+            "verdict": {None: "not checked", True: "pass", False: "fail"}[self.passed],
+            "images": self.images,
+            "deletion_auc": self.deletion_auc,
+            "insertion_auc": self.insertion_auc,
+            "curves": {
+                "fraction": self.fractions,
+                "deletion": self.deletion_curve,
+                "insertion": self.insertion_curve,
+            },
+            "road": {
+                "fraction": self.road_fractions,
+                "morf": self.road_morf,
+                "lerf": self.road_lerf,
+                "morf_accuracy": self.road_morf_accuracy,
+                "lerf_accuracy": self.road_lerf_accuracy,
+                "gap": self.road_gap,
+            },
+            "sanity": {
+                "stages": self.cascade,
+                "rank_correlation": self.rank_correlation,
+                "ssim": self.ssim,
+                "last_rank_correlation": self.last_correlation,
+                "mean_rank_correlation": self.mean_correlation,
+                "rule": pass_rule(self.max_correlation),
+            },
+        }
 
 
 def pass_rule(bound: float) -> str:
-    return (f"pass: Spearman correlation of |map| with the original, averaged over the images and "
-            f"the cascade's stages, <= {bound:g}")
+    return (
+        f"pass: Spearman correlation of |map| with the original, averaged over the images and "
+        f"the cascade's stages, <= {bound:g}"
+    )
 
 
 def verdicts(parts: Sequence[BatchCheck], settings: CheckSettings) -> list[MethodVerdict]:
@@ -612,21 +771,39 @@ def verdicts(parts: Sequence[BatchCheck], settings: CheckSettings) -> list[Metho
 
         def mean(key):
             values = [getattr(r, key) for r in rows]
-            return np.asarray(values, dtype=np.float64).mean(0).tolist() if values and len(values[0]) else []
+            return (
+                np.asarray(values, dtype=np.float64).mean(0).tolist()
+                if values and len(values[0])
+                else []
+            )
 
         deletion = np.asarray([r.deletion for r in rows]).reshape(len(rows), -1)
         insertion = np.asarray([r.insertion for r in rows]).reshape(len(rows), -1)
 
         def auc(curves):
             return float(np.trapezoid(curves, fractions, axis=1).mean()) if curves.size else None
-        out.append(MethodVerdict(
-            method=m, images=len(rows), deletion_auc=auc(deletion), insertion_auc=auc(insertion),
-            deletion_curve=deletion.mean(0).tolist() if deletion.size else [],
-            insertion_curve=insertion.mean(0).tolist() if insertion.size else [],
-            fractions=list(fractions) if deletion.size else [], road_fractions=list(settings.road_fractions) if rows[0].road_morf else [],
-            road_morf=mean("road_morf"), road_lerf=mean("road_lerf"),
-            road_morf_accuracy=mean("road_morf_kept"), road_lerf_accuracy=mean("road_lerf_kept"),
-            cascade=list(cascade), rank_correlation=mean("rank_correlation"), ssim=mean("ssim"),
-            max_correlation=settings.max_correlation))
+
+        out.append(
+            MethodVerdict(
+                method=m,
+                images=len(rows),
+                deletion_auc=auc(deletion),
+                insertion_auc=auc(insertion),
+                deletion_curve=deletion.mean(0).tolist() if deletion.size else [],
+                insertion_curve=insertion.mean(0).tolist() if insertion.size else [],
+                fractions=list(fractions) if deletion.size else [],
+                road_fractions=list(settings.road_fractions) if rows[0].road_morf else [],
+                road_morf=mean("road_morf"),
+                road_lerf=mean("road_lerf"),
+                road_morf_accuracy=mean("road_morf_kept"),
+                road_lerf_accuracy=mean("road_lerf_kept"),
+                cascade=list(cascade),
+                rank_correlation=mean("rank_correlation"),
+                ssim=mean("ssim"),
+                max_correlation=settings.max_correlation,
+            )
+        )
     ordered = sorted(out, key=lambda v: (v.passed is False, -(v.faithfulness or 0.0)))
-    return [MethodVerdict(**{**v.__dict__, "rank": place}) for place, v in enumerate(ordered, start=1)]
+    return [
+        MethodVerdict(**{**v.__dict__, "rank": place}) for place, v in enumerate(ordered, start=1)
+    ]

@@ -12,10 +12,11 @@ a DATA spec. Each runs one scan session (core.session): under torchrun every ran
 shard and gets the merged result. Unreadable images are skipped; `ScanReport`s are not
 returned here (the CLI prints them), but a scan that reads nothing raises DataError.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -25,36 +26,65 @@ from cnntool.core.session import ScanSession
 
 
 @contextlib.contextmanager
-def _session(model, data, *, batch_size: int, workers: int | None,
-             limit: int | None = None) -> Iterator[ScanSession]:
+def _session(
+    model, data, *, batch_size: int, workers: int | None, limit: int | None = None
+) -> Iterator[ScanSession]:
     from cnntool.core.models import LoadedModel, load_model
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     dataset = data if isinstance(data, DataSet) else open_data(data)
-    with ScanSession.open(loaded, dataset.spread(limit), batch_size=batch_size,
-                          workers=workers) as session:
+    with ScanSession.open(
+        loaded, dataset.spread(limit), batch_size=batch_size, workers=workers
+    ) as session:
         yield session
 
 
-def features(model, data, layer: str = "penultimate", pooling: str = "avg", *,
-             batch_size: int = 32, workers: int | None = None) -> FeatureSet:
+def features(
+    model,
+    data,
+    layer: str = "penultimate",
+    pooling: str = "avg",
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+) -> FeatureSet:
     """A layer's features for every readable image of DATA (in memory; `cnntool features`
     streams them to an .npz instead)."""
     from cnntool.tasks.features import spooled_features
 
-    with _session(model, data, batch_size=batch_size, workers=workers) as session, \
-            spooled_features(session, layer, pooling) as found:
+    with (
+        _session(model, data, batch_size=batch_size, workers=workers) as session,
+        spooled_features(session, layer, pooling) as found,
+    ):
         session.finish()
         rows = found[0] if found else None
-        shared = session.gather(None if rows is None else
-                                FeatureSet(np.array(rows.features), rows.paths, rows.labels,
-                                           rows.label_names, rows.model, rows.layer, rows.pooling))
+        shared = session.gather(
+            None
+            if rows is None
+            else FeatureSet(
+                np.array(rows.features),
+                rows.paths,
+                rows.labels,
+                rows.label_names,
+                rows.model,
+                rows.layer,
+                rows.pooling,
+            )
+        )
     return shared[0]
 
 
-def top_patches(model, data, layer: str, units: Sequence[int] | None = tuple(range(16)), *,
-                top: int = 9, per_image: int = 1, batch_size: int = 32,
-                workers: int | None = None):
+def top_patches(
+    model,
+    data,
+    layer: str,
+    units: Sequence[int] | None = tuple(range(16)),
+    *,
+    top: int = 9,
+    per_image: int = 1,
+    batch_size: int = 32,
+    workers: int | None = None,
+):
     """The `top` dataset patches that most excite each unit of `layer` (None: every unit),
     with boxes in original pixels (a TopPatches; crop them with `DataSet.load(hit.index).crop(hit.box)`)."""
     from cnntool.core.layers import resolve_layer
@@ -71,15 +101,24 @@ def top_patches(model, data, layer: str, units: Sequence[int] | None = tuple(ran
         session.finish()
         field = receptive_fields(session.module, session.model.input_shape).get(name)
         chosen = units if units is not None else list(range(state.values.shape[0]))
-        return frozen(state, layer=name, units=chosen, field=field,
-                      preprocessing=session.model.preprocessing)
+        return frozen(
+            state, layer=name, units=chosen, field=field, preprocessing=session.model.preprocessing
+        )
 
 
-def diagnose(model, data, layers: Sequence[str] | None = None, *, limit: int | None = None,
-             correlation: bool = True, batch_size: int = 32, workers: int | None = None):
+def diagnose(
+    model,
+    data,
+    layers: Sequence[str] | None = None,
+    *,
+    limit: int | None = None,
+    correlation: bool = True,
+    batch_size: int = 32,
+    workers: int | None = None,
+):
     """`cnntool diagnose`'s Diagnosis of MODEL over DATA (first `limit` images): unit
     statistics, filter health and findings (whose `command` is None: no CLI here)."""
-    from cnntool.tasks.diagnose import (StatsConsumer, default_points, merge_states, named_points)
+    from cnntool.tasks.diagnose import StatsConsumer, default_points, merge_states, named_points
     from cnntool.tasks.diagnose import diagnose as judge
 
     with _session(model, data, batch_size=batch_size, workers=workers, limit=limit) as session:
@@ -99,22 +138,40 @@ class _NoCommands:
         return lambda *args, **kwargs: None
 
 
-def attack_dataset(model, data, method: str = "fgsm", eps: float | Sequence[float] = 8 / 255, *,
-                   target: str | int | None = None, steps: int = 10,
-                   step_size: float | None = None, norm: str = "linf", random_start: bool = True,
-                   seed: int = 0, batch_size: int = 32, workers: int | None = None):
+def attack_dataset(
+    model,
+    data,
+    method: str = "fgsm",
+    eps: float | Sequence[float] = 8 / 255,
+    *,
+    target: str | int | None = None,
+    steps: int = 10,
+    step_size: float | None = None,
+    norm: str = "linf",
+    random_start: bool = True,
+    seed: int = 0,
+    batch_size: int = 32,
+    workers: int | None = None,
+):
     """Attack every readable image of DATA at each ε (pixel units): (the AttackedImages in
     dataset order, one AttackSummary per ε). `method` is fgsm, bim or pgd; `target` a class
     index or name, or 'least-likely'."""
     from cnntool.tasks.attack import attack_method, run_attack
 
     eps_values = [eps] if isinstance(eps, (int, float)) else list(eps)
-    attack = attack_method(method, eps_values, steps=steps, step_size=step_size, norm=norm,
-                           random_start=random_start)
+    attack = attack_method(
+        method, eps_values, steps=steps, step_size=step_size, norm=norm, random_start=random_start
+    )
     with _session(model, data, batch_size=batch_size, workers=workers) as session:
-        run = run_attack(session, attack, eps_values, target,
-                         title=f"{method} {session.model.name}",
-                         seed=seed if method == "pgd" else None,
-                         keep=lambda image, _fields: image, prepare=False)
+        run = run_attack(
+            session,
+            attack,
+            eps_values,
+            target,
+            title=f"{method} {session.model.name}",
+            seed=seed if method == "pgd" else None,
+            keep=lambda image, _fields: image,
+            prepare=False,
+        )
         session.finish()
     return run.kept, run.summaries

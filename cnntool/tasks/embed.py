@@ -21,11 +21,12 @@ Both are measured against the features as given (before standardization and PCA)
 
 A task: arrays in, a frozen dataclass out; warnings are returned, never printed.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -73,9 +74,13 @@ class Embedding:
 
     def describe(self, count: int, dims: int) -> str:
         """'t-SNE (opentsne, perplexity 30, after PCA to 50) of 5000 images × 200 features in 12.1 s'."""
-        what = ("PCA" if self.method == "pca" else
-                f"t-SNE ({self.engine}, perplexity {self.perplexity:.3g}"
-                + (f", after PCA to {self.pca_dims}" if self.pca_dims else "") + ")")
+        what = (
+            "PCA"
+            if self.method == "pca"
+            else f"t-SNE ({self.engine}, perplexity {self.perplexity:.3g}"
+            + (f", after PCA to {self.pca_dims}" if self.pca_dims else "")
+            + ")"
+        )
         return f"{what} of {count} images × {dims} features in {self.seconds:.1f} s"
 
 
@@ -97,8 +102,10 @@ class Quality:
         if self.trustworthiness is not None:
             parts.append(f"trustworthiness (k={self.neighbours}) {self.trustworthiness:.3f}")
         if self.knn_accuracy_2d is not None:
-            parts.append(f"{self.classes}-class 5-NN accuracy (leave-one-out): 2-D map "
-                         f"{self.knn_accuracy_2d:.3f}, features {self.knn_accuracy_features:.3f}")
+            parts.append(
+                f"{self.classes}-class 5-NN accuracy (leave-one-out): 2-D map "
+                f"{self.knn_accuracy_2d:.3f}, features {self.knn_accuracy_features:.3f}"
+            )
         elif self.classes < 2:
             parts.append("no k-NN accuracy: fewer than two labelled classes")
         return "quality: " + "; ".join(parts) + "".join(f" ({n})" for n in self.notes)
@@ -120,15 +127,19 @@ def embed(features: np.ndarray, settings: EmbedSettings = EmbedSettings()) -> Em
         return Embedding(coords, "pca", None, None, 2, time.perf_counter() - start)
     count = data.shape[0]
     if count < MIN_TSNE_POINTS:
-        raise CnnToolError(f"t-SNE needs at least {MIN_TSNE_POINTS} images, not {count}; "
-                           "use --method pca for fewer")
+        raise CnnToolError(
+            f"t-SNE needs at least {MIN_TSNE_POINTS} images, not {count}; "
+            "use --method pca for fewer"
+        )
     warnings = []
     perplexity = settings.perplexity
     largest = usable_perplexity(count, settings.engine)
     if perplexity > largest:
-        warnings.append(f"perplexity {perplexity:g} needs at least "
-                        f"{needed_points(perplexity, settings.engine)} images; with {count}, "
-                        f"perplexity {largest:.3g} is used")
+        warnings.append(
+            f"perplexity {perplexity:g} needs at least "
+            f"{needed_points(perplexity, settings.engine)} images; with {count}, "
+            f"perplexity {largest:.3g} is used"
+        )
         perplexity = largest
     dims = 0
     if settings.pca_dims and settings.pca_dims < data.shape[1]:
@@ -136,12 +147,24 @@ def embed(features: np.ndarray, settings: EmbedSettings = EmbedSettings()) -> Em
         data = pca(data, dims, settings.seed)
     run = _opentsne if settings.engine == "opentsne" else _sklearn
     coords = run(data, perplexity, settings, threads(settings.n_jobs, count))
-    return Embedding(np.ascontiguousarray(coords, dtype=np.float32), "tsne", settings.engine,
-                     perplexity, dims, time.perf_counter() - start, tuple(warnings))
+    return Embedding(
+        np.ascontiguousarray(coords, dtype=np.float32),
+        "tsne",
+        settings.engine,
+        perplexity,
+        dims,
+        time.perf_counter() - start,
+        tuple(warnings),
+    )
 
 
-def embed_features(feature_set, settings: EmbedSettings = EmbedSettings(), *, quality_sample: int = 5000,
-                   announce: Callable[[str], None] | None = None) -> tuple[Embedding, Quality | None]:
+def embed_features(
+    feature_set,
+    settings: EmbedSettings = EmbedSettings(),
+    *,
+    quality_sample: int = 5000,
+    announce: Callable[[str], None] | None = None,
+) -> tuple[Embedding, Quality | None]:
     """The map of a FeatureSet's rows (an error naming the images whose features are NaN or
     infinite) and its quality figures on at most `quality_sample` points (0: none). `announce`
     is told when a t-SNE long enough to be worth saying (2,000 images or more) starts."""
@@ -150,10 +173,17 @@ def embed_features(feature_set, settings: EmbedSettings = EmbedSettings(), *, qu
     features = np.asarray(feature_set.features, dtype=np.float32)
     check_finite(features, feature_set.paths)
     if announce is not None and settings.method == "tsne" and len(features) >= 2000:
-        announce(f"t-SNE ({settings.engine}) of {len(features)} images × {features.shape[1]} features …")
+        announce(
+            f"t-SNE ({settings.engine}) of {len(features)} images × {features.shape[1]} features …"
+        )
     result = embed(features, settings)
-    figures = quality(features, result.coords, feature_set.labels, sample=quality_sample,
-                      seed=settings.seed) if quality_sample else None
+    figures = (
+        quality(
+            features, result.coords, feature_set.labels, sample=quality_sample, seed=settings.seed
+        )
+        if quality_sample
+        else None
+    )
     return result, figures
 
 
@@ -198,30 +228,47 @@ def threads(n_jobs: int | None, count: int) -> int:
     return -1 if count >= PARALLEL_FROM else 1
 
 
-def _opentsne(data: np.ndarray, perplexity: float, settings: EmbedSettings, n_jobs: int) -> np.ndarray:
+def _opentsne(
+    data: np.ndarray, perplexity: float, settings: EmbedSettings, n_jobs: int
+) -> np.ndarray:
     import logging
 
     import openTSNE
 
     # openTSNE logs its own perplexity adjustments; ours already happened and are reported
     logging.getLogger("openTSNE").setLevel(logging.ERROR)
-    tsne = openTSNE.TSNE(n_components=2, perplexity=perplexity,
-                         early_exaggeration=settings.exaggeration,
-                         early_exaggeration_iter=EARLY_EXAGGERATION_ITERATIONS,
-                         n_iter=settings.iterations, initialization="pca",
-                         random_state=settings.seed, n_jobs=n_jobs, verbose=False)
+    tsne = openTSNE.TSNE(
+        n_components=2,
+        perplexity=perplexity,
+        early_exaggeration=settings.exaggeration,
+        early_exaggeration_iter=EARLY_EXAGGERATION_ITERATIONS,
+        n_iter=settings.iterations,
+        initialization="pca",
+        random_state=settings.seed,
+        n_jobs=n_jobs,
+        verbose=False,
+    )
     return np.asarray(tsne.fit(data.astype(np.float64)))
 
 
-def _sklearn(data: np.ndarray, perplexity: float, settings: EmbedSettings, n_jobs: int) -> np.ndarray:
+def _sklearn(
+    data: np.ndarray, perplexity: float, settings: EmbedSettings, n_jobs: int
+) -> np.ndarray:
     from sklearn.manifold import TSNE
 
     # scikit-learn counts the early exaggeration iterations in max_iter and learns at N/12
     # ("auto") as openTSNE does (N / early exaggeration)
-    tsne = TSNE(n_components=2, perplexity=perplexity, early_exaggeration=settings.exaggeration,
-                max_iter=EARLY_EXAGGERATION_ITERATIONS + settings.iterations, init="pca",
-                learning_rate="auto", method="barnes_hut", random_state=settings.seed,
-                n_jobs=n_jobs)
+    tsne = TSNE(
+        n_components=2,
+        perplexity=perplexity,
+        early_exaggeration=settings.exaggeration,
+        max_iter=EARLY_EXAGGERATION_ITERATIONS + settings.iterations,
+        init="pca",
+        learning_rate="auto",
+        method="barnes_hut",
+        random_state=settings.seed,
+        n_jobs=n_jobs,
+    )
     return tsne.fit_transform(data)
 
 
@@ -229,8 +276,15 @@ def _sklearn(data: np.ndarray, perplexity: float, settings: EmbedSettings, n_job
 # quality
 
 
-def quality(features: np.ndarray, coords: np.ndarray, labels: np.ndarray | None = None, *,
-            sample: int = 5000, seed: int = 0, neighbours: int = NEIGHBOURS) -> Quality:
+def quality(
+    features: np.ndarray,
+    coords: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    sample: int = 5000,
+    seed: int = 0,
+    neighbours: int = NEIGHBOURS,
+) -> Quality:
     """Trustworthiness and leave-one-out k-NN accuracies (see the module docstring).
 
     Labels < 0 mean "unlabelled": such points are left out of the k-NN accuracies (which need
@@ -278,5 +332,5 @@ def knn_accuracy(points: np.ndarray, labels: np.ndarray, k: int = NEIGHBOURS) ->
     for rank in range(k):
         # one vote each plus a bonus 2**-rank / 1000: sums of distinct powers of two differ,
         # so a tie goes to the label that holds the nearest neighbour where the two differ
-        np.add.at(scores, (rows, votes[:, rank]), 1.0 + 1e-3 * 2.0 ** -rank)
+        np.add.at(scores, (rows, votes[:, rank]), 1.0 + 1e-3 * 2.0**-rank)
     return float((scores.argmax(axis=1) == labels).mean())

@@ -16,14 +16,15 @@ value.
 Non-finite values (NaN/inf: a diverged model, a broken layer) are counted per image while
 scanning, so that a caller can name the images instead of failing later in t-SNE.
 """
+
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -41,8 +42,10 @@ def pool(activations, pooling: str):
     if pooling not in POOLINGS:
         raise CnnToolError(f"unknown pooling '{pooling}'; use one of {', '.join(POOLINGS)}")
     if activations.ndim < 2:
-        raise CnnToolError(f"features need a layer with (batch, features...) output, not shape "
-                           f"{tuple(activations.shape)}")
+        raise CnnToolError(
+            f"features need a layer with (batch, features...) output, not shape "
+            f"{tuple(activations.shape)}"
+        )
     activations = activations.float()
     if activations.ndim == 2 or pooling == "flatten":
         return activations.reshape(activations.shape[0], -1).contiguous()
@@ -81,9 +84,11 @@ class FeatureSpool:
         if self.width is None:
             self.width = rows.shape[1]
         elif rows.shape[1] != self.width:
-            raise CnnToolError(f"the layer gave {rows.shape[1]} features for some images and "
-                               f"{self.width} for others; use --pooling avg or max for inputs of "
-                               "different sizes")
+            raise CnnToolError(
+                f"the layer gave {rows.shape[1]} features for some images and "
+                f"{self.width} for others; use --pooling avg or max for inputs of "
+                "different sizes"
+            )
         bad = ~np.isfinite(rows).all(axis=1)
         if bad.any():
             self.nonfinite.extend(int(i) for i, b in zip(indices, bad) if b)
@@ -105,7 +110,9 @@ class FeatureSpool:
             self._file.flush()
         if not self.indices:
             return np.zeros((0, self.width or 0), dtype=np.float32)
-        return np.memmap(self._file, dtype=np.float32, mode="r", shape=(len(self.indices), self.width))
+        return np.memmap(
+            self._file, dtype=np.float32, mode="r", shape=(len(self.indices), self.width)
+        )
 
     def allocate(self, indices: Sequence[int], width: int, nonfinite: Sequence[int]) -> np.ndarray:
         """Size an empty spool for `indices` rows of `width` and return it as a writable memory
@@ -141,7 +148,7 @@ class FeatureSpool:
         finally:
             self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "FeatureSpool":
+    def __enter__(self) -> FeatureSpool:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -165,17 +172,25 @@ class FeatureConsumer(Consumer):
         self.sink.append(self._indices, pool(output.detach(), self.pooling).cpu().numpy())
 
 
-def extract(model, layer: str, batches: Iterable, spool: FeatureSpool, *, pooling: str = "avg",
-            device=None, on_batch: Callable | None = None) -> FeatureSpool:
+def extract(
+    model,
+    layer: str,
+    batches: Iterable,
+    spool: FeatureSpool,
+    *,
+    pooling: str = "avg",
+    device=None,
+    on_batch: Callable | None = None,
+) -> FeatureSpool:
     """Run `model` over `batches` (data.Batch) and append each image's pooled `layer` output to
     `spool`. The forward stops after the layer. `on_batch(batch)` is called after each batch."""
-    feed(model, batches, [FeatureConsumer(layer, pooling, spool)], device=device,
-         on_batch=on_batch)
+    feed(model, batches, [FeatureConsumer(layer, pooling, spool)], device=device, on_batch=on_batch)
     return spool
 
 
-def scan_features(session: ScanSession, layer: str, pooling: str, spool: FeatureSpool,
-                  merged: FeatureSpool) -> tuple[FeatureSet, list[int], list[int]] | None:
+def scan_features(
+    session: ScanSession, layer: str, pooling: str, spool: FeatureSpool, merged: FeatureSpool
+) -> tuple[FeatureSet, list[int], list[int]] | None:
     """A layer's features for the session's dataset: this shard's rows into `spool`, every
     rank's assembled in dataset order into `merged` on rank 0 (collective).
 
@@ -191,15 +206,22 @@ def scan_features(session: ScanSession, layer: str, pooling: str, spool: Feature
         return None
     dataset = session.dataset
     labels, names = integer_labels(dataset.labels, dataset.label_names)
-    features = FeatureSet(features=result.rows(), paths=[dataset.paths[i] for i in result.indices],
-                          labels=labels[result.indices], label_names=names,
-                          model=session.model.name, layer=name, pooling=pooling)
+    features = FeatureSet(
+        features=result.rows(),
+        paths=[dataset.paths[i] for i in result.indices],
+        labels=labels[result.indices],
+        label_names=names,
+        model=session.model.name,
+        layer=name,
+        pooling=pooling,
+    )
     return features, list(result.indices), list(result.nonfinite)
 
 
 @contextlib.contextmanager
-def spooled_features(session: ScanSession, layer: str, pooling: str, folder: str | Path | None = None
-                     ) -> Iterator[tuple[FeatureSet, list[int], list[int]] | None]:
+def spooled_features(
+    session: ScanSession, layer: str, pooling: str, folder: str | Path | None = None
+) -> Iterator[tuple[FeatureSet, list[int], list[int]] | None]:
     """`scan_features` with its two spools in `folder` (None: a temporary folder), open until
     the block ends (the FeatureSet's rows are a memory map of the merged spool)."""
     with contextlib.ExitStack() as stack:
@@ -224,8 +246,9 @@ def assemble(spool: FeatureSpool, shard, into: FeatureSpool | None = None) -> Fe
 
     if not shard.distributed and spool.indices == sorted(spool.indices):
         return spool
-    parts = gather({"indices": spool.indices, "width": spool.width, "nonfinite": spool.nonfinite},
-                   shard)
+    parts = gather(
+        {"indices": spool.indices, "width": spool.width, "nonfinite": spool.nonfinite}, shard
+    )
     widths = {p["width"] for p in parts if p["width"] is not None}
     if len(widths) > 1:
         raise CnnToolError(f"the ranks' feature widths differ: {sorted(widths)}")
@@ -241,11 +264,11 @@ def assemble(spool: FeatureSpool, shard, into: FeatureSpool | None = None) -> Fe
     chunk = max(1, _CHUNK_BYTES // max(4 * width, 1))
     longest = max(len(p["indices"]) for p in parts)
     for start in range(0, longest, chunk):
-        pieces = gather(np.array(mine[start:start + chunk]), shard)
+        pieces = gather(np.array(mine[start : start + chunk]), shard)
         if out is None:
             continue
         for part, piece in zip(parts, pieces):
-            targets = [position[i] for i in part["indices"][start:start + chunk]]
+            targets = [position[i] for i in part["indices"][start : start + chunk]]
             if targets:
                 out[targets] = piece
     del mine
@@ -266,5 +289,7 @@ def check_finite(features: np.ndarray, paths: Sequence[str], shown: int = 3) -> 
 
 def nonfinite_message(first_paths: Sequence[str], count: int) -> str:
     more = f" and {count - len(first_paths)} more" if count > len(first_paths) else ""
-    return (f"{count} image(s) have NaN or infinite features: {', '.join(first_paths)}{more} "
-            "(the model or layer overflows on them)")
+    return (
+        f"{count} image(s) have NaN or infinite features: {', '.join(first_paths)}{more} "
+        "(the model or layer overflows on them)"
+    )

@@ -5,6 +5,7 @@ Folding: BatchNorm in eval mode is y = γ (x − μ) / √(σ² + ε) + β per o
 conv-then-BN is one convolution with weights w·γ/√(σ²+ε) and bias β + (b − μ)·γ/√(σ²+ε): the
 filters the network really applies. Padding plays no part (lite0's Conv2dSame pads in forward).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,14 +69,18 @@ def filters(model, layer: str | None = None, *, fold_bn: bool = False) -> Filter
     name = resolve_layer(model, layer)[0] if layer else first_convolution(model)
     module = named_layers(model)[name]
     if not isinstance(module, nn.Conv2d):
-        raise CnnToolError(f"layer '{name}' is a {type(module).__name__}, not a Conv2d; "
-                           "filters exist only for convolutions")
+        raise CnnToolError(
+            f"layer '{name}' is a {type(module).__name__}, not a Conv2d; "
+            "filters exist only for convolutions"
+        )
     weight = module.weight.detach().float().cpu()
     bias = None if module.bias is None else module.bias.detach().float().cpu()
     folded = None
     if fold_bn:
         folded, bn = following_batchnorm(model, name)
-        bn_state = {k: v.detach().float().cpu() for k, v in bn.state_dict().items() if v.is_floating_point()}
+        bn_state = {
+            k: v.detach().float().cpu() for k, v in bn.state_dict().items() if v.is_floating_point()
+        }
         cpu_bn = nn.BatchNorm2d(bn.num_features, eps=bn.eps, affine=bn.affine)
         cpu_bn.load_state_dict(bn_state, strict=False)
         weight, bias = fold_batchnorm(weight, bias, cpu_bn)
@@ -93,6 +98,8 @@ def _statistics(weight: torch.Tensor) -> tuple[tuple[FilterStats, ...], float]:
     max_abs = off.nan_to_num(-1).max(dim=1).values if count > 1 else torch.zeros(count)
     mean_abs = float(off.nanmean()) if count > 1 else 0.0
     norms, means, stds = flat.norm(dim=1), flat.mean(dim=1), flat.std(dim=1, unbiased=False)
-    stats = tuple(FilterStats(i, float(norms[i]), float(means[i]), float(stds[i]),
-                              float(max_abs[i])) for i in range(count))
+    stats = tuple(
+        FilterStats(i, float(norms[i]), float(means[i]), float(stds[i]), float(max_abs[i]))
+        for i in range(count)
+    )
     return stats, mean_abs

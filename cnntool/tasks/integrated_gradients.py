@@ -15,11 +15,12 @@ as captum's `compute_convergence_delta`, unsigned). More steps shrink it.
 
 The plain gradient throughout: no guided/deconvnet rectifier rule.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -72,7 +73,9 @@ class IntegratedGradients:
         if self.batch_size < 1:
             raise CnnToolError("the IG batch size must be at least 1")
         if isinstance(self.baseline, str) and self.baseline not in BASELINES:
-            raise CnnToolError(f"unknown baseline '{self.baseline}'; use one of {', '.join(BASELINES)}")
+            raise CnnToolError(
+                f"unknown baseline '{self.baseline}'; use one of {', '.join(BASELINES)}"
+            )
 
     @property
     def baseline_name(self) -> str:
@@ -113,13 +116,21 @@ class Completeness:
         return self.gap / abs(self.difference)
 
     def to_record(self) -> dict:
-        return {"baseline": self.baseline, "steps": self.steps, "rule": self.rule,
-                "f_input": self.f_input, "f_baseline": self.f_baseline,
-                "sum": self.total, "gap": self.gap, "relative_gap": self.relative_gap}
+        return {
+            "baseline": self.baseline,
+            "steps": self.steps,
+            "rule": self.rule,
+            "f_input": self.f_input,
+            "f_baseline": self.f_baseline,
+            "sum": self.total,
+            "gap": self.gap,
+            "relative_gap": self.relative_gap,
+        }
 
 
-def baseline_input(spec: str | float | Tensor, x: Tensor, preprocessing=None,
-                   seed: int = 0) -> Tensor:
+def baseline_input(
+    spec: str | float | Tensor, x: Tensor, preprocessing=None, seed: int = 0
+) -> Tensor:
     """The baseline for `x` (N×C×H×W, normalized model input) in model-input space.
 
     black: black pixels (0) through the model's normalization (needs `preprocessing`);
@@ -141,13 +152,21 @@ def baseline_input(spec: str | float | Tensor, x: Tensor, preprocessing=None,
         return gaussian_blur(x, max(x.shape[-2:]) / 16)
     if spec in ("black", "noise"):
         if preprocessing is None:
-            raise CnnToolError(f"the '{spec}' baseline needs the model's preprocessing "
-                               "(its mean and std); pass preprocessing= or a baseline tensor")
+            raise CnnToolError(
+                f"the '{spec}' baseline needs the model's preprocessing "
+                "(its mean and std); pass preprocessing= or a baseline tensor"
+            )
         if spec == "black":
             pixels = torch.zeros_like(x)
         else:  # each image its own draw, as it would get alone
-            pixels = torch.stack([torch.rand(image.shape, generator=torch.Generator(device="cpu")
-                                             .manual_seed(seed)) for image in x]).to(x)
+            pixels = torch.stack(
+                [
+                    torch.rand(
+                        image.shape, generator=torch.Generator(device="cpu").manual_seed(seed)
+                    )
+                    for image in x
+                ]
+            ).to(x)
         return preprocessing.normalize(pixels)
     raise CnnToolError(f"unknown baseline '{spec}'; use one of {', '.join(BASELINES)}")
 
@@ -161,23 +180,34 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     kernel = (kernel / kernel.sum()).to(x)
     channels = x.shape[1]
     out = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="reflect")
-    out = torch.nn.functional.conv2d(out, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1),
-                                     groups=channels)
-    return torch.nn.functional.conv2d(out, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1),
-                                      groups=channels)
+    out = torch.nn.functional.conv2d(
+        out, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels
+    )
+    return torch.nn.functional.conv2d(
+        out, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels
+    )
 
 
-def integrate(scores: Callable[[Tensor], Tensor], x: Tensor, baseline: Tensor,
-              settings: IntegratedGradients = IntegratedGradients()) -> tuple[Tensor, Completeness]:
+def integrate(
+    scores: Callable[[Tensor], Tensor],
+    x: Tensor,
+    baseline: Tensor,
+    settings: IntegratedGradients = IntegratedGradients(),
+) -> tuple[Tensor, Completeness]:
     """Integrated gradients of `scores` (a batch N×… -> its N scalar outputs) at `x` (1×…)
     from `baseline` (same shape): the attribution map (shape of x) and its completeness."""
     attributions, (completeness,) = integrate_batch(scores, x, baseline, settings)
     return attributions, completeness
 
 
-def integrate_batch(scores: Callable[[Tensor], Tensor], x: Tensor, baseline: Tensor,
-                    settings: IntegratedGradients = IntegratedGradients(), *,
-                    f_input: Tensor | None = None) -> tuple[Tensor, list[Completeness]]:
+def integrate_batch(
+    scores: Callable[[Tensor], Tensor],
+    x: Tensor,
+    baseline: Tensor,
+    settings: IntegratedGradients = IntegratedGradients(),
+    *,
+    f_input: Tensor | None = None,
+) -> tuple[Tensor, list[Completeness]]:
     """Integrated gradients of every image of the batch `x` (N×…) from `baseline` (same shape):
     the attributions (shape of x) and each image's completeness.
 
@@ -192,12 +222,12 @@ def integrate_batch(scores: Callable[[Tensor], Tensor], x: Tensor, baseline: Ten
     step = x - baseline
     total_grad = torch.zeros_like(x)
     for start in range(0, len(alphas), settings.batch_size):
-        chunk = alphas[start:start + settings.batch_size]
+        chunk = alphas[start : start + settings.batch_size]
         points = torch.cat([baseline + alpha * step for alpha in chunk]).requires_grad_()
         with torch.enable_grad():
             out = scores(points)
             grads = torch.autograd.grad(out.sum(), points)[0]
-        w = torch.tensor(weights[start:start + len(chunk)], dtype=grads.dtype, device=x.device)
+        w = torch.tensor(weights[start : start + len(chunk)], dtype=grads.dtype, device=x.device)
         total_grad += (grads.view(len(chunk), *x.shape) * w.view(-1, *([1] * x.dim()))).sum(0)
     attributions = total_grad * step
     with torch.no_grad():
@@ -207,8 +237,15 @@ def integrate_batch(scores: Callable[[Tensor], Tensor], x: Tensor, baseline: Ten
         else:
             f_baseline = scores(baseline)
     totals = attributions.double().flatten(1).sum(1).tolist()
-    completeness = [Completeness(f_input=float(fx), f_baseline=float(fb), total=total,
-                                 steps=settings.steps, rule=settings.rule,
-                                 baseline=settings.baseline_name)
-                    for fx, fb, total in zip(f_input.tolist(), f_baseline.tolist(), totals)]
+    completeness = [
+        Completeness(
+            f_input=float(fx),
+            f_baseline=float(fb),
+            total=total,
+            steps=settings.steps,
+            rule=settings.rule,
+            baseline=settings.baseline_name,
+        )
+        for fx, fb, total in zip(f_input.tolist(), f_baseline.tolist(), totals)
+    ]
     return attributions, completeness

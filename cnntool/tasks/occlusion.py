@@ -13,11 +13,12 @@ window past the border clipped to the image, so every pixel is covered. `Occlusi
 turns the probability map into captum's attribution: the drop in probability caused by each
 window, averaged over the windows that cover a pixel.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -57,8 +58,11 @@ class OcclusionMaps:
 
     def windows(self) -> list[tuple[int, int, int, int]]:
         """(y0, x0, y1, x1) of every occluder, row by row, clipped to the image."""
-        return [(r, c, min(r + self.size, self.height), min(c + self.size, self.width))
-                for r in self.rows for c in self.cols]
+        return [
+            (r, c, min(r + self.size, self.height), min(c + self.size, self.width))
+            for r in self.rows
+            for c in self.cols
+        ]
 
     def pixel_drop(self) -> Tensor:
         """captum's Occlusion attribution of the class probability (H×W): for each pixel, the
@@ -85,17 +89,26 @@ class OcclusionMaps:
 
     def to_record(self) -> dict:
         worst = int(self.probability.flatten().argmin())
-        record = {"target": self.target.to_record(), "probability": round(self.clean_probability, 6),
-                  "min_probability": round(float(self.probability.min()), 6),
-                  "min_at": [self.rows[worst // len(self.cols)], self.cols[worst % len(self.cols)]],
-                  "positions": [len(self.rows), len(self.cols)], "size": self.size,
-                  "stride": self.stride, "fill": self.fill,
-                  "top_classes": [{"class": c, "name": n, "share": round(s, 4)}
-                                  for c, n, s in self.top_classes()]}
+        record = {
+            "target": self.target.to_record(),
+            "probability": round(self.clean_probability, 6),
+            "min_probability": round(float(self.probability.min()), 6),
+            "min_at": [self.rows[worst // len(self.cols)], self.cols[worst % len(self.cols)]],
+            "positions": [len(self.rows), len(self.cols)],
+            "size": self.size,
+            "stride": self.stride,
+            "fill": self.fill,
+            "top_classes": [
+                {"class": c, "name": n, "share": round(s, 4)} for c, n, s in self.top_classes()
+            ],
+        }
         if self.unit is not None:
-            record["unit"] = {**self.unit.to_record(), "clean": round(self.unit_clean, 6),
-                              "min": round(float(self.unit_map.min()), 6),
-                              "max": round(float(self.unit_map.max()), 6)}
+            record["unit"] = {
+                **self.unit.to_record(),
+                "clean": round(self.unit_clean, 6),
+                "min": round(float(self.unit_map.min()), 6),
+                "max": round(float(self.unit_map.max()), 6),
+            }
         return record
 
 
@@ -106,11 +119,15 @@ def starts(extent: int, size: int, stride: int) -> tuple[int, ...]:
 
 def check_window(size: int, stride: int, height: int, width: int) -> None:
     if size > min(height, width):
-        raise CnnToolError(f"the occluder ({size} px) is larger than the model input "
-                           f"({height}×{width}); give a smaller --size")
+        raise CnnToolError(
+            f"the occluder ({size} px) is larger than the model input "
+            f"({height}×{width}); give a smaller --size"
+        )
     if stride > size:
-        raise CnnToolError(f"a stride ({stride}) larger than the occluder ({size}) leaves pixels "
-                           "never occluded; give --stride at most --size")
+        raise CnnToolError(
+            f"a stride ({stride}) larger than the occluder ({size}) leaves pixels "
+            "never occluded; give --stride at most --size"
+        )
 
 
 def fill_pixels(kind: str, pixels: Tensor, preprocessing) -> Tensor:
@@ -128,11 +145,20 @@ def fill_pixels(kind: str, pixels: Tensor, preprocessing) -> Tensor:
     raise CnnToolError(f"unknown fill '{kind}'; use one of {', '.join(FILLS)}")
 
 
-def occlusion_maps(model: nn.Module, x: Tensor, *, size: int = 32, stride: int = 8,
-                   fill: Tensor | float = 0.0, fill_name: str = "0",
-                   fill_rgb: Sequence[float] = (0.5, 0.5, 0.5),
-                   target: Target | None = None, unit: Target | None = None,
-                   class_names: Sequence[str] | None = None, batch_size: int = 64) -> OcclusionMaps:
+def occlusion_maps(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    size: int = 32,
+    stride: int = 8,
+    fill: Tensor | float = 0.0,
+    fill_name: str = "0",
+    fill_rgb: Sequence[float] = (0.5, 0.5, 0.5),
+    target: Target | None = None,
+    unit: Target | None = None,
+    class_names: Sequence[str] | None = None,
+    batch_size: int = 64,
+) -> OcclusionMaps:
     """Slide a size×size occluder over `x` (C×H×W normalized model input), setting the window to
     `fill` (a number or a C-vector, in the model's input space), `batch_size` copies per forward.
 
@@ -160,10 +186,10 @@ def occlusion_maps(model: nn.Module, x: Tensor, *, size: int = 32, stride: int =
             unit = _chosen_channel(unit, cap.activations[unit.layer])
             unit_clean = float(_channel_means(cap.activations[unit.layer], unit)[0])
         for start in range(0, len(windows), batch_size):
-            part = windows[start:start + batch_size]
+            part = windows[start : start + batch_size]
             copies = x.expand(len(part), -1, -1, -1).clone()
             for copy, (r, c) in zip(copies, part):
-                copy[:, r:r + size, c:c + size] = fill_value
+                copy[:, r : r + size, c : c + size] = fill_value
             probs.append(torch.softmax(main_output(model(copies)).double(), 1).cpu())
             if unit is not None:
                 unit_values.append(_channel_means(cap.activations[unit.layer], unit).double().cpu())
@@ -171,33 +197,51 @@ def occlusion_maps(model: nn.Module, x: Tensor, *, size: int = 32, stride: int =
     shape = (len(rows), len(cols))
     top_p, top_class = p.max(1)
     return OcclusionMaps(
-        size=size, stride=stride, fill=fill_name, fill_rgb=tuple(float(v) for v in fill_rgb),
-        rows=rows, cols=cols, height=height, width=width, target=chosen,
-        clean_probability=float(clean_p), probability=p[:, chosen.class_index].reshape(shape),
-        top_class=top_class.reshape(shape), top_probability=top_p.reshape(shape),
+        size=size,
+        stride=stride,
+        fill=fill_name,
+        fill_rgb=tuple(float(v) for v in fill_rgb),
+        rows=rows,
+        cols=cols,
+        height=height,
+        width=width,
+        target=chosen,
+        clean_probability=float(clean_p),
+        probability=p[:, chosen.class_index].reshape(shape),
+        top_class=top_class.reshape(shape),
+        top_probability=top_p.reshape(shape),
         class_names=tuple(class_names) if class_names is not None else None,
-        unit=unit, unit_clean=unit_clean if unit is not None else None,
-        unit_map=torch.cat(unit_values).reshape(shape) if unit is not None else None)
+        unit=unit,
+        unit_clean=unit_clean if unit is not None else None,
+        unit_map=torch.cat(unit_values).reshape(shape) if unit is not None else None,
+    )
 
 
 def _resolved_unit(model, unit: Target | None) -> Target | None:
     if unit is None:
         return None
-    return Target.unit_of(resolve_layer(model, unit.layer)[0], unit.unit) if unit.unit is not None \
+    return (
+        Target.unit_of(resolve_layer(model, unit.layer)[0], unit.unit)
+        if unit.unit is not None
         else Target.unit_of(resolve_layer(model, unit.layer)[0])
+    )
 
 
 def _chosen_channel(unit: Target, output: Tensor) -> Target:
     if output.dim() not in (2, 4):
-        raise CnnToolError(f"layer '{unit.layer}' gives a {output.dim()}-d output; pick a "
-                           "convolutional (N×C×H×W) or fully connected (N×C) layer")
+        raise CnnToolError(
+            f"layer '{unit.layer}' gives a {output.dim()}-d output; pick a "
+            "convolutional (N×C×H×W) or fully connected (N×C) layer"
+        )
     channels = output.shape[1]
     if unit.unit is None:
         means = output[0].flatten(1).mean(1) if output.dim() == 4 else output[0]
         return Target.unit_of(unit.layer, int(means.argmax()))
     if not 0 <= unit.unit < channels:
-        raise CnnToolError(f"unit {unit.unit} is out of range; layer '{unit.layer}' has "
-                           f"{channels} channels (0 to {channels - 1})")
+        raise CnnToolError(
+            f"unit {unit.unit} is out of range; layer '{unit.layer}' has "
+            f"{channels} channels (0 to {channels - 1})"
+        )
     return unit
 
 
@@ -206,9 +250,17 @@ def _channel_means(output: Tensor, unit: Target) -> Tensor:
     return values.flatten(1).mean(1) if values.dim() > 1 else values
 
 
-def occlude_image(loaded, pixels: Tensor, *, size: int = 32, stride: int = 8, fill: str = "grey",
-                  target: Target | None = None, unit: Target | None = None,
-                  batch_size: int = 64) -> OcclusionMaps:
+def occlude_image(
+    loaded,
+    pixels: Tensor,
+    *,
+    size: int = 32,
+    stride: int = 8,
+    fill: str = "grey",
+    target: Target | None = None,
+    unit: Target | None = None,
+    batch_size: int = 64,
+) -> OcclusionMaps:
     """`occlusion_maps` of one image of a LoadedModel (`pixels` C×H×W in [0, 1], as fed)."""
     colour = fill_pixels(fill, pixels, loaded.preprocessing)
     x = loaded.preprocessing.normalize(pixels).to(loaded.device)
@@ -216,6 +268,16 @@ def occlude_image(loaded, pixels: Tensor, *, size: int = 32, stride: int = 8, fi
     if fill == "0":
         value = torch.zeros_like(value)
     rgb = colour.expand(3).tolist() if colour.numel() == 1 else colour[:3].tolist()
-    return occlusion_maps(loaded.module, x, size=size, stride=stride, fill=value.to(loaded.device),
-                          fill_name=fill, fill_rgb=rgb, target=target, unit=unit,
-                          class_names=loaded.class_names, batch_size=batch_size)
+    return occlusion_maps(
+        loaded.module,
+        x,
+        size=size,
+        stride=stride,
+        fill=value.to(loaded.device),
+        fill_name=fill,
+        fill_rgb=rgb,
+        target=target,
+        unit=unit,
+        class_names=loaded.class_names,
+        batch_size=batch_size,
+    )

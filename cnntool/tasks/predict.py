@@ -1,8 +1,9 @@
 """Classify images: top-k classes with softmax probabilities, per image."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -39,8 +40,9 @@ class Prediction:
         record = {"path": self.path}
         if self.label is not None:
             record["label"] = self.label
-        record["classes"] = [{"index": c.index, "name": c.name, "prob": round(c.prob, 6)}
-                             for c in self.classes]
+        record["classes"] = [
+            {"index": c.index, "name": c.name, "prob": round(c.prob, 6)} for c in self.classes
+        ]
         if self.correct is not None:
             record["correct"] = self.correct
         if not self.finite:
@@ -48,38 +50,56 @@ class Prediction:
         return record
 
 
-def label_mapper(dataset: DataSet, class_names: Sequence[str] | None,
-                 num_outputs: int | None = None) -> Callable[[int], int | None]:
+def label_mapper(
+    dataset: DataSet, class_names: Sequence[str] | None, num_outputs: int | None = None
+) -> Callable[[int], int | None]:
     """index -> the dataset's label as a class index of the model, or None (core/labels.py:
     by name, by index, or in ImageFolder's sorted folder order). Decided once, not per image."""
     return map_labels(dataset, class_names, num_outputs)
 
 
-def batch_predictions(model: LoadedModel, dataset: DataSet, batch: Batch, logits, top: int,
-                      to_class: Callable[[int], int | None]) -> list[Prediction]:
+def batch_predictions(
+    model: LoadedModel,
+    dataset: DataSet,
+    batch: Batch,
+    logits,
+    top: int,
+    to_class: Callable[[int], int | None],
+) -> list[Prediction]:
     """The top-`top` classes of each image of `batch`, from the model's output `logits`."""
     logits = main_output(logits).float()  # e.g. aux heads: the main output comes first
     finite = torch.isfinite(logits).all(dim=1).tolist()
     probs = torch.softmax(logits, dim=1)
     values, indices = probs.topk(min(max(1, top), probs.shape[1]), dim=1)
-    return [Prediction(index=item, path=dataset.paths[item], label=dataset.labels[item],
-                       label_index=to_class(item),
-                       classes=tuple(ClassScore(int(i), model.class_name(int(i)), float(p))
-                                     for p, i in zip(values[row].tolist(), indices[row].tolist())),
-                       finite=finite[row])
-            for row, item in enumerate(batch.indices)]
+    return [
+        Prediction(
+            index=item,
+            path=dataset.paths[item],
+            label=dataset.labels[item],
+            label_index=to_class(item),
+            classes=tuple(
+                ClassScore(int(i), model.class_name(int(i)), float(p))
+                for p, i in zip(values[row].tolist(), indices[row].tolist())
+            ),
+            finite=finite[row],
+        )
+        for row, item in enumerate(batch.indices)
+    ]
 
 
 def nonfinite_warning(count: int, total: int) -> str:
     """The one wording, for every command that classifies, of images whose logits held NaN/inf."""
-    return (f"{count} of {total} images gave non-finite logits (NaN or inf; counted wrong): the "
-            "model's arithmetic overflows on them (huge weights or inputs?)")
+    return (
+        f"{count} of {total} images gave non-finite logits (NaN or inf; counted wrong): the "
+        "model's arithmetic overflows on them (huge weights or inputs?)"
+    )
 
 
 def _mapping(model: LoadedModel, dataset: DataSet, logits):
     # the number of outputs is known from the first batch at the latest
-    return map_labels(dataset, model.class_names,
-                      model.num_outputs or int(main_output(logits).shape[1]))
+    return map_labels(
+        dataset, model.class_names, model.num_outputs or int(main_output(logits).shape[1])
+    )
 
 
 class PredictionConsumer(Consumer):
@@ -88,8 +108,13 @@ class PredictionConsumer(Consumer):
 
     needs_output = True
 
-    def __init__(self, model: LoadedModel, dataset: DataSet, top: int = 5,
-                 on_predictions: Callable[[list[Prediction]], None] | None = None):
+    def __init__(
+        self,
+        model: LoadedModel,
+        dataset: DataSet,
+        top: int = 5,
+        on_predictions: Callable[[list[Prediction]], None] | None = None,
+    ):
         self.model, self.dataset, self.top = model, dataset, top
         self.on_predictions = on_predictions
         self.predictions: list[Prediction] = []
@@ -135,8 +160,12 @@ class PredictionTally:
                 self.kept.append(p)
 
 
-def predict_session(session, top: int = 5, tally: PredictionTally | None = None,
-                    on_predictions: Callable[[list[Prediction]], None] | None = None) -> list[Prediction]:
+def predict_session(
+    session,
+    top: int = 5,
+    tally: PredictionTally | None = None,
+    on_predictions: Callable[[list[Prediction]], None] | None = None,
+) -> list[Prediction]:
     """Classify the images of a scan session (core.session; collective under torchrun).
 
     In one process each batch's predictions go to `tally` and `on_predictions` as they come,
@@ -150,9 +179,13 @@ def predict_session(session, top: int = 5, tally: PredictionTally | None = None,
         if on_predictions is not None:
             on_predictions(predictions)
 
-    consumer = PredictionConsumer(session.model, session.dataset, top, on_predictions=found if stream else None)
+    consumer = PredictionConsumer(
+        session.model, session.dataset, top, on_predictions=found if stream else None
+    )
     session.run([consumer], f"predict {session.model.name}")
-    every = sorted((p for part in session.gather(consumer.predictions) for p in part), key=lambda p: p.index)
+    every = sorted(
+        (p for part in session.gather(consumer.predictions) for p in part), key=lambda p: p.index
+    )
     if tally is not None and session.is_main:
         tally.add(every)
     return every

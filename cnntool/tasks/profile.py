@@ -33,12 +33,14 @@ the total counts each distinct parameter once (tied weights), including modules 
 activation_bytes are the bytes of the new tensors a layer's ops return (views and in-place ops
 allocate nothing), so the total is the memory of all activations of one forward pass.
 """
+
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,8 +86,9 @@ class LayerProfile:
             "macs": self.macs,
             "flops": self.flops,
             "activation_bytes": self.activation_bytes,
-            "receptive_field": None if rf is None else {
-                "size": list(rf.size), "jump": list(rf.jump), "start": list(rf.start)},
+            "receptive_field": None
+            if rf is None
+            else {"size": list(rf.size), "jump": list(rf.jump), "start": list(rf.start)},
             "calls": self.calls,
         }
 
@@ -108,8 +111,13 @@ class ProfileResult:
         return [layer.to_record() for layer in (*self.layers, self.total)]
 
 
-def profile(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224), batch: int = 1,
-            device: str | torch.device = "meta", all_modules: bool = False) -> ProfileResult:
+def profile(
+    model: nn.Module,
+    input_shape: Sequence[int] = (3, 224, 224),
+    batch: int = 1,
+    device: str | torch.device = "meta",
+    all_modules: bool = False,
+) -> ProfileResult:
     """Count `model` on one (batch, *input_shape) input without modifying it.
 
     device "meta" (the default) needs no memory and no weights; models that cannot run there
@@ -118,6 +126,7 @@ def profile(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224), batch:
     `all_modules`, containers (Sequential, residual blocks) get a row too; their MACs and FLOPs
     are only the work they do themselves, so the totals stay the same.
     """
+
     def observers():
         tracker = FieldTracker()
         return tracker, _Counter(tracker)
@@ -125,17 +134,29 @@ def profile(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224), batch:
     (_, counter), mode = trace_forward(model, observers, input_shape, batch=batch, device=device)
     layers = tuple(_layers(model, counter, all_modules))
     total = LayerProfile(
-        name="total", type=type(model).__name__,
+        name="total",
+        type=type(model).__name__,
         output_shape=counter.stats[""].output_shape,
         params=sum(p.numel() for p in model.parameters()),
-        macs=sum(layer.macs for layer in layers), flops=sum(layer.flops for layer in layers),
+        macs=sum(layer.macs for layer in layers),
+        flops=sum(layer.flops for layer in layers),
         activation_bytes=sum(layer.activation_bytes for layer in layers),
-        receptive_field=counter.tracker.module_fields.get(""), calls=1)
-    return ProfileResult(type(model).__name__, tuple(input_shape), batch, mode, CONVENTION,
-                         layers, total, tuple(sorted(counter.uncounted)))
+        receptive_field=counter.tracker.module_fields.get(""),
+        calls=1,
+    )
+    return ProfileResult(
+        type(model).__name__,
+        tuple(input_shape),
+        batch,
+        mode,
+        CONVENTION,
+        layers,
+        total,
+        tuple(sorted(counter.uncounted)),
+    )
 
 
-def _layers(model: nn.Module, counter: "_Counter", all_modules: bool) -> list[LayerProfile]:
+def _layers(model: nn.Module, counter: _Counter, all_modules: bool) -> list[LayerProfile]:
     """Rows in named_modules order: leaves, and parents that did work or own parameters (every
     module but the root itself with `all_modules`)."""
     rows = []
@@ -143,13 +164,29 @@ def _layers(model: nn.Module, counter: "_Counter", all_modules: bool) -> list[La
         stats = counter.stats.get(name, _Stats())
         params = sum(p.numel() for p in module.parameters(recurse=False))
         is_leaf = next(module.children(), None) is None
-        listed = (all_modules and name) or is_leaf or params or stats.macs or stats.flops \
+        listed = (
+            (all_modules and name)
+            or is_leaf
+            or params
+            or stats.macs
+            or stats.flops
             or stats.activation_bytes
+        )
         if not listed:
             continue
-        rows.append(LayerProfile(name, type(module).__name__, stats.output_shape, params,
-                                 stats.macs, stats.flops, stats.activation_bytes,
-                                 counter.tracker.module_fields.get(name), stats.calls))
+        rows.append(
+            LayerProfile(
+                name,
+                type(module).__name__,
+                stats.output_shape,
+                params,
+                stats.macs,
+                stats.flops,
+                stats.activation_bytes,
+                counter.tracker.module_fields.get(name),
+                stats.calls,
+            )
+        )
     return rows
 
 
@@ -208,6 +245,7 @@ def _first_tensor(value) -> torch.Tensor | None:
 
 # --- cost rules: (bound args, first output) -> (MACs, FLOPs) ---------------------------------
 
+
 def _free(a, out):
     return 0, 0
 
@@ -222,9 +260,11 @@ def _convolution(a, out):
 
 def _matmul(left: str, with_bias: bool = False):
     """(…, M, K) @ (…, K, N): M·K·N MACs per matrix, plus the bias add of addmm / baddbmm."""
+
     def cost(a, out):
         macs = out.numel() * a[left].shape[-1]
         return macs, 2 * macs + (out.numel() if with_bias else 0)
+
     return cost
 
 
@@ -260,8 +300,10 @@ def _adaptive_windows(a, out) -> tuple[int, int]:
     Along a dim of n inputs and m outputs, output i pools inputs floor(i·n/m) to ceil((i+1)·n/m).
     """
     dims = len(a["output_size"])
-    per_dim = [sum(-(-(i + 1) * n // m) - i * n // m for i in range(m))
-               for n, m in zip(a["self"].shape[-dims:], out.shape[-dims:])]
+    per_dim = [
+        sum(-(-(i + 1) * n // m) - i * n // m for i in range(m))
+        for n, m in zip(a["self"].shape[-dims:], out.shape[-dims:])
+    ]
     planes = out.numel() // math.prod(out.shape[-dims:])
     return planes * math.prod(per_dim), out.numel()
 
@@ -275,9 +317,12 @@ def _adaptive_max(a, out):
     return 0, window_total - outputs
 
 
-_ATTENTION_OPS = ("_scaled_dot_product_flash_attention_for_cpu",
-                  "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
-                  "_scaled_dot_product_cudnn_attention")
+_ATTENTION_OPS = (
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+)
 
 _COSTS = {
     aten.convolution: _convolution,
@@ -287,27 +332,76 @@ _COSTS = {
     aten.addmm: _matmul("mat1", with_bias=True),
     aten.baddbmm: _matmul("batch1", with_bias=True),
     **{getattr(aten, name): _attention for name in _ATTENTION_OPS if hasattr(aten, name)},
-    **{op: _per_input(2) for op in (aten.native_batch_norm, aten._native_batch_norm_legit,
-                                    aten._native_batch_norm_legit_no_training)},
+    **{
+        op: _per_input(2)
+        for op in (
+            aten.native_batch_norm,
+            aten._native_batch_norm_legit,
+            aten._native_batch_norm_legit_no_training,
+        )
+    },
     **{op: _per_input(5) for op in (aten.native_layer_norm, aten.native_group_norm)},
     **{op: _per_input(5) for op in (aten._softmax, aten._safe_softmax, aten._log_softmax)},
-    **{op: _max_pool(op) for op in (aten.max_pool1d, aten.max_pool2d, aten.max_pool3d,
-                                    aten.max_pool2d_with_indices, aten.max_pool3d_with_indices)},
+    **{
+        op: _max_pool(op)
+        for op in (
+            aten.max_pool1d,
+            aten.max_pool2d,
+            aten.max_pool3d,
+            aten.max_pool2d_with_indices,
+            aten.max_pool3d_with_indices,
+        )
+    },
     **{op: _avg_pool(op) for op in (aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d)},
     **{op: _adaptive_avg for op in (aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d)},
     **{op: _adaptive_max for op in (aten.adaptive_max_pool2d, aten.adaptive_max_pool3d)},
-    **{op: _free for op in (
-        aten.clone, aten._to_copy, aten.copy, aten.copy_, aten._unsafe_view, aten.cat, aten.stack,
-        aten.constant_pad_nd, aten.roll, aten.flip, aten.index, aten.index_select, aten.gather,
-        aten.embedding, aten.repeat, aten.empty, aten.empty_like, aten.empty_strided,
-        aten.zeros, aten.zeros_like, aten.ones, aten.ones_like, aten.full, aten.full_like,
-        aten.new_empty, aten.new_zeros, aten.new_ones, aten.new_full, aten.scalar_tensor,
-        aten.arange, aten.fill_, aten.zero_, aten.lift_fresh, aten.lift_fresh_copy,
-        aten.upsample_nearest1d, aten.upsample_nearest2d, aten.upsample_nearest3d)},
+    **{
+        op: _free
+        for op in (
+            aten.clone,
+            aten._to_copy,
+            aten.copy,
+            aten.copy_,
+            aten._unsafe_view,
+            aten.cat,
+            aten.stack,
+            aten.constant_pad_nd,
+            aten.roll,
+            aten.flip,
+            aten.index,
+            aten.index_select,
+            aten.gather,
+            aten.embedding,
+            aten.repeat,
+            aten.empty,
+            aten.empty_like,
+            aten.empty_strided,
+            aten.zeros,
+            aten.zeros_like,
+            aten.ones,
+            aten.ones_like,
+            aten.full,
+            aten.full_like,
+            aten.new_empty,
+            aten.new_zeros,
+            aten.new_ones,
+            aten.new_full,
+            aten.scalar_tensor,
+            aten.arange,
+            aten.fill_,
+            aten.zero_,
+            aten.lift_fresh,
+            aten.lift_fresh_copy,
+            aten.upsample_nearest1d,
+            aten.upsample_nearest2d,
+            aten.upsample_nearest3d,
+        )
+    },
 }
 
 # Element-wise activations that aten does not tag `pointwise`.
 _UNTAGGED_ELEMENTWISE = {"hardswish", "_prelu_kernel", "log_sigmoid_forward", "glu"}
+
 
 @functools.cache
 def _cost_rule(func):
@@ -335,10 +429,16 @@ def layers(module, input_shape: tuple[int, ...]) -> list[dict]:
     aliases: dict[str, list[str]] = {}
     for alias, path in layer_aliases(module).items():
         aliases.setdefault(path, []).append(alias)
-    return [{"name": layer.name, "type": layer.type, "output_shape": layer.output_shape,
-             "params": sum(p.numel() for p in modules[layer.name].parameters()),
-             "aliases": aliases.get(layer.name, [])}
-            for layer in result.layers]
+    return [
+        {
+            "name": layer.name,
+            "type": layer.type,
+            "output_shape": layer.output_shape,
+            "params": sum(p.numel() for p in modules[layer.name].parameters()),
+            "aliases": aliases.get(layer.name, []),
+        }
+        for layer in result.layers
+    ]
 
 
 def output_shape(module, layer: str, input_shape: tuple[int, ...]) -> tuple[int, ...] | None:

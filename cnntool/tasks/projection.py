@@ -11,21 +11,26 @@ straight path from a baseline, and reports how far it is from complete.
 The maps returned are raw (C×H×W float32, in the model's normalized input space, not
 normalized for display): `cnntool.io.overlays` turns them into images.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from cnntool.core.hooks import capture, substitute_activation_backward
 from cnntool.core.classes import class_index
+from cnntool.core.hooks import capture, substitute_activation_backward
 from cnntool.core.layers import resolve_layer
 from cnntool.errors import CnnToolError
-from cnntool.tasks.integrated_gradients import (Completeness, IntegratedGradients, baseline_input,
-                                                integrate_batch)
+from cnntool.tasks.integrated_gradients import (
+    Completeness,
+    IntegratedGradients,
+    baseline_input,
+    integrate_batch,
+)
 
 # method -> the rectifier backward rule it needs; None: the true gradient, plain autograd with no
 # torch function mode at all (saliency, gradient×input, integrated gradients, SmoothGrad of them)
@@ -49,29 +54,39 @@ class Target:
     class_name: str | None = None
 
     @classmethod
-    def unit_of(cls, layer: str, unit: int | None = None,
-                position: tuple[int, int] | None = None) -> "Target":
+    def unit_of(
+        cls, layer: str, unit: int | None = None, position: tuple[int, int] | None = None
+    ) -> Target:
         """Channel `unit` of `layer` (default: its most active channel) at `position` (default:
         the channel's strongest position)."""
         return cls("unit", layer=layer, unit=unit, position=position)
 
     @classmethod
-    def logit(cls, which: int | str | None = None) -> "Target":
+    def logit(cls, which: int | str | None = None) -> Target:
         """The pre-softmax logit of a class, by index or name (default: the predicted class)."""
         if isinstance(which, str) and not which.strip().isdigit():
             return cls("class", class_name=which)
         return cls("class", class_index=None if which is None else int(which))
 
     @classmethod
-    def chosen(cls, layer: str | None, units: Sequence[int | None] = (), position: tuple[int, int] | None = None,
-               class_: int | str | None = None) -> list["Target"]:
+    def chosen(
+        cls,
+        layer: str | None,
+        units: Sequence[int | None] = (),
+        position: tuple[int, int] | None = None,
+        class_: int | str | None = None,
+    ) -> list[Target]:
         """What the command line asks to project: `units` of `layer` (none: its most active one)
         at `position`, or without a layer the logit of `class_` (default: the predicted class)."""
         if layer is None and (units or position):
             raise CnnToolError("--unit and --position need --layer")
         if layer is not None and class_ is not None:
             raise CnnToolError("give either --layer (a unit) or --class, not both")
-        return [cls.unit_of(layer, u, position) for u in units or (None,)] if layer else [cls.logit(class_)]
+        return (
+            [cls.unit_of(layer, u, position) for u in units or (None,)]
+            if layer
+            else [cls.logit(class_)]
+        )
 
     def to_record(self) -> dict:
         if self.kind == "class":
@@ -102,14 +117,25 @@ class Projection:
 
     def stats(self) -> dict:
         m = self.map.double()
-        return {"min": float(m.min()), "max": float(m.max()), "mean": float(m.mean()),
-                "abs_mean": float(m.abs().mean()), "l2": float(m.norm())}
+        return {
+            "min": float(m.min()),
+            "max": float(m.max()),
+            "mean": float(m.mean()),
+            "abs_mean": float(m.abs().mean()),
+            "l2": float(m.norm()),
+        }
 
     def to_record(self) -> dict:
-        record = {"method": self.method, "target": self.target.to_record(),
-                  "value": round(self.value, 6), "times_input": self.times_input,
-                  "smooth_samples": self.smooth_samples, "stats": self.stats(),
-                  "substituted": self.substituted, "uncovered": self.uncovered}
+        record = {
+            "method": self.method,
+            "target": self.target.to_record(),
+            "value": round(self.value, 6),
+            "times_input": self.times_input,
+            "smooth_samples": self.smooth_samples,
+            "stats": self.stats(),
+            "substituted": self.substituted,
+            "uncovered": self.uncovered,
+        }
         if self.smooth_abs is not None:
             record["smooth_abs"] = self.smooth_abs
         if self.completeness is not None:
@@ -135,7 +161,9 @@ class SmoothGrad:
 
     def __post_init__(self):
         if self.abs not in SMOOTH_ABS:
-            raise CnnToolError(f"unknown SmoothGrad abs '{self.abs}'; use one of {', '.join(SMOOTH_ABS)}")
+            raise CnnToolError(
+                f"unknown SmoothGrad abs '{self.abs}'; use one of {', '.join(SMOOTH_ABS)}"
+            )
         if self.batch < 1:
             raise CnnToolError("SmoothGrad needs at least 1 noisy copy per forward")
 
@@ -148,7 +176,11 @@ class SmoothGrad:
         generators = [torch.Generator(device="cpu").manual_seed(self.seed) for _ in images]
         sigmas = [self.noise * float(image.max() - image.min()) for image in images]
         total = None
-        scale = torch.tensor(sigmas, dtype=x.dtype).view(1, -1, *([1] * (images.dim() - 1))).to(x.device)
+        scale = (
+            torch.tensor(sigmas, dtype=x.dtype)
+            .view(1, -1, *([1] * (images.dim() - 1)))
+            .to(x.device)
+        )
         for start in range(0, self.samples, self.batch):
             copies = min(self.batch, self.samples - start)  # sample-major: N images, N images…
             noisy = torch.empty((copies, *images.shape), dtype=x.dtype)
@@ -162,12 +194,25 @@ class SmoothGrad:
         return total / self.samples
 
 
-def project(model: nn.Module, x: Tensor, method: str = "guided", target: Target | None = None,
-            *, class_names: Sequence[str] | None = None, times_input: bool = False,
-            smooth: SmoothGrad | None = None, layer: str | None = None, unit: int | None = None,
-            position: tuple[int, int] | None = None, target_class: int | str | None = None,
-            smooth_samples: int = 0, smooth_noise: float = 0.15, seed: int = 0,
-            ig: IntegratedGradients | None = None, preprocessing=None) -> Projection:
+def project(
+    model: nn.Module,
+    x: Tensor,
+    method: str = "guided",
+    target: Target | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    times_input: bool = False,
+    smooth: SmoothGrad | None = None,
+    layer: str | None = None,
+    unit: int | None = None,
+    position: tuple[int, int] | None = None,
+    target_class: int | str | None = None,
+    smooth_samples: int = 0,
+    smooth_noise: float = 0.15,
+    seed: int = 0,
+    ig: IntegratedGradients | None = None,
+    preprocessing=None,
+) -> Projection:
     """Project `target` back to the input `x` (C×H×W or 1×C×H×W, normalized model input).
 
     `target`: `Target.unit_of(layer, unit, position)` (default unit: the channel with the
@@ -184,21 +229,48 @@ def project(model: nn.Module, x: Tensor, method: str = "guided", target: Target 
     """
     x = x if x.dim() == 4 else x.unsqueeze(0)
     if x.shape[0] != 1:
-        raise CnnToolError(f"project takes one image (got a batch of {x.shape[0]}); "
-                           "project_batch takes a batch")
-    return project_batch(model, x, method, target, class_names=class_names,
-                         times_input=times_input, smooth=smooth, layer=layer, unit=unit,
-                         position=position, target_class=target_class,
-                         smooth_samples=smooth_samples, smooth_noise=smooth_noise, seed=seed,
-                         ig=ig, preprocessing=preprocessing)[0]
+        raise CnnToolError(
+            f"project takes one image (got a batch of {x.shape[0]}); project_batch takes a batch"
+        )
+    return project_batch(
+        model,
+        x,
+        method,
+        target,
+        class_names=class_names,
+        times_input=times_input,
+        smooth=smooth,
+        layer=layer,
+        unit=unit,
+        position=position,
+        target_class=target_class,
+        smooth_samples=smooth_samples,
+        smooth_noise=smooth_noise,
+        seed=seed,
+        ig=ig,
+        preprocessing=preprocessing,
+    )[0]
 
 
-def project_batch(model: nn.Module, x: Tensor, method: str = "guided", target: Target | None = None,
-                  *, class_names: Sequence[str] | None = None, times_input: bool = False,
-                  smooth: SmoothGrad | None = None, layer: str | None = None, unit: int | None = None,
-                  position: tuple[int, int] | None = None, target_class: int | str | None = None,
-                  smooth_samples: int = 0, smooth_noise: float = 0.15, seed: int = 0,
-                  ig: IntegratedGradients | None = None, preprocessing=None) -> list[Projection]:
+def project_batch(
+    model: nn.Module,
+    x: Tensor,
+    method: str = "guided",
+    target: Target | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    times_input: bool = False,
+    smooth: SmoothGrad | None = None,
+    layer: str | None = None,
+    unit: int | None = None,
+    position: tuple[int, int] | None = None,
+    target_class: int | str | None = None,
+    smooth_samples: int = 0,
+    smooth_noise: float = 0.15,
+    seed: int = 0,
+    ig: IntegratedGradients | None = None,
+    preprocessing=None,
+) -> list[Projection]:
     """`project` for every image of the batch `x` (N×C×H×W): one Projection per image, each
     equal to what `project` gives that image alone (to a convolution's rounding, which on a CPU
     can depend on the batch size).
@@ -216,28 +288,41 @@ def project_batch(model: nn.Module, x: Tensor, method: str = "guided", target: T
         if target.kind == "unit":
             layer, unit, position = target.layer, target.unit, target.position
         else:
-            target_class = target.class_index if target.class_index is not None else target.class_name
+            target_class = (
+                target.class_index if target.class_index is not None else target.class_name
+            )
     if smooth is None and smooth_samples > 0:
         smooth = SmoothGrad(smooth_samples, smooth_noise, seed)
     if method not in METHODS:
         raise CnnToolError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
-    if problem := option_conflict(method, times_input, smooth is not None,
-                                  smooth.abs if smooth else "after-mean"):
+    if problem := option_conflict(
+        method, times_input, smooth is not None, smooth.abs if smooth else "after-mean"
+    ):
         raise CnnToolError(problem)
     if x.dim() != 4:
         raise CnnToolError(f"project_batch takes an N×C×H×W batch (got {x.dim()} dimensions)")
     if layer is not None:
         layer, _ = resolve_layer(model, layer)
-    wanted = Target("unit", layer=layer, unit=unit, position=position) if layer is not None \
-        else Target("class", class_index=target_class if isinstance(target_class, int) else None,
-                    class_name=target_class if isinstance(target_class, str) else None)
+    wanted = (
+        Target("unit", layer=layer, unit=unit, position=position)
+        if layer is not None
+        else Target(
+            "class",
+            class_index=target_class if isinstance(target_class, int) else None,
+            class_name=target_class if isinstance(target_class, str) else None,
+        )
+    )
     if method == "ig":
-        return _integrated(model, x, wanted, class_names, ig or IntegratedGradients(), preprocessing)
+        return _integrated(
+            model, x, wanted, class_names, ig or IntegratedGradients(), preprocessing
+        )
     # with SmoothGrad the clean pass only fixes the targets: a forward, no backward
-    targets, values, grad, report = _backprop(model, x, method, wanted, class_names, None,
-                                              gradient=smooth is None)
+    targets, values, grad, report = _backprop(
+        model, x, method, wanted, class_names, None, gradient=smooth is None
+    )
     per_sample = smooth is not None and smooth.abs == "per-sample"
     if smooth is not None:
+
         def attribute(noisy):  # copies of the batch, sample-major
             repeated = targets * (len(noisy) // len(targets))
             grad = _backprop(model, noisy, method, wanted, class_names, repeated)[2]
@@ -249,28 +334,41 @@ def project_batch(model: nn.Module, x: Tensor, method: str = "guided", target: T
         raw = raw.abs()  # Simonyan et al.: the magnitude; display takes the max over channels
     maps = raw.detach().float().contiguous(memory_format=torch.contiguous_format)
     smooth_abs = smooth.abs if smooth and method == "saliency" and not times_input else None
-    return [Projection(method=method, target=t, value=v, map=m,
-                       substituted=dict(report.substituted), uncovered=dict(report.uncovered),
-                       times_input=times_input, smooth_samples=smooth.samples if smooth else 0,
-                       smooth_abs=smooth_abs)
-            for t, v, m in zip(targets, values, maps)]
+    return [
+        Projection(
+            method=method,
+            target=t,
+            value=v,
+            map=m,
+            substituted=dict(report.substituted),
+            uncovered=dict(report.uncovered),
+            times_input=times_input,
+            smooth_samples=smooth.samples if smooth else 0,
+            smooth_abs=smooth_abs,
+        )
+        for t, v, m in zip(targets, values, maps)
+    ]
 
 
-def option_conflict(method: str, times_input: bool, smoothing: bool,
-                    smooth_abs: str = "after-mean") -> str | None:
+def option_conflict(
+    method: str, times_input: bool, smoothing: bool, smooth_abs: str = "after-mean"
+) -> str | None:
     """The sentence that refuses a combination of options that means nothing (None: fine)."""
     if method == "ig" and times_input:
         return "integrated gradients already multiplies by (input − baseline); drop --times-input"
     if method == "ig" and smoothing:
         return "SmoothGrad (--smooth) is for guided, deconv and saliency, not integrated gradients"
     if smooth_abs != "after-mean" and (method != "saliency" or times_input):
-        return ("--smooth-abs decides where saliency takes |gradient|; guided, deconv, ig and "
-                "--times-input maps are signed")
+        return (
+            "--smooth-abs decides where saliency takes |gradient|; guided, deconv, ig and "
+            "--times-input maps are signed"
+        )
     return None
 
 
-def _integrated(model, x, wanted: Target, class_names, settings: IntegratedGradients,
-                preprocessing) -> list[Projection]:
+def _integrated(
+    model, x, wanted: Target, class_names, settings: IntegratedGradients, preprocessing
+) -> list[Projection]:
     """Integrated gradients of each image's target, fixed on the clean input; the plain
     gradient. F(x) comes from that pass, so the completeness costs one more forward (the
     baselines)."""
@@ -278,13 +376,27 @@ def _integrated(model, x, wanted: Target, class_names, settings: IntegratedGradi
         targets, values = _batch_scores(model, x, wanted, class_names, None)
     baseline = baseline_input(settings.baseline, x, preprocessing, settings.seed)
     attributions, completeness = integrate_batch(
-        lambda batch: _batch_scores(model, batch, wanted, class_names,
-                                    targets * (len(batch) // len(targets)))[1],
-        x, baseline, settings, f_input=values)
+        lambda batch: _batch_scores(
+            model, batch, wanted, class_names, targets * (len(batch) // len(targets))
+        )[1],
+        x,
+        baseline,
+        settings,
+        f_input=values,
+    )
     maps = attributions.detach().float().contiguous(memory_format=torch.contiguous_format)
-    return [Projection(method="ig", target=t, value=float(v), map=m, substituted={}, uncovered={},
-                       completeness=c)
-            for t, v, m, c in zip(targets, values.tolist(), maps, completeness)]
+    return [
+        Projection(
+            method="ig",
+            target=t,
+            value=float(v),
+            map=m,
+            substituted={},
+            uncovered={},
+            completeness=c,
+        )
+        for t, v, m, c in zip(targets, values.tolist(), maps, completeness)
+    ]
 
 
 def _scores(model, batch: Tensor, target: Target) -> Tensor:
@@ -304,8 +416,9 @@ def _logits(model, x):
     return logits
 
 
-def _batch_scores(model, x: Tensor, wanted: Target, class_names,
-                  fixed: Sequence[Target] | None) -> tuple[list[Target], Tensor]:
+def _batch_scores(
+    model, x: Tensor, wanted: Target, class_names, fixed: Sequence[Target] | None
+) -> tuple[list[Target], Tensor]:
     """One forward of the batch `x`: each image's target (`fixed`, or chosen on its own
     output as `wanted` says) and its score (N, attached to the graph when gradients are on)."""
     rows = torch.arange(len(x), device=x.device)
@@ -315,19 +428,30 @@ def _batch_scores(model, x: Tensor, wanted: Target, class_names,
             targets = list(fixed)
         elif wanted.class_index is None and wanted.class_name is None:
             predicted = logits.detach().argmax(1).tolist()
-            targets = [_class_target(logits[i:i + 1], index, class_names)
-                       for i, index in enumerate(predicted)]
+            targets = [
+                _class_target(logits[i : i + 1], index, class_names)
+                for i, index in enumerate(predicted)
+            ]
         else:
-            one = _class_target(logits[:1], wanted.class_index if wanted.class_index is not None
-                                else wanted.class_name, class_names)
+            one = _class_target(
+                logits[:1],
+                wanted.class_index if wanted.class_index is not None else wanted.class_name,
+                class_names,
+            )
             targets = [one] * len(x)
         index = torch.tensor([t.class_index for t in targets], device=logits.device)
         return targets, logits[rows, index]
     with capture(model, [wanted.layer], detach=False, stop_early=True) as cap:
         cap.run(x)
     output = cap.outputs[wanted.layer]
-    targets = list(fixed) if fixed is not None else \
-        [_unit_target(wanted.layer, output[i:i + 1], wanted.unit, wanted.position) for i in range(len(x))]
+    targets = (
+        list(fixed)
+        if fixed is not None
+        else [
+            _unit_target(wanted.layer, output[i : i + 1], wanted.unit, wanted.position)
+            for i in range(len(x))
+        ]
+    )
     units = torch.tensor([t.unit for t in targets], device=output.device)
     if targets[0].position is None:
         return targets, output[rows, units]
@@ -342,14 +466,23 @@ class _NoRule:
     uncovered: dict = {}
 
 
-def _backprop(model, x, method, wanted: Target, class_names, fixed: Sequence[Target] | None,
-              gradient: bool = True):
+def _backprop(
+    model,
+    x,
+    method,
+    wanted: Target,
+    class_names,
+    fixed: Sequence[Target] | None,
+    gradient: bool = True,
+):
     """One forward of the batch (under the method's rectifier rule, if it has one) and the
     gradient of each image's target w.r.t. its input (None without `gradient`: the forward
     alone, to fix the targets). Returns (targets, values, gradient, substitution report)."""
     x = x.detach().requires_grad_(gradient)  # a new leaf on the same storage: no copy
     rule = METHODS[method]
-    routing = substitute_activation_backward(model, rule) if rule else contextlib.nullcontext(_NoRule())
+    routing = (
+        substitute_activation_backward(model, rule) if rule else contextlib.nullcontext(_NoRule())
+    )
     with routing as report:
         with torch.set_grad_enabled(gradient):
             targets, scores = _batch_scores(model, x, wanted, class_names, fixed)
@@ -368,16 +501,20 @@ def _class_target(logits: Tensor, wanted, class_names) -> Target:
 
 def _unit_target(layer: str, output: Tensor, unit, position) -> Target:
     if output.dim() not in (2, 4):
-        raise CnnToolError(f"layer '{layer}' gives a {output.dim()}-d output; pick a "
-                           "convolutional (N×C×H×W) or fully connected (N×C) layer")
+        raise CnnToolError(
+            f"layer '{layer}' gives a {output.dim()}-d output; pick a "
+            "convolutional (N×C×H×W) or fully connected (N×C) layer"
+        )
     channels = output.shape[1]
     detached = output[0].detach()
     if unit is None:  # the channel with the strongest single activation
         peaks = detached.flatten(1).amax(1) if detached.dim() == 3 else detached
         unit = int(peaks.argmax())
     if not 0 <= unit < channels:
-        raise CnnToolError(f"unit {unit} is out of range; layer '{layer}' has {channels} "
-                           f"channels (0 to {channels - 1})")
+        raise CnnToolError(
+            f"unit {unit} is out of range; layer '{layer}' has {channels} "
+            f"channels (0 to {channels - 1})"
+        )
     if output.dim() == 2:
         if position is not None:
             raise CnnToolError(f"layer '{layer}' has no spatial positions; drop --position")
@@ -388,8 +525,9 @@ def _unit_target(layer: str, output: Tensor, unit, position) -> Target:
         position = (flat // width, flat % width)
     row, col = (int(p) for p in position)
     if not (0 <= row < height and 0 <= col < width):
-        raise CnnToolError(f"position ({row}, {col}) is outside layer '{layer}', whose maps "
-                           f"are {height}×{width}")
+        raise CnnToolError(
+            f"position ({row}, {col}) is outside layer '{layer}', whose maps are {height}×{width}"
+        )
     return Target("unit", layer=layer, unit=unit, position=(row, col))
 
 
@@ -408,8 +546,9 @@ def saliency(model: nn.Module, x: Tensor, target: Target | None = None, **option
     return project(model, x, "saliency", target, **options).map
 
 
-def receptive_boxes(model: nn.Module, input_shape, targets: Sequence[Target], *,
-                    fields: dict | None = None) -> list:
+def receptive_boxes(
+    model: nn.Module, input_shape, targets: Sequence[Target], *, fields: dict | None = None
+) -> list:
     """Each target's receptive field in model-input pixels, (y0, x0, y1, x1): None for a class,
     a unit without a position, a fully connected layer, or a field that spans the whole input.
     `fields`: core.receptive_field.receptive_fields of the model, when the caller has them."""
@@ -425,31 +564,67 @@ def receptive_boxes(model: nn.Module, input_shape, targets: Sequence[Target], *,
     return boxes
 
 
-def project_image(loaded, pixels: Tensor, method: str, targets: Sequence[Target], *,
-                  times_input: bool = False, smooth: SmoothGrad | None = None,
-                  ig: IntegratedGradients | None = None) -> list[Projection]:
+def project_image(
+    loaded,
+    pixels: Tensor,
+    method: str,
+    targets: Sequence[Target],
+    *,
+    times_input: bool = False,
+    smooth: SmoothGrad | None = None,
+    ig: IntegratedGradients | None = None,
+) -> list[Projection]:
     """Each target projected from one image of a LoadedModel (`pixels` C×H×W in [0, 1], fed as
     the model is)."""
     x = loaded.preprocessing.normalize(pixels).unsqueeze(0).to(loaded.device)
-    return [p for per_image in project_pixels(loaded, x, method, targets, times_input=times_input,
-                                              smooth=smooth, ig=ig) for p in per_image]
+    return [
+        p
+        for per_image in project_pixels(
+            loaded, x, method, targets, times_input=times_input, smooth=smooth, ig=ig
+        )
+        for p in per_image
+    ]
 
 
-def project_pixels(loaded, x: Tensor, method: str, targets: Sequence[Target], *,
-                   times_input: bool = False, smooth: SmoothGrad | None = None,
-                   ig: IntegratedGradients | None = None) -> list[list[Projection]]:
+def project_pixels(
+    loaded,
+    x: Tensor,
+    method: str,
+    targets: Sequence[Target],
+    *,
+    times_input: bool = False,
+    smooth: SmoothGrad | None = None,
+    ig: IntegratedGradients | None = None,
+) -> list[list[Projection]]:
     """Per image of the normalized batch `x`, its projections of `targets` (one batched
     forward and backward per target)."""
-    per_target = [project_batch(loaded.module, x, method, target, class_names=loaded.class_names,
-                                times_input=times_input, smooth=smooth, ig=ig,
-                                preprocessing=loaded.preprocessing) for target in targets]
+    per_target = [
+        project_batch(
+            loaded.module,
+            x,
+            method,
+            target,
+            class_names=loaded.class_names,
+            times_input=times_input,
+            smooth=smooth,
+            ig=ig,
+            preprocessing=loaded.preprocessing,
+        )
+        for target in targets
+    ]
     return [list(row) for row in zip(*per_target)]
 
 
-def projection_batches(session, method: str, targets: Sequence[Target], *,
-                       times_input: bool = False, smooth: SmoothGrad | None = None,
-                       ig: IntegratedGradients | None = None, title: str | None = None
-                       ) -> Iterator[tuple[list[int], Tensor, list[list[Projection]]]]:
+def projection_batches(
+    session,
+    method: str,
+    targets: Sequence[Target],
+    *,
+    times_input: bool = False,
+    smooth: SmoothGrad | None = None,
+    ig: IntegratedGradients | None = None,
+    title: str | None = None,
+) -> Iterator[tuple[list[int], Tensor, list[list[Projection]]]]:
     """The projections of every image of a scan session (core.session): per batch, the
     dataset indices, the [0, 1] pixels as fed (B×C×H×W, CPU) and per image its projections of
     `targets`. Progress and unreadable files are the session's."""
@@ -459,13 +634,15 @@ def projection_batches(session, method: str, targets: Sequence[Target], *,
         for batch in session.batches(title or f"{method} {loaded.name}", normalize=False):
             with prepared.forward():
                 x = loaded.preprocessing.normalize(prepared.inputs(batch.inputs))
-                projections = project_pixels(loaded, x, method, targets, times_input=times_input,
-                                             smooth=smooth, ig=ig)
+                projections = project_pixels(
+                    loaded, x, method, targets, times_input=times_input, smooth=smooth, ig=ig
+                )
             yield batch.indices, batch.inputs.cpu(), projections
 
 
-def integrated_gradients(model: nn.Module, x: Tensor, target: Target | None = None,
-                         **options) -> Tensor:
+def integrated_gradients(
+    model: nn.Module, x: Tensor, target: Target | None = None, **options
+) -> Tensor:
     """Sundararajan et al. integrated gradients of `target` (see `project`; `ig=` the
     settings): raw C×H×W map. `project(..., "ig")` also gives its completeness."""
     return project(model, x, "ig", target, **options).map

@@ -9,9 +9,11 @@ computes besides its own options: the weights (a digest of the state dict), ever
 preprocessing, the precision, BatchNorm folding and the decode limit. Each command adds its own
 options (layer, units, top…) to it.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from cnntool.core.session import Consumer, ScanSession
 
@@ -24,11 +26,17 @@ def model_settings(session: ScanSession) -> dict:
     float rounding only)."""
     import dataclasses
 
-    preprocessing = {name: list(value) if isinstance(value, tuple) else value
-                     for name, value in dataclasses.asdict(session.model.preprocessing).items()}
-    return dict(weights=weights_digest(session.module), preprocessing=preprocessing,
-                precision=session.precision, fold_bn=bool(session.fold_bn),
-                max_pixels=session.dataset.max_pixels)
+    preprocessing = {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in dataclasses.asdict(session.model.preprocessing).items()
+    }
+    return dict(
+        weights=weights_digest(session.module),
+        preprocessing=preprocessing,
+        precision=session.precision,
+        fold_bn=bool(session.fold_bn),
+        max_pixels=session.dataset.max_pixels,
+    )
 
 
 def weights_digest(module) -> str:
@@ -73,8 +81,15 @@ class Resumable:
             return f"no state file {self.state_file.path}: starting from the beginning"
         return f"resuming after {self.start} images" if self.saved else None
 
-    def run(self, session: ScanSession, consumers: Sequence[Consumer], title: str,
-            snapshot: Callable[[], dict | None], *, resumed: int = 0) -> None:
+    def run(
+        self,
+        session: ScanSession,
+        consumers: Sequence[Consumer],
+        title: str,
+        snapshot: Callable[[], dict | None],
+        *,
+        resumed: int = 0,
+    ) -> None:
         """`session.run` from `start`, saving `{**snapshot(), "next": …}` as it goes (nothing
         while `snapshot()` is None). The session announces where it goes on from, and counts the
         `resumed` images that the saved state already holds as read."""

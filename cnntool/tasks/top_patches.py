@@ -21,10 +21,11 @@ window of PEAK_CROP of the input centred on the peak's position instead (see `pa
 Where the layer has no local receptive field (after global pooling, a linear layer, or
 squeeze-excite gating) the box is the whole model input, mapped back the same way.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 
@@ -86,8 +87,13 @@ class TopK:
         self.seen = 0  # images folded in so far
         self.one_per_image = True  # False once an image may give a unit several hits
 
-    def update(self, activations: torch.Tensor, indices: Sequence[int],
-               sizes: Sequence[tuple[int, int]], per_image: int = 1) -> None:
+    def update(
+        self,
+        activations: torch.Tensor,
+        indices: Sequence[int],
+        sizes: Sequence[tuple[int, int]],
+        per_image: int = 1,
+    ) -> None:
         """Fold in a batch: activations (B, U, H, W) of the selected units; `per_image` best
         positions per image and unit compete (1 = one patch per image, as in R-CNN)."""
         batch, units, height, width = activations.shape
@@ -108,11 +114,15 @@ class TopK:
         self._merge(values.to(device), index, position, size)
         self.seen += batch
 
-    def merge(self, other: "TopK") -> None:
+    def merge(self, other: TopK) -> None:
         """Fold in another shard's state (exact: the order is total)."""
         self.one_per_image &= other.one_per_image
-        self._merge(other.values.to(self.values.device), other.indices.to(self.indices.device),
-                    other.positions.to(self.values.device), other.sizes.to(self.values.device))
+        self._merge(
+            other.values.to(self.values.device),
+            other.indices.to(self.indices.device),
+            other.positions.to(self.values.device),
+            other.sizes.to(self.values.device),
+        )
         self.seen += other.seen
 
     def _merge(self, values, indices, positions, sizes) -> None:
@@ -136,12 +146,17 @@ class TopK:
 
     def state_dict(self) -> dict:
         """CPU tensors for a resume file or for gathering across ranks."""
-        return {"values": self.values.cpu(), "indices": self.indices.cpu(),
-                "positions": self.positions.cpu(), "sizes": self.sizes.cpu(), "seen": self.seen,
-                "one_per_image": self.one_per_image}
+        return {
+            "values": self.values.cpu(),
+            "indices": self.indices.cpu(),
+            "positions": self.positions.cpu(),
+            "sizes": self.sizes.cpu(),
+            "seen": self.seen,
+            "one_per_image": self.one_per_image,
+        }
 
     @classmethod
-    def from_state(cls, state: dict, device=None) -> "TopK":
+    def from_state(cls, state: dict, device=None) -> TopK:
         units, top = state["values"].shape
         topk = cls(units, top, device)
         topk.values = state["values"].to(device)
@@ -189,14 +204,18 @@ def layer_units(activations: torch.Tensor, units: Sequence[int] | None) -> torch
     if activations.ndim == 2:
         activations = activations[:, :, None, None]
     if activations.ndim != 4:
-        raise CnnToolError(f"top patches need a layer with (batch, channels[, height, width]) "
-                           f"output, not shape {tuple(activations.shape)}")
+        raise CnnToolError(
+            f"top patches need a layer with (batch, channels[, height, width]) "
+            f"output, not shape {tuple(activations.shape)}"
+        )
     if units is None:
         return activations
     channels = activations.shape[1]
     bad = [u for u in units if not 0 <= u < channels]
     if bad:
-        raise CnnToolError(f"unit {bad[0]} does not exist: the layer has {channels} channels (0-{channels - 1})")
+        raise CnnToolError(
+            f"unit {bad[0]} does not exist: the layer has {channels} channels (0-{channels - 1})"
+        )
     return activations[:, list(units)]
 
 
@@ -204,8 +223,15 @@ class TopPatchConsumer(Consumer):
     """A scan consumer (core.session) folding each batch's `layer` output into a TopK of the
     chosen `units` (None: all channels). `state` continues an earlier scan (resume)."""
 
-    def __init__(self, layer: str, *, units: Sequence[int] | None, top: int, per_image: int = 1,
-                 state: TopK | None = None):
+    def __init__(
+        self,
+        layer: str,
+        *,
+        units: Sequence[int] | None,
+        top: int,
+        per_image: int = 1,
+        state: TopK | None = None,
+    ):
         self.layers, self.units, self.top, self.per_image = (layer,), units, top, per_image
         self.state = state
         self._batch = None
@@ -224,9 +250,18 @@ class TopPatchConsumer(Consumer):
         self.state.update(activations, self._batch.indices, self._batch.sizes, self.per_image)
 
 
-def scan(model, layer: str, batches: Iterable, *, units: Sequence[int] | None, top: int,
-         per_image: int = 1, state: TopK | None = None, device=None,
-         on_batch=None) -> TopK:
+def scan(
+    model,
+    layer: str,
+    batches: Iterable,
+    *,
+    units: Sequence[int] | None,
+    top: int,
+    per_image: int = 1,
+    state: TopK | None = None,
+    device=None,
+    on_batch=None,
+) -> TopK:
     """Run `model` over `batches` (data.Batch) and keep the top `top` hits per unit.
 
     The forward stops after `layer`. `state` continues an earlier scan (resume);
@@ -234,8 +269,13 @@ def scan(model, layer: str, batches: Iterable, *, units: Sequence[int] | None, t
     caller may save the state.
     """
     consumer = TopPatchConsumer(layer, units=units, top=top, per_image=per_image, state=state)
-    feed(model, batches, [consumer], device=device,
-         on_batch=None if on_batch is None else lambda batch: on_batch(consumer.state, batch))
+    feed(
+        model,
+        batches,
+        [consumer],
+        device=device,
+        on_batch=None if on_batch is None else lambda batch: on_batch(consumer.state, batch),
+    )
     return consumer.state
 
 
@@ -250,26 +290,51 @@ def merged(states: Iterable[dict | None]) -> TopK | None:
     return result
 
 
-def resumable_top_patches(session: ScanSession, files, layer: str, units: Sequence[int] | None,
-                          field: ReceptiveField | None, *, listed: str, top: int, per_image: int,
-                          resume: bool, every: int) -> TopPatches | None:
+def resumable_top_patches(
+    session: ScanSession,
+    files,
+    layer: str,
+    units: Sequence[int] | None,
+    field: ReceptiveField | None,
+    *,
+    listed: str,
+    top: int,
+    per_image: int,
+    resume: bool,
+    every: int,
+) -> TopPatches | None:
     """The top `top` hits of `layer`'s `units` (None: all; `listed`: as the user listed them, the
     resume state's key) over the session's shard, the state saved every `every` batches in `files`
     (an io.resume.ResumeFiles) and on `resume` continued from there; merged over the ranks
     (collective). The result on rank 0, None on the others and when no image was read."""
     dataset = session.dataset
-    key = dict(model=session.model.name, layer=layer, units=listed, top=top, per_image=per_image,
-               data=dataset.name, images=len(dataset), world=session.shard.world_size,
-               **model_settings(session))
+    key = dict(
+        model=session.model.name,
+        layer=layer,
+        units=listed,
+        top=top,
+        per_image=per_image,
+        data=dataset.name,
+        images=len(dataset),
+        world=session.shard.world_size,
+        **model_settings(session),
+    )
     resumable = Resumable(files.state(key, dataset), resume=resume, every=every)
     state = TopK.from_state(resumable.saved["topk"]) if resumable.saved else None
     consumer = TopPatchConsumer(layer, units=units, top=top, per_image=per_image, state=state)
-    resumable.run(session, [consumer], f"top patches {layer}",
-                  lambda: consumer.state and {"topk": consumer.state_dict()}, resumed=state.seen if state else 0)
+    resumable.run(
+        session,
+        [consumer],
+        f"top patches {layer}",
+        lambda: consumer.state and {"topk": consumer.state_dict()},
+        resumed=state.seen if state else 0,
+    )
     state = merged(session.gather(consumer.state_dict()))
     if not session.is_main or state is None:
         return None
-    return top_patches(state, layer=layer, units=units, field=field, preprocessing=session.model.preprocessing)
+    return top_patches(
+        state, layer=layer, units=units, field=field, preprocessing=session.model.preprocessing
+    )
 
 
 # The share of the input's side a patch shows where the receptive field is larger (per axis).
@@ -286,8 +351,9 @@ def resumable_top_patches(session: ScanSession, files, layer: str, units: Sequen
 PEAK_CROP = 0.5
 
 
-def patch_input_box(field: ReceptiveField | None, position: tuple[int, int],
-                    input_size: tuple[int, int]) -> tuple[int, int, int, int]:
+def patch_input_box(
+    field: ReceptiveField | None, position: tuple[int, int], input_size: tuple[int, int]
+) -> tuple[int, int, int, int]:
     """What a hit at `position` shows, (y0, x0, y1, x1) in model-input pixels of `input_size`
     (height, width), half-open: the unit's receptive field where it is at most PEAK_CROP of the
     input (it may then reach past the input: zero padding, as R-CNN crops); along an axis where
@@ -310,19 +376,26 @@ def patch_input_box(field: ReceptiveField | None, position: tuple[int, int],
 
 def peak_cropped(field: ReceptiveField | None, preprocessing: Preprocessing) -> bool:
     """Whether patches of this field are windows around the peak (`patch_input_box`)."""
-    return field is not None and any(side > round(full * PEAK_CROP)
-                                     for side, full in zip(field.size, preprocessing.crop))
+    return field is not None and any(
+        side > round(full * PEAK_CROP) for side, full in zip(field.size, preprocessing.crop)
+    )
 
 
-def original_box(field: ReceptiveField | None, position: tuple[int, int], size: tuple[int, int],
-                 preprocessing: Preprocessing) -> tuple[int, int, int, int]:
+def original_box(
+    field: ReceptiveField | None,
+    position: tuple[int, int],
+    size: tuple[int, int],
+    preprocessing: Preprocessing,
+) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) in the original image's pixels of the patch of the unit at `position`
     (`patch_input_box`: its receptive field, or at depth a window around the peak).
 
     Without a local field (None) the unit sees the whole model input. Edges are mapped with
     Preprocessing.to_original and rounded outward so the patch never loses a sliver.
     """
-    return _to_original(patch_input_box(field, position, tuple(preprocessing.crop)), size, preprocessing)
+    return _to_original(
+        patch_input_box(field, position, tuple(preprocessing.crop)), size, preprocessing
+    )
 
 
 def _to_original(input_box, size, preprocessing: Preprocessing) -> tuple[int, int, int, int]:
@@ -333,12 +406,22 @@ def _to_original(input_box, size, preprocessing: Preprocessing) -> tuple[int, in
     left, top = preprocessing.to_original(x0, y0, width, height)
     right, bottom = preprocessing.to_original(x1, y1, width, height)
     # a tiny epsilon keeps exact integers (the common case) from growing by rounding noise
-    return (math.floor(left + 1e-6), math.floor(top + 1e-6),
-            math.ceil(right - 1e-6), math.ceil(bottom - 1e-6))
+    return (
+        math.floor(left + 1e-6),
+        math.floor(top + 1e-6),
+        math.ceil(right - 1e-6),
+        math.ceil(bottom - 1e-6),
+    )
 
 
-def top_patches(state: TopK, *, layer: str, units: Sequence[int] | None, field: ReceptiveField | None,
-                preprocessing: Preprocessing) -> TopPatches:
+def top_patches(
+    state: TopK,
+    *,
+    layer: str,
+    units: Sequence[int] | None,
+    field: ReceptiveField | None,
+    preprocessing: Preprocessing,
+) -> TopPatches:
     """The frozen result of a finished (and merged) scan, boxes in original pixels (`units`:
     the channels the state's rows belong to; None: all, in order). Only positive values are
     hits: a ReLU unit that is off (0) or a signed one below zero has not fired, and ties at 0
@@ -357,11 +440,14 @@ def top_patches(state: TopK, *, layer: str, units: Sequence[int] | None, field: 
             box = _to_original(shown, tuple(sizes[u][rank]), preprocessing)
             unit_hits.append(Hit(unit, rank, index, value, position, box, shown))
         hits.append(tuple(unit_hits))
-    return TopPatches(layer=layer, units=tuple(units), top=state.top, hits=tuple(hits), seen=state.seen)
+    return TopPatches(
+        layer=layer, units=tuple(units), top=state.top, hits=tuple(hits), seen=state.seen
+    )
 
 
-def layer_plan(model, layer: str, units: str, input_shape) -> tuple[str, ReceptiveField | None,
-                                                                    list[int] | None]:
+def layer_plan(
+    model, layer: str, units: str, input_shape
+) -> tuple[str, ReceptiveField | None, list[int] | None]:
     """What a scan of `layer` looks at: its module path, its receptive field (None: no local
     one) and the channels a LIST like '0-15,42' chooses (None: all), checked against the
     layer's output."""
@@ -373,12 +459,22 @@ def layer_plan(model, layer: str, units: str, input_shape) -> tuple[str, Recepti
     name = resolve_layer(model, layer)[0]
     field = receptive_fields(model, input_shape).get(name)
     shape = output_shape(model, name, input_shape)
-    return name, field, parse_indices(units, shape[1] if shape and len(shape) > 1 else None,
-                                      what="unit")
+    return (
+        name,
+        field,
+        parse_indices(units, shape[1] if shape and len(shape) > 1 else None, what="unit"),
+    )
 
 
-def hit_maps(module, layer: str, units: Sequence[int] | None, indices: Iterable[int], dataset,
-             preprocessing: Preprocessing, batch_size: int = 16) -> dict[int, tuple]:
+def hit_maps(
+    module,
+    layer: str,
+    units: Sequence[int] | None,
+    indices: Iterable[int],
+    dataset,
+    preprocessing: Preprocessing,
+    batch_size: int = 16,
+) -> dict[int, tuple]:
     """Per dataset index in `indices`: (the model input's pixels (C, H, W) in [0, 1], the
     `units`' spatial activation maps (U, h, w)), float32 numpy: what the overlays draw over the
     whole input. One forward per shown image (the scan keeps only each hit's peak), stopping
@@ -395,7 +491,7 @@ def hit_maps(module, layer: str, units: Sequence[int] | None, indices: Iterable[
     maps: dict[int, tuple] = {}
     order = list(readable)
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         batch = torch.stack([preprocessing.normalize(readable[i]) for i in chunk]).to(device)
         with torch.no_grad(), capture(module, [layer], stop_early=True) as cap:
             module(batch)

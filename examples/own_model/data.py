@@ -7,6 +7,7 @@ right quarter, so the test measures something the model did not see. Nothing is 
     python examples/own_model/data.py OUT/data    # writes OUT/data/test/<class>/NNN.png
 
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,7 +31,9 @@ def photo_classes() -> list[tuple[str, np.ndarray]]:
             continue
         width, height = image.size
         scale = SHORT_SIDE / min(width, height)
-        image = image.resize((round(width * scale), round(height * scale)), Image.Resampling.BILINEAR)
+        image = image.resize(
+            (round(width * scale), round(height * scale)), Image.Resampling.BILINEAR
+        )
         name = Path(path).stem.replace("_left", "")
         classes.append((name, np.asarray(image)))
     return sorted(classes)
@@ -48,7 +51,7 @@ def patches(split: str, per_class: int, seed: int = 0) -> tuple[np.ndarray, np.n
         for _ in range(per_class):
             x = int(rng.integers(low, high + 1))
             y = int(rng.integers(0, height - PATCH + 1))
-            images.append(photo[y:y + PATCH, x:x + PATCH])
+            images.append(photo[y : y + PATCH, x : x + PATCH])
             labels.append(label)
     return np.stack(images), np.array(labels), names
 
@@ -69,5 +72,7 @@ if __name__ == "__main__":
     names = write_test_folder(out / "test")
     train, _, _ = patches("train", 400)
     pixels = train.reshape(-1, 3) / 255.0
-    print(f"{out / 'test'}: {len(names)} classes ({', '.join(names)}); training patches' "
-          f"mean {np.round(pixels.mean(0), 4).tolist()}, std {np.round(pixels.std(0), 4).tolist()}")
+    print(
+        f"{out / 'test'}: {len(names)} classes ({', '.join(names)}); training patches' "
+        f"mean {np.round(pixels.mean(0), 4).tolist()}, std {np.round(pixels.std(0), 4).tolist()}"
+    )

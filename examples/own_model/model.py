@@ -4,6 +4,7 @@ It ends in global average pooling, so it also runs on 224-px input without an er
 wrong way (ImageNet's resize and statistics), it answers, and the answers are wrong. That is why
 cnntool says on every command which preprocessing it uses and where it came from.
 """
+
 from torch import nn
 
 # Mean and std of the training patches (data.py prints them); not ImageNet's.
@@ -13,8 +14,11 @@ INPUT_SIZE = (3, 32, 32)
 
 
 def _block(inputs: int, outputs: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(inputs, outputs, 3, stride=stride, padding=1, bias=False),
-                         nn.BatchNorm2d(outputs), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(inputs, outputs, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(outputs),
+        nn.ReLU(inplace=True),
+    )
 
 
 class SmallNet(nn.Module):

@@ -11,6 +11,7 @@ Saved (see README "Your own model"):
 - OUT/small_net_lightning.ckpt: what PyTorch Lightning writes: `model.`-prefixed keys and the
   class names in `hyper_parameters` (no preprocessing: give --preprocessing).
 """
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,7 @@ def _train(epochs: int, per_class: int, seed: int):
         model.train()
         order = torch.randperm(len(inputs), generator=generator)
         for start in range(0, len(order), 64):
-            batch = order[start:start + 64]
+            batch = order[start : start + 64]
             x = inputs[batch]
             flip = torch.rand(len(batch), generator=generator) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
@@ -75,28 +76,51 @@ def _train(epochs: int, per_class: int, seed: int):
 
 def preprocessing() -> cnntool.Preprocessing:
     """How the model was trained: 32×32 patches as they are, its own mean and std."""
-    return cnntool.Preprocessing.from_dict({"input_size": list(INPUT_SIZE), "resize": 32,
-                                            "interpolation": "bilinear",
-                                            "mean": list(MEAN), "std": list(STD)})
+    return cnntool.Preprocessing.from_dict(
+        {
+            "input_size": list(INPUT_SIZE),
+            "resize": 32,
+            "interpolation": "bilinear",
+            "mean": list(MEAN),
+            "std": list(STD),
+        }
+    )
 
 
 def save_three_ways(model: nn.Module, names: list[str], out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"state_dict": out / "small_net.pth", "preprocessing": out / "preprocessing.json",
-             "classes": out / "classes.txt", "cnntool": out / "small_net_cnntool.pt",
-             "safetensors": out / "small_net.safetensors", "lightning": out / "small_net_lightning.ckpt"}
+    paths = {
+        "state_dict": out / "small_net.pth",
+        "preprocessing": out / "preprocessing.json",
+        "classes": out / "classes.txt",
+        "cnntool": out / "small_net_cnntool.pt",
+        "safetensors": out / "small_net.safetensors",
+        "lightning": out / "small_net_lightning.ckpt",
+    }
     # 1. the bare state dict, the preprocessing and class names in files of their own
     torch.save(model.state_dict(), paths["state_dict"])
     paths["preprocessing"].write_text(json.dumps(preprocessing().to_dict(), indent=2) + "\n")
     paths["classes"].write_text("\n".join(names) + "\n")
     # 2. one file that carries everything
-    cnntool.save_checkpoint(model, paths["cnntool"], preprocessing=preprocessing(), class_names=names)
-    cnntool.save_checkpoint(model, paths["safetensors"], preprocessing=preprocessing(), class_names=names)
+    cnntool.save_checkpoint(
+        model, paths["cnntool"], preprocessing=preprocessing(), class_names=names
+    )
+    cnntool.save_checkpoint(
+        model, paths["safetensors"], preprocessing=preprocessing(), class_names=names
+    )
     # 3. a PyTorch Lightning checkpoint: the LightningModule held the net as `self.model`
-    torch.save({"epoch": EPOCHS, "global_step": EPOCHS * 50, "pytorch-lightning_version": "2.4.0",
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "hyper_parameters": {"num_classes": len(names), "class_names": names, "lr": 3e-3},
-                "optimizer_states": [], "lr_schedulers": []}, paths["lightning"])
+    torch.save(
+        {
+            "epoch": EPOCHS,
+            "global_step": EPOCHS * 50,
+            "pytorch-lightning_version": "2.4.0",
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": {"num_classes": len(names), "class_names": names, "lr": 3e-3},
+            "optimizer_states": [],
+            "lr_schedulers": [],
+        },
+        paths["lightning"],
+    )
     return paths
 
 
@@ -105,9 +129,11 @@ def main(out: Path) -> None:
     model, names, accuracy = train()
     assert names == classes
     paths = save_three_ways(model, names, out)
-    print(f"trained SmallNet on {len(names)} classes: {accuracy:.1%} of the held-out test "
-          f"patches right (chance {1 / len(names):.1%}); saved {', '.join(str(p) for p in paths.values())}",
-          file=sys.stderr)
+    print(
+        f"trained SmallNet on {len(names)} classes: {accuracy:.1%} of the held-out test "
+        f"patches right (chance {1 / len(names):.1%}); saved {', '.join(str(p) for p in paths.values())}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

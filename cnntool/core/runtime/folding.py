@@ -18,6 +18,7 @@ folded only when each module ran exactly once. The caller checks the folded mode
 against the probe's and undoes the fold when they disagree (a convolution output that also
 feeds a branch around its BatchNorm).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,7 +30,9 @@ from torch import Tensor, nn
 from cnntool.core.hooks import module_hooks
 
 
-def fold_batchnorm(weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+def fold_batchnorm(
+    weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d
+) -> tuple[Tensor, Tensor]:
     """(weight, bias) of the convolution that equals conv(weight, bias) followed by `bn` in
     eval mode, in the dtype and on the device of `weight`. The scale is computed in float64
     (the folded weights are then one rounding away from the exact product)."""
@@ -41,7 +44,7 @@ def fold_batchnorm(weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d) -> t
     old_bias = torch.zeros_like(scale) if bias is None else bias.detach().double()
     scale, shift, old_bias = (t.to(weight.device) for t in (scale, shift, old_bias))
     mean = bn.running_mean.detach().double().to(weight.device)
-    folded_weight = (weight.detach().double() * scale.view(-1, *[1] * (weight.dim() - 1)))
+    folded_weight = weight.detach().double() * scale.view(-1, *[1] * (weight.dim() - 1))
     folded_bias = shift + (old_bias - mean) * scale
     return folded_weight.to(weight.dtype), folded_bias.to(weight.dtype)
 
@@ -56,8 +59,12 @@ class FoldPair:
 
 def foldable(bn: nn.Module) -> bool:
     """A BatchNorm2d that normalizes with its running statistics (eval mode, stats tracked)."""
-    return (isinstance(bn, nn.BatchNorm2d) and not bn.training
-            and bn.running_mean is not None and bn.running_var is not None)
+    return (
+        isinstance(bn, nn.BatchNorm2d)
+        and not bn.training
+        and bn.running_mean is not None
+        and bn.running_var is not None
+    )
 
 
 def find_pairs(model: nn.Module, example: Tensor, keep: Sequence[str] = ()) -> list[FoldPair]:
@@ -91,8 +98,11 @@ def find_pairs(model: nn.Module, example: Tensor, keep: Sequence[str] = ()) -> l
     with torch.no_grad(), module_hooks(hooked, pre=pre, post=post):
         model(example)
     hidden = {conv for key, (conv, _, _) in produced.items() if key in looked_at}
-    return [FoldPair(conv, bn) for bn, conv in fed.items()
-            if conv not in kept | hidden and calls.get(conv) == 1 and calls.get(bn) == 1]
+    return [
+        FoldPair(conv, bn)
+        for bn, conv in fed.items()
+        if conv not in kept | hidden and calls.get(conv) == 1 and calls.get(bn) == 1
+    ]
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -107,12 +117,16 @@ class Folding:
         modules = dict(model.named_modules())
         self.modules = [(modules[p.conv], modules[p.bn]) for p in self.pairs]
         # (conv, bn, original weight data, original bias Parameter or None, its data)
-        self._saved: list[tuple[nn.Conv2d, nn.Module, Tensor, nn.Parameter | None, Tensor | None]] = []
+        self._saved: list[
+            tuple[nn.Conv2d, nn.Module, Tensor, nn.Parameter | None, Tensor | None]
+        ] = []
 
     def apply(self) -> None:
         for conv, bn in self.modules:
             bias = conv.bias
-            self._saved.append((conv, bn, conv.weight.data, bias, None if bias is None else bias.data))
+            self._saved.append(
+                (conv, bn, conv.weight.data, bias, None if bias is None else bias.data)
+            )
             weight, new_bias = fold_batchnorm(conv.weight, bias, bn)
             conv.weight.data = weight
             if bias is None:

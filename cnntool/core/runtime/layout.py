@@ -12,6 +12,7 @@ a forward pass of one image (no gradients, the user's hooks set aside). So CNNs 
 (one patch-embedding convolution, 1% of the work) and ConvNeXts do not. On MPS it stays off:
 not measured.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,8 +56,9 @@ def convolution_share(model: nn.Module, input_shape: Sequence[int]) -> float:
     # meta device goes through torch's Python reference ops, which import torch._dynamo and
     # sympy on first use (about a second of start-up, more than one image's forward costs)
     with _forward_hooks_suspended(model):
-        (counter,), _ = trace_forward(model, lambda: [_WorkCounter()], tuple(input_shape),
-                                      device=device_of(model))
+        (counter,), _ = trace_forward(
+            model, lambda: [_WorkCounter()], tuple(input_shape), device=device_of(model)
+        )
     total = counter.convolution + counter.linear
     return counter.convolution / total if total else 0.0
 
@@ -69,8 +71,11 @@ def _forward_hooks_suspended(model: nn.Module) -> Iterator[None]:
     """The user's forward hooks out of the way while the shape trace runs: its meta copy would
     carry them along and call them with meta tensors (a hook that appends or prints would see
     a forward that never happened). Each module gets empty hook dicts, and its own back after."""
-    saved = [(module, name, getattr(module, name)) for module in model.modules()
-             for name in _FORWARD_HOOK_DICTS]
+    saved = [
+        (module, name, getattr(module, name))
+        for module in model.modules()
+        for name in _FORWARD_HOOK_DICTS
+    ]
     try:
         for module, name, _ in saved:
             setattr(module, name, OrderedDict())
@@ -84,8 +89,9 @@ def has_convolution(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def choose_channels_last(model: nn.Module, device: torch.device, setting: str | bool,
-                         input_shape: Sequence[int] | None) -> tuple[bool, str]:
+def choose_channels_last(
+    model: nn.Module, device: torch.device, setting: str | bool, input_shape: Sequence[int] | None
+) -> tuple[bool, str]:
     """(use channels-last?, why) for `setting` True/False/"auto"."""
     if setting is True or setting is False:
         return setting, "asked for"

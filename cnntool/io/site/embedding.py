@@ -6,6 +6,7 @@ per-point objects (100k points: a few MB). Coordinates are scaled into the unit 
 (aspect kept, y pointing up on screen), and colours are chosen here (cnntool.io.palette, the
 colours of embed's scatter PNG too), so the script only draws and has no palette of its own.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -39,18 +40,33 @@ def map_data(embedding: Embedding, seed: int = 0) -> dict:
         right = sum(p.correct is True for p in points)
         wrong = sum(p.correct is False for p in points)
         unknown = len(points) - right - wrong
-        legend = [{"name": "right", "color": RIGHT, "count": right},
-                  {"name": "wrong", "color": WRONG, "count": wrong}]
+        legend = [
+            {"name": "right", "color": RIGHT, "count": right},
+            {"name": "wrong", "color": WRONG, "count": wrong},
+        ]
         if unknown:
             legend.append({"name": "no label", "color": UNKNOWN, "count": unknown})
-        modes.append({"key": "correct", "title": "right / wrong", "colors": [RIGHT, WRONG, UNKNOWN],
-                      "of": [2 if p.correct is None else 0 if p.correct else 1 for p in points],
-                      "legend": legend})
+        modes.append(
+            {
+                "key": "correct",
+                "title": "right / wrong",
+                "colors": [RIGHT, WRONG, UNKNOWN],
+                "of": [2 if p.correct is None else 0 if p.correct else 1 for p in points],
+                "legend": legend,
+            }
+        )
     if any(p is not None for p in predictions):
         modes.append(_class_mode("prediction", "prediction", predictions, names))
     if not modes:
-        modes.append({"key": "none", "title": "one colour", "colors": [CLASS_COLOURS[1]], "of": [0] * len(points),
-                      "legend": []})
+        modes.append(
+            {
+                "key": "none",
+                "title": "one colour",
+                "colors": [CLASS_COLOURS[1]],
+                "of": [0] * len(points),
+                "legend": [],
+            }
+        )
     hrefs = [p.href for p in points]
     return {
         "count": len(points),
@@ -63,7 +79,10 @@ def map_data(embedding: Embedding, seed: int = 0) -> dict:
         "path": [p.path for p in points],
         "href": [None if h is None else link(h) for h in hrefs] if any(hrefs) else None,
         "names": names,
-        "atlases": [{"image": link(a.image), "thumb": a.thumb, "columns": a.columns} for a in embedding.atlases],
+        "atlases": [
+            {"image": link(a.image), "thumb": a.thumb, "columns": a.columns}
+            for a in embedding.atlases
+        ],
         "modes": modes,
         # a seeded shuffle: drawn in data order, the last class would cover all the others
         "order": np.random.default_rng(seed).permutation(len(points)).tolist(),
@@ -76,21 +95,36 @@ def _class_mode(key: str, title: str, classes: list, names: list[str]) -> dict:
     colors = [class_colour(c) for c in used] + [UNKNOWN]
     tally = Counter(classes)
     ranked = sorted(used, key=lambda c: -tally[c])
-    legend = [{"name": names[c] if 0 <= c < len(names) else str(c), "color": class_colour(c), "count": tally[c]}
-              for c in ranked[:LEGEND_LIMIT]]
+    legend = [
+        {
+            "name": names[c] if 0 <= c < len(names) else str(c),
+            "color": class_colour(c),
+            "count": tally[c],
+        }
+        for c in ranked[:LEGEND_LIMIT]
+    ]
     if len(ranked) > LEGEND_LIMIT:
         rest = sum(tally[c] for c in ranked[LEGEND_LIMIT:])
-        legend.append({"name": f"{len(ranked) - LEGEND_LIMIT} more classes", "color": None, "count": rest})
+        legend.append(
+            {"name": f"{len(ranked) - LEGEND_LIMIT} more classes", "color": None, "count": rest}
+        )
     if tally[None]:
         legend.append({"name": "unknown", "color": UNKNOWN, "count": tally[None]})
-    return {"key": key, "title": title, "colors": colors,
-            "of": [len(used) if c is None else slot[c] for c in classes], "legend": legend}
+    return {
+        "key": key,
+        "title": title,
+        "colors": colors,
+        "of": [len(used) if c is None else slot[c] for c in classes],
+        "legend": legend,
+    }
 
 
 def embedding_page(site: Site) -> str:
     embedding = site.embedding
     data = map_data(embedding)
-    options = "".join(f'<option value="{i}">{esc(m["title"])}</option>' for i, m in enumerate(data["modes"]))
+    options = "".join(
+        f'<option value="{i}">{esc(m["title"])}</option>' for i, m in enumerate(data["modes"])
+    )
     body = f"""<div class="map-head">
 <h1>Map of {esc(embedding.layer)} <span class="type">{esc(embedding.method)}</span></h1>
 <p class="meta">{len(embedding.points):,} images. Scroll or <kbd>+</kbd>/<kbd>−</kbd> to zoom, drag or arrow keys to pan,
@@ -104,7 +138,7 @@ def embedding_page(site: Site) -> str:
 </div>
 <div class="map-area">
 <div class="map-wrap">
-<canvas id="map" tabindex="0" role="img" aria-label="{esc(f'{embedding.method} map of {len(embedding.points):,} images from {embedding.layer}')}"></canvas>
+<canvas id="map" tabindex="0" role="img" aria-label="{esc(f"{embedding.method} map of {len(embedding.points):,} images from {embedding.layer}")}"></canvas>
 <div id="tip" class="tip" hidden><canvas id="tip-thumb" width="128" height="128"></canvas><div class="tip-text"></div></div>
 </div>
 <ul id="legend" class="legend" aria-label="Legend"></ul>

@@ -3,12 +3,13 @@
 Everything is JPEG (small; the site holds thousands of images) except what must stay exact
 (filters, written by the scan as PNG). Writes are atomic, like every cnntool output.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image
 
@@ -43,21 +44,31 @@ def fit(image: Image.Image, min_side: int, max_side: int) -> Image.Image:
     return image
 
 
-def save_patch(original: Image.Image, box: tuple[int, int, int, int], path: str | Path, *,
-               min_side: int = PATCH_MIN_SIDE, max_side: int = PATCH_MAX_SIDE) -> None:
+def save_patch(
+    original: Image.Image,
+    box: tuple[int, int, int, int],
+    path: str | Path,
+    *,
+    min_side: int = PATCH_MIN_SIDE,
+    max_side: int = PATCH_MAX_SIDE,
+) -> None:
     """The receptive-field crop `box` (x0, y0, x1, y1, may reach past the image: zero-padded)
     of the original image, as a JPEG."""
     save_jpeg(fit(original.convert("RGB").crop(box), min_side, max_side), path)
 
 
-def save_source(original: Image.Image, path: str | Path, max_side: int = SOURCE_MAX_SIDE) -> tuple[int, int]:
+def save_source(
+    original: Image.Image, path: str | Path, max_side: int = SOURCE_MAX_SIDE
+) -> tuple[int, int]:
     """A downscaled copy of a whole source image (the page draws the box over it); returns the
     original's (width, height), which the box's pixels refer to."""
     save_jpeg(fit(original.convert("RGB"), min(max_side, 96), max_side), path)
     return original.size
 
 
-ATLAS_PIXEL_BUDGET = 4 * MAX_ATLAS_SIDE * MAX_ATLAS_SIDE  # four full sheets: 256 MB decoded in a browser
+ATLAS_PIXEL_BUDGET = (
+    4 * MAX_ATLAS_SIDE * MAX_ATLAS_SIDE
+)  # four full sheets: 256 MB decoded in a browser
 MIN_THUMB, MAX_THUMB = 16, 64
 
 
@@ -87,9 +98,15 @@ def _atlas_columns(thumb_size: int, max_side: int) -> int:
     return max_side // thumb_size
 
 
-def write_atlases(folder: str | Path, thumbnails: Sequence[Image.Image], thumb_size: int, *,
-                  site_root: str | Path | None = None, prefix: str = "atlas",
-                  max_side: int = MAX_ATLAS_SIDE) -> list[Atlas]:
+def write_atlases(
+    folder: str | Path,
+    thumbnails: Sequence[Image.Image],
+    thumb_size: int,
+    *,
+    site_root: str | Path | None = None,
+    prefix: str = "atlas",
+    max_side: int = MAX_ATLAS_SIDE,
+) -> list[Atlas]:
     """Pack `thumbnails` (PIL images of any size, in an indexable sequence: a lazy one that
     reads each image on demand is fine; each fitted into thumb_size², letterboxed in the
     images' own background colour) into JPEG sprite sheets of at most `max_side` px a side,
@@ -111,6 +128,12 @@ def write_atlases(folder: str | Path, thumbnails: Sequence[Image.Image], thumb_s
             sheet.paste(tile, ((cell % columns) * thumb_size, (cell // columns) * thumb_size))
         path = folder / f"{prefix}_{number:03d}.jpg"
         save_jpeg(sheet, path)
-        atlases.append(Atlas(image=Path(os.path.relpath(path, root)).as_posix(), thumb=thumb_size,
-                             columns=columns, count=count))
+        atlases.append(
+            Atlas(
+                image=Path(os.path.relpath(path, root)).as_posix(),
+                thumb=thumb_size,
+                columns=columns,
+                count=count,
+            )
+        )
     return atlases

@@ -4,6 +4,7 @@ The scan writes images under these names and the renderer links pages with them,
 agree without passing paths around. Layer names are module paths (`_blocks.3`,
 `layer4.1.conv2`); `layer_slug` turns one into a safe file name.
 """
+
 from __future__ import annotations
 
 import hashlib

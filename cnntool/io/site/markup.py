@@ -4,13 +4,14 @@ Every string that reaches a page goes through `esc` (text and attribute values a
 path through `url` (percent-encoded, made relative to the page), and data for scripts through
 `json_script` (no '<', '>' or '&' survives, so nothing can close the script element).
 """
+
 from __future__ import annotations
 
 import html
 import json
 import math
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from urllib.parse import quote
 
 from cnntool.io.site.model import Histogram
@@ -41,8 +42,16 @@ def json_script(element_id: str, data) -> str:
     return f'<script type="application/json" id="{esc(element_id)}">{text}</script>'
 
 
-def img(path: str, prefix: str, alt: str, *, cls: str = "", width: int | None = None,
-        height: int | None = None, lazy: bool = True) -> str:
+def img(
+    path: str,
+    prefix: str,
+    alt: str,
+    *,
+    cls: str = "",
+    width: int | None = None,
+    height: int | None = None,
+    lazy: bool = True,
+) -> str:
     attrs = [f'src="{url(path, prefix)}"', f'alt="{esc(alt)}"']
     if cls:
         attrs.append(f'class="{esc(cls)}"')
@@ -120,25 +129,38 @@ def histogram_svg(histogram: Histogram, title: str, width: int = 360, height: in
         x1 = (edges[i + 1] - low) / span * width
         h = math.log1p(c) / top * plot_h
         if h > 0:
-            bars.append(f'<rect x="{x0:.1f}" y="{plot_h - h:.1f}" width="{max(x1 - x0 - 0.5, 0.5):.1f}" '
-                        f'height="{h:.1f}"><title>{esc(number(edges[i]))} to {esc(number(edges[i + 1]))}: '
-                        f'{c:,}</title></rect>')
+            bars.append(
+                f'<rect x="{x0:.1f}" y="{plot_h - h:.1f}" width="{max(x1 - x0 - 0.5, 0.5):.1f}" '
+                f'height="{h:.1f}"><title>{esc(number(edges[i]))} to {esc(number(edges[i + 1]))}: '
+                f"{c:,}</title></rect>"
+            )
     zero = ""
     if low < 0 < high:
         zx = -low / span * width
-        zero = (f'<line class="zero" x1="{zx:.1f}" x2="{zx:.1f}" y1="0" y2="{plot_h}"/>'
-                f'<text x="{zx:.1f}" y="{height - 6}" text-anchor="middle">0</text>')
-    return (f'<svg class="chart histogram" viewBox="0 0 {width} {height}" role="img" '
-            f'aria-label="{esc(title)}"><title>{esc(title)}</title>'
-            f'<g class="bars">{"".join(bars)}</g>'
-            f'<line class="axis" x1="0" x2="{width}" y1="{plot_h}" y2="{plot_h}"/>{zero}'
-            f'<text x="0" y="{height - 6}">{esc(number(low))}</text>'
-            f'<text x="{width}" y="{height - 6}" text-anchor="end">{esc(number(high))}</text></svg>')
+        zero = (
+            f'<line class="zero" x1="{zx:.1f}" x2="{zx:.1f}" y1="0" y2="{plot_h}"/>'
+            f'<text x="{zx:.1f}" y="{height - 6}" text-anchor="middle">0</text>'
+        )
+    return (
+        f'<svg class="chart histogram" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{esc(title)}"><title>{esc(title)}</title>'
+        f'<g class="bars">{"".join(bars)}</g>'
+        f'<line class="axis" x1="0" x2="{width}" y1="{plot_h}" y2="{plot_h}"/>{zero}'
+        f'<text x="0" y="{height - 6}">{esc(number(low))}</text>'
+        f'<text x="{width}" y="{height - 6}" text-anchor="end">{esc(number(high))}</text></svg>'
+    )
 
 
-def curve_svg(xs: Sequence[float], ys: Sequence[float], labels: Iterable[str], title: str,
-              width: int = 480, height: int = 262, xtitle: str = "ε (L∞, pixel scale 0–1)",
-              ytitle: str = "accuracy (%)") -> str:
+def curve_svg(
+    xs: Sequence[float],
+    ys: Sequence[float],
+    labels: Iterable[str],
+    title: str,
+    width: int = 480,
+    height: int = 262,
+    xtitle: str = "ε (L∞, pixel scale 0–1)",
+    ytitle: str = "accuracy (%)",
+) -> str:
     """A line through (x, y) points, y in [0, 1] (accuracy, drawn in %), x on a true numeric
     axis from 0 to the largest x (a point's position is proportional to its x, never evenly
     spread); `labels` name the points' x ticks, a label too close to the one before is left out
@@ -150,19 +172,29 @@ def curve_svg(xs: Sequence[float], ys: Sequence[float], labels: Iterable[str], t
     grid = "".join(
         f'<line class="grid" x1="{left}" x2="{width - right}" y1="{top + (1 - g) * plot_h:.1f}" '
         f'y2="{top + (1 - g) * plot_h:.1f}"/><text x="{left - 6}" y="{top + (1 - g) * plot_h + 4:.1f}" '
-        f'text-anchor="end">{g * 100:.0f}</text>' for g in (0, 0.25, 0.5, 0.75, 1))
+        f'text-anchor="end">{g * 100:.0f}</text>'
+        for g in (0, 0.25, 0.5, 0.75, 1)
+    )
     ticks, last = [], -math.inf
     for (x, _), label in sorted(zip(points, labels), key=lambda item: item[0][0]):
         if x - last >= 34:
-            ticks.append(f'<text x="{x:.1f}" y="{height - 26}" text-anchor="middle">{esc(label)}</text>')
+            ticks.append(
+                f'<text x="{x:.1f}" y="{height - 26}" text-anchor="middle">{esc(label)}</text>'
+            )
             last = x
-    axes = (f'<text class="axis-title" x="{left + plot_w / 2:.1f}" y="{height - 6}" '
-            f'text-anchor="middle">{esc(xtitle)}</text>'
-            f'<text class="axis-title" x="14" y="{top + plot_h / 2:.1f}" text-anchor="middle" '
-            f'transform="rotate(-90 14 {top + plot_h / 2:.1f})">{esc(ytitle)}</text>')
+    axes = (
+        f'<text class="axis-title" x="{left + plot_w / 2:.1f}" y="{height - 6}" '
+        f'text-anchor="middle">{esc(xtitle)}</text>'
+        f'<text class="axis-title" x="14" y="{top + plot_h / 2:.1f}" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top + plot_h / 2:.1f})">{esc(ytitle)}</text>'
+    )
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4"><title>{esc(share(v))}</title></circle>'
-                   for (x, y), v in zip(points, ys))
-    return (f'<svg class="chart curve" viewBox="0 0 {width} {height}" role="img" '
-            f'aria-label="{esc(title)}"><title>{esc(title)}</title>{grid}{"".join(ticks)}{axes}'
-            f'<polyline points="{path}"/>{dots}</svg>')
+    dots = "".join(
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4"><title>{esc(share(v))}</title></circle>'
+        for (x, y), v in zip(points, ys)
+    )
+    return (
+        f'<svg class="chart curve" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{esc(title)}"><title>{esc(title)}</title>{grid}{"".join(ticks)}{axes}'
+        f'<polyline points="{path}"/>{dots}</svg>'
+    )

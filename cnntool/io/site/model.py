@@ -12,6 +12,7 @@ Conventions:
   image (a receptive field near a border reaches into the padding);
 - None means "not measured" or "does not apply" and is shown as an em dash.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,7 @@ import sys
 import types
 import typing
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 SEVERITIES = ("error", "warning", "info")
@@ -34,14 +35,23 @@ class _Record:
         return {field.name: _plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
 
     def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent,
-                          separators=None if indent else (",", ":"))
+        return json.dumps(
+            self.to_dict(),
+            ensure_ascii=False,
+            indent=indent,
+            separators=None if indent else (",", ":"),
+        )
 
     @classmethod
     def from_dict(cls, data: dict):
         hints = _hints(cls)
-        return cls(**{field.name: _build(hints[field.name], data[field.name])
-                      for field in dataclasses.fields(cls) if field.name in data})
+        return cls(
+            **{
+                field.name: _build(hints[field.name], data[field.name])
+                for field in dataclasses.fields(cls)
+                if field.name in data
+            }
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -54,7 +64,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hints(cls) -> dict:
     return typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
 
@@ -229,7 +239,9 @@ class Unit(_Record):
     correlated: tuple[Correlated, ...] = ()
     votes: tuple[Vote, ...] = ()
     visualization: str | None = None
-    visualization_failure: str | None = None  # why the picture is not a result (tasks.maximize.judge)
+    visualization_failure: str | None = (
+        None  # why the picture is not a result (tasks.maximize.judge)
+    )
 
 
 @dataclass(frozen=True)

@@ -4,20 +4,39 @@ Functions here return strings and touch no files (`write.py` does). Each page is
 document that works from file:// on its own: its links are relative, the data its script needs
 is inlined, and its CSS/JS are the two files under assets/.
 """
+
 from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from cnntool.io.figures import eps_label
 from cnntool.io.site import layout
-from cnntool.io.site.markup import (DASH, count, curve_svg, esc, histogram_svg, img, number, shape,
-                                    share, url)
+from cnntool.io.site.markup import (
+    DASH,
+    count,
+    curve_svg,
+    esc,
+    histogram_svg,
+    img,
+    number,
+    shape,
+    share,
+    url,
+)
 from cnntool.io.site.model import SEVERITIES, Finding, LayerPage, LayerSummary, Site, Unit
 
 
-def shell(site: Site, page: str, title: str, body: str, *, kind: str, scripts: Sequence[str] = ("site.js",)) -> str:
+def shell(
+    site: Site,
+    page: str,
+    title: str,
+    body: str,
+    *,
+    kind: str,
+    scripts: Sequence[str] = ("site.js",),
+) -> str:
     """The frame every page shares: head, the top bar with the site's navigation, the footer."""
     prefix = "../" * layout.depth(page)
     nav = [("Overview", layout.INDEX)]
@@ -27,9 +46,14 @@ def shell(site: Site, page: str, title: str, body: str, *, kind: str, scripts: S
     if site.attack is not None:
         nav.append(("Attack", layout.ATTACK))
     current = ' aria-current="page"'
-    links = "".join(f'<a href="{url(target, prefix)}"{current if _same_section(page, target) else ""}>'
-                    f"{esc(name)}</a>" for name, target in nav)
-    tags = "".join(f'<script src="{url(layout.ASSETS + "/" + s, prefix)}"></script>' for s in scripts)
+    links = "".join(
+        f'<a href="{url(target, prefix)}"{current if _same_section(page, target) else ""}>'
+        f"{esc(name)}</a>"
+        for name, target in nav
+    )
+    tags = "".join(
+        f'<script src="{url(layout.ASSETS + "/" + s, prefix)}"></script>' for s in scripts
+    )
     data = layout.json_beside(page)
     return f"""<!doctype html>
 <html lang="en">
@@ -37,7 +61,7 @@ def shell(site: Site, page: str, title: str, body: str, *, kind: str, scripts: S
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{esc(title)} · {esc(site.model.name)} · cnntool microscope</title>
-<link rel="stylesheet" href="{url(layout.ASSETS + '/site.css', prefix)}">
+<link rel="stylesheet" href="{url(layout.ASSETS + "/site.css", prefix)}">
 </head>
 <body class="page-{esc(kind)}">
 <a class="skip" href="#main">Skip to content</a>
@@ -68,8 +92,15 @@ def _badges(flags: Sequence[str]) -> str:
 
 def _unit_flags(unit: Unit) -> list[str]:
     stats = unit.stats
-    return [name for name, on in (("dead", stats.dead), ("constant", stats.constant),
-                                  ("saturated", stats.saturated)) if on]
+    return [
+        name
+        for name, on in (
+            ("dead", stats.dead),
+            ("constant", stats.constant),
+            ("saturated", stats.saturated),
+        )
+        if on
+    ]
 
 
 DEAD_NOTE = "dead: never fires on DATA"
@@ -79,10 +110,16 @@ NOT_CONVERGED = "did not converge"
 def _failed_fv(unit: Unit, prefix: str, large: bool = False) -> str:
     """In place of a feature visualization that failed its check: "did not converge" and why,
     over the picture dimmed and struck through (it is there to see, not shown as a result)."""
-    picture = img(unit.visualization, prefix, f"unit {unit.index}'s picture, which did not converge "
-                  f"({unit.visualization_failure})", lazy=not large)
-    return (f'<span class="fv fv-failed{" large" if large else ""}">{picture}'
-            f'<span class="fv-mark"><b>{esc(NOT_CONVERGED)}</b> {esc(unit.visualization_failure)}</span></span>')
+    picture = img(
+        unit.visualization,
+        prefix,
+        f"unit {unit.index}'s picture, which did not converge ({unit.visualization_failure})",
+        lazy=not large,
+    )
+    return (
+        f'<span class="fv fv-failed{" large" if large else ""}">{picture}'
+        f'<span class="fv-mark"><b>{esc(NOT_CONVERGED)}</b> {esc(unit.visualization_failure)}</span></span>'
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,16 +129,28 @@ def _failed_fv(unit: Unit, prefix: str, large: bool = False) -> str:
 def index_page(site: Site) -> str:
     model, data = site.model, site.data
     severity_counts = Counter(f.severity for f in site.findings)
-    findings_summary = " ".join(
-        f'<span class="badge {s}">{severity_counts[s]} {s}{"s" if severity_counts[s] != 1 else ""}</span>'
-        for s in SEVERITIES if severity_counts[s]) or "none"
-    accuracy = (f'{share(data.accuracy)} <small>on {data.labelled:,} labelled</small>'
-                if data.accuracy is not None else f'{DASH} <small>no labels</small>')
+    findings_summary = (
+        " ".join(
+            f'<span class="badge {s}">{severity_counts[s]} {s}{"s" if severity_counts[s] != 1 else ""}</span>'
+            for s in SEVERITIES
+            if severity_counts[s]
+        )
+        or "none"
+    )
+    accuracy = (
+        f"{share(data.accuracy)} <small>on {data.labelled:,} labelled</small>"
+        if data.accuracy is not None
+        else f"{DASH} <small>no labels</small>"
+    )
     facts = [
         ("parameters", count(model.params)),
         ("MACs per image", count(model.macs)),
         ("classes", DASH if model.classes is None else f"{model.classes:,}"),
-        ("images scanned", f"{data.images:,}" + (f" <small>{data.skipped:,} skipped</small>" if data.skipped else "")),
+        (
+            "images scanned",
+            f"{data.images:,}"
+            + (f" <small>{data.skipped:,} skipped</small>" if data.skipped else ""),
+        ),
         ("top-1 accuracy", accuracy),
         ("findings", findings_summary),
     ]
@@ -109,8 +158,10 @@ def index_page(site: Site) -> str:
     names = ""
     if model.class_names:
         listed = ", ".join(esc(n) for n in model.class_names)
-        names = (f"<div><dt>class names</dt><dd><details><summary>{len(model.class_names):,} names</summary>"
-                 f'<p class="class-names">{listed}</p></details></dd></div>')
+        names = (
+            f"<div><dt>class names</dt><dd><details><summary>{len(model.class_names):,} names</summary>"
+            f'<p class="class-names">{listed}</p></details></dd></div>'
+        )
     explore = _explore_cards(site)
     body = f"""<section class="hero">
 <div class="hero-text">
@@ -145,13 +196,17 @@ def _explore_cards(site: Site) -> str:
     cards = []
     if site.embedding is not None:
         emb = site.embedding
-        cards.append(f'<a class="explore" href="{url(layout.EMBEDDING)}"><b>Map of {esc(emb.layer)}</b>'
-                     f"<span>{len(emb.points):,} images, {esc(emb.method)}: zoom, hover, click</span></a>")
+        cards.append(
+            f'<a class="explore" href="{url(layout.EMBEDDING)}"><b>Map of {esc(emb.layer)}</b>'
+            f"<span>{len(emb.points):,} images, {esc(emb.method)}: zoom, hover, click</span></a>"
+        )
     if site.attack is not None:
         attack = site.attack
         worst = min(attack.accuracy) if attack.accuracy else None
-        cards.append(f'<a class="explore" href="{url(layout.ATTACK)}"><b>{esc(attack.method)} attack</b>'
-                     f"<span>accuracy down to {share(worst)} at ε = {esc(eps_label(max(attack.eps)))}</span></a>")
+        cards.append(
+            f'<a class="explore" href="{url(layout.ATTACK)}"><b>{esc(attack.method)} attack</b>'
+            f"<span>accuracy down to {share(worst)} at ε = {esc(eps_label(max(attack.eps)))}</span></a>"
+        )
     if not cards:
         return ""
     return f'<section class="explore-row" aria-label="Explore">{"".join(cards)}</section>'
@@ -166,10 +221,16 @@ def _layer_table(site: Site) -> str:
             name = f'<a href="{url(layout.layer_page(layer.name))}">{name}</a>'
         field = DASH if layer.receptive_field is None else f"{layer.receptive_field} px"
         if layer.jump is not None and layer.receptive_field is not None:
-            field += f' <small>/{layer.jump}</small>'
-        warn = f' <span class="badge warning" title="findings">{flagged[layer.name]}</span>' if flagged[layer.name] else ""
-        preview = "".join(img(p, "", f"{layer.name}: preview", cls="thumb", width=32, height=32)
-                          for p in layer.preview[:6])
+            field += f" <small>/{layer.jump}</small>"
+        warn = (
+            f' <span class="badge warning" title="findings">{flagged[layer.name]}</span>'
+            if flagged[layer.name]
+            else ""
+        )
+        preview = "".join(
+            img(p, "", f"{layer.name}: preview", cls="thumb", width=32, height=32)
+            for p in layer.preview[:6]
+        )
         preview = f'<span class="strip">{preview}</span>' if preview else ""
         # data-label: each cell's column name, shown beside it where a phone stacks the row
         rows.append(
@@ -181,14 +242,16 @@ def _layer_table(site: Site) -> str:
             f'<td class="num{_level(layer.dead, 0.1, 0.5)}" data-label="dead">{share(layer.dead)}</td>'
             f'<td class="num{_level(layer.constant, 0.1, 2)}" data-label="constant">{share(layer.constant)}</td>'
             f'<td class="num{_level(layer.mean_abs_r, 0.5, 2)}" data-label="mean |r|">{number(layer.mean_abs_r)}</td>'
-            f'<td class="preview">{preview}</td></tr>')
+            f'<td class="preview">{preview}</td></tr>'
+        )
     return (
         '<div class="table-wrap"><table class="layers layer-list"><thead><tr><th scope="col">layer</th>'
         '<th scope="col">type</th><th scope="col" class="num">output</th><th scope="col" class="num">params</th>'
         '<th scope="col" class="num">MACs</th><th scope="col" class="num" title="receptive field size / jump">'
         'field</th><th scope="col" class="num">units</th><th scope="col" class="num">dead</th>'
         '<th scope="col" class="num">constant</th><th scope="col" class="num">mean <span class="sym">|r|</span></th>'
-        f'<th scope="col">top patches</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+        f'<th scope="col">top patches</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+    )
 
 
 def _level(value: float | None, warning: float, error: float) -> str:
@@ -216,11 +279,19 @@ def _findings(findings: Sequence[Finding], site: Site, prefix: str) -> str:
                     where = f'<a href="{url(layout.layer_page(finding.layer), prefix)}">{where}</a>'
                 where = f'<span class="where">{where}</span> '
             advice = f'<p class="advice">{esc(finding.advice)}</p>' if finding.advice else ""
-            command = f'<pre class="command"><code>{esc(finding.command)}</code></pre>' if finding.command else ""
-            items.append(f'<li class="finding {severity}"><p class="what">{where}{esc(finding.message)}</p>'
-                         f"{advice}{command}</li>")
-        parts.append(f'<h3 class="severity"><span class="badge {severity}">{severity}</span> '
-                     f'{len(group)}</h3><ul class="findings">{"".join(items)}</ul>')
+            command = (
+                f'<pre class="command"><code>{esc(finding.command)}</code></pre>'
+                if finding.command
+                else ""
+            )
+            items.append(
+                f'<li class="finding {severity}"><p class="what">{where}{esc(finding.message)}</p>'
+                f"{advice}{command}</li>"
+            )
+        parts.append(
+            f'<h3 class="severity"><span class="badge {severity}">{severity}</span> '
+            f'{len(group)}</h3><ul class="findings">{"".join(items)}</ul>'
+        )
     return "".join(parts)
 
 
@@ -236,14 +307,20 @@ def layer_page(site: Site, page: LayerPage) -> str:
     target = layout.layer_page(page.name)
     prefix = "../" * layout.depth(target)
     summary = layer_summary(site, page.name)
-    facts = [f"{len(page.units):,} units shown" + (f" of {summary.units:,}" if summary else ""),
-             f"top {page.top} patches each"]
+    facts = [
+        f"{len(page.units):,} units shown" + (f" of {summary.units:,}" if summary else ""),
+        f"top {page.top} patches each",
+    ]
     if page.visualizations:
         facts.append(f"feature visualizations: {page.visualizations}")
     if summary is not None:
         facts.insert(0, f"output {shape(summary.output_shape)}")
-        facts.insert(1, f"receptive field {summary.receptive_field} px, jump {summary.jump}"
-                     if summary.receptive_field is not None else "sees the whole input")
+        facts.insert(
+            1,
+            f"receptive field {summary.receptive_field} px, jump {summary.jump}"
+            if summary.receptive_field is not None
+            else "sees the whole input",
+        )
         if summary.dead is not None:
             facts.append(f"{share(summary.dead)} dead")
         if summary.mean_abs_r is not None:
@@ -251,10 +328,16 @@ def layer_page(site: Site, page: LayerPage) -> str:
     kind = f' <span class="type">{esc(summary.type)}</span>' if summary else ""
     filters = ""
     if summary is not None and summary.filters_image:
-        filters = (f'<figure class="filters panel">{img(summary.filters_image, prefix, f"the filters of {page.name}", lazy=False)}'
-                   f"<figcaption>The learned filters of {esc(page.name)} (0 is mid-grey).</figcaption></figure>")
+        filters = (
+            f'<figure class="filters panel">{img(summary.filters_image, prefix, f"the filters of {page.name}", lazy=False)}'
+            f"<figcaption>The learned filters of {esc(page.name)} (0 is mid-grey).</figcaption></figure>"
+        )
     findings = [f for f in site.findings if f.layer == page.name]
-    finding_html = f'<section class="layer-findings">{_findings(findings, site, prefix)}</section>' if findings else ""
+    finding_html = (
+        f'<section class="layer-findings">{_findings(findings, site, prefix)}</section>'
+        if findings
+        else ""
+    )
     cards = "".join(unit_card(page, unit, prefix) for unit in page.units)
     body = f"""<nav class="crumbs" aria-label="Breadcrumb"><a href="{url(layout.INDEX, prefix)}">overview</a> › {esc(page.name)}</nav>
 <h1>{esc(page.name)}{kind}</h1>
@@ -290,14 +373,20 @@ def unit_card(page: LayerPage, unit: Unit, prefix: str) -> str:
     flags = _unit_flags(unit)
     patches = "".join(
         img(p.image, prefix, f"unit {unit.index}, hit {rank + 1}: {number(p.value)}", cls="patch")
-        for rank, p in enumerate(unit.patches))
+        for rank, p in enumerate(unit.patches)
+    )
     fv = ""
     if unit.visualization and unit.visualization_failure:
         fv = _failed_fv(unit, prefix)
     elif unit.visualization:
-        fv = img(unit.visualization, prefix, f"feature visualization of unit {unit.index}", cls="fv")
-    body = f'<span class="patches">{patches}</span>' if unit.patches else \
-        '<span class="no-patches">no positive activation on DATA</span>'
+        fv = img(
+            unit.visualization, prefix, f"feature visualization of unit {unit.index}", cls="fv"
+        )
+    body = (
+        f'<span class="patches">{patches}</span>'
+        if unit.patches
+        else '<span class="no-patches">no positive activation on DATA</span>'
+    )
     if stats.dead:  # nothing to draw: the badge says why (no grey square, no empty frames)
         fv = ""
         body = body if unit.patches else ""
@@ -318,8 +407,9 @@ def unit_card(page: LayerPage, unit: Unit, prefix: str) -> str:
         f'data-sparsity="{sparsity}" data-dead="{int(stats.dead)}" '
         f'aria-label="unit {unit.index}: top activation {esc(number(stats.max))}{", " + ", ".join(flags) if flags else ""}">'
         f'<span class="card-head"><span class="unit-name">unit {unit.index}</span>{_badges(_unit_flags(unit))}</span>'
-        f'{card_body}'
-        f'<span class="card-stats">{stat_html}</span></a>\n')
+        f"{card_body}"
+        f'<span class="card-stats">{stat_html}</span></a>\n'
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,37 +424,55 @@ def unit_page(site: Site, page: LayerPage, position: int) -> str:
     neighbours = []
     if position > 0:
         prev = page.units[position - 1].index
-        neighbours.append(f'<a rel="prev" href="{url(layout.unit_page(page.name, prev), prefix)}">← unit {prev}</a>')
+        neighbours.append(
+            f'<a rel="prev" href="{url(layout.unit_page(page.name, prev), prefix)}">← unit {prev}</a>'
+        )
     if position + 1 < len(page.units):
         nxt = page.units[position + 1].index
-        neighbours.append(f'<a rel="next" href="{url(layout.unit_page(page.name, nxt), prefix)}">unit {nxt} →</a>')
+        neighbours.append(
+            f'<a rel="next" href="{url(layout.unit_page(page.name, nxt), prefix)}">unit {nxt} →</a>'
+        )
     pager = f'<nav class="pager" aria-label="Units">{"".join(neighbours)}</nav>'
     if stats.dead:
-        fv = ('<p class="note dead-note">The unit is never above 0 on DATA: it has no top patches, '
-              "and no picture of what it would draw is shown.</p>")
+        fv = (
+            '<p class="note dead-note">The unit is never above 0 on DATA: it has no top patches, '
+            "and no picture of what it would draw is shown.</p>"
+        )
     elif unit.visualization and unit.visualization_failure:
-        fv = (f'<figure class="fv-large">{_failed_fv(unit, prefix, large=True)}'
-              f"<figcaption>The search for the input that maximizes the unit {esc(NOT_CONVERGED)} "
-              f"({esc(_failure_text(unit.visualization_failure))}): this is not what the unit would draw."
-              "</figcaption></figure>")
+        fv = (
+            f'<figure class="fv-large">{_failed_fv(unit, prefix, large=True)}'
+            f"<figcaption>The search for the input that maximizes the unit {esc(NOT_CONVERGED)} "
+            f"({esc(_failure_text(unit.visualization_failure))}): this is not what the unit would draw."
+            "</figcaption></figure>"
+        )
     elif unit.visualization:
-        fv = (f'<figure class="fv-large">{img(unit.visualization, prefix, f"feature visualization of unit {unit.index}", lazy=False)}'
-              "<figcaption>What the unit would draw: the input that maximizes it (contrast stretched "
-              "to its 1st–99th percentile"
-              + (f"; {esc(page.visualizations)}" if page.visualizations else "")
-              + ").</figcaption></figure>")
+        fv = (
+            f'<figure class="fv-large">{img(unit.visualization, prefix, f"feature visualization of unit {unit.index}", lazy=False)}'
+            "<figcaption>What the unit would draw: the input that maximizes it (contrast stretched "
+            "to its 1st–99th percentile"
+            + (f"; {esc(page.visualizations)}" if page.visualizations else "")
+            + ").</figcaption></figure>"
+        )
     else:
         fv = ""
-    rows = [("mean", number(stats.mean)), ("max", number(stats.max)),
-            ("lifetime sparsity", DASH if stats.lifetime_sparsity is None else f"{stats.lifetime_sparsity:.3f}"),
-            ("active on", share(stats.active)),
-            ("flags", _badges(_unit_flags(unit)) or "none")]
-    table = "".join(f"<tr><th scope=\"row\">{esc(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    rows = [
+        ("mean", number(stats.mean)),
+        ("max", number(stats.max)),
+        (
+            "lifetime sparsity",
+            DASH if stats.lifetime_sparsity is None else f"{stats.lifetime_sparsity:.3f}",
+        ),
+        ("active on", share(stats.active)),
+        ("flags", _badges(_unit_flags(unit)) or "none"),
+    ]
+    table = "".join(f'<tr><th scope="row">{esc(k)}</th><td>{v}</td></tr>' for k, v in rows)
     histogram = ""
     if unit.histogram is not None:
         title = f"histogram of unit {unit.index}'s {page.histogram_of} (counts on a log scale)"
-        histogram = (f'<figure class="hist">{histogram_svg(unit.histogram, title)}'
-                     f"<figcaption>{esc(page.histogram_of)}, counts on a log scale</figcaption></figure>")
+        histogram = (
+            f'<figure class="hist">{histogram_svg(unit.histogram, title)}'
+            f"<figcaption>{esc(page.histogram_of)}, counts on a log scale</figcaption></figure>"
+        )
     shown = {u.index for u in page.units}
     correlated = ""
     if unit.correlated:
@@ -372,7 +480,9 @@ def unit_page(site: Site, page: LayerPage, position: int) -> str:
         for other in unit.correlated:
             label = f"unit {other.unit}"
             if other.unit in shown:
-                label = f'<a href="{url(layout.unit_page(page.name, other.unit), prefix)}">{label}</a>'
+                label = (
+                    f'<a href="{url(layout.unit_page(page.name, other.unit), prefix)}">{label}</a>'
+                )
             chips.append(f'<li>{label} <span class="r">r {other.r:+.2f}</span></li>')
         correlated = f'<div class="side"><h2>Most correlated units</h2><ul class="chips">{"".join(chips)}</ul></div>'
     votes = ""
@@ -381,12 +491,20 @@ def unit_page(site: Site, page: LayerPage, position: int) -> str:
         bars = "".join(
             f'<li class="{"neg" if v.score < 0 else "pos"}"><span class="vote-name">{esc(v.name)}</span>'
             f'<span class="vote-bar"><span style="width:{abs(v.score) / largest * 100:.1f}%"></span></span>'
-            f'<span class="vote-score">{number(v.score)}</span></li>' for v in unit.votes)
-        votes = (f'<div class="side"><h2>Votes for classes</h2><p class="note">weight × mean activation</p>'
-                 f'<ol class="votes">{bars}</ol></div>')
+            f'<span class="vote-score">{number(v.score)}</span></li>'
+            for v in unit.votes
+        )
+        votes = (
+            f'<div class="side"><h2>Votes for classes</h2><p class="note">weight × mean activation</p>'
+            f'<ol class="votes">{bars}</ol></div>'
+        )
     hits = "".join(_hit(unit, rank, prefix) for rank in range(len(unit.patches)))
     has_projection = any(p.projection for p in unit.patches)
-    legend = "patch · guided backprop · where it is in its image" if has_projection else "patch · where it is in its image"
+    legend = (
+        "patch · guided backprop · where it is in its image"
+        if has_projection
+        else "patch · where it is in its image"
+    )
     patches_panel = _patches_panel(unit, hits, legend)
     body = f"""<nav class="crumbs" aria-label="Breadcrumb"><a href="{url(layout.INDEX, prefix)}">overview</a> › <a href="{url(layout.layer_page(page.name), prefix)}">{esc(page.name)}</a> › unit {unit.index}</nav>
 <div class="unit-head"><h1>{esc(page.name)} <span class="unit-number">unit {unit.index}</span></h1>{pager}</div>
@@ -405,8 +523,10 @@ def _patches_panel(unit: Unit, hits: str, legend: str) -> str:
     """The top patches; none for a dead unit (its badge says why), a note for a unit that is
     never positive on DATA but not judged dead."""
     if unit.patches:
-        return (f'<section class="panel">\n<h2>Top {len(unit.patches)} patches <small>{esc(legend)}</small></h2>\n'
-                f'<div class="hits">{hits}</div>\n</section>')
+        return (
+            f'<section class="panel">\n<h2>Top {len(unit.patches)} patches <small>{esc(legend)}</small></h2>\n'
+            f'<div class="hits">{hits}</div>\n</section>'
+        )
     if unit.stats.dead:
         return ""
     return '<p class="note">No image of DATA makes this unit positive: no top patches.</p>'
@@ -414,15 +534,23 @@ def _patches_panel(unit: Unit, hits: str, legend: str) -> str:
 
 def _failure_text(failure: str) -> str:
     """A failure reason (tasks.maximize.judge.Check.reason) in a sentence."""
-    return {"flat": "the picture is flat: no contrast to show",
-            "below the data's best": "the unit is weaker on the picture than on its best image of DATA",
-            }.get(failure, failure)
+    return {
+        "flat": "the picture is flat: no contrast to show",
+        "below the data's best": "the unit is weaker on the picture than on its best image of DATA",
+    }.get(failure, failure)
 
 
 def _hit(unit: Unit, rank: int, prefix: str) -> str:
     patch = unit.patches[rank]
-    name = "/".join(patch.source_path.replace("\\", "/").split("/")[-2:])  # folder/file: the class, often
-    top = img(patch.image, prefix, f"hit {rank + 1}: the patch, activation {number(patch.value)}", cls="patch")
+    name = "/".join(
+        patch.source_path.replace("\\", "/").split("/")[-2:]
+    )  # folder/file: the class, often
+    top = img(
+        patch.image,
+        prefix,
+        f"hit {rank + 1}: the patch, activation {number(patch.value)}",
+        cls="patch",
+    )
     if patch.projection:
         top += img(patch.projection, prefix, f"hit {rank + 1}: guided backprop", cls="patch")
     source = ""
@@ -431,14 +559,20 @@ def _hit(unit: Unit, rank: int, prefix: str) -> str:
         x0, y0, x1, y1 = patch.box
         left, right = max(x0, 0) / width * 100, min(x1, width) / width * 100
         top_, bottom = max(y0, 0) / height * 100, min(y1, height) / height * 100
-        box = (f'<span class="box" style="left:{left:.2f}%;top:{top_:.2f}%;'
-               f'width:{max(right - left, 0):.2f}%;height:{max(bottom - top_, 0):.2f}%"></span>')
-        source = (f'<span class="source" style="aspect-ratio:{width}/{height}">'
-                  f'{img(patch.source_image, prefix, f"hit {rank + 1}: the receptive field in {name}")}{box}</span>')
+        box = (
+            f'<span class="box" style="left:{left:.2f}%;top:{top_:.2f}%;'
+            f'width:{max(right - left, 0):.2f}%;height:{max(bottom - top_, 0):.2f}%"></span>'
+        )
+        source = (
+            f'<span class="source" style="aspect-ratio:{width}/{height}">'
+            f"{img(patch.source_image, prefix, f'hit {rank + 1}: the receptive field in {name}')}{box}</span>"
+        )
     cols = " two" if patch.projection else ""
-    return (f'<figure class="hit"><span class="hit-top{cols}">{top}</span>{source}'
-            f'<figcaption><b>{number(patch.value)}</b> <span class="rank">#{rank + 1}</span> '
-            f'<span class="path" title="{esc(patch.source_path)}">{esc(name)}</span></figcaption></figure>')
+    return (
+        f'<figure class="hit"><span class="hit-top{cols}">{top}</span>{source}'
+        f'<figcaption><b>{number(patch.value)}</b> <span class="rank">#{rank + 1}</span> '
+        f'<span class="path" title="{esc(patch.source_path)}">{esc(name)}</span></figcaption></figure>'
+    )
 
 
 def _covers(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
@@ -464,13 +598,16 @@ def attack_page(site: Site) -> str:
         eps, accuracy = [0.0, *eps], [attack.clean_accuracy, *accuracy]
     labels = [eps_label(e) for e in eps]
     title = f"accuracy against {attack.method} as ε grows"
-    rows = "".join(f'<tr><td class="num">{esc(label)}</td><td class="num">{share(a)}</td></tr>'
-                   for label, a in zip(labels, accuracy))
+    rows = "".join(
+        f'<tr><td class="num">{esc(label)}</td><td class="num">{share(a)}</td></tr>'
+        for label, a in zip(labels, accuracy)
+    )
     triptychs = "".join(
         f'<figure class="triptych">{img(t.image, "", f"{t.label} becomes {t.adversarial} at ε = {eps_label(t.eps)}")}'
         f"<figcaption>{esc(t.label)} → <b>{esc(t.adversarial)}</b> at ε = {esc(eps_label(t.eps))}"
         f"{_amplified(t.eps)}</figcaption></figure>"
-        for t in attack.triptychs)
+        for t in attack.triptychs
+    )
     body = f"""<h1>{esc(attack.method)} <span class="type">adversarial examples</span></h1>
 <p class="meta">ε in pixel units of [0, 1] (8/255 = 8 steps of an 8-bit image), applied before the model's normalization; ε = 0 is the clean accuracy. In the triptychs the perturbation is amplified so that −ε is black, no change grey and +ε white.</p>
 <section class="attack-top">
@@ -479,4 +616,3 @@ def attack_page(site: Site) -> str:
 </section>
 <section class="panel"><h2>Original · perturbation · adversarial</h2><div class="triptychs">{triptychs}</div></section>"""
     return shell(site, layout.ATTACK, "Attack", body, kind="attack")
-

@@ -4,12 +4,13 @@ The scan writes the images first (names from `layout`), then calls `write_site`,
 per-page writers as the data comes (a layer page at a time keeps memory flat). Every file is
 written atomically; the folder may already hold an earlier site (files are replaced).
 """
+
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 from cnntool.io.site import layout
 from cnntool.io.site.embedding import embedding_page

@@ -6,12 +6,40 @@
 - scan: a whole dataset at one or more ε, with per-image outcomes and per-ε summaries.
 - run: a scan session's images (every rank's under torchrun) attacked, judged and merged.
 """
+
 from cnntool.tasks.attack.methods import NORMS, PixelModel, bim, check_eps, classify, fgsm, pgd
 from cnntool.tasks.attack.run import METHODS, AttackRun, attack_method, run_attack
-from cnntool.tasks.attack.scan import (AttackedImage, AttackSummary, AttackTally, attack_batch,
-                                       attack_dataset, classify_images, succeeded)
+from cnntool.tasks.attack.scan import (
+    AttackedImage,
+    AttackSummary,
+    AttackTally,
+    attack_batch,
+    attack_dataset,
+    classify_images,
+    succeeded,
+)
 from cnntool.tasks.attack.targets import LEAST_LIKELY, resolve_target, target_classes
 
-__all__ = ["NORMS", "LEAST_LIKELY", "METHODS", "AttackedImage", "AttackRun", "PixelModel", "AttackSummary", "AttackTally",
-           "attack_batch", "attack_dataset", "attack_method", "bim", "check_eps", "classify", "classify_images", "fgsm", "pgd",
-           "resolve_target", "run_attack", "succeeded", "target_classes"]
+__all__ = [
+    "NORMS",
+    "LEAST_LIKELY",
+    "METHODS",
+    "AttackedImage",
+    "AttackRun",
+    "PixelModel",
+    "AttackSummary",
+    "AttackTally",
+    "attack_batch",
+    "attack_dataset",
+    "attack_method",
+    "bim",
+    "check_eps",
+    "classify",
+    "classify_images",
+    "fgsm",
+    "pgd",
+    "resolve_target",
+    "run_attack",
+    "succeeded",
+    "target_classes",
+]

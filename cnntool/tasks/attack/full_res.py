@@ -7,8 +7,8 @@ the crop shows, leaves the rest of the photo untouched, and returns the 8-bit im
 publish. `scan.classify_images` re-checks such files through the model's full preprocessing (resize
 and crop included), which is how anyone would use them.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import torch.nn.functional as F
@@ -27,8 +27,9 @@ def crop_extent(preprocessing: Preprocessing, width: int, height: int) -> tuple[
     return round(left), round(top), round(right), round(bottom)
 
 
-def full_resolution(preprocessing: Preprocessing, original: Image.Image, clean: Tensor,
-                    adversarial: Tensor) -> Image.Image:
+def full_resolution(
+    preprocessing: Preprocessing, original: Image.Image, clean: Tensor, adversarial: Tensor
+) -> Image.Image:
     """The original image plus the upsampled perturbation `adversarial - clean` (both [0, 1]
     pixels at the model's input size, C×H×W), clamped to [0, 1] and quantized to 8 bits."""
     mode = preprocessing.pil_mode
@@ -41,7 +42,7 @@ def full_resolution(preprocessing: Preprocessing, original: Image.Image, clean: 
     upsampled = F.interpolate(delta, size=(bottom - top, right - left), mode="nearest")
     upsampled = upsampled[0].permute(1, 2, 0).numpy()
     y0, x0, y1, x1 = max(top, 0), max(left, 0), min(bottom, height), min(right, width)
-    photo[y0:y1, x0:x1] += upsampled[y0 - top:y1 - top, x0 - left:x1 - left]
+    photo[y0:y1, x0:x1] += upsampled[y0 - top : y1 - top, x0 - left : x1 - left]
     # NaN (a diverged model's perturbation) becomes 0 here, not an arbitrary byte and a numpy
     # "invalid value encountered in cast" warning
     array = (np.clip(np.nan_to_num(photo, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -12,11 +12,12 @@ The update rules are written exactly as torchattacks writes them (cross-entropy 
 the batch, `x + ε·sign(∇)`, then clamp), so the results are bit-identical to its FGSM and to its
 PGD without random start; tests/test_attack.py checks that.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +37,20 @@ def check_eps(eps: float, norm: str = "linf") -> None:
     if norm not in NORMS:
         raise CnnToolError(f"unknown norm '{norm}'; use one of {', '.join(NORMS)}")
     if not math.isfinite(eps) or eps < 0 or (norm == "linf" and eps > 1):
-        bound = "[0, 1] (pixel units: 8/255 is 8 steps of an 8-bit image)" if norm == "linf" else "≥ 0"
+        bound = (
+            "[0, 1] (pixel units: 8/255 is 8 steps of an 8-bit image)" if norm == "linf" else "≥ 0"
+        )
         raise CnnToolError(f"eps {eps:g} is outside {bound}")
 
 
-def fgsm(model: LoadedModel | nn.Module, images: Tensor, labels: Tensor, eps: float, *,
-         targeted: bool = False) -> Tensor:
+def fgsm(
+    model: LoadedModel | nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    eps: float,
+    *,
+    targeted: bool = False,
+) -> Tensor:
     """One step of size ε along the sign of the loss gradient: the adversarial batch in [0, 1].
 
     `images` are [0, 1] pixels (N, C, H, W). A LoadedModel is normalized with its own
@@ -55,10 +64,19 @@ def fgsm(model: LoadedModel | nn.Module, images: Tensor, labels: Tensor, eps: fl
     return torch.clamp(images + eps * gradient.sign(), min=0, max=1).detach()
 
 
-def pgd(model: LoadedModel | nn.Module, images: Tensor, labels: Tensor, eps: float, *,
-        steps: int = 10, step_size: float | None = None, norm: str = "linf",
-        random_start: bool = True, targeted: bool = False,
-        generator: torch.Generator | None = None) -> Tensor:
+def pgd(
+    model: LoadedModel | nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    norm: str = "linf",
+    random_start: bool = True,
+    targeted: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Projected gradient descent: `steps` steps of `step_size` (default 2.5·ε/steps, Madry et
     al.), each projected back onto the ε-ball around `images` (L∞ or L2) and into [0, 1].
     With `random_start` it begins at a random point of the ball (drawn from
@@ -72,22 +90,43 @@ def pgd(model: LoadedModel | nn.Module, images: Tensor, labels: Tensor, eps: flo
     originals = images.detach()
     if eps == 0:  # the ball is a point (and an L2 projection would divide 0 by 0)
         return originals.clone()
-    adversarial = _random_start(originals, eps, norm, generator) if random_start else originals.clone()
+    adversarial = (
+        _random_start(originals, eps, norm, generator) if random_start else originals.clone()
+    )
     forward = _PixelForward.of(model)
     with _input_gradient_only(forward.module):
         for _ in range(steps):
             gradient = _loss_gradient(forward, adversarial, labels, targeted)
-            adversarial = _project(originals, _ascend(adversarial, gradient, step_size, norm), eps, norm)
+            adversarial = _project(
+                originals, _ascend(adversarial, gradient, step_size, norm), eps, norm
+            )
     return adversarial
 
 
-def bim(model: LoadedModel | nn.Module, images: Tensor, labels: Tensor, eps: float, *,
-        steps: int = 10, step_size: float | None = None, norm: str = "linf",
-        targeted: bool = False) -> Tensor:
+def bim(
+    model: LoadedModel | nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    norm: str = "linf",
+    targeted: bool = False,
+) -> Tensor:
     """The basic iterative method (Kurakin et al.): FGSM repeated with small steps, clipped to
     the ε-ball and [0, 1] after each; that is PGD starting at the image itself."""
-    return pgd(model, images, labels, eps, steps=steps, step_size=step_size, norm=norm,
-               random_start=False, targeted=targeted)
+    return pgd(
+        model,
+        images,
+        labels,
+        eps,
+        steps=steps,
+        step_size=step_size,
+        norm=norm,
+        random_start=False,
+        targeted=targeted,
+    )
 
 
 @torch.no_grad()
@@ -102,6 +141,7 @@ def classify(model: LoadedModel | nn.Module, images: Tensor) -> tuple[Tensor, Te
 
 # ---------------------------------------------------------------------------------------------
 
+
 class _PixelForward:
     """[0, 1] pixels -> logits: the model's normalization, then the model."""
 
@@ -109,7 +149,7 @@ class _PixelForward:
         self.module, self.normalize = module, normalize
 
     @classmethod
-    def of(cls, model: LoadedModel | nn.Module) -> "_PixelForward":
+    def of(cls, model: LoadedModel | nn.Module) -> _PixelForward:
         if isinstance(model, LoadedModel):
             return cls(model.module, model.preprocessing.normalize)
         return cls(model, None)
@@ -153,7 +193,9 @@ def _input_gradient_only(module: nn.Module) -> Iterator[None]:
         yield
 
 
-def _loss_gradient(forward: _PixelForward, images: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+def _loss_gradient(
+    forward: _PixelForward, images: Tensor, labels: Tensor, targeted: bool
+) -> Tensor:
     """∇ₓ of the batch-mean cross-entropy (negated when targeted: the target's loss goes down)."""
     with torch.enable_grad():
         images = images.detach().requires_grad_(True)
@@ -180,12 +222,16 @@ def _project(originals: Tensor, images: Tensor, eps: float, norm: str) -> Tensor
     return torch.clamp(originals + delta, min=0, max=1).detach()
 
 
-def _random_start(originals: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
+def _random_start(
+    originals: Tensor, eps: float, norm: str, generator: torch.Generator | None
+) -> Tensor:
     if norm == "linf":
         noise = torch.empty_like(originals).uniform_(-eps, eps, generator=generator)
     else:  # a uniformly random direction, at a uniformly random fraction of the radius
         direction = torch.empty_like(originals).normal_(generator=generator)
-        radius = torch.empty(len(originals), device=originals.device).uniform_(0, 1, generator=generator)
+        radius = torch.empty(len(originals), device=originals.device).uniform_(
+            0, 1, generator=generator
+        )
         norms = direction.flatten(1).norm(p=2, dim=1)
         noise = direction * (radius * eps / norms).view(-1, 1, 1, 1)
     return torch.clamp(originals + noise, min=0, max=1)

@@ -4,10 +4,11 @@ Labels come from the dataset when they map onto the model's classes, else from t
 clean prediction (so a true label never leaks where there is none, as cleverhans advises); every
 outcome says which (`label_source`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -58,14 +59,25 @@ class AttackedImage:
         return succeeded(prediction, self.label, self.target)
 
     def to_record(self) -> dict:
-        record = {"path": self.path, "eps": self.eps, "label": self.label,
-                  "label_source": self.label_source}
+        record = {
+            "path": self.path,
+            "eps": self.eps,
+            "label": self.label,
+            "label_source": self.label_source,
+        }
         if self.target is not None:
             record["target"] = self.target
-        record.update(clean_pred=self.clean_pred, clean_name=self.clean_name,
-                      clean_conf=round(self.clean_conf, 6), adv_pred=self.adv_pred,
-                      adv_name=self.adv_name, adv_conf=round(self.adv_conf, 6),
-                      success=self.success, linf=round(self.linf, 6), l2=round(self.l2, 6))
+        record.update(
+            clean_pred=self.clean_pred,
+            clean_name=self.clean_name,
+            clean_conf=round(self.clean_conf, 6),
+            adv_pred=self.adv_pred,
+            adv_name=self.adv_name,
+            adv_conf=round(self.adv_conf, 6),
+            success=self.success,
+            linf=round(self.linf, 6),
+            l2=round(self.l2, 6),
+        )
         if self.upscaled:
             record["upscaled_from"] = list(self.original_size)
         if not self.finite:
@@ -78,52 +90,98 @@ def succeeded(prediction: int, label: int, target: int | None) -> bool:
     return prediction == target if target is not None else prediction != label
 
 
-def attack_batch(model: LoadedModel, dataset: DataSet, batch: Batch, attack: AttackFunction,
-                 eps_values: Sequence[float], target: Target | None,
-                 to_class: Callable[[int], int | None], prepared=None) -> list[list[AttackedImage]]:
+def attack_batch(
+    model: LoadedModel,
+    dataset: DataSet,
+    batch: Batch,
+    attack: AttackFunction,
+    eps_values: Sequence[float],
+    target: Target | None,
+    to_class: Callable[[int], int | None],
+    prepared=None,
+) -> list[list[AttackedImage]]:
     """One batch of [0, 1] pixels attacked at each ε: a list of the batch's outcomes per ε.
     `prepared` (core.runtime, needs_grad=True) runs it in the scan's layout and precision."""
     if prepared is None:
-        return _attack_batch(model, dataset, batch, attack, eps_values, target, to_class,
-                             batch.inputs.to(model.device))
+        return _attack_batch(
+            model,
+            dataset,
+            batch,
+            attack,
+            eps_values,
+            target,
+            to_class,
+            batch.inputs.to(model.device),
+        )
     with prepared.forward():
-        return _attack_batch(model, dataset, batch, attack, eps_values, target, to_class,
-                             prepared.inputs(batch.inputs))
+        return _attack_batch(
+            model,
+            dataset,
+            batch,
+            attack,
+            eps_values,
+            target,
+            to_class,
+            prepared.inputs(batch.inputs),
+        )
 
 
 def _attack_batch(model, dataset, batch, attack, eps_values, target, to_class, images):
     crop = model.preprocessing.crop
     clean_pred, clean_conf, clean_logits = classify(model, images)
     mapped = [to_class(i) for i in batch.indices]
-    labels = torch.tensor([clean_pred[row].item() if label is None else label
-                           for row, label in enumerate(mapped)], device=images.device)
+    labels = torch.tensor(
+        [clean_pred[row].item() if label is None else label for row, label in enumerate(mapped)],
+        device=images.device,
+    )
     targets = target_classes(target, clean_logits) if target is not None else None
     outcomes = []
     for eps in eps_values:
-        adversarial = attack(model, images, labels if targets is None else targets, eps,
-                             targeted=targets is not None)
+        adversarial = attack(
+            model, images, labels if targets is None else targets, eps, targeted=targets is not None
+        )
         adv_pred, adv_conf, adv_logits = classify(model, adversarial)
-        finite = (torch.isfinite(clean_logits).all(dim=1) & torch.isfinite(adv_logits).all(dim=1)).tolist()
+        finite = (
+            torch.isfinite(clean_logits).all(dim=1) & torch.isfinite(adv_logits).all(dim=1)
+        ).tolist()
         delta = (adversarial - images).flatten(1)
         linf, l2 = delta.abs().amax(dim=1).tolist(), delta.norm(p=2, dim=1).tolist()
-        outcomes.append([AttackedImage(
-            index=item, path=dataset.paths[item], eps=eps, label=int(labels[row]),
-            label_source="prediction" if mapped[row] is None else "dataset",
-            target=None if targets is None else int(targets[row]),
-            clean_pred=int(clean_pred[row]), clean_conf=float(clean_conf[row]),
-            adv_pred=int(adv_pred[row]), adv_conf=float(adv_conf[row]),
-            linf=linf[row], l2=l2[row], original_size=tuple(batch.sizes[row]),
-            upscaled=batch.sizes[row][0] < crop[1] or batch.sizes[row][1] < crop[0],
-            clean_name=model.class_name(int(clean_pred[row])),
-            adv_name=model.class_name(int(adv_pred[row])),
-            clean=images[row], adversarial=adversarial[row], finite=finite[row])
-            for row, item in enumerate(batch.indices)])
+        outcomes.append(
+            [
+                AttackedImage(
+                    index=item,
+                    path=dataset.paths[item],
+                    eps=eps,
+                    label=int(labels[row]),
+                    label_source="prediction" if mapped[row] is None else "dataset",
+                    target=None if targets is None else int(targets[row]),
+                    clean_pred=int(clean_pred[row]),
+                    clean_conf=float(clean_conf[row]),
+                    adv_pred=int(adv_pred[row]),
+                    adv_conf=float(adv_conf[row]),
+                    linf=linf[row],
+                    l2=l2[row],
+                    original_size=tuple(batch.sizes[row]),
+                    upscaled=batch.sizes[row][0] < crop[1] or batch.sizes[row][1] < crop[0],
+                    clean_name=model.class_name(int(clean_pred[row])),
+                    adv_name=model.class_name(int(adv_pred[row])),
+                    clean=images[row],
+                    adversarial=adversarial[row],
+                    finite=finite[row],
+                )
+                for row, item in enumerate(batch.indices)
+            ]
+        )
     return outcomes
 
 
-def attack_dataset(model: LoadedModel, stream: BatchStream, attack: AttackFunction,
-                   eps_values: Sequence[float], target: Target | None = None,
-                   ) -> Iterator[list[AttackedImage]]:
+def attack_dataset(
+    model: LoadedModel,
+    stream: BatchStream,
+    attack: AttackFunction,
+    eps_values: Sequence[float],
+    target: Target | None = None,
+) -> Iterator[list[AttackedImage]]:
     """For each batch of `stream` (which must give [0, 1] pixels: `normalize=False`) and each ε,
     the batch's attacked images. Unreadable images are skipped (see `stream.skipped`)."""
     if stream.normalize:
@@ -133,16 +191,18 @@ def attack_dataset(model: LoadedModel, stream: BatchStream, attack: AttackFuncti
         yield from attack_batch(model, stream.dataset, batch, attack, eps_values, target, to_class)
 
 
-def classify_images(model: LoadedModel, images: Sequence[Image.Image], *,
-                    preprocess: bool = True) -> list[int]:
+def classify_images(
+    model: LoadedModel, images: Sequence[Image.Image], *, preprocess: bool = True
+) -> list[int]:
     """The model's predictions for PIL images: through its whole preprocessing (resize and crop:
     full-size photos), or with `preprocess=False` as they are (adversarial images read back
     from 8-bit files, which already have the model's input size)."""
     if preprocess:
         pixels = torch.stack([model.preprocessing.to_pixels(image) for image in images])
     else:
-        pixels = torch.stack([pil_to_tensor(model.preprocessing.convert(image)).float().div(255)
-                              for image in images])
+        pixels = torch.stack(
+            [pil_to_tensor(model.preprocessing.convert(image)).float().div(255) for image in images]
+        )
     predicted, _, _ = classify(model, pixels.to(model.device))
     return predicted.tolist()
 
@@ -181,28 +241,37 @@ class AttackSummary:
         note = "the model's clean predictions, so clean accuracy counts them as right"
         if not self.labels_from_dataset:
             return f"labels: {note}"
-        return f"labels: {self.labels_from_dataset} from the dataset, {from_predictions} from {note}"
+        return (
+            f"labels: {self.labels_from_dataset} from the dataset, {from_predictions} from {note}"
+        )
 
     def describe(self, method: str, norm: str, targeted: bool, eps_text: str) -> str:
         """One sentence: accuracy before and after, success rate, and after saving."""
         goal = "classified as the target" if targeted else "misclassified"
-        line = (f"{method} ε = {eps_text} ({norm}) on {self.images} images "
-                f"({self.label_sources()}): accuracy {_percent(self.clean_accuracy)} → "
-                f"{_percent(self.adv_accuracy)}; success rate {_percent(self.success_rate)} "
-                f"({self.successes}/{self.images} {goal})")
+        line = (
+            f"{method} ε = {eps_text} ({norm}) on {self.images} images "
+            f"({self.label_sources()}): accuracy {_percent(self.clean_accuracy)} → "
+            f"{_percent(self.adv_accuracy)}; success rate {_percent(self.success_rate)} "
+            f"({self.successes}/{self.images} {goal})"
+        )
         if self.saved:
-            line += (f"; after saving as 8-bit PNG {self.successes_after_save}/{self.saved} "
-                     "still succeed")
+            line += (
+                f"; after saving as 8-bit PNG {self.successes_after_save}/{self.saved} "
+                "still succeed"
+            )
         if self.nonfinite:
             line += f"; {self.nonfinite} with non-finite logits counted wrong"
         return line
 
     def to_record(self) -> dict:
-        record = {"eps": self.eps, "images": self.images,
-                  "labels_from_dataset": self.labels_from_dataset,
-                  "clean_accuracy": _rounded(self.clean_accuracy),
-                  "adv_accuracy": _rounded(self.adv_accuracy),
-                  "success_rate": _rounded(self.success_rate)}
+        record = {
+            "eps": self.eps,
+            "images": self.images,
+            "labels_from_dataset": self.labels_from_dataset,
+            "clean_accuracy": _rounded(self.clean_accuracy),
+            "adv_accuracy": _rounded(self.adv_accuracy),
+            "success_rate": _rounded(self.success_rate),
+        }
         if self.saved:
             record["success_after_save_rate"] = _rounded(self.successes_after_save / self.saved)
         if self.nonfinite:
@@ -214,8 +283,10 @@ class AttackTally:
     """Running counts per ε, fed one outcome at a time (memory does not grow with the data)."""
 
     def __init__(self, eps_values: Sequence[float]):
-        self._counts = {eps: dict.fromkeys(AttackSummary.__dataclass_fields__, 0) | {"eps": eps}
-                        for eps in eps_values}
+        self._counts = {
+            eps: dict.fromkeys(AttackSummary.__dataclass_fields__, 0) | {"eps": eps}
+            for eps in eps_values
+        }
 
     def add(self, image: AttackedImage, success_after_save: bool | None = None) -> None:
         counts = self._counts[image.eps]
@@ -229,7 +300,7 @@ class AttackTally:
             counts["saved"] += 1
             counts["successes_after_save"] += success_after_save
 
-    def merge(self, other: "AttackTally") -> None:
+    def merge(self, other: AttackTally) -> None:
         """Add another rank's counts (torchrun)."""
         for eps, counts in other._counts.items():
             for key, value in counts.items():

@@ -1,8 +1,10 @@
 """What a targeted attack aims at: a class given by index or name, or each image's least-likely
 class (Kurakin et al.'s "iterative least-likely class" method)."""
+
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -27,6 +29,9 @@ def target_classes(target: Target, clean_logits: Tensor) -> Tensor:
     if target == LEAST_LIKELY:
         return clean_logits.argmin(dim=1)
     if target >= clean_logits.shape[1]:
-        raise CnnToolError(f"target class {target} is out of range: the model has "
-                           f"{clean_logits.shape[1]} classes")
-    return torch.full((len(clean_logits),), int(target), dtype=torch.long, device=clean_logits.device)
+        raise CnnToolError(
+            f"target class {target} is out of range: the model has {clean_logits.shape[1]} classes"
+        )
+    return torch.full(
+        (len(clean_logits),), int(target), dtype=torch.long, device=clean_logits.device
+    )

@@ -10,24 +10,45 @@ Pieces, each usable alone:
 - findings.py: thresholds, the advice they come from, the command that digs deeper.
 `diagnose(...)` below puts a merged scan together into a `Diagnosis`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from torch import nn
 
 from cnntool.tasks.diagnose.filters import FilterReport, filter_report
 from cnntool.tasks.diagnose.findings import (
-    HIGH_R, SATURATED_SAMPLES, Finding, FollowUps, gradient_finding, layer_findings, size_finding)
+    HIGH_R,
+    SATURATED_SAMPLES,
+    Finding,
+    FollowUps,
+    gradient_finding,
+    layer_findings,
+    size_finding,
+)
 from cnntool.tasks.diagnose.layer import LayerDiagnosis, summarize
 from cnntool.tasks.diagnose.points import MeasurePoint, default_points, named_points
 from cnntool.tasks.diagnose.scan import StatsConsumer, scan
 from cnntool.tasks.diagnose.stats import RunningStats
 
-__all__ = ["Diagnosis", "FollowUps", "StatsConsumer", "FilterReport", "Finding", "LayerDiagnosis", "MeasurePoint",
-           "RunningStats", "default_points", "diagnose", "filter_report", "merge_states",
-           "named_points", "scan"]
+__all__ = [
+    "Diagnosis",
+    "FollowUps",
+    "StatsConsumer",
+    "FilterReport",
+    "Finding",
+    "LayerDiagnosis",
+    "MeasurePoint",
+    "RunningStats",
+    "default_points",
+    "diagnose",
+    "filter_report",
+    "merge_states",
+    "named_points",
+    "scan",
+]
 
 
 @dataclass(frozen=True)
@@ -43,17 +64,32 @@ class Diagnosis:
         rows = []
         for layer in self.layers:
             point, f = layer.point, layer.filters
-            noise = "—" if f is None else (
-                "n/a" if f.median_noise is None or not f.white_noise_score
-                else f"{f.median_noise / f.white_noise_score:.2f}")
-            rows.append({
-                "layer": point.layer or point.module, "at": point.activation.kind,
-                "units": layer.units, "dead": _count(layer.dead), "constant": _count(layer.constant),
-                "saturated": _count(layer.saturated), "active": layer.mean_active,
-                "lifetime_sparsity": layer.mean_lifetime_sparsity,
-                "population_sparsity": layer.population_sparsity, "mean_abs_r": layer.mean_abs_r,
-                "max_r": layer.top_pairs[0][2] if layer.top_pairs else None, "noise": noise,
-                "max_cosine": max(f.redundancy) if f and f.redundancy else None})
+            noise = (
+                "—"
+                if f is None
+                else (
+                    "n/a"
+                    if f.median_noise is None or not f.white_noise_score
+                    else f"{f.median_noise / f.white_noise_score:.2f}"
+                )
+            )
+            rows.append(
+                {
+                    "layer": point.layer or point.module,
+                    "at": point.activation.kind,
+                    "units": layer.units,
+                    "dead": _count(layer.dead),
+                    "constant": _count(layer.constant),
+                    "saturated": _count(layer.saturated),
+                    "active": layer.mean_active,
+                    "lifetime_sparsity": layer.mean_lifetime_sparsity,
+                    "population_sparsity": layer.population_sparsity,
+                    "mean_abs_r": layer.mean_abs_r,
+                    "max_r": layer.top_pairs[0][2] if layer.top_pairs else None,
+                    "noise": noise,
+                    "max_cosine": max(f.redundancy) if f and f.redundancy else None,
+                }
+            )
         return rows
 
     def health_series(self) -> dict[str, list[float | None]]:
@@ -64,8 +100,9 @@ class Diagnosis:
             "dead": [layer.share(layer.dead) for layer in layers],
             "constant": [layer.share(layer.constant) for layer in layers],
             "saturated": [layer.share(layer.saturated) for layer in layers],
-            "sparsity (≤ 0)": [None if layer.dead is None else 1 - layer.mean_active
-                               for layer in layers],
+            "sparsity (≤ 0)": [
+                None if layer.dead is None else 1 - layer.mean_active for layer in layers
+            ],
         }
 
     def worst_correlated(self) -> LayerDiagnosis | None:
@@ -87,9 +124,15 @@ def merge_states(parts: Sequence[dict[str, dict]]) -> dict[str, RunningStats]:
     return merged
 
 
-def diagnose(model: nn.Module, points: Sequence[MeasurePoint], states: dict[str, RunningStats],
-             commands: FollowUps, *, gradcheck_result=None, params_macs: tuple[int, int] | None = None
-             ) -> Diagnosis:
+def diagnose(
+    model: nn.Module,
+    points: Sequence[MeasurePoint],
+    states: dict[str, RunningStats],
+    commands: FollowUps,
+    *,
+    gradcheck_result=None,
+    params_macs: tuple[int, int] | None = None,
+) -> Diagnosis:
     """Summaries, filter reports and findings from the merged statistics of a scan."""
     conv_types = (nn.Conv2d,)
     modules = dict(model.named_modules())

@@ -16,6 +16,7 @@ correlated, lack structure").
 
 Weights are the layer's own, unfolded: what `cnntool visualize filters --layer L` draws.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,8 +59,17 @@ def filter_report(model, layer: str) -> FilterReport:
     noise, white = _noise_scores(weight)
     redundancy, partner = _redundancy(weight, module.groups)
     norms = weight.flatten(1).norm(dim=1)
-    return FilterReport(layer, kernel, module.groups, weight.shape[1], noise, white, redundancy,
-                        partner, tuple(norms.tolist()))
+    return FilterReport(
+        layer,
+        kernel,
+        module.groups,
+        weight.shape[1],
+        noise,
+        white,
+        redundancy,
+        partner,
+        tuple(norms.tolist()),
+    )
 
 
 def high_frequency_mask(kernel: tuple[int, int]) -> torch.Tensor:
@@ -76,8 +86,11 @@ def _noise_scores(weight: torch.Tensor) -> tuple[tuple[float, ...] | None, float
     high = high_frequency_mask(kernel)
     energy = (torch.fft.fft2(weight).abs() ** 2).sum(dim=1)  # (out, kh, kw)
     total = energy.sum(dim=(1, 2))
-    score = torch.where(total > 0, energy[:, high].sum(dim=1) / total.clamp_min(1e-300),
-                        torch.full_like(total, math.nan))
+    score = torch.where(
+        total > 0,
+        energy[:, high].sum(dim=1) / total.clamp_min(1e-300),
+        torch.full_like(total, math.nan),
+    )
     return tuple(score.tolist()), float(high.double().mean())
 
 

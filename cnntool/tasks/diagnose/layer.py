@@ -1,4 +1,5 @@
 """What one measure point's running statistics say: per-unit numbers and the layer's summary."""
+
 from __future__ import annotations
 
 import math
@@ -75,32 +76,56 @@ class LayerDiagnosis:
         """A JSON-ready dict (per-unit lists included; the correlation matrix is not)."""
         point, f = self.point, self.filters
         return {
-            "layer": point.layer, "measured_at": point.module, "activation": point.activation.kind,
-            "units": self.units, "images": self.images, "positions": self.positions,
-            "dead": _share(self, self.dead), "dead_units": _list(self.dead),
+            "layer": point.layer,
+            "measured_at": point.module,
+            "activation": point.activation.kind,
+            "units": self.units,
+            "images": self.images,
+            "positions": self.positions,
+            "dead": _share(self, self.dead),
+            "dead_units": _list(self.dead),
             "rare_units": _list(self.rare),
-            "constant": _share(self, self.constant), "constant_units": list(self.constant),
-            "saturated": _share(self, self.saturated), "saturated_units": _list(self.saturated),
+            "constant": _share(self, self.constant),
+            "constant_units": list(self.constant),
+            "saturated": _share(self, self.saturated),
+            "saturated_units": _list(self.saturated),
             "mean_active": _round(self.mean_active),
             "mean_lifetime_sparsity": _round(self.mean_lifetime_sparsity),
             "population_sparsity": _round(self.population_sparsity),
             "silent_samples": _round(self.silent),
-            "mean_abs_r": _round(self.mean_abs_r), "high_r_pairs": self.high_r_pairs,
+            "mean_abs_r": _round(self.mean_abs_r),
+            "high_r_pairs": self.high_r_pairs,
             "top_pairs": [[i, j, _round(r)] for i, j, r in self.top_pairs],
-            "unit_mean": _rounded(self.mean), "unit_std": _rounded(self.std),
-            "unit_min": _rounded(self.minimum), "unit_max": _rounded(self.maximum),
-            "unit_active": _rounded(self.active), "unit_at_bound": _rounded(self.at_bound),
+            "unit_mean": _rounded(self.mean),
+            "unit_std": _rounded(self.std),
+            "unit_min": _rounded(self.minimum),
+            "unit_max": _rounded(self.maximum),
+            "unit_active": _rounded(self.active),
+            "unit_at_bound": _rounded(self.at_bound),
             "unit_lifetime_sparsity": _rounded(self.lifetime_sparsity),
-            "filters": None if f is None else {
-                "kernel": list(f.kernel), "groups": f.groups,
-                "median_noise": _round(f.median_noise), "white_noise_score": _round(f.white_noise_score),
-                "noise": _rounded(f.noise), "redundancy": _rounded(f.redundancy),
-                "most_similar": _list(f.most_similar), "norm": _rounded(f.norms)},
+            "filters": None
+            if f is None
+            else {
+                "kernel": list(f.kernel),
+                "groups": f.groups,
+                "median_noise": _round(f.median_noise),
+                "white_noise_score": _round(f.white_noise_score),
+                "noise": _rounded(f.noise),
+                "redundancy": _rounded(f.redundancy),
+                "most_similar": _list(f.most_similar),
+                "norm": _rounded(f.norms),
+            },
         }
 
 
-def summarize(point: MeasurePoint, stats: RunningStats, filters: FilterReport | None,
-              *, high_r: float, saturated_samples: float) -> LayerDiagnosis:
+def summarize(
+    point: MeasurePoint,
+    stats: RunningStats,
+    filters: FilterReport | None,
+    *,
+    high_r: float,
+    saturated_samples: float,
+) -> LayerDiagnosis:
     """Per-unit numbers and the layer's summary from a merged RunningStats."""
     samples = max(stats.samples, 1)
     variance = stats.variance()
@@ -115,8 +140,11 @@ def summarize(point: MeasurePoint, stats: RunningStats, filters: FilterReport | 
         at_bound = _tuple(at_bound_share)
         saturated = _indices(at_bound_share >= saturated_samples)
     # Treves–Rolls assumes responses ≥ 0: only at a rectifier's own output
-    lifetime = _tuple(stats.lifetime_sparsity()) if rectified and \
-        not point.activation.kind.startswith("pre-") else None
+    lifetime = (
+        _tuple(stats.lifetime_sparsity())
+        if rectified and not point.activation.kind.startswith("pre-")
+        else None
+    )
     silent_share = None
     heard = stats.population_samples + stats.silent_samples
     if rectified and heard:
@@ -130,15 +158,29 @@ def summarize(point: MeasurePoint, stats: RunningStats, filters: FilterReport | 
         summarized[:, rare] = math.nan
     mean_abs_r, pairs, high = _correlation_summary(summarized, high_r)
     return LayerDiagnosis(
-        point=point, units=stats.units, images=stats.images, positions=stats.positions,
-        mean=_tuple(stats.mean), std=_tuple(std), minimum=_tuple(stats.minimum),
-        maximum=_tuple(stats.maximum), active=_tuple(active), at_bound=at_bound,
+        point=point,
+        units=stats.units,
+        images=stats.images,
+        positions=stats.positions,
+        mean=_tuple(stats.mean),
+        std=_tuple(std),
+        minimum=_tuple(stats.minimum),
+        maximum=_tuple(stats.maximum),
+        active=_tuple(active),
+        at_bound=at_bound,
         lifetime_sparsity=lifetime,
         population_sparsity=stats.population_sparsity() if rectified else None,
-        silent=silent_share, dead=dead, rare=None if rare is None else _indices(rare),
-        constant=constant, saturated=saturated,
-        mean_abs_r=mean_abs_r, top_pairs=pairs, high_r_pairs=high,
-        correlation=None if correlation is None else correlation.float().cpu(), filters=filters)
+        silent=silent_share,
+        dead=dead,
+        rare=None if rare is None else _indices(rare),
+        constant=constant,
+        saturated=saturated,
+        mean_abs_r=mean_abs_r,
+        top_pairs=pairs,
+        high_r_pairs=high,
+        correlation=None if correlation is None else correlation.float().cpu(),
+        filters=filters,
+    )
 
 
 def _constant_units(std: torch.Tensor, dead: torch.Tensor | None) -> tuple[int, ...]:

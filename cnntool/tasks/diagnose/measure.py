@@ -1,8 +1,9 @@
 """diagnose over a scan session (core.session): the measure points asked for, the one pass that
 measures them on every rank, merged on rank 0, and the gradient check and model size for the findings."""
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -13,18 +14,23 @@ from cnntool.tasks.diagnose.scan import StatsConsumer
 from cnntool.tasks.diagnose.stats import RunningStats
 
 
-def measure_points(module: nn.Module, names: Sequence[str] | None, model: str = "the model") -> list[MeasurePoint]:
+def measure_points(
+    module: nn.Module, names: Sequence[str] | None, model: str = "the model"
+) -> list[MeasurePoint]:
     """The points at `names` (layer paths or aliases), or by default every conv/linear layer but
     the logits at the activation that follows it; an error when there are none."""
     points = named_points(module, list(names)) if names else default_points(module)
     if not points:
-        raise CnnToolError(f"{model} has no convolution or linear layer before "
-                           "its logits; name the layers to measure with --layers")
+        raise CnnToolError(
+            f"{model} has no convolution or linear layer before "
+            "its logits; name the layers to measure with --layers"
+        )
     return points
 
 
-def measure(session: ScanSession, names: Sequence[str] | None = None, *, correlation: bool = True
-            ) -> tuple[list[MeasurePoint], dict[str, RunningStats] | None]:
+def measure(
+    session: ScanSession, names: Sequence[str] | None = None, *, correlation: bool = True
+) -> tuple[list[MeasurePoint], dict[str, RunningStats] | None]:
     """The measure points (`measure_points`), and one pass over this rank's shard: every rank's
     statistics merged on rank 0 (collective; None on the other ranks)."""
     from cnntool.tasks.diagnose import merge_states

@@ -17,6 +17,7 @@ later in-place op can overwrite the tensor.
 followed by a rectifier is then judged as a pre-activation (a unit never > 0 there is dead
 after the rectifier).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,15 @@ from cnntool.core.layers import layer_aliases, named_layers, resolve_layer
 from cnntool.tasks.diagnose.stats import Bounds
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_PASS_THROUGH = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
-                 nn.modules.instancenorm._InstanceNorm, nn.Dropout, nn.Dropout2d, nn.Identity)
+_PASS_THROUGH = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+)
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,18 @@ def activation_of(module: nn.Module) -> Activation | None:
         return Activation(type(module).__name__.lower(), False, Bounds(0.0, 1.0, two_sided=True))
     if isinstance(module, (nn.Tanh, nn.Softsign)):
         return Activation(type(module).__name__.lower(), False, Bounds(-1.0, 1.0, two_sided=True))
-    smooth = (nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-              nn.Hardswish, nn.Softplus)
+    smooth = (
+        nn.LeakyReLU,
+        nn.PReLU,
+        nn.ELU,
+        nn.SELU,
+        nn.CELU,
+        nn.GELU,
+        nn.SiLU,
+        nn.Mish,
+        nn.Hardswish,
+        nn.Softplus,
+    )
     if isinstance(module, smooth):
         return Activation(type(module).__name__.lower(), False)
     return None
@@ -94,7 +112,7 @@ def default_points(model: nn.Module) -> list[MeasurePoint]:
         if not isinstance(module, _WEIGHTED) or name == logits:
             continue
         measured, activation = name, LINEAR
-        for follower_name, follower in leaves[position + 1:]:
+        for follower_name, follower in leaves[position + 1 :]:
             found = activation_of(follower)
             if found is not None:
                 if id(follower) not in claimed:
@@ -146,7 +164,7 @@ def _pre_activation(leaves, position: int | None) -> Activation:
     """A pre-activation followed by a rectifier is judged as rectified (never > 0 = dead)."""
     if position is None:
         return LINEAR
-    for _name, module in leaves[position + 1:]:
+    for _name, module in leaves[position + 1 :]:
         found = activation_of(module)
         if found is not None:
             if found.rectified:

@@ -6,9 +6,10 @@ the rest of the forward's intermediates: no clone, no copy of all layers kept pe
 in-place op later in the network cannot overwrite them first. A module called several times in
 one forward is measured at its first call (see points.py).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -29,8 +30,13 @@ class StatsConsumer(Consumer):
     # really runs, so a failure after the measured layers is reported, not hidden.
     needs_output = True
 
-    def __init__(self, points: Sequence[MeasurePoint], *, correlation: bool = True,
-                 states: dict[str, RunningStats] | None = None):
+    def __init__(
+        self,
+        points: Sequence[MeasurePoint],
+        *,
+        correlation: bool = True,
+        states: dict[str, RunningStats] | None = None,
+    ):
         self.points = {p.module: p for p in points}
         self.layers = tuple(self.points)
         self.correlation = correlation
@@ -38,26 +44,40 @@ class StatsConsumer(Consumer):
 
     def observe(self, layer: str, output: torch.Tensor) -> None:
         if output.dim() < 2:
-            raise CnnToolError(f"layer '{layer}' does not return a (batch, units, …) tensor, so "
-                               "it has no units to diagnose; pick another with --layers")
+            raise CnnToolError(
+                f"layer '{layer}' does not return a (batch, units, …) tensor, so "
+                "it has no units to diagnose; pick another with --layers"
+            )
         state = self.states.get(layer)
         if state is None:
             state = self.states[layer] = RunningStats(
-                output.shape[1], output.device, bounds=self.points[layer].activation.bounds,
-                correlation=None if self.correlation else False)
+                output.shape[1],
+                output.device,
+                bounds=self.points[layer].activation.bounds,
+                correlation=None if self.correlation else False,
+            )
         state.update(output)
 
 
-def scan(model: nn.Module, points: Sequence[MeasurePoint], batches: Iterable, *, device=None,
-         states: dict[str, RunningStats] | None = None, correlation: bool = True,
-         on_batch: Callable[[object], None] | None = None) -> dict[str, RunningStats]:
+def scan(
+    model: nn.Module,
+    points: Sequence[MeasurePoint],
+    batches: Iterable,
+    *,
+    device=None,
+    states: dict[str, RunningStats] | None = None,
+    correlation: bool = True,
+    on_batch: Callable[[object], None] | None = None,
+) -> dict[str, RunningStats]:
     """Run `model` (eval mode, no grad) on each batch (a `Batch` or a tensor) and return the
     running statistics per measured module path. Points that never ran are missing.
     `correlation=False` keeps variances but not the C×C co-moments (C² multiply-adds per
     position in float64: on EfficientNet-Lite0 about 5× the model's own multiply-adds)."""
     consumer = StatsConsumer(points, correlation=correlation, states=states)
     model_device = device if device is not None else device_of(model)
-    batches = (b if isinstance(b, Batch) else Batch(indices=[], inputs=b, sizes=[]) for b in batches)
+    batches = (
+        b if isinstance(b, Batch) else Batch(indices=[], inputs=b, sizes=[]) for b in batches
+    )
     with preserved_state(model):
         model.eval()
         feed(model, batches, [consumer], device=model_device, on_batch=on_batch)

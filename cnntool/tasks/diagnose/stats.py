@@ -23,6 +23,7 @@ Definitions (what the report and JSON Lines call them):
 - correlation: Pearson r between channels with samples = (image, position), from the co-moment
   matrix; r is undefined (NaN) for a constant unit.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,14 @@ class Bounds:
 class RunningStats:
     """The running statistics of one layer's C units (tensors on `device`)."""
 
-    def __init__(self, units: int, device=None, *, bounds: Bounds | None = None,
-                 correlation: bool | None = None):
+    def __init__(
+        self,
+        units: int,
+        device=None,
+        *,
+        bounds: Bounds | None = None,
+        correlation: bool | None = None,
+    ):
         self.units = units
         self.bounds = bounds
         self.correlation = units <= CORRELATION_MAX_UNITS if correlation is None else correlation
@@ -76,7 +83,9 @@ class RunningStats:
     def update(self, activations: torch.Tensor) -> None:
         """Fold in a batch: (B, C), (B, C, L) or (B, C, H, W), any float dtype."""
         if activations.dim() < 2 or activations.shape[1] != self.units:
-            raise ValueError(f"expected (B, {self.units}, ...) activations, got {tuple(activations.shape)}")
+            raise ValueError(
+                f"expected (B, {self.units}, ...) activations, got {tuple(activations.shape)}"
+            )
         batch, units = activations.shape[:2]
         positions = math.prod(activations.shape[2:])
         if batch * positions == 0:
@@ -124,7 +133,9 @@ class RunningStats:
         total = torch.mv(r.T, ones)  # per sample: Σ r and Σ r² over the units
         squares = torch.mv((r * r).T, ones)
         heard = total > 0
-        ratio = (total / self.units) ** 2 / (squares / self.units).clamp_min(torch.finfo(r.dtype).tiny)
+        ratio = (total / self.units) ** 2 / (squares / self.units).clamp_min(
+            torch.finfo(r.dtype).tiny
+        )
         sparsity = ((1 - ratio) / (1 - 1 / self.units)).clamp(0, 1)
         self.population_sum += sparsity[heard].double().sum()
         heard_count = int(heard.sum())
@@ -144,7 +155,7 @@ class RunningStats:
             self.comoment = self.comoment + comoment + delta * delta * weight
         self.samples = total
 
-    def merge(self, other: "RunningStats") -> None:
+    def merge(self, other: RunningStats) -> None:
         """Fold in another shard's state (same layer)."""
         if other.units != self.units or other.correlation != self.correlation:
             raise ValueError("cannot merge statistics of different layers")
@@ -170,12 +181,15 @@ class RunningStats:
         """CPU tensors and plain numbers (for gathering across ranks)."""
         state = {name: getattr(self, name).cpu() for name in self._TENSORS}
         state.update({name: getattr(self, name) for name in self._NUMBERS})
-        state.update(units=self.units, correlation=self.correlation,
-                     bounds=None if self.bounds is None else vars(self.bounds).copy())
+        state.update(
+            units=self.units,
+            correlation=self.correlation,
+            bounds=None if self.bounds is None else vars(self.bounds).copy(),
+        )
         return state
 
     @classmethod
-    def from_state(cls, state: dict, device=None) -> "RunningStats":
+    def from_state(cls, state: dict, device=None) -> RunningStats:
         bounds = Bounds(**state["bounds"]) if state["bounds"] else None
         stats = cls(state["units"], device, bounds=bounds, correlation=state["correlation"])
         for name in cls._TENSORS:
@@ -208,8 +222,9 @@ class RunningStats:
         """Treves–Rolls per unit over its samples (r ≥ 0 assumed); NaN for an all-zero unit."""
         mean, var = self.mean, self.variance()
         second = mean * mean + var
-        ratio = torch.where(second > 0, mean * mean / second.clamp_min(1e-300),
-                            torch.full_like(second, math.nan))
+        ratio = torch.where(
+            second > 0, mean * mean / second.clamp_min(1e-300), torch.full_like(second, math.nan)
+        )
         n = max(self.samples, 2)
         return ((1 - ratio) / (1 - 1 / n)).clamp(0, 1)
 
@@ -223,7 +238,7 @@ def _count(mask: torch.Tensor) -> torch.Tensor:
     """Per row, how many entries of a (C, N) boolean mask are set, as int64. A float
     matrix-vector product is several times faster than a boolean sum on CPUs, and exact while
     N < 2**24 (float32 integers)."""
-    if mask.shape[1] >= 2 ** 24:
+    if mask.shape[1] >= 2**24:
         return mask.sum(dim=1)
     ones = torch.ones(mask.shape[1], dtype=torch.float32, device=mask.device)
     return torch.mv(mask.to(torch.float32), ones).round().long()

@@ -5,8 +5,14 @@ input) or, with `per_layer=True`, every module alone on the activations it reall
 returns a `GradcheckResult` with one `TensorResult` per tensor. See runner.py for the modes and
 numeric.py for how kinks and rounding noise are told apart from wrong gradients.
 """
+
 from cnntool.tasks.gradcheck.results import (
-    Check, GradcheckResult, Skipped, TensorResult, Tolerances)
+    Check,
+    GradcheckResult,
+    Skipped,
+    TensorResult,
+    Tolerances,
+)
 from cnntool.tasks.gradcheck.runner import gradcheck
 
 __all__ = ["Check", "GradcheckResult", "Skipped", "TensorResult", "Tolerances", "gradcheck"]

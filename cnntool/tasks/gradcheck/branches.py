@@ -8,9 +8,10 @@ ops, the bound it is clamped to, and every integer or boolean result computed fr
 (max-pool and max/sort indices, comparisons feeding `where`). Two evaluations crossed no
 known kink between them exactly when their records are equal.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -30,7 +31,8 @@ def record_branches(evaluate: Callable[[], object]) -> list[Tensor]:
 
 def same_branches(first: list[Tensor], second: list[Tensor]) -> bool:
     return len(first) == len(second) and all(
-        a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, second))
+        a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, second)
+    )
 
 
 def _sides(x: Tensor, low=None, high=None) -> Tensor:
@@ -94,22 +96,36 @@ def _steps(x: Tensor, *_args, **_kwargs) -> Tensor:
 # aten overload packet -> branch of its inputs, computed before the op runs (in-place ops
 # overwrite their input). Integer and boolean outputs are recorded after any op.
 _INPUT_RULES: dict[object, Callable[..., Tensor]] = {
-    aten.relu: _positive, aten.relu_: _positive,
-    aten.leaky_relu: _positive, aten.leaky_relu_: _positive,
-    aten.abs: _positive, aten.abs_: _positive,
-    aten.hardtanh: _hardtanh, aten.hardtanh_: _hardtanh,
-    aten.clamp: _clamp, aten.clamp_: _clamp,
+    aten.relu: _positive,
+    aten.relu_: _positive,
+    aten.leaky_relu: _positive,
+    aten.leaky_relu_: _positive,
+    aten.abs: _positive,
+    aten.abs_: _positive,
+    aten.hardtanh: _hardtanh,
+    aten.hardtanh_: _hardtanh,
+    aten.clamp: _clamp,
+    aten.clamp_: _clamp,
     aten.clamp_min: lambda x, min: _sides(x, min, None),  # noqa: A006
     aten.clamp_min_: lambda x, min: _sides(x, min, None),  # noqa: A006
     aten.clamp_max: lambda x, max: _sides(x, None, max),  # noqa: A006
     aten.clamp_max_: lambda x, max: _sides(x, None, max),  # noqa: A006
-    aten.threshold: _threshold, aten.threshold_: _threshold,
-    aten.hardsigmoid: _hard_sigmoid_family, aten.hardsigmoid_: _hard_sigmoid_family,
-    aten.hardswish: _hard_sigmoid_family, aten.hardswish_: _hard_sigmoid_family,
-    aten.maximum: _larger, aten.minimum: lambda a, b: _larger(b, a),
-    aten.fmax: _larger, aten.fmin: lambda a, b: _larger(b, a),
-    aten.amax: _winners, aten.amin: _losers,
-    aten.sign: _steps, aten.round: _steps, aten.floor: _steps, aten.ceil: _steps,
+    aten.threshold: _threshold,
+    aten.threshold_: _threshold,
+    aten.hardsigmoid: _hard_sigmoid_family,
+    aten.hardsigmoid_: _hard_sigmoid_family,
+    aten.hardswish: _hard_sigmoid_family,
+    aten.hardswish_: _hard_sigmoid_family,
+    aten.maximum: _larger,
+    aten.minimum: lambda a, b: _larger(b, a),
+    aten.fmax: _larger,
+    aten.fmin: lambda a, b: _larger(b, a),
+    aten.amax: _winners,
+    aten.amin: _losers,
+    aten.sign: _steps,
+    aten.round: _steps,
+    aten.floor: _steps,
+    aten.ceil: _steps,
     aten.trunc: _steps,
 }
 _FULL_REDUCTIONS = {aten.max.default: _full_max, aten.min.default: _full_min}
@@ -127,7 +143,9 @@ class _BranchRecorder(TorchDispatchMode):
             self.record.append(rule(*args, **kwargs))
         out = func(*args, **kwargs)
         if any(isinstance(a, Tensor) and a.is_floating_point() for a in tree_flatten(args)[0]):
-            self.record.extend(o.clone() for o in tree_flatten(out)[0]
-                               if isinstance(o, Tensor) and not o.is_floating_point()
-                               and not o.is_complex())
+            self.record.extend(
+                o.clone()
+                for o in tree_flatten(out)[0]
+                if isinstance(o, Tensor) and not o.is_floating_point() and not o.is_complex()
+            )
         return out

@@ -17,12 +17,13 @@ rounding noise of the loss difference (a few ulps / eps) is inconclusive as well
 small. A gradient bug touches none of this (only autograd's side) and fails; before a failure
 is reported it is confirmed with the step eps/10, against kinks of ops no rule watches.
 """
+
 from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -55,8 +56,15 @@ def tensor_generator(seed: int, path: str) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(path.encode()))
 
 
-def check_tensor(loss_at: LossAt, base_loss: float, tensor: Tensor, gradient: Tensor,
-                 tol: Tolerances, plan: CheckPlan, generator: torch.Generator) -> tuple[Check, ...]:
+def check_tensor(
+    loss_at: LossAt,
+    base_loss: float,
+    tensor: Tensor,
+    gradient: Tensor,
+    tol: Tolerances,
+    plan: CheckPlan,
+    generator: torch.Generator,
+) -> tuple[Check, ...]:
     """Compare `gradient` (autograd's dL/d`tensor`) with finite differences of `loss_at`.
 
     `tensor` is moved in place for each evaluation and always put back, also on an error.
@@ -85,7 +93,7 @@ class _Draw:
     direction: Tensor | None = None
     index: int | None = None
 
-    def redrawn(self, numel: int, sparsity: int, generator: torch.Generator) -> "_Draw":
+    def redrawn(self, numel: int, sparsity: int, generator: torch.Generator) -> _Draw:
         """A fresh draw after an inconclusive check: another element, or a sparser direction."""
         if self.direction is None:
             return _coordinate(numel, generator)
@@ -170,17 +178,22 @@ class _Probe:
         Recorded only for failing checks: it costs three more loss evaluations."""
         if self._base_branches is None:
             self._base_branches = record_branches(self._loss_at)
-        return not all(same_branches(self._base_branches,
-                                     record_branches(lambda s=step: self._loss_moved(draw, s)))
-                       for step in (eps, -eps))
+        return not all(
+            same_branches(
+                self._base_branches, record_branches(lambda s=step: self._loss_moved(draw, s))
+            )
+            for step in (eps, -eps)
+        )
 
     def _differences(self, draw: _Draw, eps: float) -> _Differences:
         plus, minus = self._loss_moved(draw, eps), self._loss_moved(draw, -eps)
         base = self._base
         ulp = math.ulp(max(abs(plus), abs(minus), abs(base)))
-        return _Differences(central=(plus - minus) / (2 * eps),
-                            one_sided_gap=abs((plus - base) - (base - minus)) / eps,
-                            rounding=_ROUNDING_ULPS * ulp / eps)
+        return _Differences(
+            central=(plus - minus) / (2 * eps),
+            one_sided_gap=abs((plus - base) - (base - minus)) / eps,
+            rounding=_ROUNDING_ULPS * ulp / eps,
+        )
 
     @torch.no_grad()
     def _loss_moved(self, draw: _Draw, step: float) -> float:

@@ -1,4 +1,5 @@
 """What a gradient check found: tolerances, single comparisons, per-tensor and overall verdicts."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +27,10 @@ class Tolerances:
         return self.atol + self.rtol * max(abs(analytic), abs(numeric))
 
     def describe(self) -> str:
-        return (f"eps {self.eps:g}; pass if |autograd − numeric| ≤ {self.atol:g} + "
-                f"{self.rtol:g}·max(|autograd|, |numeric|)")
+        return (
+            f"eps {self.eps:g}; pass if |autograd − numeric| ≤ {self.atol:g} + "
+            f"{self.rtol:g}·max(|autograd|, |numeric|)"
+        )
 
 
 @dataclass(frozen=True)
@@ -108,14 +111,25 @@ class TensorResult:
     def to_record(self) -> dict[str, Any]:
         worst = self.worst
         return {
-            "module": self.module, "tensor": self.name, "shape": list(self.shape),
-            "verdict": self.verdict, "checks": len(self.checks), "passed": self.count(PASS),
-            "failed": self.count(FAIL), "inconclusive": self.count(INCONCLUSIVE),
+            "module": self.module,
+            "tensor": self.name,
+            "shape": list(self.shape),
+            "verdict": self.verdict,
+            "checks": len(self.checks),
+            "passed": self.count(PASS),
+            "failed": self.count(FAIL),
+            "inconclusive": self.count(INCONCLUSIVE),
             "kinks": sum(c.reason == "kink" for c in self.checks),
-            "max_rel_err": self.max_rel_err, "max_abs_err": self.max_abs_err,
-            "worst": None if worst is None else {
-                "kind": worst.kind, "index": worst.index,
-                "autograd": worst.analytic, "numeric": worst.numeric},
+            "max_rel_err": self.max_rel_err,
+            "max_abs_err": self.max_abs_err,
+            "worst": None
+            if worst is None
+            else {
+                "kind": worst.kind,
+                "index": worst.index,
+                "autograd": worst.analytic,
+                "numeric": worst.numeric,
+            },
         }
 
 

@@ -3,11 +3,12 @@
 Everything runs on a float64 deep copy of the model in eval mode: float32 finite differences
 cannot resolve a 1e-3 relative error, and the user's model must not change.
 """
+
 from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,17 +20,35 @@ from cnntool.core.layers import resolve_layer
 from cnntool.errors import CnnToolError, InputSizeError
 from cnntool.tasks.gradcheck.numeric import CheckPlan, LossAt, check_tensor, tensor_generator
 from cnntool.tasks.gradcheck.results import (
-    INCONCLUSIVE, GradcheckResult, Skipped, TensorResult, Tolerances)
+    INCONCLUSIVE,
+    GradcheckResult,
+    Skipped,
+    TensorResult,
+    Tolerances,
+)
 
 Objective = Callable[[], Tensor]  # the scalar loss at the current values of the checked tensors
 
 
-def gradcheck(model: nn.Module, input_shape: Sequence[int], *, batch: int = 2,
-              input: Tensor | None = None, layer: str | None = None, per_layer: bool = False,
-              params: bool = True, inputs: bool = True, directions: int = 3,
-              coordinates: int = 2, eps: float = 1e-6, rtol: float = 1e-3, atol: float = 1e-8,
-              seed: int = 0, device: str | torch.device | None = None,
-              progress: Callable[[TensorResult], None] | None = None) -> GradcheckResult:
+def gradcheck(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    batch: int = 2,
+    input: Tensor | None = None,
+    layer: str | None = None,
+    per_layer: bool = False,
+    params: bool = True,
+    inputs: bool = True,
+    directions: int = 3,
+    coordinates: int = 2,
+    eps: float = 1e-6,
+    rtol: float = 1e-3,
+    atol: float = 1e-8,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: Callable[[TensorResult], None] | None = None,
+) -> GradcheckResult:
     """Compare autograd's gradients with central finite differences; the model is not changed.
 
     Whole-model mode (default): one scalar loss, the cross-entropy of the model's logits on
@@ -62,26 +81,45 @@ def gradcheck(model: nn.Module, input_shape: Sequence[int], *, batch: int = 2,
         _check_each_module(checked, x, run, params=params, inputs=inputs, generator=generator)
     else:
         objective, loss = _model_objective(checked, x, layer, generator)
-        tensors = ({"input": x} if inputs else {}) | (dict(checked.named_parameters()) if params else {})
+        tensors = ({"input": x} if inputs else {}) | (
+            dict(checked.named_parameters()) if params else {}
+        )
         run.check_objective(objective, tensors, module_of=_owner)
     return GradcheckResult(
-        model=type(model).__name__, mode="per-layer" if per_layer else "model", loss=loss,
-        input_shape=tuple(x.shape), dtype="float64", device=str(target), seed=seed,
-        tolerances=tol, tensors=tuple(run.results), skipped=tuple(run.skipped),
-        warnings=_warnings(run.results, tol))
+        model=type(model).__name__,
+        mode="per-layer" if per_layer else "model",
+        loss=loss,
+        input_shape=tuple(x.shape),
+        dtype="float64",
+        device=str(target),
+        seed=seed,
+        tolerances=tol,
+        tensors=tuple(run.results),
+        skipped=tuple(run.skipped),
+        warnings=_warnings(run.results, tol),
+    )
 
 
 class _Run:
     """Collects per-tensor results and skipped tensors while objectives are checked."""
 
-    def __init__(self, tol: Tolerances, plan: CheckPlan, seed: int,
-                 progress: Callable[[TensorResult], None] | None):
+    def __init__(
+        self,
+        tol: Tolerances,
+        plan: CheckPlan,
+        seed: int,
+        progress: Callable[[TensorResult], None] | None,
+    ):
         self.tol, self.plan, self.seed, self.progress = tol, plan, seed, progress
         self.results: list[TensorResult] = []
         self.skipped: list[Skipped] = []
 
-    def check_objective(self, objective: Objective, tensors: dict[str, Tensor],
-                        module_of: Callable[[str], tuple[str, str]]) -> None:
+    def check_objective(
+        self,
+        objective: Objective,
+        tensors: dict[str, Tensor],
+        module_of: Callable[[str], tuple[str, str]],
+    ) -> None:
         """Check dObjective/dTensor for each named tensor (moved in place, always restored)."""
         for tensor in tensors.values():
             tensor.requires_grad_(True)
@@ -92,8 +130,15 @@ class _Run:
             if gradient is None:
                 self.skipped.append(Skipped(path, "does not affect the loss"))
                 continue
-            checks = check_tensor(loss_at, base_loss, tensor, gradient, self.tol, self.plan,
-                                  tensor_generator(self.seed, path))
+            checks = check_tensor(
+                loss_at,
+                base_loss,
+                tensor,
+                gradient,
+                self.tol,
+                self.plan,
+                tensor_generator(self.seed, path),
+            )
             module, name = module_of(path)
             result = TensorResult(module, name, tuple(tensor.shape), checks)
             self.results.append(result)
@@ -111,20 +156,25 @@ def _owner(path: str) -> tuple[str, str]:
 # whole model
 
 
-def _model_objective(model: nn.Module, x: Tensor, layer: str | None,
-                     generator: torch.Generator) -> tuple[Objective, str]:
+def _model_objective(
+    model: nn.Module, x: Tensor, layer: str | None, generator: torch.Generator
+) -> tuple[Objective, str]:
     if layer is None:
         with torch.no_grad():
             logits = model(x.clone())
         if not isinstance(logits, Tensor) or logits.ndim != 2:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise CnnToolError(f"the model returns {shape}, not (batch, classes) logits for a "
-                               "cross-entropy loss; choose a layer whose output to check with --layer")
+            raise CnnToolError(
+                f"the model returns {shape}, not (batch, classes) logits for a "
+                "cross-entropy loss; choose a layer whose output to check with --layer"
+            )
         labels = torch.randint(logits.shape[1], (logits.shape[0],), generator=generator)
         labels = labels.to(logits.device)
         # the model may work in place on its input; x itself must keep its values
-        return (lambda: F.cross_entropy(model(x.clone()), labels),
-                "cross-entropy of the logits on seeded random labels")
+        return (
+            lambda: F.cross_entropy(model(x.clone()), labels),
+            "cross-entropy of the logits on seeded random labels",
+        )
     path, _ = resolve_layer(model, layer)
 
     def layer_output() -> Tensor:
@@ -134,19 +184,31 @@ def _model_objective(model: nn.Module, x: Tensor, layer: str | None,
 
     with torch.no_grad():
         weights = _output_weights([layer_output()], generator)
-    return (lambda: _weighted_sum([layer_output()], weights),
-            f"seeded random-weighted sum of the output of {path}")
+    return (
+        lambda: _weighted_sum([layer_output()], weights),
+        f"seeded random-weighted sum of the output of {path}",
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # per layer
 
 
-def _check_each_module(model: nn.Module, x: Tensor, run: _Run, *, params: bool, inputs: bool,
-                       generator: torch.Generator) -> None:
+def _check_each_module(
+    model: nn.Module,
+    x: Tensor,
+    run: _Run,
+    *,
+    params: bool,
+    inputs: bool,
+    generator: torch.Generator,
+) -> None:
     # leaves, and modules owning parameters directly (the root too: a bare nn.Linear is one)
-    modules = {name: m for name, m in model.named_modules()
-               if not any(m.children()) or any(m.parameters(recurse=False))}
+    modules = {
+        name: m
+        for name, m in model.named_modules()
+        if not any(m.children()) or any(m.parameters(recurse=False))
+    }
     seen = _inputs_seen(model, x, modules)
     for path, module in modules.items():
         if path not in seen:
@@ -155,7 +217,9 @@ def _check_each_module(model: nn.Module, x: Tensor, run: _Run, *, params: bool, 
         args = seen[path]
         tensors = {}
         if inputs:
-            floats = [i for i, a in enumerate(args) if isinstance(a, Tensor) and a.is_floating_point()]
+            floats = [
+                i for i, a in enumerate(args) if isinstance(a, Tensor) and a.is_floating_point()
+            ]
             tensors = {("input" if len(floats) == 1 else f"input[{i}]"): args[i] for i in floats}
         if params:
             tensors |= dict(module.named_parameters(recurse=False))
@@ -184,8 +248,9 @@ def _inputs_seen(model: nn.Module, x: Tensor, modules: dict[str, nn.Module]) -> 
     return seen
 
 
-def _module_objective(module: nn.Module, args: tuple, tensors: dict[str, Tensor],
-                      generator: torch.Generator) -> Objective:
+def _module_objective(
+    module: nn.Module, args: tuple, tensors: dict[str, Tensor], generator: torch.Generator
+) -> Objective:
     checked_args = {id(t) for t in tensors.values()}
 
     def outputs() -> list[Tensor]:
@@ -212,8 +277,10 @@ def _output_weights(outputs: list[Tensor], generator: torch.Generator) -> list[T
     random projection keeps every output element's gradient in play.
     """
     total = sum(o.numel() for o in outputs)
-    return [(torch.randn(o.shape, generator=generator) / math.sqrt(max(total, 1))).to(o.device, o.dtype)
-            for o in outputs]
+    return [
+        (torch.randn(o.shape, generator=generator) / math.sqrt(max(total, 1))).to(o.device, o.dtype)
+        for o in outputs
+    ]
 
 
 def _weighted_sum(outputs: list[Tensor], weights: list[Tensor]) -> Tensor:
@@ -224,8 +291,9 @@ def _float64_copy(model: nn.Module, device: torch.device) -> nn.Module:
     try:
         checked = copy.deepcopy(model)
     except Exception as exc:  # noqa: BLE001 - any failure to copy is one user-facing sentence
-        raise CnnToolError(f"cannot copy the model to check it without changing it: "
-                           f"{type(exc).__name__}: {exc}") from exc
+        raise CnnToolError(
+            f"cannot copy the model to check it without changing it: {type(exc).__name__}: {exc}"
+        ) from exc
     checked = checked.to(device=device, dtype=torch.float64).eval()
     checked.requires_grad_(False)  # the tensors being checked switch theirs on
     return checked
@@ -247,12 +315,21 @@ def _first_forward(model: nn.Module, x: Tensor) -> None:
         with torch.no_grad():
             model(x.clone())
     except RuntimeError as exc:
-        raise InputSizeError(f"the model cannot run on a {'×'.join(map(str, x.shape))} input: "
-                             f"{str(exc).splitlines()[0]}") from exc
+        raise InputSizeError(
+            f"the model cannot run on a {'×'.join(map(str, x.shape))} input: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
 
 
-def _validate(tol: Tolerances, plan: CheckPlan, batch: int, layer: str | None,
-              per_layer: bool, params: bool, inputs: bool) -> None:
+def _validate(
+    tol: Tolerances,
+    plan: CheckPlan,
+    batch: int,
+    layer: str | None,
+    per_layer: bool,
+    params: bool,
+    inputs: bool,
+) -> None:
     if not (tol.eps > 0 and tol.rtol >= 0 and tol.atol >= 0):
         raise CnnToolError("eps must be positive and rtol, atol not negative")
     if plan.directions < 0 or plan.coordinates < 0 or plan.directions + plan.coordinates == 0:
@@ -262,8 +339,10 @@ def _validate(tol: Tolerances, plan: CheckPlan, batch: int, layer: str | None,
     if not (params or inputs):
         raise CnnToolError("nothing to check: both parameters and inputs are left out")
     if layer is not None and per_layer:
-        raise CnnToolError("a layer chooses the loss of the whole-model check; per-layer mode "
-                           "gives every module its own loss, so use one or the other")
+        raise CnnToolError(
+            "a layer chooses the loss of the whole-model check; per-layer mode "
+            "gives every module its own loss, so use one or the other"
+        )
 
 
 def _warnings(results: list[TensorResult], tol: Tolerances) -> tuple[str, ...]:
@@ -271,18 +350,26 @@ def _warnings(results: list[TensorResult], tol: Tolerances) -> tuple[str, ...]:
     checks = [c for r in results for c in r.checks]
     rounding = sum(c.reason == "rounding" for c in checks)
     if rounding:
-        warnings.append(f"{rounding} of {len(checks)} checks were lost in float64 rounding "
-                        f"noise (the loss barely changed): eps {tol.eps:g} is too small for "
-                        "this loss; try a larger eps such as 1e-5")
+        warnings.append(
+            f"{rounding} of {len(checks)} checks were lost in float64 rounding "
+            f"noise (the loss barely changed): eps {tol.eps:g} is too small for "
+            "this loss; try a larger eps such as 1e-5"
+        )
     elif tol.eps < 1e-9:
-        warnings.append(f"eps {tol.eps:g} is very small: float64 differences of the loss lose "
-                        "most of their digits to cancellation")
+        warnings.append(
+            f"eps {tol.eps:g} is very small: float64 differences of the loss lose "
+            "most of their digits to cancellation"
+        )
     if tol.eps > 1e-3:
-        warnings.append(f"eps {tol.eps:g} is large: the central difference's truncation error "
-                        "and the kinks it crosses grow with it")
+        warnings.append(
+            f"eps {tol.eps:g} is large: the central difference's truncation error "
+            "and the kinks it crosses grow with it"
+        )
     undecided = [r.path for r in results if r.verdict == INCONCLUSIVE]
     if undecided:
         shown = ", ".join(undecided[:5]) + (", …" if len(undecided) > 5 else "")
-        warnings.append(f"{len(undecided)} tensor(s) could not be checked conclusively (every "
-                        f"draw crossed a kink or was lost in rounding): {shown}")
+        warnings.append(
+            f"{len(undecided)} tensor(s) could not be checked conclusively (every "
+            f"draw crossed a kink or was lost in rounding): {shown}"
+        )
     return tuple(warnings)

@@ -14,25 +14,61 @@ best over real data (`objective_values`).
 Modules: config (what and how), parameterizations (the learnable image), spectrum (the priors),
 transforms (random views, regularizers), optimize (the loop), judge (verdicts).
 """
-from cnntool.tasks.maximize.config import (PARAMETERIZATIONS, MaximizeConfig, Objective,
-                                           Synthesized, accentuation_defaults,
-                                           data_prior_defaults, imagenet_defaults,
-                                           lucid_defaults, maximize_config, objective,
-                                           objective_for, small_defaults, thumbnail_defaults,
-                                           with_overrides)
-from cnntool.tasks.maximize.judge import (Verdict, default_judge, judge_class_images,
-                                          judge_images, unit_records)
+
+from cnntool.tasks.maximize.config import (
+    PARAMETERIZATIONS,
+    MaximizeConfig,
+    Objective,
+    Synthesized,
+    accentuation_defaults,
+    data_prior_defaults,
+    imagenet_defaults,
+    lucid_defaults,
+    maximize_config,
+    objective,
+    objective_for,
+    small_defaults,
+    thumbnail_defaults,
+    with_overrides,
+)
+from cnntool.tasks.maximize.judge import (
+    Verdict,
+    default_judge,
+    judge_class_images,
+    judge_images,
+    unit_records,
+)
 from cnntool.tasks.maximize.optimize import maximize, objective_values
 from cnntool.tasks.maximize.parameterizations import ImagePrior
 from cnntool.tasks.maximize.spectrum import PcaBasis, spectrum_of
 from cnntool.tasks.maximize.transforms import gaussian_blur, penalized, view
 
 __all__ = [
-    "PARAMETERIZATIONS", "MaximizeConfig", "Objective", "Synthesized", "accentuation_defaults",
-    "data_prior_defaults", "imagenet_defaults", "lucid_defaults", "objective", "small_defaults",
+    "PARAMETERIZATIONS",
+    "MaximizeConfig",
+    "Objective",
+    "Synthesized",
+    "accentuation_defaults",
+    "data_prior_defaults",
+    "imagenet_defaults",
+    "lucid_defaults",
+    "objective",
+    "small_defaults",
     "thumbnail_defaults",
-    "with_overrides", "maximize_config", "objective_for", "Verdict", "default_judge",
-    "judge_class_images", "judge_images", "unit_records", "maximize",
-    "objective_values", "ImagePrior", "PcaBasis", "spectrum_of", "gaussian_blur", "penalized",
+    "with_overrides",
+    "maximize_config",
+    "objective_for",
+    "Verdict",
+    "default_judge",
+    "judge_class_images",
+    "judge_images",
+    "unit_records",
+    "maximize",
+    "objective_values",
+    "ImagePrior",
+    "PcaBasis",
+    "spectrum_of",
+    "gaussian_blur",
+    "penalized",
     "view",
 ]

@@ -1,9 +1,10 @@
 """What to maximize (`Objective`), how (`MaximizeConfig` and its documented defaults), and what
 comes out (`Synthesized`)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 from torch import Tensor, nn
 
@@ -61,8 +62,13 @@ class MaximizeConfig:
     size: int | None = None
 
     @staticmethod
-    def for_input(shape: Sequence[int], *, param: str | None = None, prior_data: bool = False,
-                  accentuate: bool = False) -> "MaximizeConfig":
+    def for_input(
+        shape: Sequence[int],
+        *,
+        param: str | None = None,
+        prior_data: bool = False,
+        accentuate: bool = False,
+    ) -> MaximizeConfig:
         """The documented defaults for an input of shape (C, H, W) and `param` (None: the
         default one): with a photo to accentuate, `accentuation_defaults`; for inputs up to
         64 px, `data_prior_defaults` for "pca" (the default with prior data) and
@@ -75,8 +81,9 @@ class MaximizeConfig:
         if param is None:
             param = ("pca" if prior_data else "pixel") if small else "maco"
         if param not in PARAMETERIZATIONS:
-            raise CnnToolError(f"unknown parameterization '{param}'; use "
-                               + ", ".join(PARAMETERIZATIONS))
+            raise CnnToolError(
+                f"unknown parameterization '{param}'; use " + ", ".join(PARAMETERIZATIONS)
+            )
         if param == "pca":
             return data_prior_defaults()
         if small:
@@ -91,8 +98,9 @@ def imagenet_defaults() -> MaximizeConfig:
     50–100% of the side per step turned by up to ±5°, 256 Adam steps at lr 0.1; the
     transparency map is accumulated. Chosen among 14 variants by lite2's verdict on lite0's
     class images (benchmarks/maximize_quality.py)."""
-    return MaximizeConfig(param="maco", steps=256, lr=0.1, crop=(0.5, 1.0), rotate=5.0,
-                          importance=True)
+    return MaximizeConfig(
+        param="maco", steps=256, lr=0.1, crop=(0.5, 1.0), rotate=5.0, importance=True
+    )
 
 
 THUMBNAIL_SIZE = 128
@@ -118,16 +126,36 @@ def small_defaults() -> MaximizeConfig:
     """MNIST-sized inputs (LeNet-5, 28 px): pixels, 1-px jitter, no scale/rotation (a 28-px
     digit has no room for them), L2 decay, total variation and a blur every 4 steps
     (Yosinski et al. 2015), 128 Adam steps at lr 0.1."""
-    return MaximizeConfig(param="pixel", steps=128, lr=0.1, pad=2, jitter=1, scales=(1.0, 1.0),
-                          rotate=0.0, l2=1e-3, tv=1e-3, blur_every=4, blur_sigma=0.5)
+    return MaximizeConfig(
+        param="pixel",
+        steps=128,
+        lr=0.1,
+        pad=2,
+        jitter=1,
+        scales=(1.0, 1.0),
+        rotate=0.0,
+        l2=1e-3,
+        tv=1e-3,
+        blur_every=4,
+        blur_sigma=0.5,
+    )
 
 
 def data_prior_defaults() -> MaximizeConfig:
     """Small inputs with prior data (LeNet-5 with mnist-5k): the image is the data's mean plus
     80 principal components, whose coordinates z (in units of each component's standard
     deviation) carry the Gaussian prior 0.5·|z|²; 128 Adam steps at lr 0.1, no transforms."""
-    return MaximizeConfig(param="pca", steps=128, lr=0.1, pad=0, jitter=0, scales=(1.0, 1.0),
-                          rotate=0.0, prior=0.5, components=80)
+    return MaximizeConfig(
+        param="pca",
+        steps=128,
+        lr=0.1,
+        pad=0,
+        jitter=0,
+        scales=(1.0, 1.0),
+        rotate=0.0,
+        prior=0.5,
+        components=80,
+    )
 
 
 def accentuation_defaults() -> MaximizeConfig:
@@ -153,8 +181,13 @@ class Objective:
     position: tuple[int, int] | None = None
 
 
-def objective(model: nn.Module, kind: str, units: Sequence[int], layer: str | None = None,
-              position: tuple[int, int] | None = None) -> Objective:
+def objective(
+    model: nn.Module,
+    kind: str,
+    units: Sequence[int],
+    layer: str | None = None,
+    position: tuple[int, int] | None = None,
+) -> Objective:
     """Check and resolve an objective (layer aliases allowed)."""
     if kind not in ("channel", "neuron", "class"):
         raise CnnToolError(f"unknown objective '{kind}'; use channel, neuron or class")
@@ -193,23 +226,39 @@ class Synthesized:
         return record
 
 
-def maximize_config(shape: Sequence[int], *, param: str | None = None, prior_data: bool = False,
-                    accentuate: bool = False, crop: float | None = None,
-                    scale: float | None = None, **changes) -> MaximizeConfig:
+def maximize_config(
+    shape: Sequence[int],
+    *,
+    param: str | None = None,
+    prior_data: bool = False,
+    accentuate: bool = False,
+    crop: float | None = None,
+    scale: float | None = None,
+    **changes,
+) -> MaximizeConfig:
     """The documented defaults for an input of `shape` (`MaximizeConfig.for_input`) with the
     given changes (None: keep the default): `scale` a random zoom of ± this fraction, `crop`
     the smallest random crop as a fraction of the side (0: shift and zoom views instead), the
     others MaximizeConfig fields."""
     config = with_overrides(
         MaximizeConfig.for_input(shape, param=param, prior_data=prior_data, accentuate=accentuate),
-        param=param, scales=None if scale is None else (1 - scale, 1 + scale), **changes)
+        param=param,
+        scales=None if scale is None else (1 - scale, 1 + scale),
+        **changes,
+    )
     if crop is not None:
         config = replace(config, crop=(crop, 1.0) if crop > 0 else None)
     return config
 
 
-def objective_for(loaded, layer: str | None, units: Sequence[int], classes: Sequence = (),
-                  neuron: bool = False, position: tuple[int, int] | None = None) -> Objective:
+def objective_for(
+    loaded,
+    layer: str | None,
+    units: Sequence[int],
+    classes: Sequence = (),
+    neuron: bool = False,
+    position: tuple[int, int] | None = None,
+) -> Objective:
     """The objective of a LoadedModel: channels `units` of `layer` (their mean over positions,
     or with `neuron` the unit at `position`), or without a layer the logits of `classes`
     (indices or names of the model's classes)."""

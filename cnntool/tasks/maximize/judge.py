@@ -6,11 +6,12 @@ independently trained model, which sees the saved 8-bit PNG through its own prep
 classes (1 = its top class) and its probability. For a unit there is no second model: its value
 on the image is compared with its best value over real images (`objective_values` over DATA).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -48,15 +49,23 @@ class Verdict:
     top_probability: float
 
     def to_record(self, class_name=None) -> dict:
-        record = {"judge": self.judge, "judge_rank": self.rank,
-                  "judge_probability": round(self.probability, 6)}
+        record = {
+            "judge": self.judge,
+            "judge_rank": self.rank,
+            "judge_probability": round(self.probability, 6),
+        }
         if class_name is not None:
             record["judge_top"] = class_name(self.top)
         return record
 
 
-def judge_class_images(goal, images: Sequence[Image.Image], model_name: str, judge: str | None,
-                       load: Callable[[str], object]) -> list[Verdict]:
+def judge_class_images(
+    goal,
+    images: Sequence[Image.Image],
+    model_name: str,
+    judge: str | None,
+    load: Callable[[str], object],
+) -> list[Verdict]:
     """The verdicts of `judge` (a MODEL spec; None: the default judge of `model_name`; "none":
     no judge) on the images made for classes; none for units. `load(spec)` gives the judge as
     a LoadedModel (it is loaded as a plain MODEL: the options that load the model judged are
@@ -69,8 +78,13 @@ def judge_class_images(goal, images: Sequence[Image.Image], model_name: str, jud
 
 
 @torch.no_grad()
-def judge_images(judge: nn.Module, preprocessing: Preprocessing, images: Sequence[Image.Image],
-                 targets: Sequence[int], name: str) -> list[Verdict]:
+def judge_images(
+    judge: nn.Module,
+    preprocessing: Preprocessing,
+    images: Sequence[Image.Image],
+    targets: Sequence[int],
+    name: str,
+) -> list[Verdict]:
     """The judge's verdict on each saved image (PIL, as written) for its target class."""
     device = next(judge.parameters()).device
     batch = torch.stack([preprocessing(image) for image in images]).to(device)
@@ -82,22 +96,37 @@ def judge_images(judge: nn.Module, preprocessing: Preprocessing, images: Sequenc
         judge.train(was_training)
     logits = (logits[0] if isinstance(logits, (tuple, list)) else logits).float()
     if max(targets) >= logits.shape[1]:
-        raise CnnToolError(f"the judge {name} has {logits.shape[1]} classes; class "
-                           f"{max(targets)} is not one of them")
+        raise CnnToolError(
+            f"the judge {name} has {logits.shape[1]} classes; class "
+            f"{max(targets)} is not one of them"
+        )
     probabilities = torch.softmax(logits, dim=1)
     verdicts = []
     for row, target in enumerate(targets):
         score = logits[row, target]
         rank = 1 + int((logits[row] > score).sum())
         top = int(logits[row].argmax())
-        verdicts.append(Verdict(name, int(target), rank, float(probabilities[row, target]), top,
-                                float(probabilities[row, top])))
+        verdicts.append(
+            Verdict(
+                name,
+                int(target),
+                rank,
+                float(probabilities[row, target]),
+                top,
+                float(probabilities[row, top]),
+            )
+        )
     return verdicts
 
 
-def unit_records(results: Sequence, goal, config, class_name: Callable[[int], str | None],
-                 verdicts: Sequence[Verdict] = (),
-                 best_on_data: torch.Tensor | None = None) -> list[dict]:
+def unit_records(
+    results: Sequence,
+    goal,
+    config,
+    class_name: Callable[[int], str | None],
+    verdicts: Sequence[Verdict] = (),
+    best_on_data: torch.Tensor | None = None,
+) -> list[dict]:
     """One record per synthesized image: the objective's value, the class name, the settings,
     and the judge's verdict (classes) or the unit's best value over real data and the image's
     value relative to it (units; above 1: the image excites the unit more than any data image),
@@ -113,8 +142,10 @@ def unit_records(results: Sequence, goal, config, class_name: Callable[[int], st
         if k < len(verdicts):
             record.update(verdicts[k].to_record(lambda c: class_name(c) or str(c)))
         if best is not None:
-            record.update(best_on_data=round(best, 6),
-                          relative=round(result.value / best, 4) if best > 0 else None)
+            record.update(
+                best_on_data=round(best, 6),
+                relative=round(result.value / best, 4) if best > 0 else None,
+            )
         record.update(check_picture(result.pixels, result.value, best).to_record())
         records.append(record)
     return records
@@ -173,8 +204,11 @@ class Check:
         return None if self.reason is None else f"{NOT_CONVERGED}: {self.reason}"
 
     def to_record(self) -> dict:
-        return {"converged": self.converged, "contrast": round(self.contrast, 4),
-                "failure": self.reason}
+        return {
+            "converged": self.converged,
+            "contrast": round(self.contrast, 4),
+            "failure": self.reason,
+        }
 
 
 def check_picture(pixels, value: float | None = None, best: float | None = None) -> Check:

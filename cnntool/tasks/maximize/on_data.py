@@ -1,5 +1,6 @@
 """What real data adds to activation maximization, over a scan session (core.session): a prior
 fitted on it (a PCA basis or a mean spectrum) and each unit's best value on it."""
+
 from __future__ import annotations
 
 from cnntool.core.session import ScanSession
@@ -14,14 +15,16 @@ def fit_prior(session: ScanSession, config: MaximizeConfig) -> ImagePrior:
     magnitude spectrum (maco, fourier)."""
     batches = (b.inputs for b in session.batches("prior data", normalize=False))
     if config.param == "pca":
-        return ImagePrior(basis=PcaBasis.fit(data_pixels(batches, limit=MAX_PCA_IMAGES),
-                                             config.components))
+        return ImagePrior(
+            basis=PcaBasis.fit(data_pixels(batches, limit=MAX_PCA_IMAGES), config.components)
+        )
     window = min(session.model.input_shape[1:]) > 64
     return ImagePrior(spectrum=spectrum_of(batches, decorrelate=True, window=window))
 
 
 def best_on_data(session: ScanSession, goal: Objective):
     """Each unit's (or class logit's) best value over the session's images."""
-    values = objective_values(session.module, goal,
-                              (b.inputs for b in session.batches("units on DATA")))
+    values = objective_values(
+        session.module, goal, (b.inputs for b in session.batches("units on DATA"))
+    )
     return values.amax(0)

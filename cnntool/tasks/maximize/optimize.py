@@ -1,9 +1,10 @@
 """The optimization loop: gradient ascent on the parameterized image, one image per unit, all
 in one batch, and the objective's value for data images."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -16,10 +17,17 @@ from cnntool.tasks.maximize.parameterizations import ImagePrior, build_image
 from cnntool.tasks.maximize.transforms import penalized, random_view
 
 
-def maximize(model: nn.Module, preprocessing: Preprocessing, goal: Objective,
-             config: MaximizeConfig | None = None, *, start: Tensor | None = None,
-             seed: int = 0, progress: Callable[[int], None] | None = None,
-             prior: ImagePrior | None = None) -> list[Synthesized]:
+def maximize(
+    model: nn.Module,
+    preprocessing: Preprocessing,
+    goal: Objective,
+    config: MaximizeConfig | None = None,
+    *,
+    start: Tensor | None = None,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+    prior: ImagePrior | None = None,
+) -> list[Synthesized]:
     """Synthesize one input per unit of `goal`, all in one batch.
 
     `start`: C×H×W pixels in [0, 1] to begin from (default: seeded noise); with
@@ -27,17 +35,21 @@ def maximize(model: nn.Module, preprocessing: Preprocessing, goal: Objective,
     `prior`: what prior data gives the "maco" and "pca" parameterizations.
     `progress(k)` is called after every step (the CLI's progress bar).
     """
-    config = config or MaximizeConfig.for_input(preprocessing.input_shape,
-                                                prior_data=prior is not None)
+    config = config or MaximizeConfig.for_input(
+        preprocessing.input_shape, prior_data=prior is not None
+    )
     if config.closeness and (start is None or config.param != "fourier"):
-        raise CnnToolError("feature accentuation needs a start image and the fourier "
-                           "parameterization")
+        raise CnnToolError(
+            "feature accentuation needs a start image and the fourier parameterization"
+        )
     device = next(model.parameters()).device
     channels, height, width = preprocessing.input_shape
     if config.size is not None and (config.size, config.size) != (height, width):
         if start is not None:
-            raise CnnToolError(f"a start image is the model's input size, {height}×{width}; "
-                               f"an image of side {config.size} cannot start from it")
+            raise CnnToolError(
+                f"a start image is the model's input size, {height}×{width}; "
+                f"an image of side {config.size} cannot start from it"
+            )
         height = width = config.size
     shape = (len(goal.units), channels, height, width)
     generator = torch.Generator().manual_seed(seed)
@@ -80,10 +92,17 @@ def maximize(model: nn.Module, preprocessing: Preprocessing, goal: Objective,
             final = image.pixels().detach()
             values = score(preprocessing.normalize(final)).tolist()
             peaks = score.peaks.tolist()
-    return [Synthesized(unit=u, pixels=final[k].cpu(), value=float(values[k]), peak=float(peaks[k]),
-                        history=tuple(h[k] for h in history),
-                        importance=None if importance is None else importance[k].cpu())
-            for k, u in enumerate(goal.units)]
+    return [
+        Synthesized(
+            unit=u,
+            pixels=final[k].cpu(),
+            value=float(values[k]),
+            peak=float(peaks[k]),
+            history=tuple(h[k] for h in history),
+            importance=None if importance is None else importance[k].cpu(),
+        )
+        for k, u in enumerate(goal.units)
+    ]
 
 
 class _Adam:
@@ -104,8 +123,8 @@ class _Adam:
         self.steps += 1
         self.average.lerp_(grad, 1 - beta1)
         self.square_average.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denominator = (self.square_average.sqrt() / math.sqrt(1 - beta2 ** self.steps)).add_(self.eps)
-        self.param.addcdiv_(self.average, denominator, value=-self.lr / (1 - beta1 ** self.steps))
+        denominator = (self.square_average.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(self.eps)
+        self.param.addcdiv_(self.average, denominator, value=-self.lr / (1 - beta1**self.steps))
 
 
 def _target_output(model: nn.Module, goal: Objective, x: Tensor) -> Tensor:
@@ -121,8 +140,10 @@ def _target_output(model: nn.Module, goal: Objective, x: Tensor) -> Tensor:
 def _check_units(output: Tensor, goal: Objective) -> None:
     largest = max(goal.units)
     if output.shape[1] <= largest:
-        raise CnnToolError(f"unit {largest} is out of range; the target has "
-                           f"{output.shape[1]} channels (0 to {output.shape[1] - 1})")
+        raise CnnToolError(
+            f"unit {largest} is out of range; the target has "
+            f"{output.shape[1]} channels (0 to {output.shape[1] - 1})"
+        )
 
 
 def _reduce(maps: Tensor, goal: Objective) -> Tensor:
@@ -132,14 +153,18 @@ def _reduce(maps: Tensor, goal: Objective) -> Tensor:
         return maps.flatten(-2).mean(-1)
     row, col = goal.position or (maps.shape[-2] // 2, maps.shape[-1] // 2)
     if not (0 <= row < maps.shape[-2] and 0 <= col < maps.shape[-1]):
-        raise CnnToolError(f"position ({row}, {col}) is outside layer '{goal.layer}', "
-                           f"whose maps are {maps.shape[-2]}×{maps.shape[-1]}")
+        raise CnnToolError(
+            f"position ({row}, {col}) is outside layer '{goal.layer}', "
+            f"whose maps are {maps.shape[-2]}×{maps.shape[-1]}"
+        )
     return maps[..., row, col]
 
 
 def _penalized(config: MaximizeConfig) -> bool:
     """Whether the config has a penalty summed over pixels or coordinates."""
-    return bool(config.l2 or config.tv or config.closeness or (config.param == "pca" and config.prior))
+    return bool(
+        config.l2 or config.tv or config.closeness or (config.param == "pca" and config.prior)
+    )
 
 
 def _scorer(model: nn.Module, goal: Objective) -> Callable[[Tensor], Tensor]:
@@ -159,6 +184,7 @@ def _scorer(model: nn.Module, goal: Objective) -> Callable[[Tensor], Tensor]:
         score.positions = picked[0].numel() if goal.kind == "channel" else 1
         score.peaks = picked.detach().flatten(1).amax(1)
         return _reduce(picked, goal)
+
     score.positions, score.peaks = 1, None
     return score
 

@@ -12,6 +12,7 @@
 Penalties whose gradient is simple (accentuation's closeness, the Gaussian prior) are added to
 the parameters' gradient by hand in `add_penalty_gradients`, after the objective's backward.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,13 @@ from torch import Tensor
 
 from cnntool.errors import CnnToolError
 from cnntool.tasks.maximize.config import MaximizeConfig
-from cnntool.tasks.maximize.spectrum import (PcaBasis, correlate_colors, decorrelate_colors,
-                                             magnitude_for, natural_quadrant)
+from cnntool.tasks.maximize.spectrum import (
+    PcaBasis,
+    correlate_colors,
+    decorrelate_colors,
+    magnitude_for,
+    natural_quadrant,
+)
 from cnntool.tasks.maximize.transforms import gaussian_blur
 
 
@@ -36,8 +42,14 @@ class ImagePrior:
     basis: PcaBasis | None = None
 
 
-def build_image(config: MaximizeConfig, shape: tuple[int, int, int, int], start: Tensor | None,
-                generator: torch.Generator, device, prior: ImagePrior | None = None):
+def build_image(
+    config: MaximizeConfig,
+    shape: tuple[int, int, int, int],
+    start: Tensor | None,
+    generator: torch.Generator,
+    device,
+    prior: ImagePrior | None = None,
+):
     """The parameterization `config.param` for a batch of `shape`, at `start` (C×H×W pixels in
     [0, 1]) or at seeded noise."""
     if config.param == "pixel":
@@ -45,14 +57,19 @@ def build_image(config: MaximizeConfig, shape: tuple[int, int, int, int], start:
     if config.param == "fourier":
         return FourierImage.create(shape, start, generator, device, config.closeness)
     if config.param == "maco":
-        spectrum = prior.spectrum if prior is not None and prior.spectrum is not None \
+        spectrum = (
+            prior.spectrum
+            if prior is not None and prior.spectrum is not None
             else natural_magnitude(shape[1], *shape[2:])
+        )
         return MacoImage.create(shape, start, generator, device, spectrum)
     if config.param == "pca":
         if prior is None or prior.basis is None:
             raise CnnToolError("the pca parameterization needs prior data (--prior-data DATA)")
         return PcaImage.create(shape, start, generator, device, prior.basis, config.prior)
-    raise CnnToolError(f"unknown parameterization '{config.param}'; use maco, fourier, pixel or pca")
+    raise CnnToolError(
+        f"unknown parameterization '{config.param}'; use maco, fourier, pixel or pca"
+    )
 
 
 def _logits(start: Tensor, shape, device) -> Tensor:
@@ -67,9 +84,12 @@ class PixelImage:
         self.param = param
 
     @classmethod
-    def create(cls, shape, start, generator, device) -> "PixelImage":
-        init = _logits(start, shape, device).clone() if start is not None \
+    def create(cls, shape, start, generator, device) -> PixelImage:
+        init = (
+            _logits(start, shape, device).clone()
+            if start is not None
             else (torch.randn(shape, generator=generator) * 0.1).to(device)
+        )
         return cls(init.requires_grad_())
 
     def pixels(self) -> Tensor:
@@ -97,7 +117,7 @@ class FourierImage:
         h, w = shape[2:]
         fy = torch.fft.fftfreq(h, device=param.device)[:, None]
         fx = torch.fft.rfftfreq(w, device=param.device)[None, :]
-        freq = (fy ** 2 + fx ** 2).sqrt().clamp(min=1.0 / max(h, w))
+        freq = (fy**2 + fx**2).sqrt().clamp(min=1.0 / max(h, w))
         # 1/f scaling (as lucid): natural images' spectrum falls as 1/f, so a unit step in
         # each parameter moves the image like natural-image statistics would. With the
         # orthonormal FFT and lucid's /4 this is lucid's fft_image exactly.
@@ -105,10 +125,12 @@ class FourierImage:
         self.origin = param.detach().clone() if closeness else None
 
     @classmethod
-    def create(cls, shape, start, generator, device, closeness: float = 0.0) -> "FourierImage":
+    def create(cls, shape, start, generator, device, closeness: float = 0.0) -> FourierImage:
         n, c, h, w = shape
         if start is None:
-            spectrum = (torch.randn((n, c, h, w // 2 + 1, 2), generator=generator) * 0.01).to(device)
+            spectrum = (torch.randn((n, c, h, w // 2 + 1, 2), generator=generator) * 0.01).to(
+                device
+            )
             return cls(spectrum.requires_grad_(), shape)
         probe = cls(torch.zeros(1, device=device), shape)  # for its scale only
         colors = decorrelate_colors(_logits(start, shape, device))
@@ -138,8 +160,10 @@ def natural_magnitude(channels: int, height: int, width: int) -> Tensor:
         return magnitude
     if channels == 1:
         return magnitude.square().mean(0, keepdim=True).sqrt()
-    raise CnnToolError(f"maco's natural spectrum has 1 or 3 channels, not {channels}; "
-                       "give --prior-data to compute one from your data")
+    raise CnnToolError(
+        f"maco's natural spectrum has 1 or 3 channels, not {channels}; "
+        "give --prior-data to compute one from your data"
+    )
 
 
 class MacoImage:
@@ -160,19 +184,22 @@ class MacoImage:
         self.mirror_rows = (-torch.arange(h, device=phase.device)) % h
         magnitude = magnitude.to(phase.device, phase.dtype).clone()
         magnitude[:, 0, 0] = 0.0
-        plain = torch.fft.irfft2(torch.polar(magnitude, torch.zeros_like(magnitude)), s=(h, w),
-                                 norm="ortho")
+        plain = torch.fft.irfft2(
+            torch.polar(magnitude, torch.zeros_like(magnitude)), s=(h, w), norm="ortho"
+        )
         self.magnitude = magnitude / plain.square().mean().sqrt().clamp(min=1e-12)
 
     @classmethod
-    def create(cls, shape, start, generator, device, magnitude: Tensor) -> "MacoImage":
+    def create(cls, shape, start, generator, device, magnitude: Tensor) -> MacoImage:
         n, c, h, w = shape
         if magnitude.shape != (c, h, w // 2 + 1):
-            raise CnnToolError(f"the spectrum is {tuple(magnitude.shape)}, the image needs "
-                               f"{(c, h, w // 2 + 1)}")
+            raise CnnToolError(
+                f"the spectrum is {tuple(magnitude.shape)}, the image needs {(c, h, w // 2 + 1)}"
+            )
         if start is not None:  # the photo's phase under the natural magnitude
-            phase = torch.fft.rfft2(decorrelate_colors(_logits(start, shape, device)),
-                                    norm="ortho").angle()
+            phase = torch.fft.rfft2(
+                decorrelate_colors(_logits(start, shape, device)), norm="ortho"
+            ).angle()
         else:
             phase = (torch.rand((n, c, h, w // 2 + 1), generator=generator) * 2 - 1) * math.pi
         return cls(phase.to(device).contiguous().requires_grad_(), magnitude, shape)
@@ -184,7 +211,7 @@ class MacoImage:
         start = 0
         for column in self.edge_columns:
             pieces.append(phase[..., start:column])
-            edge = phase[..., column:column + 1]
+            edge = phase[..., column : column + 1]
             pieces.append((edge - edge[..., self.mirror_rows, :]) / 2)
             start = column + 1
         pieces.append(phase[..., start:])
@@ -219,13 +246,18 @@ class PcaImage:
         self.components = basis.components.to(param.device)
 
     @classmethod
-    def create(cls, shape, start, generator, device, basis: PcaBasis, prior: float) -> "PcaImage":
+    def create(cls, shape, start, generator, device, basis: PcaBasis, prior: float) -> PcaImage:
         if tuple(basis.shape) != tuple(shape[1:]):
-            raise CnnToolError(f"the prior data's images are {tuple(basis.shape)} after "
-                               f"preprocessing; the model takes {tuple(shape[1:])}")
+            raise CnnToolError(
+                f"the prior data's images are {tuple(basis.shape)} after "
+                f"preprocessing; the model takes {tuple(shape[1:])}"
+            )
         n, k = shape[0], len(basis.components)
-        z = basis.coordinates(start[None]).expand(n, k).clone() if start is not None \
+        z = (
+            basis.coordinates(start[None]).expand(n, k).clone()
+            if start is not None
             else torch.randn((n, k), generator=generator) * 0.01
+        )
         return cls(z.to(device).requires_grad_(), basis, shape, prior)
 
     def pixels(self) -> Tensor:

@@ -18,13 +18,14 @@ a left-right mirror, so the two signs of the vertical frequency are averaged int
 mean magnitude of DATA at the model's input size, and `PcaBasis.fit` a principal-component
 basis (the Gaussian prior used for small grayscale models).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -40,9 +41,7 @@ SPECTRUM_FILE = "natural_spectrum.npy"
 
 # Olah et al. 2017 (lucid): square root of ImageNet's colour covariance; mixing three
 # decorrelated channels through it gives natural colour statistics.
-COLOR_CORRELATION = torch.tensor([[0.26, 0.09, 0.02],
-                                  [0.27, 0.00, -0.05],
-                                  [0.27, -0.09, 0.03]])
+COLOR_CORRELATION = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_CORRELATION = COLOR_CORRELATION / COLOR_CORRELATION.norm(dim=0).max()
 
 
@@ -60,8 +59,9 @@ def decorrelate_colors(x: Tensor) -> Tensor:
     return torch.einsum("ij,njhw->nihw", torch.linalg.inv(COLOR_CORRELATION).to(x), x)
 
 
-def spectrum_of(batches: Iterable[Tensor], *, decorrelate: bool = True,
-                window: bool = False) -> Tensor:
+def spectrum_of(
+    batches: Iterable[Tensor], *, decorrelate: bool = True, window: bool = False
+) -> Tensor:
     """Mean Fourier magnitude |rfft2| (orthonormal) of [0, 1] pixel batches N×C×H×W: C×H×(W//2+1).
 
     `decorrelate` first maps RGB to lucid's decorrelated colours (the space MACO draws in);
@@ -77,8 +77,10 @@ def spectrum_of(batches: Iterable[Tensor], *, decorrelate: bool = True,
             x = decorrelate_colors(x)
         if window:
             h, w = x.shape[-2:]
-            x = x * (torch.hann_window(h, periodic=False, dtype=x.dtype)[:, None]
-                     * torch.hann_window(w, periodic=False, dtype=x.dtype)[None, :])
+            x = x * (
+                torch.hann_window(h, periodic=False, dtype=x.dtype)[:, None]
+                * torch.hann_window(w, periodic=False, dtype=x.dtype)[None, :]
+            )
         magnitude = torch.fft.rfft2(x, norm="ortho").abs().sum(0)
         total = magnitude if total is None else total + magnitude
         count += len(batch)
@@ -114,8 +116,10 @@ def magnitude_for(quadrant: Tensor, height: int, width: int) -> Tensor:
     fy = torch.fft.fftfreq(height, dtype=torch.float64).abs()[:, None] * size
     fx = torch.fft.rfftfreq(width, dtype=torch.float64)[None, :] * size
     fy, fx = torch.broadcast_tensors(fy, fx)
-    radius = (fy ** 2 + fx ** 2).sqrt()
-    lift = torch.where((radius > 0) & (radius < 1), 1 / radius.clamp(min=1e-12), torch.ones_like(radius))
+    radius = (fy**2 + fx**2).sqrt()
+    lift = torch.where(
+        (radius > 0) & (radius < 1), 1 / radius.clamp(min=1e-12), torch.ones_like(radius)
+    )
     fy, fx = fy * lift, fx * lift
     # grid_sample's normalized coordinates with align_corners=True: index 0 -> -1, Q-1 -> +1
     last = quadrant.shape[-1] - 1
@@ -137,22 +141,25 @@ class PcaBasis:
     shape: tuple[int, int, int]
 
     @staticmethod
-    def fit(pixels: Tensor, count: int) -> "PcaBasis":
+    def fit(pixels: Tensor, count: int) -> PcaBasis:
         """The first `count` principal components of [0, 1] pixels N×C×H×W."""
         n = len(pixels)
         if n < 2:
             raise CnnToolError("a PCA prior needs at least 2 images")
         if pixels[0].numel() > MAX_PCA_VALUES:
-            raise CnnToolError(f"a PCA prior is for small inputs (up to {MAX_PCA_VALUES} values, "
-                               f"e.g. 3×64×64); this model takes {tuple(pixels.shape[1:])}: "
-                               "use --param maco")
+            raise CnnToolError(
+                f"a PCA prior is for small inputs (up to {MAX_PCA_VALUES} values, "
+                f"e.g. 3×64×64); this model takes {tuple(pixels.shape[1:])}: "
+                "use --param maco"
+            )
         flat = pixels.reshape(n, -1).double()
         mean = flat.mean(0)
         _, singular, vectors = torch.linalg.svd(flat - mean, full_matrices=False)
         count = min(count, len(singular))
         scale = singular[:count] / math.sqrt(n - 1)
-        return PcaBasis(mean.float(), (vectors[:count] * scale[:, None]).float(),
-                        tuple(pixels.shape[1:]))
+        return PcaBasis(
+            mean.float(), (vectors[:count] * scale[:, None]).float(), tuple(pixels.shape[1:])
+        )
 
     def coordinates(self, pixels: Tensor) -> Tensor:
         """Least-squares z for pixels N×C×H×W (the start image of a run)."""

@@ -6,6 +6,7 @@ pixel pattern (Mordvintsev et al. 2015, Olah et al. 2017): a shift, zoom and rot
 (`random_crop`), each with a little noise. `penalized` adds the L2 and total-variation
 penalties of Yosinski et al. 2015 to the gradient; `gaussian_blur` is their blur.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,10 +43,19 @@ def random_view(pixels: Tensor, config: MaximizeConfig, generator: torch.Generat
     low, high = config.scales
     scale = low + (high - low) * float(torch.rand((), generator=generator))
     angle = config.rotate * (2 * float(torch.rand((), generator=generator)) - 1)
-    dy, dx = ((int(v) for v in torch.randint(-config.jitter, config.jitter + 1, (2,), generator=generator))
-              if config.jitter else (0, 0))
-    return _noisy(view(pixels, shift=(dy, dx), scale=scale, degrees=angle, pad=config.pad),
-                  config.noise, generator)
+    dy, dx = (
+        (
+            int(v)
+            for v in torch.randint(-config.jitter, config.jitter + 1, (2,), generator=generator)
+        )
+        if config.jitter
+        else (0, 0)
+    )
+    return _noisy(
+        view(pixels, shift=(dy, dx), scale=scale, degrees=angle, pad=config.pad),
+        config.noise,
+        generator,
+    )
 
 
 def random_crop(pixels: Tensor, config: MaximizeConfig, generator: torch.Generator) -> Tensor:
@@ -61,8 +71,9 @@ def random_crop(pixels: Tensor, config: MaximizeConfig, generator: torch.Generat
     angle = config.rotate * (2 * draws[3] - 1)
     if fraction >= 1.0 and not angle:
         return _noisy(pixels, config.noise, generator)
-    return _noisy(view(pixels, shift=shift, scale=1 / fraction, degrees=angle), config.noise,
-                  generator)
+    return _noisy(
+        view(pixels, shift=shift, scale=1 / fraction, degrees=angle), config.noise, generator
+    )
 
 
 def _noisy(pixels: Tensor, std: float, generator: torch.Generator) -> Tensor:
@@ -72,8 +83,14 @@ def _noisy(pixels: Tensor, std: float, generator: torch.Generator) -> Tensor:
     return pixels + std * noise
 
 
-def view(pixels: Tensor, *, shift: tuple[float, float] = (0, 0), scale: float = 1.0,
-         degrees: float = 0.0, pad: int = 0) -> Tensor:
+def view(
+    pixels: Tensor,
+    *,
+    shift: tuple[float, float] = (0, 0),
+    scale: float = 1.0,
+    degrees: float = 0.0,
+    pad: int = 0,
+) -> Tensor:
     """`pixels` (N×C×H×W) moved by `shift` (rows, columns; positive = down, right), zoomed by
     `scale` and rotated by `degrees` about the centre; what comes into view is mirrored.
 
@@ -95,7 +112,7 @@ def view(pixels: Tensor, *, shift: tuple[float, float] = (0, 0), scale: float = 
         pad = min(pad, h - 1, w - 1)  # reflect padding can mirror at most size - 1 pixels
         dy, dx = max(-pad, min(pad, dy)), max(-pad, min(pad, dx))
         padded = F.pad(pixels, (pad,) * 4, mode="reflect")
-        return padded[:, :, pad - dy: pad - dy + h, pad - dx: pad - dx + w]
+        return padded[:, :, pad - dy : pad - dy + h, pad - dx : pad - dx + w]
     # Output pixel (u, v) samples the input at rotate(u, v) / scale - shift, in grid_sample's
     # normalized coordinates; built by broadcasting a row and a column (cheaper than
     # affine_grid's (H·W)×3 by 3×2 product).
@@ -106,8 +123,9 @@ def view(pixels: Tensor, *, shift: tuple[float, float] = (0, 0), scale: float = 
     x = cos * u + (-sin * h / w * v - 2 * dx / w)[:, None]
     y = sin * w / h * u + (cos * v - 2 * dy / h)[:, None]
     grid = torch.stack([x, y], dim=-1).expand(n, h, w, 2)
-    return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="reflection",
-                         align_corners=False)
+    return F.grid_sample(
+        pixels, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
 class _Penalized(torch.autograd.Function):

@@ -9,6 +9,7 @@ After the scan (rank 0):
 Guided-backprop projections and feature visualizations are computed per layer by the caller
 (projections.py, visualize.py), so that only one layer's images are held at a time.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,26 +80,58 @@ class MapView:
     notes: tuple[str, ...] = ()
 
 
-def diagnosis(model: nn.Module, plan: MicroscopePlan, result: ScanResult,
-              commands: FollowUps) -> Diagnosis:
+def diagnosis(
+    model: nn.Module, plan: MicroscopePlan, result: ScanResult, commands: FollowUps
+) -> Diagnosis:
     """diagnose's summaries and findings for the layers with pages; each finding's `layer` is
     the name of the page it belongs to."""
-    found = diagnose(model, [layer.point for layer in plan.layers], result.stats, commands,
-                     params_macs=(plan.params, plan.macs) if plan.macs is not None else None)
+    found = diagnose(
+        model,
+        [layer.point for layer in plan.layers],
+        result.stats,
+        commands,
+        params_macs=(plan.params, plan.macs) if plan.macs is not None else None,
+    )
     page_of = {layer.point.layer or layer.name: layer.name for layer in plan.layers}
-    findings = tuple(Finding(f.severity, f.kind, page_of.get(f.layer, f.layer) if f.layer else None,
-                             f.message, f.advice, f.command) for f in found.findings)
+    findings = tuple(
+        Finding(
+            f.severity,
+            f.kind,
+            page_of.get(f.layer, f.layer) if f.layer else None,
+            f.message,
+            f.advice,
+            f.command,
+        )
+        for f in found.findings
+    )
     return Diagnosis(found.layers, findings, found.images, found.unreached)
 
 
-def layer_view(model: nn.Module, loaded, plan: MicroscopePlan, layer: LayerPlan, result: ScanResult,
-               summary: LayerDiagnosis | None) -> LayerView:
+def layer_view(
+    model: nn.Module,
+    loaded,
+    plan: MicroscopePlan,
+    layer: LayerPlan,
+    result: ScanResult,
+    summary: LayerDiagnosis | None,
+) -> LayerView:
     """Everything the scan measured about one layer's units (no images yet)."""
     topk = result.topk.get(layer.name)
     histograms: UnitHistograms | None = result.histograms.get(layer.name)
-    patches = top_patches(topk, layer=layer.name, units=layer.units, field=layer.field,
-                          preprocessing=loaded.preprocessing) if topk is not None else None
-    votes = _votes(model, loaded, plan, layer, summary) if feeds_classifier(model, plan, layer) else {}
+    patches = (
+        top_patches(
+            topk,
+            layer=layer.name,
+            units=layer.units,
+            field=layer.field,
+            preprocessing=loaded.preprocessing,
+        )
+        if topk is not None
+        else None
+    )
+    votes = (
+        _votes(model, loaded, plan, layer, summary) if feeds_classifier(model, plan, layer) else {}
+    )
     correlation = summary.correlation if summary is not None else None
     sizes = topk.sizes.cpu().tolist() if topk is not None else None
     units = []
@@ -107,21 +140,34 @@ def layer_view(model: nn.Module, loaded, plan: MicroscopePlan, layer: LayerPlan,
         hits = patches.hits[position] if patches is not None else ()
         if rectified:  # where a rectified unit is 0 it is off: ties at 0 are arbitrary images
             hits = tuple(hit for hit in hits if hit.value > 0)
-        views = [original_box(None, (0, 0), tuple(sizes[position][hit.rank]), loaded.preprocessing)
-                 for hit in hits]
-        units.append(UnitView(
-            index=unit, hits=hits,
-            crops=tuple(shown_box(hit.box, view) for hit, view in zip(hits, views)),
-            **_figures(summary, unit),
-            histogram=histograms.unit(position) if histograms is not None else ((), ()),
-            correlated=_correlated(correlation, unit),
-            votes=votes.get(unit, ())))
-    return LayerView(plan=layer, diagnosis=summary, units=tuple(units),
-                     filters=_first_filters(model, plan, layer),
-                     feeds_classifier=bool(votes), top=plan.top)
+        views = [
+            original_box(None, (0, 0), tuple(sizes[position][hit.rank]), loaded.preprocessing)
+            for hit in hits
+        ]
+        units.append(
+            UnitView(
+                index=unit,
+                hits=hits,
+                crops=tuple(shown_box(hit.box, view) for hit, view in zip(hits, views)),
+                **_figures(summary, unit),
+                histogram=histograms.unit(position) if histograms is not None else ((), ()),
+                correlated=_correlated(correlation, unit),
+                votes=votes.get(unit, ()),
+            )
+        )
+    return LayerView(
+        plan=layer,
+        diagnosis=summary,
+        units=tuple(units),
+        filters=_first_filters(model, plan, layer),
+        feeds_classifier=bool(votes),
+        top=plan.top,
+    )
 
 
-def shown_box(box: tuple[int, int, int, int], view: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+def shown_box(
+    box: tuple[int, int, int, int], view: tuple[int, int, int, int]
+) -> tuple[int, int, int, int]:
     """What a hit's patch shows: its receptive field `box`, except along an axis where the
     field is as large as the model's `view` of the image (or larger): there the view. A deep
     unit sees all the input, and a crop of its whole field would be mostly zero padding; an
@@ -134,17 +180,26 @@ def shown_box(box: tuple[int, int, int, int], view: tuple[int, int, int, int]) -
 
 def _figures(summary: LayerDiagnosis | None, unit: int) -> dict:
     if summary is None:
-        return dict(mean=math.nan, max=math.nan, lifetime_sparsity=None, active=None, dead=False,
-                    constant=False, saturated=False)
+        return dict(
+            mean=math.nan,
+            max=math.nan,
+            lifetime_sparsity=None,
+            active=None,
+            dead=False,
+            constant=False,
+            saturated=False,
+        )
     rectified = summary.point.activation.rectified
     lifetime = summary.lifetime_sparsity[unit] if summary.lifetime_sparsity is not None else None
     return dict(
-        mean=rounded(summary.mean[unit]), max=rounded(summary.maximum[unit]),
+        mean=rounded(summary.mean[unit]),
+        max=rounded(summary.maximum[unit]),
         lifetime_sparsity=None if lifetime is None or math.isnan(lifetime) else rounded(lifetime),
         active=rounded(summary.active[unit]) if rectified else None,
         dead=summary.dead is not None and unit in summary.dead,
         constant=unit in summary.constant,
-        saturated=summary.saturated is not None and unit in summary.saturated)
+        saturated=summary.saturated is not None and unit in summary.saturated,
+    )
 
 
 def _correlated(correlation: torch.Tensor | None, unit: int) -> tuple[tuple[int, float], ...]:
@@ -158,8 +213,9 @@ def _correlated(correlation: torch.Tensor | None, unit: int) -> tuple[tuple[int,
     return tuple((other, rounded(float(row[other]))) for other in ranked[:CORRELATED])
 
 
-def _votes(model: nn.Module, loaded, plan: MicroscopePlan, layer: LayerPlan,
-           summary: LayerDiagnosis | None) -> dict[int, tuple[tuple[int, str, float], ...]]:
+def _votes(
+    model: nn.Module, loaded, plan: MicroscopePlan, layer: LayerPlan, summary: LayerDiagnosis | None
+) -> dict[int, tuple[tuple[int, str, float], ...]]:
     """Per unit shown, the classes with the largest weight × mean activation (the unit's
     average push on each logit)."""
     if summary is None:
@@ -174,8 +230,9 @@ def _votes(model: nn.Module, loaded, plan: MicroscopePlan, layer: LayerPlan,
         if not bool(scores[:, column].any()):
             continue  # a unit that is always 0 (dead) pushes no logit
         order = sorted(range(scores.shape[0]), key=lambda c: (-float(scores[c, column]), c))[:count]
-        votes[unit] = tuple((c, loaded.class_name(c) or str(c), rounded(float(scores[c, column])))
-                            for c in order)
+        votes[unit] = tuple(
+            (c, loaded.class_name(c) or str(c), rounded(float(scores[c, column]))) for c in order
+        )
     return votes
 
 
@@ -198,15 +255,21 @@ def embedding(result: ScanResult, layer: str, *, seed: int = 0) -> MapView | Non
     indices = tuple(int(i) for i, k in zip(result.feature_indices, keep) if k)
     notes = []
     if (~keep).any():
-        notes.append(f"{int((~keep).sum())} image(s) with NaN or infinite features are left off the map")
+        notes.append(
+            f"{int((~keep).sum())} image(s) with NaN or infinite features are left off the map"
+        )
     if len(indices) < 2:
         return None
     method = "tsne" if len(indices) >= MIN_TSNE_POINTS else "pca"
     mapped = embed(features[keep], EmbedSettings(method=method, seed=seed))
     notes += list(mapped.warnings)
-    return MapView(layer=layer, method="t-SNE" if method == "tsne" else "PCA",
-                   coords=np.asarray(mapped.coords, dtype=np.float64), indices=indices,
-                   notes=tuple(notes))
+    return MapView(
+        layer=layer,
+        method="t-SNE" if method == "tsne" else "PCA",
+        coords=np.asarray(mapped.coords, dtype=np.float64),
+        indices=indices,
+        notes=tuple(notes),
+    )
 
 
 def rounded(value: float | None, digits: int = DIGITS) -> float | None:

@@ -5,10 +5,11 @@ A scan consumer over [0, 1] pixels (run the session with `normalize=False`): FGS
 forward and backward per batch and ε. Labels are the dataset's where they map onto the model's
 classes, else the model's clean prediction (tasks.attack's rule). Counts merge across ranks.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -55,16 +56,30 @@ class FgsmSweep(Consumer):
         self._to_class = label_mapper(dataset, model.class_names)
 
     def end(self, batch, output) -> None:
-        outcomes = attack_batch(self.model, self.dataset, batch, fgsm, self.eps, None, self._to_class)
+        outcomes = attack_batch(
+            self.model, self.dataset, batch, fgsm, self.eps, None, self._to_class
+        )
         for per_eps in outcomes:
             for outcome in per_eps:
                 self.tally.add(outcome)
         labels = {f.label for f in self.fooled}
         for outcome in outcomes[-1]:  # the largest ε comes last (sorted by the caller)
-            if outcome.success and len(self.fooled) < self.triptychs and outcome.label not in labels:
+            if (
+                outcome.success
+                and len(self.fooled) < self.triptychs
+                and outcome.label not in labels
+            ):
                 labels.add(outcome.label)
-                self.fooled.append(Fooled(outcome.index, outcome.eps, outcome.label, outcome.adv_pred,
-                                          outcome.clean.detach().cpu(), outcome.adversarial.detach().cpu()))
+                self.fooled.append(
+                    Fooled(
+                        outcome.index,
+                        outcome.eps,
+                        outcome.label,
+                        outcome.adv_pred,
+                        outcome.clean.detach().cpu(),
+                        outcome.adversarial.detach().cpu(),
+                    )
+                )
 
     def part(self) -> tuple:
         """What this rank contributes (gather it; `merged` takes every rank's)."""
@@ -83,9 +98,12 @@ def merged(parts: Sequence[tuple], eps: Sequence[float], triptychs: int = TRIPTY
         if candidate.label not in labels and len(fooled) < triptychs:
             labels.add(candidate.label)
             fooled.append(candidate)
-    return AttackView(method="FGSM", eps=tuple(s.eps for s in summaries),
-                      accuracy=tuple(s.adv_accuracy or 0.0 for s in summaries),
-                      images=summaries[0].images if summaries else 0,
-                      labels_from_dataset=summaries[0].labels_from_dataset if summaries else 0,
-                      fooled=tuple(fooled),
-                      clean_accuracy=summaries[0].clean_accuracy if summaries else None)
+    return AttackView(
+        method="FGSM",
+        eps=tuple(s.eps for s in summaries),
+        accuracy=tuple(s.adv_accuracy or 0.0 for s in summaries),
+        images=summaries[0].images if summaries else 0,
+        labels_from_dataset=summaries[0].labels_from_dataset if summaries else 0,
+        fooled=tuple(fooled),
+        clean_accuracy=summaries[0].clean_accuracy if summaries else None,
+    )

@@ -15,10 +15,11 @@ the batching or the sharding.
 Every (image, position) of a unit is one sample, as in diagnose's statistics. Non-finite values
 are not binned; they are counted apart.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -51,7 +52,9 @@ class UnitHistograms:
         Bin numbers are computed in the activations' own precision (float32 at least): a few
         passes over the batch in its own layout, then one bincount; no float64 copy."""
         if activations.dim() < 2 or activations.shape[1] != self.units:
-            raise ValueError(f"expected (B, {self.units}, ...) activations, got {tuple(activations.shape)}")
+            raise ValueError(
+                f"expected (B, {self.units}, ...) activations, got {tuple(activations.shape)}"
+            )
         batch, units = activations.shape[:2]
         x = activations.detach().reshape(batch, units, -1)
         if x.numel() == 0:
@@ -65,7 +68,9 @@ class UnitHistograms:
             self.nonfinite += (~finite).sum(dim=(0, 2))
             low = x.masked_fill(~finite, math.inf).amin(dim=(0, 2))
             high = x.masked_fill(~finite, -math.inf).amax(dim=(0, 2))
-        self._regrid(torch.minimum(self.minimum, low.double()), torch.maximum(self.maximum, high.double()))
+        self._regrid(
+            torch.minimum(self.minimum, low.double()), torch.maximum(self.maximum, high.double())
+        )
         if finite is not None:
             x = x.masked_fill(~finite, 0.0)
         # unit u's value x falls in bin floor(x · 2^-k_u) − origin_u, counted at u·bins + bin;
@@ -73,15 +78,17 @@ class UnitHistograms:
         # while every offset is below float32's 2^24 integers (else in int64)
         offset = self.origin - torch.arange(units, device=x.device) * self.bins
         scaled = torch.mul(x, torch.exp2(-self.exponent.to(x.dtype))[None, :, None]).floor_()
-        if int(offset.abs().max()) < 2 ** 23:
+        if int(offset.abs().max()) < 2**23:
             index = scaled.sub_(offset.to(x.dtype)[None, :, None]).to(torch.int32)
         else:
             index = scaled.to(torch.int64).sub_(offset[None, :, None])
         if finite is not None:
             index = index[finite]
-        self.counts += torch.bincount(index.flatten(), minlength=units * self.bins).view(units, self.bins)
+        self.counts += torch.bincount(index.flatten(), minlength=units * self.bins).view(
+            units, self.bins
+        )
 
-    def merge(self, other: "UnitHistograms") -> None:
+    def merge(self, other: UnitHistograms) -> None:
         """Fold in another shard's histograms (same units and bins)."""
         if (other.units, other.bins) != (self.units, self.bins):
             raise ValueError("cannot merge histograms of different units or bins")
@@ -95,7 +102,9 @@ class UnitHistograms:
 
     # ---- the grid ----------------------------------------------------------------------------
 
-    def _canonical(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _canonical(
+        self, low: torch.Tensor, high: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(exponent, origin) per unit: the smallest k ≥ the finest allowed with
         floor(high/2^k) − floor(low/2^k) < bins; units that saw nothing keep (FINEST, 0)."""
         seen = torch.isfinite(low) & torch.isfinite(high)
@@ -103,8 +112,8 @@ class UnitHistograms:
         high = torch.where(seen, high, torch.zeros_like(high))
         span = (high - low).clamp_min(0)
         # a first guess from the span, then up by one until it fits (at most twice)
-        guess = torch.floor(torch.log2(span.clamp_min(2.0 ** FINEST) / (self.bins - 1))).long()
-        magnitude = torch.maximum(low.abs(), high.abs()).clamp_min(2.0 ** FINEST)
+        guess = torch.floor(torch.log2(span.clamp_min(2.0**FINEST) / (self.bins - 1))).long()
+        magnitude = torch.maximum(low.abs(), high.abs()).clamp_min(2.0**FINEST)
         finest = (torch.floor(torch.log2(magnitude)).long() - MANTISSA).clamp_min(FINEST)
         exponent = torch.maximum(guess, finest)
         for _ in range(64):
@@ -114,8 +123,9 @@ class UnitHistograms:
                 break
             exponent = exponent + too_wide.long()
         origin = torch.floor(low * torch.exp2(-exponent.double())).long()
-        return torch.where(seen, exponent, torch.full_like(exponent, FINEST)), \
-            torch.where(seen, origin, torch.zeros_like(origin))
+        return torch.where(seen, exponent, torch.full_like(exponent, FINEST)), torch.where(
+            seen, origin, torch.zeros_like(origin)
+        )
 
     def _on_grid(self, exponent: torch.Tensor, origin: torch.Tensor, device=None) -> torch.Tensor:
         """These counts re-binned onto a grid at least as coarse (exact: aligned powers of 2)."""
@@ -124,8 +134,13 @@ class UnitHistograms:
         if bool((shift < 0).any()):
             raise ValueError("a histogram can only be re-binned onto a coarser grid")
         # bin numbers are below 2^26 in magnitude: exact in float64, as are the powers of two
-        old = (self.origin.to(device)[:, None] + torch.arange(self.bins, device=device)[None, :]).double()
-        new = torch.floor(old * torch.exp2(-shift.double())[:, None]).long() - origin.to(device)[:, None]
+        old = (
+            self.origin.to(device)[:, None] + torch.arange(self.bins, device=device)[None, :]
+        ).double()
+        new = (
+            torch.floor(old * torch.exp2(-shift.double())[:, None]).long()
+            - origin.to(device)[:, None]
+        )
         counts = self.counts.to(device)
         used = counts > 0
         if bool(((new < 0) | (new >= self.bins))[used].any()):
@@ -166,7 +181,7 @@ class UnitHistograms:
         return state
 
     @classmethod
-    def from_state(cls, state: dict, device=None) -> "UnitHistograms":
+    def from_state(cls, state: dict, device=None) -> UnitHistograms:
         histograms = cls(state["units"], state["bins"], device)
         for name in cls._TENSORS:
             setattr(histograms, name, state[name].to(device))
@@ -189,8 +204,14 @@ class HistogramConsumer(Consumer):
     """A scan consumer (core.session) folding `layer`'s output, for the chosen `units` (None:
     every channel), into UnitHistograms."""
 
-    def __init__(self, layer: str, *, units: Sequence[int] | None, bins: int = BINS,
-                 state: UnitHistograms | None = None):
+    def __init__(
+        self,
+        layer: str,
+        *,
+        units: Sequence[int] | None,
+        bins: int = BINS,
+        state: UnitHistograms | None = None,
+    ):
         self.layers, self.units, self.bins, self.state = (layer,), units, bins, state
 
     def observe(self, layer: str, output: torch.Tensor) -> None:

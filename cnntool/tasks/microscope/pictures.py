@@ -6,10 +6,11 @@ The feature visualization is the one call into tasks.maximize (`visualize_units`
 maximize's default recipe is for this input (MACO for colour models, regularized pixels for
 small grayscale ones), the microscope takes it, with only the number of steps overridable.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from torch import nn
@@ -22,8 +23,14 @@ from cnntool.tasks.top_patches import Hit
 VISUALIZATION_BATCH = 64  # units optimized together (memory grows with it)
 
 
-def project_hits(model: nn.Module, preprocessing, dataset, layer: LayerPlan,
-                 hits: Sequence[Hit], cache: dict | None = None) -> list[np.ndarray | None]:
+def project_hits(
+    model: nn.Module,
+    preprocessing,
+    dataset,
+    layer: LayerPlan,
+    hits: Sequence[Hit],
+    cache: dict | None = None,
+) -> list[np.ndarray | None]:
     """Per hit, guided backprop (Springenberg et al. 2015) of the unit at the hit's position on
     its image, cropped as the hit's patch is (analysis.shown_box) in model-input pixels (zeros
     past the border; the whole input where a unit sees all of it): C×h×w float32, signed. None for an
@@ -39,11 +46,17 @@ def project_hits(model: nn.Module, preprocessing, dataset, layer: LayerPlan,
             maps.append(None)
             continue
         target = Target.unit_of(layer.name, hit.unit, tuple(hit.position) if spatial else None)
-        raw = project(model, x.to(next(model.parameters()).device), "guided", target).map.cpu().numpy()
+        raw = (
+            project(model, x.to(next(model.parameters()).device), "guided", target)
+            .map.cpu()
+            .numpy()
+        )
         box = None
         if layer.field is not None and spatial:
             # the patch's own box (a window round the peak where the field is most of the input)
-            field_box = hit.input_box if hit.input_box is not None else layer.field.input_box(*hit.position)
+            field_box = (
+                hit.input_box if hit.input_box is not None else layer.field.input_box(*hit.position)
+            )
             box = shown_box(field_box, (0, 0, *raw.shape[1:]))
         maps.append(_crop(raw, box))
     return maps
@@ -69,7 +82,7 @@ def _crop(raw: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
     out = np.zeros((channels, y1 - y0, x1 - x0), dtype=raw.dtype)
     sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y1, height), min(x1, width)
     if sy1 > sy0 and sx1 > sx0:
-        out[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = raw[:, sy0:sy1, sx0:sx1]
+        out[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = raw[:, sy0:sy1, sx0:sx1]
     return out
 
 
@@ -106,7 +119,11 @@ def visualization_config(preprocessing, steps: int | None = None, *, full: bool 
     from cnntool.tasks.maximize import MaximizeConfig, thumbnail_defaults, with_overrides
 
     config = MaximizeConfig.for_input(preprocessing.input_shape)
-    if not full and config.param == "maco" and min(preprocessing.input_shape[1:]) > thumbnail_defaults().size:
+    if (
+        not full
+        and config.param == "maco"
+        and min(preprocessing.input_shape[1:]) > thumbnail_defaults().size
+    ):
         config = thumbnail_defaults()
     return with_overrides(config, steps=steps)
 
@@ -117,9 +134,17 @@ def describe_config(config) -> str:
     return f"{config.param}, {side}{config.steps} steps at lr {config.lr:g}"
 
 
-def visualize_units(model: nn.Module, preprocessing, layer: str, units: Sequence[int], *,
-                    steps: int | None = None, seed: int = 0, config=None,
-                    progress: Callable[[int], None] | None = None) -> list[Visualization]:
+def visualize_units(
+    model: nn.Module,
+    preprocessing,
+    layer: str,
+    units: Sequence[int],
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    config=None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Visualization]:
     """The input that maximizes each unit (the channel's mean over positions), C×H×W pixels in
     [0, 1] and the unit's peak on it, optimized VISUALIZATION_BATCH units at a time (all the
     units of a microscope layer by default: one batch) with `config` (a
@@ -130,11 +155,18 @@ def visualize_units(model: nn.Module, preprocessing, layer: str, units: Sequence
     config = with_overrides(config or visualization_config(preprocessing), steps=steps)
     pictures: list[Visualization] = []
     for start in range(0, len(units), VISUALIZATION_BATCH):
-        chunk = list(units[start:start + VISUALIZATION_BATCH])
-        results = maximize(model, preprocessing, objective(model, "channel", chunk, layer), config,
-                           seed=seed, progress=progress)
-        pictures += [Visualization(np.asarray(r.pixels.numpy(), dtype=np.float32), r.peak)
-                     for r in results]
+        chunk = list(units[start : start + VISUALIZATION_BATCH])
+        results = maximize(
+            model,
+            preprocessing,
+            objective(model, "channel", chunk, layer),
+            config,
+            seed=seed,
+            progress=progress,
+        )
+        pictures += [
+            Visualization(np.asarray(r.pixels.numpy(), dtype=np.float32), r.peak) for r in results
+        ]
     return pictures
 
 

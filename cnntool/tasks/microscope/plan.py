@@ -12,10 +12,11 @@ Default layers, spread over the depth:
 
 Everything here comes from one trace on the meta device (tasks.profile): no data, no compute.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from torch import nn
 
@@ -79,8 +80,9 @@ class MicroscopePlan:
 
     def describe(self) -> str:
         """'layers: conv1 (32 of 32 units), …' (what the command says before scanning)."""
-        return "layers: " + ", ".join(f"{layer.name} ({len(layer.units)} of {layer.channels} units)"
-                                      for layer in self.layers)
+        return "layers: " + ", ".join(
+            f"{layer.name} ({len(layer.units)} of {layer.channels} units)" for layer in self.layers
+        )
 
 
 def default_layers(model: nn.Module) -> list[str]:
@@ -91,9 +93,12 @@ def default_layers(model: nn.Module) -> list[str]:
     order = {name: i for i, name in enumerate(named_layers(model))}
 
     def between(name: str) -> bool:
-        after_first = first is None or (order[name] > order[first] and not first.startswith(name + "."))
-        before_last = penultimate is None or (order[name] < order[penultimate]
-                                              and not penultimate.startswith(name + "."))
+        after_first = first is None or (
+            order[name] > order[first] and not first.startswith(name + ".")
+        )
+        before_last = penultimate is None or (
+            order[name] < order[penultimate] and not penultimate.startswith(name + ".")
+        )
         return after_first and before_last
 
     candidates = [name for name in _blocks(model) if between(name)]
@@ -104,8 +109,10 @@ def default_layers(model: nn.Module) -> list[str]:
     if penultimate and penultimate not in chosen:
         chosen.append(penultimate)
     if not chosen:
-        raise CnnToolError("the model has no convolution, linear layer or classifier to show; "
-                           "name the layers with --layers")
+        raise CnnToolError(
+            "the model has no convolution, linear layer or classifier to show; "
+            "name the layers with --layers"
+        )
     return chosen
 
 
@@ -116,8 +123,11 @@ def _blocks(model: nn.Module) -> list[str]:
     found = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.Sequential, nn.ModuleList)):
-            inner = [f"{name}.{child}" if name else child
-                     for child, sub in module.named_children() if list(sub.children())]
+            inner = [
+                f"{name}.{child}" if name else child
+                for child, sub in module.named_children()
+                if list(sub.children())
+            ]
             if len(inner) >= 2:
                 found += inner
     if not found:
@@ -134,8 +144,14 @@ def _spread(names: Sequence[str], count: int) -> list[str]:
     return [names[i] for i in picks]
 
 
-def plan(model: nn.Module, input_shape: Sequence[int], *, layers: Sequence[str] | None = None,
-         units: str = DEFAULT_UNITS, top: int = 9) -> MicroscopePlan:
+def plan(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    layers: Sequence[str] | None = None,
+    units: str = DEFAULT_UNITS,
+    top: int = 9,
+) -> MicroscopePlan:
     """The microscope's layers (paths or aliases; None: `default_layers`), the units shown of
     each ('N': the first N, 'all', or a list like '0-15,42' for every layer) and K = `top`."""
     from cnntool.tasks.profile import profile
@@ -152,33 +168,57 @@ def plan(model: nn.Module, input_shape: Sequence[int], *, layers: Sequence[str] 
     for name in names:
         row = rows.get(name)
         if row is None or row.output_shape is None:
-            raise CnnToolError(f"layer '{name}' never runs in the forward pass of a "
-                               f"{'×'.join(map(str, input_shape))} input; pick another")
+            raise CnnToolError(
+                f"layer '{name}' never runs in the forward pass of a "
+                f"{'×'.join(map(str, input_shape))} input; pick another"
+            )
         shape = tuple(row.output_shape[1:])
         if len(shape) not in (1, 3):
-            raise CnnToolError(f"layer '{name}' gives a {len(row.output_shape)}-d output "
-                               f"{tuple(row.output_shape)}; the microscope shows (batch, units) "
-                               "and (batch, units, height, width) layers")
+            raise CnnToolError(
+                f"layer '{name}' gives a {len(row.output_shape)}-d output "
+                f"{tuple(row.output_shape)}; the microscope shows (batch, units) "
+                "and (batch, units, height, width) layers"
+            )
         point = points[name]
         owner = point.layer if point.layer and activation_of(modules[name]) is not None else None
         params, macs = _cost(rows, modules, owner or name, with_norm=owner is not None)
         kind = type(modules[name]).__name__
         if owner:
             kind = f"{type(modules[owner]).__name__} → {kind}"
-        planned.append(LayerPlan(name=name, point=point, kind=kind, output_shape=shape,
-                                 units=chosen_units(units, shape[0], name), params=params,
-                                 macs=macs, field=row.receptive_field if len(shape) == 3 else None))
+        planned.append(
+            LayerPlan(
+                name=name,
+                point=point,
+                kind=kind,
+                output_shape=shape,
+                units=chosen_units(units, shape[0], name),
+                params=params,
+                macs=macs,
+                field=row.receptive_field if len(shape) == 3 else None,
+            )
+        )
     aliases = layer_aliases(model)
     penultimate = aliases.get("penultimate") or planned[-1].name
     logits = aliases.get("logits")
     classifier = None
     if logits is not None and rows.get(logits) is not None and rows[logits].output_shape:
         params, macs = _cost(rows, modules, logits, with_norm=False)
-        classifier = ClassifierPlan(logits, type(modules[logits]).__name__,
-                                    tuple(rows[logits].output_shape[1:]), params, macs)
-    return MicroscopePlan(layers=tuple(planned), top=top, penultimate=penultimate,
-                          classifier=classifier, first_conv=_first_conv(model),
-                          params=counted.total.params, macs=counted.total.macs)
+        classifier = ClassifierPlan(
+            logits,
+            type(modules[logits]).__name__,
+            tuple(rows[logits].output_shape[1:]),
+            params,
+            macs,
+        )
+    return MicroscopePlan(
+        layers=tuple(planned),
+        top=top,
+        penultimate=penultimate,
+        classifier=classifier,
+        first_conv=_first_conv(model),
+        params=counted.total.params,
+        macs=counted.total.macs,
+    )
 
 
 def chosen_units(text: str, channels: int, layer: str = "") -> tuple[int, ...]:
@@ -201,7 +241,7 @@ def _cost(rows, modules, name: str, *, with_norm: bool) -> tuple[int, int | None
     if with_norm:
         names = list(rows)
         position = names.index(name) if name in names else -1
-        for following in names[position + 1:]:
+        for following in names[position + 1 :]:
             module = modules[following]
             if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)):
                 params += sum(p.numel() for p in module.parameters())
@@ -211,8 +251,10 @@ def _cost(rows, modules, name: str, *, with_norm: bool) -> tuple[int, int | None
 
 
 def _first_conv(model: nn.Module) -> str | None:
-    return next((name for name, module in named_layers(model).items()
-                 if isinstance(module, nn.Conv2d)), None)
+    return next(
+        (name for name, module in named_layers(model).items() if isinstance(module, nn.Conv2d)),
+        None,
+    )
 
 
 def feeds_classifier(model: nn.Module, plan: MicroscopePlan, layer: LayerPlan) -> bool:

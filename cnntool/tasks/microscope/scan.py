@@ -10,12 +10,13 @@ Per batch, at once:
   site so that a resumed scan keeps the rows it already has);
 - the top-1 prediction of every image, with its label mapped onto the model's classes.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -23,7 +24,12 @@ from cnntool.core.session import ScanSession
 from cnntool.errors import CnnToolError
 from cnntool.tasks.diagnose import RunningStats, StatsConsumer, merge_states
 from cnntool.tasks.features import FeatureConsumer, FeatureSpool, assemble
-from cnntool.tasks.microscope.histogram import BINS, HistogramConsumer, UnitHistograms, merged_histograms
+from cnntool.tasks.microscope.histogram import (
+    BINS,
+    HistogramConsumer,
+    UnitHistograms,
+    merged_histograms,
+)
 from cnntool.tasks.microscope.plan import MicroscopePlan
 from cnntool.tasks.predict import PredictionConsumer
 from cnntool.tasks.top_patches import TopK, TopPatchConsumer, merged
@@ -59,17 +65,25 @@ class KeptSpool(FeatureSpool):
         try:
             size = os.stat(self.path).st_size
         except FileNotFoundError:
-            raise CnnToolError(f"the resume state's features ({len(self.indices)} rows) were in "
-                               f"{self.path}, which is gone; drop --resume to start afresh") from None
+            raise CnnToolError(
+                f"the resume state's features ({len(self.indices)} rows) were in "
+                f"{self.path}, which is gone; drop --resume to start afresh"
+            ) from None
         if size < expected:
-            raise CnnToolError(f"{self.path} holds {size:,} bytes where the resume state says "
-                               f"{expected:,} were written ({len(self.indices)} rows of "
-                               f"{self.width} features); drop --resume to start afresh")
+            raise CnnToolError(
+                f"{self.path} holds {size:,} bytes where the resume state says "
+                f"{expected:,} were written ({len(self.indices)} rows of "
+                f"{self.width} features); drop --resume to start afresh"
+            )
 
     def state_dict(self) -> dict:
         """What a resume needs: the rows so far (flushed to the file first)."""
         self._file.flush()
-        return {"indices": list(self.indices), "width": self.width, "nonfinite": list(self.nonfinite)}
+        return {
+            "indices": list(self.indices),
+            "width": self.width,
+            "nonfinite": list(self.nonfinite),
+        }
 
     def close(self) -> None:  # keep the file: the state refers to it
         if not self._file.closed:
@@ -97,8 +111,13 @@ class PredictionLog:
             self.finite.append(p.finite)
 
     def state_dict(self) -> dict:
-        return {"index": self.index, "predicted": self.predicted,
-                "probability": self.probability, "label": self.label, "finite": self.finite}
+        return {
+            "index": self.index,
+            "predicted": self.predicted,
+            "probability": self.probability,
+            "label": self.label,
+            "finite": self.finite,
+        }
 
 
 @dataclass(frozen=True)
@@ -130,15 +149,19 @@ class Predictions:
         return self.correct / self.labelled if self.labelled else None
 
     @classmethod
-    def merged(cls, parts: Sequence[dict]) -> "Predictions":
-        columns = {key: np.concatenate([np.asarray(p[key]) for p in parts]) if parts else np.zeros(0)
-                   for key in ("index", "predicted", "probability", "label", "finite")}
+    def merged(cls, parts: Sequence[dict]) -> Predictions:
+        columns = {
+            key: np.concatenate([np.asarray(p[key]) for p in parts]) if parts else np.zeros(0)
+            for key in ("index", "predicted", "probability", "label", "finite")
+        }
         order = np.argsort(columns["index"], kind="stable")
-        return cls(index=columns["index"][order].astype(np.int64),
-                   predicted=columns["predicted"][order].astype(np.int64),
-                   probability=columns["probability"][order].astype(np.float64),
-                   label=columns["label"][order].astype(np.int64),
-                   finite=columns["finite"][order].astype(bool))
+        return cls(
+            index=columns["index"][order].astype(np.int64),
+            predicted=columns["predicted"][order].astype(np.int64),
+            probability=columns["probability"][order].astype(np.float64),
+            label=columns["label"][order].astype(np.int64),
+            finite=columns["finite"][order].astype(bool),
+        )
 
 
 @dataclass(frozen=True)
@@ -161,24 +184,48 @@ class MicroscopeScan:
     """The consumers of the one pass, built from `plan` (and from a saved `state` to resume).
     `spool` receives the penultimate features (a KeptSpool beside the site)."""
 
-    def __init__(self, plan: MicroscopePlan, model, dataset, spool: FeatureSpool, *,
-                 state: dict | None = None, correlation: bool = True, bins: int = BINS):
+    def __init__(
+        self,
+        plan: MicroscopePlan,
+        model,
+        dataset,
+        spool: FeatureSpool,
+        *,
+        state: dict | None = None,
+        correlation: bool = True,
+        bins: int = BINS,
+    ):
         state = state or {}
         self.plan = plan
         device = getattr(model, "device", None)
         saved_topk = state.get("topk", {})
         saved_hist = state.get("histograms", {})
         self.patches = {
-            layer.name: TopPatchConsumer(layer.name, units=layer.units, top=plan.top,
-                                         state=_restore(TopK, saved_topk.get(layer.name), device))
-            for layer in plan.layers}
+            layer.name: TopPatchConsumer(
+                layer.name,
+                units=layer.units,
+                top=plan.top,
+                state=_restore(TopK, saved_topk.get(layer.name), device),
+            )
+            for layer in plan.layers
+        }
         self.histograms = {
-            layer.name: HistogramConsumer(layer.name, units=layer.units, bins=bins,
-                                          state=_restore(UnitHistograms, saved_hist.get(layer.name), device))
-            for layer in plan.layers}
-        self.stats = StatsConsumer([layer.point for layer in plan.layers], correlation=correlation,
-                                   states={name: RunningStats.from_state(s, device)
-                                           for name, s in state.get("stats", {}).items()})
+            layer.name: HistogramConsumer(
+                layer.name,
+                units=layer.units,
+                bins=bins,
+                state=_restore(UnitHistograms, saved_hist.get(layer.name), device),
+            )
+            for layer in plan.layers
+        }
+        self.stats = StatsConsumer(
+            [layer.point for layer in plan.layers],
+            correlation=correlation,
+            states={
+                name: RunningStats.from_state(s, device)
+                for name, s in state.get("stats", {}).items()
+            },
+        )
         self.spool = spool
         self.features = FeatureConsumer(plan.penultimate, "avg", spool)
         self.log = PredictionLog(state.get("predictions"))
@@ -186,8 +233,13 @@ class MicroscopeScan:
 
     @property
     def consumers(self) -> list:
-        return [*self.patches.values(), *self.histograms.values(), self.stats, self.features,
-                self.predictions]
+        return [
+            *self.patches.values(),
+            *self.histograms.values(),
+            self.stats,
+            self.features,
+            self.predictions,
+        ]
 
     def images(self) -> int:
         """Images of this rank folded in so far (resumed ones included)."""
@@ -197,7 +249,9 @@ class MicroscopeScan:
         """Everything a resume needs (CPU tensors and plain lists), and what ranks exchange."""
         return {
             "topk": {n: c.state.state_dict() if c.state else None for n, c in self.patches.items()},
-            "histograms": {n: c.state.state_dict() if c.state else None for n, c in self.histograms.items()},
+            "histograms": {
+                n: c.state.state_dict() if c.state else None for n, c in self.histograms.items()
+            },
             "stats": {n: s.state_dict() for n, s in self.stats.states.items()},
             "predictions": self.log.state_dict(),
             "spool": self.spool.state_dict() if isinstance(self.spool, KeptSpool) else None,
@@ -215,15 +269,21 @@ class MicroscopeScan:
             return None
         rows = features.rows() if features is not None else np.zeros((0, 0), np.float32)
         return ScanResult(
-            topk={layer.name: merged(p["topk"][layer.name] for p in parts) for layer in self.plan.layers},
-            histograms={layer.name: merged_histograms([p["histograms"][layer.name] for p in parts])
-                        for layer in self.plan.layers},
+            topk={
+                layer.name: merged(p["topk"][layer.name] for p in parts)
+                for layer in self.plan.layers
+            },
+            histograms={
+                layer.name: merged_histograms([p["histograms"][layer.name] for p in parts])
+                for layer in self.plan.layers
+            },
             stats=merge_states([p["stats"] for p in parts]),
             features=rows,
             feature_indices=tuple(features.indices) if features is not None else (),
             nonfinite=tuple(features.nonfinite) if features is not None else (),
             predictions=Predictions.merged([p["predictions"] for p in parts]),
-            images=sum(p["seen"] for p in parts))
+            images=sum(p["seen"] for p in parts),
+        )
 
 
 def _restore(kind, state, device):
