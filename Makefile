@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cnntool-installed
 
-.PHONY: demo showcase test install bench clean
+.PHONY: demo showcase test lint install bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist loadfile
+
+# The lint gate (CI runs it before the tests): ruff's rules and its formatter, configured in
+# pyproject.toml. `$(VENV)/bin/ruff format .` and `ruff check --fix .` repair most findings.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh demo-out

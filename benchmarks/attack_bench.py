@@ -72,7 +72,7 @@ def run_case(name, data, batch_size, count, eps, rounds, device):
         try:
             return bare_fgsm(pixel_model, x, y, eps)
         finally:
-            for p, flag in zip(pixel_model.parameters(), flags):
+            for p, flag in zip(pixel_model.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
 
     runners = {
@@ -95,7 +95,9 @@ def run_case(name, data, batch_size, count, eps, rounds, device):
     print(
         f"{name:20s} {images:5d} img  batch {batch_size:4d}  "
         f"cnntool {rate['cnntool']:8.1f}/s  torchattacks {rate['torchattacks']:8.1f}/s  "
-        f"bare {rate['bare']:8.1f}/s  vs torchattacks {rate['cnntool'] / rate['torchattacks']:.3f}×  "
+        f"bare {rate['bare']:8.1f}/s  "
+        f"vs torchattacks {rate['cnntool'] / rate['torchattacks']:.3f}× "
+        " "
         f"vs bare {rate['cnntool'] / rate['bare']:.3f}×"
     )
 

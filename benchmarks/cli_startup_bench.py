@@ -75,7 +75,8 @@ def main() -> None:
     for name, values in times.items():
         median = statistics.median(values)
         print(
-            f"{name:26} {median:9.3f} {min(values):7.3f} {median / floor:8.1f}× {median / torch:14.2f}×"
+            f"{name:26} {median:9.3f} {min(values):7.3f} {median / floor:8.1f}× "
+            f"{median / torch:14.2f}×"
         )
     print(f"\nslowest top-level imports of `cnntool --help` ({rounds} rounds above; one run here):")
     for microseconds, name in slowest_imports(CASES["cnntool --help"]):

@@ -1,6 +1,6 @@
 """diagnose scan speed against a bare forward pass over the same batches.
 
-    .venv/bin/python benchmarks/diagnose_bench.py            # lenet5 on mnist-5k, lite0 on imagenet-samples
+    .venv/bin/python benchmarks/diagnose_bench.py  # lenet5 on mnist-5k, lite0 on imagenet-samples
     .venv/bin/python benchmarks/diagnose_bench.py --rounds 5 --device cuda
 
 The batches are decoded once and kept in memory, so both modes measure compute alone:

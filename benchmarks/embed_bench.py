@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/embed_bench.py                     # 10k and 80k points, features
     .venv/bin/python benchmarks/embed_bench.py --quick             # 10k points, fewer rounds
     .venv/bin/python benchmarks/embed_bench.py --sizes 20000 --engines opentsne --no-features
-    .venv/bin/python benchmarks/embed_bench.py --sklearn-80k       # also scikit-learn above 20k (~10 min)
+    .venv/bin/python benchmarks/embed_bench.py \\
+        --sklearn-80k       # also scikit-learn above 20k (~10 min)
 
 t-SNE: blobs of 50 dimensions (sklearn.datasets.make_blobs, 10 centres, seed 0) through
 tasks.embed.embed with the CLI's defaults (standardize; no PCA, the data already have 50
@@ -20,7 +21,8 @@ Feature extraction: the batches are decoded once and kept in memory; per round, 
 `model(inputs)` under no_grad over all of them, then tasks.features.extract (capture of the
 layer, the forward stopping there, pooling, rows appended to a scratch file) over the same
 batches; rounds interleaved, the fastest round of each (the least disturbed by other work on
-a shared machine; medians moved by ±20% between runs here). Ratio = bare time / extraction time (1.0: the
+a shared machine; medians moved by ±20% between runs here). Ratio = bare time / extraction time
+(1.0: the
 extraction costs nothing beyond the forward; above 1: stopping early saved the layers after it).
 """
 

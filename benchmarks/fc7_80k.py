@@ -371,7 +371,8 @@ def main() -> None:
     )
     figures["features"] = seconds
     print(
-        f"   {seconds:.1f} s = {args.n / seconds:.0f} img/s end to end (start-up and model load included)"
+        f"   {seconds:.1f} s = {args.n / seconds:.0f} img/s end to end (start-up and model load "
+        "included)"
     )
 
     print("4-5. t-SNE and image map")
@@ -417,7 +418,8 @@ def report(figures: dict[str, float], args, total: float) -> None:
     n, target = args.n, args.extrapolate_to
     print(
         f"\nsummary, {n} images: features {figures['features']:.1f} s + t-SNE "
-        f"{figures.get('tsne', float('nan')):.1f} s + pictures {figures.get('pictures', float('nan')):.1f} s "
+        f"{figures.get('tsne', float('nan')):.1f} s + pictures "
+        f"{figures.get('pictures', float('nan')):.1f} s "
         f"+ embed's rest {figures['embed_other']:.1f} s = {total:.1f} s end to end "
         f"({'within' if total <= GOAL_SECONDS else 'over'} 5 minutes)"
     )

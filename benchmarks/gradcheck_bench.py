@@ -30,7 +30,9 @@ def resnet18_full_check(size: int, batch: int) -> None:
         ("whole model", {"batch": batch}, (3, size, size)),
         ("per layer", {"batch": 1, "per_layer": True}, (3, 224, 224)),
     ):
-        result, seconds = timed(lambda: gradcheck(model, shape, **kwargs))
+        result, seconds = timed(
+            lambda shape=shape, kwargs=kwargs: gradcheck(model, shape, **kwargs)
+        )
         checks = sum(len(t.checks) for t in result.tensors)
         undecided = sum(t.count("inconclusive") for t in result.tensors)
         print(
@@ -63,7 +65,7 @@ def against_torch_gradcheck() -> None:
     params = tuple(p.detach().clone().requires_grad_() for p in module.parameters())
 
     def call(x, *values):
-        return torch.func.functional_call(module, dict(zip(names, values)), (x,))
+        return torch.func.functional_call(module, dict(zip(names, values, strict=True)), (x,))
 
     elements = x.numel() + sum(p.numel() for p in params)
     ours, ours_s = timed(lambda: gradcheck(module, (3, 8, 8), input=x.detach()))

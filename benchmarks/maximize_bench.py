@@ -11,7 +11,8 @@ state: a real run has 128-256 steps). What `maximize` does once per run (buildin
 parameterization, scoring the final image without transforms: one more forward) is reported
 apart, as "per run, ms".
 
-    .venv/bin/python benchmarks/maximize_bench.py [--rounds 5] [--steps 8] [--threads N] [--only TEXT]
+    .venv/bin/python benchmarks/maximize_bench.py [--rounds 5] [--steps 8] [--threads N] \\
+        [--only TEXT]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The microscope's one pass against the separate scans it replaces, and against a bare forward.
 
-    .venv/bin/python benchmarks/microscope_bench.py                 # lenet5 on 2,000 digits, lite0 on 20 photos
+    .venv/bin/python benchmarks/microscope_bench.py  # lenet5 on 2,000 digits, lite0 on 20 photos
     .venv/bin/python benchmarks/microscope_bench.py --rounds 5 --device cuda
 
 The batches are decoded once and kept in memory (Batch objects with their indices and sizes),
@@ -136,7 +136,8 @@ def main() -> None:
         row = bench(model_name, data, images, batch_size, args.rounds, args.device)
         print(
             f"{row['model']:20} {row['data']:17} {row['images']:>6} {row['layers']:>6} "
-            f"{row['bare img/s']:>10.1f} {row['one pass img/s']:>9.1f} {row['separate img/s']:>9.1f} "
+            f"{row['bare img/s']:>10.1f} {row['one pass img/s']:>9.1f} "
+            f"{row['separate img/s']:>9.1f} "
             f"{row['one pass / bare']:>8.2f}× {row['separate / one pass']:>7.2f}×",
             flush=True,
         )

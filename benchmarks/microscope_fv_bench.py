@@ -83,7 +83,8 @@ def run(loaded, layer: str, units: list[int], config, best) -> tuple[float, list
     )
     seconds = time.perf_counter() - start
     passed = sum(
-        check_picture(r.pixels, r.peak, float(best[u])).converged for r, u in zip(results, units)
+        check_picture(r.pixels, r.peak, float(best[u])).converged
+        for r, u in zip(results, units, strict=True)
     )
     return seconds, ends, passed
 
@@ -109,7 +110,8 @@ def main() -> None:
     best = data_maxima(loaded, layers)
     full_old = set(filter(None, args.old_full.split(",")))
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {load()} (1/5/15 min); "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load {load()} (1/5/15 min); "
         f"{args.units} units per layer in one batch"
     )
     print(
@@ -117,7 +119,8 @@ def main() -> None:
         f"old: {old.param} {old.size or 224} px, {old.steps} steps, lr {old.lr}"
     )
     print(
-        "| layer | old s (256 steps) | new s | old / new | old passes | new passes |\n|---|---|---|---|---|---|"
+        "| layer | old s (256 steps) | new s | old / new | old passes | new passes "
+        "|\n|---|---|---|---|---|---|"
     )
     totals = [0.0, 0.0]
     for layer in layers:
@@ -146,7 +149,9 @@ def main() -> None:
         totals[0] += old_s
         totals[1] += new_s
         print(
-            f"| {layer} | {old_s:.0f}{'' if layer in full_old else ' (extrapolated)'} | {new_s:.0f} | "
+            f"| {layer} | {old_s:.0f}{'' if layer in full_old else ' (extrapolated)'} "
+            f"| {new_s:.0f} "
+            "| "
             f"{old_s / new_s:.1f}× | {old_passed} | {passed}/{len(units)} |",
             flush=True,
         )

@@ -267,7 +267,7 @@ def bench_model(name: str, device: torch.device, args, chosen, precision: str) -
                 times[key][slot].append(time.perf_counter() - start)
     print(f"{'workload':<10}{'naive img/s':>13}{'prepared img/s':>16}{'ratio':>8}   difference")
     for key, (naive_times, prepared_times) in times.items():
-        ratio = statistics.median(a / b for a, b in zip(naive_times, prepared_times))
+        ratio = statistics.median(a / b for a, b in zip(naive_times, prepared_times, strict=True))
         naive_rate = args.batch / statistics.median(naive_times)
         prepared_rate = args.batch / statistics.median(prepared_times)
         print(

@@ -1,6 +1,6 @@
 """top-patches scan speed and memory against a bare forward pass over the same batches.
 
-    .venv/bin/python benchmarks/top_patches_bench.py                 # lite0 and resnet18, 1000 images
+    .venv/bin/python benchmarks/top_patches_bench.py  # lite0 and resnet18, 1000 images
     .venv/bin/python benchmarks/top_patches_bench.py --images 200 --models efficientnet_lite0
 
 Each (model, mode) runs in a fresh process so that its peak RSS (ru_maxrss) is its own. Modes:
@@ -10,7 +10,8 @@ Each (model, mode) runs in a fresh process so that its peak RSS (ru_maxrss) is i
   there), top-K of every unit of the layer merged per batch.
 `--preloaded ROUNDS` measures the compute overhead alone: the batches decoded once and kept in
 memory, bare and scan interleaved round after round, the median of each.
-The data are imagenet-samples' 20 photos (or --data) listed over and over (a list file) up to --images.
+The data are imagenet-samples' 20 photos (or --data) listed over and over (a list file) up to
+--images.
 """
 
 from __future__ import annotations
@@ -216,7 +217,8 @@ def main() -> None:
                 rows[mode] = json.loads(out.stdout.splitlines()[-1])
             bare, scanned = rows["bare"], rows["scan"]
             print(
-                f"{model_name:20} {images:6d} {bare['images_per_s']:10.1f} {scanned['images_per_s']:10.1f} "
+                f"{model_name:20} {images:6d} {bare['images_per_s']:10.1f} "
+                f"{scanned['images_per_s']:10.1f} "
                 f"{scanned['images_per_s'] / bare['images_per_s']:6.3f} {bare['peak_rss_mb']:8.0f} "
                 f"{scanned['peak_rss_mb']:8.0f}"
                 + (

@@ -1,7 +1,8 @@
 """The built-in MNIST LeNet-5 with planted pathologies, for `cnntool diagnose` to find.
 
     cnntool diagnose lenet5-mnist mnist-5k --limit 1000 -o diag-lenet/
-    cnntool diagnose examples/broken_lenet.py:broken_lenet5 --trust-code mnist-5k --limit 1000 -o diag-broken/
+    cnntool diagnose examples/broken_lenet.py:broken_lenet5 --trust-code mnist-5k --limit 1000 \\
+        -o diag-broken/
 
 Each factory loads the trained weights (shipped with the built-in `lenet5-mnist`) and breaks one
 layer the way training goes wrong:

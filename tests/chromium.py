@@ -92,7 +92,8 @@ class Tab:
             "Array.from(document.images).every(i => i.complete)", timeout=20_000
         )
         return self.page.evaluate(
-            "Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.getAttribute('src'))"
+            "Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => "
+            "i.getAttribute('src'))"
         )
 
 

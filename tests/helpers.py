@@ -104,7 +104,7 @@ def same_records(a, b, *, rel: float, abs: float) -> bool:
         return all(same_records(a[k], b[k], rel=rel, abs=abs) for k in a)
     if isinstance(a, list):
         assert len(a) == len(b)
-        return all(same_records(x, y, rel=rel, abs=abs) for x, y in zip(a, b))
+        return all(same_records(x, y, rel=rel, abs=abs) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) or isinstance(b, float):
         assert b == pytest.approx(a, rel=rel, abs=abs)
         return True

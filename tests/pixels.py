@@ -67,7 +67,7 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     figure, from the columns that hold anything but the background."""
     padded = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
     edges = np.nonzero(np.diff(padded.astype(np.int8)))[0]
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
 def axes_frame(pixels: np.ndarray) -> tuple[int, int, int, int]:
@@ -91,7 +91,9 @@ def find(pixels: np.ndarray, pattern: np.ndarray, tolerance: int = 0) -> list[tu
     # compare whole windows only there.
     brightness = patch.sum(axis=-1).ravel()
     order = np.argsort(brightness, kind="stable")
-    anchors = list(zip(*np.unravel_index(np.concatenate([order[:6], order[-4:]]), (h, w))))
+    anchors = list(
+        zip(*np.unravel_index(np.concatenate([order[:6], order[-4:]]), (h, w)), strict=True)
+    )
     y, x = anchors[0]
     first = np.abs(image[y : y + height - h + 1, x : x + width - w + 1] - patch[y, x]) <= tolerance
     ys, xs = np.nonzero(first.all(-1))
@@ -100,7 +102,7 @@ def find(pixels: np.ndarray, pattern: np.ndarray, tolerance: int = 0) -> list[tu
         ys, xs = ys[keep], xs[keep]
     return [
         (int(x), int(y))
-        for y, x in zip(ys, xs)
+        for y, x in zip(ys, xs, strict=True)
         if np.abs(image[y : y + h, x : x + w] - patch).max() <= tolerance
     ]
 

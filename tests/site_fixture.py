@@ -1,6 +1,7 @@
 """A realistic microscope site for the site tests, built from real images in a few seconds.
 
-The "model" is a small real computation (torch convolutions, numpy statistics) on 64×64 crops of the packaged sample
+The "model" is a small real computation (torch convolutions, numpy statistics) on 64×64 crops of the
+packaged sample
 photos, so that every number and picture on the pages is measured, not invented:
 - `conv1`: 8 filters of 7×7×3, the leading principal components of the crops' 7×7 patches
   (which look like learned first-layer filters: colour blobs and edges), ReLU; unit 5 has a
@@ -103,6 +104,7 @@ def principal_filters(
         rng.integers(0, n, 4000),
         rng.integers(0, height - size + 1, 4000),
         rng.integers(0, width - size + 1, 4000),
+        strict=True,
     )
     sample = np.stack(
         [images[i, y : y + size : step, x : x + size : step].reshape(-1) for i, y, x in picks]

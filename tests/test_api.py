@@ -14,7 +14,10 @@ def test_every_public_name_resolves():
 
 
 def test_import_does_not_load_torch():
-    code = "import sys, cnntool; assert 'torch' not in sys.modules; cnntool.capture; assert 'torch' in sys.modules"
+    code = (
+        "import sys, cnntool; assert 'torch' not in sys.modules; cnntool.capture; "
+        "assert 'torch' in sys.modules"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

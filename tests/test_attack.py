@@ -369,7 +369,7 @@ def test_sweep_plot_has_the_clean_point_on_a_numeric_eps_axis_in_percent(tmp_pat
     centres = marks(colour_mask(pixels, (31, 119, 180)))  # matplotlib's C0
     assert len(centres) == 5
     (x0, y0), (x4, y4) = centres[0], centres[-1]
-    for (x, y), e, a in zip(centres, [0.0, *eps], [0.9928, *accuracy]):
+    for (x, y), e, a in zip(centres, [0.0, *eps], [0.9928, *accuracy], strict=True):
         assert (x - x0) / (x4 - x0) == pytest.approx(
             e / 0.3, abs=0.01
         )  # true spacing, not categorical
@@ -390,7 +390,7 @@ def test_sweep_plot_has_the_clean_point_on_a_numeric_eps_axis_in_percent(tmp_pat
 
 def test_cli_sweep_on_a_labelled_folder_gives_one_record_per_eps_and_a_plot(tmp_path, cnntool):
     images, labels = open_data("mnist-5k").arrays[:40], open_data("mnist-5k").labels[:40]
-    for i, (array, label) in enumerate(zip(images, labels)):
+    for i, (array, label) in enumerate(zip(images, labels, strict=True)):
         (tmp_path / "digits" / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(array).save(tmp_path / "digits" / str(label) / f"{i}.png")
     # DATA as a short relative path: the plot's title names it, and a long one would not fit

@@ -117,7 +117,8 @@ def test_every_method_equals_pytorch_grad_cam(name, resnet18, lite0, samples, ca
 
 
 def test_gradcam_plusplus_follows_the_paper_without_epsilon(resnet18, samples):
-    """The paper's Eq. 19 has no ε: α = g² / (2g² + Σ A g³), 0 where g = 0 (computed here by hand)."""
+    """The paper's Eq. 19 has no ε: α = g² / (2g² + Σ A g³), 0 where g = 0 (computed here by
+    hand)."""
     from cnntool.core.hooks import capture
 
     x = samples[:1]

@@ -149,7 +149,8 @@ def test_road_imputation_is_the_weighted_mean_of_the_neighbours():
     out = impute(image, removed, noise=0.0)
     assert np.allclose(out.numpy(), _direct_solve(image.numpy(), removed.numpy()), atol=1e-12)
     assert torch.equal(out[:, ~removed], image[:, ~removed])
-    # each imputed pixel is the weighted mean (1/6 direct, 1/12 diagonal) of its neighbours' final values
+    # each imputed pixel is the weighted mean (1/6 direct, 1/12 diagonal) of its neighbours' final
+    # values
     for y, x in np.argwhere(removed.numpy()):
         near = [
             (y + dy, x + dx, wt) for dy, dx, wt in NEIGHBOURS if 0 <= y + dy < 6 and 0 <= x + dx < 7

@@ -219,7 +219,8 @@ def test_pickle_protocol_warnings_do_not_reach_stderr(tmp_path):
     assert not [w for w in caught if "pickle" in str(w.message).lower()]
     script = (
         f"from cnntool.core.models import load_model; "
-        f"load_model({str(path)!r}, arch='tests.own_models:classifier', device='cpu', trust_code=True)"
+        f"load_model({str(path)!r}, arch='tests.own_models:classifier', device='cpu', "
+        "trust_code=True)"
     )
     done = subprocess.run(
         [sys.executable, "-W", "always", "-c", script],

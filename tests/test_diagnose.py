@@ -38,7 +38,8 @@ MNIST_IMAGES = 500
 
 
 def _activations(seed=0, shape=(37, 6, 5, 4)):
-    """ReLU6-like maps with a dead unit (0), a constant unit (2.5) and a copy (unit 4 = 2·unit 3)."""
+    """ReLU6-like maps with a dead unit (0), a constant unit (2.5) and a copy (unit 4 = 2·unit
+    3)."""
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(shape, generator=g) * 3 + 1).clamp(0, 6)
     x[:, 1] = 0.0
@@ -471,7 +472,7 @@ def test_torchrun_two_cpu_ranks_equal_one_process(cnntool):
     one = [json.loads(line) for line in single.stdout.splitlines()]
     two = [json.loads(line) for line in double.stdout.splitlines()]  # rank 0 alone writes
     assert len(one) == 4 and len(two) == 4
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         assert same_records(a, b, rel=1e-5, abs=1e-9)  # float64 merges in another order
 
 

@@ -195,7 +195,8 @@ UNLABELLED = tuple(round(v * 255) for v in rgb(UNKNOWN))
 
 
 def assert_classes_drawn_where_they_are(pixels, coords, labels, names) -> None:
-    """A scatter plot read back: class k in the palette's k-th colour, each class's dots centred where
+    """A scatter plot read back: class k in the palette's k-th colour, each class's dots centred
+    where
     its points are (the same order left to right and, reversed, top to bottom), and a legend
     entry with each name when there are two classes or more."""
     left, top, right, bottom = axes_frame(pixels)

@@ -126,7 +126,7 @@ def test_verdict_agrees_with_torch_autograd_gradcheck(name):
     params = tuple(p.detach().clone().requires_grad_() for p in module.parameters())
 
     def call(x, *values):
-        return torch.func.functional_call(module, dict(zip(names, values)), (x,))
+        return torch.func.functional_call(module, dict(zip(names, values, strict=True)), (x,))
 
     theirs = torch.autograd.gradcheck(call, (x, *params), raise_exception=False)
     ours = gradcheck(module, shape, input=x.detach(), per_layer=True)

@@ -305,7 +305,7 @@ def _digits(folder, count: int) -> list:
     folder.mkdir(parents=True, exist_ok=True)
     digits = open_data("mnist-5k").spread(count).arrays
     paths = [folder / f"digit{i:02d}.png" for i in range(count)]
-    for digit, path in zip(digits, paths):
+    for digit, path in zip(digits, paths, strict=True):
         Image.fromarray(digit).save(path)
     return paths
 
@@ -1445,11 +1445,13 @@ def test_a_rank_whose_peers_never_come_gives_up_in_one_sentence(how, tmp_path):
     "message, words",
     [
         (
-            "[gloo/transport/tcp/unbound_buffer.cc:129] Timed out waiting 4000ms for send operation to complete",
+            "[gloo/transport/tcp/unbound_buffer.cc:129] Timed out waiting 4000ms for send "
+            "operation to complete",
             "waited 600 s for the other ranks; one of them may have died",
         ),
         (
-            "[gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:10396: Connection reset by peer.",
+            "[gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:10396: Connection reset by "
+            "peer.",
             "lost its connection to the other ranks; one of them may have died",
         ),
     ],

@@ -190,9 +190,8 @@ def test_errors_in_a_capture_block_propagate():
         raise KeyError("not ours to swallow")
     with pytest.raises(UnknownNameError, match="did you mean"), capture(model, ["00"]):
         pass
-    with pytest.raises(ValueError, match="not submodules"):
-        with capture(model, {"stranger": nn.ReLU()}):
-            pass
+    with pytest.raises(ValueError, match="not submodules"), capture(model, {"stranger": nn.ReLU()}):
+        pass
     lstm = nn.Sequential(nn.LSTM(2, 2))
     with pytest.raises(CnnToolError, match="not a tensor"), capture(lstm, ["0"]):
         lstm(torch.zeros(1, 1, 2))
@@ -347,9 +346,11 @@ def test_clamps_that_are_not_rectifiers_are_left_alone():
 
 
 def test_unknown_rule_is_refused():
-    with pytest.raises(ValueError, match="guided"):
-        with substitute_activation_backward(nn.ReLU(), "smoothgrad"):
-            pass
+    with (
+        pytest.raises(ValueError, match="guided"),
+        substitute_activation_backward(nn.ReLU(), "smoothgrad"),
+    ):
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,7 +468,8 @@ def test_no_leak_from_nested_contexts_or_module_hooks():
     model = Exploding()
     before = mixed_state(model)
     with (
-        pytest.raises(ValueError, match="boom"), substitute_activation_backward(model, "guided"),
+        pytest.raises(ValueError, match="boom"),
+        substitute_activation_backward(model, "guided"),
         capture(model, ["relu", "head"], stop_early=True),
         module_hooks({"conv": model.conv}, pre=lambda *a: None, post=lambda *a: None),
     ):
@@ -484,7 +486,9 @@ def test_an_error_in_a_rule_during_backward_propagates():
         raise RuntimeError("rule failed")
 
     model = TwoLayer(nn.ReLU())
-    with pytest.raises(RuntimeError, match="rule failed"):
-        with substitute_activation_backward(model, broken):
-            model(X2.clone().requires_grad_()).sum().backward()
+    with (
+        pytest.raises(RuntimeError, match="rule failed"),
+        substitute_activation_backward(model, broken),
+    ):
+        model(X2.clone().requires_grad_()).sum().backward()
     assert mode_stack() == []

@@ -55,7 +55,7 @@ def test_ig_equals_captum_and_so_does_its_completeness_gap(name, lite0, photos):
     model = make("resnet18") if name == "resnet18" else lite0.module
     baseline_name = "0" if name == "resnet18" else "black"
     captum = CaptumIG(model)
-    for x, wanted in zip(photos, (7, None)):
+    for x, wanted in zip(photos, (7, None), strict=True):
         x = x[None]
         ours = project(
             model,
@@ -192,7 +192,9 @@ def test_quadrature_rules_and_baselines(lite0):
         weights, alphas = quadrature(9, rule)
         assert sum(weights) == pytest.approx(1.0) and all(0 <= a <= 1 for a in alphas)
         # exact for α² with the Gauss-Legendre nodes, close for the others
-        assert sum(w * a * a for w, a in zip(weights, alphas)) == pytest.approx(1 / 3, abs=0.06)
+        assert sum(w * a * a for w, a in zip(weights, alphas, strict=True)) == pytest.approx(
+            1 / 3, abs=0.06
+        )
     with pytest.raises(CnnToolError, match="unknown integration rule"):
         IntegratedGradients(rule="simpson")
     with pytest.raises(CnnToolError, match="unknown baseline"):

@@ -352,7 +352,7 @@ def test_pca_prior_gives_digits_near_real_ones(lenet):
         probs = torch.softmax(lenet.module(batch), 1)[[0, 1], [0, 7]]
     assert (probs > 0.9).all(), probs
     flat, labels = data.view(len(data), -1), torch.from_numpy(labels)
-    for image, digit in zip(batch, (0, 7)):
+    for image, digit in zip(batch, (0, 7), strict=True):
         same = flat[labels == digit]
         own = torch.cdist(same, same).fill_diagonal_(float("inf")).topk(5, largest=False).values
         limit = torch.quantile(own.mean(1), 0.9)
@@ -672,7 +672,7 @@ def test_microscope_thumbnail_recipe_is_smaller_seeded_and_chosen_by_input(lite0
         maximize(lite0.module, lite0.preprocessing, goal, config, seed=4) for _ in range(2)
     )
     assert [tuple(r.pixels.shape) for r in first] == [(3, 128, 128)] * 2
-    assert all(torch.equal(a.pixels, b.pixels) for a, b in zip(first, again))
+    assert all(torch.equal(a.pixels, b.pixels) for a, b in zip(first, again, strict=True))
     with pytest.raises(CnnToolError, match="start"):
         maximize(lite0.module, lite0.preprocessing, goal, config, start=torch.rand(3, 224, 224))
     assert hook_count(lite0.module) == 0
@@ -703,7 +703,7 @@ def test_thumbnails_on_the_prepared_model_equal_the_plain_model(lite0):
     ) as prepared:
         assert prepared.folded
         folded = maximize(lite0.module, lite0.preprocessing, goal, config)
-    for a, b in zip(plain, folded):
+    for a, b in zip(plain, folded, strict=True):
         assert (a.pixels - b.pixels).abs().max() < 1e-2
         assert b.peak == pytest.approx(a.peak, rel=1e-2)
     after = lite0.module.state_dict()

@@ -280,7 +280,7 @@ def test_hand_set_model_index_and_accuracy(bright_site):
     index = _read(site / "index.json")
     labelled_bright = [level > 127 and level != MISLABELLED for level in LEVELS]
     predicted_bright = [level > 127 for level in LEVELS]
-    correct = sum(a == b for a, b in zip(labelled_bright, predicted_bright))
+    correct = sum(a == b for a, b in zip(labelled_bright, predicted_bright, strict=True))
     assert index["data"] == {
         "name": str(site.parent / "data"),
         "images": 12,
@@ -578,13 +578,14 @@ def test_torchrun_two_cpu_ranks_write_the_site_one_process_writes(digits, tmp_pa
 
 
 def _same(a, b) -> bool:
-    """Equal records: numbers to 1e-5 (float64 moments merged in another order), the rest exactly."""
+    """Equal records: numbers to 1e-5 (float64 moments merged in another order), the rest
+    exactly."""
     if isinstance(a, dict):
         assert a.keys() == b.keys()
         return all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list):
         assert len(a) == len(b)
-        return all(_same(x, y) for x, y in zip(a, b))
+        return all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) or isinstance(b, float):
         assert b == pytest.approx(a, rel=1e-5, abs=1e-6)
         return True
@@ -619,7 +620,8 @@ def test_real_site_cards_map_and_screenshots(browser_site, tab):
 
     tab.open(browser_site / "layers/relu2.html")
     counts = tab.page.evaluate(
-        "Array.from(document.querySelectorAll('.unit-card')).map(c => c.querySelectorAll('img.patch').length)"
+        "Array.from(document.querySelectorAll('.unit-card')).map(c => "
+        "c.querySelectorAll('img.patch').length)"
     )
     assert counts == [TOP] * UNITS
     open_map(tab, browser_site / "embedding.html")

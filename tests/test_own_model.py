@@ -217,7 +217,8 @@ def test_a_model_file_can_import_its_sibling(tmp_path):
     (tmp_path / "blocks_for_test.py").write_text("WIDTH = 6\n")
     (tmp_path / "netfile.py").write_text(
         "import torch\nfrom blocks_for_test import WIDTH\n"
-        "def make():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, WIDTH, 1), torch.nn.AdaptiveAvgPool2d(1))\n"
+        "def make():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, WIDTH, 1), "
+        "torch.nn.AdaptiveAvgPool2d(1))\n"
     )
     before = list(sys.path)
     try:

@@ -246,7 +246,7 @@ def test_module_attribute_checkpoint_file_and_command_line_rank_in_that_order(tm
     assert from_ckpt.class_names == ["r", "g", "b"] and from_ckpt.class_names_source.startswith(
         "the checkpoint"
     )
-    expected = [(v / 255 - m) / 0.5 for v, m in zip((200, 100, 50), (0.2, 0.3, 0.4))]
+    expected = [(v / 255 - m) / 0.5 for v, m in zip((200, 100, 50), (0.2, 0.3, 0.4), strict=True)]
     assert torch.allclose(_logits(from_ckpt, path), torch.tensor(expected), atol=1e-5)
 
     # 2. --preprocessing FILE beats the checkpoint, field by field (here: all but resize)
@@ -259,7 +259,7 @@ def test_module_attribute_checkpoint_file_and_command_line_rank_in_that_order(tm
     )
     assert from_file.preprocessing_source == f"--preprocessing {cifar} over the checkpoint"
     assert from_file.preprocessing.resize == 32  # the checkpoint's ratio (16 of 16) kept
-    expected = [(v / 255 - 0.5) / s for v, s in zip((200, 100, 50), (0.1, 0.2, 0.4))]
+    expected = [(v / 255 - 0.5) / s for v, s in zip((200, 100, 50), (0.1, 0.2, 0.4), strict=True)]
     assert torch.allclose(_logits(from_file, path), torch.tensor(expected), atol=1e-5)
 
     # 1. the command line beats the file

@@ -227,7 +227,7 @@ def test_cli_writes_panel_raw_maps_and_records(tmp_path, cnntool):
     # the whole digit with the box outlined; all enlarged by whole numbers, nearest neighbour
     pixels = png(out)
     digit = np.asarray(Image.open(tmp_path / "d.png"), dtype=np.uint8)
-    for record, projection in zip(records, maps):
+    for record, projection in zip(records, maps, strict=True):
         y0, x0, y1, x1 = record["box"]
         y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, 28), min(x1, 28)
         k = 224 // max(y1 - y0, x1 - x0)
@@ -363,7 +363,8 @@ def _batch_cases():
 
 def _relative(batch, single):
     return max(
-        float((b.map - s.map).abs().max() / s.map.abs().max()) for b, s in zip(batch, single)
+        float((b.map - s.map).abs().max() / s.map.abs().max())
+        for b, s in zip(batch, single, strict=True)
     )
 
 

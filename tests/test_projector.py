@@ -98,7 +98,8 @@ def test_more_points_than_the_projector_loads_is_said(tmp_path):
     assert export.warnings == (
         "TensorBoard's projector loads only the first 100,000 of the 100,001 points written",
     )
-    assert sum(1 for _ in open(tmp_path / "tensors.tsv")) == PROJECTOR_POINT_LIMIT + 1
+    with open(tmp_path / "tensors.tsv") as lines:
+        assert sum(1 for _ in lines) == PROJECTOR_POINT_LIMIT + 1
 
 
 def test_embed_writes_the_projector_files_of_its_features(cnntool, tmp_path):

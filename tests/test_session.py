@@ -101,10 +101,12 @@ def test_nothing_readable_is_one_sentence(tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
     (folder / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="none of the 1 images"):
-        with ScanSession.open(_loaded(_Counting()), open_data(str(folder)), workers=0) as session:
-            session.run([_Sums("relu")], "test")
-            session.finish()
+    with (
+        pytest.raises(DataError, match="none of the 1 images"),
+        ScanSession.open(_loaded(_Counting()), open_data(str(folder)), workers=0) as session,
+    ):
+        session.run([_Sums("relu")], "test")
+        session.finish()
 
 
 @pytest.mark.torchrun
@@ -136,7 +138,7 @@ def test_two_ranks_write_what_one_process_writes(args, cnntool, tmp_path):
         open_data("mnist-5k").spread(40).labels,
     )
     data = tmp_path / "digits"
-    for i, (digit, label) in enumerate(zip(digits, labels)):
+    for i, (digit, label) in enumerate(zip(digits, labels, strict=True)):
         (data / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(digit).save(data / str(label) / f"{i:03d}.png")
     command = [a.format(data=data) for a in args] + ["--workers", "0", "-q"]

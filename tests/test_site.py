@@ -152,7 +152,7 @@ def test_unit_page_draws_the_receptive_field_where_it_is(built):
         r'class="box" style="left:([\d.]+)%;top:([\d.]+)%;width:([\d.]+)%;height:([\d.]+)%', html
     )
     assert len(boxes) == len(unit.patches) == TOP
-    for patch, box in zip(unit.patches, boxes):
+    for patch, box in zip(unit.patches, boxes, strict=True):
         x0, y0, x1, y1 = patch.box
         assert [float(v) for v in box] == pytest.approx(
             [x0 / 64 * 100, y0 / 64 * 100, 24 / 64 * 100, 24 / 64 * 100], abs=0.01

@@ -142,14 +142,19 @@ def test_layer_table_on_a_phone_stacks_its_rows_with_the_patches_on_a_row_of_the
         "(e => [e.scrollWidth, e.clientWidth])(document.querySelector('.table-wrap'))"
     )
     assert wrap[0] <= wrap[1], f"the layer table scrolls inside its box: {wrap}"
-    rows = tab.page.evaluate("""Array.from(document.querySelectorAll('table.layer-list tbody tr')).map(tr => {
+    rows = tab.page.evaluate("""
+      Array.from(document.querySelectorAll('table.layer-list tbody tr')).map(tr => {
         const box = e => e.getBoundingClientRect();
         const cells = Array.from(tr.querySelectorAll('td:not(.preview)')).map(box);
         const strip = tr.querySelector('td.preview .strip');
-        return {name: tr.querySelector('th').textContent.trim(), cellsBottom: Math.max(...cells.map(c => c.bottom)),
-                strip: strip && {top: box(strip).top, left: box(strip).left, right: box(strip).right},
-                rowLeft: box(tr).left, label: getComputedStyle(tr.querySelector('td'), '::before').content};
-    })""")
+        return {
+          name: tr.querySelector('th').textContent.trim(),
+          cellsBottom: Math.max(...cells.map(c => c.bottom)),
+          strip: strip && {top: box(strip).top, left: box(strip).left, right: box(strip).right},
+          rowLeft: box(tr).left,
+          label: getComputedStyle(tr.querySelector('td'), '::before').content,
+        };
+      })""")
     assert [r["name"].split()[0] for r in rows] == ["conv1", "block2", "fc", "classifier"]
     for row in rows:
         assert row["label"] == '"type"', row  # each cell says which column it is
@@ -204,7 +209,7 @@ def test_map_of_24_classes_draws_24_distinct_colours_from_the_shared_palette(man
     })()""")
     colours = np.asarray(pixels, dtype=np.int32).reshape(-1, 4)[:, :3]
     values, counts = np.unique(colours, axis=0, return_counts=True)
-    drawn = {tuple(v) for v, n in zip(values, counts) if n >= 20}
+    drawn = {tuple(v) for v, n in zip(values, counts, strict=True) if n >= 20}
     palette = [
         tuple(round(c * 255) for c in rgb(colour)) for colour in CLASS_COLOURS[:MANY_CLASSES]
     ]
@@ -235,7 +240,8 @@ def test_every_page_opens_cleanly_and_every_link_and_image_resolves(built, tab):
 def test_layer_page_shows_k_patches_per_card_sorts_and_filters(built, tab):
     tab.open(built.root / "layers/block2.html")
     counts = tab.page.evaluate(
-        "Array.from(document.querySelectorAll('.unit-card')).map(c => c.querySelectorAll('img.patch').length)"
+        "Array.from(document.querySelectorAll('.unit-card')).map(c => "
+        "c.querySelectorAll('img.patch').length)"
     )
     assert counts == [TOP] * 8
     tab.page.select_option("#sort", "max")
@@ -248,7 +254,8 @@ def test_layer_page_shows_k_patches_per_card_sorts_and_filters(built, tab):
     tab.open(built.root / "layers/conv1.html")
     tab.page.check("#hide-dead")
     hidden = tab.page.evaluate(
-        "Array.from(document.querySelectorAll('.unit-card')).filter(c => c.hidden).map(c => Number(c.dataset.unit))"
+        "Array.from(document.querySelectorAll('.unit-card')).filter(c => c.hidden).map(c => "
+        "Number(c.dataset.unit))"
     )
     assert hidden == [5]
     assert tab.page.inner_text("#shown") == "7 of 8 units"
@@ -371,7 +378,7 @@ def test_map_of_100k_points_draws_every_point_quickly(tmp_path, tab):
 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
 def test_screenshots_for_people(built, tab, viewport):
-    """index, a layer page, a unit page and the map, as PNGs to look at, on a phone and a desktop."""
+    """index, a layer page, a unit page and the map, as PNGs to look at (phone and desktop)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     tab.page.set_viewport_size(viewport)
     device = "phone" if viewport is PHONE else "desktop"

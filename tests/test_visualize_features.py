@@ -389,7 +389,10 @@ def _as_list(state: TopK):
             [
                 (v, i, tuple(p))
                 for v, i, p in zip(
-                    state.values[u].tolist(), state.indices[u].tolist(), state.positions[u].tolist()
+                    state.values[u].tolist(),
+                    state.indices[u].tolist(),
+                    state.positions[u].tolist(),
+                    strict=True,
                 )
                 if i >= 0
             ]
@@ -558,7 +561,9 @@ def test_top_patches_cli_outputs_skips_bad_files_and_resumes(tmp_path, monkeypat
     assert find_styled_text(unit9[title_rows], "lenet5-mnist conv2 unit 9", 17, bold=True)
     values = [rec["value"] for rec in records if rec["unit"] == 9]
     # one row of K cells (a regular layout whatever the number of hits)
-    for (tile, strip), value in zip(grid_cells(unit9, (96, 96), 3, 3, style=style), values):
+    for (tile, strip), value in zip(
+        grid_cells(unit9, (96, 96), 3, 3, style=style), values, strict=True
+    ):
         assert spread(tile) > 1 and find_styled_text(strip, f"{value:.3g}", 15), value
     # the overview: a row of 3 patches (64 px) per unit, the first labelled u0 ... u9
     overview = png(tmp_path / "full" / "overview.png")

@@ -260,7 +260,7 @@ def test_lenet5_gets_mnist_digits_right(mnist_5k, capsys, name, measured):
         correct = int(
             sum(
                 (model(chunk).argmax(1) == y).sum()
-                for chunk, y in zip(inputs.split(1000), labels.split(1000))
+                for chunk, y in zip(inputs.split(1000), labels.split(1000), strict=True)
             )
         )
     with capsys.disabled():

@@ -102,7 +102,8 @@ _iterative_options = stacked(
 Examples:
   cnntool attack fgsm efficientnet_lite0 imagenet-samples --eps 2/255 -o adv/
   cnntool attack fgsm efficientnet_lite0 cat.jpg --target 'giant panda' --eps 8/255
-  find photos/ -name '*.jpg' | cnntool attack fgsm resnet18 - --weights r18.pth | jq -c 'select(.success)'
+  find photos/ -name '*.jpg' | cnntool attack fgsm resnet18 - --weights r18.pth \\
+      | jq -c 'select(.success)'
 """,
 )
 @_attack_options

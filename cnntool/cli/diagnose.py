@@ -1,5 +1,6 @@
 """`cnntool diagnose MODEL DATA`: the "my network does not work — where do I look?" checklist.
-Thin: scan session -> tasks.diagnose (measure, findings) -> io.diagnosis (records, table, figures)."""
+Thin: scan session -> tasks.diagnose (measure, findings) -> io.diagnosis (records, table,
+figures)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from cnntool.cli.options import limit_option, model_and_data, names_option, shar
 
 \b
   cnntool diagnose lenet5-mnist mnist-5k --limit 1000 -o diag-lenet/
-  cnntool diagnose examples/broken_lenet.py:broken_lenet5 --trust-code mnist-5k --limit 1000 -o diag-broken/
+  cnntool diagnose examples/broken_lenet.py:broken_lenet5 --trust-code mnist-5k --limit 1000 \\
+      -o diag-broken/
   cnntool diagnose efficientnet_lite0 imagenet-samples --layers _blocks.15._relu1,_relu1 --gradcheck
   torchrun --nproc_per_node 2 -m cnntool diagnose efficientnet_lite0 photos -q > layers.jsonl
 """,

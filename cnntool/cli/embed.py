@@ -20,8 +20,10 @@ from cnntool.tasks.embed import EmbedSettings
     epilog="""Examples:
 
 \b
-  cnntool features lenet5-mnist mnist-5k --layer relu3 -o f.npz && cnntool embed --features f.npz --plot map.png
-  cnntool embed lenet5-mnist mnist-5k --layer relu3 --plot scatter.png --image-grid grid.png > coords.jsonl
+  cnntool features lenet5-mnist mnist-5k --layer relu3 -o f.npz && cnntool embed \\
+      --features f.npz --plot map.png
+  cnntool embed lenet5-mnist mnist-5k --layer relu3 --plot scatter.png \\
+      --image-grid grid.png > coords.jsonl
   cnntool embed efficientnet_lite0 faces --method pca --format csv --summary summary.json
   cnntool embed --features photos.npz --engine sklearn --perplexity 50 --seed 1 --image-map map.png
 """,

@@ -37,7 +37,8 @@ layer_option = click.option(
   cnntool features lenet5-mnist mnist-5k --layer relu3 -o mnist.npz
   cnntool features efficientnet_lite0 photos/ --layer _blocks.15 --pooling max -o photos.npz
   torchrun --nproc_per_node 2 -m cnntool features efficientnet_lite0 photos/ -o photos.npz
-  cnntool features lenet5-mnist mnist-5k --layer relu3 -o f.npz && cnntool embed --features f.npz --plot map.png
+  cnntool features lenet5-mnist mnist-5k --layer relu3 -o f.npz && cnntool embed \\
+      --features f.npz --plot map.png
 """,
 )
 @model_and_data

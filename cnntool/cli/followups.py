@@ -29,7 +29,10 @@ class Commands:
         )
 
     def filters(self, layer: str) -> str:
-        return f"cnntool visualize filters {self.model} --layer {layer} --format jsonl -o filters-{layer}.png"
+        return (
+            f"cnntool visualize filters {self.model} --layer {layer} --format jsonl "
+            f"-o filters-{layer}.png"
+        )
 
     def gradcheck(self) -> str:
         return f"cnntool gradcheck {self.model} --per-layer"

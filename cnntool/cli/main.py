@@ -68,7 +68,8 @@ class PipeClosed(BaseException):
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use: name -> (module:attribute, one-line help)."""
+    """A group whose subcommands are imported on first use: name -> (module:attribute, one-line
+    help)."""
 
     def __init__(self, *args, commands_table=None, **kwargs):
         super().__init__(*args, **kwargs)

@@ -22,8 +22,10 @@ from cnntool.cli.options import (
 \b
   cnntool microscope lenet5-mnist mnist-5k --limit 2000 -o lenet-site/
   cnntool microscope efficientnet_lite0 photos -o lite0-site/ --no-maximize --units 16
-  cnntool microscope my_model.pt --arch resnet18 --classes classes.txt val/ -o site/ --attack 1/255,2/255,4/255
-  torchrun --nproc_per_node 2 -m cnntool microscope efficientnet_lite0 imagenet-samples -o site/ --resume
+  cnntool microscope my_model.pt --arch resnet18 --classes classes.txt val/ -o site/ \\
+      --attack 1/255,2/255,4/255
+  torchrun --nproc_per_node 2 -m cnntool microscope efficientnet_lite0 imagenet-samples -o site/ \\
+      --resume
 """,
 )
 @model_and_data
@@ -64,7 +66,8 @@ from cnntool.cli.options import (
     "--full-maximize",
     is_flag=True,
     help="Feature visualizations with `visualize maximize`'s default recipe (colour models: "
-    "the model's input size, 256 steps, about 10× slower) instead of the 128-px, 64-step thumbnails.",
+    "the model's input size, 256 steps, about 10× slower) instead of the 128-px, 64-step "
+    "thumbnails.",
 )
 @click.option(
     "--projections",

@@ -35,7 +35,8 @@ Examples:
 @shared_options(format_option(default="auto"), data=False)
 def layers_command(model, fmt, model_request):
     """List every module of MODEL (default: efficientnet_lite0) with its type, output shape at
-    the model's input size, parameters (a container's include its children's) and aliases (conv5, pool5, fc7, penultimate, logits…).
+    the model's input size, parameters (a container's include its children's) and aliases (conv5,
+    pool5, fc7, penultimate, logits…).
     Layer names here are what --layer accepts everywhere."""
     from cnntool.io.model_tables import LAYERS_TABLE
     from cnntool.io.records import write_records

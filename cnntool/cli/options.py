@@ -45,7 +45,8 @@ def eps_values(one: str | None = None):
 
 
 def stacked(*decorators):
-    """Apply click options (or other decorators) to a command so that they list in the order given."""
+    """Apply click options (or other decorators) to a command so that they list in the order
+    given."""
     return lambda func: functools.reduce(
         lambda f, decorate: decorate(f), reversed(decorators), func
     )
@@ -79,7 +80,8 @@ model_options = stacked(
     click.option(
         "--arch",
         metavar="NAME",
-        help="Architecture of a state-dict file: a built-in, torchvision name, timm:NAME or FILE.py:NAME.",
+        help="Architecture of a state-dict file: a built-in, torchvision name, timm:NAME or "
+        "FILE.py:NAME.",
     ),
     click.option(
         "--weights",
@@ -217,7 +219,8 @@ data_options = stacked(
         "--max-pixels",
         type=click.IntRange(1),
         metavar="N",
-        help="Skip images whose header claims more pixels (decompression bombs; default: Pillow's 89,478,485).",
+        help="Skip images whose header claims more pixels (decompression bombs; default: Pillow's "
+        "89,478,485).",
     ),
     click.option(
         "--precision",

@@ -121,7 +121,8 @@ def finish(session: ScanSession) -> ScanReport:
 def tidy(*outputs, folders: bool = False) -> None:
     """Remove the scratch files that interrupted runs left where this command writes `outputs`
     (files; with `folders=True` folders: io.scratch.clean_outputs), and say what went. An
-    output that cannot be written (read-only, a name too long) is an error now, not after the scan."""
+    output that cannot be written (read-only, a name too long) is an error now, not after the
+    scan."""
     for output in outputs:
         if output is not None and str(output) != "-":
             check_writable(output, folder=folders)
@@ -162,4 +163,4 @@ class OrderedRecords:
             return None
         for _, record in sorted((r for _, kept in parts for r in kept), key=lambda item: item[0]):
             self.writer.write(record)
-        return tuple(map(sum, zip(*(c for c, _ in parts))))
+        return tuple(map(sum, zip(*(c for c, _ in parts), strict=True)))

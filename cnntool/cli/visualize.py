@@ -9,11 +9,16 @@ from cnntool.cli.main import LazyGroup
 _HELP = {
     "filters": "Learned filters as a grid (conv1 as RGB tiles).",
     "activations": "Feature maps of one layer for one image.",
-    "top-patches": "The dataset patches that most excite each unit, cropped to its receptive field.",
+    "top-patches": (
+        "The dataset patches that most excite each unit, cropped to its receptive field."
+    ),
     "deconv": "Project a unit back to pixels: deconvnet, guided backprop, saliency.",
     "maximize": "Synthesize the input that maximizes a unit or class.",
-    "cam": "Class activation maps: Grad-CAM, Grad-CAM++, Score-CAM, Layer-CAM, Eigen-CAM, HiResCAM.",
-    "occlusion": "Slide a grey square over an image: maps of the class probability, the top class, a unit.",
+    "cam": (
+        "Class activation maps: Grad-CAM, Grad-CAM++, Score-CAM, Layer-CAM, Eigen-CAM, HiResCAM."
+    ),
+    "occlusion": "Slide a grey square over an image: maps of the class probability, the top class, "
+    "a unit.",
     "check": "Which attribution map to trust: deletion/insertion, ROAD, cascading randomization.",
 }
 # subcommand -> (module:attribute, one-line help)

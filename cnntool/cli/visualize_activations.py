@@ -15,8 +15,10 @@ from cnntool.io.records import write_records
     "activations",
     epilog="""\b
 Examples:
-  cnntool visualize activations efficientnet_lite0 imagenet-samples --index 3 --layer _blocks.4 --top 16 -o maps.png
-  cnntool visualize activations lenet5-mnist mnist-5k --layer conv1 --channels 0-7 --cmap gray -o digit.png
+  cnntool visualize activations efficientnet_lite0 imagenet-samples --index 3 --layer _blocks.4 \\
+      --top 16 -o maps.png
+  cnntool visualize activations lenet5-mnist mnist-5k --layer conv1 --channels 0-7 --cmap gray \\
+      -o digit.png
 """,
 )
 @click.argument("model")
@@ -99,7 +101,8 @@ def activations_command(
     result = feature_maps(loaded.module, inputs, layer, channels=wanted, top=top, at_most=max_maps)
     if wanted is None and top is None and result.total_channels > max_maps:
         console.info(
-            f"showing the {max_maps} most active of {result.total_channels} channels (--top, --channels)"
+            f"showing the {max_maps} most active of {result.total_channels} channels (--top, "
+            "--channels)"
         )
     save_image(
         activations_picture(

@@ -13,7 +13,8 @@ from cnntool.cli.options import limit_option, model_and_data, records_format_opt
     epilog="""\b
 Examples:
   cnntool visualize cam efficientnet_lite0 imagenet-samples -o cams/
-  cnntool visualize cam resnet18 photos/ --weights r18.pth --method gradcam++ --class 'tabby cat' -o cams/
+  cnntool visualize cam resnet18 photos/ --weights r18.pth --method gradcam++ \\
+      --class 'tabby cat' -o cams/
   cnntool visualize cam efficientnet_lite0 photo.jpg --method scorecam --layer _blocks.10 -o cams/
 """,
 )
@@ -21,7 +22,8 @@ Examples:
 @click.option(
     "--layer",
     metavar="NAME",
-    help="Layer whose maps are weighed (default: the last layer with a spatial output, before global pooling).",
+    help="Layer whose maps are weighed (default: the last layer with a spatial output, before "
+    "global pooling).",
 )
 @click.option(
     "--method",
@@ -88,7 +90,7 @@ def cam_command(
         written = flat = 0
         records = OrderedRecords(session, writer)
         for indices, pixels, maps in cam_batches(session, name, method, target):
-            for index, image, cam in zip(indices, pixels, maps):
+            for index, image, cam in zip(indices, pixels, maps, strict=True):
                 path = session.dataset.paths[index]
                 stem = Path(out) / cam_file_stem(index, path)
                 png, npy = stem.with_suffix(".png"), stem.with_suffix(".npy")

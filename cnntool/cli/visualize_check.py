@@ -23,7 +23,8 @@ def _list(parse):
     epilog="""\b
 Examples:
   cnntool visualize check efficientnet_lite0 imagenet-samples --limit 4 -o check/
-  cnntool visualize check resnet18 photos/ --weights r18.pth --methods saliency,guided,gradcam -o check/
+  cnntool visualize check resnet18 photos/ --weights r18.pth --methods saliency,guided,gradcam \\
+      -o check/
   cnntool visualize check efficientnet_lite0 photos/ --checks sanity --stages 10
 """,
 )

@@ -18,9 +18,12 @@ from cnntool.cli.options import (
     "deconv",
     epilog="""\b
 Examples:
-  cnntool visualize deconv efficientnet_lite0 photo.jpg --layer _blocks.10 --unit 5 --unit 9 -o deconv.png
-  cnntool visualize deconv resnet18 cat.jpg --class 'tabby cat' --method saliency --smooth 16 -o sal.png --raw sal.npy
-  cnntool visualize deconv efficientnet_lite0 photo.jpg --method ig --baseline blur --ig-steps 100 -o ig.png
+  cnntool visualize deconv efficientnet_lite0 photo.jpg --layer _blocks.10 --unit 5 --unit 9 \\
+      -o deconv.png
+  cnntool visualize deconv resnet18 cat.jpg --class 'tabby cat' --method saliency --smooth 16 \\
+      -o sal.png --raw sal.npy
+  cnntool visualize deconv efficientnet_lite0 photo.jpg --method ig --baseline blur \\
+      --ig-steps 100 -o ig.png
   cnntool visualize deconv efficientnet_lite0 photos/ --method guided --batch-size 8 -o deconv/
 """,
 )
@@ -45,14 +48,16 @@ Examples:
     "--class",
     "target_class",
     metavar="INDEX|NAME",
-    help="Project this class's pre-softmax logit (default without --layer: each image's predicted class).",
+    help="Project this class's pre-softmax logit (default without --layer: each image's predicted "
+    "class).",
 )
 @click.option(
     "--method",
     type=click.Choice(["guided", "deconv", "saliency", "ig"]),
     default="guided",
     show_default=True,
-    help="Springenberg guided backprop, Zeiler-Fergus deconvnet, Simonyan saliency (|gradient|), or "
+    help="Springenberg guided backprop, Zeiler-Fergus deconvnet, Simonyan saliency (|gradient|), "
+    "or "
     "Sundararajan integrated gradients.",
 )
 @click.option("--times-input", is_flag=True, help="Multiply the map by the input (gradient×input).")
@@ -123,7 +128,8 @@ Examples:
     required=True,
     type=click.Path(),
     metavar="DIR|FILE.png",
-    help="A folder: one figure per image, NNNNN_NAME.png. FILE.png: the one figure of a single image. "
+    help="A folder: one figure per image, NNNNN_NAME.png. FILE.png: the one figure of a single "
+    "image. "
     "A figure has a row per unit: the projection in the unit's receptive field | the image patch "
     "there | the whole image with the field outlined (Zeiler & Fergus 2014, Fig. 2).",
 )
@@ -269,7 +275,7 @@ def _run(
         for indices, pixels, per_image in projection_batches(
             session, method, targets, times_input=times_input, smooth=smooth, ig=ig
         ):
-            for index, image, projections in zip(indices, pixels, per_image):
+            for index, image, projections in zip(indices, pixels, per_image, strict=True):
                 if not warned and (warning := uncovered_warning(projections[0], method)):
                     console.warn(warning)
                 warned = True

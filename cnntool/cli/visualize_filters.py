@@ -53,7 +53,8 @@ Examples:
 @click.option(
     "--tile-size",
     type=click.IntRange(4),
-    help="Pixels per tile at 1× (default: a whole number per kernel pixel, at least 8 and 48 a tile).",
+    help="Pixels per tile at 1× (default: a whole number per kernel pixel, at least 8 and 48 a "
+    "tile).",
 )
 @click.option(
     "--scale",

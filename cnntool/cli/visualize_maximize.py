@@ -14,9 +14,11 @@ from cnntool.io.records import write_records
     epilog="""\b
 Examples:
   cnntool visualize maximize efficientnet_lite0 --class goldfish --class flamingo -o fish.png
-  cnntool visualize maximize efficientnet_lite0 --layer _blocks.10 --unit 3 --unit 7 --data imagenet-samples -o max.png
+  cnntool visualize maximize efficientnet_lite0 --layer _blocks.10 --unit 3 --unit 7 \\
+      --data imagenet-samples -o max.png
   cnntool visualize maximize lenet5-mnist --class 3 --class 8 --prior-data mnist-5k -o digits.png
-  cnntool visualize maximize efficientnet_lite0 --start cat.jpg --accentuate --class 'tiger cat' -o accent.png
+  cnntool visualize maximize efficientnet_lite0 --start cat.jpg --accentuate --class 'tiger cat' \\
+      -o accent.png
 """,
 )
 @click.argument("model")
@@ -127,7 +129,8 @@ Examples:
     "--judge",
     metavar="MODEL|none",
     help="A second model that ranks each class image, as saved (default: efficientnet_"
-    "lite2 for lite0/lite1, lite1 for lite2, lenet5-mnist-adv for lenet5-mnist and the reverse; none: none).",
+    "lite2 for lite0/lite1, lite1 for lite2, lenet5-mnist-adv for lenet5-mnist and the reverse; "
+    "none: none).",
 )
 @click.option(
     "--data",

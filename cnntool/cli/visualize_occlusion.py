@@ -1,4 +1,5 @@
-"""`cnntool visualize occlusion MODEL IMAGE`: slide a grey square over an image (Zeiler & Fergus)."""
+"""`cnntool visualize occlusion MODEL IMAGE`: slide a grey square over an image (Zeiler &
+Fergus)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from cnntool.cli.options import records_format_option, shared_options
     epilog="""\b
 Examples:
   cnntool visualize occlusion efficientnet_lite0 imagenet-samples --index 3 -o occlusion.png
-  cnntool visualize occlusion resnet18 dog.jpg --weights r18.pth --class 'golden retriever' --unit layer4 -o occ.png
-  cnntool visualize occlusion efficientnet_lite0 photo.jpg --size 48 --stride 16 --fill mean --raw occ.npz -o occ.png
+  cnntool visualize occlusion resnet18 dog.jpg --weights r18.pth --class 'golden retriever' \\
+      --unit layer4 -o occ.png
+  cnntool visualize occlusion efficientnet_lite0 photo.jpg --size 48 --stride 16 --fill mean \\
+      --raw occ.npz -o occ.png
 """,
 )
 @click.argument("model")
@@ -45,7 +48,8 @@ Examples:
     type=click.Choice(["grey", "mean", "0"]),
     default="grey",
     show_default=True,
-    help="Occluder colour: grey (0.5, as Zeiler & Fergus), the image's mean colour, or 0 (a zero model "
+    help="Occluder colour: grey (0.5, as Zeiler & Fergus), the image's mean colour, or 0 (a zero "
+    "model "
     "input: the normalization mean, captum's default baseline).",
 )
 @click.option(
@@ -65,7 +69,8 @@ Examples:
     required=True,
     type=click.Path(dir_okay=False),
     metavar="PNG",
-    help="The figure: input, class probability, most probable class[, unit], titled, with colour bars.",
+    help="The figure: input, class probability, most probable class[, unit], titled, with colour "
+    "bars.",
 )
 @click.option(
     "--raw",

@@ -13,9 +13,12 @@ from cnntool.core.selection import parse_ranges
     "top-patches",
     epilog="""\b
 Examples:
-  cnntool visualize top-patches efficientnet_lite0 photos --layer _blocks.10 --units 0-7 --top 6 -o patches/
-  cnntool visualize top-patches lenet5-mnist mnist-5k --layer conv2 --units 0-15 -o mnist-patches/ --resume
-  torchrun --nproc_per_node 2 -m cnntool visualize top-patches alexnet imagenet-samples --layer pool5 -o p5/
+  cnntool visualize top-patches efficientnet_lite0 photos --layer _blocks.10 --units 0-7 --top 6 \\
+      -o patches/
+  cnntool visualize top-patches lenet5-mnist mnist-5k --layer conv2 --units 0-15 \\
+      -o mnist-patches/ --resume
+  torchrun --nproc_per_node 2 -m cnntool visualize top-patches alexnet imagenet-samples \\
+      --layer pool5 -o p5/
 """,
 )
 @model_and_data

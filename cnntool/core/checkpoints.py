@@ -110,7 +110,7 @@ def _torch_load(path: Path, trust_code: bool) -> Any:
                 "arbitrary code; pass --trust-code only if you trust this file, or save a "
                 "state_dict instead"
             ) from None
-    except Exception as exc:  # torch raises RuntimeError, EOFError, zipfile errors… for bad files
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, zipfile errors…
         raise ModelLoadError(
             f"cannot read {path}: it is truncated or corrupt ({_first_line(exc)})"
         ) from None
@@ -118,7 +118,7 @@ def _torch_load(path: Path, trust_code: bool) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - unpickling runs the file's code: anything can fail
         raise ModelLoadError(f"cannot unpickle {path}: {_first_line(exc)}") from None
 
 
@@ -162,7 +162,7 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
         return load_file(str(path), device="cpu"), metadata
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own and OS errors alike
         raise ModelLoadError(
             f"cannot read {path}: it is truncated or not a safetensors file ({_first_line(exc)})"
         ) from None
@@ -172,12 +172,11 @@ def load_torchscript(path: Path):
     import torch
 
     try:
-        with (
-            warnings.catch_warnings()
-        ):  # TorchScript is deprecated upstream, but users have archives
+        # TorchScript is deprecated upstream, but users have archives
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the archive's own code may raise anything
         raise ModelLoadError(
             f"cannot load TorchScript archive {path}: {_first_line(exc)}"
         ) from None
@@ -330,7 +329,7 @@ def classifier_width(state) -> int | None:
     return int(last.shape[0]) if last is not None else None
 
 
-# --- fitting a state dict to a model ---------------------------------------------------------------
+# --- fitting a state dict to a model --------------------------------------------------------------
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, Any], expected: set[str]) -> dict[str, Any]:
@@ -440,7 +439,8 @@ def _strip_fitting_prefix(state: dict, expected: set[str], use_ema: bool, notes:
     text = f"stripped the prefix '{prefix}' from {len(inner)} keys"
     if ignored > 0:
         others = [k for k in state if not any(k.startswith(p) for p in fits)]
-        text += f" and ignored {ignored} other keys ({', '.join(others[:3])}{', …' if ignored > 3 else ''})"
+        shown = ", ".join(others[:3]) + (", …" if ignored > 3 else "")
+        text += f" and ignored {ignored} other keys ({shown})"
     notes.append(text)
     if ema and prefix in plain:
         notes.append(

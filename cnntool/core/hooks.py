@@ -541,7 +541,7 @@ def _rectifying_call(func: Callable, args: tuple, kwargs: dict) -> _RectifyingCa
     if signature is None:
         return None
     family, params, inplace_by_name = signature
-    bound = {**params, **dict(zip(("input", *params), args)), **kwargs}
+    bound = {**params, **dict(zip(("input", *params), args, strict=False)), **kwargs}
     x = bound.get("input")
     activation = family(bound)
     if activation is None or not isinstance(x, Tensor) or not x.is_floating_point():

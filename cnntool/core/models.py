@@ -213,7 +213,7 @@ def load_model(
     return loaded
 
 
-# --- resolving the spec ------------------------------------------------------------------------------
+# --- resolving the spec ---------------------------------------------------------------------------
 
 
 def _resolve(spec: str, *, arch, weights, trust_code, num_classes, use_ema) -> Built:
@@ -326,7 +326,7 @@ def _architecture_in_config(checkpoint: checkpoints.Checkpoint) -> str | None:
     return None
 
 
-# --- what the model gets: preprocessing, class names, checks ---------------------------------------------
+# --- what the model gets: preprocessing, class names, checks --------------------------------------
 
 
 def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedModel:
@@ -393,7 +393,7 @@ def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedMod
 def _attribute(module, name: str):
     try:
         return getattr(module, name, None)
-    except Exception:  # TorchScript modules raise on unknown attributes in some versions
+    except Exception:  # noqa: BLE001 - TorchScript modules raise on unknown attributes
         return None
 
 
@@ -403,7 +403,8 @@ def _guess(first: tuple[str, int] | None) -> Source:
             "a guess (no convolution found, so RGB)", _fields(guess_for_channels(3)), guess=True
         )
     channels = first[1]
-    name = f"a guess from the first convolution ({channels} input channel{'s' if channels != 1 else ''})"
+    plural = "s" if channels != 1 else ""
+    name = f"a guess from the first convolution ({channels} input channel{plural})"
     return Source(name, _fields(guess_for_channels(channels)), guess=True)
 
 

@@ -207,9 +207,9 @@ def _window_rule(packet):
 def _adaptive_pool(a, tracked, out):
     """An adaptive pool is an ordinary one when the input size divides by the output size."""
     field = _spatial_input(tracked, a)
-    if field == NONLOCAL or any(n % m for n, m in zip(field.hw, out.shape[2:])):
+    if field == NONLOCAL or any(n % m for n, m in zip(field.hw, out.shape[2:], strict=True)):
         return NONLOCAL, None
-    kernel = tuple(n // m for n, m in zip(field.hw, out.shape[2:]))
+    kernel = tuple(n // m for n, m in zip(field.hw, out.shape[2:], strict=True))
     return _windowed(field, Window(kernel, kernel, (0, 0), (1, 1)), out.shape[2:]), 2
 
 

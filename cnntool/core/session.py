@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ContextManager
+from typing import TYPE_CHECKING, Any
 
 from cnntool.core.data import Batch, BatchStream, DataSet
 from cnntool.core.sharding import DEFAULT_TIMEOUT, Shard, distributed, gather
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from cnntool.core.models import LoadedModel
 
 # (title, total) -> a context manager yielding advance(n): how a caller shows progress
-ProgressFactory = Callable[[str, int], ContextManager[Callable[[int], None]]]
+ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager[Callable[[int], None]]]
 
 
 class Consumer:

@@ -284,7 +284,9 @@ class Window:
     def output_size(self, size: Sequence[int]) -> tuple[int, ...]:
         """torch's output-size formula; zero or less means the input is too small."""
         out = []
-        for n, k, s, p, d in zip(size, self.kernel, self.stride, self.padding, self.dilation):
+        for n, k, s, p, d in zip(
+            size, self.kernel, self.stride, self.padding, self.dilation, strict=True
+        ):
             span = n + 2 * p - d * (k - 1) - 1
             length = (-(-span // s) if self.ceil_mode else span // s) + 1
             if self.ceil_mode and (length - 1) * s >= n + p:

@@ -35,12 +35,14 @@ class AdversarialFiles:
         predictions = judge([image for _, image in saved], False)
         records = [
             {"file": str(file), "success_after_save": o.succeeded(pred)}
-            for (file, _), pred, o in zip(saved, predictions, outcomes)
+            for (file, _), pred, o in zip(saved, predictions, outcomes, strict=True)
         ]
         if full_res is not None:
             photos = self.save_full_res(outcomes, [full_res(o) for o in outcomes])
             predictions = judge([image for _, image in photos], True)
-            for record, (file, _), pred, o in zip(records, photos, predictions, outcomes):
+            for record, (file, _), pred, o in zip(
+                records, photos, predictions, outcomes, strict=True
+            ):
                 ok = o.succeeded(pred)
                 record.update(full_res_file=str(file), full_res_pred=pred, success_full_res=ok)
                 self.full_res_count += 1
@@ -75,7 +77,7 @@ class AdversarialFiles:
     ) -> list[tuple[Path, Image.Image]]:
         """Save each full-size adversarial photo; return each file with the image read back."""
         saved = []
-        for outcome, image in zip(outcomes, images):
+        for outcome, image in zip(outcomes, images, strict=True):
             file = self.full_res_folder / self.name(outcome)
             save_image(image, file)
             saved.append((file, load_image(file)))

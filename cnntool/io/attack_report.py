@@ -70,7 +70,8 @@ SWEEP_TABLE = [
 
 class ImageRecords:
     """A single-ε attack's records, one per image: in one process written to stdout as they
-    come (JSON Lines or CSV); for a table, or under torchrun for rank 0, kept to write at the end."""
+    come (JSON Lines or CSV); for a table, or under torchrun for rank 0, kept to write at the
+    end."""
 
     def __init__(self, fmt: str, streaming: bool):
         self.fmt = fmt

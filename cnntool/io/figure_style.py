@@ -37,7 +37,7 @@ def font(size: int, bold: bool = False):
             fallback_to_default=True,
         )
         return ImageFont.truetype(path, size)
-    except Exception:  # no matplotlib, or a broken font cache: still a scalable font
+    except Exception:  # noqa: BLE001 - no matplotlib, or a broken font cache: still scalable
         return ImageFont.load_default(size)
 
 

@@ -115,7 +115,7 @@ def save_triptych(
     )
     figure.patch.set_facecolor("white")
     boxes = []
-    for column, (pixels, title) in enumerate(zip((clean, shown, adversarial), titles)):
+    for column, (pixels, title) in enumerate(zip((clean, shown, adversarial), titles, strict=True)):
         left = _MARGIN + column * (panel_w + _GAP)
         rgb = to_uint8(pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2))
         top = band
@@ -187,7 +187,7 @@ def save_accuracy_plot(
     )
     drawn = {}
     for name, (eps_values, values) in curves.items():
-        points = sorted(zip(eps_values, values))
+        points = sorted(zip(eps_values, values, strict=True))
         if clean is not None and (not points or points[0][0] != 0):
             points.insert(0, (0.0, clean))
         xs = [e * unit for e, _ in points]

@@ -155,7 +155,7 @@ def activations_picture(
     ]
     side = max(maps.shape[1:])
     size = block_factor(side, 96) * side
-    labels = [f"{c}: {m:.2g}" for c, m in zip(result.channels, result.means)]
+    labels = [f"{c}: {m:.2g}" for c, m in zip(result.channels, result.means, strict=True)]
     picture = grid([colorize(m, cmap) for m in scaled], labels, tile_size=size, style=style)
     body = picture.height - 2 * style.gap
     if normalize == "map":
@@ -193,5 +193,5 @@ def activation_records(result):
     """One record per map shown: its channel, mean and max."""
     return (
         {"layer": result.layer, "channel": c, "mean": m, "max": x}
-        for c, m, x in zip(result.channels, result.means, result.maxima)
+        for c, m, x in zip(result.channels, result.means, result.maxima, strict=True)
     )

@@ -100,7 +100,9 @@ class MicroscopeSite:
                 p
                 for p in (
                     self._patch(name, unit.index, rank, hit, crop, raw)
-                    for rank, (hit, crop, raw) in enumerate(zip(unit.hits, unit.crops, projections))
+                    for rank, (hit, crop, raw) in enumerate(
+                        zip(unit.hits, unit.crops, projections, strict=True)
+                    )
                 )
                 if p is not None
             ]
@@ -265,7 +267,7 @@ class MicroscopeSite:
             self.folder / layout.ATLASES, thumbnails, thumb, site_root=self.folder
         )
         points = []
-        for row, (index, (x, y)) in enumerate(zip(view.indices, view.coords.tolist())):
+        for row, (index, (x, y)) in enumerate(zip(view.indices, view.coords.tolist(), strict=True)):
             k = rows.get(index)
             label = None if k is None or predictions.label[k] < 0 else int(predictions.label[k])
             predicted = None if k is None else int(predictions.predicted[k])

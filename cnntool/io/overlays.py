@@ -1,5 +1,6 @@
 """Projections and synthesized inputs as images: normalized maps, receptive-field crops and
-the Zeiler & Fergus layout of `visualize deconv` (PIL only; numpy arrays in, PIL images out). Grids are
+the Zeiler & Fergus layout of `visualize deconv` (PIL only; numpy arrays in, PIL images out). Grids
+are
 cnntool.io.grids; [0, 1] pixels to images is cnntool.io.figures.pixels_to_image."""
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def projections_figure(
     style = "saliency" if method == "saliency" and not times_input else method
     rows = [
         projection_row(p.map.cpu().numpy(), pixels, box, style, figure)
-        for p, box in zip(projections, boxes)
+        for p, box in zip(projections, boxes, strict=True)
     ]
     columns = max(len(panels) for panels, _ in rows)
     widths = [max(panels[c].width for panels, _ in rows if c < len(panels)) for c in range(columns)]
@@ -219,11 +220,11 @@ def projections_figure(
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     x = 0
-    for name, w in zip(names, widths):
+    for name, w in zip(names, widths, strict=True):
         draw.text((x + w // 2, 0), name, fill=INK, font=figure.title_font, anchor="ma")
         x += w + gap
     y = label_h
-    for (panels, bar), projection in zip(rows, projections):
+    for (panels, bar), projection in zip(rows, projections, strict=True):
         draw.text(
             (0, y + figure.px(2)),
             fitted(row_label(projection.target), width, figure.label_font),
@@ -232,7 +233,7 @@ def projections_figure(
         )
         y += label_h
         x = 0
-        for panel, w in zip(panels, widths):
+        for panel, w in zip(panels, widths, strict=True):
             canvas.paste(panel, (x + (w - panel.width) // 2, y))
             x += w + gap
         canvas.paste(bar, (sum(widths) + gap * columns, y - figure.px(7)))
@@ -276,7 +277,7 @@ def projection_records(projections: Sequence, boxes: Sequence, image: str) -> li
     """One record per projection: the image, the target, value and map statistics, and the
     receptive-field box when there is one."""
     records = []
-    for projection, box in zip(projections, boxes):
+    for projection, box in zip(projections, boxes, strict=True):
         record = {"image": image, **projection.to_record()}
         if box is not None:
             record["box"] = list(box)

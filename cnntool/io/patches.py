@@ -103,7 +103,7 @@ def write_top_patches(
     out = Path(out)
     top = result.top
     overview, labels, drawn, lost = [], [], [], []
-    for row, (unit, hits) in enumerate(zip(result.units, result.hits)):
+    for row, (unit, hits) in enumerate(zip(result.units, result.hits, strict=True)):
         before = len(lost)
         cropped = [(hit, crop(load, hit, lost)) for hit in hits]
         cropped = [(hit, patch) for hit, patch in cropped if patch is not None]
@@ -115,7 +115,7 @@ def write_top_patches(
                 maps = [overlays.get(hit.index) for hit, _ in cropped]
                 tiles += [
                     None if m is None else _fit(overlay(m[0], m[1][row], hit.input_box), tile_size)
-                    for (hit, _), m in zip(cropped, maps)
+                    for (hit, _), m in zip(cropped, maps, strict=True)
                 ] + [None] * (top - len(cropped))
                 names += ["map"] * len(cropped) + [""] * (top - len(cropped))
             save_grid(

@@ -14,6 +14,7 @@ and says what it removed, for the command to name in a warning.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
@@ -122,12 +123,10 @@ def _shortened(stem: str, room: int) -> str:
     least one)."""
     if len(os.fsencode(stem)) <= room:
         return stem
-    size, end = 0, 0
-    for end, character in enumerate(stem):
-        size += len(os.fsencode(character))
-        if size > room:
-            break
-    return stem[: max(end, 1)]
+    # the number of whole characters whose encoding fits in `room` bytes
+    sizes = itertools.accumulate(len(os.fsencode(character)) for character in stem)
+    fits = next(i for i, size in enumerate(sizes) if size > room)
+    return stem[: max(fits, 1)]
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def pictures(
             start,
             record.get("failure"),
         )
-        for image, record, imp in zip(images, records, importance)
+        for image, record, imp in zip(images, records, importance, strict=True)
     ]
 
 

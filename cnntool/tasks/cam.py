@@ -298,7 +298,10 @@ def cam_maps(
     else:
         raw = _gradient_map(method, A, grads.double(), plusplus_eps)
     values = [None] * len(x) if scores is None else scores.detach().double().cpu().tolist()
-    return [CamMap(method, layer, t, v, r.float().cpu()) for t, v, r in zip(targets, values, raw)]
+    return [
+        CamMap(method, layer, t, v, r.float().cpu())
+        for t, v, r in zip(targets, values, raw, strict=True)
+    ]
 
 
 def _check_maps(layer: str, activations: Tensor) -> None:

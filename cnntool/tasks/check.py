@@ -191,7 +191,7 @@ def attribution_maps(
                 one, target = x[i : i + 1], int(targets[i])
                 baseline = baseline_input(ig.baseline, one, preprocessing, ig.seed)
                 attributions, _ = integrate(
-                    lambda b: main_output(model(b))[:, target], one, baseline, ig
+                    lambda b, target=target: main_output(model(b))[:, target], one, baseline, ig
                 )
                 maps.append(attributions.sum(1))
         return torch.cat(maps).float()
@@ -281,7 +281,8 @@ def pixel_ranks(maps: Tensor) -> Tensor:
 
 
 def step_counts(pixels: int, steps: int) -> list[int]:
-    """Pixels changed at each point of the curve: 0, s, 2s, …, then all (s = ceil(pixels / steps))."""
+    """Pixels changed at each point of the curve: 0, s, 2s, …, then all (s = ceil(pixels /
+    steps))."""
     size = (pixels + steps - 1) // steps
     return [*range(0, pixels, size), pixels]
 
@@ -450,7 +451,8 @@ def road(
 
 
 def parameterized_modules(model: nn.Module) -> list[str]:
-    """The module paths with parameters of their own, from the output down (reverse registration)."""
+    """The module paths with parameters of their own, from the output down (reverse
+    registration)."""
     names = [
         name
         for name, module in model.named_modules()
@@ -769,7 +771,7 @@ def verdicts(parts: Sequence[BatchCheck], settings: CheckSettings) -> list[Metho
     for m in settings.methods:
         rows = sorted((r for p in parts for r in p.results[m]), key=lambda r: r.index)
 
-        def mean(key):
+        def mean(key, rows=rows):
             values = [getattr(r, key) for r in rows]
             return (
                 np.asarray(values, dtype=np.float64).mean(0).tolist()

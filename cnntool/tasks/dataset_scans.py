@@ -86,7 +86,8 @@ def top_patches(
     workers: int | None = None,
 ):
     """The `top` dataset patches that most excite each unit of `layer` (None: every unit),
-    with boxes in original pixels (a TopPatches; crop them with `DataSet.load(hit.index).crop(hit.box)`)."""
+    with boxes in original pixels (a TopPatches; crop them with
+    `DataSet.load(hit.index).crop(hit.box)`)."""
     from cnntool.core.layers import resolve_layer
     from cnntool.core.receptive_field import receptive_fields
     from cnntool.tasks.top_patches import TopPatchConsumer, merged

@@ -15,7 +15,8 @@ scikit-learn's trustworthiness needs all N² distances):
   neighbours in the map are also near it in feature space; low when the map invents neighbours.
 - k-NN accuracy (k = 5, leave-one-out): each labelled point's label predicted by the majority
   vote of its 5 nearest other labelled points (ties go to the nearer neighbours), in the 2-D
-  map and in the original feature space. Near the feature-space figure: the map keeps the classes apart as
+  map and in the original feature space. Near the feature-space figure: the map keeps the classes
+  apart as
   well as the features do.
 Both are measured against the features as given (before standardization and PCA).
 
@@ -73,7 +74,8 @@ class Embedding:
     warnings: tuple[str, ...] = ()
 
     def describe(self, count: int, dims: int) -> str:
-        """'t-SNE (opentsne, perplexity 30, after PCA to 50) of 5000 images × 200 features in 12.1 s'."""
+        """'t-SNE (opentsne, perplexity 30, after PCA to 50) of 5000 images × 200 features in 12.1
+        s'."""
         what = (
             "PCA"
             if self.method == "pca"

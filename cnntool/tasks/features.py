@@ -91,7 +91,7 @@ class FeatureSpool:
             )
         bad = ~np.isfinite(rows).all(axis=1)
         if bad.any():
-            self.nonfinite.extend(int(i) for i, b in zip(indices, bad) if b)
+            self.nonfinite.extend(int(i) for i, b in zip(indices, bad, strict=True) if b)
         with self._writing():
             self._file.write(rows.tobytes())
         self.indices.extend(int(i) for i in indices)
@@ -267,7 +267,7 @@ def assemble(spool: FeatureSpool, shard, into: FeatureSpool | None = None) -> Fe
         pieces = gather(np.array(mine[start : start + chunk]), shard)
         if out is None:
             continue
-        for part, piece in zip(parts, pieces):
+        for part, piece in zip(parts, pieces, strict=True):
             targets = [position[i] for i in part["indices"][start : start + chunk]]
             if targets:
                 out[targets] = piece

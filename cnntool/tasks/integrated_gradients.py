@@ -246,6 +246,6 @@ def integrate_batch(
             rule=settings.rule,
             baseline=settings.baseline_name,
         )
-        for fx, fb, total in zip(f_input.tolist(), f_baseline.tolist(), totals)
+        for fx, fb, total in zip(f_input.tolist(), f_baseline.tolist(), totals, strict=True)
     ]
     return attributions, completeness

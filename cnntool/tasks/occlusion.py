@@ -70,7 +70,7 @@ class OcclusionMaps:
         total = torch.zeros(self.height, self.width, dtype=torch.float64)
         count = torch.zeros_like(total)
         drops = (self.clean_probability - self.probability.double()).flatten().tolist()
-        for (y0, x0, y1, x1), drop in zip(self.windows(), drops):
+        for (y0, x0, y1, x1), drop in zip(self.windows(), drops, strict=True):
             total[y0:y1, x0:x1] += drop
             count[y0:y1, x0:x1] += 1
         return total / count.clamp(min=1)
@@ -79,7 +79,9 @@ class OcclusionMaps:
         """(class, name, share of the positions) of every class that is on top somewhere, most
         frequent first."""
         values, counts = torch.unique(self.top_class, return_counts=True)
-        order = sorted(zip(values.tolist(), counts.tolist()), key=lambda vc: (-vc[1], vc[0]))
+        order = sorted(
+            zip(values.tolist(), counts.tolist(), strict=True), key=lambda vc: (-vc[1], vc[0])
+        )
         total = self.top_class.numel()
         return [(c, self._name(c), n / total) for c, n in order]
 
@@ -188,7 +190,7 @@ def occlusion_maps(
         for start in range(0, len(windows), batch_size):
             part = windows[start : start + batch_size]
             copies = x.expand(len(part), -1, -1, -1).clone()
-            for copy, (r, c) in zip(copies, part):
+            for copy, (r, c) in zip(copies, part, strict=True):
                 copy[:, r : r + size, c : c + size] = fill_value
             probs.append(torch.softmax(main_output(model(copies)).double(), 1).cpu())
             if unit is not None:

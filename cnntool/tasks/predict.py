@@ -79,7 +79,7 @@ def batch_predictions(
             label_index=to_class(item),
             classes=tuple(
                 ClassScore(int(i), model.class_name(int(i)), float(p))
-                for p, i in zip(values[row].tolist(), indices[row].tolist())
+                for p, i in zip(values[row].tolist(), indices[row].tolist(), strict=True)
             ),
             finite=finite[row],
         )

@@ -302,7 +302,7 @@ def _adaptive_windows(a, out) -> tuple[int, int]:
     dims = len(a["output_size"])
     per_dim = [
         sum(-(-(i + 1) * n // m) - i * n // m for i in range(m))
-        for n, m in zip(a["self"].shape[-dims:], out.shape[-dims:])
+        for n, m in zip(a["self"].shape[-dims:], out.shape[-dims:], strict=True)
     ]
     planes = out.numel() // math.prod(out.shape[-dims:])
     return planes * math.prod(per_dim), out.numel()

@@ -185,7 +185,7 @@ class SmoothGrad:
             copies = min(self.batch, self.samples - start)  # sample-major: N images, N images…
             noisy = torch.empty((copies, *images.shape), dtype=x.dtype)
             for copy in noisy:
-                for slot, g in zip(copy, generators):
+                for slot, g in zip(copy, generators, strict=True):
                     torch.randn(slot.shape, generator=g, out=slot)
             noisy = noisy.to(x.device).mul_(scale).add_(images)  # in place: no stacked copies
             value = attribute(noisy.view(-1, *x.shape[1:]) if x.dim() == 4 else noisy[0, 0])
@@ -346,7 +346,7 @@ def project_batch(
             smooth_samples=smooth.samples if smooth else 0,
             smooth_abs=smooth_abs,
         )
-        for t, v, m in zip(targets, values, maps)
+        for t, v, m in zip(targets, values, maps, strict=True)
     ]
 
 
@@ -395,7 +395,7 @@ def _integrated(
             uncovered={},
             completeness=c,
         )
-        for t, v, m, c in zip(targets, values.tolist(), maps, completeness)
+        for t, v, m, c in zip(targets, values.tolist(), maps, completeness, strict=True)
     ]
 
 
@@ -612,7 +612,7 @@ def project_pixels(
         )
         for target in targets
     ]
-    return [list(row) for row in zip(*per_target)]
+    return [list(row) for row in zip(*per_target, strict=True)]
 
 
 def projection_batches(

@@ -76,7 +76,8 @@ class Resumable:
         self.start = int(self.saved["next"]) if self.saved else 0
 
     def describe(self) -> str | None:
-        """What to tell the user: resuming where, or (`missing`, a warning) that there is no state."""
+        """What to tell the user: resuming where, or (`missing`, a warning) that there is no
+        state."""
         if self.missing:
             return f"no state file {self.state_file.path}: starting from the beginning"
         return f"resuming after {self.start} images" if self.saved else None

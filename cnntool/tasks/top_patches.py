@@ -68,7 +68,7 @@ class TopPatches:
     @property
     def dead(self) -> tuple[int, ...]:
         """The units with no positive activation anywhere in the scanned images."""
-        return tuple(unit for unit, hits in zip(self.units, self.hits) if not hits)
+        return tuple(unit for unit, hits in zip(self.units, self.hits, strict=True) if not hits)
 
 
 class TopK:
@@ -377,7 +377,8 @@ def patch_input_box(
 def peak_cropped(field: ReceptiveField | None, preprocessing: Preprocessing) -> bool:
     """Whether patches of this field are windows around the peak (`patch_input_box`)."""
     return field is not None and any(
-        side > round(full * PEAK_CROP) for side, full in zip(field.size, preprocessing.crop)
+        side > round(full * PEAK_CROP)
+        for side, full in zip(field.size, preprocessing.crop, strict=True)
     )
 
 
@@ -432,7 +433,7 @@ def top_patches(
     hits = []
     for u, unit in enumerate(units):
         unit_hits = []
-        for rank, (value, index) in enumerate(zip(values[u], indices[u])):
+        for rank, (value, index) in enumerate(zip(values[u], indices[u], strict=True)):
             if index < 0 or not value > 0:
                 break  # fewer images than K, or the rest are not positive (ranks are sorted)
             position = tuple(positions[u][rank])
@@ -496,5 +497,5 @@ def hit_maps(
         with torch.no_grad(), capture(module, [layer], stop_early=True) as cap:
             module(batch)
         out = layer_units(cap.activations[layer], units).float().cpu().numpy()
-        maps.update((i, (readable[i].float().numpy(), m)) for i, m in zip(chunk, out))
+        maps.update((i, (readable[i].float().numpy(), m)) for i, m in zip(chunk, out, strict=True))
     return maps

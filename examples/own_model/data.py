@@ -60,7 +60,7 @@ def write_test_folder(folder: str | Path, per_class: int = 25) -> list[str]:
     """The test patches as PNG files in one folder per class; returns the class names."""
     images, labels, names = patches("test", per_class)
     folder = Path(folder)
-    for index, (image, label) in enumerate(zip(images, labels)):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         target = folder / names[label]
         target.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(target / f"{index:04d}.png")

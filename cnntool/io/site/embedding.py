@@ -125,10 +125,13 @@ def embedding_page(site: Site) -> str:
     options = "".join(
         f'<option value="{i}">{esc(m["title"])}</option>' for i, m in enumerate(data["modes"])
     )
+    map_label = f"{embedding.method} map of {len(embedding.points):,} images from {embedding.layer}"
     body = f"""<div class="map-head">
 <h1>Map of {esc(embedding.layer)} <span class="type">{esc(embedding.method)}</span></h1>
-<p class="meta">{len(embedding.points):,} images. Scroll or <kbd>+</kbd>/<kbd>−</kbd> to zoom, drag or arrow keys to pan,
-<kbd>0</kbd> to reset; hover a point to see the image, click to open it. Zoom in far enough and the points become thumbnails.</p>
+<p class="meta">{len(embedding.points):,} images. Scroll or <kbd>+</kbd>/<kbd>−</kbd> to zoom, drag
+or arrow keys to pan,
+<kbd>0</kbd> to reset; hover a point to see the image, click to open it. Zoom in far enough and the
+points become thumbnails.</p>
 <div class="map-controls">
 <label>Colour by <select id="colour-by">{options}</select></label>
 <button type="button" id="zoom-in" aria-label="Zoom in">+</button>
@@ -138,8 +141,10 @@ def embedding_page(site: Site) -> str:
 </div>
 <div class="map-area">
 <div class="map-wrap">
-<canvas id="map" tabindex="0" role="img" aria-label="{esc(f"{embedding.method} map of {len(embedding.points):,} images from {embedding.layer}")}"></canvas>
-<div id="tip" class="tip" hidden><canvas id="tip-thumb" width="128" height="128"></canvas><div class="tip-text"></div></div>
+<canvas id="map" tabindex="0" role="img"
+aria-label="{esc(map_label)}"></canvas>
+<div id="tip" class="tip" hidden><canvas id="tip-thumb" width="128" height="128"></canvas><div
+class="tip-text"></div></div>
 </div>
 <ul id="legend" class="legend" aria-label="Legend"></ul>
 </div>

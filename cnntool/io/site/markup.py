@@ -168,15 +168,19 @@ def curve_svg(
     left, bottom, right, top = 58, 46, 30, 12  # room for the y title and the last tick label
     plot_w, plot_h = width - left - right, height - top - bottom
     span = max(max(xs, default=0.0), 1e-12)
-    points = [(left + max(x, 0.0) / span * plot_w, top + (1 - y) * plot_h) for x, y in zip(xs, ys)]
+    points = [
+        (left + max(x, 0.0) / span * plot_w, top + (1 - y) * plot_h)
+        for x, y in zip(xs, ys, strict=True)
+    ]
     grid = "".join(
         f'<line class="grid" x1="{left}" x2="{width - right}" y1="{top + (1 - g) * plot_h:.1f}" '
-        f'y2="{top + (1 - g) * plot_h:.1f}"/><text x="{left - 6}" y="{top + (1 - g) * plot_h + 4:.1f}" '
+        f'y2="{top + (1 - g) * plot_h:.1f}"/><text x="{left - 6}" '
+        f'y="{top + (1 - g) * plot_h + 4:.1f}" '
         f'text-anchor="end">{g * 100:.0f}</text>'
         for g in (0, 0.25, 0.5, 0.75, 1)
     )
     ticks, last = [], -math.inf
-    for (x, _), label in sorted(zip(points, labels), key=lambda item: item[0][0]):
+    for (x, _), label in sorted(zip(points, labels, strict=True), key=lambda item: item[0][0]):
         if x - last >= 34:
             ticks.append(
                 f'<text x="{x:.1f}" y="{height - 26}" text-anchor="middle">{esc(label)}</text>'
@@ -191,7 +195,7 @@ def curve_svg(
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
     dots = "".join(
         f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4"><title>{esc(share(v))}</title></circle>'
-        for (x, y), v in zip(points, ys)
+        for (x, y), v in zip(points, ys, strict=True)
     )
     return (
         f'<svg class="chart curve" viewBox="0 0 {width} {height}" role="img" '

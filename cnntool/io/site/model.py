@@ -81,7 +81,7 @@ def _build(kind: Any, value: Any) -> Any:
         args = typing.get_args(kind)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_build(args[0], item) for item in value)
-        return tuple(_build(k, item) for k, item in zip(args, value))
+        return tuple(_build(k, item) for k, item in zip(args, value, strict=True))
     if isinstance(kind, type) and issubclass(kind, _Record):
         return kind.from_dict(value)
     if kind is float:

@@ -66,14 +66,16 @@ def shell(
 <body class="page-{esc(kind)}">
 <a class="skip" href="#main">Skip to content</a>
 <header class="topbar">
-<a class="brand" href="{url(layout.INDEX, prefix)}"><span class="brand-mark" aria-hidden="true"></span>microscope</a>
+<a class="brand" href="{url(layout.INDEX, prefix)}"><span class="brand-mark"
+aria-hidden="true"></span>microscope</a>
 <span class="model-name">{esc(site.model.name)}</span>
 <nav aria-label="Site">{links}</nav>
 </header>
 <main id="main">
 {body}
 </main>
-<footer>Written by {esc(site.generator)} · the records behind this page: <a href="{url(os.path.basename(data))}">{esc(os.path.basename(data))}</a></footer>
+<footer>Written by {esc(site.generator)} · the records behind this page: <a
+href="{url(os.path.basename(data))}">{esc(os.path.basename(data))}</a></footer>
 {tags}
 </body>
 </html>
@@ -118,7 +120,8 @@ def _failed_fv(unit: Unit, prefix: str, large: bool = False) -> str:
     )
     return (
         f'<span class="fv fv-failed{" large" if large else ""}">{picture}'
-        f'<span class="fv-mark"><b>{esc(NOT_CONVERGED)}</b> {esc(unit.visualization_failure)}</span></span>'
+        f'<span class="fv-mark"><b>{esc(NOT_CONVERGED)}</b> '
+        f"{esc(unit.visualization_failure)}</span></span>"
     )
 
 
@@ -131,7 +134,8 @@ def index_page(site: Site) -> str:
     severity_counts = Counter(f.severity for f in site.findings)
     findings_summary = (
         " ".join(
-            f'<span class="badge {s}">{severity_counts[s]} {s}{"s" if severity_counts[s] != 1 else ""}</span>'
+            f'<span class="badge {s}">{severity_counts[s]} '
+            f"{s}{'s' if severity_counts[s] != 1 else ''}</span>"
             for s in SEVERITIES
             if severity_counts[s]
         )
@@ -159,7 +163,8 @@ def index_page(site: Site) -> str:
     if model.class_names:
         listed = ", ".join(esc(n) for n in model.class_names)
         names = (
-            f"<div><dt>class names</dt><dd><details><summary>{len(model.class_names):,} names</summary>"
+            f"<div><dt>class names</dt><dd><details><summary>{len(model.class_names):,} "
+            "names</summary>"
             f'<p class="class-names">{listed}</p></details></dd></div>'
         )
     explore = _explore_cards(site)
@@ -167,7 +172,8 @@ def index_page(site: Site) -> str:
 <div class="hero-text">
 <p class="eyebrow">What has this network learned?</p>
 <h1>{esc(model.name)}</h1>
-<p class="lede">Scanned on <b>{esc(data.name)}</b>: the dataset patches that drive each unit, what each
+<p class="lede">Scanned on <b>{esc(data.name)}</b>: the dataset patches that drive each unit, what
+each
 unit would draw, how its activations are spread, and what looks wrong.</p>
 </div>
 <dl class="facts">{fact_html}</dl>
@@ -176,7 +182,8 @@ unit would draw, how its activations are spread, and what looks wrong.</p>
 <h2>Model</h2>
 <dl class="pairs">
 <div><dt>source</dt><dd><code>{esc(model.source)}</code></dd></div>
-<div><dt>preprocessing</dt><dd>{esc(model.preprocessing)} <span class="from">from {esc(model.preprocessing_source)}</span></dd></div>
+<div><dt>preprocessing</dt><dd>{esc(model.preprocessing)} <span class="from">from
+{esc(model.preprocessing_source)}</span></dd></div>
 {names}
 </dl>
 </section>
@@ -205,7 +212,8 @@ def _explore_cards(site: Site) -> str:
         worst = min(attack.accuracy) if attack.accuracy else None
         cards.append(
             f'<a class="explore" href="{url(layout.ATTACK)}"><b>{esc(attack.method)} attack</b>'
-            f"<span>accuracy down to {share(worst)} at ε = {esc(eps_label(max(attack.eps)))}</span></a>"
+            f"<span>accuracy down to {share(worst)} at ε = "
+            f"{esc(eps_label(max(attack.eps)))}</span></a>"
         )
     if not cards:
         return ""
@@ -237,19 +245,27 @@ def _layer_table(site: Site) -> str:
             f'<tr><th scope="row">{name}{warn}</th><td data-label="type">{esc(layer.type)}</td>'
             f'<td class="num" data-label="output">{shape(layer.output_shape)}</td>'
             f'<td class="num" data-label="params">{count(layer.params)}</td>'
-            f'<td class="num" data-label="MACs">{count(layer.macs)}</td><td class="num" data-label="field">{field}</td>'
+            f'<td class="num" data-label="MACs">{count(layer.macs)}</td><td class="num" '
+            f'data-label="field">{field}</td>'
             f'<td class="num" data-label="units">{layer.units:,}</td>'
-            f'<td class="num{_level(layer.dead, 0.1, 0.5)}" data-label="dead">{share(layer.dead)}</td>'
-            f'<td class="num{_level(layer.constant, 0.1, 2)}" data-label="constant">{share(layer.constant)}</td>'
-            f'<td class="num{_level(layer.mean_abs_r, 0.5, 2)}" data-label="mean |r|">{number(layer.mean_abs_r)}</td>'
+            f'<td class="num{_level(layer.dead, 0.1, 0.5)}" '
+            f'data-label="dead">{share(layer.dead)}</td>'
+            f'<td class="num{_level(layer.constant, 0.1, 2)}" '
+            f'data-label="constant">{share(layer.constant)}</td>'
+            f'<td class="num{_level(layer.mean_abs_r, 0.5, 2)}" data-label="mean '
+            f'|r|">{number(layer.mean_abs_r)}</td>'
             f'<td class="preview">{preview}</td></tr>'
         )
     return (
-        '<div class="table-wrap"><table class="layers layer-list"><thead><tr><th scope="col">layer</th>'
-        '<th scope="col">type</th><th scope="col" class="num">output</th><th scope="col" class="num">params</th>'
-        '<th scope="col" class="num">MACs</th><th scope="col" class="num" title="receptive field size / jump">'
+        '<div class="table-wrap"><table class="layers layer-list"><thead><tr><th '
+        'scope="col">layer</th>'
+        '<th scope="col">type</th><th scope="col" class="num">output</th><th scope="col" '
+        'class="num">params</th>'
+        '<th scope="col" class="num">MACs</th><th scope="col" class="num" title="receptive field '
+        'size / jump">'
         'field</th><th scope="col" class="num">units</th><th scope="col" class="num">dead</th>'
-        '<th scope="col" class="num">constant</th><th scope="col" class="num">mean <span class="sym">|r|</span></th>'
+        '<th scope="col" class="num">constant</th><th scope="col" class="num">mean <span '
+        'class="sym">|r|</span></th>'
         f'<th scope="col">top patches</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
     )
 
@@ -328,9 +344,11 @@ def layer_page(site: Site, page: LayerPage) -> str:
     kind = f' <span class="type">{esc(summary.type)}</span>' if summary else ""
     filters = ""
     if summary is not None and summary.filters_image:
+        sheet = img(summary.filters_image, prefix, f"the filters of {page.name}", lazy=False)
         filters = (
-            f'<figure class="filters panel">{img(summary.filters_image, prefix, f"the filters of {page.name}", lazy=False)}'
-            f"<figcaption>The learned filters of {esc(page.name)} (0 is mid-grey).</figcaption></figure>"
+            f'<figure class="filters panel">{sheet}'
+            f"<figcaption>The learned filters of {esc(page.name)} (0 is "
+            "mid-grey).</figcaption></figure>"
         )
     findings = [f for f in site.findings if f.layer == page.name]
     finding_html = (
@@ -339,7 +357,8 @@ def layer_page(site: Site, page: LayerPage) -> str:
         else ""
     )
     cards = "".join(unit_card(page, unit, prefix) for unit in page.units)
-    body = f"""<nav class="crumbs" aria-label="Breadcrumb"><a href="{url(layout.INDEX, prefix)}">overview</a> › {esc(page.name)}</nav>
+    body = f"""<nav class="crumbs" aria-label="Breadcrumb"><a
+    href="{url(layout.INDEX, prefix)}">overview</a> › {esc(page.name)}</nav>
 <h1>{esc(page.name)}{kind}</h1>
 <p class="meta">{" · ".join(esc(f) for f in facts)}</p>
 {finding_html}
@@ -405,8 +424,10 @@ def unit_card(page: LayerPage, unit: Unit, prefix: str) -> str:
         f'<a class="unit-card{dead}" href="{url(layout.unit_page(page.name, unit.index), prefix)}" '
         f'data-unit="{unit.index}" data-max="{stats.max:.6g}" data-mean="{stats.mean:.6g}" '
         f'data-sparsity="{sparsity}" data-dead="{int(stats.dead)}" '
-        f'aria-label="unit {unit.index}: top activation {esc(number(stats.max))}{", " + ", ".join(flags) if flags else ""}">'
-        f'<span class="card-head"><span class="unit-name">unit {unit.index}</span>{_badges(_unit_flags(unit))}</span>'
+        f'aria-label="unit {unit.index}: top activation '
+        f'{esc(number(stats.max))}{", " + ", ".join(flags) if flags else ""}">'
+        '<span class="card-head"><span class="unit-name">unit '
+        f"{unit.index}</span>{_badges(_unit_flags(unit))}</span>"
         f"{card_body}"
         f'<span class="card-stats">{stat_html}</span></a>\n'
     )
@@ -425,7 +446,8 @@ def unit_page(site: Site, page: LayerPage, position: int) -> str:
     if position > 0:
         prev = page.units[position - 1].index
         neighbours.append(
-            f'<a rel="prev" href="{url(layout.unit_page(page.name, prev), prefix)}">← unit {prev}</a>'
+            f'<a rel="prev" href="{url(layout.unit_page(page.name, prev), prefix)}">← unit '
+            f"{prev}</a>"
         )
     if position + 1 < len(page.units):
         nxt = page.units[position + 1].index
@@ -442,12 +464,16 @@ def unit_page(site: Site, page: LayerPage, position: int) -> str:
         fv = (
             f'<figure class="fv-large">{_failed_fv(unit, prefix, large=True)}'
             f"<figcaption>The search for the input that maximizes the unit {esc(NOT_CONVERGED)} "
-            f"({esc(_failure_text(unit.visualization_failure))}): this is not what the unit would draw."
+            f"({esc(_failure_text(unit.visualization_failure))}): this is not what the unit would "
+            "draw."
             "</figcaption></figure>"
         )
     elif unit.visualization:
+        picture = img(
+            unit.visualization, prefix, f"feature visualization of unit {unit.index}", lazy=False
+        )
         fv = (
-            f'<figure class="fv-large">{img(unit.visualization, prefix, f"feature visualization of unit {unit.index}", lazy=False)}'
+            f'<figure class="fv-large">{picture}'
             "<figcaption>What the unit would draw: the input that maximizes it (contrast stretched "
             "to its 1st–99th percentile"
             + (f"; {esc(page.visualizations)}" if page.visualizations else "")
@@ -484,18 +510,24 @@ def unit_page(site: Site, page: LayerPage, position: int) -> str:
                     f'<a href="{url(layout.unit_page(page.name, other.unit), prefix)}">{label}</a>'
                 )
             chips.append(f'<li>{label} <span class="r">r {other.r:+.2f}</span></li>')
-        correlated = f'<div class="side"><h2>Most correlated units</h2><ul class="chips">{"".join(chips)}</ul></div>'
+        correlated = (
+            '<div class="side"><h2>Most correlated units</h2>'
+            f'<ul class="chips">{"".join(chips)}</ul></div>'
+        )
     votes = ""
     if unit.votes:
         largest = max(abs(v.score) for v in unit.votes) or 1.0
         bars = "".join(
-            f'<li class="{"neg" if v.score < 0 else "pos"}"><span class="vote-name">{esc(v.name)}</span>'
-            f'<span class="vote-bar"><span style="width:{abs(v.score) / largest * 100:.1f}%"></span></span>'
+            f'<li class="{"neg" if v.score < 0 else "pos"}"><span '
+            f'class="vote-name">{esc(v.name)}</span>'
+            '<span class="vote-bar"><span '
+            f'style="width:{abs(v.score) / largest * 100:.1f}%"></span></span>'
             f'<span class="vote-score">{number(v.score)}</span></li>'
             for v in unit.votes
         )
         votes = (
-            f'<div class="side"><h2>Votes for classes</h2><p class="note">weight × mean activation</p>'
+            '<div class="side"><h2>Votes for classes</h2><p class="note">weight × mean '
+            "activation</p>"
             f'<ol class="votes">{bars}</ol></div>'
         )
     hits = "".join(_hit(unit, rank, prefix) for rank in range(len(unit.patches)))
@@ -506,8 +538,12 @@ def unit_page(site: Site, page: LayerPage, position: int) -> str:
         else "patch · where it is in its image"
     )
     patches_panel = _patches_panel(unit, hits, legend)
-    body = f"""<nav class="crumbs" aria-label="Breadcrumb"><a href="{url(layout.INDEX, prefix)}">overview</a> › <a href="{url(layout.layer_page(page.name), prefix)}">{esc(page.name)}</a> › unit {unit.index}</nav>
-<div class="unit-head"><h1>{esc(page.name)} <span class="unit-number">unit {unit.index}</span></h1>{pager}</div>
+    body = f"""<nav class="crumbs" aria-label="Breadcrumb"><a
+    href="{url(layout.INDEX, prefix)}">overview</a> › <a
+    href="{url(layout.layer_page(page.name), prefix)}">{esc(page.name)}</a> › unit
+    {unit.index}</nav>
+<div class="unit-head"><h1>{esc(page.name)} <span class="unit-number">unit
+{unit.index}</span></h1>{pager}</div>
 <section class="unit-overview">
 {fv}
 <div class="side"><h2>Statistics</h2><table class="stats">{table}</table>{histogram}</div>
@@ -515,7 +551,8 @@ def unit_page(site: Site, page: LayerPage, position: int) -> str:
 {votes}
 </section>
 {patches_panel}
-<p class="keys">Keys: <kbd>←</kbd>/<kbd>k</kbd> previous unit, <kbd>→</kbd>/<kbd>j</kbd> next unit.</p>"""
+<p class="keys">Keys: <kbd>←</kbd>/<kbd>k</kbd> previous unit, <kbd>→</kbd>/<kbd>j</kbd> next
+unit.</p>"""
     return shell(site, target, f"{page.name} unit {unit.index}", body, kind="unit")
 
 
@@ -524,7 +561,8 @@ def _patches_panel(unit: Unit, hits: str, legend: str) -> str:
     never positive on DATA but not judged dead."""
     if unit.patches:
         return (
-            f'<section class="panel">\n<h2>Top {len(unit.patches)} patches <small>{esc(legend)}</small></h2>\n'
+            f'<section class="panel">\n<h2>Top {len(unit.patches)} patches '
+            f"<small>{esc(legend)}</small></h2>\n"
             f'<div class="hits">{hits}</div>\n</section>'
         )
     if unit.stats.dead:
@@ -565,13 +603,15 @@ def _hit(unit: Unit, rank: int, prefix: str) -> str:
         )
         source = (
             f'<span class="source" style="aspect-ratio:{width}/{height}">'
-            f"{img(patch.source_image, prefix, f'hit {rank + 1}: the receptive field in {name}')}{box}</span>"
+            + img(patch.source_image, prefix, f"hit {rank + 1}: the receptive field in {name}")
+            + f"{box}</span>"
         )
     cols = " two" if patch.projection else ""
     return (
         f'<figure class="hit"><span class="hit-top{cols}">{top}</span>{source}'
         f'<figcaption><b>{number(patch.value)}</b> <span class="rank">#{rank + 1}</span> '
-        f'<span class="path" title="{esc(patch.source_path)}">{esc(name)}</span></figcaption></figure>'
+        '<span class="path" '
+        f'title="{esc(patch.source_path)}">{esc(name)}</span></figcaption></figure>'
     )
 
 
@@ -600,19 +640,25 @@ def attack_page(site: Site) -> str:
     title = f"accuracy against {attack.method} as ε grows"
     rows = "".join(
         f'<tr><td class="num">{esc(label)}</td><td class="num">{share(a)}</td></tr>'
-        for label, a in zip(labels, accuracy)
+        for label, a in zip(labels, accuracy, strict=True)
     )
     triptychs = "".join(
-        f'<figure class="triptych">{img(t.image, "", f"{t.label} becomes {t.adversarial} at ε = {eps_label(t.eps)}")}'
-        f"<figcaption>{esc(t.label)} → <b>{esc(t.adversarial)}</b> at ε = {esc(eps_label(t.eps))}"
+        '<figure class="triptych">'
+        + img(t.image, "", f"{t.label} becomes {t.adversarial} at ε = {eps_label(t.eps)}")
+        + f"<figcaption>{esc(t.label)} → <b>{esc(t.adversarial)}</b> at ε = {esc(eps_label(t.eps))}"
         f"{_amplified(t.eps)}</figcaption></figure>"
         for t in attack.triptychs
     )
     body = f"""<h1>{esc(attack.method)} <span class="type">adversarial examples</span></h1>
-<p class="meta">ε in pixel units of [0, 1] (8/255 = 8 steps of an 8-bit image), applied before the model's normalization; ε = 0 is the clean accuracy. In the triptychs the perturbation is amplified so that −ε is black, no change grey and +ε white.</p>
+<p class="meta">ε in pixel units of [0, 1] (8/255 = 8 steps of an 8-bit image), applied before the
+model's normalization; ε = 0 is the clean accuracy. In the triptychs the perturbation is amplified
+so that −ε is black, no change grey and +ε white.</p>
 <section class="attack-top">
-<figure class="panel">{curve_svg(eps, accuracy, labels, title)}<figcaption>{esc(title)}</figcaption></figure>
-<table class="layers attack"><thead><tr><th scope="col" class="num sym">ε</th><th scope="col" class="num">accuracy</th></tr></thead><tbody>{rows}</tbody></table>
+<figure class="panel">{curve_svg(eps, accuracy, labels, title)}
+<figcaption>{esc(title)}</figcaption></figure>
+<table class="layers attack"><thead><tr><th scope="col" class="num sym">ε</th><th scope="col"
+class="num">accuracy</th></tr></thead><tbody>{rows}</tbody></table>
 </section>
-<section class="panel"><h2>Original · perturbation · adversarial</h2><div class="triptychs">{triptychs}</div></section>"""
+<section class="panel"><h2>Original · perturbation · adversarial</h2><div
+class="triptychs">{triptychs}</div></section>"""
     return shell(site, layout.ATTACK, "Attack", body, kind="attack")

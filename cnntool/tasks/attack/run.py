@@ -57,7 +57,8 @@ def attack_method(
 
 @dataclass(frozen=True)
 class AttackRun:
-    kept: list  # what `keep` returned for each image at each ε (not None), every rank's, by (index, ε)
+    # what `keep` returned for each image at each ε (not None), every rank's, by (index, ε)
+    kept: list
     summaries: list[AttackSummary]  # one per ε, over every rank
     extras: list  # each rank's `files.counts()` (None without files), in rank order
 
@@ -123,7 +124,7 @@ def run_attack(
                 fields = (
                     files.save_and_judge(outcomes, judge, carry) if files else [{}] * len(outcomes)
                 )
-                for outcome, found in zip(outcomes, fields):
+                for outcome, found in zip(outcomes, fields, strict=True):
                     tally.add(outcome, found.get("success_after_save"))
                     item = keep(outcome, found) if keep else None
                     if item is not None:

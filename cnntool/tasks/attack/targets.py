@@ -4,7 +4,6 @@ class (Kurakin et al.'s "iterative least-likely class" method)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 from torch import Tensor
@@ -13,7 +12,7 @@ from cnntool.core.classes import class_index
 from cnntool.errors import CnnToolError
 
 LEAST_LIKELY = "least-likely"
-Target = Union[int, str]  # a class index, or LEAST_LIKELY
+Target = int | str  # a class index, or LEAST_LIKELY
 
 
 def resolve_target(spec: str | int, class_names: Sequence[str] | None) -> Target:

@@ -34,7 +34,7 @@ NOISY_MIN_WEIGHTS = 18  # judged only for filters of this many weights or more: 
 VANISHING_NORM = 0.01  # a filter norm below this × the layer's median norm: a vanished filter
 TINY_MODEL_PARAMS = 50_000  # fewer parameters than this: say it may be too small
 
-# --- the seeds' advice, quoted ----------------------------------------------------------------------
+# --- the seeds' advice, quoted --------------------------------------------------------------------
 ADVICE_IGNORE = (
     "bad training: many hidden units ignore the input and/or exhibit strong correlations"
 )
@@ -107,7 +107,8 @@ def _unit_findings(layer: LayerDiagnosis, commands: FollowUps) -> list[Finding]:
                 severity,
                 "dead",
                 key,
-                f"{where}: {dead_share:.0%} of units dead ({len(layer.dead)} of {layer.units}: never > 0 "
+                f"{where}: {dead_share:.0%} of units dead ({len(layer.dead)} of {layer.units}: "
+                "never > 0 "
                 f"{_over(layer)}; threshold {DEAD_SHARE:.0%}){_rare(layer)}",
                 ADVICE_IGNORE,
                 commands.top_patches(measured, layer.dead),
@@ -120,7 +121,8 @@ def _unit_findings(layer: LayerDiagnosis, commands: FollowUps) -> list[Finding]:
                 "warning",
                 "constant",
                 key,
-                f"{where}: {constant_share:.0%} of units ignore the input ({len(layer.constant)} of "
+                f"{where}: {constant_share:.0%} of units ignore the input "
+                f"({len(layer.constant)} of "
                 f"{layer.units} with std ≤ {CONSTANT_RELATIVE_STD:g} × the layer's median std "
                 f"{_over(layer)}; threshold {CONSTANT_SHARE:.0%})",
                 ADVICE_IGNORE,
@@ -135,8 +137,10 @@ def _unit_findings(layer: LayerDiagnosis, commands: FollowUps) -> list[Finding]:
                     "warning",
                     "saturated",
                     key,
-                    f"{where}: {share:.0%} of units stuck at the {layer.point.activation.kind} bound "
-                    f"({len(layer.saturated)} of {layer.units} at the bound on ≥ {SATURATED_SAMPLES:.0%} "
+                    f"{where}: {share:.0%} of units stuck at the {layer.point.activation.kind} "
+                    "bound "
+                    f"({len(layer.saturated)} of {layer.units} at the bound on ≥ "
+                    f"{SATURATED_SAMPLES:.0%} "
                     f"of samples {_over(layer)}; threshold {SATURATED_SHARE:.0%})",
                     ADVICE_IGNORE,
                     commands.top_patches(measured, layer.saturated),
@@ -163,7 +167,8 @@ def _rare(layer: LayerDiagnosis) -> str:
     if not layer.rare:
         return ""
     count = len(layer.rare)
-    return f"; {count} more {'is' if count == 1 else 'are'} > 0 on fewer than {RARE_ACTIVE:.0%} of samples"
+    verb = "is" if count == 1 else "are"
+    return f"; {count} more {verb} > 0 on fewer than {RARE_ACTIVE:.0%} of samples"
 
 
 def _correlation_findings(layer: LayerDiagnosis, commands: FollowUps) -> list[Finding]:
@@ -178,7 +183,8 @@ def _correlation_findings(layer: LayerDiagnosis, commands: FollowUps) -> list[Fi
                 "too-few-samples",
                 key,
                 f"{where}: correlation between its {layer.units} units not judged: {samples:,} "
-                f"sample(s) ({_over(layer)}) are too few (at least {max(MIN_R_SAMPLES, layer.units):,}"
+                f"sample(s) ({_over(layer)}) are too few (at least "
+                f"{max(MIN_R_SAMPLES, layer.units):,}"
                 "; fewer samples than units make most pairs correlated by chance)",
                 "measure correlations over more images than the layer has units",
                 None,
@@ -193,7 +199,8 @@ def _correlation_findings(layer: LayerDiagnosis, commands: FollowUps) -> list[Fi
                 "warning",
                 "duplicate-units",
                 key,
-                f"{where}: {layer.high_r_pairs} pair(s) of units carry the same signal, r ≥ {HIGH_R} "
+                f"{where}: {layer.high_r_pairs} pair(s) of units carry the same signal, r ≥ "
+                f"{HIGH_R} "
                 f"{_over(layer)}, e.g. {shown}",
                 ADVICE_IGNORE,
                 commands.top_patches(measured, units),
@@ -251,7 +258,8 @@ def _filter_findings(layer: LayerDiagnosis, commands: FollowUps) -> list[Finding
                     "warning",
                     "duplicate-filters",
                     key,
-                    f"{where}: {len(duplicates)} of {count} filters have a near-duplicate (cosine ≥ "
+                    f"{where}: {len(duplicates)} of {count} filters have a near-duplicate "
+                    "(cosine ≥ "
                     f"{DUPLICATE_COSINE}), e.g. {shown}",
                     ADVICE_FILTERS,
                     commands.filters(conv),

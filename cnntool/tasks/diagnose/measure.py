@@ -1,5 +1,6 @@
 """diagnose over a scan session (core.session): the measure points asked for, the one pass that
-measures them on every rank, merged on rank 0, and the gradient check and model size for the findings."""
+measures them on every rank, merged on rank 0, and the gradient check and model size for the
+findings."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def measure(
 
 
 def gradient_check(module: nn.Module, input_shape: Sequence[int], progress: Callable):
-    """tasks.gradcheck over the whole model, with a bar: `progress(title, None)` gives `advance(n)`."""
+    """tasks.gradcheck over the whole model, with a bar: `progress(title, None)` gives
+    `advance(n)`."""
     from cnntool.tasks.gradcheck import gradcheck
 
     with progress("checking gradients", None) as advance:

@@ -31,7 +31,7 @@ def record_branches(evaluate: Callable[[], object]) -> list[Tensor]:
 
 def same_branches(first: list[Tensor], second: list[Tensor]) -> bool:
     return len(first) == len(second) and all(
-        a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, second)
+        a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, second, strict=True)
     )
 
 

@@ -126,7 +126,7 @@ class _Run:
         gradients = torch.autograd.grad(objective(), list(tensors.values()), allow_unused=True)
         loss_at: LossAt = torch.no_grad()(lambda: float(objective()))
         base_loss = loss_at()
-        for (path, tensor), gradient in zip(tensors.items(), gradients):
+        for (path, tensor), gradient in zip(tensors.items(), gradients, strict=True):
             if gradient is None:
                 self.skipped.append(Skipped(path, "does not affect the loss"))
                 continue
@@ -284,7 +284,7 @@ def _output_weights(outputs: list[Tensor], generator: torch.Generator) -> list[T
 
 
 def _weighted_sum(outputs: list[Tensor], weights: list[Tensor]) -> Tensor:
-    return sum((o * w).sum() for o, w in zip(outputs, weights))
+    return sum((o * w).sum() for o, w in zip(outputs, weights, strict=True))
 
 
 def _float64_copy(model: nn.Module, device: torch.device) -> nn.Module:

@@ -148,7 +148,9 @@ def layer_view(
             UnitView(
                 index=unit,
                 hits=hits,
-                crops=tuple(shown_box(hit.box, view) for hit, view in zip(hits, views)),
+                crops=tuple(
+                    shown_box(hit.box, view) for hit, view in zip(hits, views, strict=True)
+                ),
                 **_figures(summary, unit),
                 histogram=histograms.unit(position) if histograms is not None else ((), ()),
                 correlated=_correlated(correlation, unit),
@@ -252,7 +254,7 @@ def embedding(result: ScanResult, layer: str, *, seed: int = 0) -> MapView | Non
 
     features = np.asarray(result.features, dtype=np.float32)
     keep = np.isfinite(features).all(axis=1) if features.size else np.zeros(len(features), bool)
-    indices = tuple(int(i) for i, k in zip(result.feature_indices, keep) if k)
+    indices = tuple(int(i) for i, k in zip(result.feature_indices, keep, strict=True) if k)
     notes = []
     if (~keep).any():
         notes.append(

@@ -33,7 +33,8 @@ def project_hits(
 ) -> list[np.ndarray | None]:
     """Per hit, guided backprop (Springenberg et al. 2015) of the unit at the hit's position on
     its image, cropped as the hit's patch is (analysis.shown_box) in model-input pixels (zeros
-    past the border; the whole input where a unit sees all of it): C×h×w float32, signed. None for an
+    past the border; the whole input where a unit sees all of it): C×h×w float32, signed. None for
+    an
     image that cannot be read any more. `cache` keeps model inputs by dataset index."""
     from cnntool.tasks.projection import Target, project
 
@@ -106,7 +107,7 @@ def checked(pictures: Sequence[Visualization], units) -> list[Visualization]:
     from cnntool.tasks.maximize.judge import check_picture
 
     out = []
-    for picture, unit in zip(pictures, units):
+    for picture, unit in zip(pictures, units, strict=True):
         check = check_picture(picture.pixels, picture.peak, unit.max)
         out.append(replace(picture, contrast=check.contrast, failure=check.reason))
     return out

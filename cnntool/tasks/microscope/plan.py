@@ -6,7 +6,8 @@ Default layers, spread over the depth:
   its units are the first convolution's, judged after the nonlinearity;
 - up to three "blocks" evenly spaced from the first to the last: the children of the model's
   Sequential/ModuleList containers that are themselves containers (EfficientNet's `_blocks.N`,
-  ResNet's `layerK.N`, MobileNet's `features.N`, at the shallowest such depth); a model without such blocks (LeNet, VGG)
+  ResNet's `layerK.N`, MobileNet's `features.N`, at the shallowest such depth); a model without such
+  blocks (LeNet, VGG)
   uses its other conv/linear measure points instead;
 - the penultimate layer (the input of the classifier: the map's features).
 

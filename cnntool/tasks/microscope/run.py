@@ -1,5 +1,6 @@
 """The microscope's steps over a scan session (core.session), in the order the command runs them:
-the one resumable pass (`resumable_scan`), the optional FGSM sweep (`fgsm_sweep`), then on rank 0 each
+the one resumable pass (`resumable_scan`), the optional FGSM sweep (`fgsm_sweep`), then on rank 0
+each
 layer's view with its pictures (`layer_views`) and the labels of the map (`map_labels`).
 """
 
