@@ -249,7 +249,7 @@ def test_two_runs_into_one_folder_do_not_share_a_state(cnntool, tmp_path):
 def test_nan_weights_make_predict_and_gradcheck_refuse_in_one_sentence(cnntool, tmp_path):
     import torch
 
-    from cnntool.core.zoo import load_builtin
+    from cnntool.core.loading.zoo import load_builtin
 
     state = load_builtin("lenet5-mnist").state_dict()
     state["linear2.weight"][0, 0] = float("nan")
@@ -926,7 +926,7 @@ def interrupted_top_patches(tmp_path_factory):
     them left in `out`."""
     import torch
 
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
 
     root = tmp_path_factory.mktemp("resume21")
     data, out, weights = root / "data", root / "out", root / "w.pt"

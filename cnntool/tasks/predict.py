@@ -9,7 +9,7 @@ import torch
 
 from cnntool.core.data import Batch, BatchStream, DataSet
 from cnntool.core.labels import map_labels
-from cnntool.core.models import LoadedModel, main_output
+from cnntool.core.loading.models import LoadedModel, main_output
 from cnntool.core.session import Consumer
 
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnntool.core import checkpoints
-from cnntool.core.architectures import (
+from cnntool.core.device import resolve_device
+from cnntool.core.loading import checkpoints
+from cnntool.core.loading.architectures import (
     TIMM_PREFIX,
     Built,
     build,
@@ -36,23 +37,22 @@ from cnntool.core.architectures import (
     load_checkpoint_into,
     torchvision_classifiers,
 )
-from cnntool.core.class_names import names_from, read_class_names_file
-from cnntool.core.device import resolve_device
-from cnntool.core.preprocessing import Preprocessing
-from cnntool.core.preprocessing_sources import (
+from cnntool.core.loading.class_names import names_from, read_class_names_file
+from cnntool.core.loading.preprocessing_sources import (
     Chosen,
     PreprocessingOptions,
     Source,
     choose,
     guess_for_channels,
 )
-from cnntool.core.timm_models import (
+from cnntool.core.loading.timm_models import (
     INSTALL_HINT,
     timm_available,
     timm_crop_mode,
     timm_preprocessing,
     timm_version,
 )
+from cnntool.core.preprocessing import Preprocessing
 from cnntool.errors import CnnToolError, ModelLoadError, unknown_name
 
 IMAGENET = Preprocessing(crop=(224, 224), resize=256)
@@ -128,7 +128,7 @@ def list_models() -> list[dict]:
     a line saying whether timm:NAME works here."""
     from torchvision.models import get_model_weights
 
-    from cnntool.core.zoo import BUILTIN_MODELS
+    from cnntool.core.loading.zoo import BUILTIN_MODELS
 
     records = [
         {
@@ -217,7 +217,7 @@ def load_model(
 
 
 def _resolve(spec: str, *, arch, weights, trust_code, num_classes, use_ema) -> Built:
-    from cnntool.core.zoo import BUILTIN_MODELS
+    from cnntool.core.loading.zoo import BUILTIN_MODELS
 
     if spec in BUILTIN_MODELS or spec.startswith(TIMM_PREFIX) or is_code_spec(spec):
         return _architecture(spec, arch, weights, trust_code, num_classes, use_ema)
@@ -238,7 +238,7 @@ def _resolve(spec: str, *, arch, weights, trust_code, num_classes, use_ema) -> B
 
 
 def _architecture(spec, arch, weights, trust_code, num_classes, use_ema) -> Built:
-    from cnntool.core.zoo import BUILTIN_MODELS
+    from cnntool.core.loading.zoo import BUILTIN_MODELS
 
     if arch:
         raise ModelLoadError(

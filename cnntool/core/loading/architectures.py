@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnntool.core import checkpoints
-from cnntool.core.checkpoints import Checkpoint
-from cnntool.core.code_trust import folder_on_path, import_module_spec, import_python_file
+from cnntool.core.loading import checkpoints
+from cnntool.core.loading.checkpoints import Checkpoint
+from cnntool.core.loading.code_trust import folder_on_path, import_module_spec, import_python_file
+from cnntool.core.loading.preprocessing_sources import Source
+from cnntool.core.loading.timm_models import create_timm_model
 from cnntool.core.preprocessing import Preprocessing
-from cnntool.core.preprocessing_sources import Source
-from cnntool.core.timm_models import create_timm_model
 from cnntool.errors import ModelLoadError, unknown_name
 
 TIMM_PREFIX = "timm:"
@@ -73,7 +73,7 @@ def build(
     """The architecture `spec`, randomly initialized (a built-in one too: its packaged weights
     are `load_builtin_weights`'s job). `num_classes` (explicit) or the checkpoint's classifier
     width (torchvision only: its constructors take it) sizes the head."""
-    from cnntool.core.zoo import BUILTIN_MODELS
+    from cnntool.core.loading.zoo import BUILTIN_MODELS
 
     if spec in BUILTIN_MODELS:
         return _builtin(spec, num_classes)
@@ -94,7 +94,7 @@ def build(
 
 
 def _builtin(name: str, num_classes: int | None) -> Built:
-    from cnntool.core.zoo import BUILTIN_MODELS
+    from cnntool.core.loading.zoo import BUILTIN_MODELS
 
     entry = BUILTIN_MODELS[name]
     built = Built(
@@ -111,7 +111,7 @@ def _builtin(name: str, num_classes: int | None) -> Built:
 
 
 def load_builtin_weights(built: Built) -> None:
-    from cnntool.core.zoo import BUILTIN_MODELS
+    from cnntool.core.loading.zoo import BUILTIN_MODELS
 
     entry = BUILTIN_MODELS[built.name]
     path = entry.weights_path()

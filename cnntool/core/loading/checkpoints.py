@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnntool.core.class_names import config_class_names, names_from, stored_class_names
+from cnntool.core.loading.class_names import config_class_names, names_from, stored_class_names
 from cnntool.errors import ModelLoadError, UntrustedCodeError
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".tar")
