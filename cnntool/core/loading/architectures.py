@@ -13,7 +13,6 @@ core/models.py ranks those against the checkpoint, the module's attributes and t
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +22,11 @@ from cnntool.core.loading import checkpoints
 from cnntool.core.loading.checkpoints import Checkpoint
 from cnntool.core.loading.code_trust import folder_on_path, import_module_spec, import_python_file
 from cnntool.core.loading.preprocessing_sources import Source
+from cnntool.core.loading.spec import ModelSpec, SpecKind
 from cnntool.core.loading.timm_models import create_timm_model
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.errors import ModelLoadError, unknown_name
 
-TIMM_PREFIX = "timm:"
 IMAGENET_CLASSES = 1000
 
 
@@ -48,14 +47,6 @@ class Built:
     notes: list[str] = field(default_factory=list)
 
 
-@functools.lru_cache(maxsize=1)
-def torchvision_classifiers() -> tuple[str, ...]:
-    """Names of torchvision's classification architectures (not detection/segmentation/video)."""
-    import torchvision.models
-
-    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
-
-
 def imagenet_class_names() -> list[str]:
     """ImageNet-1k's class names in the usual order (torchvision's metadata; no download)."""
     from torchvision.models import AlexNet_Weights
@@ -63,34 +54,27 @@ def imagenet_class_names() -> list[str]:
     return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def is_code_spec(spec: str) -> bool:
-    return ":" in spec and not spec.startswith(TIMM_PREFIX) and not Path(spec).exists()
-
-
 def build(
-    spec: str, *, num_classes: int | None, trust_code: bool, checkpoint: Checkpoint | None = None
+    spec: ModelSpec,
+    *,
+    num_classes: int | None,
+    trust_code: bool,
+    checkpoint: Checkpoint | None = None,
 ) -> Built:
-    """The architecture `spec`, randomly initialized (a built-in one too: its packaged weights
-    are `load_builtin_weights`'s job). `num_classes` (explicit) or the checkpoint's classifier
-    width (torchvision only: its constructors take it) sizes the head."""
-    from cnntool.core.loading.zoo import BUILTIN_MODELS
-
-    if spec in BUILTIN_MODELS:
-        return _builtin(spec, num_classes)
-    if spec.startswith(TIMM_PREFIX):
-        return _timm(spec[len(TIMM_PREFIX) :], num_classes, checkpoint)
-    if is_code_spec(spec):
-        return _user_code(spec, num_classes, trust_code)
-    if spec in torchvision_classifiers():
+    """The architecture `spec` (classified by spec.py), randomly initialized (a built-in one
+    too: its packaged weights are `load_builtin_weights`'s job). `num_classes` (explicit) or the
+    checkpoint's classifier width (torchvision only: its constructors take it) sizes the head."""
+    kind = spec.kind
+    if kind is SpecKind.BUILTIN:
+        return _builtin(spec.text, num_classes)
+    if kind is SpecKind.TIMM:
+        return _timm(spec.name, num_classes, checkpoint)
+    if kind is SpecKind.CODE:
+        return _user_code(spec.text, num_classes, trust_code)
+    if kind is SpecKind.TORCHVISION:
         width = checkpoint.classifier_width if checkpoint is not None else None
-        return _torchvision(spec, num_classes or width)
-    names = [*BUILTIN_MODELS, *torchvision_classifiers()]
-    raise unknown_name(
-        "architecture",
-        spec,
-        names,
-        hint="`cnntool models` lists them; timm:NAME and FILE.py:NAME work too",
-    )
+        return _torchvision(spec.text, num_classes or width)
+    raise ModelLoadError(f"{spec} is a weight file, not an architecture")
 
 
 def _builtin(name: str, num_classes: int | None) -> Built:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from cnntool.errors import ModelLoadError
@@ -48,10 +47,9 @@ class ModelRequest:
 
     def conflict(self, spec: str) -> str | None:
         """Why the flags contradict MODEL (to refuse before anything is loaded), or None."""
-        from cnntool.core.loading.checkpoints import WEIGHT_SUFFIXES
+        from cnntool.core.loading.spec import names_weight_file
 
-        path = Path(spec)
-        is_file = path.suffix.lower() in WEIGHT_SUFFIXES or path.is_file() or path.is_dir()
+        is_file = names_weight_file(spec)
         if self.weights and is_file:
             return (
                 f"MODEL {spec} is a weight file already; --weights is for an architecture "
