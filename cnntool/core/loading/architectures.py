@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnntool.core.loading import checkpoints
+from cnntool.core.loading import checkpoints, state_dicts
 from cnntool.core.loading.checkpoints import Checkpoint
 from cnntool.core.loading.code_trust import folder_on_path, import_module_spec, import_python_file
 from cnntool.core.loading.preprocessing_sources import Source
@@ -99,7 +99,7 @@ def load_builtin_weights(built: Built) -> None:
 
     entry = BUILTIN_MODELS[built.name]
     path = entry.weights_path()
-    checkpoints.load_state_dict_strictly(
+    state_dicts.load_state_dict_strictly(
         built.module, checkpoints.read_weights(path), f"built-in model '{built.name}'"
     )
     built.source = f"built-in {built.name}: {path}"
@@ -229,7 +229,7 @@ def set_num_classes(built: Built, num_classes: int, what: str) -> None:
     if old.out_features == num_classes:
         return
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-    checkpoints.replace_module(built.module, name, new.to(old.weight.device, old.weight.dtype))
+    state_dicts.replace_module(built.module, name, new.to(old.weight.device, old.weight.dtype))
     built.class_names = [entry for entry in built.class_names if len(entry[1]) == num_classes]
     built.notes.append(
         f"replaced the classifier {name} ({old.in_features}→{old.out_features}) "
@@ -264,7 +264,7 @@ def load_checkpoint_into(
         raise ModelLoadError(f"{checkpoint.path} holds no weights")
     built.notes.extend(checkpoint.notes)
     built.notes.extend(
-        checkpoints.load_state_dict_strictly(
+        state_dicts.load_state_dict_strictly(
             built.module, state, what, use_ema=prefix_ema, rebuild_head=rebuild_head
         )
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cnntool.core.device import resolve_device
-from cnntool.core.loading import checkpoints
+from cnntool.core.loading import checkpoints, state_dicts
 from cnntool.core.loading.architectures import (
     Built,
     build,
@@ -376,7 +376,7 @@ def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedMod
         first_conv=first,
         preprocessing_choice=chosen,
     )
-    loaded.nonfinite = tuple(checkpoints.nonfinite_tensors(module))
+    loaded.nonfinite = tuple(state_dicts.nonfinite_tensors(module))
     if loaded.nonfinite:
         shown = ", ".join(loaded.nonfinite[:4]) + (", …" if len(loaded.nonfinite) > 4 else "")
         count = len(loaded.nonfinite)

@@ -190,7 +190,8 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 
 def load_builtin(name: str) -> nn.Module:
     """Build built-in model `name`, load its packaged weights strictly, return it in eval mode."""
-    from cnntool.core.loading.checkpoints import load_state_dict_strictly, read_weights
+    from cnntool.core.loading.checkpoints import read_weights
+    from cnntool.core.loading.state_dicts import load_state_dict_strictly
 
     try:
         entry = BUILTIN_MODELS[name]
