@@ -14,6 +14,7 @@ from cnntool.io.figure_style import (
     INK,
     FigureStyle,
     colorbar,
+    colorize,
     enlarged,
     fitted,
     padded,
@@ -21,7 +22,7 @@ from cnntool.io.figure_style import (
     titled,
 )
 from cnntool.io.figures import pixels_to_image
-from cnntool.io.grids import colorize, symmetric_scale, to_image
+from cnntool.io.grids import symmetric_scale, to_image
 from cnntool.io.untrusted import printable
 
 
