@@ -136,7 +136,7 @@ def check_command(
     import sys
     from pathlib import Path
 
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.dataset_scan import dataset_scan, finish
     from cnntool.errors import CnnToolError
     from cnntool.io.check_report import (
         TABLE_COLUMNS,

@@ -230,7 +230,7 @@ def _run(
     import sys
     from pathlib import Path
 
-    from cnntool.cli.session import OrderedRecords, dataset_scan, finish
+    from cnntool.cli.dataset_scan import OrderedRecords, dataset_scan, finish
     from cnntool.core.receptive_field import receptive_fields
     from cnntool.errors import CnnToolError
     from cnntool.io.cam import cam_file_stem
