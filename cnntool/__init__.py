@@ -19,7 +19,7 @@ _EXPORTS = {
     "PreprocessingOptions": "cnntool.core.loading.preprocessing_sources",
     "save_checkpoint": "cnntool.core.loading.checkpoints",
     "check_forward": "cnntool.core.loading.models",
-    "map_labels": "cnntool.core.labels",
+    "map_labels": "cnntool.core.class_indices",
     "read_class_names_file": "cnntool.core.loading.class_names",
     "list_models": "cnntool.core.loading.models",
     "load_image": "cnntool.core.images",

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnntool.core.classes import class_index
+from cnntool.core.class_indices import class_index
 from cnntool.core.hooks import capture
 from cnntool.core.layers import resolve_layer
 from cnntool.core.loading.models import main_output

@@ -9,7 +9,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from cnntool.core.classes import class_index
+from cnntool.core.class_indices import class_index
 from cnntool.errors import CnnToolError
 
 LEAST_LIKELY = "least-likely"
