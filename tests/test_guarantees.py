@@ -828,8 +828,8 @@ def test_csv_cells_never_start_a_formula_but_numbers_stay_numbers():
     import csv
     import io
 
+    from cnntool.io.records import csv_text
     from cnntool.io.untrusted import csv_cell
-    from cnntool.io.writers import csv_text
 
     record = {
         "a": "=cmd|' /C calc'!A0",
@@ -872,7 +872,7 @@ def test_csv_cells_never_start_a_formula_but_numbers_stay_numbers():
 
 
 def test_jsonl_escapes_c1_controls_losslessly():
-    from cnntool.io.writers import jsonl_line
+    from cnntool.io.records import jsonl_line
 
     line = jsonl_line({"name": "a\x9b31m\x1b]8;;x\x07\x7f"})
     assert all(ord(c) < 0x7F or ord(c) > 0x9F for c in line) and "\x1b" not in line

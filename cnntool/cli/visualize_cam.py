@@ -67,7 +67,7 @@ def cam_command(
     from cnntool.cli.dataset_scan import OrderedRecords, dataset_scan, finish
     from cnntool.errors import CnnToolError
     from cnntool.io.cam import cam_file_stem, cam_record, save_cam_overlay, save_raw_map
-    from cnntool.io.writers import RecordWriter
+    from cnntool.io.records import RecordWriter
     from cnntool.tasks.cam import cam_batches, cam_layer, unit_target
     from cnntool.tasks.projection import Target
 

@@ -144,7 +144,7 @@ def check_command(
         save_curves_plot,
         table_rows,
     )
-    from cnntool.io.writers import RecordWriter
+    from cnntool.io.records import RecordWriter
     from cnntool.tasks.check import RANKING, CheckSettings, check_batch, pass_rule, verdicts
 
     try:

@@ -242,7 +242,8 @@ def _run(
         save_raw_maps,
         uncovered_warning,
     )
-    from cnntool.io.writers import RecordWriter, save_image
+    from cnntool.io.records import RecordWriter
+    from cnntool.io.writers import save_image
     from cnntool.tasks.projection import projection_batches, receptive_boxes
 
     writer = RecordWriter(sys.stdout, fmt)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from cnntool.io.records import Column, short_path, write_records
-from cnntool.io.writers import RecordWriter
+from cnntool.io.records import Column, RecordWriter, short_path, write_records
 
 TABLE_ROWS = 25  # on stderr; --format table shows every row
 CSV_COLUMNS = ["path", "label", "top1", "top1_name", "top1_prob", "classes"]
