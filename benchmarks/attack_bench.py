@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torchattacks  # noqa: E402
 
 from cnntool.core.data import BatchStream, open_data  # noqa: E402
-from cnntool.core.models import load_model  # noqa: E402
+from cnntool.core.loading.models import load_model  # noqa: E402
 from cnntool.tasks.attack import PixelModel, fgsm  # noqa: E402
 
 CASES = [  # model, data, batch size, batches, ε

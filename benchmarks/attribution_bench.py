@@ -49,7 +49,7 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 from cnntool.core.data import BatchStream, open_data  # noqa: E402
-from cnntool.core.models import load_model  # noqa: E402
+from cnntool.core.loading.models import load_model  # noqa: E402
 from cnntool.tasks.cam import cam_maps, default_layer  # noqa: E402
 from cnntool.tasks.integrated_gradients import IntegratedGradients  # noqa: E402
 from cnntool.tasks.occlusion import occlusion_maps  # noqa: E402

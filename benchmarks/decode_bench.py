@@ -32,7 +32,7 @@ from PIL import Image
 
 from cnntool.core.data import BatchStream, open_data
 from cnntool.core.images import load_image
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
 from cnntool.core.samples import photos
 
 

@@ -43,7 +43,7 @@ def bench(
     import torch
 
     from cnntool.core.data import BatchStream, open_data
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
     from cnntool.tasks.diagnose import default_points, scan
 
     loaded = load_model(model_name, device=device)

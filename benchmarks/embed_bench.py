@@ -78,7 +78,7 @@ def features_row(
 
     from cnntool.core.data import BatchStream, open_data
     from cnntool.core.layers import resolve_layer
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
     from cnntool.tasks.features import FeatureSpool, extract
 
     loaded = load_model(model_name, device="cpu")

@@ -125,7 +125,7 @@ def measure_decode(
 ) -> float:
     """Images/s of the data loader alone over the first `sample` images."""
     from cnntool.core.data import BatchStream, open_data
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
 
     preprocessing = load_model(model, device="cpu").preprocessing
     dataset = open_data(str(folder))
@@ -153,7 +153,7 @@ def measure_forward(
 
     from cnntool.core.hooks import capture
     from cnntool.core.layers import resolve_layer
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
     from cnntool.core.runtime import prepare_for_scan
 
     loaded = load_model(model, device=device)

@@ -22,7 +22,7 @@ def timed(work):
 
 
 def resnet18_full_check(size: int, batch: int) -> None:
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
     from cnntool.tasks.gradcheck import gradcheck
 
     model = load_model("resnet18", device="cpu").module

@@ -26,7 +26,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from cnntool.core.models import load_model  # noqa: E402
+from cnntool.core.loading.models import load_model  # noqa: E402
 from cnntool.tasks.maximize import (  # noqa: E402
     MaximizeConfig,
     lucid_defaults,

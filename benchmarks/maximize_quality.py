@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cnntool.core.loading.zoo import BUILTIN_MODELS, load_builtin  # noqa: E402
 from cnntool.core.samples import mnist_5k  # noqa: E402
-from cnntool.core.zoo import BUILTIN_MODELS, load_builtin  # noqa: E402
 from cnntool.io.figures import pixels_to_image  # noqa: E402
 from cnntool.io.grids import save_grid  # noqa: E402
 from cnntool.tasks.maximize import (  # noqa: E402

@@ -47,7 +47,7 @@ def bench(
     import torch
 
     from cnntool.core.data import BatchStream, open_data
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
     from cnntool.core.session import feed
     from cnntool.tasks.diagnose import StatsConsumer
     from cnntool.tasks.features import FeatureConsumer, FeatureSpool

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cnntool.core.data import BatchStream, open_data  # noqa: E402
 from cnntool.core.hooks import capture  # noqa: E402
-from cnntool.core.models import load_model  # noqa: E402
+from cnntool.core.loading.models import load_model  # noqa: E402
 from cnntool.core.runtime import prepare_for_scan  # noqa: E402
 from cnntool.tasks.maximize import (  # noqa: E402
     imagenet_defaults,

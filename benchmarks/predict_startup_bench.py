@@ -60,7 +60,7 @@ def main() -> None:
     from PIL import Image
 
     from cnntool.core.data import open_data
-    from cnntool.core.zoo import BUILTIN_MODELS
+    from cnntool.core.loading.zoo import BUILTIN_MODELS
 
     weights = BUILTIN_MODELS["lenet5-mnist"].weights_path()
     with tempfile.TemporaryDirectory() as folder:

@@ -36,7 +36,7 @@ import torch
 from cnntool.core.hooks import module_hooks
 from cnntool.core.images import load_image
 from cnntool.core.layers import resolve_layer
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
 from cnntool.core.runtime import prepare_for_scan
 from cnntool.core.samples import photos
 from cnntool.tasks.attack import fgsm

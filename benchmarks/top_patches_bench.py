@@ -41,7 +41,7 @@ def one(
     import torch
 
     from cnntool.core.data import BatchStream, open_data
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
     from cnntool.tasks.top_patches import scan
 
     loaded = load_model(model_name, device=device)
@@ -83,7 +83,7 @@ def preloaded(
     import torch
 
     from cnntool.core.data import BatchStream, open_data
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
     from cnntool.tasks.top_patches import scan
 
     loaded = load_model(model_name, device=device)

@@ -18,7 +18,7 @@ The network still runs and still classifies many digits: nothing but a look insi
 
 import torch
 
-from cnntool.core.zoo import load_builtin
+from cnntool.core.loading.zoo import load_builtin
 
 DEAD_UNITS = tuple(range(0, 64, 2))  # conv2 channels whose bias is sunk
 SUNK_BIAS = -100.0  # far below anything 3×3×32 weights can add on [0, 1] digits

@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from cnntool.core.data import BatchStream, open_data
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
 from cnntool.errors import CnnToolError
 from cnntool.tasks.attack import (
     LEAST_LIKELY,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cnntool.core.data import BatchStream, open_data
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
 from cnntool.errors import CnnToolError
 from cnntool.tasks.attack import attack_method, bim, fgsm, pgd
 from cnntool.tasks.predict import ClassScore, Prediction, PredictionTally

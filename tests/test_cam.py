@@ -20,7 +20,7 @@ from torch import nn
 
 from cnntool.core.data import BatchStream, open_data
 from cnntool.core.hooks import hook_count
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
 from cnntool.tasks.cam import METHODS, cam_maps, default_layer, unit_target, upsample_normalized
 from cnntool.tasks.occlusion import occlusion_maps
 from cnntool.tasks.projection import Target

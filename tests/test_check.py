@@ -21,7 +21,7 @@ import torch
 
 from cnntool.core.data import BatchStream, open_data
 from cnntool.core.hooks import hook_count
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
 from cnntool.tasks.check import (
     NEIGHBOURS,
     CheckSettings,

@@ -12,8 +12,8 @@ import torch
 
 import tests.own_models as own
 from cnntool import save_checkpoint
-from cnntool.core import checkpoints
-from cnntool.core.models import check_forward, load_model
+from cnntool.core.loading import checkpoints
+from cnntool.core.loading.models import check_forward, load_model
 from cnntool.errors import CnnToolError, ModelLoadError, UntrustedCodeError
 
 OWN = "tests.own_models"
@@ -218,7 +218,7 @@ def test_pickle_protocol_warnings_do_not_reach_stderr(tmp_path):
         )
     assert not [w for w in caught if "pickle" in str(w.message).lower()]
     script = (
-        f"from cnntool.core.models import load_model; "
+        f"from cnntool.core.loading.models import load_model; "
         f"load_model({str(path)!r}, arch='tests.own_models:classifier', device='cpu', "
         "trust_code=True)"
     )

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from cnntool.core.class_names import ClassNamesError, read_class_names_file
+from cnntool.core.class_indices import map_labels
 from cnntool.core.data import DataSet
-from cnntool.core.labels import map_labels
+from cnntool.core.loading.class_names import ClassNamesError, read_class_names_file
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from torch import nn
 from cnntool.cli.followups import Commands
 from cnntool.core.data import BatchStream, open_data
 from cnntool.core.hooks import capture, hook_count
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
 from cnntool.tasks.diagnose import (
     RunningStats,
     default_points,

@@ -22,7 +22,7 @@ def extract_set(model_name, data, layer, batch_size):
     """Features of a whole data set, in-process, as `cnntool features` computes them."""
     from cnntool.core.data import BatchStream, open_data
     from cnntool.core.layers import resolve_layer
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
 
     loaded = load_model(model_name, device="cpu")
     dataset = open_data(data)

@@ -178,7 +178,7 @@ def test_features_cli_writes_the_npz_of_an_in_memory_forward(tmp_path, cnntool):
     assert result.stdout == ""
     assert "200 images × 200 features of lenet5-mnist relu3" in result.stderr
     assert [p.name for p in out.parent.iterdir()] == ["faces.npz"]  # no scratch files left
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
 
     loaded = load_model("lenet5-mnist", device="cpu")
     dataset = open_data("faces")

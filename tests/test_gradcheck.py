@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cnntool.core.hooks import hook_count
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
 from cnntool.errors import CnnToolError
 from cnntool.tasks.gradcheck import gradcheck
 from tests import buggy_layers as B

@@ -249,7 +249,7 @@ def test_two_runs_into_one_folder_do_not_share_a_state(cnntool, tmp_path):
 def test_nan_weights_make_predict_and_gradcheck_refuse_in_one_sentence(cnntool, tmp_path):
     import torch
 
-    from cnntool.core.zoo import load_builtin
+    from cnntool.core.loading.zoo import load_builtin
 
     state = load_builtin("lenet5-mnist").state_dict()
     state["linear2.weight"][0, 0] = float("nan")
@@ -828,8 +828,8 @@ def test_csv_cells_never_start_a_formula_but_numbers_stay_numbers():
     import csv
     import io
 
+    from cnntool.io.records import csv_text
     from cnntool.io.untrusted import csv_cell
-    from cnntool.io.writers import csv_text
 
     record = {
         "a": "=cmd|' /C calc'!A0",
@@ -872,7 +872,7 @@ def test_csv_cells_never_start_a_formula_but_numbers_stay_numbers():
 
 
 def test_jsonl_escapes_c1_controls_losslessly():
-    from cnntool.io.writers import jsonl_line
+    from cnntool.io.records import jsonl_line
 
     line = jsonl_line({"name": "a\x9b31m\x1b]8;;x\x07\x7f"})
     assert all(ord(c) < 0x7F or ord(c) > 0x9F for c in line) and "\x1b" not in line
@@ -926,7 +926,7 @@ def interrupted_top_patches(tmp_path_factory):
     them left in `out`."""
     import torch
 
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
 
     root = tmp_path_factory.mktemp("resume21")
     data, out, weights = root / "data", root / "out", root / "w.pt"

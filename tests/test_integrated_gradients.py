@@ -15,7 +15,7 @@ from torch import nn
 
 from cnntool.core.data import BatchStream, open_data
 from cnntool.core.hooks import capture, hook_count
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
 from cnntool.errors import CnnToolError
 from cnntool.tasks.integrated_gradients import (
     IntegratedGradients,

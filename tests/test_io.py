@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from cnntool.io.writers import atomic_path, csv_text, jsonl_line, open_output
+from cnntool.io.records import csv_text, jsonl_line
+from cnntool.io.writers import atomic_path, open_output
 
 
 def test_atomic_write_is_all_or_nothing(tmp_path):

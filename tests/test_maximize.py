@@ -17,7 +17,7 @@ from PIL import Image
 
 from cnntool.core.hooks import capture, hook_count
 from cnntool.core.images import load_image
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
 from cnntool.core.samples import mnist_5k, photos
 from cnntool.errors import CnnToolError
 from cnntool.tasks.maximize import (
@@ -440,7 +440,7 @@ def test_the_gaussian_prior_pulls_the_pca_coordinates_in(lenet):
 
 def test_the_judge_ranks_the_saved_png_as_it_reads_it_back(tmp_path):
     """A record's judge rank and probability are the judge's own on the PNG re-read from disk."""
-    from cnntool.core.zoo import BUILTIN_MODELS, load_builtin
+    from cnntool.core.loading.zoo import BUILTIN_MODELS, load_builtin
 
     out = tmp_path / "j.png"
     result = _maximize_cli(
@@ -463,8 +463,8 @@ def test_the_judge_ranks_the_saved_png_as_it_reads_it_back(tmp_path):
 
 
 def test_judge_verdict_on_a_real_photo():
+    from cnntool.core.loading.zoo import BUILTIN_MODELS, load_builtin
     from cnntool.core.samples import imagenet_samples
-    from cnntool.core.zoo import BUILTIN_MODELS, load_builtin
     from cnntool.tasks.maximize import default_judge, judge_images
 
     assert default_judge("efficientnet_lite0") == "efficientnet_lite2"

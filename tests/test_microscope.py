@@ -87,7 +87,7 @@ def test_histograms_set_non_finite_values_apart():
 def test_default_layers_spread_over_the_depth():
     import torchvision
 
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
 
     assert default_layers(load_model("lenet5-mnist").module) == ["relu1", "relu2", "relu3"]
     assert default_layers(load_model("efficientnet_lite0").module) == [

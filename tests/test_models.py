@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
 from cnntool.errors import CnnToolError, ModelLoadError, UnknownNameError, UntrustedCodeError
 from tests.tiny_models import seeded_tiny_net
 

@@ -7,7 +7,7 @@ from torch.overrides import _get_current_function_mode_stack
 
 from cnntool.core.data import BatchStream, DataSet
 from cnntool.core.hooks import capture, hook_count, substitute_activation_backward
-from cnntool.core.models import LoadedModel
+from cnntool.core.loading.models import LoadedModel
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.tasks.predict import predict
 from cnntool.tasks.profile import profile

@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cnntool.core import code_trust
-from cnntool.core.code_trust import untrusted_folder
 from cnntool.core.data import BatchStream, open_data
-from cnntool.core.models import check_forward, load_model
-from cnntool.core.preprocessing_sources import PreprocessingOptions
+from cnntool.core.loading import code_trust
+from cnntool.core.loading.code_trust import untrusted_folder
+from cnntool.core.loading.models import check_forward, load_model
+from cnntool.core.loading.preprocessing_sources import PreprocessingOptions
 from cnntool.errors import ModelLoadError, UntrustedCodeError
 from cnntool.tasks.predict import predict
 

@@ -12,9 +12,9 @@ from PIL import Image
 import tests.own_models  # noqa: F401  (imported: `tests.own_models:NAME` specs need no --trust-code)
 from cnntool import save_checkpoint
 from cnntool.core.data import BatchStream, open_data
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
+from cnntool.core.loading.preprocessing_sources import PreprocessingOptions
 from cnntool.core.preprocessing import Preprocessing, PreprocessingError
-from cnntool.core.preprocessing_sources import PreprocessingOptions
 from cnntool.errors import CnnToolError, ModelLoadError
 
 CIFAR = {

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from cnntool.core.hooks import capture, hook_count
-from cnntool.core.models import load_model
+from cnntool.core.loading.models import load_model
 from cnntool.errors import CnnToolError, UnknownNameError
 from cnntool.io import overlays
 from cnntool.io.figures import to_uint8

@@ -7,6 +7,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from cnntool.core.loading.model_request import ModelRequest
 from cnntool.core.option_values import (
     parse_floats,
     parse_names,
@@ -14,7 +15,6 @@ from cnntool.core.option_values import (
     parse_resize,
     parse_size,
 )
-from cnntool.core.requests import ModelRequest
 from cnntool.core.session import ScanReport, report_warnings
 
 

@@ -7,11 +7,11 @@ import torchvision
 from torch import nn
 
 from cnntool.core.hooks import capture, hook_count
+from cnntool.core.loading.zoo import load_builtin
 from cnntool.core.runtime import fold_batchnorm, prepare_for_scan
 from cnntool.core.runtime.folding import Folding, FoldPair, find_pairs
 from cnntool.core.runtime.layout import choose_channels_last, convolution_share
 from cnntool.core.runtime.precision import cpu_has_native_bf16
-from cnntool.core.zoo import load_builtin
 from cnntool.errors import CnnToolError
 from cnntool.tasks.attack import fgsm
 

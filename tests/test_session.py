@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from cnntool.core.data import DataSet, open_data
-from cnntool.core.models import LoadedModel
+from cnntool.core.loading.models import LoadedModel
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.core.session import Consumer, ScanSession
 from cnntool.errors import DataError

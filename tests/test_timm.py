@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnntool.core.models import check_forward, list_models, load_model
+from cnntool.core.loading.models import check_forward, list_models, load_model
 from cnntool.core.samples import photos
 from cnntool.errors import UnknownNameError
 

@@ -92,7 +92,7 @@ def test_filters_default_is_first_conv_and_stats():
 def test_fold_lite0_stem_matches_the_network(tmp_path):
     """lite0's Conv2dSame pads in forward; folding is about weights only, so compare the
     stem+BN output with the folded filters applied through the same padded forward."""
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
 
     loaded = load_model("efficientnet_lite0", device="cpu")
     m = loaded.module
@@ -174,7 +174,7 @@ def test_filters_cli_pairs_and_outputs(tmp_path):
     from matplotlib import colormaps
 
     weights = filters(
-        __import__("cnntool.core.models", fromlist=["x"])
+        __import__("cnntool.core.loading.models", fromlist=["x"])
         .load_model("lenet5-mnist", device="cpu")
         .module,
         "conv2",
@@ -226,7 +226,7 @@ def test_filters_global_scale_states_its_numbers_and_scale_2_doubles(tmp_path):
 
     pixels = _lenet_conv2(tmp_path, "--normalize", "global")
     ((x, _, _),) = colour_bars(pixels, "RdBu_r")[:1]
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
 
     limit = float(
         np.abs(
@@ -275,7 +275,7 @@ def test_activations_cli(tmp_path):
     the maps' min and max), labelled with channel and mean (the records' numbers)."""
     from matplotlib import colormaps
 
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
     from cnntool.io.figure_style import number
 
     out = tmp_path / "maps.png"
@@ -699,7 +699,7 @@ def test_overview_title_states_k_and_counts_and_tiles_have_gaps(tmp_path, monkey
 def test_deep_units_show_distinct_images_cropped_round_their_peak():
     """lite0 `_blocks.15` (field 851 px on a 224-px input): the patches of 16 units are 16
     different image sets and, wherever the unit's map is not constant, smaller than the image."""
-    from cnntool.core.models import load_model
+    from cnntool.core.loading.models import load_model
     from cnntool.tasks.top_patches import hit_maps
 
     loaded = load_model("efficientnet_lite0", device="cpu")

@@ -25,15 +25,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from cnntool.core.zoo import BUILTIN_MODELS, BuiltinModel, load_builtin
-from cnntool.core.zoo.efficientnet_lite import (
+from cnntool.core.loading.zoo import BUILTIN_MODELS, BuiltinModel, load_builtin
+from cnntool.core.loading.zoo.efficientnet_lite import (
     LITE0_STAGES,
     LITE_SCALING,
     Conv2dSame,
     lite_stages,
     round_channels,
 )
-from cnntool.core.zoo.lenet5 import LeNet5
+from cnntool.core.loading.zoo.lenet5 import LeNet5
 from cnntool.errors import ModelLoadError, UnknownNameError
 
 
@@ -83,7 +83,8 @@ def test_registry_names_and_metadata():
 
 def test_importing_the_registry_imports_neither_torch_nor_torchvision():
     code = (
-        "import sys, cnntool.core.zoo as z; z.BUILTIN_MODELS['lenet5-mnist'].weights_path(); "
+        "import sys, cnntool.core.loading.zoo as z; "
+        "z.BUILTIN_MODELS['lenet5-mnist'].weights_path(); "
         "print('torch' in sys.modules, 'torchvision' in sys.modules)"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

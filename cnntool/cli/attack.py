@@ -177,7 +177,7 @@ def _run(
     random_start=True,
     seed=None,
 ) -> None:
-    from cnntool.cli.session import dataset_scan, finish, say_labels
+    from cnntool.cli.dataset_scan import dataset_scan, finish, say_labels
     from cnntool.errors import CnnToolError
     from cnntool.io import attack_report as report
     from cnntool.io.adversarial import AdversarialFiles

@@ -62,8 +62,8 @@ def diagnose_command(
     compare them to thresholds, with the advice they come from and the command that digs deeper.
     A table and the findings go to stderr; one JSON record per layer, then one for the whole
     model, to stdout. Under torchrun each rank scans a shard and rank 0 writes."""
+    from cnntool.cli.dataset_scan import dataset_scan, finish
     from cnntool.cli.followups import Commands, spelled_model
-    from cnntool.cli.session import dataset_scan, finish
     from cnntool.io import diagnosis as outputs
     from cnntool.io.records import write_records
     from cnntool.tasks.diagnose import diagnose

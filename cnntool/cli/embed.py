@@ -216,7 +216,7 @@ def _features(features_file, model, model_request, data, layer, pooling, scan, w
     read from --features, or extracted from MODEL DATA (sharded under torchrun). The outputs
     `written` (dataset_scan's files= and folders=) are checked against the inputs first."""
     if features_file:
-        from cnntool.cli.session import guard
+        from cnntool.cli.dataset_scan import guard
         from cnntool.io.npz import read_feature_file
         from cnntool.io.outputs import InputFiles
 
@@ -225,7 +225,7 @@ def _features(features_file, model, model_request, data, layer, pooling, scan, w
         guard(InputFiles(files=[features_file, *paths]), **written)
         yield found
         return
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.dataset_scan import dataset_scan, finish
     from cnntool.tasks.features import spooled_features
 
     with (

@@ -54,7 +54,7 @@ def features_command(model, data, layer, pooling, out, model_request, scan):
     beside the output, so a dataset never has to fit in memory. Unreadable images are skipped and
     counted; NaN or infinite features are named in a warning. Under torchrun each rank scans a
     shard and rank 0 writes the same file one process would."""
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.dataset_scan import dataset_scan, finish
     from cnntool.io.npz import save_features
     from cnntool.tasks.features import nonfinite_message, spooled_features
 

@@ -125,8 +125,8 @@ def microscope_command(
     One JSON record on stdout (the site's summary)."""
     import tempfile
 
+    from cnntool.cli.dataset_scan import dataset_scan, finish, say_labels
     from cnntool.cli.followups import Commands, spelled_model
-    from cnntool.cli.session import dataset_scan, finish, say_labels
     from cnntool.core.selection import parse_ranges
     from cnntool.io.microscope import check_site_folder
     from cnntool.io.resume import ResumeFiles

@@ -16,7 +16,7 @@ def models_command(fmt):
     """List what a bare MODEL name can load: the built-in trained models (weights shipped in
     pip packages, nothing downloaded) and torchvision's classification architectures (random
     init unless --weights). MODEL can also be a weight file or FILE.py:NAME."""
-    from cnntool.core.models import list_models
+    from cnntool.core.loading.models import list_models
     from cnntool.io.model_tables import MODELS_TABLE
     from cnntool.io.records import write_records
 

@@ -11,7 +11,8 @@ import click
 from click.core import ParameterSource
 
 from cnntool.cli import console
-from cnntool.core import requests
+from cnntool.core.loading import model_request
+from cnntool.core.loading.model_request import ScanOptions
 from cnntool.core.option_values import (
     parse_eps,
     parse_floats,
@@ -20,7 +21,6 @@ from cnntool.core.option_values import (
     parse_resize,
     parse_size,
 )
-from cnntool.core.requests import ScanOptions
 
 
 def _parsed(parse: Callable[[str | None], object]):
@@ -67,7 +67,7 @@ def collect(cls: type, target: str):
     return decorate
 
 
-class ModelRequest(requests.ModelRequest):
+class ModelRequest(model_request.ModelRequest):
     """How the command line asked for MODEL to be loaded and fed (core.requests): flags that
     contradict MODEL are a usage error, and `load` says on stderr how MODEL is fed."""
 

@@ -28,7 +28,7 @@ def predict_command(model, data, top, fmt, model_request, scan):
     stderr. DATA is a folder, a list file, '-' (paths on stdin) or a sample set
     (imagenet-samples, mnist-5k, faces, photos). Unreadable images are skipped and counted.
     Under torchrun each rank classifies a shard and rank 0 writes every record in order."""
-    from cnntool.cli.session import dataset_scan, finish, say_labels
+    from cnntool.cli.dataset_scan import dataset_scan, finish, say_labels
     from cnntool.io import predictions as out
     from cnntool.tasks.predict import PredictionTally, nonfinite_warning, predict_session
 

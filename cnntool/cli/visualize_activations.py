@@ -82,7 +82,7 @@ def activations_command(
     """Feature maps of LAYER for one image (Zeiler & Fergus 2014), beside the model's input,
     each labelled with its channel and mean, with a colour bar (one scale for all maps unless
     --normalize map). IMAGE is a file, or a folder/list/sample set."""
-    from cnntool.cli.session import guard
+    from cnntool.cli.dataset_scan import guard
     from cnntool.core.data import open_data
     from cnntool.io.layer_grids import activation_records, activations_picture
     from cnntool.io.outputs import InputFiles

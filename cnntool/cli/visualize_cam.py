@@ -66,10 +66,10 @@ def cam_command(
     import sys
     from pathlib import Path
 
-    from cnntool.cli.session import OrderedRecords, dataset_scan, finish
+    from cnntool.cli.dataset_scan import OrderedRecords, dataset_scan, finish
     from cnntool.errors import CnnToolError
     from cnntool.io.cam import cam_file_stem, cam_record, save_cam_overlay, save_raw_map
-    from cnntool.io.writers import RecordWriter
+    from cnntool.io.records import RecordWriter
     from cnntool.tasks.cam import cam_batches, cam_layer, unit_target
     from cnntool.tasks.projection import Target
 

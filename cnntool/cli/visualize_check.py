@@ -137,7 +137,7 @@ def check_command(
     import sys
     from pathlib import Path
 
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.dataset_scan import dataset_scan, finish
     from cnntool.errors import CnnToolError
     from cnntool.io.check_report import (
         TABLE_COLUMNS,
@@ -145,7 +145,7 @@ def check_command(
         save_curves_plot,
         table_rows,
     )
-    from cnntool.io.writers import RecordWriter
+    from cnntool.io.records import RecordWriter
     from cnntool.tasks.check import RANKING, CheckSettings, check_batch, pass_rule, verdicts
 
     try:

@@ -236,7 +236,7 @@ def _run(
     import sys
     from pathlib import Path
 
-    from cnntool.cli.session import OrderedRecords, dataset_scan, finish
+    from cnntool.cli.dataset_scan import OrderedRecords, dataset_scan, finish
     from cnntool.core.receptive_field import receptive_fields
     from cnntool.errors import CnnToolError
     from cnntool.io.cam import cam_file_stem
@@ -248,7 +248,8 @@ def _run(
         save_raw_maps,
         uncovered_warning,
     )
-    from cnntool.io.writers import RecordWriter, save_image
+    from cnntool.io.records import RecordWriter
+    from cnntool.io.writers import save_image
     from cnntool.tasks.projection import projection_batches, receptive_boxes
 
     writer = RecordWriter(sys.stdout, fmt)

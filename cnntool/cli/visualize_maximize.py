@@ -170,8 +170,8 @@ def maximize_command(
     unit, optimized as one batch: MACO (Fel et al. 2023) for colour models over 64 px, pixels with
     L2 decay, total variation and blur, or a PCA prior, for small ones (LeNet-5). Writes a
     labelled grid and a PNG per unit, one record per unit on stdout, a table on stderr."""
+    from cnntool.cli.dataset_scan import guard
     from cnntool.cli.options import ModelRequest
-    from cnntool.cli.session import guard
     from cnntool.core.images import load_pixels
     from cnntool.errors import CnnToolError
     from cnntool.io.figures import pixels_to_image
@@ -249,7 +249,7 @@ def maximize_command(
 
 def _on_data(model, request, scan, loaded, data, compute, files):
     """`compute(session)` over the images of DATA, fed as MODEL is."""
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.dataset_scan import dataset_scan, finish
 
     with dataset_scan(model, request, data, scan, loaded=loaded, files=files) as session:
         result = compute(session)

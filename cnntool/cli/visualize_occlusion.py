@@ -107,7 +107,7 @@ def occlusion_command(
     past the border are clipped (captum's convention). One record on stdout."""
     from pathlib import Path
 
-    from cnntool.cli.session import guard
+    from cnntool.cli.dataset_scan import guard
     from cnntool.core.data import open_data
     from cnntool.errors import CnnToolError
     from cnntool.io.cam import save_occlusion_figure, save_occlusion_maps

@@ -90,7 +90,7 @@ def top_patches_command(
     (fewer shown as "N of K"; none: dead), at most --per-image per image. Where the field is
     larger than half the input (deep layers), a patch is half the input's side centred on the
     peak instead of the whole image."""
-    from cnntool.cli.session import dataset_scan, finish
+    from cnntool.cli.dataset_scan import dataset_scan, finish
     from cnntool.io.patches import lost_warning, write_top_patch_files
     from cnntool.io.resume import ResumeFiles
     from cnntool.tasks.top_patches import hit_maps, layer_plan, peak_cropped, resumable_top_patches

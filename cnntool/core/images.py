@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnntool.core.pixels import PIL_FILTERS, STRAIGHT_RGBA, in_mode
 from cnntool.errors import DataError, os_error_reason
 
 if TYPE_CHECKING:
@@ -116,13 +117,9 @@ def _composite(image: Image.Image) -> Image.Image:
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
     composited = Image.alpha_composite(background, rgba).convert("RGB")
-    # A 4-channel model reads the file's own (straight) RGBA back: preprocessing.with_alpha.
+    # A 4-channel model reads the file's own (straight) RGBA back: pixels.with_alpha.
     composited.info[STRAIGHT_RGBA] = rgba
     return composited
-
-
-# Where a composited image keeps its original RGBA, for 4-channel models.
-STRAIGHT_RGBA = "cnntool.straight_rgba"
 
 
 def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
@@ -327,15 +324,13 @@ def crop_pixels(
     """
     import torch
 
-    from cnntool.core.preprocessing import _PIL_FILTERS, _in_mode
-
     width, height = original or image.size
-    image = _in_mode(image, preprocessing.pil_mode)
+    image = in_mode(image, preprocessing.pil_mode)
     resized = preprocessing.resized_size(width, height)
     left, top = preprocessing.crop_offset(width, height)
     crop_height, crop_width = preprocessing.crop
     box = (left, top, left + crop_width, top + crop_height)  # in resized pixels
-    resample = _PIL_FILTERS[preprocessing.interpolation]
+    resample = PIL_FILTERS[preprocessing.interpolation]
     if resized[0] * resized[1] <= full_resize_pixels:
         if resized != image.size or scale != 1.0:
             image = image.resize(resized, resample, box=(0, 0, width / scale, height / scale))

@@ -23,14 +23,10 @@ from typing import Any
 
 from PIL import Image
 
+from cnntool.core.pixels import PIL_FILTERS, crop_padded, in_mode
 from cnntool.errors import CnnToolError
 
-_PIL_FILTERS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-}
-INTERPOLATIONS = tuple(_PIL_FILTERS)
+INTERPOLATIONS = tuple(PIL_FILTERS)
 SCHEMA_KEYS = ("input_size", "resize", "interpolation", "mean", "std", "crop_pct")
 # An input larger than this is a typo (or a 100000-px attack on memory), not a model.
 MAX_SIDE = 16384
@@ -114,7 +110,7 @@ class Preprocessing:
     def convert(self, image: Image.Image) -> Image.Image:
         """`image` in the mode the model takes ('L', 'RGB', or 'RGBA' with the file's own alpha
         plane), unresized."""
-        return _in_mode(image, self.pil_mode)
+        return in_mode(image, self.pil_mode)
 
     @property
     def pil_mode(self) -> str:
@@ -157,13 +153,13 @@ class Preprocessing:
         import numpy as np
         import torch
 
-        image = _in_mode(image, self.pil_mode)
+        image = in_mode(image, self.pil_mode)
         rw, rh = self.resized_size(*image.size)
         if (rw, rh) != image.size:
-            image = image.resize((rw, rh), _PIL_FILTERS[self.interpolation])
+            image = image.resize((rw, rh), PIL_FILTERS[self.interpolation])
         left, top = self._offset_in_resized(rw, rh)
         ch, cw = self.crop
-        image = _crop_padded(image, left, top, cw, ch)
+        image = crop_padded(image, left, top, cw, ch)
         array = np.asarray(image, dtype=np.float32) / 255.0
         if array.ndim == 2:
             array = array[:, :, None]
@@ -193,30 +189,6 @@ class Preprocessing:
         return self.normalize(self.to_pixels(image))
 
 
-def _in_mode(image: Image.Image, mode: str) -> Image.Image:
-    """`image` in PIL mode 'L', 'RGB' or 'RGBA' (see with_alpha)."""
-    if mode == "RGBA":
-        return with_alpha(image)
-    return image if image.mode == mode else image.convert(mode)
-
-
-def with_alpha(image: Image.Image) -> Image.Image:
-    """The image as 'RGBA' for a 4-channel model: RGB plus the file's own alpha plane when it
-    had one (RGBA/LA PNG, TIFF with alpha, transparent palette: core.images keeps the straight
-    RGBA beside the black-composited RGB it returns), else an opaque one."""
-    from cnntool.core.images import STRAIGHT_RGBA
-
-    straight = image.info.get(STRAIGHT_RGBA)
-    if straight is not None and straight.size == image.size:
-        return straight
-    return image if image.mode == "RGBA" else image.convert("RGBA")
-
-
-def _crop_padded(image: Image.Image, left: int, top: int, width: int, height: int) -> Image.Image:
-    """Crop a box that may extend past the image; the outside is filled with zeros (black)."""
-    return image.crop((left, top, left + width, top + height))
-
-
 def _numbers(values) -> str:
     return "(" + ", ".join(f"{round(v, 3):g}" for v in values) + ")"
 
@@ -240,7 +212,7 @@ def validate(
             raise PreprocessingError(
                 f"{what}: resize {resize} is too large (at most {MAX_SIDE} px)"
             )
-    if interpolation not in _PIL_FILTERS:
+    if interpolation not in PIL_FILTERS:
         raise PreprocessingError(
             f"{what}: unknown interpolation '{interpolation}' (use {', '.join(INTERPOLATIONS)})"
         )
@@ -339,7 +311,7 @@ def parse_fields(data: Mapping[str, Any], what: str) -> dict:
         fields["crop_pct"] = float(crop_pct)
     if data.get("interpolation") is not None:
         interpolation = str(data["interpolation"]).lower()
-        if interpolation not in _PIL_FILTERS:
+        if interpolation not in PIL_FILTERS:
             raise PreprocessingError(
                 f"{what}: unknown interpolation '{data['interpolation']}' "
                 f"(use {', '.join(INTERPOLATIONS)})"

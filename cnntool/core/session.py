@@ -35,7 +35,7 @@ from cnntool.errors import DataError
 if TYPE_CHECKING:
     import torch
 
-    from cnntool.core.models import LoadedModel
+    from cnntool.core.loading.models import LoadedModel
 
 # (title, total) -> a context manager yielding advance(n): how a caller shows progress
 ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager[Callable[[int], None]]]

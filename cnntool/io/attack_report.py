@@ -9,8 +9,7 @@ from pathlib import Path
 
 from cnntool.io.adversarial import class_label
 from cnntool.io.figures import eps_label, save_accuracy_plot
-from cnntool.io.records import Column, percent, write_records
-from cnntool.io.writers import RecordWriter
+from cnntool.io.records import Column, RecordWriter, percent, write_records
 
 RECORD_COLUMNS = [
     "path",

@@ -129,6 +129,23 @@ def number(value: float) -> str:
     return text.replace("-", "−")
 
 
+def colorize(array: np.ndarray, cmap: str = "viridis") -> np.ndarray:
+    """[0, 1] values (H, W) -> RGB (H, W, 3) in [0, 1] through a colormap; 'gray' or no
+    matplotlib gives gray."""
+    if cmap != "gray":
+        try:
+            from matplotlib import colormaps
+        except ImportError:
+            cmap = "gray"
+        else:
+            if cmap not in colormaps:
+                from cnntool.errors import unknown_name
+
+                raise unknown_name("colormap", cmap, list(colormaps))
+            return colormaps[cmap](np.clip(array, 0, 1))[..., :3].astype(np.float32)
+    return np.repeat(np.clip(array, 0, 1)[..., None], 3, axis=2).astype(np.float32)
+
+
 def colorbar(
     cmap: str,
     low: float,
@@ -142,8 +159,6 @@ def colorbar(
     """A vertical colour bar `height` px tall: the colour map from `low` (bottom) to `high`
     (top) in a dark frame, tick labels (default: low, high and 0 when it lies between) to its
     right, and `label` written upwards beside them."""
-    from cnntool.io.grids import colorize
-
     bar_w, tick_font = style.px(14), style.small_font
     ramp = np.linspace(1.0, 0.0, max(2, height - 2))[:, None].repeat(bar_w - 2, axis=1)
     strip = Image.fromarray(np.rint(colorize(ramp, cmap) * 255).astype(np.uint8))

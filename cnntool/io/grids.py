@@ -40,23 +40,6 @@ def minmax_scale(array: np.ndarray) -> np.ndarray:
     )
 
 
-def colorize(array: np.ndarray, cmap: str = "viridis") -> np.ndarray:
-    """[0, 1] values (H, W) -> RGB (H, W, 3) in [0, 1] through a colormap; 'gray' or no
-    matplotlib gives gray."""
-    if cmap != "gray":
-        try:
-            from matplotlib import colormaps
-        except ImportError:
-            cmap = "gray"
-        else:
-            if cmap not in colormaps:
-                from cnntool.errors import unknown_name
-
-                raise unknown_name("colormap", cmap, list(colormaps))
-            return colormaps[cmap](np.clip(array, 0, 1))[..., :3].astype(np.float32)
-    return np.repeat(np.clip(array, 0, 1)[..., None], 3, axis=2).astype(np.float32)
-
-
 def to_image(tile) -> Image.Image:
     """A tile: a PIL image, or [0, 1] floats (H, W) gray or (H, W, 3) RGB."""
     if isinstance(tile, Image.Image):

@@ -14,12 +14,13 @@ from cnntool.io.figure_style import (
     beside,
     block_factor,
     colorbar,
+    colorize,
     enlarged,
     padded,
     style_for,
     titled,
 )
-from cnntool.io.grids import colorize, grid, minmax_scale, symmetric_scale, to_image
+from cnntool.io.grids import grid, minmax_scale, symmetric_scale, to_image
 from cnntool.io.untrusted import printable
 
 

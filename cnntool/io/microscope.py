@@ -255,7 +255,7 @@ class MicroscopeSite:
     # ---- the map and the attack ----------------------------------------------------------------
 
     def embedding(self, view, predictions, label_names: Sequence[str]) -> Embedding:
-        """The map's records and atlases; `predictions` (tasks.microscope.scan.Predictions)
+        """The map's records and atlases; `predictions` (tasks.microscope.data_pass.Predictions)
         give each point's label, prediction and right/wrong."""
         rows = {int(i): k for k, i in enumerate(predictions.index)}
         thumb = atlas_thumb_size(len(view.indices))

@@ -15,6 +15,7 @@ from cnntool.io.figure_style import (
     INK,
     FigureStyle,
     colorbar,
+    colorize,
     enlarged,
     fitted,
     padded,
@@ -22,7 +23,7 @@ from cnntool.io.figure_style import (
     titled,
 )
 from cnntool.io.figures import pixels_to_image
-from cnntool.io.grids import colorize, symmetric_scale, to_image
+from cnntool.io.grids import symmetric_scale, to_image
 from cnntool.io.untrusted import printable
 
 

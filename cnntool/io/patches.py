@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cnntool.errors import CnnToolError
-from cnntool.io.figure_style import FigureStyle
-from cnntool.io.grids import colorize, grid, save_grid
+from cnntool.io.figure_style import FigureStyle, colorize
+from cnntool.io.grids import grid, save_grid
 from cnntool.io.writers import save_image
 
 BORDER = (128, 128, 128)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from cnntool.io.records import Column, short_path, write_records
-from cnntool.io.writers import RecordWriter
+from cnntool.io.records import Column, RecordWriter, short_path, write_records
 
 TABLE_ROWS = 25  # on stderr; --format table shows every row
 CSV_COLUMNS = ["path", "label", "top1", "top1_name", "top1_prob", "classes"]
@@ -71,7 +70,7 @@ def write_table(predictions, model_name: str, dataset, fmt: str, *, show: Callab
 def summary(tally, total: int, table_on_stdout: bool, labels=None) -> str:
     """How many images were classified, the top-1 accuracy when labels are known (`tally`: a
     tasks.predict.PredictionTally) with how many gave NaN/inf logits, how the labels were mapped
-    (`labels`: a core.labels.LabelMapping) and how much of it the stderr table shows."""
+    (`labels`: a core.class_indices.LabelMapping) and how much of it the stderr table shows."""
     line = f"{tally.count} of {total} images classified"
     if tally.judged:
         line += (

@@ -1,7 +1,9 @@
 """Records out: JSON Lines or CSV on stdout for pipelines, or one rich table for people.
 
-A command describes its table once (`Column`s over its records), and `write_records` prints
-the records in the format asked for; `table` builds the same kind of table for stderr.
+`RecordWriter` writes records one at a time as JSON Lines or CSV (`jsonl_line`, `csv_text`,
+`plain` and `json_text` are its pieces). A command describes its table once (`Column`s over its
+records), and `write_records` prints the records in the format asked for; `table` builds the
+same kind of table for stderr.
 rich is imported only when a table is drawn. A table shows its title, caption and cells as they
 are (no rich markup, no control characters): a cell that is styled on purpose is a rich Text
 (`styled`).
@@ -9,12 +11,102 @@ are (no rich markup, no control characters): a cell that is styled on purpose is
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import math
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
-from cnntool.io.untrusted import printable
+from cnntool.errors import OutputError, os_error_sentence
+from cnntool.io.untrusted import csv_cell, printable
+
+
+def plain(value):
+    """JSON-ready: tuples to lists, NaN/inf to None, numpy/torch scalars to Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def jsonl_line(record: Mapping) -> str:
+    return json_text(plain(record), separators=(",", ":"))
+
+
+_C1 = re.compile("[\x7f-\x9f]")
+
+
+def json_text(value, **options) -> str:
+    """JSON text without a raw control character: json escapes C0 itself; DEL and C1 (which
+    a terminal may obey, e.g. U+009B, a CSI) are escaped here too. Lossless: a reader gets the
+    same strings back."""
+    return _C1.sub(
+        lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False, **options)
+    )
+
+
+def _cell(value) -> str:
+    """A CSV cell: numbers as they are, text never a formula (io.untrusted.csv_cell), lists and
+    dicts as JSON."""
+    if isinstance(value, (dict, list, tuple)):
+        return csv_cell(json_text(plain(value), separators=(",", ":")))
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)):  # bool too: a number is never a formula
+        return str(value)
+    return csv_cell(str(value))
+
+
+class RecordWriter:
+    """Write records one at a time as JSON Lines or CSV (columns fixed by the first record).
+
+    Each record is flushed at once so that a pipeline sees results as they come.
+    """
+
+    def __init__(self, stream: IO[str], fmt: str = "jsonl", columns: Sequence[str] | None = None):
+        if fmt not in ("jsonl", "csv"):
+            raise ValueError(f"RecordWriter writes jsonl or csv, not {fmt}")
+        self.stream, self.fmt, self.columns = stream, fmt, list(columns) if columns else None
+        self._csv = None
+
+    def write(self, record: Mapping) -> None:
+        try:
+            self._write(record)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # `> /dev/full`, a full disk under a redirected stdout
+            name = "stdout" if self.stream is sys.stdout else getattr(self.stream, "name", None)
+            raise OutputError(os_error_sentence(exc, name, "write")) from exc
+
+    def _write(self, record: Mapping) -> None:
+        if self.fmt == "jsonl":
+            self.stream.write(jsonl_line(record) + "\n")
+        else:
+            if self._csv is None:
+                self.columns = self.columns or list(record)
+                self._csv = csv.writer(self.stream, lineterminator="\n")
+                self._csv.writerow(self.columns)
+            self._csv.writerow([_cell(record.get(c)) for c in self.columns])
+        self.stream.flush()
+
+    def write_all(self, records: Iterable[Mapping]) -> None:
+        for record in records:
+            self.write(record)
+
+
+def csv_text(records: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    buffer = io.StringIO()
+    RecordWriter(buffer, "csv", columns).write_all(records)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -100,8 +192,6 @@ def write_records(
 ) -> None:
     """Records on stdout as JSON Lines, CSV (with `columns`, else the first record's keys) or,
     for `table`, a table for people (`table_columns`); nothing when fmt is None."""
-    from cnntool.io.writers import RecordWriter
-
     if not fmt:
         return
     if fmt == "table":

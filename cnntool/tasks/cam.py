@@ -49,10 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnntool.core.classes import class_index
+from cnntool.core.class_indices import class_index
 from cnntool.core.hooks import capture
 from cnntool.core.layers import resolve_layer
-from cnntool.core.models import main_output
+from cnntool.core.loading.models import main_output
 from cnntool.core.trace import ForwardObserver, trace_forward
 from cnntool.errors import CnnToolError
 from cnntool.tasks.projection import Target

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnntool.core.hooks import preserved_state, substitute_activation_backward
-from cnntool.core.models import main_output
+from cnntool.core.loading.models import main_output
 from cnntool.errors import CnnToolError
 
 GRADIENT_METHODS = {"saliency": None, "gradxinput": None, "guided": "guided", "deconv": "deconv"}

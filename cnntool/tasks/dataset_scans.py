@@ -29,7 +29,7 @@ from cnntool.core.session import ScanSession
 def _session(
     model, data, *, batch_size: int, workers: int | None, limit: int | None = None
 ) -> Iterator[ScanSession]:
-    from cnntool.core.models import LoadedModel, load_model
+    from cnntool.core.loading.models import LoadedModel, load_model
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     dataset = data if isinstance(data, DataSet) else open_data(data)

@@ -239,7 +239,7 @@ def assemble(spool: FeatureSpool, shard, into: FeatureSpool | None = None) -> Fe
     Rank 0 gets back a spool whose `indices` are the sorted dataset indices of all the rows and
     whose `nonfinite` lists every rank's; the other ranks get None. One process returns its own
     spool (already in order: batches come in index order). Under torchrun the rows go into
-    `into` (an empty spool of rank 0's) `_CHUNK_BYTES` at a time through core.scan.gather, so no
+    `into` (an empty spool of rank 0's) `_CHUNK_BYTES` at a time through core.sharding.gather, so no
     rank holds more than one chunk of each rank's rows.
     """
     from cnntool.core.sharding import gather

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from cnntool.core.class_indices import map_labels
 from cnntool.core.data import Batch, BatchStream, DataSet
-from cnntool.core.labels import map_labels
-from cnntool.core.models import LoadedModel, main_output
+from cnntool.core.loading.models import LoadedModel, main_output
 from cnntool.core.session import Consumer
 
 
@@ -53,7 +53,7 @@ class Prediction:
 def label_mapper(
     dataset: DataSet, class_names: Sequence[str] | None, num_outputs: int | None = None
 ) -> Callable[[int], int | None]:
-    """index -> the dataset's label as a class index of the model, or None (core/labels.py:
+    """index -> the dataset's label as a class index of the model, or None (core/class_indices.py:
     by name, by index, or in ImageFolder's sorted folder order). Decided once, not per image."""
     return map_labels(dataset, class_names, num_outputs)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from cnntool.core.classes import class_index
+from cnntool.core.class_indices import class_index
 from cnntool.core.hooks import capture, substitute_activation_backward
 from cnntool.core.layers import resolve_layer
 from cnntool.errors import CnnToolError

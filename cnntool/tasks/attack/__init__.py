@@ -3,13 +3,12 @@
 - methods: `fgsm`, `bim`, `pgd` on a batch of tensors; `classify`; `check_eps`; `PixelModel`
   (a model of [0, 1] pixels as an nn.Module, for attack libraries).
 - targets: a target class by index or name, or each image's least-likely class.
-- scan: a whole dataset at one or more ε, with per-image outcomes and per-ε summaries.
+- outcomes: a whole dataset at one or more ε, with per-image outcomes and per-ε summaries.
 - run: a scan session's images (every rank's under torchrun) attacked, judged and merged.
 """
 
 from cnntool.tasks.attack.methods import NORMS, PixelModel, bim, check_eps, classify, fgsm, pgd
-from cnntool.tasks.attack.run import METHODS, AttackRun, attack_method, run_attack
-from cnntool.tasks.attack.scan import (
+from cnntool.tasks.attack.outcomes import (
     AttackedImage,
     AttackSummary,
     AttackTally,
@@ -18,6 +17,7 @@ from cnntool.tasks.attack.scan import (
     classify_images,
     succeeded,
 )
+from cnntool.tasks.attack.run import METHODS, AttackRun, attack_method, run_attack
 from cnntool.tasks.attack.targets import LEAST_LIKELY, resolve_target, target_classes
 
 __all__ = [

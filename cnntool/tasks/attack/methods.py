@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnntool.core.hooks import preserved_state
-from cnntool.core.models import LoadedModel
+from cnntool.core.loading.models import LoadedModel
 from cnntool.errors import CnnToolError
 
 NORMS = ("linf", "l2")

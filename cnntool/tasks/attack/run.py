@@ -15,7 +15,7 @@ from cnntool.core.session import ScanSession
 from cnntool.errors import CnnToolError
 from cnntool.tasks.attack.full_res import full_resolution
 from cnntool.tasks.attack.methods import bim, check_eps, fgsm, pgd
-from cnntool.tasks.attack.scan import (
+from cnntool.tasks.attack.outcomes import (
     AttackedImage,
     AttackFunction,
     AttackSummary,

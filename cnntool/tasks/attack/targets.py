@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from cnntool.core.classes import class_index
+from cnntool.core.class_indices import class_index
 from cnntool.errors import CnnToolError
 
 LEAST_LIKELY = "least-likely"

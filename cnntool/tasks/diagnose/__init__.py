@@ -4,7 +4,7 @@ duplicated filters — the "what if it does not work?" checklist as one dataset 
 Pieces, each usable alone:
 - points.py: where to measure (each conv/linear layer at its activation);
 - stats.py: streaming per-unit statistics, mergeable exactly across batches and shards;
-- scan.py: one pass over the data folding every point's output into its statistics;
+- stats_consumer.py: one pass over the data folding every point's output into its statistics;
 - layer.py: per-unit numbers and a layer summary from merged statistics;
 - filters.py: per-filter noise score, redundancy and norms;
 - findings.py: thresholds, the advice they come from, the command that digs deeper.
@@ -30,8 +30,8 @@ from cnntool.tasks.diagnose.findings import (
 )
 from cnntool.tasks.diagnose.layer import LayerDiagnosis, summarize
 from cnntool.tasks.diagnose.points import MeasurePoint, default_points, named_points
-from cnntool.tasks.diagnose.scan import StatsConsumer, scan
 from cnntool.tasks.diagnose.stats import RunningStats
+from cnntool.tasks.diagnose.stats_consumer import StatsConsumer, scan
 
 __all__ = [
     "Diagnosis",

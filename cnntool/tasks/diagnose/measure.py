@@ -11,8 +11,8 @@ from torch import nn
 from cnntool.core.session import ScanSession
 from cnntool.errors import CnnToolError
 from cnntool.tasks.diagnose.points import MeasurePoint, default_points, named_points
-from cnntool.tasks.diagnose.scan import StatsConsumer
 from cnntool.tasks.diagnose.stats import RunningStats
+from cnntool.tasks.diagnose.stats_consumer import StatsConsumer
 
 
 def measure_points(

@@ -262,7 +262,7 @@ def objective_for(
     """The objective of a LoadedModel: channels `units` of `layer` (their mean over positions,
     or with `neuron` the unit at `position`), or without a layer the logits of `classes`
     (indices or names of the model's classes)."""
-    from cnntool.core.classes import class_index
+    from cnntool.core.class_indices import class_index
 
     if bool(layer) == bool(classes):
         raise CnnToolError("give --layer with --unit, or --class, to say what to maximize")

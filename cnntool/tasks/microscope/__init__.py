@@ -2,7 +2,7 @@
 once, then per-layer pictures and the map; io/microscope.py writes the site.
 
 - plan: which layers (default: spread over the depth) and units, and what the trace says of them;
-- scan: the consumers of the one pass (top patches, diagnose's statistics, histograms, the
+- data_pass: the consumers of the one pass (top patches, diagnose's statistics, histograms, the
   penultimate features, predictions), their resume state and their merge across ranks;
 - histogram: streaming per-unit histograms on a canonical power-of-two grid (exact merges);
 - analysis: per-layer and per-unit views (figures, correlated units, class votes), the map;
@@ -20,6 +20,13 @@ from cnntool.tasks.microscope.analysis import (
 )
 from cnntool.tasks.microscope.attack import AttackView, FgsmSweep, Fooled
 from cnntool.tasks.microscope.attack import merged as merged_attack
+from cnntool.tasks.microscope.data_pass import (
+    KeptSpool,
+    MicroscopeScan,
+    PredictionLog,
+    Predictions,
+    ScanResult,
+)
 from cnntool.tasks.microscope.histogram import (
     BINS,
     HistogramConsumer,
@@ -36,13 +43,6 @@ from cnntool.tasks.microscope.plan import (
     default_layers,
     feeds_classifier,
     plan,
-)
-from cnntool.tasks.microscope.scan import (
-    KeptSpool,
-    MicroscopeScan,
-    PredictionLog,
-    Predictions,
-    ScanResult,
 )
 
 __all__ = [

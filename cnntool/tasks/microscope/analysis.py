@@ -21,9 +21,9 @@ from torch import nn
 
 from cnntool.tasks.diagnose import Diagnosis, Finding, LayerDiagnosis, diagnose
 from cnntool.tasks.diagnose.findings import FollowUps
+from cnntool.tasks.microscope.data_pass import ScanResult
 from cnntool.tasks.microscope.histogram import UnitHistograms
 from cnntool.tasks.microscope.plan import LayerPlan, MicroscopePlan, feeds_classifier
-from cnntool.tasks.microscope.scan import ScanResult
 from cnntool.tasks.top_patches import Hit, original_box, top_patches
 
 CORRELATED = 5  # most correlated units listed per unit

@@ -12,6 +12,7 @@ from cnntool.core.session import ScanSession
 from cnntool.tasks.features import FeatureSpool
 from cnntool.tasks.microscope.analysis import LayerView, layer_view
 from cnntool.tasks.microscope.attack import AttackView, FgsmSweep, merged
+from cnntool.tasks.microscope.data_pass import KeptSpool, MicroscopeScan, ScanResult
 from cnntool.tasks.microscope.histogram import BINS
 from cnntool.tasks.microscope.pictures import (
     checked,
@@ -20,7 +21,6 @@ from cnntool.tasks.microscope.pictures import (
     visualize_units,
 )
 from cnntool.tasks.microscope.plan import MicroscopePlan
-from cnntool.tasks.microscope.scan import KeptSpool, MicroscopeScan, ScanResult
 from cnntool.tasks.resumable import Resumable, model_settings
 
 

@@ -1,4 +1,8 @@
-"""A data set's labels as the model's class indices, decided once per scan and said in a line.
+"""What people call a class, as the model's class index: a class named on the command line
+(`class_index`: "207" or "golden retriever") and a data set's labels (`map_labels`). Where the
+model's class names come from is loading/class_names.py's.
+
+A data set's labels are mapped once per scan and said in a line.
 
 Labels are folder names (`class/xxx.jpg`) or integers (sample sets, with `label_names`). They
 map onto the model's outputs:
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cnntool.core.data import DataSet
+from cnntool.errors import CnnToolError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -160,3 +165,28 @@ def _integers(dataset: DataSet, names: list[str] | None, count: int | None) -> L
     return LabelMapping(
         mapped, f"labels: {dataset.name}'s class indices are the model's ({count} outputs)"
     )
+
+
+# --- a class named on the command line ------------------------------------------------------------
+
+
+def class_index(
+    spec: str | int, class_names: Sequence[str] | None, num_classes: int | None = None
+) -> int:
+    """The class index for `spec`: a digit string is an index (for MNIST, whose class names are
+    the digits, both readings agree); a name is matched case-insensitively, close names are
+    suggested."""
+    text = str(spec).strip()
+    count = num_classes if num_classes is not None else (len(class_names) if class_names else None)
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if index < 0 or (count is not None and index >= count):
+            span = f"0 to {count - 1}" if count else "0 or more"
+            raise CnnToolError(f"class {index} is out of range; the model's classes are {span}")
+        return index
+    if class_names is None:
+        raise CnnToolError(f"the model has no class names, so give the class '{text}' as an index")
+    lowered = [name.lower() for name in class_names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    raise unknown_name("class", text, class_names)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from cnntool.errors import ModelLoadError
 
 if TYPE_CHECKING:
-    from cnntool.core.models import LoadedModel
+    from cnntool.core.loading.models import LoadedModel
 
 Say = Callable[[str, bool], None]  # (text, whether it is a warning)
 
@@ -49,10 +48,9 @@ class ModelRequest:
 
     def conflict(self, spec: str) -> str | None:
         """Why the flags contradict MODEL (to refuse before anything is loaded), or None."""
-        from cnntool.core.checkpoints import WEIGHT_SUFFIXES
+        from cnntool.core.loading.spec import names_weight_file
 
-        path = Path(spec)
-        is_file = path.suffix.lower() in WEIGHT_SUFFIXES or path.is_file() or path.is_dir()
+        is_file = names_weight_file(spec)
         if self.weights and is_file:
             return (
                 f"MODEL {spec} is a weight file already; --weights is for an architecture "
@@ -81,8 +79,8 @@ class ModelRequest:
         the input size matters (profile, layers, gradcheck). `run` (default: `images`): check
         with one forward pass that the model runs, and that NaN/inf weights leave its output
         finite (gradcheck: their gradients would be meaningless). `say`: instead of `self.say`."""
-        from cnntool.core.models import load_model
-        from cnntool.core.preprocessing_sources import PreprocessingOptions
+        from cnntool.core.loading.models import load_model
+        from cnntool.core.loading.preprocessing_sources import PreprocessingOptions
 
         say = say or self.say
         problem = self.conflict(spec)

@@ -16,7 +16,7 @@ from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
 from cnntool.core.data import Batch, BatchStream, DataSet
-from cnntool.core.models import LoadedModel
+from cnntool.core.loading.models import LoadedModel
 from cnntool.tasks.attack.methods import classify
 from cnntool.tasks.attack.targets import Target, target_classes
 from cnntool.tasks.predict import label_mapper

@@ -132,9 +132,9 @@ def tidy(*outputs, folders: bool = False) -> None:
 
 
 def say_labels(session: ScanSession):
-    """How DATA's labels map onto the model's classes (a core.labels.LabelMapping, for the
+    """How DATA's labels map onto the model's classes (a core.class_indices.LabelMapping, for the
     summary); a warning when the folder names are not the model's class names."""
-    from cnntool.core.labels import map_labels
+    from cnntool.core.class_indices import map_labels
 
     mapping = map_labels(session.dataset, session.model.class_names, session.model.num_outputs)
     if mapping.warning:

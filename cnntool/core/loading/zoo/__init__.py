@@ -91,7 +91,7 @@ def _missing_package(model_name: str, package: str) -> ModelLoadError:
 
 def _build_lite(name: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
-        from cnntool.core.zoo.efficientnet_lite import efficientnet_lite
+        from cnntool.core.loading.zoo.efficientnet_lite import efficientnet_lite
 
         return efficientnet_lite(name)
 
@@ -99,7 +99,7 @@ def _build_lite(name: str) -> Callable[[], nn.Module]:
 
 
 def _build_lenet5() -> nn.Module:
-    from cnntool.core.zoo.lenet5 import lenet5
+    from cnntool.core.loading.zoo.lenet5 import lenet5
 
     return lenet5()
 
@@ -191,7 +191,8 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 
 def load_builtin(name: str) -> nn.Module:
     """Build built-in model `name`, load its packaged weights strictly, return it in eval mode."""
-    from cnntool.core.checkpoints import load_state_dict_strictly, read_weights
+    from cnntool.core.loading.checkpoints import read_weights
+    from cnntool.core.loading.state_dicts import load_state_dict_strictly
 
     try:
         entry = BUILTIN_MODELS[name]

@@ -24,36 +24,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnntool.core import checkpoints
-from cnntool.core.architectures import (
-    TIMM_PREFIX,
+from cnntool.core.device import resolve_device
+from cnntool.core.loading import checkpoints, state_dicts
+from cnntool.core.loading.architectures import (
     Built,
     build,
     imagenet_class_names,
-    is_code_spec,
     last_classifier,
     load_builtin_weights,
     load_checkpoint_into,
-    torchvision_classifiers,
 )
-from cnntool.core.class_names import names_from, read_class_names_file
-from cnntool.core.device import resolve_device
-from cnntool.core.preprocessing import Preprocessing
-from cnntool.core.preprocessing_sources import (
+from cnntool.core.loading.class_names import names_from, read_class_names_file
+from cnntool.core.loading.preprocessing_sources import (
     Chosen,
     PreprocessingOptions,
     Source,
     choose,
     guess_for_channels,
 )
-from cnntool.core.timm_models import (
+from cnntool.core.loading.spec import (
+    TIMM_PREFIX,
+    ModelSpec,
+    SpecKind,
+    architecture_spec,
+    model_spec,
+    torchvision_classifiers,
+)
+from cnntool.core.loading.timm_models import (
     INSTALL_HINT,
     timm_available,
     timm_crop_mode,
     timm_preprocessing,
     timm_version,
 )
-from cnntool.errors import CnnToolError, ModelLoadError, unknown_name
+from cnntool.core.preprocessing import Preprocessing
+from cnntool.errors import CnnToolError, ModelLoadError
 
 IMAGENET = Preprocessing(crop=(224, 224), resize=256)
 __all__ = [
@@ -128,7 +133,7 @@ def list_models() -> list[dict]:
     a line saying whether timm:NAME works here."""
     from torchvision.models import get_model_weights
 
-    from cnntool.core.zoo import BUILTIN_MODELS
+    from cnntool.core.loading.zoo import BUILTIN_MODELS
 
     records = [
         {
@@ -195,7 +200,7 @@ def load_model(
         raise ModelLoadError(f"--num-classes {num_classes} must be at least 1")
     target = resolve_device(device)
     built = _resolve(
-        spec,
+        model_spec(spec),
         arch=arch,
         weights=weights,
         trust_code=trust_code,
@@ -216,37 +221,26 @@ def load_model(
 # --- resolving the spec ---------------------------------------------------------------------------
 
 
-def _resolve(spec: str, *, arch, weights, trust_code, num_classes, use_ema) -> Built:
-    from cnntool.core.zoo import BUILTIN_MODELS
-
-    if spec in BUILTIN_MODELS or spec.startswith(TIMM_PREFIX) or is_code_spec(spec):
-        return _architecture(spec, arch, weights, trust_code, num_classes, use_ema)
-    path = Path(spec)
-    if path.is_dir() or path.suffix.lower() in checkpoints.WEIGHT_SUFFIXES or path.is_file():
+def _resolve(spec: ModelSpec, *, arch, weights, trust_code, num_classes, use_ema) -> Built:
+    if spec.kind is SpecKind.WEIGHT_FILE:
         if weights:
             raise ModelLoadError(
                 f"{spec} is already a weight file; --weights is for an "
                 "architecture given by name or FILE.py:NAME"
             )
-        return _weight_file(path, arch, trust_code, num_classes, use_ema)
-    if spec in torchvision_classifiers():
-        return _architecture(spec, arch, weights, trust_code, num_classes, use_ema)
-    names = [*BUILTIN_MODELS, *torchvision_classifiers()]
-    raise unknown_name(
-        "model", spec, names, hint="`cnntool models` lists them; a file path must exist"
-    )
+        return _weight_file(spec.path, arch, trust_code, num_classes, use_ema)
+    return _architecture(spec, arch, weights, trust_code, num_classes, use_ema)
 
 
-def _architecture(spec, arch, weights, trust_code, num_classes, use_ema) -> Built:
-    from cnntool.core.zoo import BUILTIN_MODELS
-
+def _architecture(spec: ModelSpec, arch, weights, trust_code, num_classes, use_ema) -> Built:
+    builtin = spec.kind is SpecKind.BUILTIN
     if arch:
         raise ModelLoadError(
             f"--arch names the architecture of a weight file, and {spec} is "
             "already one; give its weights with --weights"
         )
     checkpoint = checkpoints.read_checkpoint(weights, trust_code) if weights else None
-    if spec in BUILTIN_MODELS and num_classes is not None and checkpoint is None:
+    if builtin and num_classes is not None and checkpoint is None:
         raise ModelLoadError(
             f"--num-classes needs --weights for the built-in {spec}: its "
             "packaged weights have their own classifier"
@@ -254,18 +248,18 @@ def _architecture(spec, arch, weights, trust_code, num_classes, use_ema) -> Buil
     built = build(spec, num_classes=num_classes, trust_code=trust_code, checkpoint=checkpoint)
     if checkpoint is not None:
         load_checkpoint_into(
-            built, checkpoint, spec, use_ema=use_ema, rebuild_head=num_classes is None
+            built, checkpoint, spec.text, use_ema=use_ema, rebuild_head=num_classes is None
         )
         built.source = (
             f"{spec} architecture, weights from {weights}"
-            if spec in BUILTIN_MODELS
+            if builtin
             else f"torchvision {spec}, weights from {weights}"
-            if spec in torchvision_classifiers()
+            if spec.kind is SpecKind.TORCHVISION
             else f"{spec} with weights from {weights}"
         )
     elif use_ema:
         raise ModelLoadError("--use-ema needs a checkpoint (a weight file, or --weights)")
-    elif spec in BUILTIN_MODELS:
+    elif builtin:
         load_builtin_weights(built)
     return built
 
@@ -275,13 +269,14 @@ def _weight_file(path: Path, arch, trust_code, num_classes, use_ema) -> Built:
         raise ModelLoadError(f"model file {path} does not exist")
     if path.is_file() and checkpoints.is_torchscript(path):
         module = checkpoints.load_torchscript(path)
-        base = build(arch, num_classes=None, trust_code=trust_code) if arch else None
+        base = architecture_spec(arch) if arch else None
+        built = build(base, num_classes=None, trust_code=trust_code) if base else None
         return Built(
             module=module,
             name=path.stem,
             source=f"TorchScript {path}",
-            sources=base.sources if base else [],
-            class_names=base.class_names if base else [],
+            sources=built.sources if built else [],
+            class_names=built.class_names if built else [],
         )
     checkpoint = checkpoints.read_checkpoint(path, trust_code)
     if checkpoint.module is not None:  # a whole pickled module (only reachable with trust_code)
@@ -302,10 +297,13 @@ def _weight_file(path: Path, arch, trust_code, num_classes, use_ema) -> Built:
             "with --arch (e.g. --arch resnet18, --arch timm:resnet18, or --arch "
             "my_model.py:Net)"
         )
-    built = build(arch, num_classes=num_classes, trust_code=trust_code, checkpoint=checkpoint)
+    architecture = architecture_spec(arch)
+    built = build(
+        architecture, num_classes=num_classes, trust_code=trust_code, checkpoint=checkpoint
+    )
     load_checkpoint_into(built, checkpoint, arch, use_ema=use_ema, rebuild_head=num_classes is None)
     built.notes[:0] = notes
-    if arch in torchvision_classifiers():
+    if architecture.kind is SpecKind.TORCHVISION:
         built.source, built.name = f"torchvision {arch} with weights from {path}", path.stem
     else:
         built.source = f"{arch} with weights from {path}"
@@ -378,7 +376,7 @@ def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedMod
         first_conv=first,
         preprocessing_choice=chosen,
     )
-    loaded.nonfinite = tuple(checkpoints.nonfinite_tensors(module))
+    loaded.nonfinite = tuple(state_dicts.nonfinite_tensors(module))
     if loaded.nonfinite:
         shown = ", ".join(loaded.nonfinite[:4]) + (", …" if len(loaded.nonfinite) > 4 else "")
         count = len(loaded.nonfinite)

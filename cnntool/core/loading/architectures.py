@@ -13,21 +13,20 @@ core/models.py ranks those against the checkpoint, the module's attributes and t
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnntool.core import checkpoints
-from cnntool.core.checkpoints import Checkpoint
-from cnntool.core.code_trust import folder_on_path, import_module_spec, import_python_file
+from cnntool.core.loading import checkpoints, state_dicts
+from cnntool.core.loading.checkpoints import Checkpoint
+from cnntool.core.loading.code_trust import folder_on_path, import_module_spec, import_python_file
+from cnntool.core.loading.preprocessing_sources import Source
+from cnntool.core.loading.spec import ModelSpec, SpecKind
+from cnntool.core.loading.timm_models import create_timm_model
 from cnntool.core.preprocessing import Preprocessing
-from cnntool.core.preprocessing_sources import Source
-from cnntool.core.timm_models import create_timm_model
 from cnntool.errors import ModelLoadError, unknown_name
 
-TIMM_PREFIX = "timm:"
 IMAGENET_CLASSES = 1000
 
 
@@ -48,14 +47,6 @@ class Built:
     notes: list[str] = field(default_factory=list)
 
 
-@functools.lru_cache(maxsize=1)
-def torchvision_classifiers() -> tuple[str, ...]:
-    """Names of torchvision's classification architectures (not detection/segmentation/video)."""
-    import torchvision.models
-
-    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
-
-
 def imagenet_class_names() -> list[str]:
     """ImageNet-1k's class names in the usual order (torchvision's metadata; no download)."""
     from torchvision.models import AlexNet_Weights
@@ -63,38 +54,31 @@ def imagenet_class_names() -> list[str]:
     return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def is_code_spec(spec: str) -> bool:
-    return ":" in spec and not spec.startswith(TIMM_PREFIX) and not Path(spec).exists()
-
-
 def build(
-    spec: str, *, num_classes: int | None, trust_code: bool, checkpoint: Checkpoint | None = None
+    spec: ModelSpec,
+    *,
+    num_classes: int | None,
+    trust_code: bool,
+    checkpoint: Checkpoint | None = None,
 ) -> Built:
-    """The architecture `spec`, randomly initialized (a built-in one too: its packaged weights
-    are `load_builtin_weights`'s job). `num_classes` (explicit) or the checkpoint's classifier
-    width (torchvision only: its constructors take it) sizes the head."""
-    from cnntool.core.zoo import BUILTIN_MODELS
-
-    if spec in BUILTIN_MODELS:
-        return _builtin(spec, num_classes)
-    if spec.startswith(TIMM_PREFIX):
-        return _timm(spec[len(TIMM_PREFIX) :], num_classes, checkpoint)
-    if is_code_spec(spec):
-        return _user_code(spec, num_classes, trust_code)
-    if spec in torchvision_classifiers():
+    """The architecture `spec` (classified by spec.py), randomly initialized (a built-in one
+    too: its packaged weights are `load_builtin_weights`'s job). `num_classes` (explicit) or the
+    checkpoint's classifier width (torchvision only: its constructors take it) sizes the head."""
+    kind = spec.kind
+    if kind is SpecKind.BUILTIN:
+        return _builtin(spec.text, num_classes)
+    if kind is SpecKind.TIMM:
+        return _timm(spec.name, num_classes, checkpoint)
+    if kind is SpecKind.CODE:
+        return _user_code(spec.text, num_classes, trust_code)
+    if kind is SpecKind.TORCHVISION:
         width = checkpoint.classifier_width if checkpoint is not None else None
-        return _torchvision(spec, num_classes or width)
-    names = [*BUILTIN_MODELS, *torchvision_classifiers()]
-    raise unknown_name(
-        "architecture",
-        spec,
-        names,
-        hint="`cnntool models` lists them; timm:NAME and FILE.py:NAME work too",
-    )
+        return _torchvision(spec.text, num_classes or width)
+    raise ModelLoadError(f"{spec} is a weight file, not an architecture")
 
 
 def _builtin(name: str, num_classes: int | None) -> Built:
-    from cnntool.core.zoo import BUILTIN_MODELS
+    from cnntool.core.loading.zoo import BUILTIN_MODELS
 
     entry = BUILTIN_MODELS[name]
     built = Built(
@@ -111,11 +95,11 @@ def _builtin(name: str, num_classes: int | None) -> Built:
 
 
 def load_builtin_weights(built: Built) -> None:
-    from cnntool.core.zoo import BUILTIN_MODELS
+    from cnntool.core.loading.zoo import BUILTIN_MODELS
 
     entry = BUILTIN_MODELS[built.name]
     path = entry.weights_path()
-    checkpoints.load_state_dict_strictly(
+    state_dicts.load_state_dict_strictly(
         built.module, checkpoints.read_weights(path), f"built-in model '{built.name}'"
     )
     built.source = f"built-in {built.name}: {path}"
@@ -245,7 +229,7 @@ def set_num_classes(built: Built, num_classes: int, what: str) -> None:
     if old.out_features == num_classes:
         return
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-    checkpoints.replace_module(built.module, name, new.to(old.weight.device, old.weight.dtype))
+    state_dicts.replace_module(built.module, name, new.to(old.weight.device, old.weight.dtype))
     built.class_names = [entry for entry in built.class_names if len(entry[1]) == num_classes]
     built.notes.append(
         f"replaced the classifier {name} ({old.in_features}→{old.out_features}) "
@@ -280,7 +264,7 @@ def load_checkpoint_into(
         raise ModelLoadError(f"{checkpoint.path} holds no weights")
     built.notes.extend(checkpoint.notes)
     built.notes.extend(
-        checkpoints.load_state_dict_strictly(
+        state_dicts.load_state_dict_strictly(
             built.module, state, what, use_ema=prefix_ema, rebuild_head=rebuild_head
         )
     )
