@@ -27,8 +27,6 @@ from cnntool.core.loading.timm_models import create_timm_model
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.errors import ModelLoadError, unknown_name
 
-IMAGENET_CLASSES = 1000
-
 
 @dataclass
 class Built:

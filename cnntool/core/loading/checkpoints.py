@@ -302,15 +302,6 @@ def _read_folder(folder: Path, trust_code: bool) -> Checkpoint:
     return checkpoint
 
 
-def split_checkpoint(obj: Any) -> tuple[Any, list[str] | None]:
-    """(state dict or module, class names if stored) from whatever a checkpoint file held."""
-    checkpoint = _take_apart(Path("the checkpoint"), obj)
-    return (
-        checkpoint.module if checkpoint.module is not None else checkpoint.state,
-        checkpoint.class_names,
-    )
-
-
 def _is_tensor_dict(obj: Mapping) -> bool:
     import torch
 
