@@ -67,8 +67,8 @@ def collect(cls: type, target: str):
 
 
 class ModelRequest(model_request.ModelRequest):
-    """How the command line asked for MODEL to be loaded and fed (core.requests): flags that
-    contradict MODEL are a usage error, and `load` says on stderr how MODEL is fed."""
+    """How the command line asked for MODEL to be loaded and fed (loading/model_request.py):
+    flags that contradict MODEL are a usage error, and `load` says on stderr how MODEL is fed."""
 
     say = staticmethod(console.say)
     refuse = click.UsageError

@@ -24,7 +24,7 @@ def _silent(_text: str, _warning: bool) -> None:
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """How MODEL is to be loaded and fed (None: from the model, see core/models.py). `say` takes
+    """How MODEL is to be loaded and fed (None: from the model, see models.py). `say` takes
     the lines `load` says (silent here; the CLI prints them), `refuse` the flags that contradict
     MODEL (a subclass may refuse them otherwise: the CLI as a usage error)."""
 
