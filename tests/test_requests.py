@@ -1,4 +1,4 @@
-"""The command line's shared options as values (core.requests, core.option_values): parsing them,
+"""The command line's shared options as values (loading.model_request, option_values): parsing them,
 and spelling a request back as flags that parse to the same request."""
 
 from dataclasses import asdict

@@ -12,7 +12,6 @@ from click.core import ParameterSource
 
 from cnntool.cli import console
 from cnntool.core.loading import model_request
-from cnntool.core.loading.model_request import ScanOptions
 from cnntool.core.option_values import (
     parse_eps,
     parse_floats,
@@ -21,6 +20,7 @@ from cnntool.core.option_values import (
     parse_resize,
     parse_size,
 )
+from cnntool.core.scan_options import ScanOptions
 
 
 def _parsed(parse: Callable[[str | None], object]):
@@ -68,8 +68,8 @@ def collect(cls: type, target: str):
 
 
 class ModelRequest(model_request.ModelRequest):
-    """How the command line asked for MODEL to be loaded and fed (core.requests): flags that
-    contradict MODEL are a usage error, and `load` says on stderr how MODEL is fed."""
+    """How the command line asked for MODEL to be loaded and fed (loading/model_request.py):
+    flags that contradict MODEL are a usage error, and `load` says on stderr how MODEL is fed."""
 
     say = staticmethod(console.say)
     refuse = click.UsageError
@@ -205,7 +205,7 @@ def format_option(default: str | None = "jsonl", records: str | None = None):
 data_options = stacked(
     click.option(
         "--batch-size",
-        default=32,
+        default=ScanOptions.batch_size,
         show_default=True,
         type=click.IntRange(1),
         help="Images per forward pass.",
@@ -225,7 +225,7 @@ data_options = stacked(
     click.option(
         "--precision",
         type=click.Choice(["fp32", "tf32", "bf16", "fp16"]),
-        default="fp32",
+        default=ScanOptions.precision,
         show_default=True,
         help="Arithmetic of the forward pass: fp32 (exact); tf32 (CUDA); bf16 (CUDA, or CPUs with "
         "AVX512-BF16/AMX); fp16 (CUDA). The reduced ones are faster and move activations "
@@ -233,7 +233,7 @@ data_options = stacked(
     ),
     click.option(
         "--fold-bn/--no-fold-bn",
-        default=True,
+        default=ScanOptions.fold_bn,
         show_default=True,
         help="Fold each BatchNorm into the convolution before it: faster, the same numbers to "
         "float rounding; layers whose own output the command reads are left alone.",

@@ -30,16 +30,13 @@ from cnntool.errors import CnnToolError, unknown_name
 
 @dataclass(frozen=True)
 class LabelMapping:
-    """`index_of(i)`: image i's label as a class index, or None. `description`: one line.
+    """`mapping(i)`: image i's label as a class index, or None. `description`: one line.
     `warning`: one line when folder names are not the model's class names (None when they are,
     or when there are no folder names)."""
 
     labels: tuple[int | None, ...]
     description: str
     warning: str | None = None
-
-    def index_of(self, index: int) -> int | None:
-        return self.labels[index]
 
     def __call__(self, index: int) -> int | None:
         return self.labels[index]

@@ -35,6 +35,7 @@ from cnntool.core.images import (
     unopenable_reason,
 )
 from cnntool.core.preprocessing import Preprocessing
+from cnntool.core.scan_options import ScanOptions
 from cnntool.errors import CnnToolError, DataError, unknown_name
 
 if TYPE_CHECKING:
@@ -320,7 +321,7 @@ class BatchStream:
 
     dataset: DataSet
     preprocessing: Preprocessing
-    batch_size: int = 32
+    batch_size: int = ScanOptions.batch_size
     workers: int | None = 0
     normalize: bool = True
     indices: Sequence[int] | None = None

@@ -1,7 +1,8 @@
 """How a model wants its input: resize, center crop, channels, normalization.
 
 Kept apart from the model so analyses can map model-input pixels back to the original image
-(top patches) and undo the normalization (attacks work in [0, 1] pixel space).
+(top patches) and work before the normalization (attacks work in [0, 1] pixel space and
+normalize inside the model they call).
 
 The JSON form (`to_dict`/`from_dict`, the `--preprocessing FILE.json` schema and what
 `save_checkpoint` stores) is
@@ -175,14 +176,6 @@ class Preprocessing:
         mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device).view(-1, 1, 1)
         return (pixels - mean) / std
-
-    def denormalize(self, tensor):
-        """Normalized model input -> [0, 1] pixels."""
-        import torch
-
-        mean = torch.tensor(self.mean, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
-        return tensor * std + mean
 
     def __call__(self, image: Image.Image):
         """PIL image -> normalized model input (C, H, W)."""

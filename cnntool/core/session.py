@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cnntool.core.data import Batch, BatchStream, DataSet
+from cnntool.core.scan_options import ScanOptions
 from cnntool.core.sharding import DEFAULT_TIMEOUT, Shard, distributed, gather
 from cnntool.errors import DataError
 
@@ -85,7 +86,7 @@ class ScanSession:
     model: LoadedModel
     dataset: DataSet
     shard: Shard = field(default_factory=Shard)
-    batch_size: int = 32
+    batch_size: int = ScanOptions.batch_size
     workers: int | None = 0
     progress: ProgressFactory = _no_progress
     stream_options: dict = field(default_factory=dict)  # more BatchStream keywords

@@ -25,6 +25,7 @@ from typing import Any
 
 from cnntool.core.data import BatchStream, DataSet
 from cnntool.core.preprocessing import Preprocessing
+from cnntool.core.scan_options import ScanOptions
 from cnntool.errors import DistributedError
 
 # How long a rank waits for the others (to join, and at every collective) before it gives up.
@@ -35,7 +36,7 @@ from cnntool.errors import DistributedError
 # listing DATA) and the difference between the shards' times: 10 minutes is long for that on a
 # healthy job and short next to 30 of idle accelerators. Slower start-ups raise it
 # (--dist-timeout, CNNTOOL_DIST_TIMEOUT).
-DEFAULT_TIMEOUT = 600.0
+DEFAULT_TIMEOUT = ScanOptions.dist_timeout
 
 
 @dataclass(frozen=True)

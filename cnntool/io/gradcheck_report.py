@@ -44,7 +44,7 @@ TABLE = [
 
 
 def plan(loaded, batch: int, per_layer: bool, seed: int) -> str:
-    """What is checked, where and on what input (`loaded`: a core.models.LoadedModel)."""
+    """What is checked, where and on what input (`loaded`: a core.loading.models.LoadedModel)."""
     what = "every module alone" if per_layer else "the whole model"
     return (
         f"{loaded.name}: checking {what} on a float64 copy on {loaded.device} (the model "

@@ -19,8 +19,6 @@ from cnntool.errors import OutputError, os_error_sentence
 from cnntool.io.records import json_text, plain
 from cnntool.io.scratch import name_max, scratch_file
 
-FORMATS = ("jsonl", "csv", "table")
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:

@@ -53,6 +53,7 @@ from torch import Tensor, nn
 
 from cnntool.core.hooks import preserved_state, substitute_activation_backward
 from cnntool.core.loading.models import main_output
+from cnntool.core.scan_options import ScanOptions
 from cnntool.errors import CnnToolError
 
 GRADIENT_METHODS = {"saliency": None, "gradxinput": None, "guided": "guided", "deconv": "deconv"}
@@ -116,7 +117,7 @@ class CheckSettings:
     ig_baseline: str = "black"
     smooth_samples: int = 8
     layer: str | None = None
-    batch_size: int = 32
+    batch_size: int = ScanOptions.batch_size
     seed: int = 0
     checks: tuple[str, ...] = CHECKS
 
@@ -314,7 +315,7 @@ def deletion_insertion(
     steps: int = 20,
     deletion_baseline: Tensor | None = None,
     insertion_baseline: Tensor | None = None,
-    batch_size: int = 32,
+    batch_size: int = ScanOptions.batch_size,
 ) -> Curves:
     """Deletion and insertion curves of `maps` (N×H×W) on `x` (N×C×H×W, normalized) for `targets`
     (N). Baselines: zeros (deletion) and `rise_blur(x)` (insertion) unless given."""
@@ -424,7 +425,7 @@ def road(
     fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
     noise: float = 0.01,
     seed: int = 0,
-    batch_size: int = 32,
+    batch_size: int = ScanOptions.batch_size,
 ) -> Road:
     """ROAD on `pixels` (N×C×H×W in [0, 1]) ranked by `maps` (N×H×W); `normalize` turns pixels
     into model input."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from cnntool.core.data import DataSet, open_data
 from cnntool.core.featureset import FeatureSet
+from cnntool.core.scan_options import ScanOptions
 from cnntool.core.session import ScanSession
 
 
@@ -45,8 +46,8 @@ def features(
     layer: str = "penultimate",
     pooling: str = "avg",
     *,
-    batch_size: int = 32,
-    workers: int | None = None,
+    batch_size: int = ScanOptions.batch_size,
+    workers: int | None = ScanOptions.workers,
 ) -> FeatureSet:
     """A layer's features for every readable image of DATA (in memory; `cnntool features`
     streams them to an .npz instead)."""
@@ -82,8 +83,8 @@ def top_patches(
     *,
     top: int = 9,
     per_image: int = 1,
-    batch_size: int = 32,
-    workers: int | None = None,
+    batch_size: int = ScanOptions.batch_size,
+    workers: int | None = ScanOptions.workers,
 ):
     """The `top` dataset patches that most excite each unit of `layer` (None: every unit),
     with boxes in original pixels (a TopPatches; crop them with
@@ -114,8 +115,8 @@ def diagnose(
     *,
     limit: int | None = None,
     correlation: bool = True,
-    batch_size: int = 32,
-    workers: int | None = None,
+    batch_size: int = ScanOptions.batch_size,
+    workers: int | None = ScanOptions.workers,
 ):
     """`cnntool diagnose`'s Diagnosis of MODEL over DATA (first `limit` images): unit
     statistics, filter health and findings (whose `command` is None: no CLI here)."""
@@ -151,8 +152,8 @@ def attack_dataset(
     norm: str = "linf",
     random_start: bool = True,
     seed: int = 0,
-    batch_size: int = 32,
-    workers: int | None = None,
+    batch_size: int = ScanOptions.batch_size,
+    workers: int | None = ScanOptions.workers,
 ):
     """Attack every readable image of DATA at each ε (pixel units): (the AttackedImages in
     dataset order, one AttackSummary per ε). `method` is fgsm, bim or pgd; `target` a class

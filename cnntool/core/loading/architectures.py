@@ -1,13 +1,13 @@
 """Building a model from a name, and loading a checkpoint's weights into it.
 
-An architecture is one of
-- a built-in name (`efficientnet_lite0`, `lenet5-mnist`…; core/zoo);
+An architecture (its kind decided once by spec.py) is one of
+- a built-in name (`efficientnet_lite0`, `lenet5-mnist`…; zoo);
 - a torchvision classification architecture (`resnet18`);
-- `timm:NAME` (core/timm_models.py);
-- user code, `FILE.py:NAME` or `package.module:NAME` (core/code_trust.py decides whether it
+- `timm:NAME` (timm_models.py);
+- user code, `FILE.py:NAME` or `package.module:NAME` (code_trust.py decides whether it
   may be imported).
 `Built` carries the module with what the architecture itself says about its input and classes;
-core/models.py ranks those against the checkpoint, the module's attributes and the command line.
+models.py ranks those against the checkpoint, the module's attributes and the command line.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from cnntool.core.loading.spec import ModelSpec, SpecKind
 from cnntool.core.loading.timm_models import create_timm_model
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.errors import ModelLoadError, unknown_name
-
-IMAGENET_CLASSES = 1000
 
 
 @dataclass

@@ -10,7 +10,7 @@ than a request for --trust-code, and torch's pickle warnings never reach stderr.
 What a checkpoint may hold besides the weights (`read_checkpoint`):
 - the weights under `state_dict`, `model_state_dict`, `model`, … or as the whole dict;
 - EMA weights under `state_dict_ema`, `model_ema`, … (timm, Lightning EMA callbacks);
-- class names (core/class_names.py), Lightning `hyper_parameters` included;
+- class names (class_names.py), Lightning `hyper_parameters` included;
 - a `preprocessing` entry in the JSON schema of core/preprocessing.py;
 - for a `.safetensors` file, the last two as JSON strings in its metadata;
 - for a folder, `model.safetensors` (or `pytorch_model.bin`) and `config.json` beside it.
@@ -299,15 +299,6 @@ def _read_folder(folder: Path, trust_code: bool) -> Checkpoint:
         if checkpoint.preprocessing is None and isinstance(config.get("preprocessing"), dict):
             checkpoint.preprocessing = config["preprocessing"]
     return checkpoint
-
-
-def split_checkpoint(obj: Any) -> tuple[Any, list[str] | None]:
-    """(state dict or module, class names if stored) from whatever a checkpoint file held."""
-    checkpoint = _take_apart(Path("the checkpoint"), obj)
-    return (
-        checkpoint.module if checkpoint.module is not None else checkpoint.state,
-        checkpoint.class_names,
-    )
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:

@@ -1,9 +1,8 @@
-"""What a caller asks of a model and of a dataset scan (the command line's shared options, as
-values).
+"""What a caller asks of a model (the command line's MODEL options, as values).
 
 `ModelRequest`: how MODEL is to be loaded and fed (`load_model`'s options in one object), the
 flags that contradict MODEL, and the lines that say how the loaded model is fed, handed to a
-`say(text, warning)` callback. `ScanOptions`: how a dataset scan reads and batches its images."""
+`say(text, warning)` callback. How a dataset scan reads its images is core/scan_options.py's."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ def _silent(_text: str, _warning: bool) -> None:
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """How MODEL is to be loaded and fed (None: from the model, see core/models.py). `say` takes
+    """How MODEL is to be loaded and fed (None: from the model, see models.py). `say` takes
     the lines `load` says (silent here; the CLI prints them), `refuse` the flags that contradict
     MODEL (a subclass may refuse them otherwise: the CLI as a usage error)."""
 
@@ -135,17 +134,3 @@ def input_line(loaded: LoadedModel) -> tuple[str, bool]:
             True,
         )
     return f"input {shape} — from {loaded.preprocessing_source}", False
-
-
-@dataclass(frozen=True)
-class ScanOptions:
-    """How a dataset scan reads and batches its images (the same options on every scan)."""
-
-    batch_size: int = 32
-    workers: int | None = None  # None: from the core count
-    max_pixels: int | None = None  # None: Pillow's limit
-    precision: str = "fp32"
-    fold_bn: bool = True
-    dist_timeout: float = (
-        600.0  # seconds a rank waits for the others (core.sharding.DEFAULT_TIMEOUT)
-    )

@@ -4,14 +4,14 @@ and the lines that say where each came from.
 A spec is resolved in this order (DESIGN.md):
 1. a built-in name (`efficientnet_lite0`, `lenet5-mnist`, `lenet5-mnist-adv`);
 2. `timm:NAME` (optional timm) or user code `FILE.py:NAME` / `package.module:NAME`, with
-   `weights`; code that is not installed needs `trust_code` (core/code_trust.py);
+   `weights`; code that is not installed needs `trust_code` (code_trust.py);
 3. a weight file `PATH.pt|.pth|.ckpt|.bin|.tar|.safetensors` or a folder holding
    `model.safetensors` + `config.json`: TorchScript, a state dict (needs `arch`, or a timm
-   `architecture` in config.json), a checkpoint dict (core/checkpoints.py); a pickled whole
+   `architecture` in config.json), a checkpoint dict (checkpoints.py); a pickled whole
    module only with `trust_code`;
 4. a torchvision classification architecture (`resnet18`): random init unless `weights`.
 
-Preprocessing is ranked by core/preprocessing_sources.py; class names, highest first: the
+Preprocessing is ranked by preprocessing_sources.py; class names, highest first: the
 `classes` file, the checkpoint, the module's `class_names` attribute, the architecture's own
 (built-in, torchvision's or timm's ImageNet names, when the classifier has as many outputs).
 """

@@ -6,7 +6,7 @@ False, and HF_HUB_OFFLINE is set before timm (and so huggingface_hub) is first i
 
 Any timm model (also one built by user code, `timm.models:resnet18`) carries a pretrained_cfg;
 `timm.data.resolve_data_config` turns it into timm's own eval preprocessing (input size,
-interpolation, mean/std, crop_pct), which core/preprocessing_sources.py ranks as source 5.
+interpolation, mean/std, crop_pct), which preprocessing_sources.py ranks as source 5.
 """
 
 from __future__ import annotations

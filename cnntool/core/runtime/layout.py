@@ -109,10 +109,3 @@ def choose_channels_last(
     if share < CONVOLUTION_SHARE:
         return False, f"convolutions do {share:.0%} of the work"
     return True, f"convolutions do {share:.0%} of the work"
-
-
-def channels_last_copy(tensor: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-    """A 4-D tensor in channels-last format (on `device`); others only moved."""
-    if tensor.dim() == 4:
-        return tensor.to(device=device, memory_format=torch.channels_last)
-    return tensor.to(device=device)
