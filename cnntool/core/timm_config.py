@@ -102,7 +102,7 @@ def timm_sources(module, checkpoint, resolved: dict, arch: str) -> list[Source]:
 
 def _guess(module, checkpoint, resolved: dict, arch: str) -> Source:
     pretrained_classes = (getattr(module, "pretrained_cfg", None) or {}).get("num_classes")
-    outputs = getattr(module, "num_classes", None)
+    outputs = checkpoint.classifier_width  # the weights' own (a rebuilt head's) class count
     tuned = (
         f"{Path(checkpoint.path).name} has {outputs} classes, not the {pretrained_classes} of "
         "timm's pretrained weights, and nothing beside it says how it was fed"
