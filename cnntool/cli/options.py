@@ -109,7 +109,7 @@ model_options = stacked(
         callback=_parsed(parse_resize),
         metavar="N|HxW|none",
         help="Resize the shorter side to N before the center crop, or the image to exactly "
-        "H×W (none: crop only; not given: to the input size, no crop).",
+        "H×W (none: crop only; not given: the model's own, else the input size, no crop).",
     ),
     click.option(
         "--mean",
