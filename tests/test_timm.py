@@ -224,3 +224,26 @@ def test_a_fine_tune_with_nothing_saved_about_its_feed_is_a_guess(fine_tuned, cn
     config = resolve_data_config(pretrained_cfg={**model.pretrained_cfg, **FEED})
     right, _ = _accuracy_with(model, create_transform(**config), images)
     assert right >= 0.8 and accuracy < right
+
+
+def test_a_saved_config_cannot_make_timm_load_or_fetch_anything(tmp_path, no_network):
+    import json
+
+    from safetensors.torch import save_file
+
+    reference = timm.create_model("test_efficientnet", pretrained=False, num_classes=2).eval()
+    save_file(reference.state_dict(), str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": "test_efficientnet",
+                "num_classes": 2,
+                # timm would torch.load this path (unsafely) or download the weights
+                "model_args": {"checkpoint_path": str(tmp_path / "evil.pth"), "pretrained": True},
+                "pretrained_cfg": {"input_size": [3, 32, 32], "hf_hub_id": "timm/nothing"},
+            }
+        )
+    )
+    loaded = load_model(str(tmp_path / "model.safetensors"), device="cpu")
+    assert loaded.input_shape == (3, 32, 32) and not loaded.random_weights
+    assert f"read {tmp_path / 'config.json'} beside model.safetensors" in loaded.notes

@@ -24,6 +24,9 @@ from cnntool.core.preprocessing_sources import Source
 
 # train.py arguments that change what timm.create_model builds (besides the architecture)
 _BUILD_ARGS = {"in_chans": "in_chans", "gp": "global_pool"}
+# create_model arguments that load or fetch something: never taken from a saved file (the
+# weights come from the checkpoint itself, read safely; nothing is downloaded)
+_LOADING_ARGS = ("pretrained", "checkpoint_path", "cache_dir", "pretrained_cfg")
 
 
 def train_args(value: Any) -> dict | None:
@@ -77,6 +80,7 @@ def create_kwargs(checkpoint, num_classes: int | None) -> dict:
             kwargs.setdefault("num_classes", found)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    kwargs = {k: v for k, v in kwargs.items() if not str(k).startswith(_LOADING_ARGS)}
     if isinstance(config.get("pretrained_cfg"), Mapping):
         kwargs["pretrained_cfg_overlay"] = dict(config["pretrained_cfg"])
     return kwargs
