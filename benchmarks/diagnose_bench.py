@@ -5,7 +5,7 @@
 
 The batches are decoded once and kept in memory, so both modes measure compute alone:
 - `bare`: `model(inputs)` under no_grad for every batch;
-- `scan`: tasks.diagnose.scan over the same batches: every default measure point's output
+- `scan`: tasks.diagnose.stats_consumer over the same batches: every default measure point's output
   folded into its running statistics (float64 moments and the C×C co-moment matrix).
 Rounds alternate bare and scan; the median of each is reported, with images/s and the ratio
 scan time / bare time. The statistics' cost is mostly the co-moments: C² multiply-adds per

@@ -44,9 +44,14 @@ def test_schema_round_trip_and_description():
     )
     assert none.resize is None and none.to_dict()["resize"] == "none"
     assert none.describe() == "1×28×28, no resize, mean (0.131), std (0.308)"
-    # [H, W] means 3 channels; a missing resize means "resize to the size"; one mean for all
+    # [H, W] means 3 channels; a missing resize means "resize to the size" (exactly: no crop,
+    # so a 480×640 photo becomes the 48×64 input whole); one mean for all
     short = Preprocessing.from_dict({"input_size": [48, 64], "mean": [0.5], "std": [0.5]})
-    assert short.input_shape == (3, 48, 64) and short.resize == 64 and short.mean == (0.5, 0.5, 0.5)
+    assert short.input_shape == (3, 48, 64) and short.resize == (48, 64)
+    assert short.mean == (0.5, 0.5, 0.5) and short.to_dict()["resize"] == [48, 64]
+    assert short.resized_size(640, 480) == (64, 48) and short.crop_offset(640, 480) == (0, 0)
+    assert short.resized_size(300, 300) == (64, 48)  # squashed, as Resize((48, 64)) does
+    assert short.describe().startswith("3×48×64, resize to 48×64 bilinear (no crop), mean")
 
 
 @pytest.mark.parametrize(
@@ -187,17 +192,23 @@ def test_only_an_input_size_resizes_to_it_and_the_rest_stays_a_guess():
         preprocessing=PreprocessingOptions(input_size=(None, 32, 32)),
     )
     prep = loaded.preprocessing
-    assert prep.input_shape == (3, 32, 32) and prep.resize == 32  # no 224/256-style margin
+    assert prep.input_shape == (3, 32, 32) and prep.resize == (32, 32)  # no 224/256 margin
     assert loaded.preprocessing_guessed and loaded.preprocessing_source == "the command line"
     line = loaded.preprocessing_line()
     assert "its mean and std are a guess" in line and "--mean and --std" in line
+    # nobody typed a resize: the line says it was derived, not "from the command line"
+    assert "— input size from the command line; resize to the input size, as the command " in line
+    assert "resize to 32×32 bilinear (no crop)" in line
     full = load_model(
         f"{OWN}:mean_colour",
         device="cpu",
         preprocessing=PreprocessingOptions(input_size=(None, 32, 32), mean=(0.5,), std=(0.25,)),
     )
     assert not full.preprocessing_guessed and full.preprocessing.mean == (0.5, 0.5, 0.5)
-    assert full.preprocessing_line().endswith("— from the command line")
+    assert full.preprocessing_line().endswith(
+        "— input size, mean and std from the command line; resize to the input size, as the "
+        "command line gives no resize"
+    )
 
 
 def test_built_in_and_torchvision_sources():

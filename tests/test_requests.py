@@ -53,6 +53,15 @@ def test_flags_parse_back_to_the_same_request():
         use_ema=True,
         trust_code=True,
     )
+    caffe = ModelRequest(
+        arch="vgg16",
+        input_size=(None, 48, 64),
+        resize=(56, 72),
+        mean=(104 / 255, 117 / 255, 123 / 255),
+        std=(1.0,),
+        channel_order="bgr",
+        input_range=255,
+    )
     seen = []
 
     @click.command()
@@ -64,6 +73,10 @@ def test_flags_parse_back_to_the_same_request():
     result = CliRunner().invoke(command, ["m.pt", *request_flags(request)])
     assert result.exit_code == 0, result.output
     assert asdict(seen[0]) == asdict(request) and request_flags(ModelRequest()) == []
+    # a Caffe feed, an exact resize and fractions in the mean spell back to themselves too
+    result = CliRunner().invoke(command, ["m.pt", *request_flags(caffe)])
+    assert result.exit_code == 0, result.output
+    assert asdict(seen[1]) == asdict(caffe)
 
 
 def test_report_warnings_name_the_first_unreadable_image_and_the_enlargement():

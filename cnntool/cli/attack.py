@@ -181,7 +181,7 @@ def _run(
     from cnntool.errors import CnnToolError
     from cnntool.io import attack_report as report
     from cnntool.io.adversarial import AdversarialFiles
-    from cnntool.tasks.attack import attack_method, run_attack
+    from cnntool.tasks.attack import attack_method, eps_in_model_units, run_attack
     from cnntool.tasks.predict import nonfinite_warning
 
     try:  # before the (slow) model loading: a bad ε is a usage error (exit 2)
@@ -196,6 +196,9 @@ def _run(
             raise click.UsageError(f"{name} needs -o DIR and a single ε")
     with dataset_scan(model, model_request, data, scan, folders={"-o": out}) as session:
         say_labels(session)
+        in_model_units = eps_in_model_units(session.model.preprocessing, eps, norm)
+        if in_model_units and session.is_main:
+            console.info(in_model_units)
         records = (
             None if sweep else report.ImageRecords(fmt, streaming=not session.shard.distributed)
         )

@@ -59,10 +59,17 @@ def request_flags(request) -> list[str]:
         ("--preprocessing", request.preprocessing_file),
         ("--classes", request.classes),
         ("--input-size", listed(request.input_size)),
-        ("--mean", listed(request.mean, "{:g}")),
-        ("--std", listed(request.std, "{:g}")),
-        ("--resize", request.resize),
+        ("--mean", listed(request.mean, "{!r}")),
+        ("--std", listed(request.std, "{!r}")),
+        (
+            "--resize",
+            "x".join(map(str, request.resize))
+            if isinstance(request.resize, tuple)
+            else request.resize,
+        ),
         ("--interpolation", request.interpolation),
+        ("--channel-order", request.channel_order),
+        ("--range", request.input_range),
         ("--num-classes", request.num_classes),
         ("--use-ema", request.use_ema),
         ("--trust-code", request.trust_code),

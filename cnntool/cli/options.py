@@ -109,20 +109,34 @@ model_options = stacked(
     click.option(
         "--resize",
         callback=_parsed(parse_resize),
-        metavar="N|none",
-        help="Resize the shorter side to N before the center crop (none: crop only).",
+        metavar="N|HxW|none",
+        help="Resize the shorter side to N before the center crop, or the image to exactly "
+        "H×W (none: crop only; not given: the model's own, else the input size, no crop).",
     ),
     click.option(
         "--mean",
         callback=_parsed(parse_floats),
         metavar="A,B,C",
-        help="Normalization mean per channel.",
+        help="Normalization mean per channel, in the model's channel order and range "
+        "(0.485,0.456,0.406; 103.939,116.779,123.68; 104/255).",
     ),
     click.option(
         "--std",
         callback=_parsed(parse_floats),
         metavar="A,B,C",
-        help="Normalization std per channel.",
+        help="Normalization std per channel (1: none).",
+    ),
+    click.option(
+        "--channel-order",
+        type=click.Choice(["rgb", "bgr"], case_sensitive=False),
+        help="The model's channel order (bgr: Caffe-style ports).",
+    ),
+    click.option(
+        "--range",
+        "input_range",
+        type=click.Choice(["1", "255"]),
+        callback=lambda ctx, param, value: None if value is None else int(value),
+        help="The model's input range before mean and std: 1 ([0, 1]) or 255 ([0, 255], Caffe).",
     ),
     click.option(
         "--interpolation",
@@ -134,7 +148,8 @@ model_options = stacked(
         "preprocessing_file",
         metavar="FILE.json",
         help='How images are fed: {"input_size": [3, 32, 32], "resize": 32, '
-        '"interpolation": "bilinear", "mean": [...], "std": [...]} (crop_pct too).',
+        '"interpolation": "bilinear", "mean": [...], "std": [...]} (crop_pct, '
+        '"channel_order": "bgr" and "range": 255 too).',
     ),
     click.option(
         "--classes",

@@ -73,10 +73,10 @@ def filters_command(model, layer, out, fold_bn, fmt, model_request, **shown):
     mean, std and largest |correlation| with another filter (near 1 = redundant) go to stdout."""
     from cnntool.io.layer_grids import filter_records, filters_grid
     from cnntool.io.writers import save_image
-    from cnntool.tasks.filters import filters
+    from cnntool.tasks.filters import filters, in_image_order
 
     loaded = model_request.load(model)
-    result = filters(loaded.module, layer, fold_bn=fold_bn)
+    result = in_image_order(filters(loaded.module, layer, fold_bn=fold_bn), loaded)
     save_image(filters_grid(result, loaded.name, **shown), out)
     kh, kw = result.weights.shape[2:]
     console.info(

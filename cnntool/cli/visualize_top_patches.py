@@ -93,16 +93,19 @@ def top_patches_command(
     from cnntool.cli.dataset_scan import dataset_scan, finish
     from cnntool.io.patches import lost_warning, write_top_patch_files
     from cnntool.io.resume import ResumeFiles
-    from cnntool.tasks.top_patches import hit_maps, layer_plan, peak_cropped, resumable_top_patches
+    from cnntool.tasks.top_patches import (
+        hit_maps,
+        layer_plan,
+        no_field_warning,
+        peak_cropped,
+        resumable_top_patches,
+    )
 
     parse_ranges(units)  # a malformed list fails before the model loads
     with dataset_scan(model, model_request, data, scan, folders={"-o": out}) as session:
         name, field, chosen = layer_plan(session.module, layer, units, session.model.input_shape)
         if field is None:
-            console.warn(
-                f"layer {name} has no local receptive field (global pooling, linear or "
-                "squeeze-excite gating): patches show the whole model input"
-            )
+            console.warn(no_field_warning(session.module, name, session.model.input_shape))
         files = ResumeFiles(out, "top-patches", session.shard.rank, session.shard.distributed)
         result = resumable_top_patches(
             session,

@@ -25,29 +25,46 @@ def parse_size(text: str | None, channels_default: int | None = None):
 
 
 def parse_floats(text: str | None) -> tuple[float, ...] | None:
-    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5); nan and inf are refused (the sentence quotes `text`)."""
+    """'0.5,0.5,0.5' or '104/255,117/255,123/255' -> floats; nan and inf are refused (the
+    sentence quotes `text`)."""
     if text is None:
         return None
     try:
-        numbers = tuple(float(v) for v in text.split(",") if v.strip())
+        return parse_fractions(text)
     except ValueError:
-        numbers = ()
+        raise ValueError(
+            f"'{text}' is not a comma list of finite numbers like 0.5,0.5,0.5 or 104/255"
+        ) from None
+
+
+def parse_fractions(text: str) -> tuple[float, ...]:
+    """A comma list of numbers or fractions ('0.5', '104/255,117/255', '1e-3') -> floats, as
+    `parse_eps` reads ε (the double of 8/255 is that of the literal); ValueError otherwise."""
+    parts = [part.strip() for part in str(text).split(",") if part.strip()]
+    try:  # Fraction parses '0.5', '1e-3' and '104/255'; nan and inf are not fractions
+        numbers = tuple(float(Fraction(part)) for part in parts)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise ValueError(f"'{text}' is not a comma list of numbers") from None
     if not numbers or not all(math.isfinite(v) for v in numbers):
-        raise ValueError(f"'{text}' is not a comma list of finite numbers like 0.5,0.5,0.5")
+        raise ValueError(f"'{text}' is not a comma list of finite numbers")
     return numbers
 
 
-def parse_resize(text: str | None) -> int | str | None:
-    """'256' -> 256 (at least 1), 'none' -> 'none'."""
+def parse_resize(text: str | None) -> int | tuple[int, int] | str | None:
+    """'256' -> 256 (the shorter side), '48x64' or '48,64' -> (48, 64) (exactly H×W), 'none'
+    -> 'none'; every size at least 1."""
     if text is None or text.lower() == "none":
         return None if text is None else "none"
+    parts = text.lower().replace(",", "x").replace("×", "x").split("x")
     try:
-        size = int(text)
+        sizes = tuple(int(part) for part in parts)
     except ValueError:
-        raise ValueError(f"'{text}' is not a number of pixels or 'none'") from None
-    if size < 1:
+        raise ValueError(f"'{text}' is not a number of pixels, HxW or 'none'") from None
+    if len(sizes) not in (1, 2):
+        raise ValueError(f"'{text}' is not a number of pixels, HxW or 'none'")
+    if min(sizes) < 1:
         raise ValueError("the size must be at least 1 pixel")
-    return size
+    return sizes[0] if len(sizes) == 1 else sizes
 
 
 def parse_names(text: str | None) -> list[str] | None:

@@ -13,13 +13,16 @@ every aten op, and every tensor carries the field of its units:
 - element-wise ops (add, mul, activations), batch norm, cat and other ops that combine tensors
   take the union of their inputs' fields: the maximum over paths, which is what a residual add or
   an Inception concatenation means.
-- views, permutes, channel slices and linear layers applied per position (ConvNeXt's
-  permute/Linear/permute) keep the field: we follow where the height and width dims go.
+- views, permutes, channel slices, channel indexing and flips (`x[:, [2, 1, 0]]`,
+  `x.flip(1)`: an RGB -> BGR swap inside forward) and linear layers applied per position
+  (ConvNeXt's permute/Linear/permute) keep the field: we follow where the height and width
+  dims go.
 - every other op that mixes positions makes the field non-local: global pooling, flatten then
   Linear, attention, group norm, softmax over positions, and also squeeze-excitation gating (each
   unit is scaled by a global average, so it depends on the whole input). A non-local field is
   reported as None. So are fields after transposed convolutions and upsampling, whose geometry
-  is not translation-uniform; we do not model them.
+  is not translation-uniform, and after flips and rolls of height or width; we do not model
+  them. `why_nonlocal` names the op where a module's field was lost.
 
 The forward pass itself is `core.trace.trace_forward`, shared with the profile task.
 """
@@ -89,6 +92,20 @@ def receptive_fields(
     """
     (tracker,), _ = trace_forward(model, lambda: [FieldTracker()], input_shape, device=device)
     return dict(tracker.module_fields)
+
+
+def why_nonlocal(
+    model: nn.Module,
+    name: str,
+    input_shape: Sequence[int] = (3, 224, 224),
+    *,
+    device: str | torch.device = "meta",
+) -> str | None:
+    """Where module `name`'s output lost its local field, as words for a warning: "aten.mean
+    in 'avgpool'" (a global pooling), "aten.flip of height or width in 'stem'"…; None when it
+    has one, or its output is no spatial map at all (then a trace cannot say)."""
+    (tracker,), _ = trace_forward(model, lambda: [FieldTracker()], input_shape, device=device)
+    return tracker.module_losses.get(name)
 
 
 # --- per-tensor fields ------------------------------------------------------------------------
@@ -284,9 +301,17 @@ def _joined(stacked: bool):
         placed = []
         for t, f in tracked:
             h = None if f == NONLOCAL else _locate(t.shape, f)
-            if h is None or a["dim"] % t.dim() in (h, h + 1):
+            if h is None:
                 return NONLOCAL, None
-            new_h = h + (a["dim"] % out.dim() <= h) if stacked else h
+            if stacked:  # a new dim at `dim` of the output: before height, or after width
+                d = a["dim"] % out.dim()
+                if d == h + 1:
+                    return NONLOCAL, None
+                new_h = h + (d <= h)
+            else:  # joined along an existing dim, which must not be height or width
+                if a["dim"] % t.dim() in (h, h + 1):
+                    return NONLOCAL, None
+                new_h = h
             placed.append(_place(f, out.shape, new_h))
         return _union(placed), None
 
@@ -310,6 +335,26 @@ def _matmul(left_name: str):
         return replace(field, inner=field.inner // k * out.shape[-1]), None
 
     return rule
+
+
+def _indexed(a, tracked, out):
+    """x[..., idx, ...] (aten.index): indexing dims before height and width keeps the field;
+    the dims from height on are untouched, so they keep their place counted from the end."""
+    x, field, h = _the_input(tracked, a)
+    if h is None:
+        return NONLOCAL, None
+    used = [i for i, index in enumerate(a["indices"]) if index is not None]
+    new_h = h + out.dim() - x.dim()
+    if any(i >= h for i in used) or new_h < 0 or out.shape[new_h:] != x.shape[h:]:
+        return NONLOCAL, None
+    return field, new_h
+
+
+def _flipped(a, rank, h):
+    """flip / roll along dims other than height and width (channels: RGB <-> BGR)."""
+    dims = a.get("dims") or ()
+    dims = {d % rank for d in ([dims] if isinstance(dims, int) else dims)}
+    return None if not dims or dims & {h, h + 1} else h
 
 
 def _copy_into(a, tracked, out):
@@ -352,6 +397,10 @@ _RULES: dict[Any, Rule] = {
     aten.transpose: _dim_rule(_transposed),
     aten.t: _dim_rule(lambda a, rank, h: _permuted([1, 0], rank, h)),
     aten.slice: _dim_rule(_keeps),
+    aten.index_select: _dim_rule(_keeps),
+    aten.index: _indexed,
+    aten.flip: _dim_rule(_flipped),
+    aten.roll: _dim_rule(_flipped),
     aten.split: _dim_rule(_keeps),
     aten.split_with_sizes: _dim_rule(_keeps),
     aten.select: _dim_rule(_drops),
@@ -396,7 +445,9 @@ class FieldTracker(ForwardObserver):
 
     def __init__(self) -> None:
         self.fields = WeakTensorKeyDictionary()
+        self.lost = WeakTensorKeyDictionary()  # a non-local tensor -> where its field was lost
         self.module_fields: dict[str, ReceptiveField] = {}
+        self.module_losses: dict[str, str] = {}
         self._seen_modules: set[str] = set()
 
     def forward_started(self, x: torch.Tensor) -> None:
@@ -418,6 +469,22 @@ class FieldTracker(ForwardObserver):
         field, h = _rule_for(func)(bound_arguments(func, args, kwargs), tracked, outputs[0])
         for tensor in outputs:
             self._assign(tensor, field, h, outputs[0].shape)
+            if self.fields.get(tensor) == NONLOCAL:
+                self.lost[tensor] = self._loss(func, module, tracked)
+
+    def _loss(self, func, module: str, tracked) -> str:
+        """Where an output's field was lost: inherited from a non-local input, or this op."""
+        for tensor, field in tracked:
+            if field == NONLOCAL and tensor in self.lost:
+                return self.lost[tensor]
+        what = {"flip": " of height or width", "roll": " of height or width"}.get(
+            func.overloadpacket.__name__, ""
+        )
+        return (
+            f"aten.{func.overloadpacket.__name__}{what} in {module!r}"
+            if module
+            else (f"aten.{func.overloadpacket.__name__}{what} in the model's own forward")
+        )
 
     def _assign(self, tensor, field, h, first_shape):
         if field is None:
@@ -435,3 +502,5 @@ class FieldTracker(ForwardObserver):
         field = self.field_of(outputs[0]) if outputs else None
         if field is not None:
             self.module_fields[name] = field
+        elif outputs and outputs[0] in self.lost:
+            self.module_losses[name] = self.lost[outputs[0]]

@@ -8,7 +8,7 @@ filters the network really applies. Padding plays no part (lite0's Conv2dSame pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -103,3 +103,21 @@ def _statistics(weight: torch.Tensor) -> tuple[tuple[FilterStats, ...], float]:
         for i in range(count)
     )
     return stats, mean_abs
+
+
+def in_image_order(result: Filters, loaded) -> Filters:
+    """The filters of the convolution that takes the image with their input channels in the
+    image's order, to be shown as RGB: a BGR model's first layer swapped back. Any other layer,
+    or an RGB model, as it is."""
+    first = loaded.first_conv
+    if first is None or result.layer != first[0]:
+        return result
+    return replace(result, weights=shown_filters(result.weights, loaded.preprocessing))
+
+
+def shown_filters(weights: torch.Tensor, preprocessing) -> torch.Tensor:
+    """Weights (out, in, kh, kw) whose inputs are the image's channels in the model's order,
+    in the image's order (BGR -> RGB); as they are for an RGB model or another input count."""
+    if preprocessing.channel_order == "rgb" or weights.shape[1] != preprocessing.channels:
+        return weights
+    return preprocessing.image_channels(weights)

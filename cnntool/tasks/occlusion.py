@@ -135,15 +135,16 @@ def check_window(size: int, stride: int, height: int, width: int) -> None:
 def fill_pixels(kind: str, pixels: Tensor, preprocessing) -> Tensor:
     """The occluder's colour as [0, 1] pixels (C): 'grey' 0.5 (ZF's grey square), 'mean' the
     image's own mean colour, '0' what the model sees as zero input (captum's default baseline:
-    the normalization mean)."""
+    the normalization mean, in the image's channels and [0, 1], whatever the model's order and
+    range)."""
     channels = pixels.shape[0]
     if kind == "grey":
         return torch.full((channels,), 0.5, dtype=pixels.dtype)
     if kind == "mean":
         return pixels.flatten(1).mean(1)
     if kind == "0":
-        mean = torch.tensor(preprocessing.mean, dtype=pixels.dtype)
-        return mean.expand(channels).clone() if mean.numel() == 1 else mean
+        zero = torch.zeros((channels, 1, 1), dtype=pixels.dtype)
+        return preprocessing.denormalize(zero)[:, 0, 0]
     raise CnnToolError(f"unknown fill '{kind}'; use one of {', '.join(FILLS)}")
 
 

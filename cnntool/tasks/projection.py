@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -597,7 +597,8 @@ def project_pixels(
     ig: IntegratedGradients | None = None,
 ) -> list[list[Projection]]:
     """Per image of the normalized batch `x`, its projections of `targets` (one batched
-    forward and backward per target)."""
+    forward and backward per target). The maps' channels are the image's (RGB), also for a
+    model that takes BGR: they are shown as colour images."""
     per_target = [
         project_batch(
             loaded.module,
@@ -612,6 +613,11 @@ def project_pixels(
         )
         for target in targets
     ]
+    prep = loaded.preprocessing
+    if prep.channel_order != "rgb":
+        per_target = [
+            [replace(p, map=prep.image_channels(p.map)) for p in row] for row in per_target
+        ]
     return [list(row) for row in zip(*per_target, strict=True)]
 
 

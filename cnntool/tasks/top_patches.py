@@ -467,6 +467,18 @@ def layer_plan(
     )
 
 
+def no_field_warning(model, name: str, input_shape) -> str:
+    """The sentence for a layer without a local receptive field, naming where it was lost (a
+    global pooling's aten.mean, a flatten and Linear's addmm, a spatial flip…)."""
+    from cnntool.core.receptive_field import why_nonlocal
+
+    where = why_nonlocal(model, name, input_shape)
+    reason = f"it is lost at {where}" if where else "its output is not a spatial map"
+    return (
+        f"layer {name} has no local receptive field ({reason}): patches show the whole model input"
+    )
+
+
 def hit_maps(
     module,
     layer: str,

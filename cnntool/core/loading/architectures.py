@@ -144,13 +144,11 @@ def torchvision_preprocessing(weights) -> Preprocessing:
 
 
 def _timm(name: str, num_classes: int | None, checkpoint: Checkpoint | None) -> Built:
-    overlay = None
-    config = checkpoint.config if checkpoint is not None else None
-    if config and isinstance(config.get("pretrained_cfg"), dict):
-        overlay = config["pretrained_cfg"]  # a timm hub folder's own preprocessing
-    if num_classes is None and config and isinstance(config.get("num_classes"), int):
-        num_classes = config["num_classes"]
-    module = create_timm_model(name, num_classes=num_classes, pretrained_cfg_overlay=overlay)
+    from cnntool.core.loading.timm_config import create_kwargs
+
+    # what the checkpoint says it was built as: config.json's num_classes, model_args and
+    # pretrained_cfg (its feed), or train.py's num_classes, in_chans and model_kwargs
+    module = create_timm_model(name, **create_kwargs(checkpoint, num_classes))
     return Built(module=module, name=name, source=f"timm {name}, random init", random_weights=True)
 
 

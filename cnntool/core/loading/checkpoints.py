@@ -13,11 +13,15 @@ What a checkpoint may hold besides the weights (`read_checkpoint`):
 - class names (class_names.py), Lightning `hyper_parameters` included;
 - a `preprocessing` entry in the JSON schema of core/preprocessing.py;
 - for a `.safetensors` file, the last two as JSON strings in its metadata;
-- for a folder, `model.safetensors` (or `pytorch_model.bin`) and `config.json` beside it.
+- for a folder, `model.safetensors` (or `pytorch_model.bin`) and `config.json` beside it; the
+  same `config.json` when such a file is named on its own (timm's `save_for_hf` layout);
+- timm train.py's `arch` and `args` (an argparse.Namespace: the one class beyond tensors and
+  plain data that the safe loader is allowed to build here; core/timm_config.py reads them).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pickle
@@ -53,7 +57,10 @@ class Checkpoint:
     class_names: list[str] | None = None
     class_names_from: str | None = None  # e.g. "class_to_idx", "config.json's id2label"
     preprocessing: Any = None  # the stored schema dict (or JSON text), as found
-    config: dict | None = None  # config.json of a model folder
+    config: dict | None = None  # config.json of a model folder (or beside its weights file)
+    config_path: str | None = None
+    train_args: dict | None = None  # timm train.py's args, as a dict
+    arch: str | None = None  # timm train.py's `arch`
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -91,7 +98,10 @@ def _torch_load(path: Path, trust_code: bool) -> Any:
 
     _sniff(path)
     try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4 in the checkpoint"
+        with (
+            warnings.catch_warnings(),  # e.g. "Detected pickle protocol 4 in the checkpoint"
+            _namespace_allowed(),  # timm train.py's `args`
+        ):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -118,6 +128,19 @@ def _torch_load(path: Path, trust_code: bool) -> Any:
             return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - unpickling runs the file's code: anything can fail
         raise ModelLoadError(f"cannot unpickle {path}: {_first_line(exc)}") from None
+
+
+def _namespace_allowed():
+    """A context in which the safe loader may build argparse.Namespace (plain attributes, no
+    code): torch's safe_globals (torch 2.5), or its process-wide allow-list before that."""
+    import contextlib
+
+    import torch
+
+    if hasattr(torch.serialization, "safe_globals"):
+        return torch.serialization.safe_globals([argparse.Namespace])
+    torch.serialization.add_safe_globals([argparse.Namespace])
+    return contextlib.nullcontext()
 
 
 def _sniff(path: Path) -> None:
@@ -180,7 +203,7 @@ def load_torchscript(path: Path):
         ) from None
 
 
-def read_checkpoint(path: str | Path, trust_code: bool = False) -> Checkpoint:
+def read_checkpoint(path: str | Path, trust_code: bool = False, *, _in_folder=False) -> Checkpoint:
     """A weight file or a model folder, taken apart (see the module docstring)."""
     path = Path(path)
     if path.is_dir():
@@ -191,8 +214,13 @@ def read_checkpoint(path: str | Path, trust_code: bool = False) -> Checkpoint:
         state, metadata = _read_safetensors(path)
         checkpoint = Checkpoint(str(path), state=state)
         _metadata_extras(checkpoint, metadata)
-        return checkpoint
-    return _take_apart(path, _torch_load(path, trust_code))
+    else:
+        checkpoint = _take_apart(path, _torch_load(path, trust_code))
+    if path.name in FOLDER_WEIGHTS and (path.parent / "config.json").is_file():
+        _read_config(checkpoint, path.parent / "config.json")  # save_for_hf's folder
+        if not _in_folder:
+            checkpoint.notes.append(f"read {path.parent / 'config.json'} beside {path.name}")
+    return checkpoint
 
 
 def _metadata_extras(checkpoint: Checkpoint, metadata: Mapping[str, str]) -> None:
@@ -261,6 +289,10 @@ def _take_apart(path: Path, obj: Any) -> Checkpoint:
     checkpoint.preprocessing = obj.get(
         "preprocessing", hyper.get("preprocessing") if isinstance(hyper, Mapping) else None
     )
+    if isinstance(obj.get("args"), argparse.Namespace):  # timm train.py
+        checkpoint.train_args = dict(vars(obj["args"]))
+    if isinstance(obj.get("arch"), str) and checkpoint.train_args is not None:
+        checkpoint.arch = obj["arch"]  # without args, train.py wrote the class name only
     return checkpoint
 
 
@@ -282,23 +314,25 @@ def _read_folder(folder: Path, trust_code: bool) -> Checkpoint:
         raise ModelLoadError(
             f"folder {folder} holds no model weights (looked for {', '.join(FOLDER_WEIGHTS)})"
         )
-    checkpoint = read_checkpoint(weights, trust_code)
-    config_path = folder / "config.json"
-    if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelLoadError(f"cannot read {config_path}: {_first_line(exc)}") from None
-        if not isinstance(config, dict):
-            raise ModelLoadError(f"{config_path} is not a JSON object")
-        checkpoint.config = config
-        if checkpoint.class_names is None:
-            names = config_class_names(config, str(config_path))
-            if names:
-                checkpoint.class_names, checkpoint.class_names_from = names, "config.json"
-        if checkpoint.preprocessing is None and isinstance(config.get("preprocessing"), dict):
-            checkpoint.preprocessing = config["preprocessing"]
-    return checkpoint
+    return read_checkpoint(weights, trust_code, _in_folder=True)  # and config.json beside it
+
+
+def _read_config(checkpoint: Checkpoint, config_path: Path) -> None:
+    """config.json beside the weights: the model's config (timm: architecture, num_classes,
+    pretrained_cfg), class names, and a `preprocessing` entry in our schema."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {config_path}: {_first_line(exc)}") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{config_path} is not a JSON object")
+    checkpoint.config, checkpoint.config_path = config, str(config_path)
+    if checkpoint.class_names is None:
+        names = config_class_names(config, str(config_path))
+        if names:
+            checkpoint.class_names, checkpoint.class_names_from = names, "config.json"
+    if checkpoint.preprocessing is None and isinstance(config.get("preprocessing"), dict):
+        checkpoint.preprocessing = config["preprocessing"]
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:

@@ -36,10 +36,12 @@ class ModelRequest:
     trust_code: bool = False
     device: str = "auto"
     input_size: tuple | None = None  # (C or None, H, W)
-    resize: int | str | None = None  # int or "none"
+    resize: int | tuple | str | None = None  # int, (H, W) or "none"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     interpolation: str | None = None
+    channel_order: str | None = None  # "rgb" or "bgr"
+    input_range: int | None = None  # 1 or 255
     preprocessing_file: str | None = None
     classes: str | None = None
     num_classes: int | None = None
@@ -101,6 +103,8 @@ class ModelRequest:
                 mean=self.mean,
                 std=self.std,
                 file=self.preprocessing_file,
+                channel_order=self.channel_order.lower() if self.channel_order else None,
+                input_range=self.input_range,
             ),
         )
         for note in loaded.notes:

@@ -35,6 +35,7 @@ from cnntool.core.loading.architectures import (
     load_checkpoint_into,
 )
 from cnntool.core.loading.class_names import names_from, read_class_names_file
+from cnntool.core.loading.input_channels import first_convolution_run
 from cnntool.core.loading.preprocessing_sources import (
     Chosen,
     PreprocessingOptions,
@@ -290,7 +291,9 @@ def _weight_file(path: Path, arch, trust_code, num_classes, use_ema) -> Built:
     if not arch:
         arch = _architecture_in_config(checkpoint)
         if arch:
-            notes.append(f"architecture {arch} from {path}/config.json")
+            from cnntool.core.loading.timm_config import architecture_source
+
+            notes.append(f"architecture {arch} from {architecture_source(checkpoint)}")
     if not arch:
         raise ModelLoadError(
             f"{path} holds a state dict (weights only); name its architecture "
@@ -311,10 +314,12 @@ def _weight_file(path: Path, arch, trust_code, num_classes, use_ema) -> Built:
 
 
 def _architecture_in_config(checkpoint: checkpoints.Checkpoint) -> str | None:
-    """timm's hub folders name their architecture in config.json."""
-    config = checkpoint.config or {}
-    name = config.get("architecture")
-    if isinstance(name, str) and name:
+    """timm's hub folders name their architecture in config.json, timm's train.py checkpoints
+    in their `args.model` and `arch`."""
+    from cnntool.core import timm_config
+
+    name = timm_config.architecture(checkpoint)
+    if name is not None:
         if not timm_available():
             raise ModelLoadError(
                 f"{checkpoint.path} is a timm model ({name}); reading it needs "
@@ -334,8 +339,10 @@ def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedMod
     sources = [_guess(first), *built.sources]
     timm_dict = timm_preprocessing(module)
     if timm_dict is not None:
-        sources.append(Source.of("timm's pretrained_cfg", timm_dict))
-        if timm_crop_mode(module) != "center":
+        from cnntool.core.loading.timm_config import timm_sources
+
+        sources.extend(timm_sources(module, built.checkpoint, timm_dict, built.name))
+        if timm_crop_mode(module) not in ("center", "squash"):
             notes.append(
                 f"timm's crop_mode '{timm_crop_mode(module)}' is approximated by a "
                 "resize of the shorter side and a center crop"
@@ -354,11 +361,17 @@ def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedMod
     chosen = choose([*sources, *option_sources])
     prep = chosen.preprocessing
     if first is not None and first[1] != prep.channels:
-        raise ModelLoadError(
-            f"the input has {prep.channels} channel{'s' if prep.channels != 1 else ''} (from "
-            f"{chosen.source}) but the model's first convolution {first[0] or '(the model)'} takes "
-            f"{first[1]}; set --input-size {first[1]},H,W or the preprocessing's input_size"
-        )
+        # the first convolution registered is not always the first that runs (a functional
+        # F.conv2d stem): ask the forward pass before refusing a channel count someone gave
+        ran = first_convolution_run(module, prep.input_shape)
+        if ran is not None and ran[1] != prep.channels:
+            raise ModelLoadError(
+                f"the input has {prep.channels} channel{'s' if prep.channels != 1 else ''} "
+                f"(from {chosen.source}) but the model's first convolution "
+                f"{ran[0] or '(the model)'} takes {ran[1]}; set --input-size {ran[1]},H,W or "
+                "the preprocessing's input_size"
+            )
+        first = ran
     names, names_source = _class_names(built, module, class_file)
     loaded = LoadedModel(
         module=module,

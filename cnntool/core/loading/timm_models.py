@@ -50,8 +50,10 @@ def create_timm_model(
     name: str,
     num_classes: int | None = None,
     pretrained_cfg_overlay: Mapping[str, Any] | None = None,
+    **model_args: Any,
 ):
-    """timm's architecture `name`, randomly initialized (never downloaded)."""
+    """timm's architecture `name`, randomly initialized (never downloaded); `model_args` are
+    passed on (timm's own `model_args` of a saved config, train.py's in_chans…)."""
     timm = _timm()
     if not timm.is_model(name):
         raise unknown_name(
@@ -60,7 +62,7 @@ def create_timm_model(
             timm.list_models(),
             hint="`python -c 'import timm; print(timm.list_models())'` lists them",
         )
-    kwargs: dict[str, Any] = {"pretrained": False}
+    kwargs: dict[str, Any] = {**model_args, "pretrained": False}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if pretrained_cfg_overlay:
@@ -87,16 +89,12 @@ def timm_preprocessing(module) -> dict | None:
     _timm()
     from timm.data import resolve_data_config
 
-    config = resolve_data_config({}, model=module)
-    return {
-        "input_size": list(config["input_size"]),
-        "interpolation": config["interpolation"],
-        "mean": list(config["mean"]),
-        "std": list(config["std"]),
-        "crop_pct": config.get("crop_pct") or 0.875,
-    }
+    from cnntool.core.loading.timm_config import schema_of
+
+    return schema_of(resolve_data_config({}, model=module))
 
 
 def timm_crop_mode(module) -> str:
-    """'center' (what we reproduce), or timm's 'squash'/'border' (approximated by a center crop)."""
+    """'center' (what we reproduce), 'squash' (reproduced too: each side resized on its own),
+    or 'border' (approximated by a center crop)."""
     return str((getattr(module, "pretrained_cfg", None) or {}).get("crop_mode") or "center")

@@ -7,7 +7,16 @@
 - run: a scan session's images (every rank's under torchrun) attacked, judged and merged.
 """
 
-from cnntool.tasks.attack.methods import NORMS, PixelModel, bim, check_eps, classify, fgsm, pgd
+from cnntool.tasks.attack.methods import (
+    NORMS,
+    PixelModel,
+    bim,
+    check_eps,
+    classify,
+    eps_in_model_units,
+    fgsm,
+    pgd,
+)
 from cnntool.tasks.attack.outcomes import (
     AttackedImage,
     AttackSummary,
@@ -36,6 +45,7 @@ __all__ = [
     "check_eps",
     "classify",
     "classify_images",
+    "eps_in_model_units",
     "fgsm",
     "pgd",
     "resolve_target",

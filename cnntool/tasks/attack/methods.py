@@ -43,6 +43,21 @@ def check_eps(eps: float, norm: str = "linf") -> None:
         raise CnnToolError(f"eps {eps:g} is outside {bound}")
 
 
+def eps_in_model_units(preprocessing, eps_values, norm: str = "linf") -> str | None:
+    """How ε (in [0, 1] pixels) reads in a model's own input units, for a model that does not
+    take [0, 1] RGB: 'ε 8/255 is 8 of the model's 0–255 input levels (before its BGR order,
+    mean and std)'; None for a [0, 1] RGB model, where pixel units are its own."""
+    if preprocessing.input_range == 1 and preprocessing.channel_order == "rgb":
+        return None
+    feed = preprocessing.feed_words()
+    levels = ", ".join(f"{eps * preprocessing.input_range:.6g}" for eps in eps_values)
+    return (
+        f"ε is in [0, 1] pixel units, applied before the model's feed ({feed}, mean, std) and "
+        f"clamped to the image's [0, 1]: ε = {levels} of the model's 0–"
+        f"{preprocessing.input_range} input {'levels' if norm == 'linf' else '(L2)'}"
+    )
+
+
 def fgsm(
     model: LoadedModel | nn.Module,
     images: Tensor,

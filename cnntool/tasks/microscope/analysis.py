@@ -161,7 +161,7 @@ def layer_view(
         plan=layer,
         diagnosis=summary,
         units=tuple(units),
-        filters=_first_filters(model, plan, layer),
+        filters=_first_filters(model, plan, layer, loaded.preprocessing),
         feeds_classifier=bool(votes),
         top=plan.top,
     )
@@ -238,13 +238,16 @@ def _votes(
     return votes
 
 
-def _first_filters(model: nn.Module, plan: MicroscopePlan, layer: LayerPlan) -> np.ndarray | None:
-    """The first convolution's weights, on the page of the layer whose units it makes."""
+def _first_filters(
+    model: nn.Module, plan: MicroscopePlan, layer: LayerPlan, preprocessing
+) -> np.ndarray | None:
+    """The first convolution's weights, on the page of the layer whose units it makes, with
+    their input channels in the image's order (a BGR model's filters shown as RGB)."""
     if plan.first_conv is None or plan.first_conv not in (layer.name, layer.point.layer):
         return None
-    from cnntool.tasks.filters import filters
+    from cnntool.tasks.filters import filters, shown_filters
 
-    return filters(model, plan.first_conv).weights.numpy()
+    return shown_filters(filters(model, plan.first_conv).weights, preprocessing).numpy()
 
 
 def embedding(result: ScanResult, layer: str, *, seed: int = 0) -> MapView | None:

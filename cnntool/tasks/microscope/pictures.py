@@ -47,11 +47,9 @@ def project_hits(
             maps.append(None)
             continue
         target = Target.unit_of(layer.name, hit.unit, tuple(hit.position) if spatial else None)
-        raw = (
-            project(model, x.to(next(model.parameters()).device), "guided", target)
-            .map.cpu()
-            .numpy()
-        )
+        projected = project(model, x.to(next(model.parameters()).device), "guided", target).map
+        # shown as a colour image: the image's channels, also for a BGR model
+        raw = preprocessing.image_channels(projected.cpu()).numpy()
         box = None
         if layer.field is not None and spatial:
             # the patch's own box (a window round the peak where the field is most of the input)
