@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnntool.core import checkpoints
+from cnntool.core import checkpoints, exported
 from cnntool.core.architectures import (
     TIMM_PREFIX,
     Built,
@@ -53,7 +53,7 @@ from cnntool.core.timm_models import (
     timm_preprocessing,
     timm_version,
 )
-from cnntool.errors import CnnToolError, ModelLoadError, unknown_name
+from cnntool.errors import CnnToolError, ModelLoadError, shorten, unknown_name
 
 IMAGENET = Preprocessing(crop=(224, 224), resize=256)
 __all__ = [
@@ -273,6 +273,8 @@ def _architecture(spec, arch, weights, trust_code, num_classes, use_ema) -> Buil
 def _weight_file(path: Path, arch, trust_code, num_classes, use_ema) -> Built:
     if not path.exists():
         raise ModelLoadError(f"model file {path} does not exist")
+    if path.is_file() and exported.is_exported_program(path):
+        return _exported_program(path, arch, trust_code)
     if path.is_file() and checkpoints.is_torchscript(path):
         module = checkpoints.load_torchscript(path)
         base = build(arch, num_classes=None, trust_code=trust_code) if arch else None
@@ -310,6 +312,28 @@ def _weight_file(path: Path, arch, trust_code, num_classes, use_ema) -> Built:
     else:
         built.source = f"{arch} with weights from {path}"
     return built
+
+
+def _exported_program(path: Path, arch, trust_code) -> Built:
+    """A torch.export `.pt2`, unflattened (core/exported.py); its fixed input size is a source."""
+    program = exported.load_exported_program(path)
+    base = build(arch, num_classes=None, trust_code=trust_code) if arch else None
+    sources = list(base.sources) if base else []
+    if program.input_size is not None:
+        sources.append(
+            Source(
+                program.size_source,
+                {"channels": program.input_size[0], "size": program.input_size[1:]},
+            )
+        )
+    return Built(
+        module=program.module,
+        name=path.stem,
+        source=f"exported program {path}",
+        sources=sources,
+        class_names=base.class_names if base else [],
+        notes=program.notes,
+    )
 
 
 def _architecture_in_config(checkpoint: checkpoints.Checkpoint) -> str | None:
@@ -539,5 +563,5 @@ def _torch_reason(exc: BaseException) -> str:
     if not lines:
         return type(exc).__name__
     if "TorchScript" in lines[0] or lines[0].startswith("Traceback"):
-        return lines[-1][:240]
-    return lines[0][:240]
+        return shorten(lines[-1], 240)
+    return shorten(lines[0], 240)

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnntool.core.classes import class_index
+from cnntool.core.exported import refuse_layers
 from cnntool.core.hooks import capture
 from cnntool.core.layers import resolve_layer
 from cnntool.core.models import main_output
@@ -144,6 +145,7 @@ class _SpatialOutputs(ForwardObserver):
 def default_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
     """The last layer with a spatial output (H, W > 1): the last before global pooling. A
     container (ResNet's `layer4`) is preferred to its last child, which gives the same tensor."""
+    refuse_layers(model)  # a TorchScript model's layers cannot be seen: say so, not "none"
     (seen,), _ = trace_forward(model, lambda: [_SpatialOutputs()], tuple(input_shape))
     if not seen.names:
         raise CnnToolError(

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from cnntool.core.exported import is_torchscript
 from cnntool.core.receptive_field import FieldTracker, ReceptiveField
 from cnntool.core.trace import ForwardObserver, bound_arguments, trace_forward, window_of
 from cnntool.errors import CnnToolError
@@ -105,6 +106,7 @@ class ProfileResult:
     layers: tuple[LayerProfile, ...]
     total: LayerProfile
     uncounted: tuple[str, ...]  # aten ops that ran but have no counting rule
+    note: str | None = None  # what the rows cannot show (a TorchScript model's layers)
 
     def to_records(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per layer, then one named "total"."""
@@ -133,6 +135,14 @@ def profile(
 
     (_, counter), mode = trace_forward(model, observers, input_shape, batch=batch, device=device)
     layers = tuple(_layers(model, counter, all_modules))
+    note = None
+    if is_torchscript(model) and not all_modules:
+        # its submodules cannot be hooked, so all its work was counted in the root's row
+        layers = tuple(layer for layer in layers if not layer.name)
+        note = (
+            "a TorchScript archive's layers cannot be hooked, so its work is counted as one "
+            "row; per-layer rows need the Python module (FILE.py:NAME --weights FILE)"
+        )
     total = LayerProfile(
         name="total",
         type=type(model).__name__,
@@ -153,6 +163,7 @@ def profile(
         layers,
         total,
         tuple(sorted(counter.uncounted)),
+        note,
     )
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnntool.core.device import device_of, resolve_device
+from cnntool.core.exported import refuse_torchscript
 from cnntool.core.hooks import capture, module_hooks
 from cnntool.core.layers import resolve_layer
 from cnntool.errors import CnnToolError, InputSizeError
@@ -65,6 +66,7 @@ def gradcheck(
     `device`: where the float64 copy runs (default: where the model is).
     `progress` is called with each tensor's result as soon as it is known.
     """
+    refuse_torchscript(model, "gradcheck perturbs a float64 copy of the model's parameters")
     tol = Tolerances(eps, rtol, atol)
     plan = CheckPlan(directions, coordinates)
     _validate(tol, plan, batch, layer, per_layer, params, inputs)
