@@ -46,6 +46,7 @@ class Built:
     random_weights: bool = False
     checkpoint: Checkpoint | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a feed cnntool can only approximate
 
 
 @functools.lru_cache(maxsize=1)

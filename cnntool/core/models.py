@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnntool.core import checkpoints, exported
+from cnntool.core import checkpoints, exported, hf_models
 from cnntool.core.architectures import (
     TIMM_PREFIX,
     Built,
@@ -45,6 +45,8 @@ from cnntool.core.preprocessing_sources import (
     Source,
     choose,
     guess_for_channels,
+    hf_feed,
+    read_json,
 )
 from cnntool.core.timm_models import (
     INSTALL_HINT,
@@ -208,6 +210,13 @@ def load_model(
     if command_line:
         extra.append(Source("the command line", command_line))
     loaded = _finish(built, extra, (f"--classes {classes}", class_file) if class_file else None)
+    if from_file:  # an HF preprocessor_config.json says where each field came from
+        feed = hf_feed(
+            read_json(options.file, "--preprocessing"), f"--preprocessing {options.file}"
+        )
+        if feed is not None:
+            loaded.notes.append(feed.line(f"--preprocessing {options.file}"))
+            loaded.warnings.extend(feed.approximations)
     loaded.module = loaded.module.to(target).eval()
     loaded.device = target
     return loaded
@@ -285,6 +294,9 @@ def _weight_file(path: Path, arch, trust_code, num_classes, use_ema) -> Built:
             sources=base.sources if base else [],
             class_names=base.class_names if base else [],
         )
+    config = hf_models.transformers_config(path) if not arch else None
+    if config is not None:  # a save_pretrained folder (with --arch: its weights as a state dict)
+        return _transformers_folder(path, config, trust_code)
     checkpoint = checkpoints.read_checkpoint(path, trust_code)
     if checkpoint.module is not None:  # a whole pickled module (only reachable with trust_code)
         return Built(
@@ -336,6 +348,20 @@ def _exported_program(path: Path, arch, trust_code) -> Built:
     )
 
 
+def _transformers_folder(folder: Path, config: dict, trust_code: bool) -> Built:
+    """A Hugging Face `save_pretrained` folder, built by transformers (core/hf_models.py)."""
+    model = hf_models.load_folder(folder, config, trust_code)
+    return Built(
+        module=model.module,
+        name=folder.name,
+        source=f"transformers {model.name} from {folder}",
+        sources=model.sources,
+        class_names=model.class_names,
+        notes=model.notes,
+        warnings=model.warnings,
+    )
+
+
 def _architecture_in_config(checkpoint: checkpoints.Checkpoint) -> str | None:
     """timm's hub folders name their architecture in config.json."""
     config = checkpoint.config or {}
@@ -355,8 +381,11 @@ def _architecture_in_config(checkpoint: checkpoints.Checkpoint) -> str | None:
 
 def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedModel:
     module = built.module
-    first = first_convolution(module)
     notes = list(built.notes)
+    unwrapped = hf_models.returning_logits(module)  # also a transformers model from user code
+    if unwrapped:
+        notes.append(unwrapped)
+    first = first_convolution(module)
     sources = [_guess(first), *built.sources]
     timm_dict = timm_preprocessing(module)
     if timm_dict is not None:
@@ -399,6 +428,7 @@ def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedMod
         preprocessing_guessed=chosen.guessed,
         class_names_source=names_source,
         notes=notes,
+        warnings=list(built.warnings),
         first_conv=first,
         preprocessing_choice=chosen,
     )
