@@ -349,8 +349,14 @@ class _Values:
         )
 
     def flag(self, key: str) -> tuple[bool, str]:
-        value, origin = self.get(key, needed=False)
-        return bool(value), origin or f"{key} unset"
+        """A step's switch: the file's, else the class's (a class without it has no such step);
+        unknown without the class."""
+        if key in self.data or self.defaults is None:
+            value, origin = self.get(key)
+            return bool(value), origin
+        self.used.add(key)
+        value = bool(self.defaults.get(key))
+        return value, f"{self.kind}'s default {key} {_shown(value)}"
 
 
 def _shown(value: Any) -> str:
