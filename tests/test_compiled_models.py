@@ -206,12 +206,13 @@ def test_torchscript_runs_what_needs_only_the_forward_pass(files, name):
     assert result.exit_code == 0, (result.output, result.exception)
 
 
-def test_torchscript_profile_counts_the_totals_in_one_row_and_says_why(files):
+def test_torchscript_profile_counts_its_work_at_the_root_and_says_why(files):
     result = _run("profile", files / "scripted.pt", "--format", "jsonl", *FEED)
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["name"] for r in rows] == ["", "total"]
-    assert rows[-1]["macs"] == SIDE * SIDE * 9 + 9
-    assert "per-layer rows need the Python module" in result.stderr
+    rows = {json.loads(line)["name"]: json.loads(line) for line in result.stdout.splitlines()}
+    assert rows[""]["macs"] == rows["total"]["macs"] == SIDE * SIDE * 9 + 9
+    assert rows["conv"]["params"] == 9 and rows["conv"]["macs"] == 0
+    assert "all its work is counted in its root row" in result.stderr
+    assert "per-layer counts need the Python module" in result.stderr
 
 
 @pytest.mark.parametrize("name", sorted(NEEDS_LAYERS))

@@ -136,12 +136,11 @@ def profile(
     (_, counter), mode = trace_forward(model, observers, input_shape, batch=batch, device=device)
     layers = tuple(_layers(model, counter, all_modules))
     note = None
-    if is_torchscript(model) and not all_modules:
-        # its submodules cannot be hooked, so all its work was counted in the root's row
-        layers = tuple(layer for layer in layers if not layer.name)
+    if is_torchscript(model):  # its submodules cannot be hooked: their work is the root's
         note = (
-            "a TorchScript archive's layers cannot be hooked, so its work is counted as one "
-            "row; per-layer rows need the Python module (FILE.py:NAME --weights FILE)"
+            "a TorchScript archive's layers cannot be hooked, so all its work is counted in its "
+            "root row (the other rows show parameters only); per-layer counts need the Python "
+            "module (FILE.py:NAME --weights FILE)"
         )
     total = LayerProfile(
         name="total",
