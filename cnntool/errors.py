@@ -126,3 +126,17 @@ def unknown_name(
     if hint:
         msg += f" ({hint})"
     return UnknownNameError(msg)
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message for a one-sentence error (see `shorten`)."""
+    text = str(exc).strip()
+    return shorten(text.splitlines()[0] if text else type(exc).__name__, limit)
+
+
+def shorten(line: str, limit: int) -> str:
+    """`line`, or when it is longer than `limit` its first whole words marked with '…' (a
+    message cut mid-word reads as a different word)."""
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " …"

@@ -50,5 +50,7 @@ def profile_command(model, batch, summary, fmt, model_request):
         title=f"{loaded.name}: params, MACs, FLOPs, activations, receptive fields",
     )
     console.info(tables.profile_note(result, loaded.name, batch, loaded.input_shape))
+    if result.note:
+        console.warn(result.note)
     if result.uncounted:
         console.warn("no counting rule for: " + ", ".join(result.uncounted) + " (counted as 0)")

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from cnntool.core.loading.exported import refuse_hooks, refuse_interception
 from cnntool.errors import CnnToolError, unknown_name
 
 ForwardPre = Callable[[str, nn.Module, tuple], None]
@@ -68,6 +69,7 @@ def module_hooks(
     seen: set[int] = set()
     try:
         for name, module in modules.items():
+            refuse_hooks(module)  # TorchScript: one sentence instead of torch's RuntimeError
             if id(module) in seen:
                 continue
             seen.add(id(module))
@@ -279,7 +281,8 @@ def capture(
     try:
         with (
             preserved_state(model),
-            module_hooks({"": model}, pre=lambda *_: cap._clear()),
+            # (nothing to clear when nothing is captured: a TorchScript model needs no hook then)
+            module_hooks({"": model} if modules else {}, pre=lambda *_: cap._clear()),
             module_hooks(
                 modules, post=lambda _n, mod, _a, out: cap._record(names_of[id(mod)], out)
             ),
@@ -417,6 +420,7 @@ def _deconv(_act: _Rectifier, _x: Tensor, _out: Tensor, grad: Tensor) -> Tensor:
 
 
 _BUILTIN_RULES = {"plain": _plain, "guided": _guided, "deconv": _deconv}
+_RULE_NAMES = {"guided": "guided backprop", "deconv": "deconvnet"}
 
 
 @dataclass(frozen=True)
@@ -621,6 +625,8 @@ def substitute_activation_backward(
         raise ValueError(
             f"unknown backward rule {rule!r}; use one of {sorted(_BUILTIN_RULES)} or a callable"
         )
+    if rule != "plain":  # compiled models give true gradients, but no Python calls to reroute
+        refuse_interception(model, _RULE_NAMES.get(rule, "a custom backward rule"))
     report = Substitution(rule)
     with preserved_state(model), _SubstitutionMode(report):
         yield report

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from cnntool.core.loading.exported import refuse_layers
 from cnntool.errors import unknown_name
 
 _SKIPPED_BEFORE_LOGITS = ("Dropout", "Flatten", "Identity")
 
 
 def named_layers(model) -> dict[str, Any]:
-    """Every submodule by its module path (the root excluded), in registration order."""
+    """Every submodule by its module path (the root excluded), in registration order. A
+    TorchScript model's layers cannot be hooked: that is one sentence here, before any lookup
+    can fail in a misleading way (core/exported.py)."""
+    refuse_layers(model)
     return {name: module for name, module in model.named_modules() if name}
 
 
@@ -34,7 +38,7 @@ def layer_aliases(model) -> dict[str, str]:
             if type(module).__name__ not in _SKIPPED_BEFORE_LOGITS:
                 aliases.setdefault("penultimate", name)
                 break
-    layers = named_layers(model)
+    layers = {name for name, _ in model.named_modules() if name}  # (no refusal: only names)
     # an alias never hides a real module path
     return {alias: path for alias, path in aliases.items() if alias not in layers}
 

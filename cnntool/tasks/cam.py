@@ -52,7 +52,8 @@ from torch import Tensor, nn
 from cnntool.core.class_indices import class_index
 from cnntool.core.hooks import capture
 from cnntool.core.layers import resolve_layer
-from cnntool.core.loading.models import main_output
+from cnntool.core.loading.exported import refuse_layers
+from cnntool.core.logits import main_output
 from cnntool.core.trace import ForwardObserver, trace_forward
 from cnntool.errors import CnnToolError
 from cnntool.tasks.projection import Target
@@ -144,6 +145,7 @@ class _SpatialOutputs(ForwardObserver):
 def default_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
     """The last layer with a spatial output (H, W > 1): the last before global pooling. A
     container (ResNet's `layer4`) is preferred to its last child, which gives the same tensor."""
+    refuse_layers(model)  # a TorchScript model's layers cannot be seen: say so, not "none"
     (seen,), _ = trace_forward(model, lambda: [_SpatialOutputs()], tuple(input_shape))
     if not seen.names:
         raise CnnToolError(

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnntool.core.hooks import preserved_state, substitute_activation_backward
-from cnntool.core.loading.models import main_output
+from cnntool.core.logits import main_output
 from cnntool.core.scan_options import ScanOptions
 from cnntool.errors import CnnToolError
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cnntool.core.layers import named_layers, resolve_layer
+from cnntool.core.loading.exported import refuse_untyped
 from cnntool.core.runtime.folding import fold_batchnorm
 from cnntool.errors import CnnToolError
 
@@ -66,6 +67,7 @@ def following_batchnorm(model, layer: str) -> tuple[str, nn.BatchNorm2d]:
 
 def filters(model, layer: str | None = None, *, fold_bn: bool = False) -> Filters:
     """The filters of convolution `layer` (default: the first one)."""
+    refuse_untyped(model, "filters reads each convolution's weight, stride and BatchNorm")
     name = resolve_layer(model, layer)[0] if layer else first_convolution(model)
     module = named_layers(model)[name]
     if not isinstance(module, nn.Conv2d):

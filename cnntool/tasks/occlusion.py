@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from cnntool.core.hooks import capture
 from cnntool.core.layers import resolve_layer
-from cnntool.core.loading.models import main_output
+from cnntool.core.logits import main_output
 from cnntool.errors import CnnToolError
 from cnntool.tasks.cam import class_target
 from cnntool.tasks.projection import Target

@@ -9,7 +9,8 @@ import torch
 
 from cnntool.core.class_indices import map_labels
 from cnntool.core.data import Batch, BatchStream, DataSet
-from cnntool.core.loading.models import LoadedModel, main_output
+from cnntool.core.loading.models import LoadedModel
+from cnntool.core.logits import main_output
 from cnntool.core.session import Consumer
 
 

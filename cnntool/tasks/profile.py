@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from cnntool.core.loading.exported import is_torchscript
 from cnntool.core.receptive_field import FieldTracker, ReceptiveField
 from cnntool.core.trace import ForwardObserver, bound_arguments, trace_forward, window_of
 from cnntool.errors import CnnToolError
@@ -105,6 +106,7 @@ class ProfileResult:
     layers: tuple[LayerProfile, ...]
     total: LayerProfile
     uncounted: tuple[str, ...]  # aten ops that ran but have no counting rule
+    note: str | None = None  # what the rows cannot show (a TorchScript model's layers)
 
     def to_records(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per layer, then one named "total"."""
@@ -133,6 +135,13 @@ def profile(
 
     (_, counter), mode = trace_forward(model, observers, input_shape, batch=batch, device=device)
     layers = tuple(_layers(model, counter, all_modules))
+    note = None
+    if is_torchscript(model):  # its submodules cannot be hooked: their work is the root's
+        note = (
+            "a TorchScript archive's layers cannot be hooked, so all its work is counted in its "
+            "root row (the other rows show parameters only); per-layer counts need the Python "
+            "module (FILE.py:NAME --weights FILE)"
+        )
     total = LayerProfile(
         name="total",
         type=type(model).__name__,
@@ -153,6 +162,7 @@ def profile(
         layers,
         total,
         tuple(sorted(counter.uncounted)),
+        note,
     )
 
 

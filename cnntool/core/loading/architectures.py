@@ -43,6 +43,7 @@ class Built:
     random_weights: bool = False
     checkpoint: Checkpoint | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a feed cnntool can only approximate
 
 
 def imagenet_class_names() -> list[str]:

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from cnntool.core.loading.class_names import config_class_names, names_from, stored_class_names
-from cnntool.errors import ModelLoadError, UntrustedCodeError
+from cnntool.errors import ModelLoadError, UntrustedCodeError, first_line, shorten
 
-WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".tar")
+WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".tar", ".pt2")
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights", "module")
 EMA_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict", "ema_model", "ema")
 FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth")
@@ -166,8 +166,8 @@ def _weights_only_reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for line in lines:
         if line.startswith(("Unsupported", "Trying to", "Can only", "Could not")):
-            return line[:160]
-    return lines[0][:160] if lines else type(exc).__name__
+            return shorten(line, 160)
+    return shorten(lines[0], 160) if lines else type(exc).__name__
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
@@ -430,5 +430,4 @@ def _save_as(path: Path, temporary: Path, state, prep, names, extra) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return first_line(exc)

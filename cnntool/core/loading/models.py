@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cnntool.core.device import resolve_device
-from cnntool.core.loading import checkpoints, state_dicts
+from cnntool.core.loading import checkpoints, exported, hf_models, state_dicts
 from cnntool.core.loading.architectures import (
     Built,
     build,
@@ -42,6 +42,8 @@ from cnntool.core.loading.preprocessing_sources import (
     Source,
     choose,
     guess_for_channels,
+    hf_feed,
+    read_json,
 )
 from cnntool.core.loading.spec import (
     TIMM_PREFIX,
@@ -58,8 +60,9 @@ from cnntool.core.loading.timm_models import (
     timm_preprocessing,
     timm_version,
 )
+from cnntool.core.logits import main_output
 from cnntool.core.preprocessing import Preprocessing
-from cnntool.errors import CnnToolError, ModelLoadError
+from cnntool.errors import CnnToolError, ModelLoadError, shorten
 
 IMAGENET = Preprocessing(crop=(224, 224), resize=256)
 __all__ = [
@@ -214,6 +217,13 @@ def load_model(
     if command_line:
         extra.append(Source("the command line", command_line))
     loaded = _finish(built, extra, (f"--classes {classes}", class_file) if class_file else None)
+    if from_file:  # an HF preprocessor_config.json says where each field came from
+        feed = hf_feed(
+            read_json(options.file, "--preprocessing"), f"--preprocessing {options.file}"
+        )
+        if feed is not None:
+            loaded.notes.append(feed.line(f"--preprocessing {options.file}"))
+            loaded.warnings.extend(feed.approximations)
     loaded.module = loaded.module.to(target).eval()
     loaded.device = target
     return loaded
@@ -268,6 +278,8 @@ def _architecture(spec: ModelSpec, arch, weights, trust_code, num_classes, use_e
 def _weight_file(path: Path, arch, trust_code, num_classes, use_ema) -> Built:
     if not path.exists():
         raise ModelLoadError(f"model file {path} does not exist")
+    if path.is_file() and exported.is_exported_program(path):
+        return _exported_program(path, arch, trust_code)
     if path.is_file() and checkpoints.is_torchscript(path):
         module = checkpoints.load_torchscript(path)
         base = architecture_spec(arch) if arch else None
@@ -279,6 +291,9 @@ def _weight_file(path: Path, arch, trust_code, num_classes, use_ema) -> Built:
             sources=built.sources if built else [],
             class_names=built.class_names if built else [],
         )
+    config = hf_models.transformers_config(path) if not arch else None
+    if config is not None:  # a save_pretrained folder (with --arch: its weights as a state dict)
+        return _transformers_folder(path, config, trust_code)
     checkpoint = checkpoints.read_checkpoint(path, trust_code)
     if checkpoint.module is not None:  # a whole pickled module (only reachable with trust_code)
         return Built(
@@ -313,10 +328,46 @@ def _weight_file(path: Path, arch, trust_code, num_classes, use_ema) -> Built:
     return built
 
 
+def _exported_program(path: Path, arch, trust_code) -> Built:
+    """A torch.export `.pt2`, unflattened (core/exported.py); its fixed input size is a source."""
+    program = exported.load_exported_program(path)
+    base = build(arch, num_classes=None, trust_code=trust_code) if arch else None
+    sources = list(base.sources) if base else []
+    if program.input_size is not None:
+        sources.append(
+            Source(
+                program.size_source,
+                {"channels": program.input_size[0], "size": program.input_size[1:]},
+            )
+        )
+    return Built(
+        module=program.module,
+        name=path.stem,
+        source=f"exported program {path}",
+        sources=sources,
+        class_names=base.class_names if base else [],
+        notes=program.notes,
+    )
+
+
+def _transformers_folder(folder: Path, config: dict, trust_code: bool) -> Built:
+    """A Hugging Face `save_pretrained` folder, built by transformers (core/hf_models.py)."""
+    model = hf_models.load_folder(folder, config, trust_code)
+    return Built(
+        module=model.module,
+        name=folder.name,
+        source=f"transformers {model.name} from {folder}",
+        sources=model.sources,
+        class_names=model.class_names,
+        notes=model.notes,
+        warnings=model.warnings,
+    )
+
+
 def _architecture_in_config(checkpoint: checkpoints.Checkpoint) -> str | None:
     """timm's hub folders name their architecture in config.json, timm's train.py checkpoints
     in their `args.model` and `arch`."""
-    from cnntool.core import timm_config
+    from cnntool.core.loading import timm_config
 
     name = timm_config.architecture(checkpoint)
     if name is not None:
@@ -334,8 +385,11 @@ def _architecture_in_config(checkpoint: checkpoints.Checkpoint) -> str | None:
 
 def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedModel:
     module = built.module
-    first = first_convolution(module)
     notes = list(built.notes)
+    unwrapped = hf_models.returning_logits(module)  # also a transformers model from user code
+    if unwrapped:
+        notes.append(unwrapped)
+    first = first_convolution(module)
     sources = [_guess(first), *built.sources]
     timm_dict = timm_preprocessing(module)
     if timm_dict is not None:
@@ -386,6 +440,7 @@ def _finish(built: Built, option_sources: list[Source], class_file) -> LoadedMod
         preprocessing_guessed=chosen.guessed,
         class_names_source=names_source,
         notes=notes,
+        warnings=list(built.warnings),
         first_conv=first,
         preprocessing_choice=chosen,
     )
@@ -528,22 +583,6 @@ def check_forward(loaded: LoadedModel, input_shape: tuple[int, ...] | None = Non
     return loaded.num_outputs
 
 
-def main_output(output):
-    """The logits of whatever a forward returned: a tensor, the first of a tuple/list (aux
-    heads), `logits` of a dict or an object (HF style); None when there is no tensor."""
-    import torch
-
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output:
-        return main_output(output[0])
-    if isinstance(output, Mapping):
-        value = output.get("logits", next(iter(output.values()), None))
-        return main_output(value) if value is not None else None
-    value = getattr(output, "logits", None)
-    return value if isinstance(value, torch.Tensor) else None
-
-
 def _torch_reason(exc: BaseException) -> str:
     """One line of torch's message: the first, or for TorchScript (whose message starts with
     its own traceback) the last, which is the error itself."""
@@ -551,5 +590,5 @@ def _torch_reason(exc: BaseException) -> str:
     if not lines:
         return type(exc).__name__
     if "TorchScript" in lines[0] or lines[0].startswith("Traceback"):
-        return lines[-1][:240]
-    return lines[0][:240]
+        return shorten(lines[-1], 240)
+    return shorten(lines[0], 240)

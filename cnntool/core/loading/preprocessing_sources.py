@@ -154,7 +154,16 @@ class PreprocessingOptions:
         """The fields the --preprocessing file sets ({} without one)."""
         if self.file is None:
             return {}
-        return parse_fields(read_json(self.file, "--preprocessing"), f"--preprocessing {self.file}")
+        data = read_json(self.file, "--preprocessing")
+        feed = hf_feed(data, f"--preprocessing {self.file}")  # HF's preprocessor_config.json
+        return parse_fields(feed.fields if feed else data, f"--preprocessing {self.file}")
+
+
+def hf_feed(data: Any, where: str):
+    """The feed of a Hugging Face preprocessor_config.json (loading/hf_processor.py), else None."""
+    from cnntool.core.loading.hf_processor import is_processor_config, processor_feed
+
+    return processor_feed(data, where) if is_processor_config(data) else None
 
 
 def parse_input_size(text: str) -> tuple[int | None, int, int]:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from cnntool.core.device import device_of
+from cnntool.core.loading.exported import contains_exported
 from cnntool.core.runtime.folding import Folding, find_pairs
 from cnntool.core.runtime.layout import choose_channels_last
 from cnntool.core.runtime.precision import PrecisionPlan, precision_plan
@@ -231,6 +232,9 @@ def _fold(prepared: PreparedModel, input_shape: Sequence[int] | None, keep: Sequ
     if input_shape is None:
         raise ValueError("fold_bn needs example_input_shape")
     module = prepared.module
+    if contains_exported(module):  # its layers are graph pieces, not Conv2d and BatchNorm2d
+        prepared.fold_note = "an exported program's BatchNorms cannot be folded"
+        return
     example = _example(module, input_shape)
     pairs = find_pairs(module, example, keep)
     if not pairs:

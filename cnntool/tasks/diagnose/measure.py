@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from cnntool.core.loading.exported import untyped_layers_hint
 from cnntool.core.session import ScanSession
 from cnntool.errors import CnnToolError
 from cnntool.tasks.diagnose.points import MeasurePoint, default_points, named_points
@@ -24,7 +25,7 @@ def measure_points(
     if not points:
         raise CnnToolError(
             f"{model} has no convolution or linear layer before "
-            "its logits; name the layers to measure with --layers"
+            "its logits; name the layers to measure with --layers" + untyped_layers_hint(module)
         )
     return points
 

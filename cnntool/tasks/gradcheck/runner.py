@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from cnntool.core.device import device_of, resolve_device
 from cnntool.core.hooks import capture, module_hooks
 from cnntool.core.layers import resolve_layer
+from cnntool.core.loading.exported import refuse_torchscript
 from cnntool.errors import CnnToolError, InputSizeError
 from cnntool.tasks.gradcheck.numeric import CheckPlan, LossAt, check_tensor, tensor_generator
 from cnntool.tasks.gradcheck.results import (
@@ -65,6 +66,7 @@ def gradcheck(
     `device`: where the float64 copy runs (default: where the model is).
     `progress` is called with each tensor's result as soon as it is known.
     """
+    refuse_torchscript(model, "gradcheck perturbs a float64 copy of the model's parameters")
     tol = Tolerances(eps, rtol, atol)
     plan = CheckPlan(directions, coordinates)
     _validate(tol, plan, batch, layer, per_layer, params, inputs)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from cnntool.core.layers import layer_aliases, named_layers, resolve_layer
+from cnntool.core.loading.exported import untyped_layers_hint
 from cnntool.core.receptive_field import ReceptiveField
 from cnntool.core.selection import parse_indices
 from cnntool.errors import CnnToolError
@@ -112,7 +113,7 @@ def default_layers(model: nn.Module) -> list[str]:
     if not chosen:
         raise CnnToolError(
             "the model has no convolution, linear layer or classifier to show; "
-            "name the layers with --layers"
+            "name the layers with --layers" + untyped_layers_hint(model)
         )
     return chosen
 
