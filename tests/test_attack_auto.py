@@ -31,7 +31,7 @@ from cnntool.tasks.attack.apgd import (
 from cnntool.tasks.attack.auto import AutoSettings, AutoTally, auto_attack
 from cnntool.tasks.attack.square import square, square_fraction
 from tests.auto_models import GREYS, ramp_net, rounding_net, write_greys
-from tests.pixels import axes_frame, colour_mask, png, runs
+from tests.pixels import axes_frame, colour_mask, find_plot_text, png, runs
 
 torchattacks = pytest.importorskip("torchattacks")
 
@@ -350,6 +350,10 @@ def test_cli_warns_of_gradient_masking_and_writes_records_chart_and_summary(tmp_
     assert len(bars) == 2  # APGD-CE and + APGD-T at 100%; + Square at 0 has no height
     height = np.nonzero(blue[:, (bars[0][0] + bars[0][1]) // 2])[0]
     assert (bottom - height.min()) / (bottom - top) * BAR_TOP == pytest.approx(100, abs=1.5)
+    masking = (
+        "Square alone broke 4 images the gradient attacks could not: a sign of gradient masking"
+    )
+    assert find_plot_text(pixels, masking, fontsize=8)
 
 
 def in_process(monkeypatch, capsys, *args):
@@ -398,3 +402,21 @@ def test_apgd_t_on_a_model_with_too_few_classes_is_refused():
         AutoSettings().for_classes(3)
     assert AutoSettings().for_classes(4).target_classes == 3
     assert AutoSettings(attacks=("apgd-ce", "square")).for_classes(2).attacks[0] == "apgd-ce"
+
+
+@pytest.mark.torchrun
+def test_torchrun_gives_the_records_and_summary_of_one_process(cnntool, tmp_path):
+    write_greys(tmp_path / "greys")
+    model = [f"{ROOT}/tests/auto_models.py:rounding_net", "--trust-code"]
+    args = ["attack", "auto", *model, tmp_path / "greys", "--eps", "0.15", "--steps", "3"]
+    args += ["--queries", "40", "--batch-size", "1", "--workers", "0", "-q"]
+    one = cnntool(*args, "-o", tmp_path / "one", threads=1)
+    two = cnntool.torchrun(*args, "-o", tmp_path / "two")
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    fields = ("path", "robust", "worst_attack", "fooled_by", "success")
+    single, ranked = ([json.loads(line) for line in r.stdout.splitlines()] for r in (one, two))
+    assert [[r[f] for f in fields] for r in ranked] == [[r[f] for f in fields] for r in single]
+    assert len(single) == 4  # every rank's images, in dataset order
+    summaries = [json.loads((tmp_path / d / "robustness.json").read_text()) for d in ("one", "two")]
+    assert summaries[0] == summaries[1] and summaries[0]["square_only"] == 4
+    assert "gradient masking" in " ".join(two.stderr.split())

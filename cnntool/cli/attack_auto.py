@@ -259,6 +259,6 @@ def _run(
         console.info(line)
     if summary.saved:
         console.info(
-            f"after saving as 8-bit PNG {summary.successes_after_save} of {summary.saved} images "
-            "are still misclassified"
+            f"read back from the 8-bit PNGs, {summary.successes_after_save} of {summary.saved} "
+            f"images are misclassified ({summary.successes} before saving)"
         )

@@ -130,6 +130,11 @@ def write_files(
         if tally.independent
         else "+: after the attacks before it; worst case: every attack fails"
     )
+    if tally.masked:
+        note += (
+            f"\nSquare alone broke {tally.masked} image{'s' * (tally.masked != 1)} the gradient "
+            "attacks could not: a sign of gradient masking"
+        )
     save_robustness_bars(
         out / "robustness.png",
         [(r["name"], r["robust_accuracy"]) for r in rows],
