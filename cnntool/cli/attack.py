@@ -24,13 +24,15 @@ Examples:
   cnntool attack fgsm efficientnet_lite0 imagenet-samples --eps 2/255 -o adv/
   cnntool attack fgsm lenet5-mnist mnist-5k --eps 0,0.1,0.2,0.3 --batch-size 500 -o sweep/
   cnntool attack pgd lenet5-mnist-adv mnist-5k --eps 0.3 --steps 40 --step-size 0.01
+  cnntool attack auto lenet5-mnist-adv mnist-5k --eps 0.3 --batch-size 500 -o robust/
 """,
 )
 def attack_group():
     """Adversarial examples: FGSM (Goodfellow et al. 2015) and its iterative relatives BIM
     (Kurakin et al.) and PGD (Madry et al.), untargeted or targeted. ε is in [0, 1] pixel units
     (the model's normalization comes after the perturbation). One JSON Lines record per image
-    on stdout; a sweep over several ε gives one record per ε and a plot."""
+    on stdout; a sweep over several ε gives one record per ε and a plot. `auto`: an
+    AutoAttack-style robust accuracy (APGD-CE, APGD-T, Square)."""
 
 
 _attack_options = stacked(  # MODEL DATA and the options of every attack, after its own
@@ -243,3 +245,12 @@ def _run(
         run.summaries[0], method, norm, target is not None, files, run.extras, full_res
     ):
         console.info(line)
+
+
+def _register_auto() -> None:  # its own module: the evaluation's many options
+    from cnntool.cli.attack_auto import auto_command
+
+    attack_group.add_command(auto_command)
+
+
+_register_auto()

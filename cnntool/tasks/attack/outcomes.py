@@ -22,7 +22,8 @@ from cnntool.tasks.attack.targets import Target, target_classes
 from cnntool.tasks.predict import label_mapper
 
 # attack(model, images, labels, eps, targeted=...) -> adversarial images, e.g. fgsm or a
-# functools.partial of pgd with its steps and step size
+# functools.partial of pgd with its steps and step size; or -> (adversarial images, one dict of
+# more record fields per image), e.g. auto.auto_attack
 AttackFunction = Callable[..., Tensor]
 
 
@@ -49,6 +50,7 @@ class AttackedImage:
     clean: Tensor = field(repr=False)
     adversarial: Tensor = field(repr=False)
     finite: bool = True  # False: the clean or the adversarial logits held NaN or inf
+    details: dict | None = field(default=None, repr=False)  # more record fields from the attack
 
     @property
     def success(self) -> bool:
@@ -78,6 +80,7 @@ class AttackedImage:
             linf=round(self.linf, 6),
             l2=round(self.l2, 6),
         )
+        record.update(self.details or {})
         if self.upscaled:
             record["upscaled_from"] = list(self.original_size)
         if not self.finite:
@@ -140,6 +143,8 @@ def _attack_batch(model, dataset, batch, attack, eps_values, target, to_class, i
         adversarial = attack(
             model, images, labels if targets is None else targets, eps, targeted=targets is not None
         )
+        details = None if isinstance(adversarial, Tensor) else adversarial[1]
+        adversarial = adversarial if details is None else adversarial[0]
         adv_pred, adv_conf, adv_logits = classify(model, adversarial)
         finite = (
             torch.isfinite(clean_logits).all(dim=1) & torch.isfinite(adv_logits).all(dim=1)
@@ -168,6 +173,7 @@ def _attack_batch(model, dataset, batch, attack, eps_values, target, to_class, i
                     clean=images[row],
                     adversarial=adversarial[row],
                     finite=finite[row],
+                    details=None if details is None else details[row],
                 )
                 for row, item in enumerate(batch.indices)
             ]
