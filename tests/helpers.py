@@ -13,6 +13,7 @@ and other helpers may build either runner directly: `InProcess()` or `CnnTool()`
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import random
 import signal
@@ -152,6 +153,8 @@ class InProcess:
                 sys.stdout.flush()
                 sys.stderr.flush()
             stdout, stderr = out.getvalue(), err.getvalue()
+        if code != 0:  # what a process's exit frees: a failed scan's loader processes, its model
+            gc.collect()
         return subprocess.CompletedProcess(
             ["cnntool", *argv], code, _text(stdout + raw[1]), _text(stderr + raw[2])
         )
