@@ -24,11 +24,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     torch.set_num_threads(1)
 
-from tests.helpers import CnnTool  # noqa: E402  (needs the path above)
+from tests.helpers import InProcess  # noqa: E402  (needs the path above)
 
 
 @pytest.fixture(scope="session")
-def cnntool() -> CnnTool:
-    """Run `python -m cnntool ARGS` in a child process: `cnntool("profile", "alexnet")`, with
-    `stdin=`, `threads=1` or `cwd=`; `cnntool.torchrun(ARGS)` runs 2 gloo CPU ranks."""
-    return CnnTool()
+def cnntool() -> InProcess:
+    """Run `cnntool ARGS` through its entry point in this process (tests.helpers.InProcess):
+    `cnntool("profile", "alexnet")`, with `stdin=`, `threads=1` or `cwd=`; a CompletedProcess.
+    `cnntool.process(ARGS)` runs it in a child process where the process is the point (signals,
+    closed pipes, start-up imports); `cnntool.torchrun(ARGS)` runs 2 gloo CPU ranks."""
+    return InProcess()

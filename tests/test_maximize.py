@@ -31,7 +31,7 @@ from cnntool.tasks.maximize import (
     with_overrides,
 )
 from cnntool.tasks.maximize.optimize import _Adam
-from tests.helpers import cli_env
+from tests.helpers import InProcess, cli_env
 
 ENV = cli_env()
 
@@ -162,14 +162,9 @@ def test_defaults_follow_the_input_size_and_mistakes_are_errors(lenet):
         )
 
 
-def _maximize_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cnntool", "visualize", "maximize", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=timeout,
-    )
+def _maximize_cli(*args: str) -> subprocess.CompletedProcess:
+    """`cnntool visualize maximize ARGS` (in this process: tests.helpers.InProcess)."""
+    return InProcess()("visualize", "maximize", *args)
 
 
 def test_cli_writes_grid_unit_images_and_records(tmp_path):

@@ -22,7 +22,7 @@ from cnntool.tasks.microscope import UnitHistograms, chosen_units, default_layer
 from cnntool.tasks.microscope.analysis import shown_box
 from cnntool.tasks.microscope.histogram import FINEST
 from tests import chromium
-from tests.helpers import ROOT, CnnTool
+from tests.helpers import ROOT, InProcess
 from tests.microscope_models import CLASSES, LEVELS, MISLABELLED, write_grey_images
 
 DIGITS_PER_CLASS = 6
@@ -149,7 +149,7 @@ def bright_site(tmp_path_factory):
     base = tmp_path_factory.mktemp("bright")
     images = write_grey_images(base / "data")
     (base / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    done = CnnTool()(
+    done = InProcess()(
         "microscope",
         f"{ROOT}/tests/microscope_models.py:bright_net",
         "--trust-code",
@@ -224,7 +224,7 @@ def test_planted_dead_unit_gets_its_badge_and_no_empty_card(tmp_path):
     show no picture and no "Top 0 patches"; the bright unit's uniform white picture is flat and
     is marked "did not converge", not shown as a result."""
     images = write_grey_images(tmp_path / "data")
-    done = CnnTool()(
+    done = InProcess()(
         "microscope",
         f"{ROOT}/tests/microscope_models.py:dead_net",
         "--trust-code",
@@ -337,7 +337,7 @@ SITE_ARGS = (
 @pytest.fixture(scope="module")
 def lenet_site(digits, tmp_path_factory):
     site = tmp_path_factory.mktemp("lenet") / "site"
-    done = CnnTool()(
+    done = InProcess()(
         "microscope",
         "lenet5-mnist",
         digits,
@@ -356,7 +356,7 @@ def lenet_site(digits, tmp_path_factory):
 
 
 def test_top_patches_equal_visualize_top_patches(lenet_site, digits, tmp_path):
-    done = CnnTool()(
+    done = InProcess()(
         "visualize",
         "top-patches",
         "lenet5-mnist",
@@ -397,7 +397,7 @@ def test_top_patches_equal_visualize_top_patches(lenet_site, digits, tmp_path):
 
 
 def test_statistics_equal_diagnose(lenet_site, digits):
-    done = CnnTool()(
+    done = InProcess()(
         "diagnose",
         "lenet5-mnist",
         digits,
@@ -434,7 +434,7 @@ def test_statistics_equal_diagnose(lenet_site, digits):
 
 
 def test_accuracy_equals_predict(lenet_site, digits):
-    done = CnnTool()("predict", "lenet5-mnist", digits, "--top", "1", "-q", threads=1, cwd=ROOT)
+    done = InProcess()("predict", "lenet5-mnist", digits, "--top", "1", "-q", threads=1, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     data = _read(lenet_site / "index.json")["data"]
@@ -446,7 +446,7 @@ def test_accuracy_equals_predict(lenet_site, digits):
 
 
 def test_attack_page_equals_the_attack_sweep(lenet_site, digits):
-    done = CnnTool()(
+    done = InProcess()(
         "attack", "fgsm", "lenet5-mnist", digits, "--eps", "0.1,0.3", "-q", threads=1, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
