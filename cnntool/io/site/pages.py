@@ -330,7 +330,8 @@ def layer_page(site: Site, page: LayerPage) -> str:
     if summary is not None and summary.filters_image:
         filters = (
             f'<figure class="filters panel">{img(summary.filters_image, prefix, f"the filters of {page.name}", lazy=False)}'
-            f"<figcaption>The learned filters of {esc(page.name)} (0 is mid-grey).</figcaption></figure>"
+            f"<figcaption>The learned filters of {esc(page.name)}, each scaled by its own "
+            "largest |weight| (0 is white; mid-grey on RGB tiles).</figcaption></figure>"
         )
     findings = [f for f in site.findings if f.layer == page.name]
     finding_html = (
