@@ -705,24 +705,26 @@ def test_redirected_relu_brings_a_unit_that_is_off_at_the_start_to_a_picture(len
     """LeNet-5's relu3 unit 2 is 0 on the grey start, so the true gradient never reaches the
     image: a flat grey square at value 0 (it fires on real digits: best 8.4 on the first 2000).
     With the first 16 steps through redirected ReLUs (small_defaults) it converges above the
-    digits' best; relu1's unit 1, which is on from the start, gets the very same picture."""
+    digits' best. Unit 5 never fires on the digits: its picture stays at 0 and is called dead.
+    relu1's unit 1, which is on from the start, gets the very same picture."""
     from dataclasses import replace
 
-    from cnntool.tasks.maximize.judge import check_picture, contrast
+    from cnntool.tasks.maximize.judge import DEAD, check_picture, contrast
 
     assert small_defaults().redirect == 16
     digits = torch.from_numpy(mnist_5k()[0][:2000]).float()[:, None] / 255
-    goal = objective(lenet.module, "channel", [2], "relu3")
-    best = float(
-        objective_values(lenet.module, goal, [lenet.preprocessing.normalize(digits)])[:, 0].max()
-    )
-    stuck = maximize(
+    goal = objective(lenet.module, "channel", [2, 5], "relu3")
+    best = objective_values(lenet.module, goal, [lenet.preprocessing.normalize(digits)]).amax(0)
+    assert best[0] > 5 and best[1] == 0
+    stuck, _ = maximize(
         lenet.module, lenet.preprocessing, goal, replace(small_defaults(), redirect=0)
-    )[0]
-    assert stuck.value == 0 and contrast(stuck.pixels) < 0.01 and best > 5
-    assert check_picture(stuck.pixels, stuck.value, best).reason == "flat"
-    moved = maximize(lenet.module, lenet.preprocessing, goal, small_defaults())[0]
-    assert moved.value > 2 * best and check_picture(moved.pixels, moved.value, best).converged
+    )
+    assert stuck.value == 0 and contrast(stuck.pixels) < 0.01
+    assert check_picture(stuck.pixels, stuck.value, float(best[0])).reason == "flat"
+    moved, dead = maximize(lenet.module, lenet.preprocessing, goal, small_defaults())
+    assert moved.value > 2 * best[0]
+    assert check_picture(moved.pixels, moved.value, float(best[0])).converged
+    assert dead.value == 0 and check_picture(dead.pixels, dead.value, 0.0).reason == DEAD
     edge = objective(lenet.module, "channel", [1], "relu1")
     config = with_overrides(small_defaults(), steps=24)
     on = maximize(lenet.module, lenet.preprocessing, edge, config)[0]

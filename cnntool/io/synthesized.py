@@ -17,6 +17,7 @@ For OUTPUT `out.png` and unit N:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,9 +81,30 @@ def save_pictures(
             panels.append(view)
         tile = beside([_enlarged(p, style) for p in panels], style, gap=style.px(2))
         tiles.append(tile if picture.failure is None else marked(tile, picture.failure, style))
-    picture = grid(tiles, [p.label for p in pictures], title=title, style=style, fit_labels=True)
+    labels = [p.label for p in pictures]
+    picture = grid(
+        tiles,
+        labels,
+        columns=_columns(tiles, labels, title, style),
+        title=title,
+        style=style,
+        fit_labels=True,
+    )
     save_image(picture, out)
     return [out] + written
+
+
+def _columns(tiles, labels, title: str | None, style: FigureStyle) -> int:
+    """A grid about as wide as tall (io.grids' default), except that tiles that all fit in one
+    row under the title go in one row, rather than leave most of the title's width empty."""
+    lines = [line for label in labels for line in label.split("\n")]
+    cell = max([t.width for t in tiles] + [text_width(x, style.label_font) + 2 for x in lines])
+    height = max(t.height for t in tiles)
+    columns = max(1, math.ceil(math.sqrt(len(tiles) * height / cell) - 1e-9))
+    one_row = len(tiles) * (cell + style.gap) + style.gap
+    if title and one_row <= text_width(title, style.title_font) + 2 * style.gap:
+        return len(tiles)
+    return columns
 
 
 def _enlarged(image: Image.Image, style: FigureStyle) -> Image.Image:
@@ -99,8 +121,8 @@ MARK_COLOUR = (213, 94, 0)  # Okabe & Ito's vermillion, the palette's "wrong" (i
 
 def marked(tile: Image.Image, reason: str, style: FigureStyle | None = None) -> Image.Image:
     """A tile that is not a result: dimmed, struck through corner to corner in vermillion, and
-    "did not converge" with the reason on a dark band across its middle, in `style`'s small
-    font, broken into lines that fit the tile."""
+    "did not converge" with the reason (or "dead" and "never fires on DATA") on a dark band
+    across its middle, in `style`'s small font, broken into lines that fit the tile."""
     style = style or FigureStyle()
     shown = Image.blend(tile.convert("RGB"), Image.new("RGB", tile.size, (255, 255, 255)), 0.6)
     draw = ImageDraw.Draw(shown)
@@ -112,7 +134,9 @@ def marked(tile: Image.Image, reason: str, style: FigureStyle | None = None) -> 
     bold, plain = style.small_bold_font, style.small_font
     if text_width(reason, plain) > room:
         reason = {"below the data's best": "< data's best"}.get(reason, reason)
-    lines = [(t, bold) for t in wrapped("did not converge", room, bold)]
+    # a reason with its own headline ("dead: never fires on DATA") replaces "did not converge"
+    headline, reason = reason.split(": ", 1) if ": " in reason else ("did not converge", reason)
+    lines = [(t, bold) for t in wrapped(headline, room, bold)]
     lines += [(t, plain) for t in wrapped(reason, room, plain)]
     step = style.px(16)
     top = (h - step * len(lines)) // 2 - style.px(3)
@@ -125,9 +149,11 @@ def marked(tile: Image.Image, reason: str, style: FigureStyle | None = None) -> 
 
 def tile_label(record: dict) -> str:
     """A grid label from a unit's record, two lines: the class name or "unit N" (the grid's
-    title names the layer), then "not converged" when its picture failed the check, else the
-    judge's rank or the value relative to the data's best (none: one line)."""
+    title names the layer), then "dead on DATA" or "not converged" when its picture failed the
+    check, else the judge's rank or the value relative to the data's best (none: one line)."""
     name = printable(str(record.get("name") or f"unit {record['unit']}"))
+    if str(record.get("failure")).startswith("dead"):
+        return f"{name}\ndead on DATA"
     if record.get("failure"):
         return f"{name}\nnot converged"
     if "judge_rank" in record:

@@ -163,6 +163,7 @@ def unit_records(
 FLAT_CONTRAST = 0.1
 
 NOT_CONVERGED = "did not converge"
+DEAD = "dead: never fires on DATA"  # the microscope's badge for the same finding
 
 
 def contrast(pixels) -> float:
@@ -180,16 +181,21 @@ def is_flat(pixels) -> bool:
 
 @dataclass(frozen=True)
 class Check:
-    """Whether a synthesized image is a result: `contrast` (see `contrast`), and `beats_data`
+    """Whether a synthesized image is a result: `contrast` (see `contrast`), `beats_data`
     whether the unit's value on it is above its best on real data, or at the most the layer
-    can output (None: not known). `reason` is None for a result, else why it is not: "flat" or
-    "below the data's best"."""
+    can output (None: not known), and `dead` whether the unit is exactly 0 on every real image
+    and on the picture too (a rectified unit that never fires: there is nothing to draw).
+    `reason` is None for a result, else why it is not: DEAD, "flat" or "below the data's
+    best"."""
 
     contrast: float
     beats_data: bool | None = None
+    dead: bool = False
 
     @property
     def reason(self) -> str | None:
+        if self.dead:
+            return DEAD
         if self.contrast < FLAT_CONTRAST:
             return "flat"
         if self.beats_data is False:
@@ -219,11 +225,13 @@ def check_picture(
     """The check of one synthesized image: flat or not, and, when the data's best `best` is
     known, whether `value` (the unit on the image) is above it. A layer that clamps its output
     (ReLU6, Hardtanh: `ceiling`, see `output_ceiling`) cannot be beaten where the data already
-    reaches the clamp: there a value at the ceiling counts as beating the data."""
+    reaches the clamp: there a value at the ceiling counts as beating the data. A unit whose
+    best is exactly 0 and that stays at 0 on the picture never fires at all: DEAD."""
     beats = None
     if value is not None and best is not None and math.isfinite(best):
         beats = value > best or (ceiling is not None and reaches(value, ceiling))
-    return Check(contrast(pixels), beats)
+    dead = best == 0 and value is not None and value <= 0
+    return Check(contrast(pixels), beats, dead)
 
 
 def reaches(value: float, ceiling: float) -> bool:
