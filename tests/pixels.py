@@ -4,8 +4,8 @@ A figure test should fail on a broken figure (blank, truncated, wrong data, wron
 the checks here read pixels, never only a file's existence or size:
 - `png` decodes the whole file (a truncated PNG raises);
 - `spread` is the largest standard deviation of a channel: 0 for a blank region;
-- `find_label` finds text drawn with PIL's default font (io/grids.py's tile labels and
-  titles) exactly, pixel for pixel;
+- `find_styled_text` finds text drawn in io/figure_style's DejaVu Sans (grid labels, titles,
+  colour-bar ticks), allowing for anti-aliasing;
 - `find_plot_text` finds text drawn by matplotlib (titles, tick labels), allowing for the
   sub-pixel position matplotlib draws it at;
 - `colour_mask` and `marks` find plotted marks by their colour.
@@ -17,7 +17,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 WHITE = (255, 255, 255)
 
@@ -114,24 +114,6 @@ def _ink(canvas: np.ndarray, background) -> np.ndarray:
     return canvas[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
 
 
-@functools.cache
-def label_pixels(text: str, fill=(0, 0, 0), background=WHITE) -> np.ndarray:
-    """`text` as PIL's default font draws it (what io/grids.py writes under tiles and as
-    titles), cropped to its ink."""
-    font = ImageFont.load_default()
-    width = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=font)) + 8
-    canvas = Image.new("RGB", (width, 32), background)
-    ImageDraw.Draw(canvas).text((4, 4), text, fill=fill, font=font)
-    return _ink(np.asarray(canvas), background)
-
-
-def find_label(
-    pixels: np.ndarray, text: str, fill=(0, 0, 0), background=WHITE
-) -> list[tuple[int, int]]:
-    """Where PIL drew `text` in `pixels`: top-left corners of its ink, exact matches only."""
-    return find(pixels, label_pixels(text, fill, background))
-
-
 _OFFSETS = [(dx / 8, dy / 4) for dy in range(4) for dx in range(8)]
 
 
@@ -172,17 +154,17 @@ def find_plot_text(
     return None
 
 
-# io/grids.py's layout: gaps around cells, a label row under each cell, a title row on top;
-# cells as large as the largest (scaled) tile. The older look (io.figure_style.LEGACY): 2-px
-# gaps, a 12-px label row, a 16-px title row; a FigureStyle gives its own.
-GRID_GAP, GRID_LABEL, GRID_TITLE = 2, 12, 16
+# io/grids.py's layout: gaps around cells, a label row under each cell (one line of label
+# height per line of the longest label), a title row on top; cells as large as the largest
+# (scaled) tile. The gap and row heights are the FigureStyle's (default 1×).
 
 
-def _grid_rows(style) -> tuple[int, int, int]:
-    """(gap, label row, title row) of a grid drawn in `style` (None: the older look)."""
-    if style is None:
-        return GRID_GAP, GRID_LABEL, GRID_TITLE
-    return style.gap, style.label_height, style.title_height
+def _grid_rows(style, label_lines: int = 1) -> tuple[int, int, int]:
+    """(gap, label row, title row) of a grid drawn in `style` (None: 1×)."""
+    from cnntool.io.figure_style import FigureStyle
+
+    style = style or FigureStyle()
+    return style.gap, style.label_height * label_lines, style.title_height
 
 
 def grid_cells(
@@ -194,10 +176,11 @@ def grid_cells(
     labelled: bool = True,
     titled: bool = True,
     style=None,
+    label_lines: int = 1,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first `count` cells of a grid image, row by row: (tile pixels, label-row pixels),
     for cells of `cell` = (width, height) px."""
-    gap, label_row, title_row = _grid_rows(style)
+    gap, label_row, title_row = _grid_rows(style, label_lines)
     width, height = cell
     label = label_row if labelled else 0
     top = (title_row if titled else 0) + gap
@@ -222,9 +205,10 @@ def grid_size(
     labelled: bool = True,
     titled: bool = True,
     style=None,
+    label_lines: int = 1,
 ) -> tuple[int, int]:
     """(width, height) of a grid of `count` cells in `columns` (before a long title widens it)."""
-    gap, label_row, title_row = _grid_rows(style)
+    gap, label_row, title_row = _grid_rows(style, label_lines)
     rows = -(-count // columns)
     width = columns * (cell[0] + gap) + gap
     label = label_row if labelled else 0

@@ -25,7 +25,7 @@ from cnntool.tasks.diagnose.filters import filter_report, high_frequency_mask
 from cnntool.tasks.diagnose.findings import HIGH_R, gradient_finding
 from cnntool.tasks.diagnose.stats import Bounds
 from tests.helpers import same_records
-from tests.pixels import axes_frame, colour_mask, find_plot_text, png, runs
+from tests.pixels import axes_frame, colour_bars, colour_mask, find_plot_text, png, runs
 from tests.tiny_models import seeded_tiny_net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -406,14 +406,60 @@ def test_cli_writes_jsonl_figures_and_the_report(tmp_path, cnntool):
         heat,
         f"broken_lenet5 {worst['layer']} (at {worst['measured_at']}): r between "
         f"units, mean |r| {worst['mean_abs_r']:.2f}",
-        fontsize=9,
+        fontsize=10,
     )
     r = read_heat_map(heat, worst["units"])
     off_diagonal = ~np.eye(worst["units"], dtype=bool)
     assert (np.diag(r) > 0.9).all() and np.abs(r - r.T).max() < 0.1
     assert np.abs(r[off_diagonal]).mean() == pytest.approx(worst["mean_abs_r"], abs=0.05)
+    assert_correlation_axes(heat)
     assert "50% of units dead" in done.stderr and "advice:" in done.stderr
     assert "--trust-code" in done.stderr  # follow-up commands repeat the loading flags
+
+
+def assert_correlation_axes(heat: np.ndarray) -> None:
+    """A heat map of r: a colour bar of the diverging RdBu_r from +1 (top) to −1 with its
+    ticks, white at 0 halfway down, and both axes titled."""
+    from matplotlib import colormaps
+
+    bars = colour_bars(heat, "RdBu_r", min_length=200)
+    assert bars, "no RdBu_r colour bar"
+    x, top, bottom = bars[len(bars) // 2]
+    white = np.rint(np.array(colormaps["RdBu_r"](0.5)[:3]) * 255)
+    assert np.abs(heat[(top + bottom) // 2, x] - white).max() <= 12  # 0 in the middle
+    for tick in ("1.0", "0.5", "0.0", "−0.5", "−1.0"):
+        assert find_plot_text(heat[:, x:], tick), tick
+    assert find_plot_text(heat, "unit (channel index)")
+
+
+def test_correlation_heat_map_hatches_units_without_r(tmp_path):
+    """A constant unit has no r (NaN): its row and column are hatched grey, not a colour of the
+    map (before, coolwarm's grey 0 and the grey of NaN looked the same), and the legend says
+    what the hatching means; r = 0.0 is the map's white."""
+    from cnntool.io.unit_charts import save_correlation_heatmap
+
+    r = np.zeros((6, 6))
+    np.fill_diagonal(r, 1.0)
+    r[2, :] = r[:, 2] = np.nan
+    save_correlation_heatmap(tmp_path / "r.png", r, title="planted: unit 2 is constant")
+    heat = png(tmp_path / "r.png")
+    assert find_plot_text(heat, "no r (a constant unit)", fontsize=9)
+    assert_correlation_axes(heat)
+    bar_x = colour_bars(heat, "RdBu_r", min_length=200)[0][0]
+    left, top, right, bottom = axes_frame(heat[:, : bar_x - 2])  # the map's, not the bar's
+    cell = (right - left) / 6
+
+    def middle(row, col, half=int(cell // 3)):
+        y, x = int(top + (row + 0.5) * cell), int(left + (col + 0.5) * cell)
+        return heat[y - half : y + half, x - half : x + half].astype(int)
+
+    for row, col in ((2, 0), (0, 2), (2, 2), (5, 2)):  # hatched: white with grey strokes
+        cell_pixels = middle(row, col)
+        grey = (cell_pixels.max(-1) < 200) & (cell_pixels.max(-1) - cell_pixels.min(-1) < 10)
+        assert 0.1 < grey.mean() < 0.6, (row, col)
+    zero = middle(0, 1)
+    assert (zero.max(-1) - zero.min(-1) < 12).all() and (zero.min(-1) > 235).all()  # white
+    assert (np.abs(middle(0, 0) - (103, 0, 31)) <= 2).all()  # +1: RdBu_r's dark red
 
 
 def assert_unit_bars_show(pixels: np.ndarray, layers: list[dict]) -> None:

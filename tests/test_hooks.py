@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -284,6 +285,32 @@ def test_plain_rule_matches_autograd(kind):
     x = X2.clone().requires_grad_()
     model(x).sum().backward()
     assert x.grad.tolist() == pytest.approx(EXPECTED[kind]["plain"])
+
+
+@pytest.mark.parametrize(
+    "kind,batch,expected",
+    [
+        # row 1: h = (1, 2, -1, 8), gradient gets through: the true one. Row 2: h = (0, -1, 0,
+        # -4), all off: the gradient (2, -3, 4, 5) passes where descent raises h (−3 only)
+        ("relu", [[1.0, 2.0], [0.0, -1.0]], [[2.0, 17.0], [0.0, -3.0]]),
+        # row 2: h = (6, 6, -6, 24), all clipped: passes where descent brings h back inside
+        # (2 at h = 6 and 5 at h = 24 lower it; −3 at 6 and 4 at −6 would push it further out)
+        ("relu6", [[1.0, 2.0], [6.0, 6.0]], [[2.0, -3.0], [2.0, 20.0]]),
+        # a leaky ReLU always passes 0.1 of it: the true gradient, h = (0, -1, 0, -4) too
+        ("leaky_relu", [[1.0, 2.0], [0.0, -1.0]], [[1.6, 17.0], [-0.2, 1.7]]),
+    ],
+)
+def test_redirected_rule_lets_a_stuck_image_through_and_leaves_the_others(kind, batch, expected):
+    """Lucid's redirected ReLU, per image of the batch: the true gradient where any gets
+    through the activation; else the gradient as through the identity, except where descent
+    would push the input further out of the pass-through range."""
+    for act in FORMS[kind][:2]:
+        model = TwoLayer(act)
+        x = torch.tensor(batch).requires_grad_()
+        with substitute_activation_backward(model, "redirected") as sub:
+            model(x).sum().backward()
+        np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-6, atol=1e-6)
+        assert sub.substituted == Counter({kind: 1})
 
 
 def test_hardtanh_gates_guided_gradients_on_its_own_range():

@@ -180,8 +180,22 @@ def test_cli_writes_grid_unit_images_and_records(tmp_path):
     ]
     assert all(r["value"] > 5 for r in records)
     assert {r["judge"] for r in records} == {"lenet5-mnist-adv"}
-    # two 84-px tiles (28 px shown 3x), 2-px gaps, a 12-px label strip under each
-    assert Image.open(out).size == (2 * (84 + 2) + 2, 84 + 12 + 2 + 2)
+    # two 112-px tiles (28 px shown 4×), a two-line label under each (the class, the judge's
+    # rank), the title saying what was maximized and how; nothing cut
+    from cnntool.io.figure_style import FigureStyle, text_width
+    from tests.pixels import find_styled_text, grid_cells, grid_size, png
+
+    style, title = FigureStyle(), "lenet5-mnist class logits · pixel, 48 steps"
+    width, height = grid_size((112, 112), 2, 2, label_lines=2)
+    grid_pixels = png(out)
+    assert grid_pixels.shape[:2] == (height, max(width, text_width(title, style.title_font) + 12))
+    assert find_styled_text(grid_pixels[: style.title_height], title, 17, bold=True)
+    cells = grid_cells(grid_pixels, (112, 112), 2, 2, style=style, label_lines=2)
+    for (tile, label), r in zip(cells, records, strict=True):
+        assert tile.std() > 20  # the digit, 4× with nearest neighbour: 28 distinct 4-px runs
+        assert np.array_equal(tile[::4, ::4], tile[1::4, 1::4])
+        assert find_styled_text(label[: style.label_height], r["name"], 15)
+        assert find_styled_text(label[style.label_height :], f"judge #{r['judge_rank']}", 15)
     assert np.asarray(Image.open(tmp_path / "digits_unit8.png")).shape == (28, 28)
     assert "judge's top" in result.stderr  # the table for people
     bad = _maximize_cli("lenet5-mnist", "--layer", "conv2", "-o", str(out))
@@ -476,35 +490,50 @@ def test_judge_verdict_on_a_real_photo():
     assert verdict.probability == verdict.top_probability > 0.3
 
 
-def _dark_columns(strip: np.ndarray) -> np.ndarray:
-    return np.flatnonzero((strip < 128).any(axis=0))
-
-
 def test_every_grid_tile_carries_its_label():
-    """The label strip under each tile holds the label's text pixels, drawn as PIL draws that
-    text alone, and a label too long for its tile is cut to the tile's width."""
-    from PIL import ImageDraw, ImageFont
-
+    """The label row under each tile holds the label's text as io/figure_style draws it
+    (DejaVu Sans, ink at least 11 px tall at 1×), one line per line of the label; another label
+    gives other pixels there and the same tiles; a label too long for its cell is cut with '…'
+    inside the cell, unless fit_labels widens the cells so that the whole text is drawn."""
+    from cnntool.io.figure_style import FigureStyle, fitted
     from cnntool.io.grids import grid, stacked
+    from tests.pixels import find_styled_text, grid_cells, grid_size, ink_height, styled_text_pixels
 
-    tiles = [np.full((20, 40, 3), v, dtype=np.float32) for v in (0.2, 0.5, 0.8)]
-    labels = ["goldfish", "ostrich", "a label far too long for its tile"]
-    picture = np.asarray(grid(tiles, labels, columns=3).convert("L"))
-    for k, label in enumerate(labels[:2]):
-        x = 2 + k * 42
-        strip = picture[22:34, x : x + 40]
-        expected = Image.new("L", (40, 12), 255)
-        ImageDraw.Draw(expected).text((0, 0), label, fill=0, font=ImageFont.load_default())
-        assert np.array_equal(strip < 128, np.asarray(expected) < 128), label
-    long_strip = picture[22:34, 2 + 2 * 42 : 2 + 3 * 42]
-    assert _dark_columns(long_strip).size and _dark_columns(long_strip).max() < 42
-    assert np.asarray(grid(tiles, columns=3).convert("L")).shape == (24, 2 + 3 * 42)  # no strip
-    # rows of panels (deconv) carry theirs above each row
+    style = FigureStyle()
+    tiles = [np.full((40, 80, 3), v, dtype=np.float32) for v in (0.2, 0.5, 0.8)]
+    labels = ["goldfish", "unit 7\n2.0× data best", "a label far too long for its tile"]
+    picture = np.asarray(grid(tiles, labels, columns=3, style=style))
+    assert picture.shape[:2] == grid_size((80, 40), 3, 3, titled=False, label_lines=2)[::-1]
+    cells = grid_cells(picture, (80, 40), 3, 3, titled=False, style=style, label_lines=2)
+    (fish_tile, fish), (_, two_lines), (_, long_row) = cells
+    assert find_styled_text(fish, "goldfish", 15) and ink_height(fish) >= 11
+    first, second = two_lines[: style.label_height], two_lines[style.label_height :]
+    assert find_styled_text(first, "unit 7", 15)
+    assert find_styled_text(second, fitted("2.0× data best", 80, style.label_font), 15)
+    cut = fitted(labels[2], 80, style.label_font)
+    assert cut.endswith("…") and find_styled_text(long_row, cut, 15)
+    other = np.asarray(grid(tiles, ["goldfinch", *labels[1:]], columns=3, style=style))
+    (again_tile, again), *_ = grid_cells(other, (80, 40), 3, 3, titled=False, label_lines=2)
+    assert np.array_equal(again_tile, fish_tile) and not np.array_equal(again, fish)
+    assert find_styled_text(again, "goldfinch", 15) and not find_styled_text(again, "goldfish", 15)
+    # fit_labels: the cells widen to the widest line, nothing is cut
+    whole = np.asarray(grid(tiles, labels, columns=3, style=style, fit_labels=True))
+    width = styled_text_pixels(labels[2], 15).shape[1]
+    assert picture.shape[1] < whole.shape[1] and find_styled_text(whole, labels[2], 15)
+    assert whole.shape[1] >= 3 * width
+    assert (
+        np.asarray(grid(tiles, columns=3, style=style)).shape[:2]
+        == grid_size((80, 40), 3, 3, labelled=False, titled=False)[::-1]
+    )  # no label row
+    # twice the scale: twice the tiles, gaps and text
+    double = np.asarray(grid(tiles, labels, columns=3, style=FigureStyle(scale=2), tile_size=80))
+    assert double.shape[:2] == tuple(2 * n for n in picture.shape[:2])
+    # rows of panels carry theirs above each row
     rows = [Image.new("RGB", (60, 10), (90, 90, 90)) for _ in range(2)]
-    column = np.asarray(stacked(rows, gap=4, labels=["unit 5", "unit 9"]).convert("L"))
-    assert column.shape == (2 * (12 + 10) + 4, 60)
-    for top in (0, 12 + 10 + 4):
-        assert _dark_columns(column[top : top + 12]).size > 5
+    column = np.asarray(stacked(rows, gap=4, labels=["unit 5", "unit 9"]))
+    assert column.shape[:2] == (2 * (style.label_height + 10) + 4, 60)
+    assert find_styled_text(column[: style.label_height], "unit 5", 15)
+    assert find_styled_text(column[style.label_height + 14 :], "unit 9", 15)
 
 
 @pytest.mark.slow
@@ -529,9 +558,15 @@ def test_cli_grid_has_labels_and_maco_writes_its_transparency_map(tmp_path):
     assert record["param"] == "maco" and "judge" not in record
     importance = np.load(tmp_path / "m_unit1_importance.npy")
     assert importance.shape == (224, 224) and importance.dtype == np.float32
-    picture = np.asarray(Image.open(out).convert("L"))
-    assert picture.shape == (2 + 224 + 12 + 2, 2 + 224 * 2 + 2 + 2)
-    assert _dark_columns(picture[2 + 224 : 2 + 224 + 12]).size > 20  # "goldfish" written
+    from cnntool.io.figure_style import FigureStyle, text_width
+    from tests.pixels import find_styled_text, grid_cells, grid_size, png
+
+    style, title = FigureStyle(), "efficientnet_lite0 class logits · maco, 2 steps"
+    picture = png(out)
+    width, height = grid_size((224 * 2 + 2, 224), 1, 1)  # image | importance, 2 px apart
+    assert picture.shape[:2] == (height, max(width, text_width(title, style.title_font) + 12))
+    ((tile, label),) = grid_cells(picture, (224 * 2 + 2, 224), 1, 1)
+    assert find_styled_text(label, "goldfish", 15) and find_styled_text(picture, title, 17, True)
     view = np.asarray(Image.open(tmp_path / "m_unit1_importance.png").convert("L"), dtype=float)
     assert view.shape == (224, 224) and view.std() > 0
 
@@ -619,14 +654,32 @@ def test_lenet_relu1_no_flat_picture_is_shown_unmarked(tmp_path):
         saved = np.asarray(Image.open(tmp_path / f"relu1_unit{r['unit']}.png"), dtype=float) / 255
         assert (np.percentile(saved, 99) - np.percentile(saved, 1) < FLAT_CONTRAST) == flat
     assert any(not r["converged"] for r in records) and any(r["converged"] for r in records)
-    grid = np.asarray(Image.open(out).convert("RGB")).astype(int)
-    columns = math.ceil(math.sqrt(len(units)))  # square 84-px tiles: a square-ish grid
-    for k, r in enumerate(records):
-        row, col = divmod(k, columns)
-        x, y = 2 + col * (84 + 2), 2 + row * (84 + 12 + 2)
-        tile = grid[y : y + 84, x : x + 84]
+    # the grid: 112-px tiles in cells as wide as the widest label line (none is cut), the
+    # unit and its verdict written under each; a failed picture struck through in vermillion
+    # with "did not converge" and the reason in white on its dark band
+    from cnntool.io.figure_style import FigureStyle, text_width
+    from tests.pixels import find_styled_text, grid_cells, png
+
+    style = FigureStyle()
+    verdicts = [
+        "not converged" if r["failure"] else f"{r['relative']:.1f}× data best" for r in records
+    ]
+    cell = max([112] + [text_width(v, style.label_font) + 2 for v in verdicts])
+    columns = math.ceil(math.sqrt(len(units) * 112 / cell) - 1e-9)
+    pixels = png(out)
+    cells = grid_cells(pixels, (cell, 112), len(units), columns, style=style, label_lines=2)
+    for (tile, label), r, verdict in zip(cells, records, verdicts, strict=True):
+        left = (cell - 112) // 2
+        tile = tile[:, left : left + 112].astype(int)
         vermillion = (np.abs(tile - np.array(MARK_COLOUR)).sum(-1) < 30).sum()
         assert (vermillion > 200) == (not r["converged"]), (r, vermillion)
+        assert find_styled_text(label[: style.label_height], f"unit {r['unit']}", 15), r
+        assert find_styled_text(label[style.label_height :], verdict, 15), r
+        band = 255 - tile.astype(np.uint8)  # the mark's white text, inverted
+        written = find_styled_text(band, "did not", 13, bold=True) or find_styled_text(
+            band, "did not converge", 13, bold=True
+        )
+        assert bool(written) == (not r["converged"]), r
 
 
 def test_channel_objective_is_not_drowned_by_the_pixel_penalties(lenet):
@@ -641,6 +694,90 @@ def test_channel_objective_is_not_drowned_by_the_pixel_penalties(lenet):
     digits = torch.from_numpy(mnist_5k()[0][:2000]).float()[:, None] / 255
     best = objective_values(lenet.module, goal, [lenet.preprocessing.normalize(digits)]).max()
     assert result.value > float(best)
+
+
+def test_redirected_relu_brings_a_unit_that_is_off_at_the_start_to_a_picture(lenet):
+    """LeNet-5's relu3 unit 2 is 0 on the grey start, so the true gradient never reaches the
+    image: a flat grey square at value 0 (it fires on real digits: best 8.4 on the first 2000).
+    With the first 16 steps through redirected ReLUs (small_defaults) it converges above the
+    digits' best. Unit 5 never fires on the digits: its picture stays at 0 and is called dead.
+    relu1's unit 1, which is on from the start, gets the very same picture."""
+    from dataclasses import replace
+
+    from cnntool.tasks.maximize.judge import DEAD, check_picture, contrast
+
+    assert small_defaults().redirect == 16
+    digits = torch.from_numpy(mnist_5k()[0][:2000]).float()[:, None] / 255
+    goal = objective(lenet.module, "channel", [2, 5], "relu3")
+    best = objective_values(lenet.module, goal, [lenet.preprocessing.normalize(digits)]).amax(0)
+    assert best[0] > 5 and best[1] == 0
+    stuck, _ = maximize(
+        lenet.module, lenet.preprocessing, goal, replace(small_defaults(), redirect=0)
+    )
+    assert stuck.value == 0 and contrast(stuck.pixels) < 0.01
+    assert check_picture(stuck.pixels, stuck.value, float(best[0])).reason == "flat"
+    moved, dead = maximize(lenet.module, lenet.preprocessing, goal, small_defaults())
+    assert moved.value > 2 * best[0]
+    assert check_picture(moved.pixels, moved.value, float(best[0])).converged
+    assert dead.value == 0 and check_picture(dead.pixels, dead.value, 0.0).reason == DEAD
+    edge = objective(lenet.module, "channel", [1], "relu1")
+    config = with_overrides(small_defaults(), steps=24)
+    on = maximize(lenet.module, lenet.preprocessing, edge, config)[0]
+    plain = maximize(lenet.module, lenet.preprocessing, edge, replace(config, redirect=0))[0]
+    assert torch.equal(on.pixels, plain.pixels)
+
+
+def test_a_saturating_relu6_unit_at_its_ceiling_counts_as_converged(lite0, lenet):
+    """lite0's `_relu0` is a ReLU6: where real images already drive a unit to 6, no picture
+    can beat them, so a picture that reaches 6 counts as converged (and one below 6 still does
+    not); unbounded layers keep the strict 'above the data's best'."""
+    from dataclasses import replace
+
+    from torch import nn
+
+    from cnntool.tasks.maximize import unit_records
+    from cnntool.tasks.maximize.judge import check_picture, output_ceiling
+
+    assert output_ceiling(lite0.module, "_relu0") == 6.0
+    assert output_ceiling(lenet.module, "relu1") is None
+    assert output_ceiling(nn.Sequential(nn.Hardtanh(-1.0, 2.5)), "0") == 2.5
+    picture = np.random.default_rng(0).random((3, 16, 16))
+    assert check_picture(picture, 6.0, 6.0).reason == "below the data's best"
+    assert check_picture(picture, 6.0, 6.0, ceiling=6.0).converged
+    assert check_picture(picture, 5.9, 6.0, ceiling=6.0).reason == "below the data's best"
+    assert check_picture(picture, 3.0, 2.0, ceiling=6.0).converged
+    # maximize hands the ceiling on with each picture, the records judge by it
+    small = type(lite0.preprocessing)(crop=(64, 64), resize=64, mean=(0.5,) * 3, std=(0.5,) * 3)
+    goal = objective(lite0.module, "channel", [0], "_relu0")
+    result = maximize(lite0.module, small, goal, with_overrides(imagenet_defaults(), steps=2))[0]
+    assert (
+        result.ceiling == 6.0
+        and maximize(
+            lenet.module,
+            lenet.preprocessing,
+            objective(lenet.module, "channel", [0], "relu1"),
+            with_overrides(small_defaults(), steps=1),
+        )[0].ceiling
+        is None
+    )
+    at_six = replace(result, pixels=torch.from_numpy(picture).float(), value=6.0)
+    records = unit_records(
+        [at_six, replace(at_six, ceiling=None)],
+        goal,
+        imagenet_defaults(),
+        str,
+        (),
+        torch.tensor([6.0, 6.0]),
+    )
+    assert [r["failure"] for r in records] == [None, "below the data's best"]
+    # the microscope checks the picture's peak against the scan's max at any position
+    from types import SimpleNamespace
+
+    from cnntool.tasks.microscope.pictures import Visualization, checked
+
+    shown = [Visualization(picture, 6.0, ceiling=6.0), Visualization(picture, 6.0)]
+    units = [SimpleNamespace(max=6.0)] * 2
+    assert [v.failure for v in checked(shown, units)] == [None, "below the data's best"]
 
 
 def test_microscope_thumbnail_recipe_is_smaller_seeded_and_chosen_by_input(lite0, lenet):

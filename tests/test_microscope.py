@@ -24,6 +24,7 @@ from cnntool.tasks.microscope.histogram import FINEST
 from tests import chromium
 from tests.helpers import ROOT, InProcess
 from tests.microscope_models import CLASSES, LEVELS, MISLABELLED, write_grey_images
+from tests.pixels import png
 
 DIGITS_PER_CLASS = 6
 TOP = 4
@@ -458,12 +459,29 @@ def test_attack_page_equals_the_attack_sweep(lenet_site, digits):
     assert 1 <= len(attack["triptychs"]) <= 3
 
 
+def _assert_filter_sheet(sheet: np.ndarray) -> None:
+    """The first layer page's filters: `visualize filters --tiles outputs`'s sheet of LeNet's
+    conv1 (one input channel): each 3×3 filter a blue–white–red tile of 16-px squares scaled
+    by its own largest |weight|, the title in DejaVu Sans and a colour bar beside them."""
+    from cnntool.core.loading.zoo import load_builtin
+    from cnntool.io.grids import colorize, symmetric_scale
+    from tests.pixels import colour_bars, find, find_styled_text
+
+    weights = load_builtin("lenet5-mnist").conv1.weight.detach().numpy()
+    assert find_styled_text(sheet[:40], "lenet5-mnist conv1 · 3×3", 17, bold=True)
+    for k in (0, 31):
+        tile = np.rint(colorize(symmetric_scale(weights[k, 0]), "RdBu_r") * 255).astype(np.uint8)
+        assert len(find(sheet, np.kron(tile, np.ones((16, 16, 1), np.uint8)), tolerance=1)) == 1
+    assert colour_bars(sheet, "RdBu_r")
+
+
 def test_site_records_and_size(lenet_site):
     from cnntool.io.site import LayerPage, Site
 
     site = Site.from_dict(_read(lenet_site / "index.json"))
     assert [layer.name for layer in site.layers] == ["relu1", "relu2", "relu3", "linear2"]
     assert site.layers[0].filters_image == "layers/relu1/filters.png"
+    _assert_filter_sheet(png(lenet_site / "layers/relu1/filters.png"))
     for name in ("relu1", "relu2", "relu3"):
         page = LayerPage.from_dict(_read(lenet_site / f"layers/{name}.json"))
         assert [u.index for u in page.units] == list(range(UNITS)) and page.top == TOP

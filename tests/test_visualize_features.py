@@ -270,9 +270,11 @@ def test_feature_maps_equal_the_layer_output_and_top_orders_by_mean():
 
 
 def test_activations_cli(tmp_path):
-    """lenet5 conv1 on digit 7: the input an exact 8× block upscale of the digit; 8 maps of
-    28×28, each an exact 3× block upscale in one shared viridis scale (the colour bar's ends:
-    the maps' min and max), labelled with channel and mean (the records' numbers)."""
+    """lenet5 conv1 on digit 7 (a signed layer): the input an exact 8× block upscale of the
+    digit; 8 maps of 28×28, each an exact 3× block upscale on one shared blue–white–red scale
+    centred on 0 whose ends are ± the 99.5th percentile of |a| over the maps (the colour bar's
+    numbers; the values beyond in the end colours and an arrow past each end they pass),
+    labelled with channel and mean (the records' numbers)."""
     from matplotlib import colormaps
 
     from cnntool.core.loading.models import load_model
@@ -312,8 +314,11 @@ def test_activations_cli(tmp_path):
         loaded.module, loaded.preprocessing.normalize(x), "conv1", channels=range(8)
     ).maps.numpy()
     low, high = maps.min(), maps.max()
+    top = float(np.percentile(np.abs(maps), 99.5))
+    assert low < 0 and top < 0.9 * max(high, -low)  # signed, and a few values are clipped
     for c, record in enumerate(records):
-        tile = to_uint8(colormaps["viridis"]((maps[c] - low) / (high - low))[..., :3])
+        shown = np.clip((maps[c] + top) / (2 * top), 0, 1)
+        tile = to_uint8(colormaps["RdBu_r"](shown)[..., :3])
         hits = find(pixels, np.kron(tile, np.ones((3, 3, 1), np.uint8)), tolerance=1)
         assert len(hits) == 1, c
         x0, y0 = hits[0]
@@ -322,14 +327,33 @@ def test_activations_cli(tmp_path):
             f"{record['channel']}: {record['mean']:.2g}",
             15,
         ), record
-    ((bx, top, bottom),) = colour_bars(pixels, "viridis")[:1]
-    assert find_styled_text(pixels[:, bx:], number(high), 13) and find_styled_text(
-        pixels[:, bx:], number(low), 13
+    bars = colour_bars(pixels, "RdBu_r")
+    bx, bar_top, bar_bottom = bars[len(bars) // 2]  # the bar's middle column
+    assert find_styled_text(pixels[:, bx:], number(top), 13) and find_styled_text(
+        pixels[:, bx:], number(-top), 13
     )
-    assert (pixels[top:bottom, bx + 4 :].min(axis=-1) < 100).sum() > 50  # the bar's label
-    assert find_styled_text(
-        pixels[:40], "lenet5-mnist conv1: 8 of 32 feature maps (one colour scale)", 17, bold=True
-    )
+    ends = to_uint8(colormaps["RdBu_r"](np.array([1.0, 0.0]))[:, :3])
+    for clipped, y, end in (
+        (high > top, bar_top - 6, ends[0]),
+        (low < -top, bar_bottom + 5, ends[1]),
+    ):
+        assert (np.abs(pixels[y, bx].astype(int) - end).max() <= 2) == clipped  # the arrow
+    assert (pixels[bar_top:bar_bottom, bx + 4 :].min(axis=-1) < 100).sum() > 50  # the bar's label
+    title = "lenet5-mnist conv1: 8 of 32 feature maps (one colour scale, to the 99.5th percentile"
+    assert find_styled_text(pixels[:40], title, 17, bold=True)
+    # --percentile 100: the ends are ± the largest |a|, nothing clipped, no arrow
+    whole = tmp_path / "whole.png"
+    args = ["visualize", "activations", "lenet5-mnist", "mnist-5k", "--index", "7"]
+    args += ["--layer", "conv1", "--channels", "0-7", "--percentile", "100", "-q"]
+    assert cli(*args, "-o", whole).exit_code == 0
+    whole = png(whole)
+    bars = colour_bars(whole, "RdBu_r")
+    bx, bar_top, bar_bottom = bars[len(bars) // 2]
+    largest = float(np.abs(maps).max())
+    assert find_styled_text(whole[:, bx:], number(largest), 13)
+    assert (whole[bar_top - 6, bx] == 255).all() and (whole[bar_bottom + 5, bx] == 255).all()
+    tile = to_uint8(colormaps["RdBu_r"]((maps[2] + largest) / (2 * largest))[..., :3])
+    assert len(find(whole, np.kron(tile, np.ones((3, 3, 1), np.uint8)), tolerance=1)) == 1
     # --normalize map: each map on its own; the bar says min … max instead of numbers
     each = tmp_path / "each.png"
     assert (
@@ -361,6 +385,38 @@ def test_activations_cli(tmp_path):
     )
     with pytest.raises(CnnToolError, match="unknown layer 'nope'"):
         cli("visualize", "activations", "lenet5-mnist", "mnist-5k", "--layer", "nope", "-o", out)
+
+
+def test_one_hot_pixel_no_longer_washes_the_shared_scale_out():
+    """16 maps of unit noise and one pixel at 1000: on the maps' min … max every map is one
+    flat colour (the old shared scale); on ± the 99.5th percentile of |a| they keep their
+    contrast, the values beyond it are counted at each end (an arrow on the bar for each end
+    passed) and the bar's label says how many and how far they go."""
+    from cnntool.io.figure_style import number
+    from cnntool.io.layer_grids import shared_range
+
+    maps = np.random.default_rng(0).normal(size=(16, 12, 12))
+    maps[3, 5, 5] = 1000.0
+    shared = shared_range(maps)
+    top = float(np.percentile(np.abs(maps), 99.5))
+    assert shared.high == pytest.approx(top) and top < 3.5 and shared.low == -shared.high
+    assert (shared.above, shared.below) == ((maps > top).sum(), (maps < -top).sum())
+    assert shared.above >= 1 and shared.below >= 1 and shared.extend == "both"
+    share = 100 * (shared.above + shared.below) / maps.size
+    assert 0.4 < share < 0.6 and shared.largest == 1000.0
+    assert shared.description == (
+        f"activation, one scale ±{number(top)}; {share:.2g}% beyond it, up to ±1e+03"
+    )
+    old = (maps[0] - maps.min()) / (maps.max() - maps.min())
+    assert old.std() < 0.002 and shared.scaled(maps[0]).std() > 0.1
+    assert shared.scaled(maps)[3, 5, 5] == 1.0 and shared.scaled(maps).min() >= 0
+    rectified = shared_range(np.maximum(maps, 0))  # no negative value: from 0, one arrow
+    assert rectified.low == 0 and rectified.extend == "max" and not rectified.signed
+    assert "one scale 0 … " in rectified.description
+    none = shared_range(maps, 100.0)  # the largest |a|: nothing beyond, no arrow
+    assert (none.high, none.extend, none.above + none.below) == (1000.0, "neither", 0)
+    flat = shared_range(np.zeros((2, 4, 4)))  # nothing to scale: a range of 1, no arrow
+    assert (flat.low, flat.high, flat.extend) == (0.0, 1.0, "neither")
 
 
 # ---------------------------------------------------------------------------------------------

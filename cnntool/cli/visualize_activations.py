@@ -44,15 +44,25 @@ Examples:
     help="Without --channels/--top: show at most this many (the most active).",
 )
 @click.option(
-    "--cmap", default="viridis", show_default=True, help="A matplotlib colormap, or gray."
+    "--cmap",
+    help="A matplotlib colormap, or gray (default: viridis; RdBu_r centred on 0 for a layer "
+    "with negative values on one scale).",
 )
 @click.option(
     "--normalize",
     type=click.Choice(["layer", "map"]),
     default="layer",
     show_default=True,
-    help="One colour scale for all maps shown (their min to max, on the colour bar), or each "
-    "map by its own min/max.",
+    help="One colour scale for all maps shown (0 or −P … P, P a percentile of |activation| "
+    "over them, on the colour bar), or each map by its own min/max.",
+)
+@click.option(
+    "--percentile",
+    type=click.FloatRange(50, 100),
+    default=99.5,
+    show_default=True,
+    help="With --normalize layer: the percentile of |activation| at the scale's ends; values "
+    "beyond are drawn in the end colours (arrows on the bar). 100: the largest |activation|.",
 )
 @click.option(
     "--scale",
@@ -75,13 +85,15 @@ def activations_command(
     max_maps,
     cmap,
     normalize,
+    percentile,
     scale,
     fmt,
     model_request,
 ):
     """Feature maps of LAYER for one image (Zeiler & Fergus 2014), beside the model's input,
-    each labelled with its channel and mean, with a colour bar (one scale for all maps unless
-    --normalize map). IMAGE is a file, or a folder/list/sample set."""
+    each labelled with its channel and mean, with a colour bar (one scale for all maps, to the
+    99.5th percentile of |activation|, unless --normalize map). IMAGE is a file, or a
+    folder/list/sample set."""
     from cnntool.cli.dataset_scan import guard
     from cnntool.core.data import open_data
     from cnntool.io.layer_grids import activation_records, activations_picture
@@ -106,7 +118,13 @@ def activations_command(
         )
     save_image(
         activations_picture(
-            result, pixels, loaded.name, cmap=cmap, normalize=normalize, scale=scale
+            result,
+            pixels,
+            loaded.name,
+            cmap=cmap,
+            normalize=normalize,
+            percentile=percentile,
+            scale=scale,
         ),
         out,
     )

@@ -126,6 +126,12 @@ Examples:
     "--blur-sigma", type=click.FloatRange(0, min_open=True), help="Blur sigma, px (default 0.5)."
 )
 @click.option(
+    "--redirect",
+    type=click.IntRange(0),
+    help="The first N steps backprop through ReLUs by Lucid's redirected rule, so that a unit "
+    "that is off at the start still gets a gradient (default 16 for small inputs, else 0).",
+)
+@click.option(
     "--judge",
     metavar="MODEL|none",
     help="A second model that ranks each class image, as saved (default: efficientnet_"
@@ -146,6 +152,15 @@ Examples:
     help="PNG of the labelled grid; "
     "each unit also gets OUTPUT-STEM_unitN.png beside it (and _importance.png/.npy with maco).",
 )
+@click.option(
+    "--figure-scale",
+    type=click.Choice(["1", "2"]),
+    default="1",
+    show_default=True,
+    callback=lambda ctx, param, value: int(value),
+    help="2: the grid at twice the size (text, tiles, gaps), for print and slides "
+    "(--scale is the random zoom).",
+)
 @shared_options(records_format_option)
 def maximize_command(
     model,
@@ -161,6 +176,7 @@ def maximize_command(
     judge,
     data,
     output,
+    figure_scale,
     fmt,
     model_request,
     scan,
@@ -176,7 +192,7 @@ def maximize_command(
     from cnntool.errors import CnnToolError
     from cnntool.io.figures import pixels_to_image
     from cnntool.io.outputs import InputFiles
-    from cnntool.io.synthesized import pictures, save_pictures, table_columns
+    from cnntool.io.synthesized import grid_title, pictures, save_pictures, table_columns
     from cnntool.tasks.maximize import (
         judge_class_images,
         maximize,
@@ -241,7 +257,12 @@ def maximize_command(
     )
     records = unit_records(results, goal, config, loaded.class_name, verdicts, best)
     shown_start = pixels_to_image(first.numpy()) if first is not None and accentuate else None
-    save_pictures(output, pictures(images, records, [r.importance for r in results], shown_start))
+    save_pictures(
+        output,
+        pictures(images, records, [r.importance for r in results], shown_start),
+        title=grid_title(loaded.name, goal, config),
+        scale=figure_scale,
+    )
     write_records(records, fmt)
     console.show_table(f"maximize {loaded.name}", table_columns(goal.kind, records), records)
     console.info(f"wrote {output} and {len(results)} unit image(s) beside it")

@@ -419,8 +419,29 @@ def _deconv(_act: _Rectifier, _x: Tensor, _out: Tensor, grad: Tensor) -> Tensor:
     return grad.clamp(min=0)
 
 
-_BUILTIN_RULES = {"plain": _plain, "guided": _guided, "deconv": _deconv}
-_RULE_NAMES = {"guided": "guided backprop", "deconv": "deconvnet"}
+def _redirected(act: _Rectifier, x: Tensor, _out: Tensor, grad: Tensor) -> Tensor:
+    """Lucid's redirected ReLU (lucid.misc.redirected_relu_grad), for gradient *descent* on a
+    loss: the true gradient, except for an image (the first dimension) whose true gradient is
+    zero everywhere in this activation, e.g. the unit an image maximizes is off at the start.
+    There the gradient passes as if the activation were the identity, but never where descent
+    would push an input further out of the pass-through range (below `lower` with grad > 0,
+    above `upper` with grad < 0), so the input is brought back to where the unit can fire."""
+    true = grad * act.derivative(x)
+    outward = ((x <= act.lower) & (grad > 0)) | ((x >= act.upper) & (grad < 0))
+    redirected = grad.masked_fill(outward, 0.0)
+    if x.dim() < 2:
+        return redirected if not true.any() else true
+    stuck = ~true.flatten(1).ne(0).any(1)
+    return torch.where(stuck.view(-1, *([1] * (x.dim() - 1))), redirected, true)
+
+
+_BUILTIN_RULES = {
+    "plain": _plain,
+    "guided": _guided,
+    "deconv": _deconv,
+    "redirected": _redirected,
+}
+_RULE_NAMES = {"guided": "guided backprop", "deconv": "deconvnet", "redirected": "redirected ReLU"}
 
 
 @dataclass(frozen=True)
@@ -613,7 +634,8 @@ def substitute_activation_backward(
     """While active, every rectifying activation computed backprops by `rule`.
 
     `rule`: "guided" (Springenberg 2015), "deconv" (Zeiler & Fergus 2014), "plain" (the true
-    gradient, a control), or a callable(input, output, grad_output) -> grad_input.
+    gradient, a control), "redirected" (Lucid's redirected ReLU, for activation maximization:
+    see `_redirected`), or a callable(input, output, grad_output) -> grad_input.
     Covered: nn.ReLU / ReLU6 / Hardtanh / LeakyReLU modules (in-place and reused ones too) and
     F.relu, torch.relu(_), Tensor.relu(_), F.relu6, F.hardtanh(_), F.leaky_relu(_) and
     clamp/clip/clamp_min with min=0 and no max — every call made while the block is active,

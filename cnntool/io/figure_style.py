@@ -2,10 +2,9 @@
 DejaVu Sans (the TrueType font matplotlib ships, so no download), text at least 11 px high at
 1× and twice everything at `scale` 2, titles, gaps and 1-px frames between tiles, a colour bar
 with its value range beside every heat map, and whole-number nearest-neighbour enlargement for
-pixel-level images (a 3×3 kernel stays nine sharp squares; nothing is smoothed).
-
-`FigureStyle(truetype=False)` is the older look (PIL's bitmap font, 2-px gaps, no frames) that
-the grids of other commands still use until they opt in.
+pixel-level images (a 3×3 kernel stays nine sharp squares; nothing is smoothed). Every PNG
+that PIL draws text on goes through here (filters, activations, deconv, top patches, maximize's
+grids, the microscope's filter sheets); the matplotlib charts use the same font.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -27,18 +27,13 @@ _LABEL_PX, _TITLE_PX, _SMALL_PX = 15, 17, 13  # font sizes at 1×: the ink of di
 
 
 @functools.lru_cache(maxsize=16)
-def font(size: int, bold: bool = False):
-    """DejaVu Sans at `size` px (matplotlib's copy); PIL's scalable default if that is missing."""
-    try:
-        from matplotlib import font_manager
+def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans at `size` px: the copy matplotlib (a dependency) ships in its data folder,
+    read by path, so no font cache is built and every machine draws the same glyphs."""
+    import matplotlib
 
-        path = font_manager.findfont(
-            font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal"),
-            fallback_to_default=True,
-        )
-        return ImageFont.truetype(path, size)
-    except Exception:  # noqa: BLE001 - no matplotlib, or a broken font cache: still scalable
-        return ImageFont.load_default(size)
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
 
 
 @dataclass(frozen=True)
@@ -46,41 +41,42 @@ class FigureStyle:
     """Sizes of one figure; `scale` 2 doubles every length (print, HiDPI slides)."""
 
     scale: int = 1
-    truetype: bool = True
 
     def px(self, length: float) -> int:
         return int(round(length * self.scale))
 
     @property
     def gap(self) -> int:
-        return self.px(6) if self.truetype else 2
+        return self.px(6)
 
     @property
     def label_font(self):
-        return font(self.px(_LABEL_PX)) if self.truetype else ImageFont.load_default()
+        return font(self.px(_LABEL_PX))
 
     @property
     def small_font(self):
-        return font(self.px(_SMALL_PX)) if self.truetype else ImageFont.load_default()
+        return font(self.px(_SMALL_PX))
+
+    @property
+    def small_bold_font(self):
+        return font(self.px(_SMALL_PX), bold=True)
 
     @property
     def title_font(self):
-        return font(self.px(_TITLE_PX), bold=True) if self.truetype else ImageFont.load_default()
+        return font(self.px(_TITLE_PX), bold=True)
 
     @property
     def label_height(self) -> int:
-        return self.px(_LABEL_PX + 5) if self.truetype else 12
+        """One line of label text (a grid's label row holds one per line)."""
+        return self.px(_LABEL_PX + 5)
 
     @property
     def title_height(self) -> int:
-        return self.px(_TITLE_PX + 9) if self.truetype else 16
+        return self.px(_TITLE_PX + 9)
 
     @property
-    def frame(self) -> tuple[int, int, int] | None:
-        return FRAME if self.truetype else None
-
-
-LEGACY = FigureStyle(truetype=False)
+    def frame(self) -> tuple[int, int, int]:
+        return FRAME
 
 
 def style_for(scale: int = 1) -> FigureStyle:
@@ -100,6 +96,18 @@ def fitted(text: str, width: int, font_) -> str:
     while len(text) > 1 and text_width(text + "…", font_) > width:
         text = text[:-1]
     return text + "…"
+
+
+def wrapped(text: str, width: int, font_) -> list[str]:
+    """`text` broken into lines at spaces so that each fits in `width` px; a single word
+    that is still too wide is cut with '…' (`fitted`)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and text_width(lines[-1] + " " + word, font_) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return [fitted(line, width, font_) for line in lines] or [""]
 
 
 def enlarged(image: Image.Image, longest: int) -> Image.Image:
@@ -155,12 +163,19 @@ def colorbar(
     style: FigureStyle,
     label: str = "",
     ticks: list[tuple[float, str]] | None = None,
+    extend: str = "neither",
 ) -> Image.Image:
     """A vertical colour bar `height` px tall: the colour map from `low` (bottom) to `high`
     (top) in a dark frame, tick labels (default: low, high and 0 when it lies between) to its
-    right, and `label` written upwards beside them."""
+    right, and `label` written upwards beside them. `extend` "max", "min" or "both" puts a
+    triangle of the end colour past that end (matplotlib's extend arrows): values beyond it
+    were clipped to that colour."""
     bar_w, tick_font = style.px(14), style.small_font
-    ramp = np.linspace(1.0, 0.0, max(2, height - 2))[:, None].repeat(bar_w - 2, axis=1)
+    tip = style.px(10)
+    top_tip = tip if extend in ("max", "both") else 0
+    bottom_tip = tip if extend in ("min", "both") else 0
+    ramp_h = max(4, height - top_tip - bottom_tip)
+    ramp = np.linspace(1.0, 0.0, ramp_h - 2)[:, None].repeat(bar_w - 2, axis=1)
     strip = Image.fromarray(np.rint(colorize(ramp, cmap) * 255).astype(np.uint8))
     if ticks is None:
         ticks = [(high, number(high)), (low, number(low))]
@@ -173,11 +188,27 @@ def colorbar(
     tall = max(height + 2 * ascent, label_img.height if label_img else 0)
     canvas = Image.new("RGB", (width + 1, tall), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    canvas.paste(strip, (1, ascent + 1))
-    draw.rectangle((0, ascent, bar_w - 1, ascent + height - 1), outline=(60, 60, 60))
+    top = ascent + top_tip  # the ramp's frame
+    canvas.paste(strip, (1, top + 1))
+    edge = (60, 60, 60)
+    draw.rectangle((0, top, bar_w - 1, top + ramp_h - 1), outline=edge)
+    ends = np.rint(colorize(np.array([[1.0, 0.0]]), cmap)[0] * 255).astype(int)
+    if top_tip:
+        draw.polygon(
+            [(0, top), (bar_w - 1, top), ((bar_w - 1) / 2, ascent)],
+            fill=tuple(ends[0]),
+            outline=edge,
+        )
+    if bottom_tip:
+        bottom = top + ramp_h - 1
+        draw.polygon(
+            [(0, bottom), (bar_w - 1, bottom), ((bar_w - 1) / 2, bottom + bottom_tip)],
+            fill=tuple(ends[1]),
+            outline=edge,
+        )
     span = (high - low) or 1.0
     for value, text in ticks:
-        y = ascent + 1 + round((high - value) / span * (height - 3))
+        y = top + 1 + round((high - value) / span * (ramp_h - 3))
         draw.line((bar_w, y, bar_w + style.px(3) - 1, y), fill=INK)
         draw.text((bar_w + style.px(4), y), text, fill=INK, font=tick_font, anchor="lm")
     if label_img is not None:

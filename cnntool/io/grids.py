@@ -1,7 +1,7 @@
-"""Image grids: tiles in rows with a thin gap and a label under each, colormaps, transparency.
+"""Image grids: tiles in rows with gaps and a label under each, colormaps, transparency.
 
-PIL only; a matplotlib colormap is used when matplotlib is installed (else gray). Tiles are
-upscaled with nearest neighbour so that a 3x3 kernel stays visibly 3x3.
+Drawn with PIL in io.figure_style's look (DejaVu Sans, frames, gaps). Tiles are upscaled with
+nearest neighbour so that a 3x3 kernel stays visibly 3x3.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cnntool.io.figure_style import LEGACY, FigureStyle, fitted, text_width
+from cnntool.io.figure_style import FigureStyle, fitted, text_width
 from cnntool.io.figures import to_uint8
 from cnntool.io.writers import save_image
 
@@ -56,33 +56,39 @@ def grid(
     title: str | None = None,
     border: tuple[int, int, int] | None = None,
     style: FigureStyle | None = None,
+    fit_labels: bool = False,
 ) -> Image.Image:
-    """Tiles in a grid, each scaled to `tile_size` px on its longer side (nearest neighbour;
-    default: the largest tile's size) in cells as wide and tall as the largest scaled tile
-    (square tiles: square cells), a label under each, cut with '…' to the cell's width.
+    """Tiles in a grid, each scaled to `tile_size` px at 1× (times `style.scale`) on its longer
+    side (nearest neighbour; default: the largest tile's size, unscaled) in cells as wide and
+    tall as the largest scaled tile (square tiles: square cells), a label under each.
     Default columns: a grid about as wide as tall. A tile None is an empty cell (the layout
     stays regular); `border` draws a 1-px frame of that colour on the edge of each cell with a
-    tile (the gaps between cells stay background).
+    tile (the gaps between cells stay background), else `style`'s grey frame goes just outside
+    each tile (never over its pixels).
 
-    `style` (io.figure_style.FigureStyle): its font, gaps and title row, and a 1-px grey frame
-    just outside each tile (never over its pixels); `tile_size` is then in 1× pixels and
-    multiplied by its scale. Without it, the older bitmap-font look."""
-    style = style or LEGACY
+    A label may have several lines ("\n"); every cell gets the label row of the longest. A line
+    wider than its cell is cut with '…', unless `fit_labels`: then the cells widen to the
+    widest line, so that no label is cut. `style` (io.figure_style.FigureStyle, default 1×)
+    gives the font, gaps and title row."""
+    style = style or FigureStyle()
     images = [None if t is None else to_image(t) for t in tiles]
     if not any(im is not None for im in images):
         raise ValueError("a grid needs at least one tile")
     size = (
-        tile_size * (style.scale if style.truetype else 1)
+        tile_size * style.scale
         if tile_size
         else max(max(im.size) for im in images if im is not None)
     )
     shown = [None if image is None else _scaled(image, size) for image in images]
+    gap, font, title_font = style.gap, style.label_font, style.title_font
+    lines = [str(label).split("\n") for label in labels] if labels else []
     cell_w = max(im.width for im in shown if im is not None)
+    if fit_labels and lines:
+        cell_w = max([cell_w] + [text_width(line, font) + 2 for text in lines for line in text])
     cell_h = max(im.height for im in shown if im is not None)
     columns = columns or max(1, math.ceil(math.sqrt(len(images) * cell_h / cell_w) - 1e-9))
     rows = math.ceil(len(images) / columns)
-    gap, font, title_font = style.gap, style.label_font, style.title_font
-    label_h = style.label_height if labels else 0
+    label_h = style.label_height * max((len(text) for text in lines), default=0)
     title_h = style.title_height if title else 0
     width = columns * (cell_w + gap) + gap
     if title:  # never clip the title
@@ -91,9 +97,7 @@ def grid(
     canvas = Image.new("RGB", (width, height), _BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text(
-            (gap, 2 if not style.truetype else style.px(3)), title, fill=(0, 0, 0), font=title_font
-        )
+        draw.text((gap, style.px(3)), title, fill=(0, 0, 0), font=title_font)
     for n, image in enumerate(shown):
         row, column = divmod(n, columns)
         x = gap + column * (cell_w + gap)
@@ -103,22 +107,18 @@ def grid(
             canvas.paste(image, (left, top))
             if border is not None:
                 draw.rectangle((x, y, x + cell_w - 1, y + cell_h - 1), outline=border)
-            elif style.frame is not None:
+            else:
                 draw.rectangle(
                     (left - 1, top - 1, left + image.width, top + image.height), outline=style.frame
                 )
-        if labels:
-            text = fitted(str(labels[n]), cell_w, font)
-            if style.truetype:
-                draw.text(
-                    (x + cell_w // 2, y + cell_h + style.px(2)),
-                    text,
-                    fill=(0, 0, 0),
-                    font=font,
-                    anchor="mt",
-                )
-            else:
-                draw.text((x, y + cell_h), text, fill=(0, 0, 0), font=font)
+        for k, line in enumerate(lines[n] if lines else []):
+            draw.text(
+                (x + cell_w // 2, y + cell_h + style.px(2) + k * style.label_height),
+                fitted(line, cell_w, font),
+                fill=(0, 0, 0),
+                font=font,
+                anchor="mt",
+            )
     return canvas
 
 
@@ -172,8 +172,8 @@ def stacked(
     style: FigureStyle | None = None,
 ) -> Image.Image:
     """Images in one column, left aligned (e.g. one row of panels per unit), each under its
-    label when `labels` are given (in `style`'s font)."""
-    style = style or LEGACY
+    label when `labels` are given (in `style`'s font, default 1×)."""
+    style = style or FigureStyle()
     label_h = style.label_height if labels else 0
     height = sum(im.height + label_h for im in images) + gap * (len(images) - 1)
     width = max(im.width for im in images)

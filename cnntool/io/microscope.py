@@ -20,8 +20,9 @@ from PIL import Image
 
 from cnntool.errors import CnnToolError
 from cnntool.io.figures import perturbation_pixels, pixels_to_image
-from cnntool.io.grids import grid, side_by_side, symmetric_scale
+from cnntool.io.grids import side_by_side
 from cnntool.io.image_map import LazyImages, tolerant
+from cnntool.io.layer_grids import filter_sheet
 from cnntool.io.overlays import projection_image
 from cnntool.io.site import layout
 from cnntool.io.site.images import (
@@ -233,21 +234,13 @@ class MicroscopeSite:
         )
 
     def _filters(self, view) -> str:
-        """The first convolution's filters as a PNG grid: RGB tiles for 3 input channels, else
-        one gray tile per filter (the mean over its inputs), 0 at mid-grey."""
-        weights = view.filters
-        outputs, inputs, kh, kw = weights.shape
-        if inputs == 3:
-            tiles = [symmetric_scale(w.transpose(1, 2, 0)) for w in weights]
-        else:
-            tiles = [symmetric_scale(w.mean(axis=0)) for w in weights]
+        """The first convolution's filters as a PNG sheet, `visualize filters --tiles outputs`'s
+        look (io.layer_grids.filter_sheet): RGB tiles for 3 input channels (0 at mid-grey),
+        else one tile per filter (the mean over its inputs) in blue–white–red with its colour
+        bar, each scaled by its own largest |weight|."""
+        conv = getattr(view.plan.point, "layer", None) or view.name
+        picture = filter_sheet(view.filters, f"{self.model.name} {conv}", tiles="outputs")
         path = layout.filters_image(view.name)
-        picture = grid(
-            tiles,
-            [str(i) for i in range(outputs)],
-            columns=min(outputs, 16),
-            tile_size=max(32, 8 * max(kh, kw)),
-        )
         with atomic_path(self.folder / path) as temp:
             picture.save(temp, format="PNG")
         return path

@@ -53,19 +53,37 @@ def save_unit_bars(
 
 
 def save_correlation_heatmap(path: str | Path, correlation: np.ndarray, *, title: str) -> None:
-    """r between units as a diverging heat map from −1 to 1 (NaN, a constant unit, in gray)."""
+    """Pearson r between units as a heat map in figure_style's diverging colours (blue −1,
+    white 0, red +1) with a labelled colour bar; a pair with no r (a constant unit: NaN) is
+    hatched grey and the legend says so, so it cannot pass for r ≈ 0."""
+    from matplotlib.patches import Patch, Rectangle
+
+    from cnntool.io.figure_style import DIVERGING
+
     shown = correlation[:HEATMAP_MAX_UNITS, :HEATMAP_MAX_UNITS]
     if correlation.shape[0] > HEATMAP_MAX_UNITS:
         title += f" (first {HEATMAP_MAX_UNITS} of {correlation.shape[0]} units)"
-    figure = new_figure(width=6.4, height=5.6)
+    figure = new_figure(width=6.4, height=5.8)
     axes = figure.add_subplot(1, 1, 1)
     image = axes.imshow(
-        np.ma.masked_invalid(shown), cmap="coolwarm", vmin=-1, vmax=1, interpolation="nearest"
+        np.ma.masked_invalid(shown), cmap=DIVERGING, vmin=-1, vmax=1, interpolation="nearest"
     )
-    axes.set_facecolor("0.8")
-    axes.set_xlabel("unit")
-    axes.set_ylabel("unit")
-    axes.set_title(plot_text(title), fontsize=9)
-    figure.colorbar(image, ax=axes, label="r")
+    rows, cols = shown.shape
+    hatch = {"facecolor": "white", "edgecolor": "0.55", "hatch": "////", "linewidth": 0}
+    if not np.isfinite(shown).all():  # masked cells are transparent: the hatching shows
+        axes.add_patch(Rectangle((-0.5, -0.5), cols, rows, zorder=0, **hatch))
+        image.set_zorder(1)
+        axes.legend(
+            handles=[Patch(label="no r (a constant unit)", **hatch)],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.1),
+            frameon=False,
+            fontsize=9,
+        )
+    axes.set_xlabel("unit (channel index)")
+    axes.set_ylabel("unit (channel index)")
+    axes.set_title(plot_text(title), fontsize=10)
+    bar = figure.colorbar(image, ax=axes, ticks=[-1, -0.5, 0, 0.5, 1])
+    bar.set_label("Pearson r between the two units' activations")
     figure.tight_layout()
     save_figure(figure, path)

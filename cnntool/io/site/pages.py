@@ -347,8 +347,8 @@ def layer_page(site: Site, page: LayerPage) -> str:
         sheet = img(summary.filters_image, prefix, f"the filters of {page.name}", lazy=False)
         filters = (
             f'<figure class="filters panel">{sheet}'
-            f"<figcaption>The learned filters of {esc(page.name)} (0 is "
-            "mid-grey).</figcaption></figure>"
+            f"<figcaption>The learned filters of {esc(page.name)}, each scaled by its own "
+            "largest |weight| (0 is white; mid-grey on RGB tiles).</figcaption></figure>"
         )
     findings = [f for f in site.findings if f.layer == page.name]
     finding_html = (

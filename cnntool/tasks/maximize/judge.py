@@ -146,7 +146,8 @@ def unit_records(
                 best_on_data=round(best, 6),
                 relative=round(result.value / best, 4) if best > 0 else None,
             )
-        record.update(check_picture(result.pixels, result.value, best).to_record())
+        ceiling = getattr(result, "ceiling", None)
+        record.update(check_picture(result.pixels, result.value, best, ceiling).to_record())
         records.append(record)
     return records
 
@@ -162,6 +163,7 @@ def unit_records(
 FLAT_CONTRAST = 0.1
 
 NOT_CONVERGED = "did not converge"
+DEAD = "dead: never fires on DATA"  # the microscope's badge for the same finding
 
 
 def contrast(pixels) -> float:
@@ -179,15 +181,21 @@ def is_flat(pixels) -> bool:
 
 @dataclass(frozen=True)
 class Check:
-    """Whether a synthesized image is a result: `contrast` (see `contrast`), and `beats_data`
-    whether the unit's value on it is above its best on real data (None: not known). `reason`
-    is None for a result, else why it is not: "flat" or "below the data's best"."""
+    """Whether a synthesized image is a result: `contrast` (see `contrast`), `beats_data`
+    whether the unit's value on it is above its best on real data, or at the most the layer
+    can output (None: not known), and `dead` whether the unit is exactly 0 on every real image
+    and on the picture too (a rectified unit that never fires: there is nothing to draw).
+    `reason` is None for a result, else why it is not: DEAD, "flat" or "below the data's
+    best"."""
 
     contrast: float
     beats_data: bool | None = None
+    dead: bool = False
 
     @property
     def reason(self) -> str | None:
+        if self.dead:
+            return DEAD
         if self.contrast < FLAT_CONTRAST:
             return "flat"
         if self.beats_data is False:
@@ -211,10 +219,32 @@ class Check:
         }
 
 
-def check_picture(pixels, value: float | None = None, best: float | None = None) -> Check:
+def check_picture(
+    pixels, value: float | None = None, best: float | None = None, ceiling: float | None = None
+) -> Check:
     """The check of one synthesized image: flat or not, and, when the data's best `best` is
-    known, whether `value` (the unit on the image) is above it."""
+    known, whether `value` (the unit on the image) is above it. A layer that clamps its output
+    (ReLU6, Hardtanh: `ceiling`, see `output_ceiling`) cannot be beaten where the data already
+    reaches the clamp: there a value at the ceiling counts as beating the data. A unit whose
+    best is exactly 0 and that stays at 0 on the picture never fires at all: DEAD."""
     beats = None
     if value is not None and best is not None and math.isfinite(best):
-        beats = value > best
-    return Check(contrast(pixels), beats)
+        beats = value > best or (ceiling is not None and reaches(value, ceiling))
+    dead = best == 0 and value is not None and value <= 0
+    return Check(contrast(pixels), beats, dead)
+
+
+def reaches(value: float, ceiling: float) -> bool:
+    """Whether `value` is at `ceiling` (to float32 rounding: a clamped output is exact)."""
+    return value >= ceiling - 1e-6 * max(1.0, abs(ceiling))
+
+
+def output_ceiling(model: nn.Module, layer: str | None) -> float | None:
+    """The largest value `layer`'s output can take when the layer is a clamp (nn.ReLU6 and
+    nn.Hardtanh: its `max_val`), else None (no bound, or none that a value reaches exactly)."""
+    if layer is None:
+        return None
+    from cnntool.core.layers import resolve_layer
+
+    module = resolve_layer(model, layer)[1]
+    return float(module.max_val) if isinstance(module, nn.Hardtanh) else None

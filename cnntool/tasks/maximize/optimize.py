@@ -3,16 +3,18 @@ in one batch, and the objective's value for data images."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
-from cnntool.core.hooks import capture, preserved_state
+from cnntool.core.hooks import capture, preserved_state, substitute_activation_backward
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.errors import CnnToolError
 from cnntool.tasks.maximize.config import MaximizeConfig, Objective, Synthesized
+from cnntool.tasks.maximize.judge import output_ceiling
 from cnntool.tasks.maximize.parameterizations import ImagePrior, build_image
 from cnntool.tasks.maximize.transforms import penalized, random_view
 
@@ -73,7 +75,8 @@ def maximize(
             if importance is not None:
                 pixels.retain_grad()
             seen = random_view(penalized(pixels, config), config, generator)
-            values = score(preprocessing.normalize(seen))
+            with _rectifiers(model, step < config.redirect):
+                values = score(preprocessing.normalize(seen))
             if step == 0 and _penalized(config):
                 weight = float(score.positions)
             image.param.grad = None
@@ -92,6 +95,7 @@ def maximize(
             final = image.pixels().detach()
             values = score(preprocessing.normalize(final)).tolist()
             peaks = score.peaks.tolist()
+    ceiling = output_ceiling(model, goal.layer) if goal.kind != "class" else None
     return [
         Synthesized(
             unit=u,
@@ -100,9 +104,18 @@ def maximize(
             peak=float(peaks[k]),
             history=tuple(h[k] for h in history),
             importance=None if importance is None else importance[k].cpu(),
+            ceiling=ceiling,
         )
         for k, u in enumerate(goal.units)
     ]
+
+
+def _rectifiers(model: nn.Module, redirected: bool):
+    """The backward of the model's rectifiers for one step: Lucid's redirected rule (the
+    config's first `redirect` steps) or the true gradient."""
+    if not redirected:
+        return contextlib.nullcontext()
+    return substitute_activation_backward(model, "redirected")
 
 
 class _Adam:

@@ -88,25 +88,28 @@ def _crop(raw: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
 @dataclass(frozen=True)
 class Visualization:
     """A unit's feature visualization: C×H×W `pixels` in [0, 1], the unit's `peak` on it (its
-    largest value at any position, what the scan ranks hits by) and, once `checked`, why it
-    is not a result (`failure`: "flat", "below the data's best"; None: it is one)."""
+    largest value at any position, what the scan ranks hits by), the layer's `ceiling` and,
+    once `checked`, why it is not a result (`failure`: "flat", "below the data's best"; None:
+    it is one)."""
 
     pixels: np.ndarray
     peak: float | None = None
     contrast: float | None = None
     failure: str | None = None
+    ceiling: float | None = None  # the most the layer can output (ReLU6: 6), None: unbounded
 
 
 def checked(pictures: Sequence[Visualization], units) -> list[Visualization]:
     """Each picture with tasks.maximize's check: flat or not, and whether the unit's peak on it
-    is above its largest activation on DATA (`units`: the layer view's UnitViews, with `max`)."""
+    is above its largest activation on DATA (`units`: the layer view's UnitViews, with `max`),
+    or at the layer's ceiling (a saturating ReLU6 unit that reaches 6 where DATA does too)."""
     from dataclasses import replace
 
     from cnntool.tasks.maximize.judge import check_picture
 
     out = []
     for picture, unit in zip(pictures, units, strict=True):
-        check = check_picture(picture.pixels, picture.peak, unit.max)
+        check = check_picture(picture.pixels, picture.peak, unit.max, picture.ceiling)
         out.append(replace(picture, contrast=check.contrast, failure=check.reason))
     return out
 
@@ -164,7 +167,8 @@ def visualize_units(
             progress=progress,
         )
         pictures += [
-            Visualization(np.asarray(r.pixels.numpy(), dtype=np.float32), r.peak) for r in results
+            Visualization(np.asarray(r.pixels.numpy(), dtype=np.float32), r.peak, ceiling=r.ceiling)
+            for r in results
         ]
     return pictures
 
