@@ -60,12 +60,18 @@ class GramStack:
 
 
 def gram_matrices(
-    features: torch.Tensor, kernels: Sequence[str] = KERNELS, rbf_sigma: float = 1.0
+    features: torch.Tensor,
+    kernels: Sequence[str] = KERNELS,
+    rbf_sigma: float = 1.0,
+    *,
+    in_place: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The Gram matrices of one layer over one minibatch (`features`: n images × D), float64,
-    per kernel (diagonals as they come: GramStack.of zeroes them)."""
-    x = features.float()
-    x = x - x.mean(dim=0, keepdim=True)  # HSIC₁ is unchanged; float32 keeps its digits
+    per kernel (diagonals as they come: GramStack.of zeroes them). `in_place`: centre the
+    caller's float32 `features` in place instead of a copy."""
+    # centred (HSIC₁ is unchanged) so that the float32 product keeps its digits
+    mean = features.float().mean(dim=0, keepdim=True)
+    x = features.sub_(mean) if in_place else features.float() - mean
     linear = (x @ x.T).to(torch.float64)
     found = {}
     if "linear" in kernels:
@@ -134,13 +140,16 @@ def minibatch_hsic(
     features_b: Sequence[torch.Tensor] | None,
     kernels: Sequence[str] = KERNELS,
     rbf_sigma: float = 1.0,
+    *,
+    in_place: bool = False,
 ) -> MinibatchHsic:
     """HSIC₁ of one minibatch for every pair of layers: `features_a` (one n × D_i tensor per layer
-    of A), `features_b` likewise for B (None: A against itself)."""
-    grams_a = [gram_matrices(f, kernels, rbf_sigma) for f in features_a]
+    of A), `features_b` likewise for B (None: A against itself). `in_place`: the features are
+    float32 buffers of the caller's that may be centred in place."""
+    grams_a = [gram_matrices(f, kernels, rbf_sigma, in_place=in_place) for f in features_a]
     grams_b = None
     if features_b is not None:
-        grams_b = [gram_matrices(f, kernels, rbf_sigma) for f in features_b]
+        grams_b = [gram_matrices(f, kernels, rbf_sigma, in_place=in_place) for f in features_b]
     cross, self_a, self_b = {}, {}, {}
     for kernel in kernels:
         stack_a = GramStack.of([g[kernel] for g in grams_a])

@@ -59,17 +59,19 @@ class LayerRows:
             how = f"average-pooled to {self.shape[0]}×{self.grid[0]}×{self.grid[1]}"
         return f"{self.name} {shape}, {how} ({self.width:,} values)"
 
-    def rows(self, output: torch.Tensor) -> torch.Tensor:
-        """(B, width) float32, a new tensor (the output may be overwritten in place later)."""
+    def write(self, rows: torch.Tensor, output: torch.Tensor) -> None:
+        """Copy a batch's `output` (B, *shape) into `rows` (B, width, contiguous float32): pooled
+        first where `grid` says, else in one copy whatever the output's layout and dtype (the
+        output may be overwritten in place later, so nothing of it is kept)."""
         x = output.detach()
-        if x.ndim < 2:
+        if tuple(x.shape[1:]) != self.shape:
             raise CnnToolError(
-                f"layer '{self.name}' gives shape {tuple(x.shape)}, not (batch, values…); "
-                "pick another layer"
+                f"layer '{self.name}' gave shape {tuple(x.shape[1:])} for some images and "
+                f"{self.shape} for others"
             )
-        if self.grid is not None and x.ndim == 4:
-            x = torch.nn.functional.adaptive_avg_pool2d(x.float(), self.grid)
-        return torch.flatten(x, 1).to(torch.float32, copy=True)
+        if self.grid is not None:
+            x = torch.nn.functional.adaptive_avg_pool2d(x, self.grid)
+        rows.view(x.shape).copy_(x)
 
 
 def layer_rows(name: str, shape: Sequence[int], pool: str | int = "auto") -> LayerRows:
@@ -151,6 +153,12 @@ def output_shapes(loaded, names: Sequence[str], what: str) -> dict[str, tuple[in
     ):
         loaded.module.eval()  # observe puts the training flags back
         observer.run(zero)
+    flat = [name for name in names if name in shapes and not shapes[name]]
+    if flat:
+        raise CnnToolError(
+            f"layer {flat[0]} of {what} gives one value per batch, not per image; "
+            "pick another layer"
+        )
     missing = [name for name in names if name not in shapes]
     if missing:
         raise CnnToolError(

@@ -7,10 +7,11 @@ the split is the same on every run. Under torchrun rank r scans minibatches r, r
 (R ranks), so a minibatch is never split between ranks and its HSIC₁ is the one a single process
 computes; the per-minibatch values are gathered and summed in minibatch order (cka.HsicSums).
 
-Per scan batch (`--batch-size` images, fed to both models): each model's layer outputs become
-rows (layers.LayerRows) and are kept on the device until their minibatch is complete; then its
-Gram matrices and HSIC₁ values are computed and the rows dropped. Memory: one minibatch's rows
-of every layer (M × the layers' widths), whatever the size of DATA.
+Per scan batch (`--batch-size` images, fed to both models): each model's layer outputs are
+copied as rows (layers.LayerRows) into their minibatch's buffers on the device, inside the
+forward hook; once a minibatch is complete its Gram matrices and HSIC₁ values are computed and
+its buffers freed. Memory: one minibatch's rows of every layer (M × the layers' widths; two
+minibatches' when a batch straddles them), whatever the size of DATA.
 
 Two models with the same preprocessing get the same input tensors. Otherwise each reads the
 images with its own (a second stream over the same indices, in step with the first); an image
@@ -86,82 +87,115 @@ class Minibatches:
         return f"{self.count} minibatch{'es' if self.count > 1 else ''} of {size} images"
 
 
-class RowsConsumer(Consumer):
-    """A scan consumer keeping each observed layer's rows of the current batch."""
-
-    def __init__(self, layers: Sequence[LayerRows]):
-        self.plans = {layer.name: layer for layer in layers}
-        self.layers = tuple(self.plans)
-        self.found: dict[str, torch.Tensor] = {}
-
-    def begin(self, batch) -> None:
-        self.found = {}
-
-    def observe(self, layer: str, output: torch.Tensor) -> None:
-        self.found[layer] = self.plans[layer].rows(output)
-
-    def rows(self, keep: list[int] | None = None) -> list[torch.Tensor]:
-        """The batch's rows per layer, in layer order (`keep`: only these positions)."""
-        missing = [name for name in self.layers if name not in self.found]
-        if missing:
-            raise CnnToolError(f"layer {missing[0]} did not run in the forward pass")
-        rows = [self.found[name] for name in self.layers]
-        return rows if keep is None else [r[keep] for r in rows]
-
-
 class MinibatchCollector:
-    """Rows in, one MinibatchHsic out per complete minibatch (`done`). Rows arrive in scan order,
-    where each minibatch's rows are consecutive; a minibatch with fewer than 4 readable images
-    is dropped (counted in `dropped`)."""
+    """Rows in, one MinibatchHsic out per complete minibatch (`done`).
 
-    def __init__(self, minibatches: Minibatches, settings: CompareSettings, self_compare: bool):
-        self.minibatches, self.settings, self.self_compare = minibatches, settings, self_compare
-        self.current: int | None = None
-        self.pieces_a: list[list[torch.Tensor]] = []
-        self.pieces_b: list[list[torch.Tensor]] = []
+    Each minibatch being filled has one buffer per layer and side (A, and B unless A is compared
+    with itself) of its size × the layer's width, on the device; a layer's output is copied
+    straight into it (LayerRows.write) inside the forward hook. A scan batch may end one
+    minibatch and begin the next (rows come in scan order, each minibatch's consecutively):
+    `begin(indices)` says where its rows go, `end()` computes and frees every minibatch that the
+    batch completed. A minibatch with fewer than 4 readable images is dropped (`dropped`)."""
+
+    def __init__(
+        self,
+        minibatches: Minibatches,
+        settings: CompareSettings,
+        sides: Sequence[Sequence[LayerRows]],
+        device,
+    ):
+        self.minibatches, self.settings, self.device = minibatches, settings, device
+        self.sides = [list(side) for side in sides]
+        self.open: dict[int, _Filling] = {}
+        self.segments: list[tuple[int, int, int, int]] = []  # (minibatch, start, end, offset)
         self.done: list[MinibatchHsic] = []
         self.dropped = 0
 
-    def add(
-        self, indices: Sequence[int], rows_a: list[torch.Tensor], rows_b: list[torch.Tensor] | None
-    ) -> None:
-        ids = [self.minibatches.of_index(i) for i in indices]
+    def begin(self, indices: Sequence[int]) -> None:
+        """The next batch's rows are these dataset indices (those both models read)."""
+        self.segments = []
         start = 0
-        while start < len(ids):
-            end = start
-            while end < len(ids) and ids[end] == ids[start]:
+        while start < len(indices):
+            k, end = self.minibatches.of_index(indices[start]), start
+            while end < len(indices) and self.minibatches.of_index(indices[end]) == k:
                 end += 1
-            if ids[start] != self.current:
-                self.flush()
-                self.current = ids[start]
-                self.pieces_a = [[] for _ in rows_a]
-                self.pieces_b = [[] for _ in rows_b or ()]
-            for pieces, rows in zip(self.pieces_a, rows_a, strict=True):
-                pieces.append(rows[start:end])
-            for pieces, rows in zip(self.pieces_b, rows_b or (), strict=True):
-                pieces.append(rows[start:end])
+            if k not in self.open:
+                size = len(self.minibatches.members(k))
+                self.open[k] = _Filling(
+                    [
+                        [torch.empty(size, layer.width, device=self.device) for layer in side]
+                        for side in self.sides
+                    ]
+                )
+            self.segments.append((k, start, end, self.open[k].filled))
             start = end
 
-    def flush(self) -> None:
-        """Turn the current minibatch into its HSIC₁ values (or drop it) and free its rows."""
-        if self.current is None:
-            return
-        features_a = [torch.cat(p) for p in self.pieces_a]
-        images = features_a[0].shape[0] if features_a else 0
-        if images >= MIN_IMAGES:
-            features_b = None if self.self_compare else [torch.cat(p) for p in self.pieces_b]
+    def write(self, side: int, layer: int, output: torch.Tensor) -> None:
+        """One layer's output for the batch (its kept rows, in `begin`'s order)."""
+        plan = self.sides[side][layer]
+        for k, start, end, offset in self.segments:
+            rows = self.open[k].buffers[side][layer][offset : offset + end - start]
+            plan.write(rows, output[start:end])
+
+    def end(self) -> None:
+        """After the batch's forward passes: count its rows, finish what it completed."""
+        for k, start, end, offset in self.segments:
+            self.open[k].filled = offset + end - start
+        last = self.segments[-1][0] if self.segments else None
+        for k in [k for k in self.open if k != last]:
+            self.finish(k)
+
+    def finish(self, k: int | None = None) -> None:
+        """Turn minibatch `k` (None: every open one) into its HSIC₁ values and free its rows."""
+        for key in list(self.open) if k is None else [k]:
+            filling = self.open.pop(key)
+            if filling.filled < MIN_IMAGES:
+                self.dropped += 1
+                continue
+            sides = [[buffer[: filling.filled] for buffer in side] for side in filling.buffers]
             self.done.append(
                 minibatch_hsic(
-                    self.current,
-                    features_a,
-                    features_b,
+                    key,
+                    sides[0],
+                    sides[1] if len(sides) > 1 else None,
                     self.settings.kernels,
                     self.settings.rbf_sigma,
+                    in_place=True,
                 )
             )
-        else:
-            self.dropped += 1
-        self.current, self.pieces_a, self.pieces_b = None, [], []
+
+
+@dataclass
+class _Filling:
+    buffers: list[list[torch.Tensor]]  # [side][layer]: minibatch size × layer width
+    filled: int = 0
+
+
+class RowsConsumer(Consumer):
+    """A scan consumer handing each observed layer's output to the collector: `targets` maps a
+    layer to its (side, position) in the collector (one layer may feed both sides). `keep`:
+    the positions of the batch's rows to keep (None: all)."""
+
+    def __init__(self, targets: dict[str, list[tuple[int, int]]], collector: MinibatchCollector):
+        self.targets, self.collector = targets, collector
+        self.layers = tuple(targets)
+        self.keep: list[int] | None = None
+        self.seen: set[str] = set()
+
+    def begin(self, batch) -> None:
+        self.seen = set()
+
+    def observe(self, layer: str, output: torch.Tensor) -> None:
+        self.seen.add(layer)
+        if self.keep is not None:
+            output = output[self.keep]
+        for side, position in self.targets[layer]:
+            self.collector.write(side, position, output)
+
+    def check(self) -> None:
+        missing = [name for name in self.layers if name not in self.seen]
+        if missing:
+            raise CnnToolError(f"layer {missing[0]} did not run in the forward pass")
 
 
 @dataclass(frozen=True)
@@ -259,8 +293,9 @@ def compare(
         other.indices = session.indices
     self_compare = other is None and (layers_b is None or list(layers_b) == list(layers_a))
     layers_b = list(layers_a) if layers_b is None else list(layers_b)
-    collector = MinibatchCollector(minibatches, settings, self_compare)
-    unpaired = _scan(session, other, layers_a, layers_b, collector, title)
+    sides = [layers_a] if self_compare else [layers_a, layers_b]
+    collector = MinibatchCollector(minibatches, settings, sides, session.device)
+    unpaired = _scan(session, other, collector, title)
     parts = session.gather((collector.done, collector.dropped, unpaired))
     done = [part for rank_done, _, _ in parts for part in rank_done]
     dropped = sum(p[1] for p in parts)
@@ -284,21 +319,24 @@ def compare(
     )
 
 
-def _scan(session, other, layers_a, layers_b, collector: MinibatchCollector, title: str) -> int:
+def _scan(session, other, collector: MinibatchCollector, title: str) -> int:
     """Feed this rank's minibatches to both models and the collector; the count of images only
     one of the models could read."""
-    rows_a = RowsConsumer(layers_a)
-    same_module = other is None
-    names_b = [layer.name for layer in layers_b]
-    if same_module:  # one forward gives both sides
-        rows_a = RowsConsumer(_union(layers_a, layers_b))
-    rows_b = rows_a if same_module else RowsConsumer(layers_b)
+    targets: list[dict[str, list[tuple[int, int]]]] = [{}, {}]
+    for side, layers in enumerate(collector.sides):
+        model = 0 if other is None else side  # against itself, one forward feeds both sides
+        for position, layer in enumerate(layers):
+            targets[model].setdefault(layer.name, []).append((side, position))
+    rows_a = RowsConsumer(targets[0], collector)
+    rows_b = None if other is None else RowsConsumer(targets[1], collector)
     unpaired = 0
     with contextlib.ExitStack() as stack:
         prepared_a = stack.enter_context(session.prepared(keep=rows_a.layers))
-        prepared_b = None if same_module else stack.enter_context(other.prepared(keep=names_b))
+        prepared_b = (
+            None if other is None else stack.enter_context(other.prepared(keep=rows_b.layers))
+        )
         batches = session.batches(title)
-        if same_module or other.model.preprocessing == session.model.preprocessing:
+        if other is None or other.model.preprocessing == session.model.preprocessing:
             pairs: Iterable = ((batch, batch) for batch in batches)
         else:
             stream = stack.enter_context(other.stream())
@@ -307,26 +345,20 @@ def _scan(session, other, layers_a, layers_b, collector: MinibatchCollector, tit
             if batch_b is None:
                 unpaired += len(batch_a.indices)
                 continue
-            feed(session.module, [batch_a], [rows_a], device=session.device, prepared=prepared_a)
-            if not same_module:
-                feed(other.module, [batch_b], [rows_b], device=other.device, prepared=prepared_b)
-            keep_a, keep_b, indices = _common(batch_a.indices, batch_b.indices)
+            rows_a.keep, keep_b, indices = _common(batch_a.indices, batch_b.indices)
             unpaired += len(batch_a.indices) + len(batch_b.indices) - 2 * len(indices)
-            found_a = rows_a.rows(keep_a)
-            if same_module:
-                by_name = dict(zip(rows_a.layers, found_a, strict=True))
-                side_a = [by_name[layer.name] for layer in layers_a]
-                side_b = None if collector.self_compare else [by_name[n] for n in names_b]
-            else:
-                side_a, side_b = found_a, rows_b.rows(keep_b)
-            collector.add(indices, side_a, side_b)
-        collector.flush()
+            if not indices:
+                continue
+            collector.begin(indices)
+            feed(session.module, [batch_a], [rows_a], device=session.device, prepared=prepared_a)
+            rows_a.check()
+            if rows_b is not None:
+                rows_b.keep = keep_b
+                feed(other.module, [batch_b], [rows_b], device=other.device, prepared=prepared_b)
+                rows_b.check()
+            collector.end()
+        collector.finish()
     return unpaired
-
-
-def _union(first: Sequence[LayerRows], second: Sequence[LayerRows]) -> list[LayerRows]:
-    seen = {layer.name: layer for layer in first}
-    return list(first) + [layer for layer in second if layer.name not in seen]
 
 
 def _common(a: Sequence[int], b: Sequence[int]):
