@@ -11,8 +11,8 @@ default layers (relu1 25,088 values, relu2 12,544, relu3 200, linear2 10), linea
   beforehand (not timed); it forms both Gram matrices and three HSIC₁ per pair, 16 pairs;
 - `full batch`: a naive full-batch CKA as in a notebook: every image's features kept, one
   n × n Gram matrix per layer, centred (HKH), biased HSIC per pair (Kornblith et al. 2019).
-Each runs `--rounds` times after a warm-up; the median time, images/s and the ratio to ours are
-printed, with the largest difference of each from ours (torch-cka: the same estimator; full
+Each runs `--rounds` times after a warm-up; the median wall time, images/s, the median CPU time
+of the process (steadier than wall time on a shared machine) and the ratios to ours are printed, with the largest difference of each from ours (torch-cka: the same estimator; full
 batch: another estimator, its difference is the minibatch estimate's).
 """
 
@@ -132,15 +132,16 @@ def main() -> None:
     }
     if not args.skip_full:
         runs["full batch"] = lambda: full_batch(inputs, device)
-    times, values = {name: [] for name in runs}, {}
+    times, cpu, values = {name: [] for name in runs}, {name: [] for name in runs}, {}
     for round_ in range(args.rounds + 1):  # the first round warms up and is dropped
         for name, run in runs.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             values[name] = run()
             _sync(device)
             if round_:
                 times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["ours"])
+                cpu[name].append(time.process_time() - start_cpu)
+    base, base_cpu = statistics.median(times["ours"]), statistics.median(cpu["ours"])
     print(
         f"{len(data)} digits, {len(LAYERS)}×{len(LAYERS)} layers, linear CKA, "
         f"minibatch {MINIBATCH}, {device}, {torch.get_num_threads()} threads"

@@ -152,7 +152,8 @@ def compare_command(
             return
     write_records(outputs.pair_records(result, data), fmt)
     console.show_table(
-        f"best matches over {result.images:,} images ({result.minibatches} minibatches)",
+        f"best matches over {result.images:,} images in {result.minibatches} "
+        f"minibatch{'es' if result.minibatches > 1 else ''}",
         outputs.best_match_columns(result),
         outputs.best_match_rows(result),
     )
@@ -181,9 +182,10 @@ def _say_plan(session, other, rows, columns, settings) -> None:
             for layer in layers:
                 console.info(f"{letter}: {layer.describe()}")
     minibatches = Minibatches.of(len(session.dataset), settings.minibatch)
+    stride = f" (minibatch k holds images k, k + {minibatches.count}, …)"
     console.info(
-        f"{len(session.dataset):,} images in {minibatches.describe()} (minibatch k holds images "
-        f"k, k + {minibatches.count}, …); HSIC₁ per minibatch, summed"
+        f"{len(session.dataset):,} images in {minibatches.describe()}"
+        f"{stride if minibatches.count > 1 else ''}; HSIC₁ per minibatch, summed"
     )
     if "rbf" in settings.kernels:
         console.info(

@@ -34,6 +34,7 @@ UNDEFINED = (200, 200, 200)  # a cell whose CKA is undefined
 BEST = (228, 26, 28)  # the frame of a row's best match: visible on viridis' purple and yellow
 KERNEL_TITLES = {"linear": "linear CKA", "rbf": "RBF CKA"}
 _CELL_W, _CELL_H, _LABEL_MAX = 52, 30, 220  # px at 1×
+FEW_IMAGES = 100  # fewer images than this: warn that the estimate is rough
 
 
 def pair_records(result, data_name: str) -> list[dict]:
@@ -121,6 +122,11 @@ def warnings(result) -> list[str]:
             f"layer {name} does not vary over DATA: its CKA is undefined (null in the records, "
             "grey in the heat map)"
         )
+    if result.images < FEW_IMAGES:
+        lines.append(
+            f"CKA over only {result.images} images is a rough estimate (its spread shrinks with "
+            f"the number of images: use a few hundred or more)"
+        )
     if result.dropped:
         lines.append(
             f"{result.dropped} minibatch(es) had fewer than 4 readable images and were left out"
@@ -198,7 +204,7 @@ def heatmap(result, title: str, *, scale: int = 1) -> tuple[Image.Image, Heatmap
                     else UNDEFINED
                 )
                 draw.rectangle(box, fill=colour)
-                text = f"{value:.2f}" if np.isfinite(value) else "–"
+                text = _two_decimals(value)
                 ink = INK if _luminance(colour) > 0.45 else BACKGROUND
                 draw.text(
                     (x + cell_w // 2, y + cell_h // 2), text, fill=ink, font=font, anchor="mm"
@@ -222,6 +228,13 @@ def heatmap(result, title: str, *, scale: int = 1) -> tuple[Image.Image, Heatmap
         (gap, panel_top + grid_h + columns_h + gap + style.px(2)), axis_b, fill=INK, font=small
     )
     return canvas, HeatmapLayout(cells)
+
+
+def _two_decimals(value: float) -> str:
+    """'0.93'; '–' for NaN; never '-0.00' (a value that rounds to 0 is 0)."""
+    if not np.isfinite(value):
+        return "–"
+    return "0.00" if abs(value) < 0.005 else f"{value:.2f}".replace("-", "−")
 
 
 def _luminance(colour: Sequence[int]) -> float:
