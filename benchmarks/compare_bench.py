@@ -12,7 +12,8 @@ default layers (relu1 25,088 values, relu2 12,544, relu3 200, linear2 10), linea
 - `full batch`: a naive full-batch CKA as in a notebook: every image's features kept, one
   n × n Gram matrix per layer, centred (HKH), biased HSIC per pair (Kornblith et al. 2019).
 Each runs `--rounds` times after a warm-up; the median wall time, images/s, the median CPU time
-of the process (steadier than wall time on a shared machine) and the ratios to ours are printed, with the largest difference of each from ours (torch-cka: the same estimator; full
+of the process (steadier than wall time on a shared machine) and the ratios to ours are
+printed, with the largest difference of each from ours (torch-cka: the same estimator; full
 batch: another estimator, its difference is the minibatch estimate's).
 """
 
@@ -146,11 +147,17 @@ def main() -> None:
         f"{len(data)} digits, {len(LAYERS)}×{len(LAYERS)} layers, linear CKA, "
         f"minibatch {MINIBATCH}, {device}, {torch.get_num_threads()} threads"
     )
-    print(f"{'':12} {'median s':>9} {'images/s':>9} {'÷ ours':>7} {'max |Δ| vs ours':>16}")
+    print(
+        f"{'':12} {'median s':>9} {'images/s':>9} {'÷ ours':>7} {'CPU s':>7} {'÷ ours':>7} "
+        f"{'max |Δ| vs ours':>16}"
+    )
     for name in runs:
-        median = statistics.median(times[name])
+        median, median_cpu = statistics.median(times[name]), statistics.median(cpu[name])
         gap = float(np.abs(values[name] - values["ours"]).max())
-        print(f"{name:12} {median:9.2f} {len(data) / median:9.0f} {median / base:7.2f} {gap:16.2e}")
+        print(
+            f"{name:12} {median:9.2f} {len(data) / median:9.0f} {median / base:7.2f} "
+            f"{median_cpu:7.1f} {median_cpu / base_cpu:7.2f} {gap:16.2e}"
+        )
 
 
 if __name__ == "__main__":
