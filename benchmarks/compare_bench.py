@@ -5,8 +5,9 @@
 
 LeNet-5 clean vs adversarially trained (lenet5-mnist, lenet5-mnist-adv) over mnist-5k, their 4
 default layers (relu1 25,088 values, relu2 12,544, relu3 200, linear2 10), linear CKA:
-- `ours`: cnntool.compare(...) as a user calls it: the scan (decoding included), minibatches
-  of 250 strided digits, the Gram matrices and HSIC₁ of all 16 pairs at once;
+- `ours`: cnntool.compare(...) as a user calls it: the scan (decoding included, in this
+  process, `workers=0`, so that CPU times compare), minibatches of 250 strided digits, the
+  Gram matrices and HSIC₁ of all 16 pairs at once;
 - `torch-cka`: torch_cka.CKA(...).compare(loader) on the same minibatches, the digits decoded
   beforehand (not timed); it forms both Gram matrices and three HSIC₁ per pair, 16 pairs;
 - `full batch`: a naive full-batch CKA as in a notebook: every image's features kept, one
@@ -41,7 +42,15 @@ def ours(data, device):
     a = cnntool.load_model("lenet5-mnist", device=device)
     b = cnntool.load_model("lenet5-mnist-adv", device=device)
     result = cnntool.compare(
-        a, b, data, LAYERS, LAYERS, kernels=("linear",), minibatch=MINIBATCH, batch_size=256
+        a,
+        b,
+        data,
+        LAYERS,
+        LAYERS,
+        kernels=("linear",),
+        minibatch=MINIBATCH,
+        batch_size=256,
+        workers=0,
     )
     return result.values["linear"]
 

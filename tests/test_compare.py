@@ -385,6 +385,12 @@ def test_a_model_against_itself_is_symmetric_with_ones_on_the_diagonal(four_hund
         best = result.best_matches(kernel)
         assert all(j != i for i, j in enumerate(best))  # the best *other* layer
         assert best[0] == 1  # relu1's closest neighbour is relu2
+    # other rows and columns of the same model: the same numbers, from one forward pass
+    part = cnntool.compare(
+        "lenet5-mnist", None, data, ["relu1", "relu2"], ["relu2", "linear2"], minibatch=200
+    )
+    assert not part.self_compare and part.names_b == ["relu2", "linear2"]
+    np.testing.assert_allclose(part.values["linear"], result.values["linear"][:2, [1, 3]])
 
 
 def test_two_preprocessings_read_the_images_twice_and_match_a_direct_computation():
