@@ -46,6 +46,8 @@ _EXPORTS = {
     "features": "cnntool.tasks.dataset_scans",
     "FeatureSet": "cnntool.core.featureset",
     "diagnose": "cnntool.tasks.dataset_scans",
+    "compare": "cnntool.tasks.dataset_scans",
+    "CkaResult": "cnntool.tasks.compare",
     "embed": "cnntool.tasks.embed",
     "EmbedSettings": "cnntool.tasks.embed",
     "ScanSession": "cnntool.core.session",

@@ -74,6 +74,7 @@ def test_the_readme_python_api_example_runs(tmp_path, monkeypatch):
     assert [s.eps for s in scope["summaries"]] == [0.1, 0.3]
     assert scope["summaries"][1].adv_accuracy < scope["summaries"][0].adv_accuracy
     assert scope["coords"].shape == (1000, 2)
+    assert scope["cka"].values["linear"].shape == (4, 4) and scope["cka"].images == 1000
     assert scope["saliency"].map.shape == (1, 28, 28) and scope["guided"].shape == (1, 28, 28)
     assert scope["maps"].shape == (1, 64, 14, 14)  # conv2 after the first 2×2 pooling
     assert cnntool.load_model("run.pt", arch="lenet5-mnist").preprocessing.crop == (28, 28)

@@ -33,10 +33,12 @@ def dataset_scan(
     *,
     limit: int | None = None,
     loaded=None,
+    load=None,
     files: Outputs | None = None,
     folders: Outputs | None = None,
 ) -> Iterator[ScanSession]:
-    """A ScanSession for a command (`loaded`: a model the command already loaded).
+    """A ScanSession for a command (`loaded`: a model the command already loaded; `load`: how
+    to load MODEL instead of `request.load(spec)`, called where that would be).
 
     `files` and `folders` name what the command writes (option -> path, None: not given). Before
     the model loads they are checked against DATA (io.outputs.check_outputs), the parents of the
@@ -60,7 +62,7 @@ def dataset_scan(
                 if folder is not None:
                     stack.enter_context(locked(folder))
         if loaded is None:
-            loaded = request.load(spec)
+            loaded = load() if load is not None else request.load(spec)
         try:
             with ScanSession.open(
                 loaded,

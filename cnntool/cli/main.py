@@ -55,6 +55,10 @@ COMMANDS = {
         "cnntool.cli.embed:embed_command",
         "Map a dataset's features to 2-D (t-SNE or PCA): scatter plot, image map, quality figures.",
     ),
+    "compare": (
+        "cnntool.cli.compare:compare_command",
+        "CKA between the layers of two models (or of one): heat map, best matches, records.",
+    ),
     "microscope": (
         "cnntool.cli.microscope:microscope_command",
         "One offline website of what a model has learned on DATA: layers, units, map, findings.",

@@ -16,6 +16,7 @@ from cnntool.core.option_values import (
     parse_eps,
     parse_floats,
     parse_names,
+    parse_pool,
     parse_position,
     parse_resize,
     parse_size,
@@ -37,6 +38,7 @@ def _parsed(parse: Callable[[str | None], object]):
 
 position_option = _parsed(parse_position)  # '3,5' (row, column) -> (3, 5)
 names_option = _parsed(parse_names)  # 'conv1,fc' -> ['conv1', 'fc'], '' -> None
+pool_option = _parsed(parse_pool)  # 'auto', 'none' or a grid side '4'
 
 
 def eps_values(one: str | None = None):

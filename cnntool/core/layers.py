@@ -85,6 +85,28 @@ def _classic_aliases(model) -> dict[str, str]:
     return aliases
 
 
+def main_blocks(model) -> list[str]:
+    """Children that are containers, of Sequential/ModuleList containers holding at least two
+    of them, in registration order, at the shallowest depth where there are any (MobileNet's
+    `features.N`, not the Sequentials inside each of them): a model's main blocks."""
+    from torch import nn
+
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Sequential, nn.ModuleList)):
+            inner = [
+                f"{name}.{child}" if name else child
+                for child, sub in module.named_children()
+                if list(sub.children())
+            ]
+            if len(inner) >= 2:
+                found += inner
+    if not found:
+        return []
+    shallowest = min(name.count(".") for name in found)
+    return [name for name in found if name.count(".") == shallowest]
+
+
 def resolve_layer(model, name: str) -> tuple[str, Any]:
     """(module path, module) for a path or alias; an unknown name gets close matches."""
     layers = named_layers(model)

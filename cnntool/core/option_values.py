@@ -100,3 +100,19 @@ def parse_eps(text: str | None, one: str | None = None):
     if one and len(values) != 1:
         raise ValueError(f"give one {one}")
     return values[0] if one else values
+
+
+def parse_pool(text: str | None) -> str | int | None:
+    """'auto', 'none' or a grid side G ≥ 1 (compare's --pool) -> "auto", "none" or G."""
+    if text is None:
+        return None
+    word = text.strip().lower()
+    if word in ("auto", "none"):
+        return word
+    try:
+        side = int(word)
+    except ValueError:
+        side = 0
+    if side < 1:
+        raise ValueError(f"'{text}' is not auto, none or a grid side like 4")
+    return side

@@ -94,6 +94,9 @@ class ScanSession:
     channels_last: bool | str = "auto"  # core.runtime's rule: where convolutions dominate
     fold_bn: bool = False  # BatchNorm folded into the convolution before it (not observed ones)
     announce: Callable[[str, bool], None] = lambda _text, _warning: None  # how it runs, once
+    # this rank's dataset indices in the order scanned (None: the shard's strided part); a scan
+    # whose pieces must not be split between ranks (compare's minibatches) sets its own
+    indices: list[int] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # this rank's
     read: int = 0  # readable images of this rank
     upscale_sum: float = 0.0  # sum over read images of (resized width / original width)
@@ -133,7 +136,32 @@ class ScanSession:
 
     def count(self, start: int = 0) -> int:
         """Images of this shard after its first `start`."""
-        return len(self.shard.indices(len(self.dataset), start))
+        return len(self.shard_indices(start))
+
+    def shard_indices(self, start: int = 0) -> list[int]:
+        """This rank's dataset indices in scan order (`indices`, or the shard's strided part),
+        after the first `start`."""
+        if self.indices is not None:
+            return list(self.indices)[start:]
+        return self.shard.indices(len(self.dataset), start)
+
+    def beside(self, model: LoadedModel, announce=None) -> ScanSession:
+        """A session for a second model over the same shard, indices, batches and options
+        (compare feeds two models the same images); `announce`: its own (default: this one's)."""
+        return ScanSession(
+            model=model,
+            dataset=self.dataset,
+            shard=self.shard,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            progress=self.progress,
+            stream_options=dict(self.stream_options),
+            precision=self.precision,
+            channels_last=self.channels_last,
+            fold_bn=self.fold_bn,
+            announce=announce or self.announce,
+            indices=self.indices,
+        )
 
     def stream(self, *, start: int = 0, normalize: bool = True) -> BatchStream:
         """Preprocessed batches of this shard (after its first `start` images), in index order."""
@@ -143,7 +171,7 @@ class ScanSession:
             batch_size=self.batch_size,
             workers=self.workers,
             normalize=normalize,
-            indices=self.shard.indices(len(self.dataset), start),
+            indices=self.shard_indices(start),
             device=self.device,
             **self.stream_options,
         )

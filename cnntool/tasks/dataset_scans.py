@@ -6,6 +6,7 @@
     patches = cnntool.top_patches(model, "mnist-5k", layer="conv2", units=range(8))
     diagnosis = cnntool.diagnose(model, "mnist-5k", limit=1000)
     images, summaries = cnntool.attack_dataset(model, "mnist-5k", "fgsm", eps=[0.1, 0.3])
+    cka = cnntool.compare(model, "lenet5-mnist-adv", "mnist-5k")                # a CkaResult
 
 MODEL is a LoadedModel or a spec string (loaded with `cnntool.load_model`); DATA is a DataSet or
 a DATA spec. Each runs one scan session (core.session): under torchrun every rank scans its
@@ -131,6 +132,41 @@ def diagnose(
         parts = session.gather({name: s.state_dict() for name, s in stats.states.items()})
         session.finish()
         return judge(module, points, merge_states(parts), _NoCommands())
+
+
+def compare(
+    model_a,
+    model_b,
+    data,
+    layers_a: Sequence[str] | None = None,
+    layers_b: Sequence[str] | None = None,
+    *,
+    kernels: Sequence[str] = ("linear", "rbf"),
+    minibatch: int = 256,
+    pool: str | int = "auto",
+    rbf_sigma: float = 1.0,
+    limit: int | None = None,
+    batch_size: int = 32,
+    workers: int | None = None,
+):
+    """`cnntool compare`'s minibatch CKA (a tasks.compare.CkaResult) between every layer of
+    MODEL_A and every layer of MODEL_B over DATA (`model_b` None: MODEL_A against itself);
+    layers None: the default ones."""
+    from cnntool.core.loading.models import LoadedModel, load_model
+    from cnntool.tasks.compare import CompareSettings, plan_sides, second_session
+    from cnntool.tasks.compare import compare as scan_cka
+
+    settings = CompareSettings(tuple(kernels), minibatch, pool, rbf_sigma)
+    with _session(model_a, data, batch_size=batch_size, workers=workers, limit=limit) as session:
+        other = None
+        if model_b is not None:
+            loaded = model_b if isinstance(model_b, LoadedModel) else load_model(model_b)
+            other = second_session(session, loaded)
+        names = (session.model.name, (other or session).model.name)
+        rows, columns = plan_sides(session, other, layers_a, layers_b, pool, names)
+        result = scan_cka(session, other, rows, columns, settings)
+        session.finish()
+    return result
 
 
 class _NoCommands:

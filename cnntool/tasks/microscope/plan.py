@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cnntool.core.layers import layer_aliases, named_layers, resolve_layer
+from cnntool.core.layers import layer_aliases, main_blocks, named_layers, resolve_layer
 from cnntool.core.loading.exported import untyped_layers_hint
 from cnntool.core.receptive_field import ReceptiveField
 from cnntool.core.selection import parse_indices
@@ -103,7 +103,7 @@ def default_layers(model: nn.Module) -> list[str]:
         )
         return after_first and before_last
 
-    candidates = [name for name in _blocks(model) if between(name)]
+    candidates = [name for name in main_blocks(model) if between(name)]
     if not candidates:
         candidates = [p.module for p in points if between(p.module)]
     chosen = [first] if first else []
@@ -116,26 +116,6 @@ def default_layers(model: nn.Module) -> list[str]:
             "name the layers with --layers" + untyped_layers_hint(model)
         )
     return chosen
-
-
-def _blocks(model: nn.Module) -> list[str]:
-    """Children that are containers, of Sequential/ModuleList containers holding at least two
-    of them, in registration order, at the shallowest depth where there are any (MobileNet's
-    `features.N`, not the Sequentials inside each of them)."""
-    found = []
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Sequential, nn.ModuleList)):
-            inner = [
-                f"{name}.{child}" if name else child
-                for child, sub in module.named_children()
-                if list(sub.children())
-            ]
-            if len(inner) >= 2:
-                found += inner
-    if not found:
-        return []
-    shallowest = min(name.count(".") for name in found)
-    return [name for name in found if name.count(".") == shallowest]
 
 
 def _spread(names: Sequence[str], count: int) -> list[str]:
