@@ -72,10 +72,16 @@ class ImageRecords:
     come (JSON Lines or CSV); for a table, or under torchrun for rank 0, kept to write at the
     end."""
 
-    def __init__(self, fmt: str, streaming: bool):
-        self.fmt = fmt
+    def __init__(
+        self,
+        fmt: str,
+        streaming: bool,
+        columns: Sequence[str] = RECORD_COLUMNS,
+        table: Sequence[Column] = IMAGE_TABLE,
+    ):
+        self.fmt, self.columns, self.table = fmt, columns, table
         self.writer = (
-            RecordWriter(sys.stdout, fmt, RECORD_COLUMNS) if fmt != "table" and streaming else None
+            RecordWriter(sys.stdout, fmt, columns) if fmt != "table" and streaming else None
         )
 
     def add(self, outcome, fields: dict) -> dict | None:
@@ -89,7 +95,7 @@ class ImageRecords:
     def finish(self, kept: Sequence[dict]) -> None:
         """Write the kept records (every rank's, in dataset order) unless they went out already."""
         if self.writer is None:
-            write_records(kept, self.fmt, columns=RECORD_COLUMNS, table_columns=IMAGE_TABLE)
+            write_records(kept, self.fmt, columns=self.columns, table_columns=self.table)
 
 
 def write_sweep(
@@ -151,7 +157,8 @@ def summary_lines(
     """A single-ε attack summed up: accuracy before and after and the success rate; with
     `files` (io.adversarial.AdversarialFiles; `counts`: each rank's `counts()`), where they
     went and how many full-resolution photos still fool the model."""
-    lines = [summary.describe(method, norm, targeted, eps_label(summary.eps))]
+    eps_text = None if summary.eps is None else eps_label(summary.eps)  # None: cw, deepfool
+    lines = [summary.describe(method, norm, targeted, eps_text)]
     if files is None:
         return lines
     lines.append(
