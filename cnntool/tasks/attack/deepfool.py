@@ -117,8 +117,9 @@ def nearest_boundary_step(
     f_prime = logits - logits[rows, labels].unsqueeze(1)
     w_prime = gradients - gradients[rows, labels].unsqueeze(1)
     distance = f_prime.abs() / w_prime.flatten(2).norm(p=2, dim=2)
-    distance[rows, labels] = float("inf")  # the label is no boundary of its own (0/0 there)
-    distance = distance.nan_to_num(nan=float("inf"))
+    # the label is no boundary of its own (0/0 there), nor is a class whose 0/0 says the same
+    distance[rows, labels] = float("inf")
+    distance = torch.where(distance.isnan(), float("inf"), distance)
     nearest = distance.argmin(dim=1)  # the first of equals, as torch.min in torchattacks
     movable = distance[rows, nearest].isfinite()
     w_nearest = w_prime[rows, nearest]
