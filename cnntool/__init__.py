@@ -35,6 +35,8 @@ _EXPORTS = {
     "fgsm": "cnntool.tasks.attack",
     "bim": "cnntool.tasks.attack",
     "pgd": "cnntool.tasks.attack",
+    "cw": "cnntool.tasks.attack",
+    "deepfool": "cnntool.tasks.attack",
     "attack_dataset": "cnntool.tasks.dataset_scans",
     "AttackedImage": "cnntool.tasks.attack",
     "AttackSummary": "cnntool.tasks.attack",

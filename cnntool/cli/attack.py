@@ -31,31 +31,23 @@ def attack_group():
     """Adversarial examples: FGSM (Goodfellow et al. 2015) and its iterative relatives BIM
     (Kurakin et al.) and PGD (Madry et al.), untargeted or targeted. ε is in [0, 1] pixel units
     (the model's normalization comes after the perturbation). One JSON Lines record per image
-    on stdout; a sweep over several ε gives one record per ε and a plot. `auto`: an
+    on stdout; a sweep over several ε gives one record per ε and a plot. cw (Carlini–Wagner L2)
+    and deepfool take no ε: they look for each image's smallest L2 perturbation. `auto`: an
     AutoAttack-style robust accuracy (APGD-CE, APGD-T, Square)."""
 
 
-_attack_options = stacked(  # MODEL DATA and the options of every attack, after its own
-    model_and_data,
-    shared_options(format_option()),
-    click.option(
-        "--eps",
-        default="8/255",
-        show_default=True,
-        callback=eps_values(),
-        metavar="EPS[,EPS…]",
-        help="Perturbation size in pixel units: 0.007, 8/255, or a comma list for a sweep.",
-    ),
-    click.option(
-        "--target",
-        metavar="CLASS",
-        help="Targeted attack toward a class index, a class name, or 'least-likely'.",
-    ),
+_target_option = click.option(
+    "--target",
+    metavar="CLASS",
+    help="Targeted attack toward a class index, a class name, or 'least-likely'.",
+)
+_output_options = stacked(
     click.option(
         "-o",
         "--out",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Folder for adversarial PNGs (re-classified after saving), triptychs, the sweep plot.",
+        help="Folder for adversarial PNGs (re-classified after saving), triptychs, the sweep "
+        "plot (cw, deepfool: the histogram of perturbation norms).",
     ),
     click.option(
         "--triptychs",
@@ -77,6 +69,20 @@ _attack_options = stacked(  # MODEL DATA and the options of every attack, after 
         help="With -o: also upsample the perturbation onto the original photo, save "
         "that PNG and re-classify it through the model's resize and crop.",
     ),
+)
+_attack_options = stacked(  # MODEL DATA and the options of every attack, after its own
+    model_and_data,
+    shared_options(format_option()),
+    click.option(
+        "--eps",
+        default="8/255",
+        show_default=True,
+        callback=eps_values(),
+        metavar="EPS[,EPS…]",
+        help="Perturbation size in pixel units: 0.007, 8/255, or a comma list for a sweep.",
+    ),
+    _target_option,
+    _output_options,
 )
 _iterative_options = stacked(
     click.option(
@@ -157,6 +163,99 @@ def pgd_command(model, data, **options):
     """Projected gradient descent (Madry et al. 2018): BIM from a random start in the ε-ball,
     L∞ or L2."""
     _run("pgd", model, data, **options)
+
+
+_minimal_options = stacked(model_and_data, shared_options(format_option()))
+
+
+@attack_group.command(
+    "cw",
+    short_help="Carlini–Wagner L2: each image's smallest perturbation found by Adam.",
+    epilog="""\b
+Examples:
+  cnntool attack cw lenet5-mnist mnist-5k --c 10 --lr 0.1 --steps 100 --batch-size 500 -o cw/
+  cnntool attack cw efficientnet_lite0 imagenet-samples --target least-likely --kappa 5
+""",
+)
+@click.option(
+    "--c",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Weight of the misclassification loss against the squared L2 distance.",
+)
+@click.option(
+    "--kappa",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Confidence κ: the logit margin the adversarial class must win by.",
+)
+@click.option("--steps", default=50, show_default=True, type=click.IntRange(1), help="Adam steps.")
+@click.option(
+    "--lr",
+    default=0.01,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Adam's learning rate (in tanh space).",
+)
+@_minimal_options
+@_target_option
+@_output_options
+def cw_command(model, data, c, kappa, steps, lr, **options):
+    """Carlini–Wagner L2 (2017): Adam in tanh space minimizes ‖δ‖²₂ + c·f, with the f6 margin
+    loss on the logits, and keeps each image's smallest successful perturbation (the image
+    itself where none succeeded). torchattacks' CW, with the f6 of Carlini's code."""
+    from cnntool.cli.attack_minimal import run_minimal
+
+    run_minimal("cw", model, data, settings=dict(c=c, kappa=kappa, steps=steps, lr=lr), **options)
+
+
+@attack_group.command(
+    "deepfool",
+    short_help="DeepFool: steps to the nearest linearized boundary until the class changes.",
+    epilog="""\b
+Examples:
+  cnntool attack deepfool lenet5-mnist mnist-5k --batch-size 500 -o deepfool/
+  cnntool attack deepfool efficientnet_lite0 imagenet-samples --candidates 10
+""",
+)
+@click.option(
+    "--steps", default=50, show_default=True, type=click.IntRange(1), help="Most steps per image."
+)
+@click.option(
+    "--overshoot",
+    default=0.02,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Each step goes (1 + overshoot) times the distance to the linearized boundary.",
+)
+@click.option(
+    "--candidates",
+    type=click.IntRange(2),
+    metavar="K",
+    help="Only the boundaries with the K classes of highest clean logit (default: every "
+    "class; one backward pass per class and step, so 10 is far faster for 1000 classes).",
+)
+@click.option(
+    "--variant",
+    type=click.Choice(["paper", "torchattacks"]),
+    default="paper",
+    show_default=True,
+    help="paper: the steps add up and the overshoot scales their total (the authors' code, "
+    "foolbox); torchattacks: each step overshot and clamped on its own (it can stall just "
+    "short of the boundary).",
+)
+@_minimal_options
+@_output_options
+def deepfool_command(model, data, steps, overshoot, candidates, variant, **options):
+    """DeepFool (Moosavi-Dezfooli et al. 2016): steps to the nearest boundary of the model
+    linearized at the current point until the class changes; untargeted. Equals foolbox's
+    L2DeepFoolAttack, or with --variant torchattacks torchattacks' DeepFool."""
+    from cnntool.cli.attack_minimal import run_minimal
+
+    settings = dict(steps=steps, overshoot=overshoot, candidates=candidates, variant=variant)
+    run_minimal("deepfool", model, data, settings=settings, target=None, **options)
 
 
 def _run(

@@ -33,7 +33,7 @@ COMMANDS = {
     ),
     "attack": (
         "cnntool.cli.attack:attack_group",
-        "Adversarial examples: FGSM, BIM and PGD in pixel space, targeted or not, with ε sweeps.",
+        "Adversarial examples: FGSM, BIM, PGD (ε sweeps), CW and DeepFool, in pixel space.",
     ),
     "visualize": (
         "cnntool.cli.visualize:visualize_group",

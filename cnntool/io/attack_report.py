@@ -72,7 +72,13 @@ class ImageRecords:
     come (JSON Lines or CSV); for a table, or under torchrun for rank 0, kept to write at the
     end."""
 
-    def __init__(self, fmt: str, streaming: bool, columns=RECORD_COLUMNS, table=IMAGE_TABLE):
+    def __init__(
+        self,
+        fmt: str,
+        streaming: bool,
+        columns: Sequence[str] = RECORD_COLUMNS,
+        table: Sequence[Column] = IMAGE_TABLE,
+    ):
         self.fmt, self.columns, self.table = fmt, columns, table
         self.writer = (
             RecordWriter(sys.stdout, fmt, columns) if fmt != "table" and streaming else None
@@ -151,7 +157,8 @@ def summary_lines(
     """A single-ε attack summed up: accuracy before and after and the success rate; with
     `files` (io.adversarial.AdversarialFiles; `counts`: each rank's `counts()`), where they
     went and how many full-resolution photos still fool the model."""
-    lines = [summary.describe(method, norm, targeted, eps_label(summary.eps))]
+    eps_text = None if summary.eps is None else eps_label(summary.eps)  # None: cw, deepfool
+    lines = [summary.describe(method, norm, targeted, eps_text)]
     if files is None:
         return lines
     lines.append(

@@ -69,7 +69,7 @@ def save_triptych(
     clean: np.ndarray,
     adversarial: np.ndarray,
     *,
-    eps: float,
+    eps: float | None,
     clean_title: str,
     adversarial_title: str,
     norm: str = "linf",
@@ -77,24 +77,26 @@ def save_triptych(
 ) -> TriptychLayout:
     """Original | perturbation | adversarial, laid out as Goodfellow et al. 2015, Fig. 1 (x + ε·
     sign(∇) = x̃): each panel titled, the perturbation amplified so that ±ε (L∞; for L2 its
-    largest change) spans black to white, with the factor in its title. `clean` and
+    largest change) spans black to white, with the factor in its title (`eps` None: an attack
+    without a budget, titled with the perturbation's L2 norm instead). `clean` and
     `adversarial` are [0, 1] pixels (C, H, W). Images are drawn pixel for pixel (figimage, no
     resampling), small ones enlarged by an integer factor, nearest neighbour. `scale` 2 doubles
     every pixel and the text (print)."""
     clean, adversarial = _channels_last(clean), _channels_last(adversarial)
     delta = adversarial - clean
     largest = float(np.abs(delta).max()) if delta.size else 0.0
-    bound = eps if norm == "linf" and eps > 0 and largest <= eps * (1 + 1e-5) else largest
+    budget = eps is not None and norm == "linf" and eps > 0 and largest <= eps * (1 + 1e-5)
+    bound = eps if budget else largest
     shown, amplification = perturbation_pixels(delta, bound)
     height, width = clean.shape[:2]
     factor = enlargement(height, width)
     panel_w, panel_h = width * factor, height * factor
-    eps_text = f"ε = {eps_label(eps)}" + ("" if norm == "linf" else f" ({norm})")
-    mapping = (
-        f"−{eps_label(bound)} black · 0 grey · +{eps_label(bound)} white"
-        if bound > 0
-        else "no change"
-    )
+    if eps is None:
+        eps_text = f"L2 = {float(np.sqrt(np.square(delta, dtype=np.float64).sum())):.3g}"
+    else:
+        eps_text = f"ε = {eps_label(eps)}" + ("" if norm == "linf" else f" ({norm})")
+    bound_text = eps_label(bound) if eps is not None else f"{bound:.3g}"
+    mapping = f"−{bound_text} black · 0 grey · +{bound_text} white" if bound > 0 else "no change"
     titles = [
         _wrap(clean_title, panel_w),
         [

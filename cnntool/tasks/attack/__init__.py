@@ -5,8 +5,12 @@
 - targets: a target class by index or name, or each image's least-likely class.
 - outcomes: a whole dataset at one or more ε, with per-image outcomes and per-ε summaries.
 - run: a scan session's images (every rank's under torchrun) attacked, judged and merged.
+- cw, deepfool: the minimal-perturbation attacks (Carlini–Wagner L2, DeepFool); minimal: them
+  by name with their settings, and the statistics of their per-image norms.
 """
 
+from cnntool.tasks.attack.cw import cw
+from cnntool.tasks.attack.deepfool import deepfool
 from cnntool.tasks.attack.methods import (
     NORMS,
     PixelModel,
@@ -46,6 +50,8 @@ __all__ = [
     "classify",
     "classify_images",
     "eps_in_model_units",
+    "cw",
+    "deepfool",
     "fgsm",
     "pgd",
     "resolve_target",

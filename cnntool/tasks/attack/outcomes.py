@@ -33,7 +33,7 @@ class AttackedImage:
 
     index: int
     path: str
-    eps: float
+    eps: float | None  # None: a minimal-perturbation attack (cw, deepfool) has no budget
     label: int
     label_source: str  # "dataset" or "prediction"
     target: int | None
@@ -61,12 +61,10 @@ class AttackedImage:
         return succeeded(prediction, self.label, self.target)
 
     def to_record(self) -> dict:
-        record = {
-            "path": self.path,
-            "eps": self.eps,
-            "label": self.label,
-            "label_source": self.label_source,
-        }
+        record = {"path": self.path}
+        if self.eps is not None:
+            record["eps"] = self.eps
+        record.update(label=self.label, label_source=self.label_source)
         if self.target is not None:
             record["target"] = self.target
         record.update(
@@ -251,11 +249,13 @@ class AttackSummary:
             f"labels: {self.labels_from_dataset} from the dataset, {from_predictions} from {note}"
         )
 
-    def describe(self, method: str, norm: str, targeted: bool, eps_text: str) -> str:
-        """One sentence: accuracy before and after, success rate, and after saving."""
+    def describe(self, method: str, norm: str, targeted: bool, eps_text: str | None) -> str:
+        """One sentence: accuracy before and after, success rate, and after saving (`eps_text`
+        None: an attack without a budget)."""
         goal = "classified as the target" if targeted else "misclassified"
+        budget = "" if eps_text is None else f" ε = {eps_text}"
         line = (
-            f"{method} ε = {eps_text} ({norm}) on {self.images} images "
+            f"{method}{budget} ({norm}) on {self.images} images "
             f"({self.label_sources()}): accuracy {_percent(self.clean_accuracy)} → "
             f"{_percent(self.adv_accuracy)}; success rate {_percent(self.success_rate)} "
             f"({self.successes}/{self.images} {goal})"

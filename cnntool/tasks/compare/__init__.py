@@ -4,7 +4,8 @@ a dataset, in minibatches (Nguyen et al. 2021).
 
 - cka.py: the arithmetic (Gram matrices, the unbiased HSIC₁ of Song et al. 2012, sums → CKA);
 - layers.py: the default layers, and how a layer's output becomes one row per image (--pool);
-- minibatches.py: the minibatches, the scan feeding both models the same images, the merge over ranks.
+- minibatches.py: the minibatches, the scan feeding both models the same images, the merge
+  over ranks.
 """
 
 from cnntool.tasks.compare.cka import KERNELS, HsicSums, MinibatchHsic, minibatch_hsic
