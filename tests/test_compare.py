@@ -445,7 +445,7 @@ def test_cli_records_table_and_heat_map(tmp_path, cnntool):
     assert "best matches over 120 images" in done.stderr
     # the heat map: each cell in the colour of its value (away from the text and the frame)
     from cnntool.io.compare import heatmap
-    from cnntool.io.grids import colorize
+    from cnntool.io.figure_style import colorize
 
     image = np.asarray(Image.open(out).convert("RGB"))
     values = {
@@ -489,7 +489,7 @@ def heatmap_layout(records, heatmap):
 
 def test_heat_map_pixels_frames_and_undefined_cells():
     from cnntool.io.compare import BEST, UNDEFINED, heatmap
-    from cnntool.io.grids import colorize
+    from cnntool.io.figure_style import colorize
 
     values = np.array([[0.1, 0.9], [0.6, 0.2], [np.nan, np.nan]])
     result = cnntool.CkaResult(

@@ -464,7 +464,8 @@ def _assert_filter_sheet(sheet: np.ndarray) -> None:
     conv1 (one input channel): each 3×3 filter a blue–white–red tile of 16-px squares scaled
     by its own largest |weight|, the title in DejaVu Sans and a colour bar beside them."""
     from cnntool.core.loading.zoo import load_builtin
-    from cnntool.io.grids import colorize, symmetric_scale
+    from cnntool.io.figure_style import colorize
+    from cnntool.io.grids import symmetric_scale
     from tests.pixels import colour_bars, find, find_styled_text
 
     weights = load_builtin("lenet5-mnist").conv1.weight.detach().numpy()

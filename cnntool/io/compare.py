@@ -22,11 +22,11 @@ from cnntool.io.figure_style import (
     INK,
     SEQUENTIAL,
     colorbar,
+    colorize,
     fitted,
     style_for,
     text_width,
 )
-from cnntool.io.grids import colorize
 from cnntool.io.records import Column
 from cnntool.io.untrusted import printable
 
