@@ -350,6 +350,24 @@ def test_cli_cw_targeted_and_bad_input(tmp_path, cnntool):
         assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.torchrun
+def test_torchrun_deepfool_writes_what_one_process_writes(tmp_path, cnntool):
+    data = digit_folder(tmp_path, [0, 1250, 2500, 3750, 4999])
+    # batches of one image: the same arithmetic whatever the shard, so the same bits
+    args = ["attack", "deepfool", "lenet5-mnist", data, "--candidates", "3", "--batch-size", "1"]
+    args += ["--workers", "0", "--triptychs", "2", "-q"]
+    one = cnntool(*args, "-o", tmp_path / "one", threads=1)
+    two = cnntool.torchrun(*args, "-o", tmp_path / "two")
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    single, double = records(one), records(two)
+    for record in single + double:
+        record["file"] = record["file"].rsplit("/", 1)[-1]
+    assert double == single and len(single) == 5
+    # the histogram gathers every rank's norms: the same figure
+    assert np.array_equal(png(tmp_path / "one" / "norms.png"), png(tmp_path / "two" / "norms.png"))
+    assert len(list((tmp_path / "two" / "triptych").iterdir())) == 2
+
+
 # --- EfficientNet-Lite0 (ImageNet) ------------------------------------------------------------
 
 
