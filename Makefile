@@ -27,13 +27,17 @@ lint: $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh demo-out
 
-# lite0's microscope with feature visualizations (5 layers × 16 units, 128-px MACO thumbnails):
+# lite0's microscope with feature visualizations (5 layers × 16 units, 128-px MACO thumbnails),
+# then LeNet-5 clean vs adversarially trained (CKA and AutoAttack-style robust accuracy).
+# The microscope:
 # 5.5 min measured on the shared 2-core CPU machine: too long for the 5-minute demo
 showcase: $(STAMP)
 	@mkdir -p showcase-out
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cnntool microscope efficientnet_lite0 imagenet-samples --units 16 \
 	  -o showcase-out/microscope_lite0 > showcase-out/microscope_lite0.json
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/robustness_demo.sh showcase-out
 	@echo "open showcase-out/microscope_lite0/index.html in a browser (no server needed)"
+	@echo "clean vs adversarially trained LeNet-5: showcase-out/robustness/ (cka.png, */robustness.png)"
 
 bench: $(STAMP)
 	$(PY) benchmarks/profile_bench.py
