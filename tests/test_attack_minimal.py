@@ -399,14 +399,16 @@ def test_cw_and_deepfool_on_lite0_equal_torchattacks_and_foolbox(lite0_pair):
     for i in range(len(images)):
         sliced = Columns(pixel_model, top3[i]).eval()
         theirs = torchattacks.DeepFool(sliced, steps=2)(images[i : i + 1], torch.tensor([0]))
-        # a batch of 2 against torchattacks' 1: lite0's convolutions round differently
-        assert (ours[i : i + 1] - theirs).abs().max() < 1e-5
+        # a batch of 2 against torchattacks' 1, and one thread under xdist against several:
+        # lite0's convolutions round differently, and DeepFool's step divides by a difference
+        # of gradients (3.7e-5 seen with one thread per worker)
+        assert (ours[i : i + 1] - theirs).abs().max() < 1e-4
     ours = deepfool(model, images, labels, candidates=3, steps=2)
     fmodel = foolbox.PyTorchModel(pixel_model, bounds=(0, 1))
     _, theirs, _ = foolbox.attacks.L2DeepFoolAttack(steps=2, candidates=3)(
         fmodel, images, labels, epsilons=None
     )
-    assert (ours - theirs).abs().max() < 1e-5
+    assert (ours - theirs).abs().max() < 1e-4  # the rounding above
     with torch.no_grad():  # two steps fool the first photo already, with a small L2
         fooled = pixel_model(ours).argmax(dim=1) != labels
     assert fooled[0] and 0 < l2(ours, images)[0] < 1.0

@@ -551,7 +551,6 @@ def test_cli_grid_has_labels_and_maco_writes_its_transparency_map(tmp_path):
         "none",
         "-o",
         str(out),
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)

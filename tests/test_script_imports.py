@@ -69,7 +69,7 @@ def test_a_removed_name_is_found():
     assert unresolved("cnntool.core.data", "no_such_name") == (
         "cnntool.core.data has no name no_such_name"
     )
-    assert unresolved("cnntool.core", "zoo") is None
+    assert unresolved("cnntool.core.loading", "zoo") is None
     assert unresolved("cnntool.core.no_such_module", None).startswith(
         "cnntool.core.no_such_module does not import"
     )

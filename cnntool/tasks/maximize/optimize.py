@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from cnntool.core.hooks import capture, preserved_state, substitute_activation_backward
+from cnntool.core.loading.exported import contains_exported, is_torchscript
 from cnntool.core.preprocessing import Preprocessing
 from cnntool.errors import CnnToolError
 from cnntool.tasks.maximize.config import MaximizeConfig, Objective, Synthesized
@@ -112,8 +113,9 @@ def maximize(
 
 def _rectifiers(model: nn.Module, redirected: bool):
     """The backward of the model's rectifiers for one step: Lucid's redirected rule (the
-    config's first `redirect` steps) or the true gradient."""
-    if not redirected:
+    config's first `redirect` steps) or the true gradient. A TorchScript archive or an exported
+    program makes no Python calls to reroute: it keeps the true gradient."""
+    if not redirected or is_torchscript(model) or contains_exported(model):
         return contextlib.nullcontext()
     return substitute_activation_backward(model, "redirected")
 
