@@ -5,6 +5,7 @@ What needs only the forward pass gives the eager model's numbers on both; a comm
 inside named layers works on an unflattened export and is one sentence on TorchScript."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -38,7 +39,8 @@ def files(tmp_path_factory):
             Image.fromarray(pixels.astype(np.uint8)).save(root / "data" / folder / f"{i}.png")
     eager = MeanColourNet(3).eval()
     example = torch.zeros(1, 3, SIDE, SIDE)
-    with pytest.warns(FutureWarning):  # torch.jit.script is deprecated, but users have archives
+    with warnings.catch_warnings():  # torch.jit.script is deprecated, but users have archives
+        warnings.simplefilter("ignore", FutureWarning)
         torch.jit.script(eager).save(str(root / "scripted.pt"))
     torch.export.save(torch.export.export(eager, (example,)), root / "static.pt2")
     batch = torch.export.Dim("batch", min=1)
