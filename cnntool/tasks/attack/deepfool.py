@@ -18,9 +18,11 @@ after `steps` steps. Two variants, which differ in how the steps add up:
 torchattacks attacks one image at a time and builds each Jacobian with one backward pass per
 class that also computes every parameter's gradient; here a batch's still-correct images go
 together, each candidate class's gradient for all of them in one backward pass over the input
-only. Every class is a candidate by default (torchattacks); `candidates` K keeps the K classes of
-highest clean logit (the reference code and foolbox take 10), K backward passes per step instead
-of one per class.
+only, and the classes are looked at one after another, keeping each image's nearest so far (a
+Jacobian of 1,000 classes for a batch of 224-px photos would not fit in memory). Every class is
+a candidate by default (torchattacks); `candidates` K keeps the K classes of highest clean logit
+(the reference code and foolbox take 10): K + 1 backward passes per step instead of one per class
+and one for the label.
 """
 
 from __future__ import annotations
@@ -75,15 +77,14 @@ def deepfool(
             if not still.any():
                 break
             chosen = logits if classes is None else logits.gather(1, classes[going])
-            gradients = class_gradients(chosen, points)[still]  # fooled images stop here
-            going, points, chosen = going[still], points.detach()[still], chosen.detach()[still]
-            label_at = (
+            label_at = (  # the label's column of `chosen`
                 labels[going]
                 if classes is None
                 else (classes[going] == labels[going].unsqueeze(1)).int().argmax(dim=1)
             )
-            step, movable = nearest_boundary_step(chosen, gradients, label_at, variant)
-            going, points, step = going[movable], points[movable], step[movable]
+            step, movable = nearest_boundary_step(chosen, points, label_at, variant)
+            moving = still & movable  # the fooled stop here, and so do the unmovable
+            going, points, step = going[moving], points.detach()[moving], step[moving]
             if variant == "paper":
                 total[going] += step
                 moved = originals[going] + (1 + overshoot) * total[going]
@@ -93,44 +94,47 @@ def deepfool(
     return adversarial
 
 
-def class_gradients(logits: Tensor, points: Tensor) -> Tensor:
-    """∇ₓ of every column of `logits` (N, K) for every image: (N, K, C, H, W). Images do not mix
-    (eval mode), so one backward pass of a column summed over the batch gives it for all."""
-    columns = []
-    for k in range(logits.shape[1]):
-        (gradient,) = torch.autograd.grad(
-            logits[:, k].sum(), points, retain_graph=k + 1 < logits.shape[1]
-        )
-        columns.append(gradient)
-    return torch.stack(columns, dim=1)
-
-
 def nearest_boundary_step(
-    logits: Tensor, gradients: Tensor, labels: Tensor, variant: str = "paper"
+    logits: Tensor, points: Tensor, labels: Tensor, variant: str = "paper"
 ) -> tuple[Tensor, Tensor]:
-    """(r, movable) for each image: the step onto the nearest linearized boundary between its
-    label (a column of `logits` (N, K) and `gradients` (N, K, C, H, W)) and another column, in
-    torchattacks' order of operations for its variant (so that the result is the same to the
-    bit); movable is False where no boundary is at a finite distance (every gradient
-    difference 0: the model is flat there), and r is 0 there."""
+    """(r, movable) for each image: the step from `points` onto the nearest linearized boundary
+    between its label (a column of `logits` (N, K), computed from `points`) and another column,
+    in torchattacks' order of operations (so that the result is the same to the bit). movable is
+    False where no boundary lies at a finite distance (the model is flat there); r is 0 there.
+
+    One backward pass per column (plus one for the labels) gives that column's gradient for
+    every image at once (images do not mix in eval mode); the columns are looked at one after
+    another, keeping each image's nearest so far, so memory does not grow with the classes."""
     rows = torch.arange(len(labels), device=labels.device)
-    f_prime = logits - logits[rows, labels].unsqueeze(1)
-    w_prime = gradients - gradients[rows, labels].unsqueeze(1)
-    distance = f_prime.abs() / w_prime.flatten(2).norm(p=2, dim=2)
-    # the label is no boundary of its own (0/0 there), nor is a class whose 0/0 says the same
-    distance[rows, labels] = float("inf")
-    distance = torch.where(distance.isnan(), float("inf"), distance)
-    nearest = distance.argmin(dim=1)  # the first of equals, as torch.min in torchattacks
-    movable = distance[rows, nearest].isfinite()
-    w_nearest = w_prime[rows, nearest]
+    values = logits.detach()
+    label_values = values[rows, labels]
+    (label_gradients,) = torch.autograd.grad(
+        logits.gather(1, labels.unsqueeze(1)).sum(), points, retain_graph=True
+    )
+    nearest = torch.full_like(label_values, float("inf"))  # the distance to it
+    nearest_f = torch.zeros_like(label_values)  # f_l − f_y
+    nearest_w = torch.zeros_like(label_gradients)  # ∇f_l − ∇f_y
+    columns = logits.shape[1]
+    for k in range(columns):
+        (gradients,) = torch.autograd.grad(logits[:, k].sum(), points, retain_graph=k + 1 < columns)
+        f_prime = values[:, k] - label_values
+        w_prime = gradients - label_gradients
+        distance = f_prime.abs() / w_prime.flatten(1).norm(p=2, dim=1)
+        # the label is no boundary of its own (0/0 there); nor is a class whose 0/0 says the same
+        distance = torch.where((labels == k) | distance.isnan(), float("inf"), distance)
+        closer = distance < nearest  # strictly: the first of equals, as torch.min in torchattacks
+        nearest = torch.where(closer, distance, nearest)
+        nearest_f = torch.where(closer, f_prime, nearest_f)
+        nearest_w = torch.where(closer.view(-1, *[1] * (points.dim() - 1)), w_prime, nearest_w)
+    movable = nearest.isfinite()
     steps = []
-    for row, w in enumerate(w_nearest):
+    for row, w in enumerate(nearest_w):
         if not movable[row]:
             steps.append(torch.zeros_like(w))
         elif variant == "paper":
-            steps.append((distance[row, nearest[row]] + _PAST_THE_BOUNDARY) * w / torch.norm(w))
+            steps.append((nearest[row] + _PAST_THE_BOUNDARY) * w / torch.norm(w))
         else:
-            steps.append(f_prime[row, nearest[row]].abs() * w / torch.norm(w, p=2) ** 2)
+            steps.append(nearest_f[row].abs() * w / torch.norm(w, p=2) ** 2)
     return torch.stack(steps), movable
 
 
