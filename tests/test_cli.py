@@ -27,7 +27,7 @@ def test_help_has_an_example_everywhere_and_does_not_import_torch(cnntool):
         "    assert 'Example' in result.output, path\n"
         "assert 'torch' not in sys.modules, 'help imported torch'\n"
     )
-    result = cnntool.python(code)
+    result = cnntool.python(code)  # a fresh interpreter: which modules --help imports
     assert result.returncode == 0, result.stderr
     top = cnntool("--help")
     assert top.returncode == 0 and "Example" in top.stdout and top.stderr == ""

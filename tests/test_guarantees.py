@@ -110,6 +110,8 @@ def test_every_scan_skips_and_counts_four_bad_files(command, workers, cnntool, t
     ids=lambda args: args[0] if args[0] != "visualize" else args[1],
 )
 def test_a_closed_pipe_is_a_normal_end(args, tmp_path):
+    # a child process (not tests.helpers.InProcess): the point is a real pipe that closes, and
+    # the interpreter's last flush at exit
     command = " ".join([sys.executable, "-m", "cnntool", *_fill(args, out=tmp_path), "-q"])
     result = subprocess.run(
         ["bash", "-c", f"{command} | head -1; exit ${{PIPESTATUS[0]}}"],
@@ -1284,6 +1286,7 @@ def test_a_file_size_limit_for_real_is_one_sentence_and_leaves_no_scratch_file(c
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error from write(), not a signal
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
+    # a child process: the limit is the kernel's, on the process that writes
     result = subprocess.run(
         [
             sys.executable,
@@ -1317,6 +1320,8 @@ def test_a_file_size_limit_for_real_is_one_sentence_and_leaves_no_scratch_file(c
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_stdout_on_a_full_device_is_one_sentence(tmp_path):
     data, _ = _data_and_out(tmp_path, 3, out_exists=False)
+    # a child process: its file descriptor 1 is the full device, and the interpreter's flush at
+    # exit is part of what is tested
     with open("/dev/full", "w") as full:
         result = subprocess.run(
             [sys.executable, "-m", "cnntool", "predict", "lenet5-mnist", data, "-q"],
@@ -1352,6 +1357,7 @@ def test_names_that_are_not_utf8_are_read_and_printed_and_resumed(tmp_path):
 
     data, out = _data_and_out(tmp_path, 2)
     Image.new("RGB", (40, 30), (10, 200, 30)).save(os.fsencode(data) + b"/\xff.png")
+    # child processes: PYTHONIOENCODING is read when the interpreter starts
     env = cli_env(PYTHONIOENCODING="utf-8")  # a strict stdout, as in en_US.UTF-8
     predicted = subprocess.run(
         [sys.executable, "-m", "cnntool", "predict", "lenet5-mnist", data, "-q"],
@@ -1397,24 +1403,14 @@ def test_names_that_are_not_utf8_are_read_and_printed_and_resumed(tmp_path):
     assert resumed.stdout.count(b"\xff.png") == 1
 
 
-def test_a_nul_byte_in_a_path_list_is_skipped_and_counted(tmp_path):
-    from tests.helpers import CnnTool
-
+def test_a_nul_byte_in_a_path_list_is_skipped_and_counted(cnntool, tmp_path):
     data, _ = _data_and_out(tmp_path, 2, out_exists=False)
-    listing = b"\n".join(
-        [os.fsencode(data / "good0.png"), b"bad\x00name.png", os.fsencode(data / "good1.png")]
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "cnntool", "predict", "lenet5-mnist", "-", "-q"],
-        input=listing,
-        capture_output=True,
-        env=CnnTool().env,
-        timeout=300,
-    )
+    listing = "\n".join([str(data / "good0.png"), "bad\x00name.png", str(data / "good1.png")])
+    result = cnntool("predict", "lenet5-mnist", "-", "-q", stdin=listing)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 2
-    assert b"skipped 1 unreadable image(s) of 3" in result.stderr
-    assert b"the name contains a NUL byte" in result.stderr and b"Traceback" not in result.stderr
+    assert "skipped 1 unreadable image(s) of 3" in result.stderr
+    assert "the name contains a NUL byte" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("how", ["option", "environment"])
@@ -1433,6 +1429,7 @@ def test_a_rank_whose_peers_never_come_gives_up_in_one_sentence(how, tmp_path):
         **({"CNNTOOL_DIST_TIMEOUT": "2"} if how == "environment" else {}),
     )
     extra = ["--dist-timeout", "2"] if how == "option" else []
+    # a child process: RANK and WORLD_SIZE make it join a process group (process-wide state)
     result = CnnTool(env=env, timeout=90)("predict", "lenet5-mnist", data, "-q", *extra)
     assert result.returncode == 1
     assert (

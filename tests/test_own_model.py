@@ -135,6 +135,9 @@ net = lambda: torch.nn.Conv2d(3, 3, 1)
 
 
 def _cnntool(args, cwd, env_extra=None, module=True):
+    """A child process (not tests.helpers.InProcess): what code is trusted depends on the
+    import path the interpreter builds at start-up (PYTHONPATH, the current folder) and on the
+    modules not yet imported."""
     env = {**os.environ, **(env_extra or {})}
     command = (
         [sys.executable, "-m", "cnntool", *args]
