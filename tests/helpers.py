@@ -228,10 +228,7 @@ def _isolated(env: dict[str, str], cwd, threads: int | None, argv: list[str]):
     saved_signals = {s: signal.getsignal(s) for s in _catchable_signals()}
     saved_threads = torch.get_num_threads()
     saved_grad = torch.is_grad_enabled()
-    saved_deterministic = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-    )
+    saved_deterministic = _deterministic()
     saved_dtype = torch.get_default_dtype()
     saved_matmul = torch.get_float32_matmul_precision()
     saved_random, saved_numpy = random.getstate(), np.random.get_state()
@@ -256,14 +253,31 @@ def _isolated(env: dict[str, str], cwd, threads: int | None, argv: list[str]):
         for number, handler in saved_signals.items():
             if signal.getsignal(number) is not handler and handler is not None:
                 signal.signal(number, handler)
-        torch.set_num_threads(saved_threads)
+        # each setter only where the run changed it (use_deterministic_algorithms imports
+        # torch._dynamo, a second's work that a run that never touched it need not cost)
+        if torch.get_num_threads() != saved_threads:
+            torch.set_num_threads(saved_threads)
         torch.set_grad_enabled(saved_grad)
-        torch.use_deterministic_algorithms(saved_deterministic[0], warn_only=saved_deterministic[1])
-        torch.set_default_dtype(saved_dtype)
-        torch.set_float32_matmul_precision(saved_matmul)
+        if _deterministic() != saved_deterministic:
+            torch.use_deterministic_algorithms(
+                saved_deterministic[0], warn_only=saved_deterministic[1]
+            )
+        if torch.get_default_dtype() != saved_dtype:
+            torch.set_default_dtype(saved_dtype)
+        if torch.get_float32_matmul_precision() != saved_matmul:
+            torch.set_float32_matmul_precision(saved_matmul)
         random.setstate(saved_random)
         np.random.set_state(saved_numpy)
         console._console, console._quiet, console._silent = saved_console
+
+
+def _deterministic() -> tuple[bool, bool]:
+    import torch
+
+    return (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
 
 
 def _catchable_signals() -> list[signal.Signals]:
