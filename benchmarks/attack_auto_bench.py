@@ -11,7 +11,7 @@ Two rows per case:
   runs it (channels-last where it pays, parameters frozen), torchattacks on the model as loaded.
 
     .venv/bin/python benchmarks/attack_auto_bench.py [--rounds 5] [--threads 1] [--steps 10]
-        [--device cuda] [--images 500]
+        [--device cuda] [--images 500] [--models lenet5-mnist-adv,lenet5-mnist]
 """
 
 from __future__ import annotations
@@ -126,6 +126,7 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", default=",".join(name for name, _, _ in CASES))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -134,7 +135,7 @@ def main():
         f"interleaved rounds; ratio = cnntool / torchattacks (goal ≤ 1.0); L∞, 1 restart, "
         f"APGD-T towards {TARGETS} classes\n"
     )
-    for name, data, eps in CASES:
+    for name, data, eps in [case for case in CASES if case[0] in args.models.split(",")]:
         run_case(
             name, data, eps, rounds=args.rounds, steps=args.steps, count=args.images,
             device=args.device,
