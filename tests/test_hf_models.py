@@ -18,7 +18,7 @@ from cnntool.core.loading import hf_models, hf_processor
 from cnntool.core.loading.hf_models import processor_feed
 from cnntool.core.loading.models import load_model
 from cnntool.core.loading.preprocessing_sources import PreprocessingOptions
-from cnntool.errors import ModelLoadError
+from cnntool.errors import ModelLoadError, UntrustedCodeError
 
 transformers = pytest.importorskip("transformers")
 
@@ -344,3 +344,39 @@ def test_without_transformers_a_folder_is_one_sentence_naming_the_extra(tmp_path
     text = str(caught.value)
     assert "Hugging Face transformers model (ResNetForImageClassification)" in text
     assert text.endswith("(pip install 'cnntool[hf]')")
+
+
+@pytest.mark.parametrize(
+    ("config", "error", "words"),
+    [
+        ({"architectures": ["NoSuchForImageClassification"]}, ModelLoadError, "does not have"),
+        (
+            {"architectures": ["NoSuchForImageClassification"], "auto_map": {"a": "b.C"}},
+            UntrustedCodeError,
+            "pass --trust-code only if you trust this folder",
+        ),
+        ({"architectures": ["ResNetModel"]}, ModelLoadError, "has no classification head"),
+    ],
+)
+def test_a_folder_that_is_no_classifier_or_needs_its_own_code_is_one_sentence(
+    tmp_path, config, error, words
+):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(error, match=words):
+        load_model(str(tmp_path))
+
+
+def test_a_folder_naming_only_its_model_type_loads_the_same_classifier(saved, tmp_path):
+    import shutil
+
+    folder, _ = saved
+    copy = tmp_path / "typed"
+    shutil.copytree(folder, copy)
+    config = json.loads((copy / "config.json").read_text())
+    del config["architectures"]
+    (copy / "config.json").write_text(json.dumps(config))
+    x = torch.rand(2, 3, 28, 28)
+    want = transformers.ResNetForImageClassification.from_pretrained(folder).eval()
+    got = load_model(str(copy))
+    with torch.no_grad():
+        torch.testing.assert_close(got.module(x), want(pixel_values=x).logits)

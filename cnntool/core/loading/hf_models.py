@@ -87,10 +87,13 @@ def load_folder(folder: Path, config: Mapping[str, Any], trust_code: bool) -> HF
     """The classifier in a `save_pretrained` folder, returning logits, with its feed and names."""
     folder = Path(folder)
     names = [n for n in config.get("architectures") or [] if isinstance(n, str)]
-    name = names[0] if names else str(config.get("model_type"))
+    name = names[0] if names else f"a {config.get('model_type')} image classifier"
     transformers = _transformers(folder, name)
-    model_class = getattr(transformers, name, None) if names else None
     kwargs: dict[str, Any] = {"local_files_only": True, _dtype_argument(transformers): "float32"}
+    # only a model_type: transformers' auto class picks its image classifier
+    model_class = (
+        getattr(transformers, name, None) if names else transformers.AutoModelForImageClassification
+    )
     if model_class is None:
         if not config.get("auto_map"):
             raise ModelLoadError(
@@ -104,12 +107,13 @@ def load_folder(folder: Path, config: Mapping[str, Any], trust_code: bool) -> HF
             )
         model_class = transformers.AutoModelForImageClassification
         kwargs["trust_remote_code"] = True
-    if "ForImageClassification" not in name:
+    if names and "ForImageClassification" not in name:
         raise ModelLoadError(
             f"{folder} holds a {name}, which has no classification head; cnntool needs an "
             "image classifier (a …ForImageClassification model)"
         )
     module, info = _from_pretrained(transformers, model_class, folder, kwargs)
+    name = type(module).__name__
     missing = list(info.get("missing_keys") or [])
     wrong = list(info.get("mismatched_keys") or [])
     if missing or wrong:
