@@ -20,6 +20,7 @@ from cnntool.core.loading.models import check_forward, load_model
 from cnntool.core.loading.preprocessing_sources import PreprocessingOptions
 from cnntool.errors import ModelLoadError, UntrustedCodeError
 from cnntool.tasks.predict import predict
+from tests.helpers import InProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "own_model"
@@ -167,21 +168,33 @@ def test_a_module_in_the_current_folder_is_not_imported_without_trust(evil_folde
         assert not (evil_folder / "imported-evilmod").exists()
 
 
-def test_a_relative_or_absolute_pythonpath_is_no_trust(evil_folder):
+def test_a_relative_or_absolute_pythonpath_is_no_trust(evil_folder, monkeypatch):
     """Python makes PYTHONPATH entries absolute at start-up: trust goes by where the module's
     file lies (installed library folders), not by the order or form of sys.path (#21)."""
     below = evil_folder / "sub"
     below.mkdir()
     (evil_folder / "mlxtend.py").write_text(EVIL)  # shadows an installed package's name
-    for entry in ("..", str(evil_folder)):
-        for spec in ("evilmod:net", "mlxtend:net"):
-            done = _cnntool(["layers", spec], below, {"PYTHONPATH": entry})
-            assert done.returncode == 1, done.stderr
-            assert "--trust-code" in done.stderr and str(evil_folder.resolve()) in done.stderr
-            assert "a folder on the import path" in done.stderr and "Traceback" not in done.stderr
-            assert not (evil_folder / "imported-evilmod").exists()
-    done = _cnntool(["layers", "evilmod:net", "--trust-code"], below, {"PYTHONPATH": ".."})
-    assert done.returncode == 0 and (evil_folder / "imported-evilmod").exists()
+
+    def refused(done):
+        assert done.returncode == 1, done.stderr
+        assert "--trust-code" in done.stderr and str(evil_folder.resolve()) in done.stderr
+        assert "a folder on the import path" in done.stderr and "Traceback" not in done.stderr
+        assert not (evil_folder / "imported-evilmod").exists()
+
+    # the start-up path needs a child process: a relative entry, as the red team planted it
+    refused(_cnntool(["layers", "evilmod:net"], below, {"PYTHONPATH": ".."}))
+    # what start-up made of it (an absolute entry in front), in this process: a module of the
+    # folder and one shadowing an installed package's name are refused alike
+    monkeypatch.syspath_prepend(str(evil_folder))
+    monkeypatch.delitem(sys.modules, "mlxtend", raising=False)
+    run = InProcess()
+    for spec in ("evilmod:net", "mlxtend:net"):
+        refused(run("layers", spec, cwd=below))
+    try:
+        assert run("layers", "evilmod:net", "--trust-code", cwd=below).returncode == 0
+        assert (evil_folder / "imported-evilmod").exists()
+    finally:
+        sys.modules.pop("evilmod", None)
 
 
 def test_an_editable_install_trusts_only_its_own_packages(monkeypatch):
