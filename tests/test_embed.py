@@ -72,20 +72,24 @@ def blobs(count=300, dims=10, centers=3, seed=0):
 @pytest.mark.slow
 def test_lenet5_mnist_map_keeps_the_digits_apart(mnist):
     assert mnist.features.shape == (5000, 200) and mnist.layer == "relu3"
-    result = emb.embed(mnist.features, FAST)
-    assert result.coords.shape == (5000, 2) and result.coords.dtype == np.float32
+    # 2,000 of the digits (seeded): the same bars hold, at a third of the 5,000-point cost
+    # (README's figures are for all 5,000: 2-D 0.989, trustworthiness 0.997)
+    pick = np.sort(np.random.default_rng(0).choice(5000, 2000, replace=False))
+    features, labels = mnist.features[pick], mnist.labels[pick]
+    result = emb.embed(features, FAST)
+    assert result.coords.shape == (2000, 2) and result.coords.dtype == np.float32
     assert (result.method, result.engine, result.perplexity, result.pca_dims) == (
         "tsne",
         "opentsne",
         30.0,
         50,
     )
-    figures = emb.quality(mnist.features, result.coords, mnist.labels)
+    figures = emb.quality(features, result.coords, labels)
     print(
         f"MNIST LeNet-5 relu3: trustworthiness {figures.trustworthiness:.4f}, 5-NN 2-D "
         f"{figures.knn_accuracy_2d:.4f}, features {figures.knn_accuracy_features:.4f}"
     )
-    assert figures.points == 5000 and figures.classes == 10
+    assert figures.points == 2000 and figures.classes == 10
     assert figures.knn_accuracy_2d >= 0.9
     assert figures.knn_accuracy_features >= 0.95
     assert figures.trustworthiness >= 0.95
@@ -125,7 +129,9 @@ def test_same_seed_same_map(engine, threads):
     settings = emb.EmbedSettings(engine=engine, iterations=50, n_jobs=threads)
     first = emb.embed(points, settings).coords
     np.testing.assert_array_equal(first, emb.embed(points, settings).coords)
-    if engine == "opentsne":  # scikit-learn uses the seed only for a random initialization
+    # the seed's effect needs no second thread; scikit-learn uses the seed only for a random
+    # initialization
+    if engine == "opentsne" and threads == 1:
         other = emb.embed(
             points, emb.EmbedSettings(engine=engine, iterations=50, n_jobs=threads, seed=1)
         ).coords
