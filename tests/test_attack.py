@@ -212,9 +212,9 @@ def test_targets_by_index_name_least_likely_and_unknown_names(lite0, lenet, mnis
 # --- published figures --------------------------------------------------------------------------
 
 
-def summary_at(model, data, attack, eps, batch_size):
+def summary_at(model, data, attack, eps, batch_size, count=None):
     stream = BatchStream(
-        open_data(data), model.preprocessing, batch_size=batch_size, normalize=False
+        open_data(data).spread(count), model.preprocessing, batch_size=batch_size, normalize=False
     )
     tally = AttackTally([eps])
     for batch in attack_dataset(model, stream, attack, [eps]):
@@ -224,18 +224,20 @@ def summary_at(model, data, attack, eps, batch_size):
 
 
 @pytest.mark.slow
-def test_lenet5_on_5000_mnist_digits_at_eps_0_3(lenet, lenet_adv):
-    clean = summary_at(lenet, "mnist-5k", fgsm, 0.3, 500)
-    robust = summary_at(lenet_adv, "mnist-5k", fgsm, 0.3, 500)
+def test_lenet5_on_1000_mnist_digits_at_eps_0_3(lenet, lenet_adv):
+    """1,000 of the 5,000 digits, spread over the set (test_zoo pins the clean accuracy on all
+    5,000: README's 99.28%); README's FGSM figures are for the 5,000: 1.18% and 97.50%."""
+    clean = summary_at(lenet, "mnist-5k", fgsm, 0.3, 500, count=1000)
+    robust = summary_at(lenet_adv, "mnist-5k", fgsm, 0.3, 500, count=1000)
     print(
-        f"FGSM ε=0.3 on 5,000 MNIST: clean LeNet {clean.clean_accuracy:.2%} -> "
+        f"FGSM ε=0.3 on 1,000 MNIST: clean LeNet {clean.clean_accuracy:.2%} -> "
         f"{clean.adv_accuracy:.2%}; adversarially trained {robust.clean_accuracy:.2%} -> "
         f"{robust.adv_accuracy:.2%}"
     )
-    assert clean.images == robust.images == 5000 and clean.labels_from_dataset == 5000
-    assert clean.clean_accuracy == pytest.approx(0.9928)  # README's figure for the clean model
-    assert clean.adv_accuracy <= 0.05  # measured 1.18% (REFERENCES: ~1.5%)
-    assert robust.adv_accuracy >= 0.95  # measured 97.50% (REFERENCES: ~99%)
+    assert clean.images == robust.images == 1000 and clean.labels_from_dataset == 1000
+    assert clean.clean_accuracy == pytest.approx(0.993)  # measured on these 1,000
+    assert clean.adv_accuracy <= 0.05  # measured 1.3% (REFERENCES: ~1.5%)
+    assert robust.adv_accuracy >= 0.95  # measured 97.0% (REFERENCES: ~99%)
 
 
 @pytest.mark.slow
