@@ -254,13 +254,21 @@ def colour_bars(
     from matplotlib import colormaps
 
     lut = np.rint(colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.int32)
+    # the nearest map level of each distinct colour, once (a figure has few): per pixel, it
+    # took seconds per figure
+    rgb = pixels[..., :3].astype(np.int32)
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    keys, inverse = np.unique(packed, return_inverse=True)
+    colours = np.stack([keys >> 16, (keys >> 8) & 255, keys & 255], axis=1)
+    distance = np.abs(colours[:, None, :] - lut[None]).max(axis=-1)
+    on_map = distance.min(axis=1) <= tolerance
+    if cmap == "gray":  # a gray level is also on the map where the background is white
+        on_map &= colours.max(axis=1) - colours.min(axis=1) <= 2
+    inverse = inverse.reshape(packed.shape)
+    levels, near = distance.argmin(axis=1)[inverse], on_map[inverse]
     found = []
     for x in range(pixels.shape[1]):
-        column = pixels[:, x].astype(np.int32)
-        distance = np.abs(column[:, None, :] - lut[None]).max(axis=-1)
-        index, close = distance.argmin(axis=1), distance.min(axis=1) <= tolerance
-        if cmap == "gray":  # a gray level is also on the map where the background is white
-            close &= column.max(axis=1) - column.min(axis=1) <= 2
+        index, close = levels[:, x], near[:, x]
         # a bar changes by small steps: a jump (the frame, the background) ends a run
         steps = np.abs(np.diff(index, prepend=index[0])) <= 12
         for start, stop in runs(close & steps):

@@ -115,22 +115,9 @@ def test_nothing_readable_is_one_sentence(tmp_path):
     "args",
     [
         ["attack", "fgsm", "lenet5-mnist", "{data}", "--eps", "0.1,0.3", "--batch-size", "7"],
-        [
-            "attack",
-            "pgd",
-            "lenet5-mnist",
-            "{data}",
-            "--eps",
-            "0.2",
-            "--steps",
-            "3",
-            "--batch-size",
-            "7",
-            "--no-random-start",
-        ],
         ["predict", "lenet5-mnist", "{data}", "--batch-size", "7"],
     ],
-    ids=["fgsm-sweep", "pgd", "predict"],
+    ids=["fgsm-sweep", "predict"],
 )
 def test_two_ranks_write_what_one_process_writes(args, cnntool, tmp_path):
     digits, labels = (
