@@ -6,7 +6,9 @@ Markers (registered in pyproject.toml): `slow` (over ~10 s on 2 CPU cores), `tor
 """
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +36,27 @@ def cnntool() -> InProcess:
     `cnntool.process(ARGS)` runs it in a child process where the process is the point (signals,
     closed pipes, start-up imports); `cnntool.torchrun(ARGS)` runs 2 gloo CPU ranks."""
     return InProcess()
+
+
+@pytest.fixture(scope="session")
+def own_model_trained(tmp_path_factory) -> tuple[Path, float]:
+    """examples/own_model/train.py's output folder and the test accuracy it printed. It trains
+    for seconds, once per test run: the xdist workers share the folder (test_own_model and
+    test_own_model_cli only read it)."""
+    from filelock import FileLock
+
+    basetemp = tmp_path_factory.getbasetemp()
+    shared = basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp  # this run's
+    out, accuracy = shared / "own_model_trained", shared / "own_model_trained.accuracy"
+    with FileLock(str(shared / "own_model_trained.lock")):
+        if not accuracy.exists():
+            out.mkdir(exist_ok=True)
+            done = subprocess.run(
+                [sys.executable, os.path.join(_ROOT, "examples", "own_model", "train.py"), out],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert done.returncode == 0, done.stderr
+            accuracy.write_text(done.stderr.split("classes: ")[1].split("%")[0])
+    return out, float(accuracy.read_text()) / 100

@@ -28,18 +28,9 @@ FACTORY = f"{EXAMPLE / 'model.py'}:small_net"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The example script's output folder (it trains for a few seconds on one thread)."""
-    out = tmp_path_factory.mktemp("own_model")
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLE / "train.py"), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    accuracy = float(done.stderr.split("classes: ")[1].split("%")[0]) / 100
-    return out, accuracy
+def trained(own_model_trained):
+    """The example script's output folder and accuracy (conftest trains it once per run)."""
+    return own_model_trained
 
 
 def _by_hand(module, folder: Path, prep: dict) -> float:

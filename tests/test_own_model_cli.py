@@ -6,7 +6,6 @@ Each answer is checked against what the test computes itself with the same prepr
 accuracy by hand, FGSM against torchattacks, top-patch boxes against the receptive field."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,16 +23,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("own_model")
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLE / "train.py"), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    return out
+def trained(own_model_trained):
+    """The example script's output folder (conftest trains it once per run)."""
+    return own_model_trained[0]
 
 
 def _accuracy_by_hand(out: Path) -> float:
