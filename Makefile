@@ -18,11 +18,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist loadfile
 
-# The lint gate (CI runs it before the tests): ruff's rules and its formatter, configured in
-# pyproject.toml. `$(VENV)/bin/ruff format .` and `ruff check --fix .` repair most findings.
+# The lint gate (CI runs it before the tests): ruff's rules and its formatter, then mypy on the
+# files [tool.mypy] names (cnntool/core), all configured in pyproject.toml.
+# `$(VENV)/bin/ruff format .` and `ruff check --fix .` repair most ruff findings.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh demo-out
@@ -43,4 +45,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/profile_bench.py
 
 clean:
-	rm -rf demo-out showcase-out .pytest_cache
+	rm -rf demo-out showcase-out .pytest_cache .mypy_cache

@@ -73,8 +73,13 @@ class ModelRequest(model_request.ModelRequest):
     """How the command line asked for MODEL to be loaded and fed (loading/model_request.py):
     flags that contradict MODEL are a usage error, and `load` says on stderr how MODEL is fed."""
 
-    say = staticmethod(console.say)
-    refuse = click.UsageError
+    @staticmethod
+    def say(text: str, warning: bool) -> None:
+        console.say(text, warning)
+
+    @staticmethod
+    def refuse(problem: str) -> Exception:
+        return click.UsageError(problem)
 
 
 # the MODEL loading and feeding options, given to the command as `model_request`

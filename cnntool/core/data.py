@@ -17,7 +17,7 @@ import functools
 import os
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -112,7 +112,7 @@ class DataSet:
             self.paths[index], preprocessing, max_pixels=self.max_pixels, draft=draft
         )
 
-    def all_skipped(self, unreadable: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    def all_skipped(self, unreadable: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
         """This DATA's listing-time skips and `unreadable` (e.g. the merged `stream.skipped` of
         every rank), in path order: everything a scan's report must count."""
         return sorted([*self.skipped, *unreadable])
@@ -372,17 +372,16 @@ class BatchStream:
         self.close()
 
     def _data_loader(self):
-        from torch.utils.data import DataLoader, Subset
+        from torch.utils.data import DataLoader, Dataset, Subset
 
         if self._loader is not None:
             return self._loader
-        items = _Preprocessed(self.dataset, self.preprocessing, self.draft)
+        # a map-style dataset by its __len__ and __getitem__: subclassing torch's Dataset would
+        # import torch with this module
+        items: Dataset = _Preprocessed(self.dataset, self.preprocessing, self.draft)  # type: ignore[assignment]
         if self.indices is not None:
             items = Subset(items, list(self.indices))
         workers = self.worker_count
-        options = (
-            dict(persistent_workers=True, prefetch_factor=_prefetch(workers)) if workers else {}
-        )
         collate = functools.partial(_collate, self.preprocessing if self.normalize else None)
         loader = DataLoader(
             items,
@@ -391,7 +390,8 @@ class BatchStream:
             collate_fn=collate,
             shuffle=False,
             pin_memory=self.pin_memory,
-            **options,
+            persistent_workers=workers > 0,
+            prefetch_factor=_prefetch(workers) if workers else None,
         )
         if workers:
             self._loader = loader  # its worker processes serve the next pass too

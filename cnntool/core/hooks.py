@@ -456,6 +456,13 @@ class _RectifyingCall:
     inplace: bool
 
 
+class _OutputOnlyRule(functools.partial):
+    """A built-in rule that reads only the output and the gradient: the forward keeps no copy
+    of the input for it."""
+
+    uses_input = False
+
+
 class _RuleBackward(torch.autograd.Function):
     """Forward: exactly the original call. Backward: rule(input, output, grad_output)."""
 
@@ -619,11 +626,7 @@ class _SubstitutionMode(TorchFunctionMode):
         if callable(rule):
             return rule
         if activation.negative_slope == 0 and rule in ("guided", "deconv"):
-            built = functools.partial(
-                _guided_from_output if rule == "guided" else _deconv, activation
-            )
-            built.uses_input = False
-            return built
+            return _OutputOnlyRule(_guided_from_output if rule == "guided" else _deconv, activation)
         return functools.partial(_BUILTIN_RULES[rule], activation)
 
 
@@ -648,7 +651,8 @@ def substitute_activation_backward(
             f"unknown backward rule {rule!r}; use one of {sorted(_BUILTIN_RULES)} or a callable"
         )
     if rule != "plain":  # compiled models give true gradients, but no Python calls to reroute
-        refuse_interception(model, _RULE_NAMES.get(rule, "a custom backward rule"))
+        name = _RULE_NAMES.get(rule) if isinstance(rule, str) else None
+        refuse_interception(model, name or "a custom backward rule")
     report = Substitution(rule)
     with preserved_state(model), _SubstitutionMode(report):
         yield report

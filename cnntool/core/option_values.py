@@ -64,7 +64,7 @@ def parse_resize(text: str | None) -> int | tuple[int, int] | str | None:
         raise ValueError(f"'{text}' is not a number of pixels, HxW or 'none'")
     if min(sizes) < 1:
         raise ValueError("the size must be at least 1 pixel")
-    return sizes[0] if len(sizes) == 1 else sizes
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
 
 
 def parse_names(text: str | None) -> list[str] | None:

@@ -510,8 +510,8 @@ def _floats(values, name: str, what: str) -> tuple[float, ...]:
 
 
 def _resize_from(
-    fields: Mapping[str, Any], size: tuple[int, int], default: int | None
-) -> int | None:
+    fields: Mapping[str, Any], size: tuple[int, int], default: int | tuple[int, int] | None
+) -> int | tuple[int, int] | None:
     """`resize` as given, or from `crop_pct` as timm computes it, or `default`."""
     if "resize" in fields:
         return fields["resize"]

@@ -170,7 +170,8 @@ def _windowed(field, window: Window, hw: Sequence[int], shift: Sequence[int] = (
         size.append(field.size[axis] + (k - 1) * j)
         start.append(field.start[axis] + ((k - 1) / 2 - window.padding[axis] - shift[axis]) * j)
         jump.append(j * window.stride[axis])
-    return _Local(tuple(size), tuple(jump), tuple(start), tuple(hw), 1)
+    height, width = hw
+    return _Local(tuple(size), tuple(jump), tuple(start), (height, width), 1)
 
 
 # A rule maps (bound args, [(tracked input, its field)], first output) to (field, h): the field
@@ -452,7 +453,7 @@ class FieldTracker(ForwardObserver):
 
     def forward_started(self, x: torch.Tensor) -> None:
         if x.dim() == 4:
-            self.fields[x] = _Local((1, 1), (1, 1), (0.0, 0.0), tuple(x.shape[2:]), 1)
+            self.fields[x] = _Local((1, 1), (1, 1), (0.0, 0.0), (x.shape[2], x.shape[3]), 1)
 
     def field_of(self, tensor: torch.Tensor) -> ReceptiveField | None:
         """The local field of `tensor`'s units, or None (non-local, or not a spatial map)."""

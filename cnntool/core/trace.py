@@ -13,7 +13,7 @@ import contextlib
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -48,14 +48,17 @@ class ForwardObserver:
         """The module reached under `name` returned `output`."""
 
 
+Observer = TypeVar("Observer", bound=ForwardObserver)
+
+
 def trace_forward(
     model: nn.Module,
-    make_observers: Callable[[], Sequence[ForwardObserver]],
+    make_observers: Callable[[], Sequence[Observer]],
     input_shape: Sequence[int],
     *,
     batch: int = 1,
     device: str | torch.device = "meta",
-) -> tuple[Sequence[ForwardObserver], str]:
+) -> tuple[Sequence[Observer], str]:
     """Run one forward pass of a (batch, *input_shape) input, reporting to fresh observers.
 
     device "meta" runs a meta copy of the model: no weight is copied, nothing is allocated, and
@@ -110,8 +113,8 @@ def _observed_run(
     model: nn.Module,
     original: nn.Module,
     shape: tuple[int, ...],
-    observers: Sequence[ForwardObserver],
-) -> Sequence[ForwardObserver]:
+    observers: Sequence[Observer],
+) -> Sequence[Observer]:
     """One forward pass of `model` with module hooks and the op tap; errors name the module.
 
     The root is not hooked: it is at the bottom of the stack throughout, and its output is
@@ -328,6 +331,7 @@ def _check_not_empty(func, args: tuple, kwargs: dict) -> None:
     window = window_of(func.overloadpacket, a)
     if window is None:
         return
-    size = window.output_size(a.get("input", a.get("self")).shape[-len(window.kernel) :])
+    tensor = a["input"] if "input" in a else a["self"]  # aten's name for it varies by op
+    size = window.output_size(tensor.shape[-len(window.kernel) :])
     if min(size) <= 0:
         raise _EmptyOutput(tuple(max(n, 0) for n in size))

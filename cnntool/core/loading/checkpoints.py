@@ -390,12 +390,12 @@ def save_checkpoint(
             )
     path.parent.mkdir(parents=True, exist_ok=True)
     # a new file (O_EXCL, random name) beside the target: never a link planted at a fixed name
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     mask = os.umask(0)
     os.umask(mask)
     os.fchmod(handle, 0o666 & ~mask)  # mkstemp makes 0600; a checkpoint gets the usual mode
     os.close(handle)
-    temporary = Path(temporary)
+    temporary = Path(name)
     try:
         _save_as(path, temporary, state, prep, names, extra)
         temporary.replace(path)

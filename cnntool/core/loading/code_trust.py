@@ -132,6 +132,8 @@ def import_python_file(path: Path, trust_code: bool) -> ModuleType:
         raise ModelLoadError(f"Python file {path} does not exist")
     name = f"cnntool_user_{path.stem}_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # a name importlib has no loader for (not .py)
+        raise ModelLoadError(f"{path} is not a Python file that can be imported")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look modules up here
     with folder_on_path(path.parent):

@@ -26,9 +26,14 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cnntool.errors import CnnToolError, ModelLoadError, first_line
+
+if TYPE_CHECKING:
+    from torch import nn
+
+ModuleT = TypeVar("ModuleT", bound="nn.Module")
 
 # What works on the forward pass alone (and input gradients), for TorchScript.
 FORWARD_ONLY = (
@@ -166,6 +171,7 @@ def load_exported_program(path: Path) -> ExportedProgram:
         ) from None
     name, shape = _image_input(program, path)
     notes: list[str] = []
+    module: nn.Module
     try:
         module = torch.export.unflatten(program)
     except Exception as exc:  # noqa: BLE001 - then only the flat graph is left
@@ -184,12 +190,15 @@ def load_exported_program(path: Path) -> ExportedProgram:
             f"inside named layers need --batch-size {batch}, or a program exported with "
             f"dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch')}}}}"
         )
-    module.__class__ = _exported_class(type(module))
-    module._cnntool_batch = batch
-    module._cnntool_input_name = name
+    # functools.cache takes a class (hashable), though mypy says not: mypy#11470
+    module.__class__ = _exported_class(type(module))  # type: ignore[arg-type]
+    # plain attributes: torch types Module.__setattr__ for tensors and submodules only
+    module._cnntool_batch = batch  # type: ignore[assignment]
+    module._cnntool_input_name = name  # type: ignore[assignment]
     channels, height, width = shape[1:]
-    size, source = None, None
-    if None not in (channels, height, width):
+    size: tuple[int, int, int] | None = None
+    source: str | None = None
+    if channels is not None and height is not None and width is not None:
         size, source = (channels, height, width), "the exported program's input"
     else:
         example = _example_shape(program)
@@ -257,15 +266,17 @@ def _typed_class(kind: str) -> type:
 
 def _example_shape(program) -> tuple[int, int, int] | None:
     example = getattr(program, "example_inputs", None)
+    if example is None:
+        return None
     try:
-        tensor = example[0][0]
-        return tuple(int(v) for v in tensor.shape[1:])
+        channels, height, width = example[0][0].shape[1:]
+        return int(channels), int(height), int(width)
     except (TypeError, IndexError, AttributeError, ValueError):
         return None
 
 
 @functools.cache
-def _exported_class(base: type) -> type:
+def _exported_class(base: type[ModuleT]) -> type[ModuleT]:
     """`base` (torch's UnflattenedModule) with a forward that returns the logits tensor and
     feeds a fixed-batch program pieces of its size. A subclass, not a wrapper, so every module
     path stays the program's own."""

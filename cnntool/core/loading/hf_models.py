@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cnntool.core.loading.class_names import config_class_names
 from cnntool.core.loading.hf_processor import (  # noqa: F401 - re-exported
@@ -39,6 +39,11 @@ from cnntool.core.loading.hf_processor import (  # noqa: F401 - re-exported
 )
 from cnntool.core.loading.preprocessing_sources import Source
 from cnntool.errors import ModelLoadError, UntrustedCodeError, first_line
+
+if TYPE_CHECKING:
+    from torch import nn
+
+ModuleT = TypeVar("ModuleT", bound="nn.Module")
 
 
 # --- the folder and the model ------------------------------------------------------------------
@@ -124,7 +129,9 @@ def load_folder(folder: Path, config: Mapping[str, Any], trust_code: bool) -> HF
         )
     module.eval()
     loaded = HFModel(module=module, name=name, sources=[], class_names=[])
-    loaded.notes.append(returning_logits(module))
+    note = returning_logits(module)
+    if note is not None:
+        loaded.notes.append(note)
     _feed_of_folder(loaded, folder, config)
     labels = config_class_names(config, f"{folder}/config.json")
     if labels and not all(label == f"LABEL_{i}" for i, label in enumerate(labels)):
@@ -170,13 +177,14 @@ def returning_logits(module) -> str | None:
     if not is_transformers_model(module) or getattr(module, "_cnntool_logits", False):
         return None
     original = type(module)
-    module.__class__ = _logits_class(original)
+    # functools.cache takes a class (hashable), though mypy says not: mypy#11470
+    module.__class__ = _logits_class(original)  # type: ignore[arg-type]
     module._cnntool_logits = True
     return f"{original.__name__} returns a ModelOutput: cnntool uses its .logits"
 
 
 @functools.cache
-def _logits_class(base: type) -> type:
+def _logits_class(base: type[ModuleT]) -> type[ModuleT]:
     """`base` with a forward that returns `.logits` (or the first element of a tuple return)."""
 
     def forward(self, pixel_values, *args, **kwargs):

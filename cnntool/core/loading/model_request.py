@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from cnntool.errors import ModelLoadError
 
@@ -18,18 +18,20 @@ if TYPE_CHECKING:
 Say = Callable[[str, bool], None]  # (text, whether it is a warning)
 
 
-def _silent(_text: str, _warning: bool) -> None:
-    pass
-
-
 @dataclass(frozen=True)
 class ModelRequest:
     """How MODEL is to be loaded and fed (None: from the model, see models.py). `say` takes
     the lines `load` says (silent here; the CLI prints them), `refuse` the flags that contradict
     MODEL (a subclass may refuse them otherwise: the CLI as a usage error)."""
 
-    say: ClassVar[Say] = staticmethod(_silent)
-    refuse: ClassVar[Callable[[str], Exception]] = ModelLoadError
+    @staticmethod
+    def say(text: str, warning: bool) -> None:
+        """A line `load` says (none here)."""
+
+    @staticmethod
+    def refuse(problem: str) -> Exception:
+        """The error for flags that contradict MODEL."""
+        return ModelLoadError(problem)
 
     arch: str | None = None
     weights: str | None = None

@@ -139,7 +139,7 @@ def list_models() -> list[dict]:
 
     from cnntool.core.loading.zoo import BUILTIN_MODELS
 
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "name": m.name,
             "kind": "built-in",
@@ -217,7 +217,8 @@ def load_model(
     if command_line:
         extra.append(Source("the command line", command_line))
     loaded = _finish(built, extra, (f"--classes {classes}", class_file) if class_file else None)
-    if from_file:  # an HF preprocessor_config.json says where each field came from
+    # an HF preprocessor_config.json says where each field came from
+    if from_file and options.file is not None:
         feed = hf_feed(
             read_json(options.file, "--preprocessing"), f"--preprocessing {options.file}"
         )
@@ -333,7 +334,7 @@ def _exported_program(path: Path, arch, trust_code) -> Built:
     program = exported.load_exported_program(path)
     base = build(arch, num_classes=None, trust_code=trust_code) if arch else None
     sources = list(base.sources) if base else []
-    if program.input_size is not None:
+    if program.input_size is not None and program.size_source is not None:
         sources.append(
             Source(
                 program.size_source,

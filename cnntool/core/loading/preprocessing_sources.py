@@ -177,7 +177,9 @@ def parse_input_size(text: str) -> tuple[int | None, int, int]:
         numbers = numbers * 2
     if len(numbers) not in (2, 3):
         raise PreprocessingError(f"--input-size '{text}' is not a size like 32, 32x32 or 3,32,32")
-    return (None, *numbers) if len(numbers) == 2 else tuple(numbers)
+    if len(numbers) == 2:
+        return None, numbers[0], numbers[1]
+    return numbers[0], numbers[1], numbers[2]
 
 
 def _parse_resize(text) -> int | tuple[int, int] | str:
@@ -194,7 +196,7 @@ def _parse_resize(text) -> int | tuple[int, int] | str:
         raise PreprocessingError(
             f"--resize '{text}' is not a number of pixels, HxW or 'none'"
         ) from None
-    return numbers[0] if len(numbers) == 1 else numbers
+    return numbers[0] if len(numbers) == 1 else (numbers[0], numbers[1])
 
 
 def _parse_range(text) -> int:
@@ -382,7 +384,7 @@ def choose(sources: Sequence[Source]) -> Chosen:
         if "size" in fields and "resize" not in fields and "crop_pct" not in fields and values:
             fields["resize"], why = _resize_for_new_size(fields["size"], values, owner, sources)
         if "crop_pct" in fields:
-            size = fields.get("size", values.get("size"))
+            size = fields["size"] if "size" in fields else values["size"]
             fields["resize"] = resize_for_crop_pct(size, fields.pop("crop_pct"))
         for key, value in fields.items():
             values[key] = value
@@ -410,7 +412,7 @@ def choose(sources: Sequence[Source]) -> Chosen:
         (sources[owner[f]] for f in reversed(guessed)), next((s for s in sources if s.guess), None)
     )
     real = sorted({i for i in owner.values() if not sources[i].guess}, reverse=True)
-    source = " over ".join(sources[i].name for i in real) if real else top.name
+    source_words = " over ".join(sources[i].name for i in real) if real else top.name
     owners = {
         name: derived.get(name, sources[index].name)
         for name, index in owner.items()
@@ -420,7 +422,7 @@ def choose(sources: Sequence[Source]) -> Chosen:
     }
     return Chosen(
         prep,
-        source,
+        source_words,
         guessed,
         guess_source.name if guess_source is not None else "",
         owners,

@@ -149,17 +149,19 @@ def _rebuild_classifier(model, state: Mapping[str, Any]) -> str | None:
         return None
     old, weight = model.get_submodule(name), state[f"{name}.weight"]
     outputs = int(weight.shape[0])
+    new: nn.Module
     if isinstance(old, nn.Linear) and tuple(weight.shape[1:]) == (old.in_features,):
         new = nn.Linear(old.in_features, outputs, bias=old.bias is not None)
         before = old.out_features
     elif isinstance(old, nn.Conv2d) and tuple(weight.shape[1:]) == tuple(old.weight.shape[1:]):
+        padding = old.padding if isinstance(old.padding, str) else _pair(old.padding)
         new = nn.Conv2d(
             old.in_channels,
             outputs,
-            old.kernel_size,
-            old.stride,
-            old.padding,
-            old.dilation,
+            _pair(old.kernel_size),
+            _pair(old.stride),
+            padding,
+            _pair(old.dilation),
             old.groups,
             old.bias is not None,
         )
@@ -171,6 +173,12 @@ def _rebuild_classifier(model, state: Mapping[str, Any]) -> str | None:
         f"rebuilt the classifier '{name}' with the checkpoint's {outputs} outputs (the "
         f"model defines {before})"
     )
+
+
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's (H, W) setting; torch types these as tuples of any length."""
+    height, width = values
+    return height, width
 
 
 def replace_module(model, name: str, new) -> None:

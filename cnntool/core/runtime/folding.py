@@ -36,6 +36,8 @@ def fold_batchnorm(
     """(weight, bias) of the convolution that equals conv(weight, bias) followed by `bn` in
     eval mode, in the dtype and on the device of `weight`. The scale is computed in float64
     (the folded weights are then one rounding away from the exact product)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("a BatchNorm without running statistics cannot be folded (see foldable)")
     variance = bn.running_var.detach().double()
     scale = 1 / torch.sqrt(variance + bn.eps)
     if bn.affine:
@@ -116,16 +118,14 @@ class Folding:
         self.pairs = tuple(pairs)
         modules = dict(model.named_modules())
         self.modules = [(modules[p.conv], modules[p.bn]) for p in self.pairs]
-        # (conv, bn, original weight data, original bias Parameter or None, its data)
-        self._saved: list[
-            tuple[nn.Conv2d, nn.Module, Tensor, nn.Parameter | None, Tensor | None]
-        ] = []
+        # (conv, bn, original weight data, (original bias Parameter, its data) or None)
+        self._saved: list[tuple[nn.Conv2d, nn.Module, Tensor, tuple[Tensor, Tensor] | None]] = []
 
     def apply(self) -> None:
         for conv, bn in self.modules:
             bias = conv.bias
             self._saved.append(
-                (conv, bn, conv.weight.data, bias, None if bias is None else bias.data)
+                (conv, bn, conv.weight.data, None if bias is None else (bias, bias.data))
             )
             weight, new_bias = fold_batchnorm(conv.weight, bias, bn)
             conv.weight.data = weight
@@ -138,11 +138,12 @@ class Folding:
             bn.forward = _identity
 
     def undo(self) -> None:
-        for conv, bn, weight, bias, bias_data in reversed(self._saved):
+        for conv, bn, weight, saved_bias in reversed(self._saved):
             conv.weight.data = weight
-            if bias is None:
+            if saved_bias is None:
                 conv.bias = None  # the slot stays where it was in _parameters, empty again
             else:
+                bias, bias_data = saved_bias
                 bias.data = bias_data
             bn.__dict__.pop("forward", None)
         self._saved.clear()
