@@ -378,7 +378,7 @@ class BatchStream:
             return self._loader
         # a map-style dataset by its __len__ and __getitem__: subclassing torch's Dataset would
         # import torch with this module
-        items: Dataset = _Preprocessed(self.dataset, self.preprocessing, self.draft)  # type: ignore[assignment]
+        items: Dataset = _Preprocessed(self.dataset, self.preprocessing, self.draft)
         if self.indices is not None:
             items = Subset(items, list(self.indices))
         workers = self.worker_count

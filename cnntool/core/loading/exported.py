@@ -192,9 +192,8 @@ def load_exported_program(path: Path) -> ExportedProgram:
         )
     # functools.cache takes a class (hashable), though mypy says not: mypy#11470
     module.__class__ = _exported_class(type(module))  # type: ignore[arg-type]
-    # plain attributes: torch types Module.__setattr__ for tensors and submodules only
-    module._cnntool_batch = batch  # type: ignore[assignment]
-    module._cnntool_input_name = name  # type: ignore[assignment]
+    module._cnntool_batch = batch
+    module._cnntool_input_name = name
     channels, height, width = shape[1:]
     size: tuple[int, int, int] | None = None
     source: str | None = None
