@@ -251,7 +251,8 @@ ZENNIT = {"lrp-zplus": EpsilonPlusFlat, "lrp-alphabeta": EpsilonAlpha2Beta1Flat}
 def test_equal_to_zennit_on_torchvision_models(name, build, canonizer):
     """EpsilonPlusFlat and EpsilonAlpha2Beta1Flat with zennit's VGG / ResNet canonizers (BatchNorm
     merged; the residual sum split in proportion) against lrp-zplus and lrp-alphabeta, on one
-    (vgg16_bn) or two (resnet18) 64×64 images and the class each predicts: max |Δ| ≤ 1e-5 of the largest relevance."""
+    (vgg16_bn) or two (resnet18) 64×64 images and the class each predicts: max |Δ| ≤ 1e-5 of
+    the largest relevance."""
     model = epsilon_in_variance(random_statistics(build()))
     images = 1 if name == "vgg16_bn" else 2  # vgg16_bn costs the most per image
     x = torch.randn(images, 3, 64, 64, generator=torch.Generator().manual_seed(2))
@@ -399,6 +400,13 @@ def test_settings_are_checked_in_one_sentence():
         project(hand_model(), X, "lrp-zplus", lrp=LRP(first="zbox"))
     with pytest.raises(CnnToolError, match="already includes the input"):
         project(hand_model(), X, "lrp-zplus", times_input=True)
+    # zbox bounds of a 3-channel image do not fit a 2-input first layer; a 2×1×1 image's do
+    three = types.SimpleNamespace(normalize=lambda pixels: torch.zeros(len(pixels), 3, 1, 1))
+    with pytest.raises(CnnToolError, match="do not fit the first layer's input"):
+        project(hand_model(), X, "lrp-zplus", lrp=LRP(first="zbox"), preprocessing=three)
+    two = types.SimpleNamespace(normalize=lambda pixels: pixels * 6 - 3)  # [−3, 3]
+    fitted = project(hand_model(), X, "lrp-zplus", lrp=LRP(first="zbox"), preprocessing=two)
+    assert fitted.relevance.layers["linear (first): z^B (zbox)"] == 1
 
 
 # ---------------------------------------------------------------------------------------------

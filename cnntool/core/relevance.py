@@ -250,13 +250,23 @@ def _clamped(bias: Tensor | None, **bounds) -> Tensor | None:
 
 
 def _bound(value, x: Tensor) -> Tensor:
-    """A zbox bound (number or tensor) as a tensor of x's shape."""
+    """A zbox bound (a number, or a tensor shaped like one input or like the batch) as a
+    tensor of x's shape; an image's bounds also fit a linear first layer that takes the image
+    flattened. A bound that fits neither is one sentence."""
     bound = torch.as_tensor(value).to(x)
-    if bound.dim() == 3:  # C×1×1 or C×H×W
-        bound = bound.unsqueeze(0)
-    if bound.dim() == 4 and bound.shape[0] > x.shape[0]:
+    if bound.dim() == x.dim() and bound.shape[0] > x.shape[0]:
         bound = bound[: x.shape[0]]
-    return bound.expand_as(x)
+    if bound.dim() == x.dim() - 1:
+        bound = bound.unsqueeze(0)
+    if bound.dim() > 1 and bound.dim() != x.dim() and bound[0].numel() == x[0].numel():
+        bound = bound.reshape(bound.shape[0], *x.shape[1:])
+    try:
+        return bound.expand_as(x)
+    except RuntimeError:
+        raise CnnToolError(
+            f"the zbox rule's bounds ({tuple(bound.shape)}) do not fit the first layer's input "
+            f"({tuple(x.shape)}): it is not the image; use the flat first-layer rule"
+        ) from None
 
 
 class _LinearRelevance(torch.autograd.Function):
@@ -468,6 +478,9 @@ class _RelevanceMode(TorchFunctionMode):
         padded = self._padded.get(x)
         if padded is not None and padded[2] == x._version:
             x, layer.padding = padded[0], padded[1]
+        if rule == "zbox":  # a bound that does not fit the input: one sentence now
+            for bound in (composite.low, composite.high):
+                _bound(bound, x)
         self._report.rules[(label, composite.rule_text(rule))] += 1
         out = _LinearRelevance.apply(x, layer, lambda: func(*args, **kwargs))
         self._produced[out] = (layer, out._version)
