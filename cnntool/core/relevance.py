@@ -16,6 +16,8 @@ The rules (zennit 0.5.1's definitions, which tests/test_lrp.py holds our maps to
   (x⁺w⁺ + x⁻w⁻ + b⁺). α-β: α × positive minus β × negative contributions (α − β = 1). flat:
   every input of a window gets an equal share. zbox: Montavon's z^B for inputs bounded to
   [low, high] (the model's normalization of black and white pixels).
+- a zero F.pad right before a convolution (TensorFlow "SAME" layers pad first): part of the
+  convolution, as its own padding would be, so flat and zbox give the padding no relevance.
 - batch_norm (eval mode) right after a conv or linear: merged into it, as zennit's canonizers
   do (the layer's rule sees W·γ/σ and (b − μ)·γ/σ + β); anywhere else: relevance passes.
 - add of two tensors of one shape that both come from the input (a residual connection): split
