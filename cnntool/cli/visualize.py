@@ -12,7 +12,7 @@ _HELP = {
     "top-patches": (
         "The dataset patches that most excite each unit, cropped to its receptive field."
     ),
-    "deconv": "Project a unit back to pixels: deconvnet, guided backprop, saliency.",
+    "deconv": "Project a unit back to pixels: deconvnet, guided backprop, saliency, IG, LRP.",
     "maximize": "Synthesize the input that maximizes a unit or class.",
     "cam": (
         "Class activation maps: Grad-CAM, Grad-CAM++, Score-CAM, Layer-CAM, Eigen-CAM, HiResCAM."

@@ -36,7 +36,7 @@ Examples:
     callback=_list(str),
     metavar="A,B,…",
     help="Attribution methods: saliency, gradxinput, guided, ig, gradcam, deconv, smoothgrad, "
-    "gradcam++, layercam, hirescam.",
+    "gradcam++, layercam, hirescam, lrp-epsilon, lrp-zplus, lrp-alphabeta.",
 )
 @click.option(
     "--checks",

@@ -25,6 +25,7 @@ Examples:
   cnntool visualize deconv efficientnet_lite0 photo.jpg --method ig --baseline blur \\
       --ig-steps 100 -o ig.png
   cnntool visualize deconv efficientnet_lite0 photos/ --method guided --batch-size 8 -o deconv/
+  cnntool visualize deconv resnet18 cat.jpg --method lrp-alphabeta --lrp-first zbox -o lrp.png
 """,
 )
 @model_and_data
@@ -53,12 +54,14 @@ Examples:
 )
 @click.option(
     "--method",
-    type=click.Choice(["guided", "deconv", "saliency", "ig"]),
+    type=click.Choice(
+        ["guided", "deconv", "saliency", "ig", "lrp-zplus", "lrp-alphabeta", "lrp-epsilon"]
+    ),
     default="guided",
     show_default=True,
     help="Springenberg guided backprop, Zeiler-Fergus deconvnet, Simonyan saliency (|gradient|), "
-    "or "
-    "Sundararajan integrated gradients.",
+    "Sundararajan integrated gradients, or layer-wise relevance propagation named after the "
+    "rule of its convolutions (z+, α-β or ε; ε on dense layers).",
 )
 @click.option("--times-input", is_flag=True, help="Multiply the map by the input (gradient×input).")
 @click.option(
@@ -116,6 +119,35 @@ Examples:
     help="IG: path points per forward pass, for each image of a batch (--batch-size images).",
 )
 @click.option(
+    "--lrp-first",
+    type=click.Choice(["flat", "zbox", "epsilon", "zplus", "alphabeta"]),
+    default="flat",
+    show_default=True,
+    help="LRP: the first layer's rule: flat, zbox (the pixel bounds of the model's "
+    "normalization), or a layer rule.",
+)
+@click.option(
+    "--epsilon",
+    type=click.FloatRange(0),
+    default=1e-6,
+    show_default=True,
+    help="LRP: the ε rule's ε (dense layers; every layer with lrp-epsilon).",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0),
+    default=2.0,
+    show_default=True,
+    help="LRP α-β: the weight of positive contributions (α − β = 1).",
+)
+@click.option(
+    "--beta",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="LRP α-β: the weight of negative contributions.",
+)
+@click.option(
     "--seed",
     type=int,
     default=0,
@@ -166,6 +198,10 @@ def deconv_command(
     ig_steps,
     ig_rule,
     ig_batch_size,
+    lrp_first,
+    epsilon,
+    alpha,
+    beta,
     seed,
     output,
     raw,
@@ -177,12 +213,14 @@ def deconv_command(
 ):
     """Project a unit of a layer, or a class logit, back to the pixels of every image of DATA
     (an image, a folder, a list or a sample set): deconvnet (Zeiler & Fergus 2014), guided
-    backprop (Springenberg et al. 2015), saliency (Simonyan et al. 2014) or integrated gradients
-    (Sundararajan et al. 2017), --batch-size images per forward and backward. The rectifier
-    rules cover every ReLU/ReLU6/LeakyReLU; smooth activations (SiLU, GELU) keep their gradient.
-    One record per image and unit on stdout (image, target, value, map stats; for IG the
-    completeness gap). Unreadable images are skipped and counted."""
+    backprop (Springenberg et al. 2015), saliency (Simonyan et al. 2014), integrated gradients
+    (Sundararajan et al. 2017) or layer-wise relevance propagation (Bach et al. 2015),
+    --batch-size images per forward and backward. The rectifier rules cover every
+    ReLU/ReLU6/LeakyReLU; smooth activations (SiLU, GELU) keep their gradient. One record per
+    image and unit on stdout (image, target, value, map stats; for IG the completeness gap, for
+    LRP the rules and the conservation). Unreadable images are skipped and counted."""
     from cnntool.tasks.integrated_gradients import IntegratedGradients
+    from cnntool.tasks.lrp import LRP
     from cnntool.tasks.projection import SmoothGrad, Target, option_conflict
 
     if problem := option_conflict(method, times_input, smooth > 0, smooth_abs):
@@ -211,6 +249,7 @@ def deconv_command(
         ig=IntegratedGradients(ig_steps, ig_rule, baseline, ig_batch_size, seed)
         if method == "ig"
         else None,
+        lrp=LRP(lrp_first, epsilon, alpha, beta) if method.startswith("lrp-") else None,
     )
 
 
@@ -231,6 +270,7 @@ def _run(
     fmt,
     smooth,
     ig,
+    lrp=None,
 ):
     """The scan: figures as the batches come, records on stdout (rank 0's, in DATA's order)."""
     import sys
@@ -242,9 +282,11 @@ def _run(
     from cnntool.io.cam import cam_file_stem
     from cnntool.io.overlays import (
         completeness_line,
+        conservation_line,
         figure_title,
         projection_records,
         projections_figure,
+        relevance_lines,
         save_raw_maps,
         uncovered_warning,
     )
@@ -273,13 +315,22 @@ def _run(
             )
 
         written, worrying, warned, records = 0, 0, False, OrderedRecords(session, writer)
+        kept = []  # LRP: Σ relevance / f(x) of every map, for the closing line
         for indices, pixels, per_image in projection_batches(
-            session, method, targets, times_input=times_input, smooth=smooth, ig=ig
+            session, method, targets, times_input=times_input, smooth=smooth, ig=ig, lrp=lrp
         ):
             for index, image, projections in zip(indices, pixels, per_image, strict=True):
                 if not warned and (warning := uncovered_warning(projections[0], method)):
                     console.warn(warning)
+                if not warned:
+                    for line, warn in relevance_lines(projections[0], method):
+                        (console.warn if warn else console.info)(line)
                 warned = True
+                for projection in projections:
+                    if (line := conservation_line(projection, method)) is not None:
+                        kept.append(projection.relevance)
+                        if one_file:
+                            console.info(line)
                 for line, worry in filter(None, map(completeness_line, projections)):
                     worrying += worry
                     if one_file:
@@ -311,6 +362,13 @@ def _run(
         if counts is None:
             return
     written, worrying = counts
+    if kept and not one_file:
+        ratios = [r.total / r.f_input for r in kept if r.f_input != 0]
+        if ratios:
+            console.info(
+                f"{method}: Σ relevance / target value from {min(ratios):.4g} to "
+                f"{max(ratios):.4g} over {len(ratios)} map(s) (the records' lrp.sum, lrp.f_input)"
+            )
     if worrying and not one_file:
         console.warn(
             f"ig: {worrying} map(s) miss completeness by over 5% of |F(x) − F(baseline)|; "

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from cnntool.io.figure_style import (
     BACKGROUND,
+    DIVERGING,
     INK,
     FigureStyle,
     colorbar,
@@ -107,8 +108,20 @@ def stretched(raw: np.ndarray, style: str) -> tuple[np.ndarray, str, float, floa
     STRETCH_PERCENTILE-th percentile of its nonzero magnitudes reaches the colour scale's end
     (the few brighter pixels saturate). Returns [0, 1] pixels (h×w×3), the colour map of its
     colour bar, the bar's range and label. Saliency: max over channels of |map| in a
-    sequential map from 0; the others signed, 0 at mid-grey, per colour channel."""
+    sequential map from 0; LRP ("relevance") the sum over colour channels, signed in a diverging
+    map (blue < 0 < red, white at 0), as LRP heatmaps are shown; the others signed, 0 at
+    mid-grey, per colour channel."""
     raw = np.asarray(raw, dtype=np.float64)
+    if style == "relevance":
+        total = raw.sum(axis=0)
+        top = _percentile(np.abs(total))
+        return (
+            colorize(0.5 + 0.5 * np.clip(total / top, -1, 1), DIVERGING),
+            DIVERGING,
+            -top,
+            top,
+            f"relevance, ±{STRETCH_PERCENTILE:g}th pct",
+        )
     if style == "saliency":
         magnitude = np.abs(raw).max(axis=0)
         top = _percentile(magnitude)
@@ -188,6 +201,49 @@ def completeness_line(projection, worrying: float = 0.05) -> tuple[str, bool] | 
     return (line + "; more --ig-steps narrow it" if worry else line), worry
 
 
+def relevance_lines(projection, method: str) -> list[tuple[str, bool]]:
+    """What LRP did to each kind of layer, for stderr once per run, and whether each line is a
+    warning: smooth activations passed through without a rule, functions with no rule at all
+    (their gradient carried the relevance). Empty for the other methods."""
+    r = projection.relevance
+    if r is None:
+        return []
+    counts = ", ".join(f"{what} ×{n}" for what, n in r.layers.items())
+    lines = [(f"{method} ({r.rules}): {counts}", False)]
+    if r.passed:
+        kinds = ", ".join(f"{k} ×{n}" for k, n in sorted(r.passed.items()))
+        lines.append(
+            (
+                f"{method}: no LRP rule for the smooth activations {kinds}; relevance passes "
+                "through them unchanged (zennit's Pass)",
+                True,
+            )
+        )
+    if r.unruled:
+        kinds = ", ".join(f"{k} ×{n}" for k, n in sorted(r.unruled.items()))
+        lines.append(
+            (
+                f"{method}: no LRP rule for {kinds}; their gradient carried the relevance, "
+                "so the map is not pure LRP there",
+                True,
+            )
+        )
+    return lines
+
+
+def conservation_line(projection, method: str) -> str | None:
+    """LRP's conservation of one map, for stderr: Σ relevance against the target's value, where
+    the propagation started (None for the other methods)."""
+    r = projection.relevance
+    if r is None:
+        return None
+    return (
+        f"{method}: Σ relevance {r.total:.6g} of the target's value {r.f_input:.6g}; "
+        f"conservation gap {r.gap:.3g} ({r.relative_gap:.2%}), absorbed by biases and "
+        "stabilizers or made by the rules"
+    )
+
+
 def projections_figure(
     projections: Sequence,
     pixels: np.ndarray,
@@ -203,6 +259,7 @@ def projections_figure(
     colour bar on its right; saliency maps are drawn as heat unless multiplied by the input."""
     figure = style_for(scale)
     style = "saliency" if method == "saliency" and not times_input else method
+    style = "relevance" if method.startswith("lrp-") else style
     rows = [
         projection_row(p.map.cpu().numpy(), pixels, box, style, figure)
         for p, box in zip(projections, boxes, strict=True)
@@ -212,7 +269,7 @@ def projections_figure(
     bar_w = max(bar.width for _, bar in rows)
     gap, label_h = figure.gap * 2, figure.label_height
     names = [
-        "projection",
+        "relevance" if style == "relevance" else "projection",
         "image patch" if any(b is not None for b in boxes) else "image",
         "receptive field",
     ][:columns]
@@ -248,6 +305,9 @@ METHOD_NAMES = {
     "deconv": "deconvnet (Zeiler & Fergus 2014)",
     "saliency": "saliency (Simonyan et al. 2014)",
     "ig": "integrated gradients (Sundararajan et al. 2017)",
+    "lrp-epsilon": "LRP-ε (Bach et al. 2015)",
+    "lrp-zplus": "LRP z+ (Montavon et al. 2017)",
+    "lrp-alphabeta": "LRP α-β (Bach et al. 2015)",
 }
 
 
@@ -259,6 +319,9 @@ def figure_title(
         {p.target.layer for p in projections if p.target.kind != "class" and p.target.layer}
     )
     what = METHOD_NAMES.get(method, method) + (" × input" if times_input else "")
+    relevance = getattr(projections[0], "relevance", None) if projections else None
+    if relevance is not None:
+        what = relevance.title  # LRP: the rule of each kind of layer
     return " ".join([model_name, *layers, "·", what])
 
 

@@ -36,7 +36,8 @@
 The 2-D map of each method (what is ranked): saliency max_c |∂y/∂x| (Simonyan et al.);
 gradient×input, integrated gradients, guided backprop and deconvnet the sum over channels
 (signed: positive evidence first); SmoothGrad the saliency of the mean gradient; the CAM methods
-their map after the ReLU, bilinearly upsampled to the input (half-pixel centres).
+their map after the ReLU, bilinearly upsampled to the input (half-pixel centres); the LRP
+methods (tasks.lrp, default settings) the relevance summed over channels (signed).
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ METHODS = (
     "deconv",
     "smoothgrad",
     *CAM_METHODS[1:],
+    "lrp-epsilon",
+    "lrp-zplus",
+    "lrp-alphabeta",
 )
 DEFAULT_METHODS = ("saliency", "gradxinput", "guided", "ig", "gradcam")
 CHECKS = ("deletion", "road", "sanity")
@@ -81,6 +85,9 @@ PAPERS = {
     "gradcam++": "Chattopadhay et al. 2018",
     "layercam": "Jiang et al. 2021",
     "hirescam": "Draelos & Carin 2020",
+    "lrp-epsilon": "Bach et al. 2015",
+    "lrp-zplus": "Montavon et al. 2017",
+    "lrp-alphabeta": "Bach et al. 2015",
 }
 
 # ROAD's neighbour weights (Rong et al. 2022): direct neighbours 1/6, diagonal ones 1/12
@@ -196,6 +203,12 @@ def attribution_maps(
                 )
                 maps.append(attributions.sum(1))
         return torch.cat(maps).float()
+    if method.startswith("lrp-"):
+        from cnntool.tasks.lrp import class_relevance
+
+        with preserved_state(model):
+            model.eval()
+            return class_relevance(model, x, targets, method, preprocessing=preprocessing).sum(1)
     if method in CAM_METHODS:
         from cnntool.tasks.cam import cam_layer, cam_maps
         from cnntool.tasks.projection import Target

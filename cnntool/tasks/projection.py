@@ -6,7 +6,9 @@ how rectifiers backprop, which `core.hooks.substitute_activation_backward` decid
 rectifier however it is called (module or functional, ReLU6, LeakyReLU...). Saliency and
 gradient×input use the true gradient. SmoothGrad averages any of them over noisy copies.
 Integrated gradients (`tasks.integrated_gradients`) integrates the true gradient along the
-straight path from a baseline, and reports how far it is from complete.
+straight path from a baseline, and reports how far it is from complete. The LRP methods
+(`tasks.lrp`) propagate the target's value back by a rule per layer (`core.relevance`), and
+report how much of it reaches the input.
 
 The maps returned are raw (C×H×W float32, in the model's normalized input space, not
 normalized for display): `cnntool.io.overlays` turns them into images.
@@ -31,10 +33,14 @@ from cnntool.tasks.integrated_gradients import (
     baseline_input,
     integrate_batch,
 )
+from cnntool.tasks.lrp import LRP, Conservation, relevance_batch
+from cnntool.tasks.lrp import METHODS as LRP_METHODS
 
 # method -> the rectifier backward rule it needs; None: the true gradient, plain autograd with no
 # torch function mode at all (saliency, gradient×input, integrated gradients, SmoothGrad of them)
 METHODS = {"deconv": "deconv", "guided": "guided", "saliency": None, "ig": None}
+# LRP (tasks.lrp) has a rule for every layer, not a rectifier rule: its own branch of project_batch
+METHODS.update(dict.fromkeys(LRP_METHODS))
 
 # SmoothGrad and saliency's |·|: of the mean gradient (ours), or of every sample's (captum's
 # NoiseTunnel over Saliency)
@@ -114,6 +120,7 @@ class Projection:
     smooth_samples: int = 0
     smooth_abs: str | None = None
     completeness: Completeness | None = None  # integrated gradients only
+    relevance: Conservation | None = None  # LRP only
 
     def stats(self) -> dict:
         m = self.map.double()
@@ -140,6 +147,8 @@ class Projection:
             record["smooth_abs"] = self.smooth_abs
         if self.completeness is not None:
             record["ig"] = self.completeness.to_record()
+        if self.relevance is not None:
+            record["lrp"] = self.relevance.to_record()
         return record
 
 
@@ -212,6 +221,7 @@ def project(
     seed: int = 0,
     ig: IntegratedGradients | None = None,
     preprocessing=None,
+    lrp: LRP | None = None,
 ) -> Projection:
     """Project `target` back to the input `x` (C×H×W or 1×C×H×W, normalized model input).
 
@@ -225,6 +235,9 @@ def project(
     Method "ig" (integrated gradients) integrates from `ig.baseline` (default black, which
     needs the model's `preprocessing`; "0" or a tensor does not) and reports `completeness`;
     it takes neither `times_input` (it already multiplies by x − baseline) nor `smooth`.
+    Methods "lrp-epsilon", "lrp-zplus", "lrp-alphabeta" (layer-wise relevance propagation,
+    `lrp` the settings; zbox needs `preprocessing`) report their `relevance` conservation; they
+    take neither `times_input` nor `smooth` either.
     A batch of images: `project_batch`.
     """
     x = x if x.dim() == 4 else x.unsqueeze(0)
@@ -249,6 +262,7 @@ def project(
         seed=seed,
         ig=ig,
         preprocessing=preprocessing,
+        lrp=lrp,
     )[0]
 
 
@@ -270,6 +284,7 @@ def project_batch(
     seed: int = 0,
     ig: IntegratedGradients | None = None,
     preprocessing=None,
+    lrp: LRP | None = None,
 ) -> list[Projection]:
     """`project` for every image of the batch `x` (N×C×H×W): one Projection per image, each
     equal to what `project` gives that image alone (to a convolution's rounding, which on a CPU
@@ -316,6 +331,8 @@ def project_batch(
         return _integrated(
             model, x, wanted, class_names, ig or IntegratedGradients(), preprocessing
         )
+    if method in LRP_METHODS:
+        return _relevance(model, x, method, wanted, class_names, lrp or LRP(), preprocessing)
     # with SmoothGrad the clean pass only fixes the targets: a forward, no backward
     targets, values, grad, report = _backprop(
         model, x, method, wanted, class_names, None, gradient=smooth is None
@@ -358,6 +375,10 @@ def option_conflict(
         return "integrated gradients already multiplies by (input − baseline); drop --times-input"
     if method == "ig" and smoothing:
         return "SmoothGrad (--smooth) is for guided, deconv and saliency, not integrated gradients"
+    if method in LRP_METHODS and times_input:
+        return "LRP's relevance already includes the input; drop --times-input"
+    if method in LRP_METHODS and smoothing:
+        return "SmoothGrad (--smooth) is for guided, deconv and saliency, not LRP"
     if smooth_abs != "after-mean" and (method != "saliency" or times_input):
         return (
             "--smooth-abs decides where saliency takes |gradient|; guided, deconv, ig and "
@@ -396,6 +417,35 @@ def _integrated(
             completeness=c,
         )
         for t, v, m, c in zip(targets, values.tolist(), maps, completeness, strict=True)
+    ]
+
+
+def _relevance(
+    model, x, method: str, wanted: Target, class_names, settings: LRP, preprocessing
+) -> list[Projection]:
+    """LRP of each image's target (chosen on its own output, as `wanted` says), started from
+    the target's value: one forward under the rules and one backward for the batch."""
+    chosen = []
+
+    def scores(batch):
+        targets, values = _batch_scores(model, batch, wanted, class_names, None)
+        chosen.extend(targets)
+        return values
+
+    composite = settings.composite(method, x, preprocessing)
+    relevance, values, conservation, _ = relevance_batch(model, x, scores, composite)
+    maps = relevance.float().contiguous(memory_format=torch.contiguous_format)
+    return [
+        Projection(
+            method=method,
+            target=t,
+            value=float(v),
+            map=m,
+            substituted={},
+            uncovered={},
+            relevance=c,
+        )
+        for t, v, m, c in zip(chosen, values.tolist(), maps, conservation, strict=True)
     ]
 
 
@@ -573,6 +623,7 @@ def project_image(
     times_input: bool = False,
     smooth: SmoothGrad | None = None,
     ig: IntegratedGradients | None = None,
+    lrp: LRP | None = None,
 ) -> list[Projection]:
     """Each target projected from one image of a LoadedModel (`pixels` C×H×W in [0, 1], fed as
     the model is)."""
@@ -580,7 +631,7 @@ def project_image(
     return [
         p
         for per_image in project_pixels(
-            loaded, x, method, targets, times_input=times_input, smooth=smooth, ig=ig
+            loaded, x, method, targets, times_input=times_input, smooth=smooth, ig=ig, lrp=lrp
         )
         for p in per_image
     ]
@@ -595,6 +646,7 @@ def project_pixels(
     times_input: bool = False,
     smooth: SmoothGrad | None = None,
     ig: IntegratedGradients | None = None,
+    lrp: LRP | None = None,
 ) -> list[list[Projection]]:
     """Per image of the normalized batch `x`, its projections of `targets` (one batched
     forward and backward per target). The maps' channels are the image's (RGB), also for a
@@ -610,6 +662,7 @@ def project_pixels(
             smooth=smooth,
             ig=ig,
             preprocessing=loaded.preprocessing,
+            lrp=lrp,
         )
         for target in targets
     ]
@@ -630,6 +683,7 @@ def projection_batches(
     smooth: SmoothGrad | None = None,
     ig: IntegratedGradients | None = None,
     title: str | None = None,
+    lrp: LRP | None = None,
 ) -> Iterator[tuple[list[int], Tensor, list[list[Projection]]]]:
     """The projections of every image of a scan session (core.session): per batch, the
     dataset indices, the [0, 1] pixels as fed (B×C×H×W, CPU) and per image its projections of
@@ -641,7 +695,14 @@ def projection_batches(
             with prepared.forward():
                 x = loaded.preprocessing.normalize(prepared.inputs(batch.inputs))
                 projections = project_pixels(
-                    loaded, x, method, targets, times_input=times_input, smooth=smooth, ig=ig
+                    loaded,
+                    x,
+                    method,
+                    targets,
+                    times_input=times_input,
+                    smooth=smooth,
+                    ig=ig,
+                    lrp=lrp,
                 )
             yield batch.indices, batch.inputs.cpu(), projections
 
