@@ -56,6 +56,8 @@ def test_a_run_leaves_the_process_as_it_found_it(tmp_path):
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGCHLD)}
     threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
     rng = torch.get_rng_state()
+    # what an earlier test in this worker left there (a library call may have made a console)
+    console_state = (console._console, console._quiet, console._silent)
     # -q makes the console quiet, threads and cwd are set for the run, and 2 loader processes
     # (torch's DataLoader sets a SIGCHLD handler) read the 2 batches
     result = InProcess()(
@@ -65,7 +67,7 @@ def test_a_run_leaves_the_process_as_it_found_it(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 4
-    assert (console._console, console._quiet, console._silent) == (None, False, False)
+    assert (console._console, console._quiet, console._silent) == console_state
     assert (dict(os.environ), os.getcwd(), sys.argv, sys.path) == (environ, cwd, argv, path)
     assert (warnings.filters, warnings.showwarning) == (filters, show)
     assert {s: signal.getsignal(s) for s in handlers} == handlers
