@@ -14,6 +14,9 @@ Pairs (ours | anchor), all at batch 8:
 - saliency: project_batch(..., "saliency") | captum Saliency (abs=True)
 - guided: project_batch(..., "guided") | captum GuidedBackprop. On lite0 (ReLU6) captum hooks no
   activation and returns the plain gradient, so its map differs there: Δ is not a check.
+  A second row on a model with ReLU6 (lite0) gives captum the same work: its GuidedBackprop on
+  a copy whose ReLU6 modules are `HookableReLU6` (an nn.ReLU subclass computing relu6, so
+  captum hooks it and its rule relu(true input gradient) is guided backprop on ReLU6); Δ = 0.
 - smoothgrad: SmoothGrad(S, per-sample |·|) of saliency | NoiseTunnel(Saliency) smoothgrad,
   nt_samples_batch_size=1 (one sample of the batch per forward, as ours). The noise differs
   (each draws its own), so Δ compares ours with captum's Saliency averaged over OUR noisy
@@ -63,6 +66,28 @@ def photos(loaded, size, n=8):
     dataset = open_data("imagenet-samples").head(n)
     x = next(iter(BatchStream(dataset, loaded.preprocessing, batch_size=n))).inputs
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True).contiguous()
+
+
+class HookableReLU6(torch.nn.ReLU):
+    """ReLU6 as a type captum's GuidedBackprop hooks (it hooks nn.ReLU modules only)."""
+
+    def forward(self, x):
+        return F.relu6(x)
+
+
+def hookable_copy(model):
+    """A deep copy of `model` with every nn.ReLU6 module replaced by HookableReLU6 (None: the
+    model has no ReLU6 module, captum already does guided backprop on it)."""
+    import copy
+
+    if not any(isinstance(m, torch.nn.ReLU6) for m in model.modules()):
+        return None
+    twin = copy.deepcopy(model)
+    for parent in list(twin.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.ReLU6):
+                setattr(parent, name, HookableReLU6())
+    return twin
 
 
 def rel(ours, theirs):
@@ -128,7 +153,7 @@ def pairs(model, x, args, layer_name):
         with cls(model=model, target_layers=[layer]) as cam:
             return cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(CLASS)] * n)
 
-    return {
+    cases = {
         "saliency": (
             lambda: stack(project_batch(model, x, "saliency", target)),
             lambda: Saliency(model).attribute(x.clone(), target=CLASS, abs=True),
@@ -185,6 +210,20 @@ def pairs(model, x, args, layer_name):
         "gradcam": (lambda: ours_cam("gradcam"), lambda: grad_cam(GradCAM), rel),
         "gradcam++": (lambda: ours_cam("gradcam++"), lambda: grad_cam(GradCAMPlusPlus), rel),
     }
+    twin = hookable_copy(model)
+    if twin is not None:  # right after "guided", so --only guided runs both
+        fair = (
+            cases["guided"][0],
+            lambda: GuidedBackprop(twin).attribute(x.clone(), target=CLASS),
+            rel,
+        )
+        ordered = {}
+        for key, value in cases.items():
+            ordered[key] = value
+            if key == "guided":
+                ordered["guided (captum on ReLU6 made hookable: the same work)"] = fair
+        cases = ordered
+    return cases
 
 
 def timed(fn):

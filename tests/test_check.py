@@ -221,3 +221,25 @@ def test_cli_check_end_to_end(cnntool, tmp_path):
     cascade, curves = png(out / "cascade.png"), png(out / "curves.png")
     assert cascade.shape[1] > cascade.shape[0] and spread(cascade) > 100
     assert spread(curves) > 20  # mostly white paper, coloured lines
+
+
+def test_cli_check_runs_the_model_as_the_scan_options_say(cnntool):
+    """--fold-bn (the default) and --precision reach the check's forward passes, and stderr says
+    so; the cascade randomizes a copy with its BatchNorms unfolded. Folded or not, the numbers
+    agree to float rounding (measured: AUCs within 8e-4, rank correlations within 1e-4)."""
+    args = ["visualize", "check", "efficientnet_lite0", "imagenet-samples", "--limit", "1"]
+    args += ["--methods", "saliency", "--checks", "deletion,sanity", "--steps", "4"]
+    args += ["--stages", "2", "--workers", "0"]
+    runs = {flag: cnntool(*args, flag, threads=1) for flag in ("--fold-bn", "--no-fold-bn")}
+    for result in runs.values():
+        assert result.returncode == 0, result.stderr
+    folded, unfolded = runs["--fold-bn"].stderr, runs["--no-fold-bn"].stderr
+    assert "forward pass: channels-last, gradients, fp32, 49 BatchNorm folded" in folded
+    assert "the cascade re-initializes a copy of the model as loaded" in folded
+    assert "folded" not in unfolded and "forward pass: channels-last, gradients, fp32" in unfolded
+    (a,), (b,) = ([json.loads(line) for line in r.stdout.splitlines()] for r in runs.values())
+    assert a["deletion_auc"] == pytest.approx(b["deletion_auc"], abs=2e-3)
+    assert a["insertion_auc"] == pytest.approx(b["insertion_auc"], abs=2e-3)
+    correlation = a["sanity"]["rank_correlation"]
+    assert correlation == pytest.approx(b["sanity"]["rank_correlation"], abs=1e-3)
+    assert len(correlation) == 2 and correlation[0] < 0.5  # saliency follows the randomization

@@ -501,3 +501,71 @@ def test_cli_over_a_folder_writes_a_figure_and_a_record_per_image(tmp_path, cnnt
         "visualize", "deconv", "lenet5-mnist", data, "-o", out, "--raw", tmp_path / "r.npy"
     )
     assert raw.returncode == 2 and "--raw" in raw.stderr
+
+
+@quiet_captum
+def test_smoothgrad_forwards_what_captum_noise_tunnel_forwards():
+    """Images forwarded, counted by a pre-hook on the model: with a class (or a unit at a
+    position) given, exactly captum NoiseTunnel's samples × N; with the target chosen on the
+    image (the predicted class, a unit's default position), one clean row per image more.
+    The record's value is the target's mean over the very noisy copies the map averages."""
+    from captum.attr import NoiseTunnel
+
+    from cnntool.tasks.projection import SmoothGrad, project_batch
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU6(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)
+    ).eval()
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    samples, rows = 4, []
+    handle = model.register_forward_pre_hook(lambda _m, args: rows.append(len(args[0])))
+
+    def forwarded(run):
+        rows.clear()
+        run()
+        return list(rows)
+
+    smooth, class_2 = SmoothGrad(samples, abs="per-sample"), Target.logit(2)
+    theirs = forwarded(
+        lambda: NoiseTunnel(Saliency(model)).attribute(
+            x.clone(), nt_type="smoothgrad", nt_samples=samples, target=2, nt_samples_batch_size=1
+        )
+    )
+    assert theirs == [3] * samples
+    given = {}
+    for method in ("saliency", "guided"):
+
+        def run(method=method):
+            options = {"smooth": smooth if method == "saliency" else SmoothGrad(samples)}
+            given[method] = project_batch(model, x, method, class_2, **options)
+
+        assert forwarded(run) == theirs, method
+    unit = Target.unit_of("0", 1, (2, 3))
+    assert (
+        forwarded(lambda: project_batch(model, x, "guided", unit, smooth=SmoothGrad(samples)))
+        == theirs
+    )
+    # chosen on the image: one clean forward of the N images, no backward
+    assert (
+        forwarded(lambda: project_batch(model, x, "saliency", Target.logit(), smooth=smooth))
+        == [3] + theirs
+    )
+    default_position = Target.unit_of("0", 1)
+    assert (
+        forwarded(lambda: project_batch(model, x, "deconv", default_position, smooth=SmoothGrad(4)))
+        == [3] + theirs
+    )
+    handle.remove()
+    # the value: class 2's logit averaged over the noisy copies SmoothGrad draws
+    drawn = []
+    smooth(lambda noisy: drawn.append(noisy) or noisy, x)
+    with torch.no_grad():
+        expected = sum(model(d)[:, 2].double() for d in drawn) / samples
+    assert [p.value for p in given["saliency"]] == pytest.approx(expected.tolist(), rel=1e-6)
+    assert [p.target.class_index for p in given["saliency"]] == [2, 2, 2]
+    # the parameters are frozen while it runs, and get their flags back, also on an error
+    model[0].bias.requires_grad_(False)
+    with pytest.raises(CnnToolError, match="out of range"):
+        project_batch(model, x, "saliency", Target.logit(9), smooth=smooth)
+    assert [p.requires_grad for p in model.parameters()] == [True, False, True, True]

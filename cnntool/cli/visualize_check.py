@@ -135,6 +135,7 @@ def check_command(
     ranking table goes to stderr, one record per method to stdout. Slow: every image costs
     many forward passes per method; start with --limit 4."""
     import sys
+    from dataclasses import replace
     from pathlib import Path
 
     from cnntool.cli.dataset_scan import dataset_scan, finish
@@ -146,7 +147,7 @@ def check_command(
         table_rows,
     )
     from cnntool.io.records import RecordWriter
-    from cnntool.tasks.check import RANKING, CheckSettings, check_batch, pass_rule, verdicts
+    from cnntool.tasks.check import RANKING, CheckSettings, check_batches, pass_rule, verdicts
 
     try:
         settings = CheckSettings(
@@ -170,26 +171,11 @@ def check_command(
     ) as session:
         loaded = session.model
         parts, figure = [], None
-        for batch in session.batches(f"check {loaded.name}", normalize=False):
-            keep = (
-                out is not None
-                and session.is_main
-                and figure is None
-                and "sanity" in settings.checks
-            )
-            part = check_batch(
-                loaded.module,
-                batch.inputs.to(loaded.device),
-                batch.indices,
-                settings,
-                loaded.preprocessing,
-                keep_maps=keep,
-            )
-            if keep:
-                figure = (batch.inputs[0].cpu().numpy(), part.maps)
-            parts.append(
-                type(part)(part.fractions, part.cascade, part.results)
-            )  # the maps stay here
+        first = out is not None and session.is_main and "sanity" in settings.checks
+        for pixels, part in check_batches(session, settings, figure=first):
+            if part.maps:
+                figure = (pixels[0].numpy(), part.maps)
+            parts.append(replace(part, maps={}))  # the maps stay here
         finish(session)
         gathered = session.gather(parts)
         if not session.is_main:

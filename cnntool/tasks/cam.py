@@ -255,12 +255,14 @@ def cam_maps(
     class_names: Sequence[str] | None = None,
     score_batch: int = 32,
     plusplus_eps: float = 0.0,
+    classes: Sequence[Target] | None = None,
 ) -> list[CamMap]:
     """The `method` map of `layer` for each image of the batch `x` (N×C×H×W, normalized model
     input; C×H×W for one image).
 
     `target`: `Target.logit(index or name)` (None or `Target.logit()`: each image's top class) or
     `Target.unit_of(layer, unit)` (its mean activation; `unit_target('layer4:17')`).
+    `classes`: instead, each image's own class target (resolved `Target.logit(index)`s).
     `score_batch`: masked copies per forward pass (Score-CAM). `plusplus_eps`: added to
     Grad-CAM++'s denominator (pytorch-grad-cam uses 1e-6; the paper none).
     Runs the model in eval mode; its mode, flags and hooks are as before afterwards."""
@@ -281,7 +283,9 @@ def cam_maps(
             activations = cap.activations[layer]
             _check_maps(layer, activations)
             scores, targets = (
-                (None, [None] * len(x)) if method == "eigencam" else scorer.scores(cap, output)
+                (None, [None] * len(x))
+                if method == "eigencam"
+                else scorer.scores(cap, output, classes)
             )
             if needs_grad:
                 torch.autograd.grad(scores.sum(), inputs, allow_unused=True)

@@ -207,6 +207,7 @@ def integrate_batch(
     settings: IntegratedGradients = IntegratedGradients(),
     *,
     f_input: Tensor | None = None,
+    completeness: bool = True,
 ) -> tuple[Tensor, list[Completeness]]:
     """Integrated gradients of every image of the batch `x` (N×…) from `baseline` (same shape):
     the attributions (shape of x) and each image's completeness.
@@ -215,7 +216,8 @@ def integrate_batch(
     (the N images at α_k, then the N at α_k+1…: captum's order, so captum with
     internal_batch_size = batch_size × N runs the very same batches); `scores` gets such a
     stack and returns one value per row. `f_input`: the N values F(x) when the caller has
-    them already (then the completeness costs one forward of the N baselines, not 2N)."""
+    them already (then the completeness costs one forward of the N baselines, not 2N).
+    `completeness=False`: the attributions alone, and no completeness (no forward at all)."""
     weights, alphas = quadrature(settings.steps, settings.rule)
     x, baseline = x.detach(), baseline.detach()
     n = len(x)
@@ -230,6 +232,8 @@ def integrate_batch(
         w = torch.tensor(weights[start : start + len(chunk)], dtype=grads.dtype, device=x.device)
         total_grad += (grads.view(len(chunk), *x.shape) * w.view(-1, *([1] * x.dim()))).sum(0)
     attributions = total_grad * step
+    if not completeness:
+        return attributions, []
     with torch.no_grad():
         if f_input is None:
             ends = scores(torch.cat([x, baseline]))
@@ -237,7 +241,7 @@ def integrate_batch(
         else:
             f_baseline = scores(baseline)
     totals = attributions.double().flatten(1).sum(1).tolist()
-    completeness = [
+    report = [
         Completeness(
             f_input=float(fx),
             f_baseline=float(fb),
@@ -248,4 +252,4 @@ def integrate_batch(
         )
         for fx, fb, total in zip(f_input.tolist(), f_baseline.tolist(), totals, strict=True)
     ]
-    return attributions, completeness
+    return attributions, report

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from cnntool.core.class_indices import class_index
-from cnntool.core.hooks import capture, substitute_activation_backward
+from cnntool.core.hooks import capture, frozen_parameters, substitute_activation_backward
 from cnntool.core.layers import resolve_layer
 from cnntool.errors import CnnToolError
 from cnntool.tasks.integrated_gradients import (
@@ -106,9 +106,10 @@ class Target:
 @dataclass(frozen=True)
 class Projection:
     """One projection. `map` is the raw C×H×W float32 result (for saliency |∂y/∂x|, not yet
-    reduced over channels); `value` is the target's value in the forward pass. `substituted`
-    and `uncovered` count the rectifier calls that followed the rule and the smooth
-    activations it did not cover (their gradient is the ordinary one)."""
+    reduced over channels); `value` is the target's value in the forward pass (with
+    SmoothGrad, its mean over the noisy copies). `substituted` and `uncovered` count the
+    rectifier calls that followed the rule and the smooth activations it did not cover (their
+    gradient is the ordinary one)."""
 
     method: str
     target: Target
@@ -231,7 +232,8 @@ def project(
     class. The keywords `layer`, `unit`, `position`, `target_class` say the same thing.
     `times_input` multiplies the map by the input (gradient×input). `smooth` (or
     `smooth_samples` > 0 with `smooth_noise` and `seed`) averages the map over noisy copies of x
-    (SmoothGrad); the target is fixed on the clean input first, by a forward pass alone.
+    (SmoothGrad); a target chosen on the image (the predicted class, a default unit or
+    position) is fixed on the clean input first, by a forward pass alone.
     Method "ig" (integrated gradients) integrates from `ig.baseline` (default black, which
     needs the model's `preprocessing`; "0" or a tensor does not) and reports `completeness`;
     it takes neither `times_input` (it already multiplies by x − baseline) nor `smooth`.
@@ -327,25 +329,17 @@ def project_batch(
             class_name=target_class if isinstance(target_class, str) else None,
         )
     )
-    if method == "ig":
-        return _integrated(
-            model, x, wanted, class_names, ig or IntegratedGradients(), preprocessing
-        )
-    if method in LRP_METHODS:
-        return _relevance(model, x, method, wanted, class_names, lrp or LRP(), preprocessing)
-    # with SmoothGrad the clean pass only fixes the targets: a forward, no backward
-    targets, values, grad, report = _backprop(
-        model, x, method, wanted, class_names, None, gradient=smooth is None
-    )
-    per_sample = smooth is not None and smooth.abs == "per-sample"
-    if smooth is not None:
-
-        def attribute(noisy):  # copies of the batch, sample-major
-            repeated = targets * (len(noisy) // len(targets))
-            grad = _backprop(model, noisy, method, wanted, class_names, repeated)[2]
-            return grad.abs() if per_sample else grad
-
-        grad = smooth(attribute, x)
+    with frozen_parameters(model):  # input gradients only: autograd records less
+        if method == "ig":
+            return _integrated(
+                model, x, wanted, class_names, ig or IntegratedGradients(), preprocessing
+            )
+        if method in LRP_METHODS:
+            return _relevance(model, x, method, wanted, class_names, lrp or LRP(), preprocessing)
+        if smooth is None:
+            targets, values, grad, report = _backprop(model, x, method, wanted, class_names, None)
+        else:
+            targets, values, grad, report = _smoothed(model, x, method, wanted, class_names, smooth)
     raw = grad * x if times_input else grad
     if method == "saliency" and not times_input:
         raw = raw.abs()  # Simonyan et al.: the magnitude; display takes the max over channels
@@ -365,6 +359,49 @@ def project_batch(
         )
         for t, v, m in zip(targets, values, maps, strict=True)
     ]
+
+
+def _smoothed(model, x, method, wanted: Target, class_names, smooth: SmoothGrad):
+    """SmoothGrad of the batch `x`: (targets, values, map before |·| for "after-mean",
+    substitution report). Each value is the target's mean over the noisy copies, the smoothed
+    score whose gradient the map estimates.
+
+    A target the caller fixed (a class; a unit at a given position) is read off the first
+    noisy batch, so the forwards are exactly captum NoiseTunnel's (samples × N images). A
+    target chosen on the image itself (the predicted class, a unit's default channel or
+    position) needs the clean batch first: one forward of N images, no backward. Running it
+    inside the first noisy batch would cost more: those rows would be backpropagated too."""
+    n = len(x)
+    targets = (
+        None
+        if _fixed_by_caller(wanted)
+        else _backprop(model, x, method, wanted, class_names, None, gradient=False)[0]
+    )
+    totals = torch.zeros(n, dtype=torch.float64)
+    reports = []
+    per_sample = smooth.abs == "per-sample"
+
+    def attribute(noisy):  # copies of the batch, sample-major
+        nonlocal targets
+        copies = len(noisy) // n
+        fixed = None if targets is None else targets * copies
+        chosen, values, grad, report = _backprop(model, noisy, method, wanted, class_names, fixed)
+        if targets is None:
+            targets = chosen[:n]
+        reports.append(report)
+        totals.add_(torch.tensor(values, dtype=torch.float64).view(copies, n).sum(0))
+        return grad.abs() if per_sample else grad
+
+    grad = smooth(attribute, x)
+    return targets, (totals / smooth.samples).tolist(), grad, reports[0]
+
+
+def _fixed_by_caller(wanted: Target) -> bool:
+    """Whether the target is the same for every image whatever it shows (no clean pass
+    needed to choose it)."""
+    if wanted.kind == "class":
+        return wanted.class_index is not None or wanted.class_name is not None
+    return wanted.unit is not None and wanted.position is not None
 
 
 def option_conflict(

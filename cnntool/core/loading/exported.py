@@ -66,7 +66,10 @@ def is_exported(module) -> bool:
 
 
 def contains_exported(model) -> bool:
-    return any(is_exported(module) for module in model.modules())
+    from torch.export.unflatten import InterpreterModule, UnflattenedModule
+
+    kinds = (InterpreterModule, UnflattenedModule)  # imported once, not once per module
+    return any(isinstance(module, kinds) for module in model.modules())
 
 
 def is_exported_program(path: Path) -> bool:
