@@ -4,10 +4,11 @@ timed.
 For LeNet-5 (lenet5-mnist) layers, every unit's picture is made with `visualize maximize`'s
 default recipe for 28-px inputs (`small_defaults`: pixels, L2, TV, blur, 128 steps), in one
 batch per layer, then checked as the command checks it (tasks.maximize.judge.check_picture):
-flat (1st–99th percentile spread < 0.1), or its value not above the unit's best over the 5,000
-mnist-5k digits. Dead units (never above 0 on the digits) are counted apart. Each recipe is run
-in the same process: by default the recipe without and with Lucid's redirected ReLU for the
-first 16 steps (`redirect`), so the two columns compare like for like.
+flat (1st–99th percentile spread < 0.1, inside the border band for a conv layer), or its value
+not above the unit's best over the 5,000 mnist-5k digits. Dead units (never above 0 on the
+digits) are counted apart. Each recipe is run in the same process: by default the recipe
+without and with Lucid's redirected ReLU for the first 16 steps (`redirect`), so the two
+columns compare like for like.
 
     .venv/bin/python benchmarks/maximize_converged.py [--layers relu1,relu2,relu3]
         [--config NAME=JSON ...] [--seed 0] [--threads N]
@@ -44,7 +45,7 @@ def counts(model, prep, layer: str, config, best: torch.Tensor, seed: int) -> di
         if top <= 0:
             tally["dead"] += 1
             continue
-        reason = check_picture(result.pixels, result.value, top).reason
+        reason = check_picture(result.pixels, result.value, top, positions=result.positions).reason
         key = {None: "converged", "flat": "flat", "below the data's best": "below"}[reason]
         tally[key] += 1
     return tally
@@ -59,8 +60,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    configs = {"true gradient": small_defaults(), "redirected 16": small_defaults()}
-    configs["redirected 16"] = dataclasses.replace(configs["redirected 16"], redirect=16)
+    # small_defaults() redirects the first 16 steps: "true gradient" turns that off
+    configs = {
+        "true gradient": dataclasses.replace(small_defaults(), redirect=0),
+        "redirected 16": dataclasses.replace(small_defaults(), redirect=16),
+    }
     for spec in args.config:
         name, _, changes = spec.partition("=")
         configs[name] = dataclasses.replace(small_defaults(), **json.loads(changes))

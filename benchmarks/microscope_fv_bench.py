@@ -83,7 +83,7 @@ def run(loaded, layer: str, units: list[int], config, best) -> tuple[float, list
     )
     seconds = time.perf_counter() - start
     passed = sum(
-        check_picture(r.pixels, r.peak, float(best[u])).converged
+        check_picture(r.pixels, r.peak, float(best[u]), positions=r.positions).converged
         for r, u in zip(results, units, strict=True)
     )
     return seconds, ends, passed

@@ -262,7 +262,7 @@ def test_norm_histogram_bars_have_the_counts_and_the_title_counts_failures(tmp_p
     assert counts.sum() == 12 and edges[0] == 0 and edges[-1] == 3.0
     assert counts.tolist() == np.histogram(values, bins=edges)[0].tolist()
     pixels = png(tmp_path / "norms.png")
-    assert find_plot_text(pixels, "12 successful (3 failed)", fontsize=11)
+    assert find_plot_text(pixels, "12 successful (3 failed)", fontsize=9)
     assert find_plot_text(pixels, "CW on lenet5-mnist, digits", fontsize=11)
     assert find_plot_text(pixels, "median 1.95", fontsize=9)
     # each bar's height in pixels is proportional to its count
@@ -280,6 +280,54 @@ def test_norm_histogram_bars_have_the_counts_and_the_title_counts_failures(tmp_p
             assert height / columns.max() == pytest.approx(count / tallest, abs=0.02)
     save_norm_histogram(tmp_path / "none.png", [], title="CW", failures=4)
     assert find_plot_text(png(tmp_path / "none.png"), "no successful perturbation")
+
+
+def test_norm_histogram_title_is_one_line_and_the_settings_one_more(tmp_path):
+    """Above the axes: the title on one line and, on one more, the counts and the settings
+    (README's CW example); settings that do not fit there go under the axis title; a title
+    too long for the figure is cut in the middle (the path keeps its end), never wrapped. The
+    same one-line title on attack auto's bars."""
+    from cnntool.io.auto_report import save_robustness_bars
+    from cnntool.io.minimal_report import save_norm_histogram
+    from tests.pixels import axes_frame, runs
+
+    def lines_above_axes(pixels):
+        _, top, _, _ = axes_frame(pixels)
+        return runs((pixels[: top - 2].max(axis=-1) < 128).any(axis=1))
+
+    def edge_ink(pixels):  # text that ran off the figure would touch its left or right edge
+        return bool((pixels[:, [0, 1, -2, -1]].max(axis=-1) < 200).any())
+
+    values = [0.5, 1.1, 1.2, 1.3, 2.0, 2.1, 3.0]
+    save_norm_histogram(
+        tmp_path / "cw.png", values, title="CW on lenet5-mnist, mnist-5k",
+        settings="c = 10, κ = 0, 100 steps, lr 0.1", failures=1,
+    )  # fmt: skip
+    pixels = png(tmp_path / "cw.png")
+    assert len(lines_above_axes(pixels)) == 2 and not edge_ink(pixels)
+    assert find_plot_text(pixels, "CW on lenet5-mnist, mnist-5k", fontsize=11)
+    subtitle = "7 successful (1 failed) · c = 10, κ = 0, 100 steps, lr 0.1"
+    assert find_plot_text(pixels, subtitle, fontsize=9)
+    long_path = "/home/someone/datasets/imagenet/validation/selected_photos_for_the_report"
+    save_norm_histogram(
+        tmp_path / "long.png", values, title=f"CW on efficientnet_lite0, {long_path}",
+        settings="c = 10, κ = 5, 1000 steps, lr 0.01", failures=12, already=2,
+    )  # fmt: skip
+    pixels = png(tmp_path / "long.png")
+    assert len(lines_above_axes(pixels)) == 2 and not edge_ink(pixels)
+    assert find_plot_text(pixels, "CW on efficientnet_lite0, /home", fontsize=11)
+    assert find_plot_text(pixels, "…", fontsize=11)
+    assert find_plot_text(pixels, "selected_photos_for_the_report", fontsize=11)
+    assert find_plot_text(pixels, "7 successful (12 failed, 2 needed no perturbation)", 9)
+    _, _, _, bottom = axes_frame(pixels)
+    below = pixels[bottom + 20 :]
+    assert find_plot_text(below, "settings: c = 10, κ = 5, 1000 steps, lr 0.01", fontsize=10)
+    bars = [("clean (no attack)", 1.0), ("APGD-CE", 0.5), ("worst case", 0.4)]
+    title = f"efficientnet_lite0 on {long_path} (60 images), L∞ ε = 8/255"
+    save_robustness_bars(tmp_path / "bars.png", bars, title=title, note="a note")
+    pixels = png(tmp_path / "bars.png")
+    assert len(lines_above_axes(pixels)) == 1 and not edge_ink(pixels)
+    assert find_plot_text(pixels, "(60 images), L∞ ε = 8/255", fontsize=11)
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -318,7 +366,7 @@ def test_cli_deepfool_records_histogram_and_triptych(tmp_path, lenet, cnntool):
     median = np.median([r["l2"] for r in rows])
     assert f"median {median:.4g}" in result.stderr
     pixels = png(out / "norms.png")
-    assert find_plot_text(pixels, "3 successful (0 failed)", fontsize=11)
+    assert find_plot_text(pixels, "3 successful (0 failed)", fontsize=9)
     assert find_plot_text(pixels, f"median {median:.3g}", fontsize=9)
     (triptych,) = (out / "triptych").glob("*.png")  # the perturbation ×1/(2·L∞), its L2
     linf, norm = rows[0]["linf"], rows[0]["l2"]

@@ -626,11 +626,12 @@ def test_flat_detector_on_hand_made_and_real_pictures(lite0):
 
 def test_lenet_relu1_no_flat_picture_is_shown_unmarked(tmp_path):
     """Every relu1 picture that is flat or below the data's best carries converged: false in
-    its record, and its grid tile is struck through in vermillion; the others are not."""
+    its record, and its grid tile is struck through in vermillion; the others are not. Units
+    10 and 24 are white squares with a dark strip along an edge: flat inside the border band."""
     from cnntool.io.synthesized import MARK_COLOUR
     from cnntool.tasks.maximize.judge import FLAT_CONTRAST
 
-    units = list(range(8))
+    units = [*range(8), 10, 24]
     out = tmp_path / "relu1.png"
     result = _maximize_cli(
         "lenet5-mnist",
@@ -651,8 +652,10 @@ def test_lenet_relu1_no_flat_picture_is_shown_unmarked(tmp_path):
             "flat" if flat else None if r["relative"] > 1 else "below the data's best"
         )
         saved = np.asarray(Image.open(tmp_path / f"relu1_unit{r['unit']}.png"), dtype=float) / 255
-        assert (np.percentile(saved, 99) - np.percentile(saved, 1) < FLAT_CONTRAST) == flat
+        inside = saved[3:25, 3:25]  # 1/8 of each side off: the zero padding's band
+        assert (np.percentile(inside, 99) - np.percentile(inside, 1) < FLAT_CONTRAST) == flat
     assert any(not r["converged"] for r in records) and any(r["converged"] for r in records)
+    assert [r["failure"] for r in records[-2:]] == ["flat", "flat"]  # units 10 and 24
     # the grid: 112-px tiles in cells as wide as the widest label line (none is cut), the
     # unit and its verdict written under each; a failed picture struck through in vermillion
     # with "did not converge" and the reason in white on its dark band
@@ -679,6 +682,68 @@ def test_lenet_relu1_no_flat_picture_is_shown_unmarked(tmp_path):
             band, "did not converge", 13, bold=True
         )
         assert bool(written) == (not r["converged"]), r
+
+
+def test_a_uniform_square_with_a_padding_strip_is_flat_and_a_planted_dead_unit_is_dead(
+    lenet, tmp_path
+):
+    """LeNet-5's relu1 unit 10 (3×3 weights summing to +0.41, bias +0.13) is best driven by a
+    uniform white square: its picture is one, with a dark corner where the filter overlaps the
+    zero padding, and is worth no more than a plain white square. Over the whole image its
+    contrast passed the old check (0.11); inside the border band it is flat. Unit 24 likewise
+    (a dark strip down the left edge). Unit 1's stripes fill the image and pass. A neuron or a
+    logit is position-bound: there the whole image counts. A planted dead unit (conv1's bias
+    sunk) is 0 on every digit and on its picture: "dead", on its record and its grid tile."""
+    import copy
+
+    from cnntool.io.figures import pixels_to_image
+    from cnntool.io.synthesized import pictures, save_pictures
+    from cnntool.tasks.maximize import unit_records
+    from cnntool.tasks.maximize.judge import DEAD, FLAT_CONTRAST, check_picture, contrast, inside
+    from tests.pixels import find_styled_text, png
+
+    model = copy.deepcopy(lenet.module)
+    with torch.no_grad():
+        model.conv1.bias[3] = -100.0  # planted: far below what 3×3 weights add on [0, 1] pixels
+    goal = objective(model, "channel", [1, 10, 24, 3], "relu1")
+    digits = torch.from_numpy(mnist_5k()[0][:1000]).float()[:, None] / 255
+    best = objective_values(model, goal, [lenet.preprocessing.normalize(digits)]).amax(0)
+    white = objective_values(model, goal, [lenet.preprocessing.normalize(torch.ones(1, 1, 28, 28))])
+    stripes, uniform, strip, dead = maximize(model, lenet.preprocessing, goal, small_defaults())
+    assert uniform.positions == 28 * 28
+    # unit 10: a white square (median 0.99) worth what a plain white square is (0.512 vs 0.514),
+    # though 1.9x the digits' best; only the corner moves the old whole-image spread
+    assert float(uniform.pixels.median()) > 0.98
+    assert uniform.value == pytest.approx(float(white[0, 1]), rel=0.01) and uniform.value > best[1]
+    assert contrast(uniform.pixels) > FLAT_CONTRAST > 10 * contrast(inside(uniform.pixels))
+    assert check_picture(uniform.pixels, uniform.value, float(best[1]), positions=1).converged
+    check = check_picture(uniform.pixels, uniform.value, float(best[1]), positions=784)
+    assert check.reason == "flat" and check.contrast < 0.01
+    assert contrast(strip.pixels) > 0.5 and contrast(inside(strip.pixels)) < 0.05
+    assert contrast(inside(stripes.pixels)) > 0.5
+    # planted saturated pictures: white with a dark band along one edge is flat for a channel,
+    # a picture for a neuron at that edge; a dark spot in the middle is a picture for both
+    edge = np.full((1, 28, 28), 0.99)
+    edge[0, :, :3] = 0.2
+    assert check_picture(edge, positions=784).reason == "flat"
+    assert check_picture(edge, positions=1).converged
+    spot = np.full((1, 28, 28), 0.99)
+    spot[0, 12:16, 12:16] = 0.2
+    assert check_picture(spot, positions=784).converged
+    # the records and the grid, as the command writes them
+    assert best[3] == 0 and dead.value == 0
+    results = [stripes, uniform, strip, dead]
+    records = unit_records(results, goal, small_defaults(), lambda c: None, best_on_data=best)
+    assert [r["failure"] for r in records] == [None, "flat", "flat", DEAD]
+    assert [r["converged"] for r in records] == [True, False, False, False]
+    images = [pixels_to_image(r.pixels.numpy()) for r in results]
+    out = tmp_path / "relu1.png"
+    save_pictures(out, pictures(images, records, [None] * 4), title="relu1")
+    grid = png(out)
+    for label in ("unit 3", "dead on DATA", "not converged"):  # the labels under the tiles
+        assert find_styled_text(grid, label, 15), label
+    assert len(find_styled_text(255 - grid, "dead", 13, bold=True)) == 1  # white on its band
+    assert len(find_styled_text(255 - grid, "did not", 13, bold=True)) == 2  # units 10 and 24
 
 
 def test_channel_objective_is_not_drowned_by_the_pixel_penalties(lenet):

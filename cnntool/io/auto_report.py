@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cnntool.io.adversarial import class_label
 from cnntool.io.attack_report import RECORD_COLUMNS
-from cnntool.io.figures import eps_label, new_figure, save_figure
+from cnntool.io.figures import eps_label, new_figure, save_figure, title_block
 from cnntool.io.palette import UNKNOWN, WRONG
 from cnntool.io.records import Column, percent
 from cnntool.io.untrusted import plot_text
@@ -179,9 +179,9 @@ def save_robustness_bars(
     axes.set_ylabel("accuracy (%)", fontsize=10)
     axes.grid(axis="y", alpha=0.3)
     axes.set_axisbelow(True)
-    axes.set_title(plot_text(title), fontsize=10)
+    top = title_block(figure, title, scale=scale)  # one line, cut to the figure's width
     if note:
         axes.set_xlabel(plot_text(note), fontsize=8)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - top))
     save_figure(figure, path)
     return heights

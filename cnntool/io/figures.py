@@ -224,6 +224,63 @@ def save_accuracy_plot(
     return drawn
 
 
+def points_px(points: float, scale: float = 1) -> float:
+    """A matplotlib font size (or length) in points as pixels at new_figure's 100 dpi × `scale`."""
+    return points * 100 * scale / 72
+
+
+def one_line(text: str, width_px: float, points: float, figure) -> str:
+    """`text` as it is when it fits in `width_px` at `points` on `figure` (measured by its own
+    renderer, as it will be drawn), else cut in the middle with '…' so that it does: a long
+    path keeps its start and its last folder."""
+    from matplotlib.font_manager import FontProperties
+
+    renderer, face = figure.canvas.get_renderer(), FontProperties(size=points)
+
+    def fits(candidate: str) -> bool:
+        return renderer.get_text_width_height_descent(candidate, face, ismath=False)[0] <= width_px
+
+    if fits(text):
+        return text
+    head, tail = len(text) // 2, len(text) - len(text) // 2
+    while head + tail > 1:
+        if head >= tail:
+            head -= 1
+        else:
+            tail -= 1
+        shown = text[:head] + "…" + text[len(text) - tail :]
+        if fits(shown):
+            return shown
+    return text[:1] + "…"
+
+
+def title_block(figure, title: str, subtitle: str = "", *, scale: float = 1) -> float:
+    """A one-line `title` (FONT + 1) and, under it, a one-line `subtitle` (FONT − 1) centred at
+    the top of `figure`, each cut to the figure's width (`one_line`: they never wrap onto a
+    third line). Returns the share of the figure's height they take: lay the axes out under it,
+    `figure.tight_layout(rect=(0, 0, 1, 1 - share))`."""
+    width = text_room(figure, scale)
+    height = figure.get_figheight() * figure.dpi
+    lines = [(title, FONT + 1)] + ([(subtitle, FONT - 1)] if subtitle else [])
+    y = points_px(4, scale)  # px from the top
+    for text, points in lines:
+        figure.text(
+            0.5,
+            1 - y / height,
+            plot_text(one_line(text, width, points, figure)),
+            fontsize=points,
+            ha="center",
+            va="top",
+        )
+        y += points_px(points * 1.4, scale)
+    return y / height
+
+
+def text_room(figure, scale: float = 1) -> float:
+    """How wide a line of text may be on `figure`, in px: its width less a margin each side."""
+    return figure.get_figwidth() * figure.dpi - 2 * points_px(FONT, scale)
+
+
 def eps_label(eps: float) -> str:
     """0.3 -> '0.3', 0.00784… -> '2/255': ε as people write it (a short decimal when there is
     one, else a multiple of 1/255 when it is one)."""

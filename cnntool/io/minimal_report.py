@@ -3,14 +3,13 @@ columns (no ε), the sentence on the perturbation norms, and their histogram (no
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from cnntool.io.attack_report import IMAGE_TABLE, RECORD_COLUMNS
-from cnntool.io.figures import FONT, new_figure, save_figure
+from cnntool.io.figures import FONT, new_figure, one_line, save_figure, text_room, title_block
 from cnntool.io.records import Column
 from cnntool.io.untrusted import plot_text
 
@@ -18,7 +17,6 @@ MINIMAL_COLUMNS = [c for c in RECORD_COLUMNS if c != "eps"]
 MINIMAL_TABLE = [*IMAGE_TABLE, Column("l2", lambda r: f"{r['l2']:.4f}")]
 BAR = "#1f77b4"  # matplotlib's C0
 _MAX_BINS = 40
-_TITLE_CHARS = 62  # what fits in one line of the 5.5-inch plot at FONT + 1
 
 
 def norms_sentence(norms) -> str:
@@ -47,9 +45,10 @@ def save_norm_histogram(
     scale: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A histogram of the successful perturbations' L2 norms (pixel scale 0–1) with their median
-    marked; the title (`title`, then the attack's `settings`) says how many there are and how
-    many failed (not drawn: a failure has no minimal perturbation). Returns what was drawn:
-    (counts, bin edges)."""
+    marked, under a one-line `title` and a one-line subtitle: how many there are and how many
+    failed (not drawn: a failure has no minimal perturbation), then the attack's `settings`
+    (under the axis title instead when they do not fit beside the counts). Returns what was
+    drawn: (counts, bin edges)."""
     values = np.asarray(l2, dtype=np.float64)
     figure = new_figure(width=5.5, height=3.8, scale=scale)
     axes = figure.add_subplot(1, 1, 1)
@@ -64,13 +63,15 @@ def save_norm_histogram(
     else:
         axes.text(0.5, 0.5, "no successful perturbation", ha="center", va="center", fontsize=FONT)
     apart = f"{failures} failed" + (f", {already} needed no perturbation" if already else "")
-    lines = [
-        *textwrap.wrap(title, _TITLE_CHARS),
-        *textwrap.wrap(settings, _TITLE_CHARS),
-        f"{len(values):,} successful ({apart})",
-    ]
-    axes.set_title(plot_text("\n".join(lines)), fontsize=FONT + 1)
-    axes.set_xlabel("L2 norm of the perturbation (pixel scale 0–1)", fontsize=FONT)
+    counts_line = f"{len(values):,} successful ({apart})"
+    subtitle = f"{counts_line} · {settings}" if settings else counts_line
+    xlabel = "L2 norm of the perturbation (pixel scale 0–1)"
+    room = text_room(figure, scale)
+    if one_line(subtitle, room, FONT - 1, figure) != subtitle:
+        subtitle = counts_line  # the settings go under the axis title, on a line of their own
+        xlabel += "\n" + one_line(f"settings: {settings}", room, FONT, figure)
+    top = title_block(figure, title, subtitle, scale=scale)
+    axes.set_xlabel(plot_text(xlabel), fontsize=FONT)
     axes.set_ylabel("images", fontsize=FONT)
     axes.set_xlim(left=0)
     from matplotlib.ticker import MaxNLocator
@@ -78,7 +79,7 @@ def save_norm_histogram(
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.tick_params(labelsize=FONT - 1)
     axes.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - top))
     save_figure(figure, path)
     return counts, edges
 

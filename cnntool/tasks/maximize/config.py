@@ -218,7 +218,8 @@ class Synthesized:
     the channels), when the config asks for it; `peak` the unit's largest value at any
     position of the final image (= `value` for logits and fc units), what a scan of
     real data ranks its hits by; `ceiling` the most the layer can output when it clamps
-    (ReLU6: 6; judge.output_ceiling), else None."""
+    (ReLU6: 6; judge.output_ceiling), else None; `positions` how many positions `value` is
+    the mean of (a channel of a convolution's map: H·W; 1: logits, fc units, a neuron)."""
 
     unit: int
     pixels: Tensor
@@ -227,6 +228,7 @@ class Synthesized:
     importance: Tensor | None = None
     peak: float | None = None
     ceiling: float | None = None
+    positions: int = 1
 
     def to_record(self, objective: Objective) -> dict:
         record = {"kind": objective.kind, "unit": self.unit, "value": round(self.value, 6)}

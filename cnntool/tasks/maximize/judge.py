@@ -146,8 +146,14 @@ def unit_records(
                 best_on_data=round(best, 6),
                 relative=round(result.value / best, 4) if best > 0 else None,
             )
-        ceiling = getattr(result, "ceiling", None)
-        record.update(check_picture(result.pixels, result.value, best, ceiling).to_record())
+        check = check_picture(
+            result.pixels,
+            result.value,
+            best,
+            getattr(result, "ceiling", None),
+            positions=getattr(result, "positions", 1),
+        )
+        record.update(check.to_record())
         records.append(record)
     return records
 
@@ -158,9 +164,21 @@ def unit_records(
 # The least contrast a picture must have: its 1st-to-99th percentile spread in [0, 1] pixels.
 # 0.1 is 25 of the 255 steps of the saved 8-bit image. Measured (notes/fv.md): LeNet-5's relu1
 # pictures before the penalty fix spread 0.004–0.09 (flat grey squares by eye), the unit images
-# that show a pattern 0.3–1.0 (MACO on lite0: > 0.8, a sigmoid of unit-variance noise); there
-# is nothing between 0.09 and 0.25 in the runs measured.
+# that show a pattern 0.3–1.0 (MACO on lite0: > 0.8, a sigmoid of unit-variance noise). LeNet's
+# relu2 has faint stroke pictures in between (notes/pics2.md: 0.05–0.07 inside the border
+# band, marked; 0.11–0.17, shown).
 FLAT_CONTRAST = 0.1
+
+# A channel's value is the mean of a convolution's map over its positions, and a convolution is
+# the same at every position: a pattern the unit prefers can be drawn anywhere away from the
+# edges. Along the edges the unit sees the zero padding beside the pixels, and what the
+# optimizer draws there is the padding's doing. LeNet-5's relu1 units 10 and 24 (3×3 weights
+# summing to +0.41 and +0.11) came out as uniform white squares with a dark corner or a dark
+# strip 2–3 px wide down one side, and passed the check on that alone (contrast 0.11 and 0.78
+# over the whole image, 0.004 and 0.014 inside; unit 10's picture is worth no more than a
+# plain white square). So such a picture's contrast is measured inside a band of 1/8 of each
+# side: 3 px of a 28-px digit, 16 of a 128-px thumbnail.
+BORDER_FRACTION = 8
 
 NOT_CONVERGED = "did not converge"
 DEAD = "dead: never fires on DATA"  # the microscope's badge for the same finding
@@ -174,6 +192,14 @@ def contrast(pixels) -> float:
     return float(high - low)
 
 
+def inside(pixels):
+    """The image (C×H×W or H×W) without the band of 1/BORDER_FRACTION of each side along its
+    edges, where a channel averaged over positions sees the zero padding."""
+    height, width = pixels.shape[-2:]
+    top, left = height // BORDER_FRACTION, width // BORDER_FRACTION
+    return pixels[..., top : height - top, left : width - left]
+
+
 def is_flat(pixels) -> bool:
     """Whether the image has no contrast to show (`contrast` under FLAT_CONTRAST)."""
     return contrast(pixels) < FLAT_CONTRAST
@@ -181,7 +207,8 @@ def is_flat(pixels) -> bool:
 
 @dataclass(frozen=True)
 class Check:
-    """Whether a synthesized image is a result: `contrast` (see `contrast`), `beats_data`
+    """Whether a synthesized image is a result: `contrast` (see `contrast`; inside the border
+    band for a channel averaged over positions, see `check_picture`), `beats_data`
     whether the unit's value on it is above its best on real data, or at the most the layer
     can output (None: not known), and `dead` whether the unit is exactly 0 on every real image
     and on the picture too (a rectified unit that never fires: there is nothing to draw).
@@ -220,18 +247,27 @@ class Check:
 
 
 def check_picture(
-    pixels, value: float | None = None, best: float | None = None, ceiling: float | None = None
+    pixels,
+    value: float | None = None,
+    best: float | None = None,
+    ceiling: float | None = None,
+    *,
+    positions: int = 1,
 ) -> Check:
     """The check of one synthesized image: flat or not, and, when the data's best `best` is
-    known, whether `value` (the unit on the image) is above it. A layer that clamps its output
-    (ReLU6, Hardtanh: `ceiling`, see `output_ceiling`) cannot be beaten where the data already
-    reaches the clamp: there a value at the ceiling counts as beating the data. A unit whose
-    best is exactly 0 and that stays at 0 on the picture never fires at all: DEAD."""
+    known, whether `value` (the unit on the image) is above it. `positions`: how many positions
+    `value` is the mean of (a channel of a convolution's map: H·W, and then the contrast is
+    measured `inside` the border band; 1: a logit, an fc unit, a neuron: the whole image). A
+    layer that clamps its output (ReLU6, Hardtanh: `ceiling`, see `output_ceiling`) cannot be
+    beaten where the data already reaches the clamp: there a value at the ceiling counts as
+    beating the data. A unit whose best is exactly 0 and that stays at 0 on the picture never
+    fires at all: DEAD."""
     beats = None
     if value is not None and best is not None and math.isfinite(best):
         beats = value > best or (ceiling is not None and reaches(value, ceiling))
     dead = best == 0 and value is not None and value <= 0
-    return Check(contrast(pixels), beats, dead)
+    pixels = torch.as_tensor(pixels, dtype=torch.float32)
+    return Check(contrast(inside(pixels) if positions > 1 else pixels), beats, dead)
 
 
 def reaches(value: float, ceiling: float) -> bool:

@@ -106,6 +106,7 @@ def maximize(
             history=tuple(h[k] for h in history),
             importance=None if importance is None else importance[k].cpu(),
             ceiling=ceiling,
+            positions=score.positions,
         )
         for k, u in enumerate(goal.units)
     ]

@@ -97,6 +97,7 @@ class Visualization:
     contrast: float | None = None
     failure: str | None = None
     ceiling: float | None = None  # the most the layer can output (ReLU6: 6), None: unbounded
+    positions: int = 1  # how many positions the unit's value is the mean of (judge.check_picture)
 
 
 def checked(pictures: Sequence[Visualization], units) -> list[Visualization]:
@@ -109,7 +110,9 @@ def checked(pictures: Sequence[Visualization], units) -> list[Visualization]:
 
     out = []
     for picture, unit in zip(pictures, units, strict=True):
-        check = check_picture(picture.pixels, picture.peak, unit.max, picture.ceiling)
+        check = check_picture(
+            picture.pixels, picture.peak, unit.max, picture.ceiling, positions=picture.positions
+        )
         out.append(replace(picture, contrast=check.contrast, failure=check.reason))
     return out
 
@@ -167,7 +170,12 @@ def visualize_units(
             progress=progress,
         )
         pictures += [
-            Visualization(np.asarray(r.pixels.numpy(), dtype=np.float32), r.peak, ceiling=r.ceiling)
+            Visualization(
+                np.asarray(r.pixels.numpy(), dtype=np.float32),
+                r.peak,
+                ceiling=r.ceiling,
+                positions=r.positions,
+            )
             for r in results
         ]
     return pictures
