@@ -18,14 +18,15 @@ from tests.pixels import axes_frame, colour_mask, find_plot_text, marks, png, sp
 FAST = emb.EmbedSettings()  # threads: one below 5,000 points, every core from there
 
 
-def extract_set(model_name, data, layer, batch_size):
-    """Features of a whole data set, in-process, as `cnntool features` computes them."""
+def extract_set(model_name, data, layer, batch_size, count=None):
+    """Features of a data set (or `count` images spread over it), in-process, as `cnntool
+    features` computes them."""
     from cnntool.core.data import BatchStream, open_data
     from cnntool.core.layers import resolve_layer
     from cnntool.core.loading.models import load_model
 
     loaded = load_model(model_name, device="cpu")
-    dataset = open_data(data)
+    dataset = open_data(data).spread(count)
     name = resolve_layer(loaded.module, layer)[0]
     stream = BatchStream(dataset, loaded.preprocessing, batch_size=batch_size)
     with feats.FeatureSpool() as spool:
@@ -97,8 +98,9 @@ def test_lenet5_mnist_map_keeps_the_digits_apart(mnist):
 
 @pytest.mark.slow
 def test_lite0_faces_and_non_faces_separate():
-    faces = extract_set("efficientnet_lite0", "faces", "penultimate", 50)
-    assert faces.features.shape == (200, 1280) and faces.layer == "_avg_pooling"
+    # 100 of the 200 photos, every other one (README's figures are for all 200: 2-D 0.995)
+    faces = extract_set("efficientnet_lite0", "faces", "penultimate", 50, count=100)
+    assert faces.features.shape == (100, 1280) and faces.layer == "_avg_pooling"
     assert faces.label_names == ["non-face", "face"] and sorted(set(faces.labels.tolist())) == [
         0,
         1,
