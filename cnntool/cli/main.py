@@ -11,6 +11,7 @@ import click
 
 from cnntool import __version__
 from cnntool.cli import console
+from cnntool.core.allocator import keep_large_blocks
 from cnntool.errors import CnnToolError, close_matches, os_error_sentence
 
 # command name -> (module:attribute, one-line help shown by `cnntool --help`)
@@ -130,6 +131,7 @@ def main(argv=None) -> None:
     if not debug:
         console.warnings_as_lines()
     _file_names_as_bytes(sys.stdout)
+    keep_large_blocks()  # a scan's large activations are reused, not faulted in afresh
     try:
         result = cli.main(args=argv, prog_name="cnntool", standalone_mode=False)
     except (click.exceptions.Exit, click.ClickException) as exc:
