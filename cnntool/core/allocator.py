@@ -16,7 +16,6 @@ exits; a library user's process is left alone (only `cnntool.cli.main` calls thi
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 # mallopt's parameter numbers (malloc.h)
@@ -27,25 +26,35 @@ _THRESHOLD = 1 << 30
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
+_applied = False
+
+
 def keep_large_blocks(environ=os.environ) -> bool:
-    """Raise glibc's mmap and trim thresholds for this process, once; whether it did."""
+    """Raise glibc's mmap and trim thresholds for this process unless `environ` opts out;
+    True when they are raised, False when `environ` opts out or they cannot be. A second call
+    (in-process runs of the command line) changes nothing."""
+    global _applied
     if environ.get("CNNTOOL_MALLOC", "").lower() == "system":
         return False
     tunables = environ.get("GLIBC_TUNABLES", "")
     if any(name in environ for name in _USER_SETTINGS) or "threshold" in tunables:
         return False
+    if _applied:
+        return True
     if not _glibc():
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # no loadable C library, or one without mallopt
+        # the process's own symbols hold libc's (ctypes.util.find_library would start ldconfig
+        # on every command's start-up)
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # no symbol table to read, or a libc without mallopt
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # mallopt answers 1 when it took the value (an older glibc may refuse one above 32 MB)
-    return bool(mallopt(_M_MMAP_THRESHOLD, _THRESHOLD)) and bool(
+    _applied = bool(mallopt(_M_MMAP_THRESHOLD, _THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, _THRESHOLD)
     )
+    return _applied
 
 
 def _glibc() -> bool:
