@@ -442,19 +442,7 @@ def _integrated(
         settings,
         f_input=values,
     )
-    maps = attributions.detach().float().contiguous(memory_format=torch.contiguous_format)
-    return [
-        Projection(
-            method="ig",
-            target=t,
-            value=float(v),
-            map=m,
-            substituted={},
-            uncovered={},
-            completeness=c,
-        )
-        for t, v, m, c in zip(targets, values.tolist(), maps, completeness, strict=True)
-    ]
+    return _unrouted("ig", targets, values, attributions, completeness=completeness)
 
 
 def _relevance(
@@ -471,7 +459,14 @@ def _relevance(
 
     composite = settings.composite(method, x, preprocessing)
     relevance, values, conservation, _ = relevance_batch(model, x, scores, composite)
-    maps = relevance.float().contiguous(memory_format=torch.contiguous_format)
+    return _unrouted(method, chosen, values, relevance, relevance=conservation)
+
+
+def _unrouted(method: str, targets, values: Tensor, maps: Tensor, **report) -> list[Projection]:
+    """One Projection per image for a method that routes no rectifier (IG, LRP), each with its
+    image's entry of the one per-image report (`completeness=` or `relevance=`)."""
+    ((field, per_image),) = report.items()
+    maps = maps.detach().float().contiguous(memory_format=torch.contiguous_format)
     return [
         Projection(
             method=method,
@@ -480,9 +475,9 @@ def _relevance(
             map=m,
             substituted={},
             uncovered={},
-            relevance=c,
+            **{field: r},
         )
-        for t, v, m, c in zip(chosen, values.tolist(), maps, conservation, strict=True)
+        for t, v, m, r in zip(targets, values.tolist(), maps, per_image, strict=True)
     ]
 
 
